@@ -1,0 +1,165 @@
+//! One SSH session to the guest. Authentication is both ways: the client key
+//! is the run's, and the server's host key must be the one kernlab made for
+//! this run.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+#[derive(Debug, thiserror::Error)]
+pub enum SshError {
+    #[error("ssh: cannot connect to {addr}")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("ssh: handshake with {addr} failed")]
+    Handshake {
+        addr: SocketAddr,
+        #[source]
+        source: ssh2::Error,
+    },
+    #[error("ssh: the guest's host key is not the one made for this run (possible port mix-up)")]
+    HostKeyMismatch,
+    #[error("ssh: public-key authentication as root failed")]
+    Auth(#[source] ssh2::Error),
+    #[error("ssh: `{command}`")]
+    Exec {
+        command: String,
+        #[source]
+        source: ssh2::Error,
+    },
+    #[error("ssh: `{command}` did not finish within {timeout:?}")]
+    Timeout { command: String, timeout: Duration },
+    #[error("ssh: reading the output of `{command}`")]
+    Read {
+        command: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("ssh: upload to `{}`", remote.display())]
+    Upload {
+        remote: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A finished remote command.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExecOutput {
+    pub status: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl ExecOutput {
+    pub fn success(&self) -> bool {
+        self.status == 0
+    }
+}
+
+/// Waits until something on `addr` sends an SSH banner, opening a fresh TCP
+/// connection every 50 ms. QEMU's user-mode network accepts connections
+/// before the guest is up and then stalls them, so SSH attempts would hang;
+/// the banner is the proof that dropbear in the guest answers. Returns false
+/// when `budget` runs out first. The caller bounds the total wait and checks
+/// QEMU in between calls.
+pub fn wait_for_banner(addr: SocketAddr, budget: Duration) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < budget {
+        let attempt = Instant::now();
+        if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+            let _ = s.set_read_timeout(Some(Duration::from_millis(150)));
+            let mut buf = [0u8; 4];
+            if s.read_exact(&mut buf).is_ok() && &buf == b"SSH-" {
+                return true;
+            }
+        }
+        let spent = attempt.elapsed();
+        if spent < Duration::from_millis(50) {
+            std::thread::sleep(Duration::from_millis(50) - spent);
+        }
+    }
+    false
+}
+
+pub struct GuestSession {
+    session: ssh2::Session,
+}
+
+impl GuestSession {
+    /// Connects as root with `key`, checking the guest's host key blob.
+    pub fn connect(addr: SocketAddr, key: &Path, host_key_blob: &[u8], timeout: Duration) -> Result<Self, SshError> {
+        let tcp = TcpStream::connect_timeout(&addr, timeout).map_err(|source| SshError::Connect { addr, source })?;
+        let _ = tcp.set_nodelay(true);
+        let mut session = ssh2::Session::new().map_err(|source| SshError::Handshake { addr, source })?;
+        session.set_tcp_stream(tcp);
+        session.set_timeout(timeout.as_millis().min(u32::MAX as u128) as u32);
+        session.handshake().map_err(|source| SshError::Handshake { addr, source })?;
+        match session.host_key() {
+            Some((blob, _)) if blob == host_key_blob => {}
+            _ => return Err(SshError::HostKeyMismatch),
+        }
+        session.userauth_pubkey_file("root", None, key, None).map_err(SshError::Auth)?;
+        if !session.authenticated() {
+            return Err(SshError::Auth(ssh2::Error::from_errno(ssh2::ErrorCode::Session(-18))));
+        }
+        // Keepalives let a dead guest be noticed on idle sessions.
+        session.set_keepalive(true, 5);
+        Ok(GuestSession { session })
+    }
+
+    /// Runs `command` in the guest's shell; gives up after `timeout`.
+    pub fn exec(&self, command: &str, timeout: Duration) -> Result<ExecOutput, SshError> {
+        let err = |source| SshError::Exec { command: command.to_string(), source };
+        self.session.set_timeout(timeout.as_millis().clamp(1, u32::MAX as u128) as u32);
+        let mut ch = self.session.channel_session().map_err(err)?;
+        ch.exec(command).map_err(err)?;
+        let mut stdout = Vec::new();
+        let mut stderr = Vec::new();
+        let read_err = |e: std::io::Error| {
+            if e.kind() == std::io::ErrorKind::TimedOut {
+                SshError::Timeout { command: command.to_string(), timeout }
+            } else {
+                SshError::Read { command: command.to_string(), source: e }
+            }
+        };
+        ch.read_to_end(&mut stdout).map_err(read_err)?;
+        ch.stderr().read_to_end(&mut stderr).map_err(read_err)?;
+        ch.wait_close().map_err(err)?;
+        let status = ch.exit_status().map_err(err)?;
+        Ok(ExecOutput {
+            status,
+            stdout: String::from_utf8_lossy(&stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&stderr).into_owned(),
+        })
+    }
+
+    /// Writes `data` to `remote` in the guest with `mode`. The guest has no
+    /// scp or sftp server, so the bytes go through `cat` on the exec channel's stdin.
+    pub fn upload(&self, remote: &Path, data: &[u8], mode: u32, timeout: Duration) -> Result<(), SshError> {
+        let io = |source| SshError::Upload { remote: remote.to_path_buf(), source };
+        let ssh = |e: ssh2::Error| io(std::io::Error::other(e));
+        let path = crate::util::tool::shell_quote(remote.as_os_str());
+        let command = format!("cat > {path} && chmod {mode:o} {path}");
+        self.session.set_timeout(timeout.as_millis().clamp(1, u32::MAX as u128) as u32);
+        let mut ch = self.session.channel_session().map_err(ssh)?;
+        ch.exec(&command).map_err(ssh)?;
+        ch.write_all(data).map_err(io)?;
+        ch.send_eof().map_err(ssh)?;
+        let mut sink = Vec::new();
+        ch.read_to_end(&mut sink).map_err(io)?;
+        ch.stderr().read_to_end(&mut sink).map_err(io)?;
+        ch.wait_close().map_err(ssh)?;
+        match ch.exit_status().map_err(ssh)? {
+            0 => Ok(()),
+            st => Err(io(std::io::Error::other(format!(
+                "`{command}` exited with {st}: {}",
+                String::from_utf8_lossy(&sink).trim()
+            )))),
+        }
+    }
+}

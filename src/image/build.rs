@@ -1,0 +1,189 @@
+//! Building the `minimal` image: gather host binaries and their libraries,
+//! the kernel's driver modules, and the guest init into a [`Tree`], hash it,
+//! and write the cpio into the cache unless an identical one is there.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::modules::{DepTable, ModuleError};
+use super::tree::Tree;
+use crate::cache::Cache;
+use crate::kernel::Kernel;
+use crate::util::{fsx, tool};
+
+/// Bumped whenever the layout of the image changes in a way its inputs do not show.
+const FORMAT: &str = "kernlab-minimal-1";
+
+const INIT: &str = include_str!("../../images/minimal/init");
+const INITTAB: &str = include_str!("../../images/minimal/inittab");
+
+/// Host programs copied into the image, with the guest path they live at.
+/// busybox must be the static build (`busybox-static`): it runs before any
+/// library path is set up and provides every other command.
+const PROGRAMS: &[(&str, &str)] = &[("/bin/busybox", "/bin/busybox"), ("/usr/sbin/dropbear", "/usr/sbin/dropbear")];
+
+#[derive(Debug, Clone)]
+pub struct Image {
+    /// The cached cpio archive.
+    pub path: PathBuf,
+    /// sha256 of the archive (equal to the hash of its inputs, as the encoding is deterministic).
+    pub sha256: String,
+    /// Module files the guest loads at boot, in order.
+    pub modules: Vec<String>,
+    pub size: u64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    #[error("image: cannot read host program `{path}` (install it: {hint})")]
+    Program {
+        path: String,
+        hint: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("image: cannot list the libraries of `{path}`")]
+    Ldd {
+        path: String,
+        #[source]
+        source: tool::ToolError,
+    },
+    #[error("image: kernel `{kernel}` has no readable modules.dep in `{}`", dir.display())]
+    ModulesDep {
+        kernel: String,
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("image: kernel `{kernel}`")]
+    Modules {
+        kernel: String,
+        #[source]
+        source: ModuleError,
+    },
+    #[error("image: cannot read `{}`", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("image: cannot write `{}` into the cache", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Builds (or finds in the cache) the minimal image for `kernel`, with the
+/// driver modules `roots` and their dependencies.
+pub fn build_minimal(cache: &Cache, kernel: &Kernel, roots: &[&str]) -> Result<Image, ImageError> {
+    let tree = minimal_tree(kernel, roots)?;
+    let cpio = tree.to_cpio();
+    let sha256 = fsx::sha256_bytes(&cpio);
+    let path = cache.path(format!("images/minimal-{sha256}.cpio"));
+    if !path.exists() {
+        fsx::write_atomic(&path, &cpio).map_err(|source| ImageError::Write { path: path.clone(), source })?;
+    }
+    let modules = match tree.get("etc/kernlab/modules") {
+        Some(super::tree::Node::File { data, .. }) => String::from_utf8_lossy(data).lines().map(str::to_string).collect(),
+        _ => Vec::new(),
+    };
+    Ok(Image { path, sha256, modules, size: cpio.len() as u64 })
+}
+
+fn minimal_tree(kernel: &Kernel, roots: &[&str]) -> Result<Tree, ImageError> {
+    let mut t = Tree::new();
+    for d in ["bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "run", "mnt", "var"] {
+        t.dir(d, 0o755);
+    }
+    t.file("/init", 0o755, INIT.as_bytes().to_vec());
+    t.file("/etc/inittab", 0o644, INITTAB.as_bytes().to_vec());
+    t.file("/etc/passwd", 0o644, b"root:*:0:0:root:/root:/bin/sh\n".to_vec());
+    t.file("/etc/group", 0o644, b"root:x:0:\n".to_vec());
+    t.file("/etc/shells", 0o644, b"/bin/sh\n".to_vec());
+    t.file("/etc/kernlab/format", 0o644, FORMAT.as_bytes().to_vec());
+
+    for (host, guest) in PROGRAMS {
+        add_program(&mut t, host, guest)?;
+    }
+
+    let release_dir = kernel.modules_dir();
+    let read = |name: &str| std::fs::read_to_string(release_dir.join(name));
+    let dep = read("modules.dep").map_err(|source| ImageError::ModulesDep {
+        kernel: kernel.name.clone(),
+        dir: release_dir.clone(),
+        source,
+    })?;
+    let table = DepTable::parse(&kernel.release, &dep, &read("modules.builtin").unwrap_or_default());
+    let order = table
+        .load_order(roots)
+        .map_err(|source| ImageError::Modules { kernel: kernel.name.clone(), source })?;
+    let mut list = String::new();
+    for rel in &order {
+        let host = release_dir.join(rel);
+        let data = std::fs::read(&host).map_err(|source| ImageError::Read { path: host.clone(), source })?;
+        t.file(&format!("/lib/modules/{}/{rel}", kernel.release), 0o644, data);
+        list.push_str(&format!("{}/{rel}\n", kernel.release));
+    }
+    t.file("/etc/kernlab/modules", 0o644, list.into_bytes());
+    Ok(t)
+}
+
+/// Copies a host program and every library `ldd` names for it.
+fn add_program(t: &mut Tree, host: &str, guest: &str) -> Result<(), ImageError> {
+    let data = std::fs::read(host).map_err(|source| ImageError::Program {
+        path: host.to_string(),
+        hint: tool::package_hint(Path::new(host).file_name().and_then(|f| f.to_str()).unwrap_or(host)),
+        source,
+    })?;
+    t.file(guest, 0o755, data);
+    for lib in libraries(host)? {
+        if t.get(&lib).is_some() {
+            continue;
+        }
+        let data = std::fs::read(&lib).map_err(|source| ImageError::Read { path: lib.clone().into(), source })?;
+        t.file(&lib, 0o755, data);
+    }
+    Ok(())
+}
+
+/// The absolute library paths `ldd` prints for `program`; none for a static one.
+fn libraries(program: &str) -> Result<Vec<String>, ImageError> {
+    let out = Command::new("ldd").arg(program).output().map_err(|source| ImageError::Ldd {
+        path: program.to_string(),
+        source: tool::ToolError::Spawn { program: "ldd".into(), hint: tool::package_hint("ldd"), source },
+    })?;
+    // ldd exits 1 for static binaries ("not a dynamic executable").
+    Ok(parse_ldd(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// Pure parse of `ldd` output: `libz.so.1 => /lib/.../libz.so.1 (0x…)` and
+/// `/lib64/ld-linux-x86-64.so.2 (0x…)`; the vdso has no file.
+pub fn parse_ldd(text: &str) -> Vec<String> {
+    text.lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let path = match l.split_once("=>") {
+                Some((_, rhs)) => rhs.split_whitespace().next()?,
+                None => l.split_whitespace().next()?,
+            };
+            path.starts_with('/').then(|| path.to_string())
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ldd_output_is_parsed() {
+        let text = "\tlinux-vdso.so.1 (0x00007ffd)\n\tlibtomcrypt.so.1 => /lib/x86_64-linux-gnu/libtomcrypt.so.1 (0x7f)\n\tlibc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x7f)\n\t/lib64/ld-linux-x86-64.so.2 (0x7f)\n";
+        assert_eq!(
+            parse_ldd(text),
+            ["/lib/x86_64-linux-gnu/libtomcrypt.so.1", "/lib/x86_64-linux-gnu/libc.so.6", "/lib64/ld-linux-x86-64.so.2"]
+        );
+        assert!(parse_ldd("\tnot a dynamic executable\n").is_empty());
+    }
+}

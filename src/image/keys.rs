@@ -1,0 +1,84 @@
+//! Per-run SSH keys. Every run gets a fresh client key (made in-process) and
+//! a fresh guest host key (made by `dropbearkey`, since dropbear reads only
+//! its own format), both 0600 in the private run directory, never reused.
+//! They reach the guest in a small cpio archive appended to the cached image,
+//! and the host checks the guest's host key against the one it made, so the
+//! SSH connection is authenticated both ways.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use ssh_key::{rand_core::OsRng, Algorithm, LineEnding, PrivateKey, PublicKey};
+
+use super::tree::Tree;
+use crate::util::{fsx, tool};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("cannot generate the SSH client key")]
+    Generate(#[source] ssh_key::Error),
+    #[error("cannot make the guest host key")]
+    HostKey(#[source] tool::ToolError),
+    #[error("dropbearkey printed no public key for `{}`", path.display())]
+    NoPublicKey { path: PathBuf },
+    #[error("cannot write key file `{}`", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+#[derive(Debug, Clone)]
+pub struct RunKeys {
+    /// OpenSSH private key of the client (0600).
+    pub client_key: PathBuf,
+    /// The client's public key line, for the guest's authorized_keys.
+    pub client_public: String,
+    /// The guest's dropbear host key file (0600).
+    pub host_key: PathBuf,
+    /// The guest's host key as the SSH wire blob, to check on connect.
+    pub host_key_blob: Vec<u8>,
+}
+
+impl RunKeys {
+    /// Makes fresh keys in `dir` (the run's private `keys/` directory).
+    pub fn generate(dir: &Path) -> Result<Self, KeyError> {
+        let write_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| KeyError::Write { path, source }
+        };
+        fsx::private_dir(dir).map_err(write_err(dir))?;
+        let client = PrivateKey::random(&mut OsRng, Algorithm::Ed25519).map_err(KeyError::Generate)?;
+        let client_key = dir.join("client_ed25519");
+        let pem = client.to_openssh(LineEnding::LF).map_err(KeyError::Generate)?;
+        fsx::write_atomic(&client_key, pem.as_bytes()).map_err(write_err(&client_key))?;
+        let client_public = client.public_key().to_openssh().map_err(KeyError::Generate)?;
+
+        let host_key = dir.join("guest_host_ed25519");
+        let out = tool::run(Command::new("dropbearkey").args(["-t", "ed25519", "-f"]).arg(&host_key))
+            .map_err(KeyError::HostKey)?;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let line = stdout
+            .lines()
+            .find(|l| l.starts_with("ssh-ed25519 "))
+            .ok_or_else(|| KeyError::NoPublicKey { path: host_key.clone() })?;
+        let host_key_blob = PublicKey::from_openssh(line)
+            .and_then(|k| k.to_bytes())
+            .map_err(KeyError::Generate)?;
+        Ok(RunKeys { client_key, client_public, host_key, host_key_blob })
+    }
+
+    /// The per-run archive: host key and authorized_keys, with the modes
+    /// dropbear insists on.
+    pub fn overlay(&self) -> Result<Tree, KeyError> {
+        let host = std::fs::read(&self.host_key).map_err(|source| KeyError::Write { path: self.host_key.clone(), source })?;
+        let mut t = Tree::new();
+        t.dir("/etc/dropbear", 0o700);
+        t.file("/etc/dropbear/hostkey", 0o600, host);
+        t.dir("/root", 0o700);
+        t.dir("/root/.ssh", 0o700);
+        t.file("/root/.ssh/authorized_keys", 0o600, format!("{}\n", self.client_public).into_bytes());
+        Ok(t)
+    }
+}

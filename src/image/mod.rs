@@ -1,0 +1,16 @@
+//! Guest images. `minimal` is an initramfs kernlab builds itself from host
+//! binaries (busybox, dropbear and the libraries `ldd` names), the kernel's
+//! driver modules for the devices kernlab attaches, and the guest init in
+//! `images/minimal/`. The build is deterministic (sorted entries, fixed
+//! mtimes, owners and inode numbers), so the same inputs give the same
+//! sha256, and it is cached under that hash. Per-run secrets (SSH keys) never
+//! enter the cached image: they go into a small second archive that is
+//! concatenated onto it for each run, which the kernel unpacks on top.
+
+pub mod build;
+pub mod keys;
+pub mod modules;
+pub mod tree;
+
+pub use build::{build_minimal, Image, ImageError};
+pub use keys::{RunKeys, KeyError};

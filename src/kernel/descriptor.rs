@@ -1,0 +1,213 @@
+//! Kernel descriptors: a small YAML file per kernel naming where it comes
+//! from. The descriptors in the repository's `kernels/` folder are built into
+//! the binary, so `kernlab` works from any directory; a `kernels/` folder
+//! given on the command line (or found beside the lab) adds to or overrides
+//! them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// The descriptors shipped with kernlab, built in at compile time.
+const BUILTIN: &[(&str, &str)] = &[
+    ("debian-6.1.0-54-cloud-amd64", include_str!("../../kernels/debian-6.1.0-54-cloud-amd64.yaml")),
+    ("debian-6.1.0-54-amd64", include_str!("../../kernels/debian-6.1.0-54-amd64.yaml")),
+];
+
+/// The kernel used when a lab names none.
+pub const DEFAULT_KERNEL: &str = "debian-6.1.0-54-cloud-amd64";
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct Descriptor {
+    /// The descriptor's name: its file name without `.yaml`. Not in the file.
+    #[serde(skip)]
+    pub name: String,
+    /// Where the descriptor came from (`builtin` or a path). Not in the file.
+    #[serde(skip)]
+    pub origin: String,
+    /// Free text shown by `kernlab kernel list`. Default: empty.
+    #[serde(default)]
+    pub description: String,
+    /// Where the kernel comes from.
+    pub source: Source,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum Source {
+    /// A Debian binary package fetched with `apt-get download`.
+    Debian(DebianSource),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct DebianSource {
+    /// The `linux-image-*` package.
+    pub package: String,
+    /// An exact package version to pin; default: apt's candidate version.
+    #[serde(default)]
+    pub version: Option<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DescriptorError {
+    #[error("cannot read kernel descriptor `{}`", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("kernel descriptor `{origin}`: {message}")]
+    Parse { origin: String, message: String },
+    #[error("unknown kernel `{name}`; known kernels: {known} (add kernels/{name}.yaml, see `kernlab kernel list`)")]
+    Unknown { name: String, known: String },
+}
+
+impl Descriptor {
+    pub fn parse(name: &str, origin: &str, text: &str) -> Result<Self, DescriptorError> {
+        let mut d: Descriptor = serde_saphyr::from_str(text)
+            .map_err(|e| DescriptorError::Parse { origin: origin.to_string(), message: e.to_string() })?;
+        let bad = |m: &str| DescriptorError::Parse { origin: origin.to_string(), message: m.to_string() };
+        match &d.source {
+            Source::Debian(s) => {
+                if !is_package_name(&s.package) {
+                    return Err(bad(&format!("source.debian.package: `{}` is not a Debian package name", s.package)));
+                }
+                if let Some(v) = &s.version {
+                    if v.is_empty() || !v.chars().all(|c| c.is_ascii_alphanumeric() || ".+-~:".contains(c)) {
+                        return Err(bad(&format!("source.debian.version: `{v}` is not a Debian version")));
+                    }
+                }
+            }
+        }
+        d.name = name.to_string();
+        d.origin = origin.to_string();
+        Ok(d)
+    }
+
+    /// A stable one-line summary of where the kernel comes from.
+    pub fn source_summary(&self) -> String {
+        match &self.source {
+            Source::Debian(s) => match &s.version {
+                Some(v) => format!("debian {}={}", s.package, v),
+                None => format!("debian {}", s.package),
+            },
+        }
+    }
+}
+
+/// Debian package names: lowercase alphanumerics and `+-.`, starting alphanumeric.
+fn is_package_name(s: &str) -> bool {
+    s.len() >= 2
+        && s.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && s.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c))
+}
+
+/// All known descriptors by name: built-ins first, then each directory's
+/// `*.yaml` files in order, later ones overriding earlier ones.
+#[derive(Debug, Clone, Default)]
+pub struct Registry {
+    kernels: BTreeMap<String, Descriptor>,
+}
+
+impl Registry {
+    pub fn builtin() -> Self {
+        let mut r = Registry::default();
+        for (name, text) in BUILTIN {
+            let d = Descriptor::parse(name, "builtin", text).expect("built-in kernel descriptors parse");
+            r.kernels.insert(name.to_string(), d);
+        }
+        r
+    }
+
+    /// Built-ins plus the descriptors in `dirs` (missing directories are skipped).
+    pub fn load(dirs: &[PathBuf]) -> Result<Self, DescriptorError> {
+        let mut r = Self::builtin();
+        for dir in dirs {
+            let Ok(entries) = std::fs::read_dir(dir) else { continue };
+            let mut paths: Vec<PathBuf> = entries
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "yaml" || x == "yml"))
+                .collect();
+            paths.sort();
+            for path in paths {
+                let text = std::fs::read_to_string(&path)
+                    .map_err(|source| DescriptorError::Read { path: path.clone(), source })?;
+                let name = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
+                let d = Descriptor::parse(&name, &path.display().to_string(), &text)?;
+                r.kernels.insert(name, d);
+            }
+        }
+        Ok(r)
+    }
+
+    pub fn get(&self, name: &str) -> Result<&Descriptor, DescriptorError> {
+        self.kernels.get(name).ok_or_else(|| DescriptorError::Unknown {
+            name: name.to_string(),
+            known: self.kernels.keys().cloned().collect::<Vec<_>>().join(", "),
+        })
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = &Descriptor> {
+        self.kernels.values()
+    }
+}
+
+/// The `kernels/` folders to search for a lab: one beside the lab's folder
+/// (`labs/x.yaml` → `kernels/`), then the current directory's.
+pub fn default_dirs(lab_file: Option<&Path>) -> Vec<PathBuf> {
+    let mut dirs = vec![PathBuf::from("kernels")];
+    if let Some(parent) = lab_file.and_then(|f| f.parent()).and_then(|p| p.parent()) {
+        let d = parent.join("kernels");
+        if !dirs.contains(&d) {
+            dirs.insert(0, d);
+        }
+    }
+    dirs
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn builtins_parse_and_include_default() {
+        let r = Registry::builtin();
+        let d = r.get(DEFAULT_KERNEL).unwrap();
+        assert_eq!(d.source_summary(), "debian linux-image-6.1.0-54-cloud-amd64=6.1.190-1");
+    }
+
+    #[test]
+    fn unknown_kernel_lists_known_ones() {
+        let err = Registry::builtin().get("debian-9.9").unwrap_err().to_string();
+        assert!(err.contains("unknown kernel `debian-9.9`") && err.contains(DEFAULT_KERNEL), "{err}");
+    }
+
+    #[test]
+    fn bad_descriptors_are_rejected() {
+        let cases = [
+            ("source:\n  debian:\n    package: linux-image-x\n    flavour: cloud\n", "flavour"),
+            ("source:\n  rpm:\n    path: x.rpm\n", "rpm"),
+            ("source:\n  debian:\n    package: 'Linux Image'\n", "package"),
+            ("source:\n  debian:\n    package: linux-image-x\n    version: 'a b'\n", "version"),
+        ];
+        for (text, want) in cases {
+            let err = Descriptor::parse("x", "kernels/x.yaml", text).unwrap_err().to_string();
+            assert!(err.contains("kernels/x.yaml") && err.contains(want), "{text:?} gave {err}");
+        }
+    }
+
+    #[test]
+    fn directory_descriptors_override_builtins() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join(format!("{DEFAULT_KERNEL}.yaml")),
+            "description: mine\nsource:\n  debian:\n    package: linux-image-6.1.0-53-cloud-amd64\n",
+        )
+        .unwrap();
+        let r = Registry::load(&[d.path().to_path_buf()]).unwrap();
+        assert_eq!(r.get(DEFAULT_KERNEL).unwrap().description, "mine");
+    }
+}

@@ -1,0 +1,11 @@
+//! Kernels: descriptors (`kernels/*.yaml`, plus the ones built into the
+//! binary) and their resolution into a cached, unpacked kernel: `vmlinuz`,
+//! its module tree with a `modules.dep`, its config. Debian kernels are
+//! fetched with `apt-get download`, so they come from the machine's own
+//! configured and verified apt sources; kernlab names no mirror.
+
+mod descriptor;
+mod fetch;
+
+pub use descriptor::{default_dirs as descriptor_dirs, DebianSource, Descriptor, DescriptorError, Registry, Source, DEFAULT_KERNEL};
+pub use fetch::{fetch, FetchError, Kernel};

@@ -1,0 +1,615 @@
+//! Lab files: the YAML that says what one kernel lab run does.
+//!
+//! This module owns the lab schema, reading it from YAML (syntax, unknown
+//! keys, types), checking it (ranges, names, cross-field rules) and writing
+//! the resolved lab back out with every default filled in. It does not check
+//! that the named kernel descriptor exists or run anything: the orchestrator
+//! does that with the `Lab` it gets back. Errors name the file, the line and
+//! column and the field path, e.g.
+//! `labs/x.yaml:7:11: vm.memory: must be at least 128 MiB, got 0`.
+//! The file format is documented in `docs/lab-format.md`.
+
+mod source;
+mod units;
+
+use std::collections::HashSet;
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+pub use source::SourceMap;
+pub use units::{format_size, parse_size};
+
+use units::{human_duration, human_size};
+
+const MIB: u64 = 1024 * 1024;
+const GIB: u64 = 1024 * MIB;
+
+const MIN_MEMORY: u64 = 128 * MIB;
+const MAX_MEMORY: u64 = 64 * GIB;
+const MAX_CPUS: u32 = 64;
+const MIN_BOOT_TIMEOUT: Duration = Duration::from_secs(5);
+const MAX_BOOT_TIMEOUT: Duration = Duration::from_secs(10 * 60);
+const MIN_WORKLOAD: Duration = Duration::from_secs(1);
+const MAX_WORKLOAD: Duration = Duration::from_secs(7 * 24 * 3600);
+const MIN_INTERVAL: Duration = Duration::from_millis(100);
+const MAX_INTERVAL: Duration = Duration::from_secs(3600);
+const MAX_NAME: usize = 64;
+// A kernel name becomes a file name (kernels/NAME.yaml); keep it within
+// what every filesystem accepts.
+const MAX_KERNEL_NAME: usize = 200;
+
+/// Kernel descriptor used when a lab names none.
+pub const DEFAULT_KERNEL: &str = "debian-6.1.0-54-cloud-amd64";
+
+/// Command-line parameters that kernlab sets itself (the console carries the
+/// guest agent's channel, init is kernlab's own); a lab overriding them would
+/// break the run in confusing ways.
+const RESERVED_CMDLINE: [&str; 3] = ["console=", "init=", "rdinit="];
+
+/// Why a lab file could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// The file could not be read.
+    #[error("cannot read lab file `{}`", file.display())]
+    Read {
+        file: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    /// Not valid YAML, or valid YAML that does not fit the schema: unknown
+    /// keys, wrong types, unknown enum values, unparsable sizes/durations.
+    /// `line`/`column` are 1-based, 0 when unknown. When the position could
+    /// be tied to a field, `message` starts with its path (`vm.memroy: ...`).
+    #[error("{}", located(file, *line, *column, None, message))]
+    Syntax {
+        file: PathBuf,
+        line: u64,
+        column: u64,
+        message: String,
+    },
+    /// Well-formed but rejected by `Lab::validate` (out of range, bad name,
+    /// inconsistent fields). `field` is the path, e.g. `vm.cmdline[1]`.
+    #[error("{}", located(file, *line, *column, Some(field), message))]
+    Invalid {
+        file: PathBuf,
+        line: u64,
+        column: u64,
+        field: String,
+        message: String,
+    },
+}
+
+fn located(file: &Path, line: u64, column: u64, field: Option<&str>, message: &str) -> String {
+    let mut s = file.display().to_string();
+    if line > 0 {
+        s.push_str(&format!(":{line}:{column}"));
+    }
+    s.push_str(": ");
+    if let Some(f) = field.filter(|f| !f.is_empty()) {
+        s.push_str(f);
+        s.push_str(": ");
+    }
+    s.push_str(message);
+    s
+}
+
+/// One lab run: which kernel to boot, how, what to do in the guest and what
+/// to sample while it runs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lab {
+    /// Lab name, used in run directories and reports. Required;
+    /// `[a-z0-9][a-z0-9._-]{0,63}`.
+    pub name: String,
+    /// Free text for humans. Default: `""`.
+    #[serde(default)]
+    pub description: String,
+    /// Kernel descriptor name (`kernels/NAME.yaml`); only its syntax is
+    /// checked here (`[A-Za-z0-9][A-Za-z0-9._+-]*`), the caller checks that it
+    /// exists. Default: `debian-6.1.0-54-cloud-amd64`.
+    #[serde(default = "default_kernel")]
+    pub kernel: String,
+    /// Guest root filesystem image. Default: `minimal`.
+    #[serde(default)]
+    pub image: Image,
+    /// Virtual machine shape. Default: see `Vm`.
+    #[serde(default)]
+    pub vm: Vm,
+    /// Guest shell commands run once after boot, in order; each non-empty.
+    /// Default: none.
+    #[serde(default)]
+    pub setup: Vec<String>,
+    /// The workload phase. Default: none (boot, setup, monitor, stop).
+    #[serde(
+        default,
+        deserialize_with = "non_null_workload",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub workload: Option<Workload>,
+    /// What to sample and how often. Default: see `Monitor`.
+    #[serde(default)]
+    pub monitor: Monitor,
+    /// Where each field was written, for error messages; empty for labs
+    /// built in code. Not serialized and ignored by `==`.
+    #[serde(skip)]
+    pub locations: SourceMap,
+}
+
+/// Virtual machine settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Vm {
+    /// Guest memory in bytes; written as a size (`512M`, `1GiB`) or integer
+    /// bytes. Default: 512 MiB; 128 MiB..=64 GiB.
+    #[serde(with = "units::size")]
+    pub memory: u64,
+    /// Virtual CPUs. Default: 1; 1..=64.
+    #[serde(deserialize_with = "units::count::deserialize")]
+    pub cpus: u32,
+    /// Accelerator. Default: `auto` (KVM when usable, else TCG).
+    pub accel: Accel,
+    /// Extra kernel command-line words, appended after kernlab's own. Each
+    /// non-empty, without whitespace or control characters, and not
+    /// `console=`, `init=` or `rdinit=` (kernlab owns those). Default: none.
+    pub cmdline: Vec<String>,
+    /// How long to wait for the guest to come up. Default: 60s; 5s..=10m.
+    #[serde(with = "units::duration")]
+    pub boot_timeout: Duration,
+}
+
+impl Default for Vm {
+    fn default() -> Self {
+        Vm {
+            memory: 512 * MIB,
+            cpus: 1,
+            accel: Accel::Auto,
+            cmdline: Vec::new(),
+            boot_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The workload phase: commands run in order in one guest shell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    /// Guest shell commands; at least one, each non-empty. No default: a
+    /// `workload` section must list its commands.
+    #[serde(default)]
+    pub commands: Vec<String>,
+    /// How long the phase lasts; commands still running at the end are
+    /// stopped. Default: 30s; 1s..=7d.
+    #[serde(default = "default_workload_duration", with = "units::duration")]
+    pub duration: Duration,
+}
+
+/// Sampling of guest memory state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Monitor {
+    /// Sampling interval. Default: 2s; 100ms..=1h, and at most
+    /// `workload.duration` when there is a workload (else it never samples).
+    #[serde(with = "units::duration")]
+    pub interval: Duration,
+    /// What to sample; non-empty, no duplicates. Default: all four.
+    pub sources: Vec<Source>,
+}
+
+impl Default for Monitor {
+    fn default() -> Self {
+        Monitor {
+            interval: Duration::from_secs(2),
+            sources: Source::ALL.to_vec(),
+        }
+    }
+}
+
+/// Virtual machine accelerator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Accel {
+    /// KVM when `/dev/kvm` is usable, else TCG.
+    #[default]
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+/// Guest root filesystem image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Image {
+    /// The small initramfs-based image kernlab builds itself.
+    #[default]
+    Minimal,
+}
+
+/// A monitor data source in the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// `/proc/slabinfo`.
+    Slabinfo,
+    /// `/proc/meminfo`.
+    Meminfo,
+    /// `/proc/sys/fs/dentry-state`.
+    DentryState,
+    /// virtio-balloon statistics.
+    Balloon,
+}
+
+impl Source {
+    pub const ALL: [Source; 4] = [
+        Source::Slabinfo,
+        Source::Meminfo,
+        Source::DentryState,
+        Source::Balloon,
+    ];
+
+    /// The name used in lab files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Slabinfo => "slabinfo",
+            Source::Meminfo => "meminfo",
+            Source::DentryState => "dentry-state",
+            Source::Balloon => "balloon",
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for Accel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Accel::Auto => "auto",
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        })
+    }
+}
+
+impl fmt::Display for Image {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Image::Minimal => "minimal",
+        })
+    }
+}
+
+/// `workload:` with nothing after it is more likely a forgotten command list
+/// than a wish for no workload, so only an absent key means "no workload".
+fn non_null_workload<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Workload>, D::Error> {
+    match Option::<Workload>::deserialize(d)? {
+        Some(w) => Ok(Some(w)),
+        None => Err(serde::de::Error::custom(
+            "section is empty: list the workload commands, or remove the section for no workload",
+        )),
+    }
+}
+
+fn default_kernel() -> String {
+    DEFAULT_KERNEL.to_string()
+}
+
+fn default_workload_duration() -> Duration {
+    Duration::from_secs(30)
+}
+
+/// Reads, parses and validates the lab file at `path`.
+pub fn load(path: &Path) -> Result<Lab, LabError> {
+    let text = std::fs::read_to_string(path).map_err(|source| LabError::Read {
+        file: path.to_path_buf(),
+        source,
+    })?;
+    parse(&text, path)
+}
+
+/// Parses and validates lab YAML; `file` is used only in error messages.
+pub fn parse(text: &str, file: &Path) -> Result<Lab, LabError> {
+    // Built first and independently of the schema, so that even a lab that
+    // fails to deserialize can have its error tied to a field path.
+    // The parser would say "unexpected end of file", which reads like a
+    // truncated file rather than an empty one.
+    let blank = |l: &str| {
+        let t = l.trim();
+        t.is_empty() || t.starts_with('#') || t == "---" || t == "..."
+    };
+    if text.lines().all(blank) {
+        return Err(LabError::Syntax {
+            file: file.to_path_buf(),
+            line: 0,
+            column: 0,
+            message: "lab file is empty: it needs at least `name: ...`".to_string(),
+        });
+    }
+    // The schema-free read fails only on YAML itself (syntax, duplicate
+    // keys, several documents), so its error is the one to report then: the
+    // typed read may trip over a type first and hide the real problem.
+    let locations = source::SourceMap::build(text).map_err(|e| syntax_error(&e, file, None))?;
+    let mut lab: Lab =
+        serde_saphyr::from_str(text).map_err(|e| syntax_error(&e, file, Some(&locations)))?;
+    lab.locations = locations;
+    lab.validate(file)?;
+    Ok(lab)
+}
+
+fn syntax_error(e: &serde_saphyr::Error, file: &Path, map: Option<&SourceMap>) -> LabError {
+    use serde_saphyr::MessageFormatter;
+
+    let (line, column) = e
+        .location()
+        .map(|l| (l.line(), l.column()))
+        .unwrap_or((0, 0));
+    // Format the innermost error ourselves: the crate's renderings append
+    // "at line L, column C" (plus alias sites) and its default wording
+    // addresses developers ("set DuplicateKeyPolicy in Options"); the user
+    // formatter does not, and the position goes in front in our format.
+    let mut inner = e;
+    while let serde_saphyr::Error::WithSnippet { error, .. }
+    | serde_saphyr::Error::AliasError { error, .. } = inner
+    {
+        inner = error;
+    }
+    let raw = serde_saphyr::UserMessageFormatter.format_message(inner);
+    // The formatter's text is unsanitized (it may quote a key with control
+    // characters in it); keep the message on one line.
+    let message: String = raw
+        .chars()
+        .flat_map(|c| {
+            let esc: Vec<char> = if c.is_control() {
+                c.escape_debug().collect()
+            } else {
+                vec![c]
+            };
+            esc
+        })
+        .collect();
+    // The parser's event names mean nothing to someone writing a lab.
+    let message = match message.as_str() {
+        "expected mapping start" => "expected a mapping (`key: value` entries)".to_string(),
+        "expected sequence start" => "expected a list".to_string(),
+        _ => message,
+    };
+    let message = match map {
+        // The text is not even YAML (the schema-free read failed).
+        None => format!("invalid YAML: {message}"),
+        Some(map) if line > 0 => {
+            let container = message.starts_with("missing field");
+            match map.path_at((line, column), container) {
+                Some(path) => format!("{path}: {message}"),
+                None => message,
+            }
+        }
+        Some(_) => message,
+    };
+    LabError::Syntax {
+        file: file.to_path_buf(),
+        line,
+        column,
+        message,
+    }
+}
+
+impl Lab {
+    /// A lab with the given name and every other field at its default.
+    pub fn new(name: impl Into<String>) -> Lab {
+        Lab {
+            name: name.into(),
+            description: String::new(),
+            kernel: default_kernel(),
+            image: Image::default(),
+            vm: Vm::default(),
+            setup: Vec::new(),
+            workload: None,
+            monitor: Monitor::default(),
+            locations: SourceMap::default(),
+        }
+    }
+
+    /// Checks ranges, names and cross-field rules; returns the first problem
+    /// in file order. `file` is used only in error messages; positions come
+    /// from `self.locations` (0:0, i.e. omitted, for labs built in code).
+    pub fn validate(&self, file: &Path) -> Result<(), LabError> {
+        let bad = |field: &str, message: String| {
+            let (line, column) = self.locations.position(field);
+            Err(LabError::Invalid {
+                file: file.to_path_buf(),
+                line,
+                column,
+                field: field.to_string(),
+                message,
+            })
+        };
+
+        if let Err(m) = check_name(&self.name) {
+            return bad("name", m);
+        }
+        if let Err(m) = check_kernel(&self.kernel) {
+            return bad("kernel", m);
+        }
+
+        let vm = &self.vm;
+        if vm.memory < MIN_MEMORY {
+            let m = format!(
+                "must be at least {}, got {}",
+                human_size(MIN_MEMORY),
+                human_size(vm.memory)
+            );
+            return bad("vm.memory", m);
+        }
+        if vm.memory > MAX_MEMORY {
+            let m = format!(
+                "must be at most {}, got {}",
+                human_size(MAX_MEMORY),
+                human_size(vm.memory)
+            );
+            return bad("vm.memory", m);
+        }
+        if !(1..=MAX_CPUS).contains(&vm.cpus) {
+            return bad(
+                "vm.cpus",
+                format!("must be between 1 and {MAX_CPUS}, got {}", vm.cpus),
+            );
+        }
+        for (i, word) in vm.cmdline.iter().enumerate() {
+            if let Err(m) = check_cmdline_word(word) {
+                return bad(&format!("vm.cmdline[{i}]"), m);
+            }
+        }
+        if let Err(m) = check_range(vm.boot_timeout, MIN_BOOT_TIMEOUT, MAX_BOOT_TIMEOUT) {
+            return bad("vm.boot_timeout", m);
+        }
+
+        for (i, cmd) in self.setup.iter().enumerate() {
+            if cmd.trim().is_empty() {
+                return bad(
+                    &format!("setup[{i}]"),
+                    "command must not be empty".to_string(),
+                );
+            }
+        }
+
+        if let Some(w) = &self.workload {
+            if w.commands.is_empty() {
+                return bad(
+                    "workload.commands",
+                    "at least one command is required when a workload section is present"
+                        .to_string(),
+                );
+            }
+            for (i, cmd) in w.commands.iter().enumerate() {
+                if cmd.trim().is_empty() {
+                    return bad(
+                        &format!("workload.commands[{i}]"),
+                        "command must not be empty".to_string(),
+                    );
+                }
+            }
+            if let Err(m) = check_range(w.duration, MIN_WORKLOAD, MAX_WORKLOAD) {
+                return bad("workload.duration", m);
+            }
+        }
+
+        let mon = &self.monitor;
+        if let Err(m) = check_range(mon.interval, MIN_INTERVAL, MAX_INTERVAL) {
+            return bad("monitor.interval", m);
+        }
+        if let Some(w) = &self.workload {
+            if mon.interval > w.duration {
+                let m = format!(
+                    "must not be longer than workload.duration ({}), got {}",
+                    human_duration(w.duration),
+                    human_duration(mon.interval)
+                );
+                return bad("monitor.interval", m);
+            }
+        }
+        if mon.sources.is_empty() {
+            return bad(
+                "monitor.sources",
+                "must list at least one source".to_string(),
+            );
+        }
+        let mut seen = HashSet::new();
+        for (i, s) in mon.sources.iter().enumerate() {
+            if !seen.insert(*s) {
+                return bad(
+                    &format!("monitor.sources[{i}]"),
+                    format!("duplicate source `{s}`"),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The resolved lab as YAML, every default filled in; `parse` of the
+    /// result gives an equal `Lab`.
+    pub fn to_yaml(&self) -> String {
+        // Serializing plain structs, strings, integers and unit enums cannot
+        // fail; a failure here is a bug in this module.
+        serde_saphyr::to_string(self).expect("a lab always serializes to YAML")
+    }
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    let ok_first = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let ok_rest = |c: char| ok_first(c) || matches!(c, '.' | '_' | '-');
+    let mut chars = name.chars();
+    let valid = match chars.next() {
+        None => false,
+        Some(c) => ok_first(c) && chars.all(ok_rest) && name.len() <= MAX_NAME,
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid lab name {name:?}: must be 1 to {MAX_NAME} characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit"
+        ))
+    }
+}
+
+fn check_kernel(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let valid = match chars.next() {
+        None => false,
+        Some(c) => {
+            c.is_ascii_alphanumeric()
+                && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-'))
+                && name.len() <= MAX_KERNEL_NAME
+        }
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid kernel name {name:?}: must be up to {MAX_KERNEL_NAME} characters of A-Z, a-z, 0-9, '.', '_', '+', '-', starting with a letter or digit"
+        ))
+    }
+}
+
+fn check_cmdline_word(word: &str) -> Result<(), String> {
+    if word.is_empty() {
+        return Err("command-line word must not be empty".to_string());
+    }
+    if word.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "command-line word {word:?} must not contain whitespace or control characters (use one list item per word)"
+        ));
+    }
+    if let Some(p) = RESERVED_CMDLINE.iter().find(|p| word.starts_with(*p)) {
+        return Err(format!(
+            "`{p}` is set by kernlab and cannot be overridden, got {word:?}"
+        ));
+    }
+    Ok(())
+}
+
+fn check_range(d: Duration, min: Duration, max: Duration) -> Result<(), String> {
+    if d < min {
+        Err(format!(
+            "must be at least {}, got {}",
+            human_duration(min),
+            human_duration(d)
+        ))
+    } else if d > max {
+        Err(format!(
+            "must be at most {}, got {}",
+            human_duration(max),
+            human_duration(d)
+        ))
+    } else {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,379 @@
+//! Unit tests for lab parsing and validation; the file corpus under
+//! `tests/labs/` covers the same rules end to end.
+
+use super::*;
+
+fn p(text: &str) -> Result<Lab, LabError> {
+    parse(text, Path::new("t.yaml"))
+}
+
+fn err(text: &str) -> String {
+    match p(text) {
+        Ok(lab) => panic!("expected an error for {text:?}, got {lab:?}"),
+        Err(e) => e.to_string(),
+    }
+}
+
+fn invalid_field(text: &str) -> String {
+    match p(text) {
+        Err(LabError::Invalid { field, .. }) => field,
+        other => panic!("expected Invalid for {text:?}, got {other:?}"),
+    }
+}
+
+const FULL: &str = "\
+name: full
+description: every field
+kernel: debian-6.1.0-54-cloud-amd64
+image: minimal
+vm:
+  memory: 1G
+  cpus: 2
+  accel: tcg
+  cmdline: [slub_nomerge, \"slab_debug=FZ\"]
+  boot_timeout: 90s
+setup:
+  - sysctl -w vm.dirty_ratio=10
+workload:
+  commands: [\"stress-ng --vm 1 --timeout 20s\"]
+  duration: 2m
+monitor:
+  interval: 500ms
+  sources: [slabinfo, meminfo]
+";
+
+#[test]
+fn defaults_filled_in() {
+    let lab = p("name: x\n").unwrap();
+    assert_eq!(lab, Lab::new("x"));
+    assert_eq!(lab.description, "");
+    assert_eq!(lab.kernel, DEFAULT_KERNEL);
+    assert_eq!(lab.image, Image::Minimal);
+    assert_eq!(lab.vm.memory, 512 * MIB);
+    assert_eq!(lab.vm.cpus, 1);
+    assert_eq!(lab.vm.accel, Accel::Auto);
+    assert!(lab.vm.cmdline.is_empty());
+    assert_eq!(lab.vm.boot_timeout, Duration::from_secs(60));
+    assert!(lab.setup.is_empty());
+    assert!(lab.workload.is_none());
+    assert_eq!(lab.monitor.interval, Duration::from_secs(2));
+    assert_eq!(lab.monitor.sources, Source::ALL.to_vec());
+}
+
+#[test]
+fn workload_defaults() {
+    let lab = p("name: x\nworkload:\n  commands: [\"true\"]\n").unwrap();
+    assert_eq!(lab.workload.unwrap().duration, Duration::from_secs(30));
+}
+
+#[test]
+fn full_lab_parses() {
+    let lab = p(FULL).unwrap();
+    assert_eq!(lab.vm.memory, GIB);
+    assert_eq!(lab.vm.cpus, 2);
+    assert_eq!(lab.vm.accel, Accel::Tcg);
+    assert_eq!(lab.vm.cmdline, ["slub_nomerge", "slab_debug=FZ"]);
+    assert_eq!(lab.vm.boot_timeout, Duration::from_secs(90));
+    let w = lab.workload.as_ref().unwrap();
+    assert_eq!(w.duration, Duration::from_secs(120));
+    assert_eq!(lab.monitor.interval, Duration::from_millis(500));
+    assert_eq!(lab.monitor.sources, [Source::Slabinfo, Source::Meminfo]);
+}
+
+#[test]
+fn round_trip() {
+    for text in [
+        "name: x\n",
+        FULL,
+        "name: y\nvm:\n  memory: 1000000000\n  boot_timeout: 10m\n",
+    ] {
+        let lab = p(text).unwrap();
+        let yaml = lab.to_yaml();
+        let again = p(&yaml).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        assert_eq!(lab, again, "{yaml}");
+    }
+    let yaml = p("name: x\n").unwrap().to_yaml();
+    assert!(yaml.contains("512MiB"), "{yaml}");
+    assert!(yaml.contains("dentry-state"), "{yaml}");
+}
+
+#[test]
+fn integers_accepted_for_sizes_and_durations() {
+    let lab = p("name: x\nvm:\n  memory: 268435456\n  boot_timeout: 30\n").unwrap();
+    assert_eq!(lab.vm.memory, 256 * MIB);
+    assert_eq!(lab.vm.boot_timeout, Duration::from_secs(30));
+}
+
+#[test]
+fn parse_size_table() {
+    let ok: &[(&str, u64)] = &[
+        ("0", 0),
+        ("4096", 4096),
+        ("4096B", 4096),
+        ("1K", 1024),
+        ("65536K", 64 * MIB),
+        ("512M", 512 * MIB),
+        ("512MiB", 512 * MIB),
+        ("512MB", 512 * MIB),
+        ("512 MiB", 512 * MIB),
+        ("512m", 512 * MIB),
+        ("1G", GIB),
+        ("1GiB", GIB),
+        ("2T", 2 * 1024 * GIB),
+        (" 8G ", 8 * GIB),
+    ];
+    for (s, want) in ok {
+        assert_eq!(parse_size(s), Ok(*want), "{s}");
+    }
+    for s in [
+        "",
+        "M",
+        "12Q",
+        "1.5G",
+        "-1G",
+        "1GG",
+        "1 G B",
+        "99999999999999999999",
+        "16777216T",
+    ] {
+        assert!(parse_size(s).is_err(), "{s} should be rejected");
+    }
+    assert!(parse_size("12Q").unwrap_err().contains("unknown unit"));
+}
+
+#[test]
+fn format_size_picks_exact_unit() {
+    assert_eq!(format_size(512 * MIB), "512MiB");
+    assert_eq!(format_size(GIB), "1GiB");
+    assert_eq!(format_size(1536 * MIB), "1536MiB");
+    assert_eq!(format_size(1000), "1000");
+    assert_eq!(format_size(0), "0");
+}
+
+#[test]
+fn name_rules() {
+    for good in ["x", "smoke", "a.b_c-1", "0lab", &"a".repeat(64)] {
+        p(&format!("name: \"{good}\"\n")).unwrap_or_else(|e| panic!("{good}: {e}"));
+    }
+    for bad in ["", "Smoke", "-x", ".x", "a b", "a/b", &"a".repeat(65)] {
+        assert_eq!(
+            invalid_field(&format!("name: \"{bad}\"\n")),
+            "name",
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn kernel_rules() {
+    p("name: x\nkernel: linux-6.12+debug\n").unwrap();
+    for bad in ["", "../etc", "a/b", "-x", "a b"] {
+        assert_eq!(
+            invalid_field(&format!("name: x\nkernel: \"{bad}\"\n")),
+            "kernel",
+            "{bad}"
+        );
+    }
+}
+
+#[test]
+fn memory_limits() {
+    p("name: x\nvm: {memory: 128M}\n").unwrap();
+    p("name: x\nvm: {memory: 64G}\n").unwrap();
+    let e = err("name: x\nvm:\n  memory: 0\n");
+    assert_eq!(e, "t.yaml:3:11: vm.memory: must be at least 128 MiB, got 0");
+    assert_eq!(invalid_field("name: x\nvm: {memory: 127M}\n"), "vm.memory");
+    assert_eq!(invalid_field("name: x\nvm: {memory: 65G}\n"), "vm.memory");
+    let e = err("name: x\nvm:\n  memory: -5\n");
+    assert!(e.starts_with("t.yaml:3:11: vm.memory: "), "{e}");
+    assert!(e.contains("negative"), "{e}");
+    let e = err("name: x\nvm:\n  memory: 12Q\n");
+    assert!(e.contains("vm.memory") && e.contains("unknown unit"), "{e}");
+}
+
+#[test]
+fn cpus_limits() {
+    p("name: x\nvm: {cpus: 64}\n").unwrap();
+    assert_eq!(invalid_field("name: x\nvm: {cpus: 0}\n"), "vm.cpus");
+    assert_eq!(invalid_field("name: x\nvm: {cpus: 65}\n"), "vm.cpus");
+    let e = err("name: x\nvm:\n  cpus: two\n");
+    assert!(e.starts_with("t.yaml:3:") && e.contains("vm.cpus: "), "{e}");
+    let e = err("name: x\nvm:\n  cpus: -1\n");
+    assert!(e.contains("vm.cpus") && e.contains("negative"), "{e}");
+}
+
+#[test]
+fn cmdline_rules() {
+    p("name: x\nvm: {cmdline: [slub_nomerge, \"kasan=on\"]}\n").unwrap();
+    for (bad, what) in [
+        ("\"\"", "empty"),
+        ("\"a b\"", "whitespace"),
+        ("\"a\\tb\"", "whitespace"),
+        ("\"a\\u0001\"", "control"),
+        ("\"console=ttyS1\"", "console="),
+        ("\"init=/bin/sh\"", "init="),
+        ("\"rdinit=/x\"", "rdinit="),
+    ] {
+        let e = err(&format!("name: x\nvm:\n  cmdline: [ok, {bad}]\n"));
+        assert!(
+            e.contains("vm.cmdline[1]") && e.contains(what),
+            "{bad}: {e}"
+        );
+    }
+}
+
+#[test]
+fn accel_is_an_enum() {
+    for a in ["auto", "kvm", "tcg"] {
+        p(&format!("name: x\nvm: {{accel: {a}}}\n")).unwrap();
+    }
+    let e = err("name: x\nvm:\n  accel: hyperv\n");
+    assert!(
+        e.contains("vm.accel") && e.contains("hyperv") && e.contains("tcg"),
+        "{e}"
+    );
+}
+
+#[test]
+fn boot_timeout_limits() {
+    p("name: x\nvm: {boot_timeout: 5s}\n").unwrap();
+    p("name: x\nvm: {boot_timeout: 10m}\n").unwrap();
+    assert_eq!(
+        invalid_field("name: x\nvm: {boot_timeout: 4s}\n"),
+        "vm.boot_timeout"
+    );
+    assert_eq!(
+        invalid_field("name: x\nvm: {boot_timeout: 11m}\n"),
+        "vm.boot_timeout"
+    );
+}
+
+#[test]
+fn setup_commands_non_empty() {
+    let e = err("name: x\nsetup:\n  - echo hi\n  - \"  \"\n");
+    assert_eq!(e, "t.yaml:4:5: setup[1]: command must not be empty");
+}
+
+#[test]
+fn workload_rules() {
+    assert_eq!(
+        invalid_field("name: x\nworkload:\n  duration: 10s\n"),
+        "workload.commands"
+    );
+    assert_eq!(
+        invalid_field("name: x\nworkload: {commands: []}\n"),
+        "workload.commands"
+    );
+    assert_eq!(
+        invalid_field("name: x\nworkload: {commands: [\"\"]}\n"),
+        "workload.commands[0]"
+    );
+    assert_eq!(
+        invalid_field("name: x\nworkload: {commands: [ls], duration: 500ms}\n"),
+        "workload.duration"
+    );
+    assert_eq!(
+        invalid_field("name: x\nworkload: {commands: [ls], duration: 8d}\n"),
+        "workload.duration"
+    );
+    let e = err("name: x\nworkload:\n  commands: [ls]\n  duration: 100y\n");
+    assert!(
+        e.starts_with("t.yaml:4:13: workload.duration: must be at most 7days"),
+        "{e}"
+    );
+    p("name: x\nworkload: {commands: [ls], duration: 7d}\n").unwrap();
+}
+
+#[test]
+fn monitor_rules() {
+    p("name: x\nmonitor: {interval: 100ms}\n").unwrap();
+    p("name: x\nmonitor: {interval: 1h}\n").unwrap();
+    assert_eq!(
+        invalid_field("name: x\nmonitor: {interval: 99ms}\n"),
+        "monitor.interval"
+    );
+    assert_eq!(
+        invalid_field("name: x\nmonitor: {interval: 2h}\n"),
+        "monitor.interval"
+    );
+    let e =
+        err("name: x\nworkload:\n  commands: [ls]\n  duration: 5s\nmonitor:\n  interval: 10s\n");
+    assert!(
+        e.starts_with("t.yaml:6:13: monitor.interval: must not be longer than workload.duration"),
+        "{e}"
+    );
+    let e = err("name: x\nmonitor:\n  interval: -2s\n");
+    assert!(
+        e.contains("monitor.interval") && e.contains("negative"),
+        "{e}"
+    );
+    let e = err("name: x\nmonitor:\n  interval: 99999999999999999999y\n");
+    assert!(e.contains("monitor.interval"), "{e}");
+    assert_eq!(
+        invalid_field("name: x\nmonitor: {sources: []}\n"),
+        "monitor.sources"
+    );
+    assert_eq!(
+        invalid_field("name: x\nmonitor: {sources: [meminfo, slabinfo, meminfo]}\n"),
+        "monitor.sources[2]"
+    );
+    let e = err("name: x\nmonitor: {sources: [vmstat]}\n");
+    assert!(
+        e.contains("monitor.sources[0]") && e.contains("vmstat"),
+        "{e}"
+    );
+}
+
+#[test]
+fn unknown_keys_are_named() {
+    let e = err("name: x\nbogus: 1\n");
+    assert!(
+        e.starts_with("t.yaml:2:1: bogus: unknown field `bogus`"),
+        "{e}"
+    );
+    assert!(e.contains("workload"), "should list expected keys: {e}");
+    let e = err("name: x\nvm:\n  memroy: 1G\n");
+    assert!(
+        e.starts_with("t.yaml:3:3: vm.memroy: unknown field `memroy`"),
+        "{e}"
+    );
+    assert!(e.contains("memory"), "{e}");
+}
+
+#[test]
+fn missing_name() {
+    let e = err("description: no name\n");
+    assert!(e.contains("missing field `name`"), "{e}");
+    assert!(matches!(p(""), Err(LabError::Syntax { .. })));
+}
+
+#[test]
+fn yaml_syntax_error() {
+    let e = p("name: x\nvm: [1, 2\n").unwrap_err();
+    assert!(
+        matches!(e, LabError::Syntax { line, .. } if line > 0),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("invalid YAML"), "{e}");
+}
+
+#[test]
+fn validate_without_locations_omits_position() {
+    let mut lab = Lab::new("x");
+    lab.vm.cpus = 0;
+    let e = lab.validate(Path::new("gen")).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "gen: vm.cpus: must be between 1 and 64, got 0"
+    );
+}
+
+#[test]
+fn read_error_names_file() {
+    let e = load(Path::new("/nonexistent/lab.yaml")).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "cannot read lab file `/nonexistent/lab.yaml`"
+    );
+    assert!(std::error::Error::source(&e).is_some());
+}

@@ -1,0 +1,18 @@
+//! kernlab: a kernel test lab orchestrator. It boots a distro kernel in QEMU,
+//! drives it over QMP and SSH, runs workloads, samples the kernel's memory
+//! accounting, and reports what it saw.
+//!
+//! Layout: host side (`qemu`, `qmp`, `guest`), inputs (`lab`, `kernel`,
+//! `image`, `cache`), the run itself (`run`), sampling (`sample`).
+
+pub mod cache;
+pub mod exit;
+pub mod guest;
+pub mod image;
+pub mod kernel;
+pub mod lab;
+pub mod qemu;
+pub mod qmp;
+pub mod run;
+pub mod sample;
+pub mod util;

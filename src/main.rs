@@ -1,0 +1,194 @@
+//! The `kernlab` command line. Exit codes are in `kernlab::exit` and the README.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use kernlab::{cache::Cache, exit, kernel, lab, run};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "kernlab", version, about = "Kernel test labs in QEMU: boot, load, stress, sample, decide")]
+struct Cli {
+    /// Less output on the terminal (errors only).
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    /// Extra folders of kernel descriptors (`NAME.yaml`), searched before `kernels/`.
+    #[arg(long = "kernels", global = true, value_name = "DIR")]
+    kernel_dirs: Vec<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run a lab: boot its kernel, run setup and workload, sample, report.
+    Run {
+        /// The lab file (YAML).
+        lab: PathBuf,
+        /// The run directory to create (must not exist or be empty). Default:
+        /// runs/<lab>/<UTC timestamp>-<kernel>.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
+    /// Check a lab file and print it with every default filled in.
+    Validate { lab: PathBuf },
+    /// Kernels: list the descriptors, fetch one into the cache.
+    #[command(subcommand)]
+    Kernel(KernelCommand),
+}
+
+#[derive(Subcommand)]
+enum KernelCommand {
+    /// List known kernels and whether each is in the cache.
+    List,
+    /// Fetch a kernel into the cache (no-op when it is there).
+    Fetch { name: String },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let default_level = if cli.quiet { "warn" } else { "info" };
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .without_time()
+        .init();
+    let code = match cli.command {
+        Command::Run { lab, out } => run_lab(lab, out, cli.kernel_dirs, cli.quiet),
+        Command::Validate { lab } => match lab::load(&lab) {
+            Ok(l) => {
+                print!("{}", l.to_yaml());
+                exit::OK
+            }
+            Err(e) => fail(&e),
+        },
+        Command::Kernel(KernelCommand::List) => kernel_list(&cli.kernel_dirs),
+        Command::Kernel(KernelCommand::Fetch { name }) => kernel_fetch(&name, &cli.kernel_dirs),
+    };
+    ExitCode::from(code as u8)
+}
+
+fn fail(e: &dyn std::error::Error) -> i32 {
+    eprintln!("kernlab: {e}");
+    let mut src = e.source();
+    while let Some(s) = src {
+        eprintln!("  caused by: {s}");
+        src = s.source();
+    }
+    exit::USAGE
+}
+
+fn registry(dirs: &[PathBuf]) -> Result<kernel::Registry, kernel::DescriptorError> {
+    let mut all = dirs.to_vec();
+    all.extend(kernel::descriptor_dirs(None));
+    kernel::Registry::load(&all)
+}
+
+fn kernel_list(dirs: &[PathBuf]) -> i32 {
+    let r = match registry(dirs) {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    let cache = Cache::from_env().ok();
+    for d in r.iter() {
+        let cached = cache
+            .as_ref()
+            .map(|c| c.path(format!("kernels/by-name/{}.json", d.name)).exists())
+            .unwrap_or(false);
+        println!(
+            "{:<32} {:<8} {:<56} {}",
+            d.name,
+            if cached { "cached" } else { "-" },
+            d.source_summary(),
+            d.description
+        );
+    }
+    exit::OK
+}
+
+fn kernel_fetch(name: &str, dirs: &[PathBuf]) -> i32 {
+    let desc = match registry(dirs).and_then(|r| r.get(name).cloned()) {
+        Ok(d) => d,
+        Err(e) => return fail(&e),
+    };
+    let cache = match Cache::from_env() {
+        Ok(c) => c,
+        Err(e) => return fail(&e),
+    };
+    match kernel::fetch(&cache, &desc) {
+        Ok(k) => {
+            println!("{} {} {} {}", k.name, k.release, k.package_sha256, k.root.display());
+            exit::OK
+        }
+        Err(e) => {
+            fail(&e);
+            exit::INFRA
+        }
+    }
+}
+
+fn run_lab(lab: PathBuf, out: Option<PathBuf>, kernel_dirs: Vec<PathBuf>, quiet: bool) -> i32 {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    rt.block_on(async move {
+        let cancel = CancellationToken::new();
+        spawn_signal_handler(cancel.clone());
+        let end = run::run(run::RunOptions { lab_file: lab, out, kernel_dirs, quiet }, cancel).await;
+        if let Some(e) = &end.error {
+            eprintln!("kernlab: {e}");
+        }
+        if let Some(rep) = &end.summary {
+            print_summary(rep, end.dir.as_deref());
+        }
+        end.exit_code
+    })
+}
+
+/// First SIGINT/SIGTERM: cancel the run, which tears down and keeps what it
+/// has. Second: kill every QEMU now and exit.
+fn spawn_signal_handler(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+            return;
+        };
+        let mut seen = 0;
+        loop {
+            tokio::select! {
+                _ = int.recv() => {},
+                _ = term.recv() => {},
+            }
+            seen += 1;
+            if seen == 1 {
+                cancel.cancel();
+            } else {
+                eprintln!("kernlab: second signal: killing every VM now");
+                kernlab::qemu::process::kill_all();
+                std::process::exit(exit::INTERRUPTED);
+            }
+        }
+    });
+}
+
+fn print_summary(rep: &run::report::Report, dir: Option<&std::path::Path>) {
+    println!("lab {} on {} ({}): {}", rep.lab, rep.kernel, rep.accel.as_deref().unwrap_or("-"), rep.outcome);
+    println!(
+        "  samples {} (gaps {}), boot to SSH {:.2} s, total {:.1} s",
+        rep.samples, rep.sample_gaps, rep.timings.boot_to_ssh, rep.timings.total
+    );
+    for key in ["MemAvailable", "Slab", "SUnreclaim"] {
+        if let Some(v) = rep.meminfo.get(key) {
+            println!("  {key:<13} {:>10} KiB → {:>10} KiB ({:+} KiB)", v.first / 1024, v.last / 1024, v.delta / 1024);
+        }
+    }
+    for g in rep.top_slab_growth.iter().take(3).filter(|g| g.delta_bytes > 0) {
+        println!("  slab {:<24} {:+} KiB ({:+} objects)", g.cache, g.delta_bytes / 1024, g.delta_objs);
+    }
+    if let Some(d) = dir {
+        println!("  run directory: {}", d.display());
+    }
+}

@@ -1,0 +1,117 @@
+//! Choosing the accelerator. `auto` takes KVM only where it can run a stock
+//! distro kernel. Some hosts expose a `/dev/kvm` that cannot: a PVM
+//! implementation (`kvm_pvm` loaded without `kvm_intel`/`kvm_amd`) runs only
+//! PVM-enabled guests, and a stock kernel dies at once with a KVM emulation
+//! failure. There kernlab picks TCG and says why. The decision is a pure
+//! function of the host facts, which are gathered separately.
+
+use std::path::Path;
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Accel {
+    Kvm,
+    Tcg,
+}
+
+impl std::fmt::Display for Accel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Accel::Kvm => "kvm",
+            Accel::Tcg => "tcg",
+        })
+    }
+}
+
+/// What the lab asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Requested {
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+/// Host facts that decide the accelerator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HostAccel {
+    /// `/dev/kvm` exists and opens read-write.
+    pub kvm_usable: bool,
+    /// Why it does not, when it does not.
+    pub kvm_error: Option<String>,
+    /// `kvm_intel` or `kvm_amd` is loaded: hardware virtualization.
+    pub hardware_kvm: bool,
+    /// `kvm_pvm` is loaded.
+    pub pvm: bool,
+}
+
+impl HostAccel {
+    pub fn detect() -> Self {
+        let (kvm_usable, kvm_error) =
+            match std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm") {
+                Ok(_) => (true, None),
+                Err(e) => (false, Some(format!("/dev/kvm: {e}"))),
+            };
+        let loaded = |m: &str| Path::new("/sys/module").join(m).exists();
+        HostAccel { kvm_usable, kvm_error, hardware_kvm: loaded("kvm_intel") || loaded("kvm_amd"), pvm: loaded("kvm_pvm") }
+    }
+}
+
+/// The accelerator to use and the reason, for the log and the manifest.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct AccelChoice {
+    pub accel: Accel,
+    pub reason: String,
+}
+
+pub fn choose(requested: Requested, host: &HostAccel) -> AccelChoice {
+    let pick = |accel, reason: &str| AccelChoice { accel, reason: reason.to_string() };
+    match requested {
+        Requested::Tcg => pick(Accel::Tcg, "the lab asks for tcg"),
+        Requested::Kvm => pick(Accel::Kvm, "the lab asks for kvm"),
+        Requested::Auto if !host.kvm_usable => AccelChoice {
+            accel: Accel::Tcg,
+            reason: format!(
+                "KVM is not usable ({}); using TCG",
+                host.kvm_error.as_deref().unwrap_or("no /dev/kvm")
+            ),
+        },
+        Requested::Auto if host.pvm && !host.hardware_kvm => pick(
+            Accel::Tcg,
+            "/dev/kvm is provided by kvm_pvm, which cannot run a stock distro kernel (KVM emulation failure); using TCG",
+        ),
+        Requested::Auto => pick(Accel::Kvm, "/dev/kvm is usable hardware KVM"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(kvm_usable: bool, hardware_kvm: bool, pvm: bool) -> HostAccel {
+        HostAccel {
+            kvm_usable,
+            kvm_error: (!kvm_usable).then(|| "/dev/kvm: No such file or directory".into()),
+            hardware_kvm,
+            pvm,
+        }
+    }
+
+    #[test]
+    fn table() {
+        let cases = [
+            (Requested::Auto, host(true, true, false), Accel::Kvm, "hardware"),
+            (Requested::Auto, host(true, false, true), Accel::Tcg, "kvm_pvm"),
+            (Requested::Auto, host(true, true, true), Accel::Kvm, "hardware"),
+            (Requested::Auto, host(false, false, false), Accel::Tcg, "No such file"),
+            (Requested::Tcg, host(true, true, false), Accel::Tcg, "asks"),
+            (Requested::Kvm, host(true, false, true), Accel::Kvm, "asks"),
+        ];
+        for (req, h, want, reason) in cases {
+            let c = choose(req, &h);
+            assert_eq!(c.accel, want, "{req:?} {h:?}");
+            assert!(c.reason.contains(reason), "{}", c.reason);
+        }
+    }
+}

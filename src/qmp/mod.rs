@@ -1,0 +1,154 @@
+//! QMP, QEMU's control protocol, through the `qapi` crate. One task pumps the
+//! socket: it is what delivers command replies as well as events, and it
+//! forwards every event (`GUEST_PANICKED`, `SHUTDOWN`, …) to the run, which
+//! logs them. (`qapi`'s own `spawn_tokio` drops events; we pump ourselves.)
+//! Every command has a timeout; a command pending when QEMU exits fails
+//! with EOF instead of hanging.
+
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures::StreamExt;
+use qapi::futures::{QapiService, QmpStreamTokio};
+use qapi::qmp;
+use serde::Serialize;
+use tokio::io::WriteHalf;
+use tokio::net::UnixStream;
+use tokio::sync::mpsc;
+
+type Service = QapiService<QmpStreamTokio<WriteHalf<UnixStream>>>;
+
+/// A QMP event as kernlab logs it.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct QmpEvent {
+    pub name: String,
+    pub data: serde_json::Value,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum QmpError {
+    #[error("QMP socket `{}` did not accept a connection within {timeout:?}", path.display())]
+    Connect {
+        path: PathBuf,
+        timeout: Duration,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("QMP capabilities negotiation failed")]
+    Negotiate(#[source] std::io::Error),
+    #[error("QMP command `{command}` timed out after {timeout:?}")]
+    Timeout { command: &'static str, timeout: Duration },
+    #[error("QMP command `{command}` failed: {message}")]
+    Command { command: &'static str, message: String },
+}
+
+pub struct Qmp {
+    service: Service,
+    pump: tokio::task::JoinHandle<()>,
+}
+
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl Qmp {
+    /// Connects to the QMP socket `name` in `dir`, retrying until QEMU has
+    /// created it or `timeout` passes, and starts pumping events into `events`.
+    pub async fn connect(
+        dir: &Path,
+        name: &str,
+        timeout: Duration,
+        events: mpsc::UnboundedSender<QmpEvent>,
+    ) -> Result<Self, QmpError> {
+        // A unix socket path is limited to 108 bytes; going through an open
+        // directory descriptor keeps it short wherever the run directory is.
+        let dir_handle = std::fs::File::open(dir).map_err(|source| QmpError::Connect {
+            path: dir.join(name),
+            timeout,
+            source,
+        })?;
+        let short = PathBuf::from(format!("/proc/self/fd/{}/{}", dir_handle.as_raw_fd(), name));
+        let start = tokio::time::Instant::now();
+        let stream = loop {
+            match UnixStream::connect(&short).await {
+                Ok(s) => break s,
+                Err(e) if start.elapsed() >= timeout => {
+                    return Err(QmpError::Connect { path: dir.join(name), timeout, source: e })
+                }
+                Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        };
+        drop(dir_handle);
+        let negotiation = QmpStreamTokio::open(stream).await.map_err(QmpError::Negotiate)?;
+        let stream = tokio::time::timeout(COMMAND_TIMEOUT, negotiation.negotiate())
+            .await
+            .map_err(|_| QmpError::Timeout { command: "qmp_capabilities", timeout: COMMAND_TIMEOUT })?
+            .map_err(QmpError::Negotiate)?;
+        let (service, mut stream) = stream.into_parts();
+        let pump = tokio::spawn(async move {
+            while let Some(item) = stream.next().await {
+                match item {
+                    Ok(ev) => {
+                        let value = serde_json::to_value(&ev).unwrap_or_default();
+                        let name = value.get("event").and_then(|v| v.as_str()).unwrap_or("UNKNOWN").to_string();
+                        let data = value.get("data").cloned().unwrap_or(serde_json::Value::Null);
+                        let _ = events.send(QmpEvent { name, data });
+                    }
+                    Err(e) => tracing::debug!("QMP stream: {e}"),
+                }
+            }
+        });
+        Ok(Qmp { service, pump })
+    }
+
+    async fn exec<C>(&self, name: &'static str, cmd: C) -> Result<C::Ok, QmpError>
+    where
+        C: qapi::qmp::QmpCommand + qapi::Command,
+        QmpStreamTokio<WriteHalf<UnixStream>>:
+            futures::Sink<qapi::Execute<C, u32>, Error = std::io::Error> + Unpin,
+    {
+        match tokio::time::timeout(COMMAND_TIMEOUT, self.service.execute(cmd)).await {
+            Err(_) => Err(QmpError::Timeout { command: name, timeout: COMMAND_TIMEOUT }),
+            Ok(Err(e)) => Err(QmpError::Command { command: name, message: e.to_string() }),
+            Ok(Ok(v)) => Ok(v),
+        }
+    }
+
+    /// The VM's run state, e.g. `running`, `internal-error`, `guest-panicked`.
+    pub async fn status(&self) -> Result<String, QmpError> {
+        let info = self.exec("query-status", qmp::query_status {}).await?;
+        Ok(serde_json::to_value(info.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default())
+    }
+
+    pub async fn quit(&self) -> Result<(), QmpError> {
+        self.exec("quit", qmp::quit {}).await.map(|_| ())
+    }
+
+    /// Asks virtio-balloon to refresh its statistics every `secs` seconds.
+    pub async fn enable_balloon_stats(&self, secs: u64) -> Result<(), QmpError> {
+        self.exec(
+            "qom-set",
+            qmp::qom_set {
+                path: "/machine/peripheral/balloon0".into(),
+                property: "guest-stats-polling-interval".into(),
+                value: serde_json::json!(secs),
+            },
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// The balloon's latest guest statistics: `{"stats": {"stat-free-memory": …}, "last-update": …}`.
+    pub async fn balloon_stats(&self) -> Result<serde_json::Value, QmpError> {
+        self.exec(
+            "qom-get",
+            qmp::qom_get { path: "/machine/peripheral/balloon0".into(), property: "guest-stats".into() },
+        )
+        .await
+    }
+}
+
+impl Drop for Qmp {
+    fn drop(&mut self) {
+        self.pump.abort();
+    }
+}

@@ -1,0 +1,70 @@
+//! Errors of a run, one variant per step, each mapped to an exit code.
+
+use std::path::PathBuf;
+
+use crate::exit;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Lab(#[from] crate::lab::LabError),
+    #[error(transparent)]
+    Descriptor(#[from] crate::kernel::DescriptorError),
+    #[error("cannot create the run directory")]
+    RunDir(#[source] std::io::Error),
+    #[error("cannot write `{}`", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Fetch(#[from] crate::kernel::FetchError),
+    #[error(transparent)]
+    Image(#[from] crate::image::ImageError),
+    #[error("cannot make this run's SSH keys")]
+    Keys(#[from] crate::image::KeyError),
+    #[error("QEMU")]
+    Qemu(#[from] crate::qemu::QemuError),
+    #[error("cannot query the QEMU version")]
+    QemuVersion(#[source] crate::util::tool::ToolError),
+    #[error("QMP")]
+    Qmp(#[from] crate::qmp::QmpError),
+    #[error("failed to boot kernel `{kernel}`: {reason}\n--- last console lines ---\n{console}")]
+    Boot { kernel: String, reason: String, console: String },
+    #[error("SSH to the guest of kernel `{kernel}`")]
+    Ssh {
+        kernel: String,
+        #[source]
+        source: crate::guest::SshError,
+    },
+    #[error("setup command {index} `{command}` exited with {status}: {stderr}")]
+    Setup { index: usize, command: String, status: i32, stderr: String },
+    #[error("the guest died during the run: {reason}\n--- last console lines ---\n{console}")]
+    GuestDied { reason: String, console: String },
+    #[error("interrupted by {0}")]
+    Interrupted(String),
+    #[error("internal task failed: {0}")]
+    Join(String),
+}
+
+impl RunError {
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            RunError::Lab(_) | RunError::Descriptor(_) | RunError::RunDir(_) => exit::USAGE,
+            RunError::Interrupted(_) => exit::INTERRUPTED,
+            _ => exit::INFRA,
+        }
+    }
+
+    /// The message with its whole cause chain, one cause per line.
+    pub fn chain(&self) -> String {
+        let mut s = self.to_string();
+        let mut src = std::error::Error::source(self);
+        while let Some(e) = src {
+            s.push_str(&format!("\n  caused by: {e}"));
+            src = e.source();
+        }
+        s
+    }
+}

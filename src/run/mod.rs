@@ -1,0 +1,676 @@
+//! One run: one lab on one kernel, end to end. Resolve the kernel, build the
+//! image, boot QEMU, wait for SSH, run the setup, then the workload while
+//! sampling, tear the VM down, and write the report. Everything collected is
+//! on disk as it arrives; teardown and the report happen on every path out,
+//! errors and Ctrl-C included.
+
+pub mod error;
+pub mod events;
+pub mod report;
+pub mod rundir;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+
+pub use error::RunError;
+use events::{Event, Events, JsonLines, Terminal};
+use rundir::RunDir;
+
+use crate::cache::Cache;
+use crate::guest::{wait_for_banner, GuestSession};
+use crate::image::{self, RunKeys};
+use crate::kernel::{self, Kernel, Registry};
+use crate::lab::{self, Lab};
+use crate::qemu::{self, accel, Accel, AccelChoice, Device, Qemu, VmSpec};
+use crate::qmp::{Qmp, QmpEvent};
+use crate::sample::parse::{self as sparse, Section};
+use crate::sample::sampler::SampleStore;
+use crate::util::{fsx, tool};
+
+/// What `kernlab run` was asked to do.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub lab_file: PathBuf,
+    pub out: Option<PathBuf>,
+    pub kernel_dirs: Vec<PathBuf>,
+    pub quiet: bool,
+}
+
+/// How a run ended, for the summary and the exit code.
+#[derive(Debug)]
+pub struct RunEnd {
+    pub dir: Option<PathBuf>,
+    pub exit_code: i32,
+    pub error: Option<String>,
+    pub summary: Option<report::Report>,
+}
+
+/// The devices every VM of the minimal image gets.
+const DEVICES: [Device; 3] = [Device::Net, Device::Balloon, Device::Pvpanic];
+const CONSOLE: &str = "console.log";
+const QMP_SOCKET: &str = "qmp.sock";
+const SSH_TIMEOUT: Duration = Duration::from_secs(20);
+const PORT_ATTEMPTS: u32 = 5;
+
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct Manifest {
+    pub kernlab_version: String,
+    pub lab_name: String,
+    pub lab_file: String,
+    pub lab_sha256: String,
+    pub kernel: Option<Kernel>,
+    pub image_sha256: Option<String>,
+    pub image_bytes: Option<u64>,
+    pub image_modules: Vec<String>,
+    pub qemu_version: Option<String>,
+    pub qemu_argv: Vec<String>,
+    pub accel: Option<AccelChoice>,
+    pub host_accel: Option<qemu::HostAccel>,
+    pub host_kernel: String,
+    pub ssh_port: Option<u16>,
+    pub started: String,
+}
+
+/// State of a run that outlives any one phase, so teardown and the report
+/// see what the phases got to.
+struct Ctx {
+    lab: Lab,
+    dir: RunDir,
+    events: Events,
+    cache: Cache,
+    manifest: Manifest,
+    qemu: Option<Qemu>,
+    qmp: Option<Arc<Qmp>>,
+    /// Set by the QMP event router when the guest panics or QEMU shuts down.
+    fatal: watch::Receiver<Option<String>>,
+    fatal_tx: watch::Sender<Option<String>>,
+    store: Option<Arc<Mutex<SampleStore>>>,
+    timings: report::Timings,
+    cancel: CancellationToken,
+    gaps: Arc<Mutex<u64>>,
+}
+
+pub async fn run(opts: RunOptions, cancel: CancellationToken) -> RunEnd {
+    let start = Instant::now();
+    let fail_early = |e: RunError| RunEnd { dir: None, exit_code: e.exit_code(), error: Some(e.chain()), summary: None };
+    let lab = match lab::load(&opts.lab_file) {
+        Ok(l) => l,
+        Err(e) => return fail_early(e.into()),
+    };
+    let mut dirs = opts.kernel_dirs.clone();
+    dirs.extend(kernel::descriptor_dirs(Some(&opts.lab_file)));
+    let desc = match Registry::load(&dirs).and_then(|r| r.get(&lab.kernel).cloned()) {
+        Ok(d) => d,
+        Err(e) => {
+            // Name the lab file and the line of its `kernel:` field.
+            let (line, column) = lab.locations.position("kernel");
+            let at = if line > 0 { format!(":{line}:{column}") } else { String::new() };
+            let e: RunError = e.into();
+            let mut end = fail_early(e);
+            end.error = end.error.map(|m| format!("{}{at}: kernel: {m}", opts.lab_file.display()));
+            return end;
+        }
+    };
+    let cache = match Cache::from_env() {
+        Ok(c) => c,
+        Err(e) => return fail_early(RunError::Write { path: "cache".into(), source: e }),
+    };
+    let dir = match RunDir::create(opts.out.as_deref(), &lab.name, &lab.kernel) {
+        Ok(d) => d,
+        Err(e) => return fail_early(RunError::RunDir(e)),
+    };
+
+    let events = Events::new(start);
+    match fsx::append_private(&dir.join("events.jsonl")) {
+        Ok(f) => events.add(Box::new(JsonLines(f))),
+        Err(e) => return fail_early(RunError::Write { path: dir.join("events.jsonl"), source: e }),
+    }
+    events.add(Box::new(Terminal { quiet: opts.quiet }));
+    events.emit(Event::RunStarted { lab: lab.name.clone(), kernel: lab.kernel.clone(), run_dir: dir.path.display().to_string() });
+
+    let (fatal_tx, fatal) = watch::channel(None);
+    let lab_text = std::fs::read(&opts.lab_file).unwrap_or_default();
+    let mut ctx = Ctx {
+        manifest: Manifest {
+            kernlab_version: env!("CARGO_PKG_VERSION").to_string(),
+            lab_name: lab.name.clone(),
+            lab_file: opts.lab_file.display().to_string(),
+            lab_sha256: fsx::sha256_bytes(&lab_text),
+            host_kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
+            started: events::wall_clock(),
+            ..Default::default()
+        },
+        lab,
+        dir,
+        events,
+        cache,
+        qemu: None,
+        qmp: None,
+        fatal,
+        fatal_tx,
+        store: None,
+        timings: report::Timings::default(),
+        cancel: cancel.clone(),
+        gaps: Arc::new(Mutex::new(0)),
+    };
+
+    let result = tokio::select! {
+        r = execute(&mut ctx, &desc) => r,
+        _ = cancel.cancelled() => Err(RunError::Interrupted("signal".into())),
+    };
+    if let Err(RunError::Interrupted(_)) = &result {
+        ctx.events.emit(Event::Interrupted { signal: "SIGINT/SIGTERM".into() });
+    }
+    teardown(&mut ctx).await;
+    finish(ctx, result, start)
+}
+
+/// The phases up to the end of the workload. Returns at the first error;
+/// the caller tears down.
+async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunError> {
+    let lab_yaml = ctx.lab.to_yaml();
+    write(&ctx.dir.join("lab.yaml"), lab_yaml.as_bytes())?;
+
+    // Kernel.
+    let t = Instant::now();
+    let (cache, d) = (ctx.cache.clone(), desc.clone());
+    let kernel = blocking(move || kernel::fetch(&cache, &d)).await??;
+    ctx.timings.kernel = t.elapsed().as_secs_f64();
+    ctx.events.emit(Event::KernelReady {
+        name: kernel.name.clone(),
+        release: kernel.release.clone(),
+        package_sha256: kernel.package_sha256.clone(),
+        secs: ctx.timings.kernel,
+    });
+    ctx.manifest.kernel = Some(kernel.clone());
+
+    // Image, plus this run's keys on top.
+    let t = Instant::now();
+    let (cache, k) = (ctx.cache.clone(), kernel.clone());
+    let roots: Vec<&'static str> = DEVICES.iter().flat_map(|d| d.driver_modules().iter().copied()).collect();
+    let image = blocking(move || image::build_minimal(&cache, &k, &roots)).await??;
+    let keys = RunKeys::generate(&ctx.dir.join("keys"))?;
+    let initrd = ctx.dir.join("initrd.cpio");
+    let mut bytes = std::fs::read(&image.path).map_err(|source| RunError::Write { path: image.path.clone(), source })?;
+    bytes.extend_from_slice(&keys.overlay()?.to_cpio());
+    write(&initrd, &bytes)?;
+    drop(bytes);
+    ctx.timings.image = t.elapsed().as_secs_f64();
+    ctx.events.emit(Event::ImageReady {
+        sha256: image.sha256.clone(),
+        bytes: image.size,
+        modules: image.modules.len(),
+        secs: ctx.timings.image,
+    });
+    ctx.manifest.image_sha256 = Some(image.sha256.clone());
+    ctx.manifest.image_bytes = Some(image.size);
+    ctx.manifest.image_modules = image.modules.clone();
+
+    // Accelerator and QEMU.
+    let host = qemu::HostAccel::detect();
+    let requested = match ctx.lab.vm.accel {
+        lab::Accel::Auto => accel::Requested::Auto,
+        lab::Accel::Kvm => accel::Requested::Kvm,
+        lab::Accel::Tcg => accel::Requested::Tcg,
+    };
+    let mut choice = accel::choose(requested, &host);
+    ctx.manifest.host_accel = Some(host);
+    let qemu_bin = qemu::binary();
+    ctx.manifest.qemu_version = Some(qemu::qemu_version(&qemu_bin).map_err(RunError::QemuVersion)?);
+
+    let mut spec = VmSpec {
+        qemu: qemu_bin,
+        name: format!("kernlab-{}", ctx.lab.name),
+        accel: choice.accel,
+        memory_mib: ctx.lab.vm.memory / (1024 * 1024),
+        cpus: ctx.lab.vm.cpus,
+        kernel: kernel.vmlinuz(),
+        initrd: "initrd.cpio".into(),
+        cmdline: qemu::argv::cmdline(&ctx.lab.vm.cmdline),
+        qmp_socket: QMP_SOCKET.into(),
+        console_log: CONSOLE.into(),
+        ssh_port: 0,
+        devices: DEVICES.to_vec(),
+    };
+    let boot = loop {
+        ctx.events.emit(Event::AccelChosen { accel: choice.accel.to_string(), reason: choice.reason.clone() });
+        ctx.manifest.accel = Some(choice.clone());
+        spec.accel = choice.accel;
+        match boot(ctx, &mut spec, &kernel).await {
+            Err(BootFailure::KvmEmulation(console)) if requested == accel::Requested::Auto => {
+                // KVM that cannot run this kernel: say so and boot again under TCG.
+                tracing::warn!("KVM internal error booting {}; retrying with TCG", kernel.name);
+                let _ = console;
+                teardown(ctx).await;
+                choice = AccelChoice {
+                    accel: Accel::Tcg,
+                    reason: "KVM stopped with an internal error (emulation failure) on this kernel; using TCG".into(),
+                };
+            }
+            Err(BootFailure::KvmEmulation(console)) => {
+                return Err(RunError::Boot {
+                    kernel: kernel.name.clone(),
+                    reason: "KVM stopped with an internal error (emulation failure); try `accel: tcg`".into(),
+                    console,
+                })
+            }
+            Err(BootFailure::Other(e)) => return Err(e),
+            Ok(b) => break b,
+        }
+    };
+    ctx.timings.boot_to_ssh = boot.secs;
+    ctx.events.emit(Event::SshReady { secs_since_qemu_start: boot.secs });
+
+    let addr: SocketAddr = ([127, 0, 0, 1], spec.ssh_port).into();
+    let connect = {
+        let keys = keys.clone();
+        let kernel_name = kernel.name.clone();
+        move || {
+            GuestSession::connect(addr, &keys.client_key, &keys.host_key_blob, SSH_TIMEOUT)
+                .map_err(|source| RunError::Ssh { kernel: kernel_name.clone(), source })
+        }
+    };
+    let control = Arc::new(blocking(connect.clone()).await??);
+
+    // Setup commands, in order; the first failure stops the run.
+    for (index, command) in ctx.lab.setup.clone().into_iter().enumerate() {
+        let t = Instant::now();
+        let (s, c) = (control.clone(), command.clone());
+        let out = blocking(move || s.exec(&c, Duration::from_secs(300)))
+            .await?
+            .map_err(|source| RunError::Ssh { kernel: kernel.name.clone(), source })?;
+        ctx.events.emit(Event::SetupCommand { index, command: command.clone(), status: out.status, secs: t.elapsed().as_secs_f64() });
+        if !out.success() {
+            return Err(RunError::Setup { index, command, status: out.status, stderr: out.stderr.trim().to_string() });
+        }
+    }
+
+    // Sampling, alongside the workload when there is one.
+    let sections = sections(&ctx.lab);
+    let balloon = ctx.lab.monitor.sources.contains(&lab::Source::Balloon);
+    let store = SampleStore::open(&ctx.dir.join("samples"), &sections, balloon)
+        .map_err(|source| RunError::Write { path: ctx.dir.join("samples"), source })?;
+    let store = Arc::new(Mutex::new(store));
+    ctx.store = Some(store.clone());
+    if balloon {
+        if let Some(q) = &ctx.qmp {
+            let secs = ctx.lab.monitor.interval.as_secs().max(1);
+            if let Err(e) = q.enable_balloon_stats(secs).await {
+                tracing::warn!("balloon statistics unavailable: {e}");
+            }
+        }
+    }
+    let sampler = Sampler {
+        events: ctx.events.clone(),
+        store,
+        qmp: if balloon { ctx.qmp.clone() } else { None },
+        command: sparse::capture_command(&sections),
+        session: Some(control.clone()),
+        connect: Box::new(connect.clone()),
+        gaps: ctx.gaps.clone(),
+    };
+    let duration = ctx.lab.workload.as_ref().map(|w| w.duration).unwrap_or_default();
+    let workload = match &ctx.lab.workload {
+        Some(w) => {
+            let session = Arc::new(blocking(connect.clone()).await??);
+            ctx.events.emit(Event::WorkloadStarted { commands: w.commands.len(), duration_secs: w.duration.as_secs_f64() });
+            let script = workload_script(&w.commands, w.duration);
+            let log = ctx.dir.join("workload.log");
+            let events = ctx.events.clone();
+            Some(tokio::task::spawn_blocking(move || {
+                let t = Instant::now();
+                let res = session.exec(&script, duration + Duration::from_secs(60));
+                let status = match &res {
+                    Ok(out) => {
+                        let text = format!("--- stdout ---\n{}--- stderr ---\n{}", out.stdout, out.stderr);
+                        let _ = fsx::write_atomic(&log, text.as_bytes());
+                        Some(out.status)
+                    }
+                    Err(e) => {
+                        let _ = fsx::write_atomic(&log, format!("workload lost: {e}\n").as_bytes());
+                        None
+                    }
+                };
+                events.emit(Event::WorkloadFinished { status, secs: t.elapsed().as_secs_f64() });
+            }))
+        }
+        None => None,
+    };
+    let mut fatal = ctx.fatal.clone();
+    let interval = ctx.lab.monitor.interval;
+    let sampled = tokio::select! {
+        r = sampler.run(interval, duration) => r,
+        r = fatal.wait_for(|f| f.is_some()) => Err(r.map(|f| f.clone().unwrap_or_default()).unwrap_or_default()),
+    };
+    if let Some(w) = workload {
+        // The workload's own timeout ends it with the duration; give it a bounded grace.
+        let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
+    }
+    if let Err(reason) = sampled {
+        let console = fsx::tail_lines(&ctx.dir.join(CONSOLE), 30);
+        return Err(RunError::GuestDied { reason, console });
+    }
+    Ok(())
+}
+
+struct Booted {
+    secs: f64,
+}
+
+enum BootFailure {
+    /// KVM could not run the kernel (QEMU `internal-error`); the console tail.
+    KvmEmulation(String),
+    Other(RunError),
+}
+
+impl From<RunError> for BootFailure {
+    fn from(e: RunError) -> Self {
+        BootFailure::Other(e)
+    }
+}
+
+/// Starts QEMU (retrying on a port taken by someone else), connects QMP, and
+/// waits for the guest's SSH banner within the lab's boot timeout, watching
+/// QEMU and QMP the whole time.
+async fn boot(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel) -> Result<Booted, BootFailure> {
+    let console = ctx.dir.join(CONSOLE);
+    let boot_fail = |ctx: &Ctx, reason: String| {
+        let mut tail = fsx::tail_lines(&ctx.dir.join(CONSOLE), 30);
+        let qemu_log = fsx::tail_lines(&ctx.dir.join("qemu.log"), 10);
+        if !qemu_log.is_empty() {
+            tail.push_str(&format!("\n--- QEMU ---\n{qemu_log}"));
+        }
+        BootFailure::Other(RunError::Boot { kernel: kernel.name.clone(), reason, console: tail })
+    };
+    for attempt in 1..=PORT_ATTEMPTS {
+        spec.ssh_port = qemu::free_port().map_err(|source| RunError::Write { path: "127.0.0.1:0".into(), source })?;
+        let argv = qemu::argv(spec);
+        ctx.manifest.qemu_argv = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+        ctx.manifest.ssh_port = Some(spec.ssh_port);
+        write(&ctx.dir.join("manifest.json"), &serde_json::to_vec_pretty(&ctx.manifest).unwrap_or_default())?;
+        let _ = std::fs::remove_file(ctx.dir.join(QMP_SOCKET));
+        let started = Instant::now();
+        let mut q = Qemu::spawn(&argv, &ctx.dir.path, &ctx.dir.join("qemu.log")).map_err(RunError::from)?;
+        ctx.events.emit(Event::QemuStarted { pid: q.pid(), ssh_port: spec.ssh_port, attempt });
+
+        // QMP: connect while watching that QEMU is still there.
+        let (tx, rx) = mpsc::unbounded_channel();
+        let connect = Qmp::connect(&ctx.dir.path, QMP_SOCKET, Duration::from_secs(10), tx);
+        tokio::pin!(connect);
+        let qmp = loop {
+            tokio::select! {
+                r = &mut connect => break Some(r),
+                _ = tokio::time::sleep(Duration::from_millis(25)) => {
+                    if q.try_exited().is_some() { break None; }
+                }
+            }
+        };
+        let qmp = match qmp {
+            Some(Ok(qmp)) => qmp,
+            Some(Err(e)) if q.try_exited().is_none() => {
+                ctx.qemu = Some(q);
+                return Err(RunError::Qmp(e).into());
+            }
+            _ => {
+                let status = q.wait_exit(Duration::from_secs(1)).await;
+                let log = q.log_tail(10);
+                if log.contains("host forwarding rule") && attempt < PORT_ATTEMPTS {
+                    tracing::info!("port {} was taken; retrying", spec.ssh_port);
+                    continue;
+                }
+                return Err(boot_fail(ctx, format!("QEMU exited ({}) before the guest was ready", fmt_status(status))));
+            }
+        };
+        ctx.qemu = Some(q);
+        let qmp = Arc::new(qmp);
+        ctx.qmp = Some(qmp.clone());
+        spawn_router(rx, ctx.events.clone(), ctx.fatal_tx.clone());
+
+        let deadline = started + ctx.lab.vm.boot_timeout;
+        let addr: SocketAddr = ([127, 0, 0, 1], spec.ssh_port).into();
+        loop {
+            if let Some(st) = ctx.qemu.as_mut().and_then(|q| q.try_exited()) {
+                let console_text = fsx::tail_lines(&console, 200);
+                let reason = if console_text.contains("Kernel panic") {
+                    "the kernel panicked during boot".to_string()
+                } else {
+                    format!("QEMU exited ({}) before the guest was ready", fmt_status(Some(st)))
+                };
+                return Err(boot_fail(ctx, reason));
+            }
+            if let Some(f) = ctx.fatal.borrow().clone() {
+                return Err(boot_fail(ctx, f));
+            }
+            if spec.accel == Accel::Kvm {
+                if let Ok(s) = qmp.status().await {
+                    if s == "internal-error" {
+                        return Err(BootFailure::KvmEmulation(fsx::tail_lines(&console, 30)));
+                    }
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(boot_fail(
+                    ctx,
+                    format!("no SSH banner within the boot timeout of {:?}", ctx.lab.vm.boot_timeout),
+                ));
+            }
+            if ctx.cancel.is_cancelled() {
+                return Err(RunError::Interrupted("signal".into()).into());
+            }
+            let ready = blocking(move || wait_for_banner(addr, Duration::from_millis(300))).await?;
+            if ready {
+                return Ok(Booted { secs: started.elapsed().as_secs_f64() });
+            }
+        }
+    }
+    Err(boot_fail(ctx, format!("no free loopback port after {PORT_ATTEMPTS} attempts")))
+}
+
+/// Logs QMP events and raises the run's fatal flag on a guest panic or a
+/// QEMU shutdown, which ends any wait on the guest at once.
+fn spawn_router(mut rx: mpsc::UnboundedReceiver<QmpEvent>, events: Events, fatal: watch::Sender<Option<String>>) {
+    tokio::spawn(async move {
+        while let Some(ev) = rx.recv().await {
+            let reason = match ev.name.as_str() {
+                "GUEST_PANICKED" => Some("the guest kernel panicked (QMP GUEST_PANICKED)".to_string()),
+                "SHUTDOWN" => Some(format!("QEMU shut down (QMP SHUTDOWN {})", ev.data)),
+                _ => None,
+            };
+            events.emit(Event::Qmp { name: ev.name, data: ev.data });
+            if let Some(r) = reason {
+                fatal.send_if_modified(|f| {
+                    if f.is_none() {
+                        *f = Some(r);
+                        true
+                    } else {
+                        false
+                    }
+                });
+            }
+        }
+    });
+}
+
+struct Sampler {
+    events: Events,
+    store: Arc<Mutex<SampleStore>>,
+    qmp: Option<Arc<Qmp>>,
+    command: String,
+    session: Option<Arc<GuestSession>>,
+    connect: Box<dyn Fn() -> Result<GuestSession, RunError> + Send + Sync>,
+    gaps: Arc<Mutex<u64>>,
+}
+
+impl Sampler {
+    /// Samples at `interval` from now until `duration` has passed (at least
+    /// once, and once more at the end). A failed sample is recorded as a gap
+    /// and the session is re-made at the next tick; the run goes on.
+    async fn run(mut self, interval: Duration, duration: Duration) -> Result<(), String> {
+        let start = tokio::time::Instant::now();
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut index = 0u64;
+        loop {
+            tick.tick().await;
+            let last = start.elapsed() >= duration;
+            self.sample(index, interval).await;
+            index += 1;
+            if last {
+                return Ok(());
+            }
+        }
+    }
+
+    async fn sample(&mut self, index: u64, interval: Duration) {
+        let t = self.events.now();
+        if let Some(q) = &self.qmp {
+            if let Ok(stats) = q.balloon_stats().await {
+                let _ = self.store.lock().unwrap().append_balloon(t, &stats);
+            }
+        }
+        let session = match self.session.clone() {
+            Some(s) => s,
+            None => {
+                let connect = &self.connect;
+                match connect() {
+                    Ok(s) => {
+                        let s = Arc::new(s);
+                        self.session = Some(s.clone());
+                        s
+                    }
+                    Err(e) => return self.gap(t, format!("reconnect: {}", e.chain())),
+                }
+            }
+        };
+        let cmd = self.command.clone();
+        let timeout = (interval * 3).max(Duration::from_secs(10));
+        let out = match tokio::task::spawn_blocking(move || session.exec(&cmd, timeout)).await {
+            Ok(Ok(out)) if out.success() => out,
+            Ok(Ok(out)) => return self.gap(t, format!("capture exited {}: {}", out.status, out.stderr.trim())),
+            Ok(Err(e)) => {
+                self.session = None;
+                return self.gap(t, e.to_string());
+            }
+            Err(e) => return self.gap(t, e.to_string()),
+        };
+        match sparse::parse_capture(&out.stdout) {
+            Ok(c) => {
+                if let Err(e) = self.store.lock().unwrap().append_capture(t, &c) {
+                    return self.gap(t, format!("writing samples: {e}"));
+                }
+                let m = c.meminfo.as_ref();
+                self.events.emit(Event::Sample {
+                    index,
+                    t: events::round3(t),
+                    uptime: c.uptime_s,
+                    mem_available: m.and_then(|m| m.get("MemAvailable")),
+                    slab: m.and_then(|m| m.get("Slab")),
+                    s_unreclaim: m.and_then(|m| m.get("SUnreclaim")),
+                    nr_dentry: c.dentry.map(|d| d.nr_dentry),
+                    caches: c.slabinfo.as_ref().map(|s| s.len()),
+                });
+            }
+            Err(e) => self.gap(t, format!("unparsable capture: {e}")),
+        }
+    }
+
+    fn gap(&self, t: f64, reason: String) {
+        *self.gaps.lock().unwrap() += 1;
+        self.events.emit(Event::SampleFailed { t: events::round3(t), reason });
+    }
+}
+
+/// Which `/proc` sections a lab samples (uptime always, to place samples in guest time).
+fn sections(lab: &Lab) -> Vec<Section> {
+    let mut s = vec![Section::Uptime];
+    for src in &lab.monitor.sources {
+        match src {
+            lab::Source::Slabinfo => s.push(Section::Slabinfo),
+            lab::Source::Meminfo => s.push(Section::Meminfo),
+            lab::Source::DentryState => s.push(Section::DentryState),
+            lab::Source::Balloon => {}
+        }
+    }
+    s
+}
+
+/// The guest command that runs the workload for at most `duration`. The
+/// lab's commands travel as one quoted argument: data, never shell syntax of
+/// kernlab's own command line.
+pub fn workload_script(commands: &[String], duration: Duration) -> String {
+    let body = commands.join("\n");
+    format!("timeout -s TERM {} sh -c {}", duration.as_secs().max(1), tool::shell_quote(body))
+}
+
+/// QMP `quit`, a grace period, SIGKILL to the process group, reap.
+async fn teardown(ctx: &mut Ctx) {
+    let Some(mut q) = ctx.qemu.take() else { return };
+    let t = Instant::now();
+    let how = if q.try_exited().is_some() {
+        "exit"
+    } else {
+        let asked = match &ctx.qmp {
+            Some(qmp) => tokio::time::timeout(Duration::from_secs(2), qmp.quit()).await.is_ok(),
+            None => false,
+        };
+        if asked && q.wait_exit(Duration::from_secs(3)).await.is_some() {
+            "qmp-quit"
+        } else {
+            q.kill().await;
+            "sigkill"
+        }
+    };
+    ctx.qmp = None;
+    ctx.events.emit(Event::Teardown { how: how.into(), secs: t.elapsed().as_secs_f64() });
+}
+
+fn finish(ctx: Ctx, result: Result<(), RunError>, start: Instant) -> RunEnd {
+    let (exit_code, error, outcome) = match &result {
+        Ok(()) => (crate::exit::OK, None, "completed"),
+        Err(e @ RunError::Interrupted(_)) => (e.exit_code(), Some(e.chain()), "interrupted"),
+        Err(e) => (e.exit_code(), Some(e.chain()), "failed"),
+    };
+    if let Some(e) = &error {
+        ctx.events.emit(Event::Error { message: e.clone() });
+    }
+    let mut timings = ctx.timings.clone();
+    timings.total = start.elapsed().as_secs_f64();
+    let samples = ctx.store.as_ref().map(|s| s.lock().unwrap().count).unwrap_or(0);
+    let gaps = *ctx.gaps.lock().unwrap();
+    let _ = fsx::write_atomic(&ctx.dir.join("manifest.json"), &serde_json::to_vec_pretty(&ctx.manifest).unwrap_or_default());
+    let rep = report::build(&ctx.dir.path, &ctx.lab, &ctx.manifest, outcome, exit_code, error.clone(), samples, gaps, timings);
+    if let Err(e) = fsx::write_atomic(&ctx.dir.join("report.json"), &serde_json::to_vec_pretty(&rep).unwrap_or_default()) {
+        tracing::error!("cannot write report.json: {e}");
+    }
+    ctx.events.emit(Event::RunFinished { outcome: outcome.into(), exit_code });
+    RunEnd { dir: Some(ctx.dir.path.clone()), exit_code, error, summary: Some(rep) }
+}
+
+fn write(path: &Path, data: &[u8]) -> Result<(), RunError> {
+    fsx::write_atomic(path, data).map_err(|source| RunError::Write { path: path.to_path_buf(), source })
+}
+
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> Result<T, RunError> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| RunError::Join(e.to_string()))
+}
+
+fn fmt_status(st: Option<std::process::ExitStatus>) -> String {
+    st.map(|s| s.to_string()).unwrap_or_else(|| "still running".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workload_commands_are_one_quoted_argument() {
+        let s = workload_script(&["echo $(id); rm -rf /x".into(), "echo 'a'".into()], Duration::from_secs(30));
+        assert_eq!(s, "timeout -s TERM 30 sh -c 'echo $(id); rm -rf /x\necho '\\''a'\\'''");
+    }
+}

@@ -1,0 +1,1232 @@
+//! Parsers for the text kernlab reads from a Linux guest at each sampling
+//! interval: `/proc/slabinfo`, `/proc/meminfo`, `/proc/sys/fs/dentry-state`,
+//! `/proc/uptime`, and the combined capture (one ssh command, sections split by
+//! marker lines) that carries them. Everything here is pure and does no I/O;
+//! parsers are strict because a half-read or garbled sample must fail loudly
+//! rather than become a plausible-looking data point in a leak measurement.
+
+use std::fmt;
+
+use serde::Serialize;
+use thiserror::Error;
+
+/// Size of a guest page. Slabinfo reports slab sizes in pages; every target
+/// architecture kernlab boots uses 4 KiB pages.
+const PAGE_SIZE: u64 = 4096;
+
+/// Quoted lines in error messages are cut to this many characters so a
+/// garbage capture does not produce a megabyte-long error.
+const QUOTE_MAX_CHARS: usize = 80;
+
+const SLABINFO: &str = "/proc/slabinfo";
+const MEMINFO: &str = "/proc/meminfo";
+const DENTRY_STATE: &str = "/proc/sys/fs/dentry-state";
+const UPTIME: &str = "/proc/uptime";
+const CAPTURE: &str = "capture";
+
+const SLABINFO_VERSION_PREFIX: &str = "slabinfo - version:";
+const SLABINFO_VERSION_LINE: &str = "slabinfo - version: 2.1";
+
+/// Fields that leak measurement and reporting depend on; a meminfo without
+/// them is not a meminfo we can use.
+const MEMINFO_REQUIRED: [&str; 6] = [
+    "MemTotal",
+    "MemFree",
+    "MemAvailable",
+    "Slab",
+    "SReclaimable",
+    "SUnreclaim",
+];
+
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum ParseError {
+    #[error("{file}: empty input")]
+    Empty { file: &'static str },
+
+    #[error("/proc/slabinfo line 1: unsupported slabinfo version `{found}` (expected 2.1)")]
+    SlabinfoVersion { found: String },
+
+    #[error("/proc/slabinfo line {line}: expected `# name ...` header, found `{text}`")]
+    MissingHeader { line: usize, text: String },
+
+    #[error("{file} line {line}: truncated line, expected {expected} fields but found {found}: `{text}`")]
+    Truncated {
+        file: &'static str,
+        line: usize,
+        expected: usize,
+        found: usize,
+        text: String,
+    },
+
+    #[error("{file} line {line}: field `{field}` is not a valid number (`{value}`): `{text}`")]
+    BadNumber {
+        file: &'static str,
+        line: usize,
+        field: &'static str,
+        value: String,
+        text: String,
+    },
+
+    #[error("{file} line {line}: {reason}: `{text}`")]
+    Malformed {
+        file: &'static str,
+        line: usize,
+        reason: String,
+        text: String,
+    },
+
+    #[error("/proc/slabinfo line {line}: active {what} {active} exceeds total {total}: `{text}`")]
+    ActiveExceedsTotal {
+        line: usize,
+        what: &'static str,
+        active: u64,
+        total: u64,
+        text: String,
+    },
+
+    #[error("{file} line {line}: value overflows u64 when converted from kB to bytes: `{text}`")]
+    Overflow {
+        file: &'static str,
+        line: usize,
+        text: String,
+    },
+
+    #[error("{file}: required field `{field}` is missing")]
+    MissingField {
+        file: &'static str,
+        field: &'static str,
+    },
+
+    #[error("{file}: no entries after the header")]
+    NoEntries { file: &'static str },
+
+    #[error("capture line {line}: text before the first section marker: `{text}`")]
+    TextBeforeMarker { line: usize, text: String },
+
+    #[error("capture line {line}: unknown section `{name}`")]
+    UnknownSection { line: usize, name: String },
+
+    #[error("capture line {line}: section `{name}` appears more than once")]
+    DuplicateSection { line: usize, name: String },
+
+    /// A section's own parser failed; `line` is the capture line of the
+    /// section marker, and the inner error's line numbers count from the
+    /// first line after it. The inner error is part of the message rather
+    /// than a `#[source]` so chained reporters don't print it twice.
+    #[error("capture section `{section}` (marker at capture line {line}): {inner}")]
+    InSection {
+        section: Section,
+        line: usize,
+        inner: Box<ParseError>,
+    },
+}
+
+/// Cuts a line for inclusion in an error message.
+fn quote(line: &str) -> String {
+    let line = line.trim_end();
+    let mut chars = line.char_indices();
+    match chars.nth(QUOTE_MAX_CHARS) {
+        Some((cut, _)) => format!("{}...", &line[..cut]),
+        None => line.to_string(),
+    }
+}
+
+/// Strict unsigned parse: `str::parse::<u64>` also accepts a leading `+`,
+/// which never appears in procfs output and so indicates corruption.
+fn parse_u64(
+    file: &'static str,
+    line_no: usize,
+    line: &str,
+    field: &'static str,
+    value: &str,
+) -> Result<u64, ParseError> {
+    let ok = !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit());
+    match ok.then(|| value.parse::<u64>().ok()).flatten() {
+        Some(v) => Ok(v),
+        None => Err(ParseError::BadNumber {
+            file,
+            line: line_no,
+            field,
+            value: quote(value),
+            text: quote(line),
+        }),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// /proc/slabinfo
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SlabCache {
+    pub name: String,
+    pub active_objs: u64,
+    pub num_objs: u64,
+    pub objsize: u64,
+    pub objperslab: u64,
+    pub pagesperslab: u64,
+    pub active_slabs: u64,
+    pub num_slabs: u64,
+}
+
+impl SlabCache {
+    /// Bytes held by live objects.
+    pub fn active_bytes(&self) -> u64 {
+        self.active_objs.saturating_mul(self.objsize)
+    }
+
+    /// Bytes of memory backing the cache's slabs, including free slots.
+    pub fn total_bytes(&self) -> u64 {
+        self.num_slabs
+            .saturating_mul(self.pagesperslab)
+            .saturating_mul(PAGE_SIZE)
+    }
+}
+
+/// Field count of a slabinfo 2.1 data line:
+/// `name a n size opp pps : tunables l b s : slabdata as ns sa`.
+const SLAB_FIELDS: usize = 16;
+
+pub fn parse_slabinfo(text: &str) -> Result<Vec<SlabCache>, ParseError> {
+    let mut lines = text.lines().enumerate().map(|(i, l)| (i + 1, l));
+
+    let (_, first) = lines
+        .next()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .ok_or(ParseError::Empty { file: SLABINFO })?;
+    let first = first.trim_end();
+    if first != SLABINFO_VERSION_LINE {
+        return Err(match first.strip_prefix(SLABINFO_VERSION_PREFIX) {
+            Some(version) => ParseError::SlabinfoVersion {
+                found: quote(version.trim()),
+            },
+            None => ParseError::Malformed {
+                file: SLABINFO,
+                line: 1,
+                reason: format!("expected `{SLABINFO_VERSION_LINE}`"),
+                text: quote(first),
+            },
+        });
+    }
+
+    // The header is what tells us the column order; a capture missing it
+    // was cut or is not slabinfo at all.
+    match lines.next() {
+        Some((_, l)) if l.starts_with("# name") => {}
+        Some((n, l)) => {
+            return Err(ParseError::MissingHeader {
+                line: n,
+                text: quote(l),
+            })
+        }
+        None => {
+            return Err(ParseError::MissingHeader {
+                line: 2,
+                text: String::new(),
+            })
+        }
+    }
+
+    let mut caches = Vec::new();
+    for (n, line) in lines {
+        if line.trim().is_empty() {
+            continue;
+        }
+        caches.push(parse_slab_line(n, line)?);
+    }
+    if caches.is_empty() {
+        // A kernel always has caches; an empty list means the read was cut
+        // right after the header.
+        return Err(ParseError::NoEntries { file: SLABINFO });
+    }
+    Ok(caches)
+}
+
+fn parse_slab_line(n: usize, line: &str) -> Result<SlabCache, ParseError> {
+    let f: Vec<&str> = line.split_whitespace().collect();
+    if f.len() < SLAB_FIELDS {
+        return Err(ParseError::Truncated {
+            file: SLABINFO,
+            line: n,
+            expected: SLAB_FIELDS,
+            found: f.len(),
+            text: quote(line),
+        });
+    }
+    if f.len() > SLAB_FIELDS {
+        return Err(ParseError::Malformed {
+            file: SLABINFO,
+            line: n,
+            reason: format!("expected {SLAB_FIELDS} fields, found {}", f.len()),
+            text: quote(line),
+        });
+    }
+    for (idx, want) in [(6, ":"), (7, "tunables"), (11, ":"), (12, "slabdata")] {
+        if f[idx] != want {
+            return Err(ParseError::Malformed {
+                file: SLABINFO,
+                line: n,
+                reason: format!(
+                    "expected `{want}` as field {}, found `{}`",
+                    idx + 1,
+                    quote(f[idx])
+                ),
+                text: quote(line),
+            });
+        }
+    }
+    let num = |idx: usize, field: &'static str| parse_u64(SLABINFO, n, line, field, f[idx]);
+    let cache = SlabCache {
+        name: f[0].to_string(),
+        active_objs: num(1, "active_objs")?,
+        num_objs: num(2, "num_objs")?,
+        objsize: num(3, "objsize")?,
+        objperslab: num(4, "objperslab")?,
+        pagesperslab: num(5, "pagesperslab")?,
+        active_slabs: num(13, "active_slabs")?,
+        num_slabs: num(14, "num_slabs")?,
+    };
+    // Tunables and sharedavail are unused (always 0 on SLUB) but still
+    // validated: a garbled number there means the line is not trustworthy.
+    num(8, "limit")?;
+    num(9, "batchcount")?;
+    num(10, "sharedfactor")?;
+    num(15, "sharedavail")?;
+
+    for (what, active, total) in [
+        ("objects", cache.active_objs, cache.num_objs),
+        ("slabs", cache.active_slabs, cache.num_slabs),
+    ] {
+        if active > total {
+            return Err(ParseError::ActiveExceedsTotal {
+                line: n,
+                what,
+                active,
+                total,
+                text: quote(line),
+            });
+        }
+    }
+    Ok(cache)
+}
+
+// ---------------------------------------------------------------------------
+// /proc/meminfo
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Meminfo {
+    /// In file order. Values are bytes for `kB` fields; unitless fields
+    /// (`HugePages_Total`, ...) are counts and kept as-is.
+    pub fields: Vec<(String, u64)>,
+}
+
+impl Meminfo {
+    pub fn get(&self, key: &str) -> Option<u64> {
+        self.fields.iter().find(|(k, _)| k == key).map(|&(_, v)| v)
+    }
+}
+
+fn valid_meminfo_key(key: &str) -> bool {
+    !key.is_empty()
+        && key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '(' | ')'))
+}
+
+pub fn parse_meminfo(text: &str) -> Result<Meminfo, ParseError> {
+    if text.trim().is_empty() {
+        return Err(ParseError::Empty { file: MEMINFO });
+    }
+    let mut fields: Vec<(String, u64)> = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let n = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let malformed = |reason: String| ParseError::Malformed {
+            file: MEMINFO,
+            line: n,
+            reason,
+            text: quote(line),
+        };
+        let (key, rest) = line
+            .split_once(':')
+            .ok_or_else(|| malformed("expected `Key: value`".into()))?;
+        if !valid_meminfo_key(key) {
+            return Err(malformed(format!("invalid key `{}`", quote(key))));
+        }
+        let value = match rest.split_whitespace().collect::<Vec<_>>()[..] {
+            [v] => parse_u64(MEMINFO, n, line, "value", v)?,
+            [v, "kB"] => parse_u64(MEMINFO, n, line, "value", v)?
+                .checked_mul(1024)
+                .ok_or_else(|| ParseError::Overflow {
+                    file: MEMINFO,
+                    line: n,
+                    text: quote(line),
+                })?,
+            [_, unit] => return Err(malformed(format!("unknown unit `{}`", quote(unit)))),
+            [] => {
+                return Err(ParseError::Truncated {
+                    file: MEMINFO,
+                    line: n,
+                    expected: 1,
+                    found: 0,
+                    text: quote(line),
+                })
+            }
+            _ => return Err(malformed("expected a value and an optional `kB`".into())),
+        };
+        // Duplicate keys only happen when two reads got concatenated.
+        if fields.iter().any(|(k, _)| k == key) {
+            return Err(malformed(format!("duplicate key `{key}`")));
+        }
+        fields.push((key.to_string(), value));
+    }
+    let meminfo = Meminfo { fields };
+    for field in MEMINFO_REQUIRED {
+        if meminfo.get(field).is_none() {
+            return Err(ParseError::MissingField {
+                file: MEMINFO,
+                field,
+            });
+        }
+    }
+    Ok(meminfo)
+}
+
+// ---------------------------------------------------------------------------
+// /proc/sys/fs/dentry-state
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct DentryState {
+    pub nr_dentry: u64,
+    pub nr_unused: u64,
+    pub age_limit: u64,
+    pub want_pages: u64,
+    pub nr_negative: u64,
+}
+
+const DENTRY_FIELDS: [&str; 6] = [
+    "nr_dentry",
+    "nr_unused",
+    "age_limit",
+    "want_pages",
+    "nr_negative",
+    "dummy",
+];
+
+pub fn parse_dentry_state(text: &str) -> Result<DentryState, ParseError> {
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l))
+        .filter(|(_, l)| !l.trim().is_empty());
+    let (n, line) = lines
+        .next()
+        .ok_or(ParseError::Empty { file: DENTRY_STATE })?;
+    if let Some((extra, l)) = lines.next() {
+        return Err(ParseError::Malformed {
+            file: DENTRY_STATE,
+            line: extra,
+            reason: "expected a single line".into(),
+            text: quote(l),
+        });
+    }
+    let f: Vec<&str> = line.split_whitespace().collect();
+    // Kernels before nr_negative existed (pre-5.0) still print six fields
+    // with zeros in the tail, so five is the minimum that carries meaning;
+    // more than six is tolerated in case a future kernel appends fields.
+    if f.len() < 5 {
+        return Err(ParseError::Truncated {
+            file: DENTRY_STATE,
+            line: n,
+            expected: 6,
+            found: f.len(),
+            text: quote(line),
+        });
+    }
+    let mut values = [0u64; 5];
+    for (i, value) in f.iter().enumerate() {
+        let field = DENTRY_FIELDS.get(i).copied().unwrap_or("extra");
+        let v = parse_u64(DENTRY_STATE, n, line, field, value)?;
+        if let Some(slot) = values.get_mut(i) {
+            *slot = v;
+        }
+    }
+    let [nr_dentry, nr_unused, age_limit, want_pages, nr_negative] = values;
+    Ok(DentryState {
+        nr_dentry,
+        nr_unused,
+        age_limit,
+        want_pages,
+        nr_negative,
+    })
+}
+
+// ---------------------------------------------------------------------------
+// /proc/uptime
+
+/// `/proc/uptime` is `seconds-up seconds-idle`, both `digits.digits`.
+/// Returns seconds up.
+pub fn parse_uptime(text: &str) -> Result<f64, ParseError> {
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .map(|(i, l)| (i + 1, l))
+        .filter(|(_, l)| !l.trim().is_empty());
+    let (n, line) = lines.next().ok_or(ParseError::Empty { file: UPTIME })?;
+    if let Some((extra, l)) = lines.next() {
+        return Err(ParseError::Malformed {
+            file: UPTIME,
+            line: extra,
+            reason: "expected a single line".into(),
+            text: quote(l),
+        });
+    }
+    let f: Vec<&str> = line.split_whitespace().collect();
+    if f.len() < 2 {
+        return Err(ParseError::Truncated {
+            file: UPTIME,
+            line: n,
+            expected: 2,
+            found: f.len(),
+            text: quote(line),
+        });
+    }
+    if f.len() > 2 {
+        return Err(ParseError::Malformed {
+            file: UPTIME,
+            line: n,
+            reason: format!("expected 2 fields, found {}", f.len()),
+            text: quote(line),
+        });
+    }
+    let mut secs = [0f64; 2];
+    for (slot, (value, field)) in secs.iter_mut().zip(f.iter().zip(["uptime", "idle"])) {
+        // f64::from_str accepts `inf`, `NaN` and exponents; procfs prints
+        // none of those, so only plain decimals are allowed.
+        let plain = match value.split_once('.') {
+            Some((int, frac)) => {
+                !int.is_empty()
+                    && !frac.is_empty()
+                    && int.bytes().chain(frac.bytes()).all(|b| b.is_ascii_digit())
+            }
+            None => !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()),
+        };
+        *slot = plain
+            .then(|| value.parse::<f64>().ok())
+            .flatten()
+            .filter(|v| v.is_finite())
+            .ok_or_else(|| ParseError::BadNumber {
+                file: UPTIME,
+                line: n,
+                field,
+                value: quote(value),
+                text: quote(line),
+            })?;
+    }
+    Ok(secs[0])
+}
+
+// ---------------------------------------------------------------------------
+// Combined capture
+
+/// Prefix of the marker line that starts each section of a combined capture;
+/// the section name follows it.
+pub const SECTION_MARKER: &str = "@@kernlab-section ";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+pub enum Section {
+    Uptime,
+    Slabinfo,
+    Meminfo,
+    DentryState,
+}
+
+impl Section {
+    pub const ALL: [Section; 4] = [
+        Section::Uptime,
+        Section::Slabinfo,
+        Section::Meminfo,
+        Section::DentryState,
+    ];
+
+    /// The guest file the section's body is read from.
+    pub fn path(&self) -> &'static str {
+        match self {
+            Section::Uptime => UPTIME,
+            Section::Slabinfo => SLABINFO,
+            Section::Meminfo => MEMINFO,
+            Section::DentryState => DENTRY_STATE,
+        }
+    }
+
+    /// The name used in marker lines.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Section::Uptime => "uptime",
+            Section::Slabinfo => "slabinfo",
+            Section::Meminfo => "meminfo",
+            Section::DentryState => "dentry-state",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Section> {
+        Section::ALL.into_iter().find(|s| s.name() == name)
+    }
+}
+
+impl fmt::Display for Section {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The guest shell snippet that prints a combined capture of `sections`.
+/// Uptime always comes first so every sample carries the guest's own clock;
+/// repeated sections are emitted once. Marker lines are single-quoted and
+/// paths are fixed, so nothing here needs escaping. A failing `cat` leaves
+/// its section empty, which `parse_capture` reports against that section.
+pub fn capture_command(sections: &[Section]) -> String {
+    let mut order = vec![Section::Uptime];
+    for &s in sections {
+        if !order.contains(&s) {
+            order.push(s);
+        }
+    }
+    order
+        .iter()
+        .map(|s| format!("echo '{SECTION_MARKER}{}'; cat {}", s.name(), s.path()))
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+/// Splits a combined capture into `(section, body)` pairs in capture order.
+/// Each body runs from the line after its marker up to (not including) the
+/// next marker line. Blank lines before the first marker are tolerated;
+/// anything else there (an ssh banner, a shell error) is an error because it
+/// means the output is not what `capture_command` produces.
+pub fn split_capture(text: &str) -> Result<Vec<(Section, &str)>, ParseError> {
+    split_capture_with_lines(text).map(|v| v.into_iter().map(|(s, _, b)| (s, b)).collect())
+}
+
+/// Like `split_capture`, also returning each marker's 1-based line number.
+fn split_capture_with_lines(text: &str) -> Result<Vec<(Section, usize, &str)>, ParseError> {
+    if text.trim().is_empty() {
+        return Err(ParseError::Empty { file: CAPTURE });
+    }
+    // (section, marker line, body start offset)
+    let mut open: Option<(Section, usize, usize)> = None;
+    let mut out: Vec<(Section, usize, &str)> = Vec::new();
+    let mut offset = 0;
+    for (i, raw) in text.split_inclusive('\n').enumerate() {
+        let n = i + 1;
+        let start = offset;
+        offset += raw.len();
+        let line = raw.trim_end_matches(['\n', '\r']);
+        // Match the marker without its trailing space so a bare or mangled
+        // marker is reported as an unknown section rather than body text.
+        if let Some(rest) = line.strip_prefix(SECTION_MARKER.trim_end()) {
+            let name = rest.trim();
+            let section = Section::from_name(name)
+                .filter(|_| rest.starts_with(' '))
+                .ok_or_else(|| ParseError::UnknownSection {
+                    line: n,
+                    name: quote(name),
+                })?;
+            if let Some((prev, prev_line, body_start)) = open.take() {
+                out.push((prev, prev_line, &text[body_start..start]));
+            }
+            if out.iter().any(|&(s, _, _)| s == section) {
+                return Err(ParseError::DuplicateSection {
+                    line: n,
+                    name: name.to_string(),
+                });
+            }
+            open = Some((section, n, offset));
+        } else if open.is_none() && !line.trim().is_empty() {
+            return Err(ParseError::TextBeforeMarker {
+                line: n,
+                text: quote(line),
+            });
+        }
+    }
+    if let Some((section, line, body_start)) = open {
+        out.push((section, line, &text[body_start..]));
+    }
+    Ok(out)
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Capture {
+    pub uptime_s: Option<f64>,
+    pub slabinfo: Option<Vec<SlabCache>>,
+    pub meminfo: Option<Meminfo>,
+    pub dentry: Option<DentryState>,
+}
+
+/// Splits and parses a combined capture. Sections absent from the capture
+/// are `None`; a present but unparsable section is an error naming it.
+pub fn parse_capture(text: &str) -> Result<Capture, ParseError> {
+    let mut capture = Capture {
+        uptime_s: None,
+        slabinfo: None,
+        meminfo: None,
+        dentry: None,
+    };
+    for (section, line, body) in split_capture_with_lines(text)? {
+        let wrap = |e: ParseError| ParseError::InSection {
+            section,
+            line,
+            inner: Box::new(e),
+        };
+        match section {
+            Section::Uptime => capture.uptime_s = Some(parse_uptime(body).map_err(wrap)?),
+            Section::Slabinfo => capture.slabinfo = Some(parse_slabinfo(body).map_err(wrap)?),
+            Section::Meminfo => capture.meminfo = Some(parse_meminfo(body).map_err(wrap)?),
+            Section::DentryState => capture.dentry = Some(parse_dentry_state(body).map_err(wrap)?),
+        }
+    }
+    Ok(capture)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const HOST_SLABINFO: &str = include_str!("testdata/host-6.18-slabinfo.txt");
+    const HOST_MEMINFO: &str = include_str!("testdata/host-6.18-meminfo.txt");
+    const HOST_DENTRY: &str = include_str!("testdata/host-6.18-dentry-state.txt");
+    const HOST_UPTIME: &str = include_str!("testdata/host-6.18-uptime.txt");
+
+    const MINI_SLABINFO: &str = "slabinfo - version: 2.1
+# name            <active_objs> <num_objs> <objsize> <objperslab> <pagesperslab> : tunables <limit> <batchcount> <sharedfactor> : slabdata <active_slabs> <num_slabs> <sharedavail>
+dentry             49854  49854    192   21    1 : tunables    0    0    0 : slabdata   2374   2374      0
+kmalloc-64          2112   2112     64   64    1 : tunables    0    0    0 : slabdata     33     33      0
+";
+
+    const MINI_MEMINFO: &str = "MemTotal:       24684084 kB
+MemFree:        22728172 kB
+MemAvailable:   24205528 kB
+Active(anon):       1520 kB
+Slab:             120300 kB
+SReclaimable:      95416 kB
+SUnreclaim:        24884 kB
+HugePages_Total:       3
+";
+
+    fn host_capture() -> String {
+        let mut s = String::new();
+        for (section, body) in [
+            (Section::Uptime, HOST_UPTIME),
+            (Section::Slabinfo, HOST_SLABINFO),
+            (Section::Meminfo, HOST_MEMINFO),
+            (Section::DentryState, HOST_DENTRY),
+        ] {
+            s.push_str(SECTION_MARKER);
+            s.push_str(section.name());
+            s.push('\n');
+            s.push_str(body);
+        }
+        s
+    }
+
+    fn cache<'a>(caches: &'a [SlabCache], name: &str) -> &'a SlabCache {
+        caches.iter().find(|c| c.name == name).unwrap()
+    }
+
+    // --- real captures ------------------------------------------------------
+
+    #[test]
+    fn host_slabinfo() {
+        let caches = parse_slabinfo(HOST_SLABINFO).unwrap();
+        assert_eq!(caches.len(), 235);
+        assert_eq!(caches[0].name, "btrfs_delayed_node");
+        assert_eq!(caches[0].objsize, 312);
+        assert_eq!(caches[0].objperslab, 13);
+
+        let dentry = cache(&caches, "dentry");
+        assert_eq!(dentry.objsize, 192);
+        assert_eq!(dentry.objperslab, 21);
+        assert_eq!(dentry.pagesperslab, 1);
+
+        let task = cache(&caches, "task_struct");
+        assert_eq!(task.objsize, 5824);
+        assert_eq!(task.objperslab, 5);
+        assert_eq!(task.pagesperslab, 8);
+
+        let inode = cache(&caches, "inode_cache");
+        assert_eq!(
+            (inode.objsize, inode.objperslab, inode.pagesperslab),
+            (624, 13, 2)
+        );
+
+        let k64 = cache(&caches, "kmalloc-64");
+        assert_eq!(k64.objsize, 64);
+        assert_eq!(k64.objperslab, 64);
+        assert!(caches.iter().all(|c| c.active_objs <= c.num_objs));
+    }
+
+    #[test]
+    fn host_meminfo() {
+        let m = parse_meminfo(HOST_MEMINFO).unwrap();
+        assert_eq!(m.get("MemTotal"), Some(24684084 * 1024));
+        assert_eq!(m.get("VmallocTotal"), Some(34359738367 * 1024));
+        assert_eq!(m.get("Hugepagesize"), Some(2048 * 1024));
+        assert_eq!(m.get("HugePages_Total"), Some(0));
+        assert!(m.get("Active(anon)").is_some());
+        assert!(m.get("NFS_Unstable").is_some());
+        assert_eq!(m.fields.len(), 54);
+        assert_eq!(m.fields[0].0, "MemTotal");
+        assert_eq!(m.fields.last().unwrap().0, "DirectMap1G");
+        assert_eq!(m.get("NoSuchField"), None);
+    }
+
+    #[test]
+    fn host_dentry_state() {
+        let d = parse_dentry_state(HOST_DENTRY).unwrap();
+        assert_eq!(
+            d,
+            DentryState {
+                nr_dentry: 49719,
+                nr_unused: 48373,
+                age_limit: 45,
+                want_pages: 0,
+                nr_negative: 7369,
+            }
+        );
+    }
+
+    #[test]
+    fn host_uptime() {
+        assert_eq!(parse_uptime(HOST_UPTIME).unwrap(), 2603.01);
+        assert_eq!(parse_uptime("5 1\n").unwrap(), 5.0);
+    }
+
+    #[test]
+    fn host_capture_parses() {
+        let text = host_capture();
+        let split = split_capture(&text).unwrap();
+        let names: Vec<_> = split.iter().map(|(s, _)| *s).collect();
+        assert_eq!(names, Section::ALL);
+        assert_eq!(split[1].1, HOST_SLABINFO);
+        assert_eq!(split[3].1, HOST_DENTRY);
+
+        let c = parse_capture(&text).unwrap();
+        assert_eq!(c.uptime_s, Some(2603.01));
+        assert_eq!(c.slabinfo.unwrap().len(), 235);
+        assert_eq!(c.meminfo.unwrap().get("MemTotal"), Some(24684084 * 1024));
+        assert_eq!(c.dentry.unwrap().nr_dentry, 49719);
+    }
+
+    // --- small behaviours ---------------------------------------------------
+
+    #[test]
+    fn slab_byte_accounting() {
+        let caches = parse_slabinfo(MINI_SLABINFO).unwrap();
+        assert_eq!(caches[0].active_bytes(), 49854 * 192);
+        assert_eq!(caches[0].total_bytes(), 2374 * 4096);
+        let huge = SlabCache {
+            name: "x".into(),
+            active_objs: u64::MAX,
+            num_objs: u64::MAX,
+            objsize: 2,
+            objperslab: 1,
+            pagesperslab: 2,
+            active_slabs: u64::MAX,
+            num_slabs: u64::MAX,
+        };
+        assert_eq!(huge.active_bytes(), u64::MAX);
+        assert_eq!(huge.total_bytes(), u64::MAX);
+    }
+
+    #[test]
+    fn slabinfo_tolerances() {
+        // Trailing whitespace on the version line, CRLF, no final newline.
+        let text = MINI_SLABINFO
+            .replacen("2.1\n", "2.1  \n", 1)
+            .replace('\n', "\r\n");
+        assert_eq!(parse_slabinfo(text.trim_end()).unwrap().len(), 2);
+        // Duplicate names are kept in order.
+        let dup = format!("{MINI_SLABINFO}dentry 1 2 3 4 5 : tunables 0 0 0 : slabdata 1 1 0\n");
+        let caches = parse_slabinfo(&dup).unwrap();
+        assert_eq!(caches.len(), 3);
+        assert_eq!(
+            (caches[0].name.as_str(), caches[0].active_objs),
+            ("dentry", 49854)
+        );
+        assert_eq!(
+            (caches[2].name.as_str(), caches[2].active_objs),
+            ("dentry", 1)
+        );
+    }
+
+    #[test]
+    fn meminfo_units() {
+        let m = parse_meminfo(MINI_MEMINFO).unwrap();
+        assert_eq!(m.get("HugePages_Total"), Some(3));
+        assert_eq!(m.get("Active(anon)"), Some(1520 * 1024));
+        assert_eq!(m.fields.len(), 8);
+    }
+
+    #[test]
+    fn dentry_state_old_and_new_widths() {
+        let d = parse_dentry_state("10 5 45 0 0 0\n").unwrap();
+        assert_eq!(d.nr_dentry, 10);
+        let d = parse_dentry_state("10\t5\t45\t0\t3").unwrap();
+        assert_eq!(d.nr_negative, 3);
+    }
+
+    #[test]
+    fn capture_command_shape() {
+        let cmd = capture_command(&[Section::Slabinfo, Section::Meminfo, Section::Slabinfo]);
+        assert_eq!(
+            cmd,
+            "echo '@@kernlab-section uptime'; cat /proc/uptime; \
+             echo '@@kernlab-section slabinfo'; cat /proc/slabinfo; \
+             echo '@@kernlab-section meminfo'; cat /proc/meminfo"
+        );
+        let all = capture_command(&Section::ALL);
+        assert_eq!(all.matches("@@kernlab-section uptime").count(), 1);
+        assert!(
+            all.ends_with("echo '@@kernlab-section dentry-state'; cat /proc/sys/fs/dentry-state")
+        );
+        for s in Section::ALL {
+            assert_eq!(Section::from_name(s.name()), Some(s));
+        }
+    }
+
+    #[test]
+    fn capture_partial_and_leading_blank() {
+        let text = format!("\n{SECTION_MARKER}uptime\n{HOST_UPTIME}");
+        let c = parse_capture(&text).unwrap();
+        assert_eq!(c.uptime_s, Some(2603.01));
+        assert!(c.slabinfo.is_none() && c.meminfo.is_none() && c.dentry.is_none());
+    }
+
+    // --- errors -------------------------------------------------------------
+
+    fn err_slab(text: &str) -> ParseError {
+        parse_slabinfo(text).unwrap_err()
+    }
+
+    #[test]
+    fn error_table() {
+        let mini_line3 = MINI_SLABINFO.lines().nth(2).unwrap();
+        let cut = &MINI_SLABINFO[..MINI_SLABINFO.find(" : slabdata   2374").unwrap()];
+        let long_junk = format!("{}\n", "x".repeat(300));
+        let long_want = format!("found 1: `{}...`", "x".repeat(80));
+
+        let cases: Vec<(&str, ParseError, &str)> = vec![
+            (
+                "slabinfo wrong version",
+                err_slab(&MINI_SLABINFO.replace("2.1", "1.1")),
+                "/proc/slabinfo line 1: unsupported slabinfo version `1.1` (expected 2.1)",
+            ),
+            (
+                "slabinfo not a version line",
+                err_slab("hello\n"),
+                "/proc/slabinfo line 1: expected `slabinfo - version: 2.1`: `hello`",
+            ),
+            (
+                "slabinfo missing header",
+                err_slab(&format!("slabinfo - version: 2.1\n{mini_line3}\n")),
+                "/proc/slabinfo line 2: expected `# name ...` header, found `dentry",
+            ),
+            (
+                "slabinfo header only line",
+                err_slab("slabinfo - version: 2.1\n"),
+                "/proc/slabinfo line 2: expected `# name ...` header, found ``",
+            ),
+            (
+                "slabinfo no caches",
+                err_slab(&MINI_SLABINFO[..MINI_SLABINFO.find("dentry").unwrap()]),
+                "/proc/slabinfo: no entries after the header",
+            ),
+            (
+                "slabinfo truncated mid-line",
+                err_slab(cut),
+                "/proc/slabinfo line 3: truncated line, expected 16 fields but found 11: `dentry",
+            ),
+            (
+                "slabinfo non-numeric",
+                err_slab(&MINI_SLABINFO.replace("    192 ", "   19x2 ")),
+                "/proc/slabinfo line 3: field `objsize` is not a valid number (`19x2`)",
+            ),
+            (
+                "slabinfo plus sign",
+                err_slab(&MINI_SLABINFO.replace("   64   64 ", "  +64   64 ")),
+                "/proc/slabinfo line 4: field `objsize` is not a valid number (`+64`)",
+            ),
+            (
+                "slabinfo u64 overflow",
+                err_slab(&MINI_SLABINFO.replace("    192 ", " 99999999999999999999 ")),
+                "field `objsize` is not a valid number (`99999999999999999999`)",
+            ),
+            (
+                "slabinfo bad separator",
+                err_slab(&MINI_SLABINFO.replacen("    1 : tunables", "    1 ; tunables", 1)),
+                "/proc/slabinfo line 3: expected `:` as field 7, found `;`",
+            ),
+            (
+                "slabinfo bad word",
+                err_slab(&MINI_SLABINFO.replacen(": slabdata   2374", ": slabdat   2374", 1)),
+                "/proc/slabinfo line 3: expected `slabdata` as field 13, found `slabdat`",
+            ),
+            (
+                "slabinfo extra field",
+                err_slab(&MINI_SLABINFO.replacen("      0\n", "      0 7\n", 1)),
+                "/proc/slabinfo line 3: expected 16 fields, found 17",
+            ),
+            (
+                "slabinfo active > num objects",
+                err_slab(&MINI_SLABINFO.replace("2112   2112", "2113   2112")),
+                "/proc/slabinfo line 4: active objects 2113 exceeds total 2112",
+            ),
+            (
+                "slabinfo active > num slabs",
+                err_slab(&MINI_SLABINFO.replace("33     33", "34     33")),
+                "/proc/slabinfo line 4: active slabs 34 exceeds total 33",
+            ),
+            ("slabinfo empty", err_slab(""), "/proc/slabinfo: empty input"),
+            (
+                "slabinfo long line quoted truncated",
+                err_slab(&format!("{MINI_SLABINFO}{long_junk}")),
+                &long_want,
+            ),
+            (
+                "meminfo missing field",
+                parse_meminfo(&MINI_MEMINFO.replace("SUnreclaim:        24884 kB\n", "")).unwrap_err(),
+                "/proc/meminfo: required field `SUnreclaim` is missing",
+            ),
+            (
+                "meminfo overflow",
+                parse_meminfo(&MINI_MEMINFO.replace("24684084 kB", "18014398509481984 kB")).unwrap_err(),
+                "/proc/meminfo line 1: value overflows u64 when converted from kB to bytes: `MemTotal:",
+            ),
+            (
+                "meminfo non-numeric",
+                parse_meminfo(&MINI_MEMINFO.replace("22728172", "2272817z")).unwrap_err(),
+                "/proc/meminfo line 2: field `value` is not a valid number (`2272817z`)",
+            ),
+            (
+                "meminfo unknown unit",
+                parse_meminfo(&MINI_MEMINFO.replace("1520 kB", "1520 MB")).unwrap_err(),
+                "/proc/meminfo line 4: unknown unit `MB`",
+            ),
+            (
+                "meminfo no colon",
+                parse_meminfo(&format!("{MINI_MEMINFO}Garbage 12\n")).unwrap_err(),
+                "/proc/meminfo line 9: expected `Key: value`: `Garbage 12`",
+            ),
+            (
+                "meminfo truncated value",
+                parse_meminfo(&format!("{MINI_MEMINFO}Shmem:")).unwrap_err(),
+                "/proc/meminfo line 9: truncated line, expected 1 fields but found 0: `Shmem:`",
+            ),
+            (
+                "meminfo duplicate key",
+                parse_meminfo(&format!("{MINI_MEMINFO}{MINI_MEMINFO}")).unwrap_err(),
+                "/proc/meminfo line 9: duplicate key `MemTotal`",
+            ),
+            (
+                "meminfo bad key",
+                parse_meminfo(&format!("{MINI_MEMINFO}Bad Key: 1 kB\n")).unwrap_err(),
+                "/proc/meminfo line 9: invalid key `Bad Key`",
+            ),
+            ("meminfo empty", parse_meminfo(" \n").unwrap_err(), "/proc/meminfo: empty input"),
+            (
+                "dentry-state too short",
+                parse_dentry_state("49719 48373 45 0\n").unwrap_err(),
+                "/proc/sys/fs/dentry-state line 1: truncated line, expected 6 fields but found 4: `49719 48373 45 0`",
+            ),
+            (
+                "dentry-state non-numeric",
+                parse_dentry_state("1 2 3 4 five 0\n").unwrap_err(),
+                "/proc/sys/fs/dentry-state line 1: field `nr_negative` is not a valid number (`five`)",
+            ),
+            (
+                "dentry-state two lines",
+                parse_dentry_state("1 2 3 4 5 0\n1 2 3 4 5 0\n").unwrap_err(),
+                "/proc/sys/fs/dentry-state line 2: expected a single line",
+            ),
+            ("dentry-state empty", parse_dentry_state("").unwrap_err(), "/proc/sys/fs/dentry-state: empty input"),
+            (
+                "uptime nan",
+                parse_uptime("NaN 1.0\n").unwrap_err(),
+                "/proc/uptime line 1: field `uptime` is not a valid number (`NaN`)",
+            ),
+            (
+                "uptime one field",
+                parse_uptime("12.5\n").unwrap_err(),
+                "/proc/uptime line 1: truncated line, expected 2 fields but found 1",
+            ),
+            ("uptime empty", parse_uptime("").unwrap_err(), "/proc/uptime: empty input"),
+            (
+                "capture unknown section",
+                split_capture(&format!("{SECTION_MARKER}uptime\n1.0 2.0\n{SECTION_MARKER}vmstat\nx 1\n")).unwrap_err(),
+                "capture line 3: unknown section `vmstat`",
+            ),
+            (
+                "capture bare marker",
+                split_capture("@@kernlab-section\n").unwrap_err(),
+                "capture line 1: unknown section ``",
+            ),
+            (
+                "capture text before marker",
+                split_capture(&format!("Welcome to guest\n{SECTION_MARKER}uptime\n1.0 2.0\n")).unwrap_err(),
+                "capture line 1: text before the first section marker: `Welcome to guest`",
+            ),
+            (
+                "capture without markers",
+                split_capture(HOST_DENTRY).unwrap_err(),
+                "capture line 1: text before the first section marker",
+            ),
+            (
+                "capture duplicate section",
+                split_capture(&format!("{SECTION_MARKER}uptime\n1 2\n{SECTION_MARKER}uptime\n1 2\n")).unwrap_err(),
+                "capture line 3: section `uptime` appears more than once",
+            ),
+            ("capture empty", parse_capture("").unwrap_err(), "capture: empty input"),
+            (
+                "capture section error names section",
+                parse_capture(&format!("{SECTION_MARKER}uptime\n1.0 2.0\n{SECTION_MARKER}slabinfo\n{}", &MINI_SLABINFO.replace("2.1", "1.1"))).unwrap_err(),
+                "capture section `slabinfo` (marker at capture line 3): /proc/slabinfo line 1: unsupported slabinfo version `1.1`",
+            ),
+            (
+                "capture empty section (cat failed)",
+                parse_capture(&format!("{SECTION_MARKER}uptime\n1.0 2.0\n{SECTION_MARKER}slabinfo\n{SECTION_MARKER}meminfo\n{MINI_MEMINFO}")).unwrap_err(),
+                "capture section `slabinfo` (marker at capture line 3): /proc/slabinfo: empty input",
+            ),
+        ];
+
+        for (name, err, want) in cases {
+            let msg = err.to_string();
+            assert!(
+                msg.contains(want),
+                "{name}: got {msg:?}, want it to contain {want:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn error_variants() {
+        assert!(matches!(
+            err_slab(&MINI_SLABINFO.replace("2.1", "1.1")),
+            ParseError::SlabinfoVersion { found } if found == "1.1"
+        ));
+        assert!(matches!(
+            parse_meminfo(&MINI_MEMINFO.replace("MemAvailable", "MemAvail")).unwrap_err(),
+            ParseError::MissingField {
+                field: "MemAvailable",
+                ..
+            }
+        ));
+        assert!(matches!(
+            err_slab(&MINI_SLABINFO[..MINI_SLABINFO.len() - 10]),
+            ParseError::Truncated { line: 4, .. }
+        ));
+        assert!(matches!(
+            parse_capture(&format!("{SECTION_MARKER}dentry-state\n1 2\n")).unwrap_err(),
+            ParseError::InSection { section: Section::DentryState, line: 1, ref inner }
+                if matches!(**inner, ParseError::Truncated { file: DENTRY_STATE, .. })
+        ));
+    }
+
+    // --- properties ---------------------------------------------------------
+
+    fn all_parsers(text: &str) {
+        let _ = parse_slabinfo(text);
+        let _ = parse_meminfo(text);
+        let _ = parse_dentry_state(text);
+        let _ = parse_uptime(text);
+        let _ = split_capture(text);
+        let _ = parse_capture(text);
+    }
+
+    /// Byte-level mutation of `base`: cut at `cut`, then overwrite one byte,
+    /// then drop a span; invalid UTF-8 is repaired lossily, as a caller
+    /// reading guest output would have to.
+    fn mutate(base: &str, cut: usize, pos: usize, byte: u8, del: usize) -> String {
+        let mut b = base.as_bytes()[..cut % (base.len() + 1)].to_vec();
+        if !b.is_empty() {
+            let p = pos % b.len();
+            b[p] = byte;
+            let end = (p + del).min(b.len());
+            b.drain(p..end);
+        }
+        String::from_utf8_lossy(&b).into_owned()
+    }
+
+    fn arb_cache() -> impl Strategy<Value = SlabCache> {
+        (
+            "[a-z][a-z0-9_:.()-]{0,20}",
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+            any::<u64>(),
+        )
+            .prop_map(
+                |(name, a, b, objsize, objperslab, pagesperslab, c)| SlabCache {
+                    name,
+                    active_objs: a.min(b),
+                    num_objs: a.max(b),
+                    objsize,
+                    objperslab,
+                    pagesperslab,
+                    active_slabs: c / 2,
+                    num_slabs: c,
+                },
+            )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+
+        #[test]
+        fn random_strings_never_panic(s in "\\PC{0,200}") {
+            all_parsers(&s);
+        }
+
+        #[test]
+        fn random_lines_never_panic(s in "([ a-z0-9:#@().\t-]{0,40}\n){0,8}") {
+            all_parsers(&s);
+            all_parsers(&format!("slabinfo - version: 2.1\n# name\n{s}"));
+            all_parsers(&format!("{SECTION_MARKER}meminfo\n{s}"));
+        }
+
+        #[test]
+        fn truncated_and_mutated_captures_never_panic(
+            which in 0usize..5,
+            cut in any::<usize>(),
+            pos in any::<usize>(),
+            byte in any::<u8>(),
+            del in 0usize..40,
+        ) {
+            let capture = host_capture();
+            let base = [HOST_SLABINFO, HOST_MEMINFO, HOST_DENTRY, HOST_UPTIME, capture.as_str()][which];
+            all_parsers(&mutate(base, cut, pos, byte, del));
+            // Plain truncation at a line boundary-or-not of the real slabinfo
+            // must either parse as a prefix or fail; never yield extra caches.
+            let cut_text = &HOST_SLABINFO[..cut % (HOST_SLABINFO.len() + 1)];
+            if let Ok(caches) = parse_slabinfo(cut_text) {
+                prop_assert!(caches.len() <= 235);
+            }
+        }
+
+        #[test]
+        fn rendered_slab_lines_round_trip(caches in proptest::collection::vec(arb_cache(), 1..8)) {
+            let mut text = String::from("slabinfo - version: 2.1\n# name <active_objs> ...\n");
+            for c in &caches {
+                text.push_str(&format!(
+                    "{} {} {} {} {} {} : tunables 0 0 0 : slabdata {} {} 0\n",
+                    c.name, c.active_objs, c.num_objs, c.objsize, c.objperslab,
+                    c.pagesperslab, c.active_slabs, c.num_slabs,
+                ));
+            }
+            prop_assert_eq!(parse_slabinfo(&text).unwrap(), caches);
+        }
+    }
+}

@@ -1,0 +1,102 @@
+//! File-system helpers. A run directory can hold a whole guest's memory (a
+//! vmcore) and SSH private keys, so everything kernlab creates is private:
+//! directories 0700, files 0600. Files that readers may see half-written
+//! (reports, manifests, cache pointers) are written atomically: temp file in
+//! the same directory, fsync, rename.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Read, Write};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::Path;
+
+use sha2::{Digest, Sha256};
+
+/// Creates `dir` and its missing parents with mode 0700.
+pub fn private_dir(dir: &Path) -> io::Result<()> {
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
+    // `create` leaves an existing directory's mode alone; the leaf is ours to tighten.
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
+}
+
+/// Creates a new private file (0600) for writing; fails if it exists.
+pub fn create_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new().write(true).create_new(true).mode(0o600).open(path)
+}
+
+/// Opens a private file (0600) for appending, creating it if needed.
+pub fn append_private(path: &Path) -> io::Result<File> {
+    OpenOptions::new().append(true).create(true).mode(0o600).open(path)
+}
+
+/// Writes `data` to `path` atomically with mode 0600.
+pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let mut tmp = tempfile::Builder::new()
+        .prefix(".tmp-")
+        .permissions(fs::Permissions::from_mode(0o600))
+        .tempfile_in(dir)?;
+    tmp.write_all(data)?;
+    tmp.as_file().sync_all()?;
+    tmp.persist(path).map_err(|e| e.error)?;
+    Ok(())
+}
+
+/// Hex sha256 of a file's content, streamed.
+pub fn sha256_file(path: &Path) -> io::Result<String> {
+    let mut f = File::open(path)?;
+    let mut h = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+/// Hex sha256 of bytes.
+pub fn sha256_bytes(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// The last `max_lines` lines of a text file, lossily decoded; empty when the
+/// file is missing. Used for console tails in boot errors.
+pub fn tail_lines(path: &Path, max_lines: usize) -> String {
+    let Ok(bytes) = fs::read(path) else { return String::new() };
+    let text = String::from_utf8_lossy(&bytes);
+    let lines: Vec<&str> = text.lines().collect();
+    let start = lines.len().saturating_sub(max_lines);
+    lines[start..].join("\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_is_private_and_replaces() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.json");
+        write_atomic(&p, b"one").unwrap();
+        write_atomic(&p, b"two").unwrap();
+        assert_eq!(fs::read(&p).unwrap(), b"two");
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o600);
+        // No temp file is left behind.
+        assert_eq!(fs::read_dir(d.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn private_dir_tightens_mode() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("a/b");
+        private_dir(&p).unwrap();
+        assert_eq!(fs::metadata(&p).unwrap().permissions().mode() & 0o777, 0o700);
+    }
+
+    #[test]
+    fn tail_of_missing_file_is_empty() {
+        assert_eq!(tail_lines(Path::new("/nonexistent/console.log"), 5), "");
+    }
+}
