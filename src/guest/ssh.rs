@@ -107,8 +107,10 @@ impl GuestSession {
         if !session.authenticated() {
             return Err(SshError::Auth(ssh2::Error::from_errno(ssh2::ErrorCode::Session(-18))));
         }
-        // Keepalives let a dead guest be noticed on idle sessions.
-        session.set_keepalive(true, 5);
+        // No libssh2 keepalive: in blocking mode its poll returns
+        // LIBSSH2_ERROR_TIMEOUT after one keepalive interval of silence, which
+        // fails any quiet command. A dead guest is noticed by the per-call
+        // timeout and by QEMU/QMP instead.
         Ok(GuestSession { session })
     }
 

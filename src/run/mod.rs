@@ -320,7 +320,7 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
         Some(w) => {
             let session = Arc::new(blocking(connect.clone()).await??);
             ctx.events.emit(Event::WorkloadStarted { commands: w.commands.len(), duration_secs: w.duration.as_secs_f64() });
-            let script = workload_script(&w.commands, w.duration);
+            let script = workload_script(&w.commands);
             let log = ctx.dir.join("workload.log");
             let events = ctx.events.clone();
             Some(tokio::task::spawn_blocking(move || {
@@ -328,12 +328,15 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
                 let res = session.exec(&script, duration + Duration::from_secs(60));
                 let status = match &res {
                     Ok(out) => {
-                        let text = format!("--- stdout ---\n{}--- stderr ---\n{}", out.stdout, out.stderr);
+                        let text = session
+                            .exec(&format!("tail -c 1048576 {WORKLOAD_LOG}"), Duration::from_secs(30))
+                            .map(|o| o.stdout)
+                            .unwrap_or_else(|e| format!("cannot fetch the workload log: {e}\n"));
                         let _ = fsx::write_atomic(&log, text.as_bytes());
                         Some(out.status)
                     }
                     Err(e) => {
-                        let _ = fsx::write_atomic(&log, format!("workload lost: {e}\n").as_bytes());
+                        let _ = fsx::write_atomic(&log, format!("workload lost: {e}: {:?}\n", std::error::Error::source(&e)).as_bytes());
                         None
                     }
                 };
@@ -349,7 +352,12 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
         r = fatal.wait_for(|f| f.is_some()) => Err(r.map(|f| f.clone().unwrap_or_default()).unwrap_or_default()),
     };
     if let Some(w) = workload {
-        // The workload's own timeout ends it with the duration; give it a bounded grace.
+        // The duration is over: end the workload's process group, then give
+        // its SSH exec a bounded grace to return.
+        if sampled.is_ok() {
+            let c = control.clone();
+            let _ = blocking(move || c.exec(&workload_stop(), Duration::from_secs(10))).await;
+        }
         let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
     }
     if let Err(reason) = sampled {
@@ -600,13 +608,29 @@ fn sections(lab: &Lab) -> Vec<Section> {
     s
 }
 
-/// The guest command that runs the workload for at most `duration`. The
-/// lab's commands travel as one quoted argument: data, never shell syntax of
-/// kernlab's own command line.
-pub fn workload_script(commands: &[String], duration: Duration) -> String {
+/// The guest command that runs the workload. The lab's commands travel as
+/// one quoted argument: data, never shell syntax of kernlab's own command
+/// line. The workload runs in its own session (`setsid`), so at the end of
+/// the duration [`workload_stop`] can end it and everything it started; the
+/// shell that waits for it exits normally with the workload's status. Output
+/// goes to a guest file rather than the SSH channel, so nothing left behind
+/// can hold the channel open; the file is fetched afterwards.
+pub fn workload_script(commands: &[String]) -> String {
     let body = commands.join("\n");
-    format!("timeout -s TERM {} sh -c {}", duration.as_secs().max(1), tool::shell_quote(body))
+    format!(
+        "setsid sh -c {} > {WORKLOAD_LOG} 2>&1 < /dev/null & echo $! > {WORKLOAD_PID}; wait $!",
+        tool::shell_quote(body)
+    )
 }
+
+/// The guest command that ends the workload's whole process group.
+pub fn workload_stop() -> String {
+    format!("[ -s {WORKLOAD_PID} ] && kill -TERM -- -$(cat {WORKLOAD_PID}) 2>/dev/null; true")
+}
+
+/// Where the workload's output and process id go in the guest.
+const WORKLOAD_LOG: &str = "/tmp/kernlab-workload.log";
+const WORKLOAD_PID: &str = "/run/kernlab-workload.pid";
 
 /// QMP `quit`, a grace period, SIGKILL to the process group, reap.
 async fn teardown(ctx: &mut Ctx) {
@@ -670,7 +694,10 @@ mod tests {
 
     #[test]
     fn workload_commands_are_one_quoted_argument() {
-        let s = workload_script(&["echo $(id); rm -rf /x".into(), "echo 'a'".into()], Duration::from_secs(30));
-        assert_eq!(s, "timeout -s TERM 30 sh -c 'echo $(id); rm -rf /x\necho '\\''a'\\'''");
+        let s = workload_script(&["echo $(id); rm -rf /x".into(), "echo 'a'".into()]);
+        assert_eq!(
+            s,
+            "setsid sh -c 'echo $(id); rm -rf /x\necho '\\''a'\\''' > /tmp/kernlab-workload.log 2>&1 < /dev/null & echo $! > /run/kernlab-workload.pid; wait $!"
+        );
     }
 }
