@@ -5,6 +5,7 @@
 //! Layout: host side (`qemu`, `qmp`, `guest`), inputs (`lab`, `kernel`,
 //! `image`, `cache`), the run itself (`run`), sampling (`sample`).
 
+pub mod bench;
 pub mod cache;
 pub mod exit;
 pub mod guest;

@@ -36,6 +36,21 @@ enum Command {
     /// Kernels: list the descriptors, fetch one into the cache.
     #[command(subcommand)]
     Kernel(KernelCommand),
+    /// Benchmarks (not tests): timings measured on this machine.
+    #[command(subcommand)]
+    Bench(BenchCommand),
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Boot floor vs. first SSH command, and run → QEMU start, median of N.
+    Boot {
+        /// Kernels to measure (default: the two 6.1.0-54 kernels).
+        #[arg(long = "kernel")]
+        kernels: Vec<String>,
+        #[arg(long, default_value_t = 5)]
+        runs: usize,
+    },
 }
 
 #[derive(Subcommand)]
@@ -69,6 +84,7 @@ fn main() -> ExitCode {
         },
         Command::Kernel(KernelCommand::List) => kernel_list(&cli.kernel_dirs),
         Command::Kernel(KernelCommand::Fetch { name }) => kernel_fetch(&name, &cli.kernel_dirs),
+        Command::Bench(BenchCommand::Boot { kernels, runs }) => bench_boot(kernels, runs, &cli.kernel_dirs),
     };
     ExitCode::from(code as u8)
 }
@@ -127,6 +143,35 @@ fn kernel_fetch(name: &str, dirs: &[PathBuf]) -> i32 {
         }
         Err(e) => {
             fail(&e);
+            exit::INFRA
+        }
+    }
+}
+
+fn bench_boot(mut kernels: Vec<String>, runs: usize, dirs: &[PathBuf]) -> i32 {
+    if kernels.is_empty() {
+        kernels = vec!["debian-6.1.0-54-cloud-amd64".into(), "debian-6.1.0-54-amd64".into()];
+    }
+    let work = match tempfile::tempdir() {
+        Ok(w) => w,
+        Err(e) => return fail(&e),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    match rt.block_on(kernlab::bench::boot(&kernels, runs, work.path(), dirs)) {
+        Ok(rows) => {
+            println!("median of {runs} runs, accel as chosen by `auto`");
+            println!("{:<30} {:>9} {:>11} {:>13} {:>7} {:>15}", "kernel", "floor s", "banner s", "first cmd s", "ratio", "run→QEMU s");
+            for r in &rows {
+                println!(
+                    "{:<30} {:>9.2} {:>11.2} {:>13.2} {:>7.2} {:>15.3}",
+                    r.kernel, r.floor_s, r.ssh_banner_s, r.first_command_s, r.ratio_first_command_to_floor, r.run_to_qemu_start_s
+                );
+            }
+            println!("{}", serde_json::to_string(&rows).unwrap_or_default());
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("kernlab: {e}");
             exit::INFRA
         }
     }

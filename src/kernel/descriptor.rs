@@ -39,6 +39,17 @@ pub struct Descriptor {
 pub enum Source {
     /// A Debian binary package fetched with `apt-get download`.
     Debian(DebianSource),
+    /// An unpacked kernel in a local directory, laid out like a package:
+    /// `boot/vmlinuz-<release>` and `lib/modules/<release>/` (a self-built
+    /// tree after `make modules_install INSTALL_MOD_PATH=DIR`). Used in place.
+    Local(LocalSource),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct LocalSource {
+    /// The directory; relative paths are relative to the descriptor's folder.
+    pub dir: PathBuf,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -81,6 +92,11 @@ impl Descriptor {
                     }
                 }
             }
+            Source::Local(l) => {
+                if l.dir.as_os_str().is_empty() {
+                    return Err(bad("source.local.dir: must not be empty"));
+                }
+            }
         }
         d.name = name.to_string();
         d.origin = origin.to_string();
@@ -94,6 +110,7 @@ impl Descriptor {
                 Some(v) => format!("debian {}={}", s.package, v),
                 None => format!("debian {}", s.package),
             },
+            Source::Local(l) => format!("local {}", l.dir.display()),
         }
     }
 }
@@ -136,7 +153,12 @@ impl Registry {
                 let text = std::fs::read_to_string(&path)
                     .map_err(|source| DescriptorError::Read { path: path.clone(), source })?;
                 let name = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
-                let d = Descriptor::parse(&name, &path.display().to_string(), &text)?;
+                let mut d = Descriptor::parse(&name, &path.display().to_string(), &text)?;
+                if let Source::Local(l) = &mut d.source {
+                    if l.dir.is_relative() {
+                        l.dir = dir.join(&l.dir);
+                    }
+                }
                 r.kernels.insert(name, d);
             }
         }

@@ -105,7 +105,10 @@ pub fn fetch(cache: &Cache, desc: &Descriptor) -> Result<Kernel, FetchError> {
         return Ok(k);
     }
 
-    let Source::Debian(src) = &desc.source;
+    let src = match &desc.source {
+        Source::Debian(s) => s,
+        Source::Local(l) => return local(desc, &l.dir),
+    };
     let spec = match &src.version {
         Some(v) => format!("{}={}", src.package, v),
         None => src.package.clone(),
@@ -195,6 +198,25 @@ fn cached(cache: &Cache, pointer_path: &Path, desc: &Descriptor) -> Option<Kerne
     k.root = entry;
     k.name = desc.name.clone();
     k.vmlinuz().exists().then_some(k)
+}
+
+/// A kernel in a local directory, used in place (no copy, no lock needed:
+/// kernlab only reads it). Its modules need a `modules.dep`; run
+/// `depmod -b DIR RELEASE` once if the tree lacks it.
+fn local(desc: &Descriptor, dir: &Path) -> Result<Kernel, FetchError> {
+    let name = desc.name.as_str();
+    let release = find_release(dir).ok_or_else(|| FetchError::NoVmlinuz { name: name.into(), package: dir.display().to_string() })?;
+    let vmlinuz = dir.join(format!("boot/vmlinuz-{release}"));
+    let sha = fsx::sha256_file(&vmlinuz).map_err(|source| FetchError::Io { name: name.into(), path: vmlinuz.clone(), source })?;
+    Ok(Kernel {
+        name: name.into(),
+        release,
+        source: desc.source_summary(),
+        version: "local".into(),
+        package_sha256: sha.clone(),
+        vmlinuz_sha256: sha,
+        root: dir.to_path_buf(),
+    })
 }
 
 /// The kernel release from `boot/vmlinuz-<release>`.

@@ -7,5 +7,5 @@
 mod descriptor;
 mod fetch;
 
-pub use descriptor::{default_dirs as descriptor_dirs, DebianSource, Descriptor, DescriptorError, Registry, Source, DEFAULT_KERNEL};
+pub use descriptor::{default_dirs as descriptor_dirs, DebianSource, Descriptor, LocalSource, DescriptorError, Registry, Source, DEFAULT_KERNEL};
 pub use fetch::{fetch, FetchError, Kernel};

@@ -94,6 +94,7 @@ struct Ctx {
     timings: report::Timings,
     cancel: CancellationToken,
     gaps: Arc<Mutex<u64>>,
+    run_start: Instant,
 }
 
 pub async fn run(opts: RunOptions, cancel: CancellationToken) -> RunEnd {
@@ -158,6 +159,7 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> RunEnd {
         timings: report::Timings::default(),
         cancel: cancel.clone(),
         gaps: Arc::new(Mutex::new(0)),
+        run_start: start,
     };
 
     let result = tokio::select! {
@@ -277,6 +279,13 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
         }
     };
     let control = Arc::new(blocking(connect.clone()).await??);
+    let probe = control.clone();
+    blocking(move || probe.exec("true", Duration::from_secs(10)))
+        .await?
+        .map_err(|source| RunError::Ssh { kernel: kernel.name.clone(), source })?;
+    ctx.timings.first_command = boot.started.elapsed().as_secs_f64();
+    ctx.timings.init = boot.init;
+    ctx.timings.qemu_start = boot.started.duration_since(ctx.run_start).as_secs_f64();
 
     // Setup commands, in order; the first failure stops the run.
     for (index, command) in ctx.lab.setup.clone().into_iter().enumerate() {
@@ -368,7 +377,22 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
 }
 
 struct Booted {
+    /// QEMU start → SSH banner.
     secs: f64,
+    /// QEMU start → the guest's /init running (the boot floor).
+    init: Option<f64>,
+    started: Instant,
+}
+
+/// The line the guest's /init prints first (images/minimal/init).
+const INIT_MARKER: &[u8] = b"kernlab: init running";
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 enum BootFailure {
@@ -440,6 +464,21 @@ async fn boot(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel) -> Result<Boote
         ctx.qmp = Some(qmp.clone());
         spawn_router(rx, ctx.events.clone(), ctx.fatal_tx.clone());
 
+        // The boot floor: when the guest's /init starts, seen by its console marker.
+        let init_seen = Arc::new(Mutex::new(None));
+        let watcher = {
+            let (console, init_seen) = (console.clone(), init_seen.clone());
+            tokio::spawn(async move {
+                loop {
+                    if std::fs::read(&console).is_ok_and(|b| b.windows(INIT_MARKER.len()).any(|w| w == INIT_MARKER)) {
+                        *init_seen.lock().unwrap() = Some(started.elapsed().as_secs_f64());
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            })
+        };
+        let _abort_watcher = AbortOnDrop(watcher);
         let deadline = started + ctx.lab.vm.boot_timeout;
         let addr: SocketAddr = ([127, 0, 0, 1], spec.ssh_port).into();
         loop {
@@ -473,7 +512,8 @@ async fn boot(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel) -> Result<Boote
             }
             let ready = blocking(move || wait_for_banner(addr, Duration::from_millis(300))).await?;
             if ready {
-                return Ok(Booted { secs: started.elapsed().as_secs_f64() });
+                let init = *init_seen.lock().unwrap();
+                return Ok(Booted { secs: started.elapsed().as_secs_f64(), init, started });
             }
         }
     }

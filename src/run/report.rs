@@ -18,8 +18,14 @@ pub struct Timings {
     pub kernel: f64,
     /// Image built or found, keys made, initrd written.
     pub image: f64,
+    /// Run start → QEMU spawned (lab, kernel, image, keys: the warm-cache overhead).
+    pub qemu_start: f64,
+    /// QEMU start → the guest's /init running: the boot floor.
+    pub init: Option<f64>,
     /// QEMU start → SSH banner.
     pub boot_to_ssh: f64,
+    /// QEMU start → first SSH command done.
+    pub first_command: f64,
     /// The whole run.
     pub total: f64,
 }
