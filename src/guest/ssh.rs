@@ -5,7 +5,7 @@
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
@@ -61,27 +61,27 @@ impl ExecOutput {
     }
 }
 
-/// Waits until something on `addr` sends an SSH banner, opening a fresh TCP
-/// connection every 50 ms. QEMU's user-mode network accepts connections
-/// before the guest is up and then stalls them, so SSH attempts would hang;
-/// the banner is the proof that dropbear in the guest answers. Returns false
-/// when `budget` runs out first. The caller bounds the total wait and checks
-/// QEMU in between calls.
-pub fn wait_for_banner(addr: SocketAddr, budget: Duration) -> bool {
-    let start = Instant::now();
+/// Waits until something on `addr` sends an SSH banner, probing with a
+/// fresh TCP connection every 20 ms. QEMU's user-mode network accepts
+/// connections before the guest's network is up and then stalls them, so
+/// the caller first waits for the guest's own signal (its console line after
+/// starting dropbear); from then on a probe gets the banner or a reset at
+/// once, and the banner is the proof that dropbear answers. Returns false
+/// when `budget` runs out first.
+pub async fn wait_for_banner(addr: SocketAddr, budget: Duration) -> bool {
+    use tokio::io::AsyncReadExt;
+    let start = tokio::time::Instant::now();
     while start.elapsed() < budget {
-        let attempt = Instant::now();
-        if let Ok(mut s) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
-            let _ = s.set_read_timeout(Some(Duration::from_millis(150)));
+        let attempt = async {
+            let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
             let mut buf = [0u8; 4];
-            if s.read_exact(&mut buf).is_ok() && &buf == b"SSH-" {
-                return true;
-            }
+            s.read_exact(&mut buf).await.ok()?;
+            Some(&buf == b"SSH-")
+        };
+        if let Ok(Some(true)) = tokio::time::timeout(Duration::from_millis(250), attempt).await {
+            return true;
         }
-        let spent = attempt.elapsed();
-        if spent < Duration::from_millis(50) {
-            std::thread::sleep(Duration::from_millis(50) - spent);
-        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
     false
 }

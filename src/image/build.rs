@@ -76,9 +76,10 @@ pub enum ImageError {
 }
 
 /// Builds (or finds in the cache) the minimal image for `kernel`, with the
-/// driver modules `roots` and their dependencies.
-pub fn build_minimal(cache: &Cache, kernel: &Kernel, roots: &[&str]) -> Result<Image, ImageError> {
-    let tree = minimal_tree(kernel, roots)?;
+/// driver modules `early` (loaded before SSH starts: the network) and `late`
+/// (loaded after), plus their dependencies.
+pub fn build_minimal(cache: &Cache, kernel: &Kernel, early: &[&str], late: &[&str]) -> Result<Image, ImageError> {
+    let tree = minimal_tree(kernel, early, late)?;
     let cpio = tree.to_cpio();
     let sha256 = fsx::sha256_bytes(&cpio);
     let path = cache.path(format!("images/minimal-{sha256}.cpio"));
@@ -86,13 +87,15 @@ pub fn build_minimal(cache: &Cache, kernel: &Kernel, roots: &[&str]) -> Result<I
         fsx::write_atomic(&path, &cpio).map_err(|source| ImageError::Write { path: path.clone(), source })?;
     }
     let modules = match tree.get("etc/kernlab/modules") {
-        Some(super::tree::Node::File { data, .. }) => String::from_utf8_lossy(data).lines().map(str::to_string).collect(),
+        Some(super::tree::Node::File { data, .. }) => {
+            String::from_utf8_lossy(data).lines().filter(|l| !l.starts_with('@')).map(str::to_string).collect()
+        }
         _ => Vec::new(),
     };
     Ok(Image { path, sha256, modules, size: cpio.len() as u64 })
 }
 
-fn minimal_tree(kernel: &Kernel, roots: &[&str]) -> Result<Tree, ImageError> {
+fn minimal_tree(kernel: &Kernel, early: &[&str], late: &[&str]) -> Result<Tree, ImageError> {
     let mut t = Tree::new();
     for d in ["bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "run", "mnt", "var"] {
         t.dir(d, 0o755);
@@ -116,15 +119,23 @@ fn minimal_tree(kernel: &Kernel, roots: &[&str]) -> Result<Tree, ImageError> {
         source,
     })?;
     let table = DepTable::parse(&kernel.release, &dep, &read("modules.builtin").unwrap_or_default());
-    let order = table
-        .load_order(roots)
-        .map_err(|source| ImageError::Modules { kernel: kernel.name.clone(), source })?;
+    let modules_err = |source| ImageError::Modules { kernel: kernel.name.clone(), source };
+    let early_order = table.load_order(early).map_err(modules_err)?;
+    let all = table.load_order(&[early, late].concat()).map_err(modules_err)?;
+    // The guest's /init starts SSH at the `@sshd` line (see images/minimal/init).
+    let late_order = all.iter().filter(|r| !early_order.contains(r));
     let mut list = String::new();
-    for rel in &order {
+    for (i, rel) in early_order.iter().chain(late_order).enumerate() {
+        if i == early_order.len() {
+            list.push_str("@sshd\n");
+        }
         let host = release_dir.join(rel);
         let data = std::fs::read(&host).map_err(|source| ImageError::Read { path: host.clone(), source })?;
         t.file(&format!("/lib/modules/{}/{rel}", kernel.release), 0o644, data);
         list.push_str(&format!("{}/{rel}\n", kernel.release));
+    }
+    if !list.contains("@sshd") {
+        list.push_str("@sshd\n");
     }
     t.file("/etc/kernlab/modules", 0o644, list.into_bytes());
     Ok(t)

@@ -195,8 +195,9 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
     // Image, plus this run's keys on top.
     let t = Instant::now();
     let (cache, k) = (ctx.cache.clone(), kernel.clone());
-    let roots: Vec<&'static str> = DEVICES.iter().flat_map(|d| d.driver_modules().iter().copied()).collect();
-    let image = blocking(move || image::build_minimal(&cache, &k, &roots)).await??;
+    let early: Vec<&'static str> = Device::Net.driver_modules().to_vec();
+    let late: Vec<&'static str> = DEVICES.iter().flat_map(|d| d.driver_modules().iter().copied()).collect();
+    let image = blocking(move || image::build_minimal(&cache, &k, &early, &late)).await??;
     let keys = RunKeys::generate(&ctx.dir.join("keys"))?;
     let initrd = ctx.dir.join("initrd.cpio");
     let mut bytes = std::fs::read(&image.path).map_err(|source| RunError::Write { path: image.path.clone(), source })?;
@@ -274,8 +275,18 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
         let keys = keys.clone();
         let kernel_name = kernel.name.clone();
         move || {
-            GuestSession::connect(addr, &keys.client_key, &keys.host_key_blob, SSH_TIMEOUT)
-                .map_err(|source| RunError::Ssh { kernel: kernel_name.clone(), source })
+            // Right after the banner, dropbear may still be dropping the
+            // probes' connections; a refused handshake is retried briefly.
+            let mut attempt = 0;
+            loop {
+                attempt += 1;
+                match GuestSession::connect(addr, &keys.client_key, &keys.host_key_blob, SSH_TIMEOUT) {
+                    Err(crate::guest::SshError::Handshake { .. }) if attempt < 5 => {
+                        std::thread::sleep(Duration::from_millis(100))
+                    }
+                    r => return r.map_err(|source| RunError::Ssh { kernel: kernel_name.clone(), source }),
+                }
+            }
         }
     };
     let control = Arc::new(blocking(connect.clone()).await??);
@@ -384,8 +395,20 @@ struct Booted {
     started: Instant,
 }
 
-/// The line the guest's /init prints first (images/minimal/init).
+/// Lines the guest's /init prints (images/minimal/init): first thing, and
+/// after starting dropbear.
 const INIT_MARKER: &[u8] = b"kernlab: init running";
+const SSHD_MARKER: &[u8] = b"kernlab: sshd started";
+
+#[derive(Default)]
+struct ConsoleMarks {
+    init: Option<f64>,
+    sshd: bool,
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
 
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -464,14 +487,24 @@ async fn boot(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel) -> Result<Boote
         ctx.qmp = Some(qmp.clone());
         spawn_router(rx, ctx.events.clone(), ctx.fatal_tx.clone());
 
-        // The boot floor: when the guest's /init starts, seen by its console marker.
-        let init_seen = Arc::new(Mutex::new(None));
+        // The guest reports progress on its console: /init running (the
+        // boot floor) and dropbear started (from then on probing the SSH
+        // port cannot hang in QEMU's user-mode network).
+        let marks = Arc::new(Mutex::new(ConsoleMarks::default()));
         let watcher = {
-            let (console, init_seen) = (console.clone(), init_seen.clone());
+            let (console, marks) = (console.clone(), marks.clone());
             tokio::spawn(async move {
                 loop {
-                    if std::fs::read(&console).is_ok_and(|b| b.windows(INIT_MARKER.len()).any(|w| w == INIT_MARKER)) {
-                        *init_seen.lock().unwrap() = Some(started.elapsed().as_secs_f64());
+                    let text = std::fs::read(&console).unwrap_or_default();
+                    let done = {
+                        let mut m = marks.lock().unwrap();
+                        if m.init.is_none() && contains(&text, INIT_MARKER) {
+                            m.init = Some(started.elapsed().as_secs_f64());
+                        }
+                        m.sshd = contains(&text, SSHD_MARKER);
+                        m.sshd
+                    };
+                    if done {
                         return;
                     }
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -510,9 +543,12 @@ async fn boot(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel) -> Result<Boote
             if ctx.cancel.is_cancelled() {
                 return Err(RunError::Interrupted("signal".into()).into());
             }
-            let ready = blocking(move || wait_for_banner(addr, Duration::from_millis(300))).await?;
-            if ready {
-                let init = *init_seen.lock().unwrap();
+            if !marks.lock().unwrap().sshd {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+            if wait_for_banner(addr, Duration::from_millis(300)).await {
+                let init = marks.lock().unwrap().init;
                 return Ok(Booted { secs: started.elapsed().as_secs_f64(), init, started });
             }
         }
