@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Installs what kernlab needs on a Debian 12 host (run as root): QEMU, the
+# guest image's host binaries (static busybox, dropbear), kmod for depmod,
+# and the C toolchain and OpenSSL headers the ssh2 crate builds against.
+# Kernels are not installed here: kernlab fetches them into its cache with
+# apt-get download on first use.
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+packages=(
+  qemu-system-x86   # the VM
+  busybox-static    # the guest's userland
+  dropbear-bin      # the guest's sshd, and dropbearkey for per-run host keys
+  kmod              # depmod for the kernels' module trees
+  gcc make pkg-config libssl-dev   # building libssh2 for the ssh2 crate
+  ca-certificates
+)
+missing=()
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ "${#missing[@]}" -gt 0 ]; then
+  apt-get update -q
+  apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi

@@ -1,0 +1,84 @@
+//! Helpers shared by the integration tests: run the real `kernlab` binary,
+//! read a run directory's events, check that processes are gone.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub fn kernlab() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_kernlab"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+pub fn run(args: &[&str]) -> Output {
+    kernlab().args(args).output().expect("kernlab runs")
+}
+
+pub fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+pub fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// Writes a lab file into `dir` and returns its path.
+pub fn lab(dir: &Path, name: &str, yaml: &str) -> PathBuf {
+    let p = dir.join(format!("{name}.yaml"));
+    std::fs::write(&p, yaml).unwrap();
+    p
+}
+
+/// The events of a run, parsed.
+pub fn events(run_dir: &Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(run_dir.join("events.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("bad event line {l:?}: {e}")))
+        .collect()
+}
+
+pub fn event_names(run_dir: &Path) -> Vec<String> {
+    events(run_dir).iter().map(|e| e["event"].as_str().unwrap_or("").to_string()).collect()
+}
+
+/// The QEMU pids a run started.
+pub fn qemu_pids(run_dir: &Path) -> Vec<i32> {
+    events(run_dir)
+        .iter()
+        .filter(|e| e["event"] == "qemu-started")
+        .map(|e| e["pid"].as_i64().unwrap() as i32)
+        .collect()
+}
+
+/// True if `pid` is a live QEMU (not a zombie, not a reused pid of something else).
+pub fn qemu_alive(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let comm_is_qemu = stat.contains("(qemu-system-x86");
+    let state = stat.rsplit(')').next().and_then(|r| r.split_whitespace().next()).unwrap_or("");
+    comm_is_qemu && state != "Z"
+}
+
+pub fn report(run_dir: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(run_dir.join("report.json")).expect("report.json exists");
+    serde_json::from_str(&text).unwrap()
+}
+
+/// Polls `cond` every 100 ms until it holds or `timeout` passes.
+pub fn wait_until(timeout: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    cond()
+}
+
+pub fn mode(p: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+}
