@@ -5,6 +5,7 @@
 //! Layout: host side (`qemu`, `qmp`, `guest`), inputs (`lab`, `kernel`,
 //! `image`, `cache`), the run itself (`run`), sampling (`sample`).
 
+pub mod analysis;
 pub mod bench;
 pub mod cache;
 pub mod exit;
@@ -12,8 +13,10 @@ pub mod guest;
 pub mod image;
 pub mod kernel;
 pub mod lab;
+pub mod payload;
 pub mod qemu;
 pub mod qmp;
 pub mod run;
 pub mod sample;
+pub mod stats;
 pub mod util;

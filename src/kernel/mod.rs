@@ -6,6 +6,7 @@
 
 mod descriptor;
 mod fetch;
+pub mod headers;
 
 pub use descriptor::{default_dirs as descriptor_dirs, DebianSource, Descriptor, LocalSource, DescriptorError, Registry, Source, DEFAULT_KERNEL};
 pub use fetch::{fetch, FetchError, Kernel};

@@ -12,7 +12,7 @@
 mod source;
 mod units;
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -99,7 +99,7 @@ fn located(file: &Path, line: u64, column: u64, field: Option<&str>, message: &s
 
 /// One lab run: which kernel to boot, how, what to do in the guest and what
 /// to sample while it runs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Lab {
     /// Lab name, used in run directories and reports. Required;
@@ -123,6 +123,10 @@ pub struct Lab {
     /// Default: none.
     #[serde(default)]
     pub setup: Vec<String>,
+    /// Kernel modules built from source against the run's kernel and loaded
+    /// (in order) after `setup`, before the workload. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modules: Vec<Module>,
     /// The workload phase. Default: none (boot, setup, monitor, stop).
     #[serde(
         default,
@@ -133,6 +137,12 @@ pub struct Lab {
     /// What to sample and how often. Default: see `Monitor`.
     #[serde(default)]
     pub monitor: Monitor,
+    /// The leak policy. When present, the run is an A/B comparison: the lab
+    /// as written (A) against a baseline without the modules (B), on the
+    /// same kernel and schedule, ending in a LEAK / NO-LEAK / INCONCLUSIVE
+    /// verdict. Default: none (a plain run).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leak: Option<LeakPolicy>,
     /// Where each field was written, for error messages; empty for labs
     /// built in code. Not serialized and ignored by `==`.
     #[serde(skip)]
@@ -173,18 +183,129 @@ impl Default for Vm {
     }
 }
 
-/// The workload phase: commands run in order in one guest shell.
+/// The workload phase: the built-in file churn and/or commands run in order
+/// in one guest shell.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Workload {
-    /// Guest shell commands; at least one, each non-empty. No default: a
-    /// `workload` section must list its commands.
+    /// The built-in file churn workload (`labs/workloads/churn.c`), run
+    /// before and alongside the commands. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub churn: Option<Churn>,
+    /// Guest shell commands, each non-empty. At least one unless `churn` is
+    /// given: a `workload` section must do something.
     #[serde(default)]
     pub commands: Vec<String>,
     /// How long the phase lasts; commands still running at the end are
     /// stopped. Default: 30s; 1s..=7d.
     #[serde(default = "default_workload_duration", with = "units::duration")]
     pub duration: Duration,
+}
+
+/// The file churn workload: each operation creates a unique file (optionally
+/// writes to it), closes it and unlinks it, the pattern that exercises a
+/// close hook on every file's last reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Churn {
+    /// Where the files live: `tmpfs`, mounted with `nr_inodes=0` so leaked
+    /// inodes cannot make it run out of inodes before memory. Default: tmpfs.
+    pub fs: ChurnFs,
+    /// Operations per second; 0 = flat out. Default: 0.
+    pub rate: u64,
+    /// Stop after this many operations; 0 = run for the workload's duration. Default: 0.
+    pub count: u64,
+    /// Bytes written to each file; default 0.
+    #[serde(with = "units::size")]
+    pub write: u64,
+}
+
+impl Default for Churn {
+    fn default() -> Self {
+        Churn { fs: ChurnFs::Tmpfs, rate: 0, count: 0, write: 0 }
+    }
+}
+
+/// File systems the churn workload can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChurnFs {
+    #[default]
+    Tmpfs,
+}
+
+/// A kernel module under test.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Module {
+    /// Directory with the module's source and `Kbuild`, relative to the lab
+    /// file. Built out of tree against the run kernel's headers.
+    pub source: PathBuf,
+    /// Module parameters for insmod, `name: value`. Names are C identifiers;
+    /// values are passed as one shell word each. Default: none.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+}
+
+/// What a leak lab expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Expect {
+    /// A reproducer: the module leaks; NO-LEAK fails the lab.
+    Leak,
+    /// A regression gate: the module does not leak; LEAK fails the lab.
+    NoLeak,
+}
+
+/// The leak policy of an A/B lab.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeakPolicy {
+    /// What the lab expects. Required.
+    pub expect: Expect,
+    /// The primary endpoint: `slab` (meminfo Slab), `sunreclaim` (meminfo
+    /// SUnreclaim) or `cache:NAME` (one slab cache's active bytes).
+    /// Default: `slab`.
+    #[serde(default = "default_metric")]
+    pub metric: String,
+    /// The practical floor, as growth per hour: a difference below it is not
+    /// a leak worth the name. Default: 1MiB (per hour).
+    #[serde(default = "default_floor", with = "units::size")]
+    pub floor_per_hour: u64,
+    /// One-sided significance level of the verdict. Default: 0.01; 0 < alpha < 0.5.
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    /// Boot with `slub_nomerge` so each slab cache stands alone. Default: true.
+    #[serde(default = "default_true")]
+    pub slub_nomerge: bool,
+    /// The B side. Default: the same lab without modules.
+    #[serde(default)]
+    pub baseline: Baseline,
+}
+
+/// The baseline arm of an A/B lab.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Baseline {
+    /// The baseline's modules (e.g. the same module with `leak: 0`).
+    /// Default: none.
+    pub modules: Vec<Module>,
+}
+
+fn default_metric() -> String {
+    "slab".to_string()
+}
+
+fn default_floor() -> u64 {
+    MIB
+}
+
+fn default_alpha() -> f64 {
+    0.01
+}
+
+fn default_true() -> bool {
+    true
 }
 
 /// Sampling of guest memory state.
@@ -197,6 +318,9 @@ pub struct Monitor {
     pub interval: Duration,
     /// What to sample; non-empty, no duplicates. Default: all four.
     pub sources: Vec<Source>,
+    /// Drop reclaimable caches (`echo 2 > /proc/sys/vm/drop_caches`) before
+    /// each sample, so what is left is what is held. Default: false.
+    pub reclaim: bool,
 }
 
 impl Default for Monitor {
@@ -204,6 +328,7 @@ impl Default for Monitor {
         Monitor {
             interval: Duration::from_secs(2),
             sources: Source::ALL.to_vec(),
+            reclaim: false,
         }
     }
 }
@@ -409,8 +534,10 @@ impl Lab {
             image: Image::default(),
             vm: Vm::default(),
             setup: Vec::new(),
+            modules: Vec::new(),
             workload: None,
             monitor: Monitor::default(),
+            leak: None,
             locations: SourceMap::default(),
         }
     }
@@ -478,11 +605,32 @@ impl Lab {
             }
         }
 
+        for (list, mods) in [("modules", &self.modules)]
+            .into_iter()
+            .chain(self.leak.as_ref().map(|l| ("leak.baseline.modules", &l.baseline.modules)))
+        {
+            for (i, m) in mods.iter().enumerate() {
+                if m.source.as_os_str().is_empty() {
+                    return bad(&format!("{list}[{i}].source"), "must name the module's source directory".into());
+                }
+                for (k, v) in &m.params {
+                    let ident = k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                    if !ident {
+                        return bad(&format!("{list}[{i}].params.{k}"), format!("parameter name {k:?} is not a C identifier"));
+                    }
+                    if v.chars().any(|c| c.is_control()) {
+                        return bad(&format!("{list}[{i}].params.{k}"), "value must not contain control characters".into());
+                    }
+                }
+            }
+        }
+
         if let Some(w) = &self.workload {
-            if w.commands.is_empty() {
+            if w.commands.is_empty() && w.churn.is_none() {
                 return bad(
                     "workload.commands",
-                    "at least one command is required when a workload section is present"
+                    "at least one command (or a `churn` workload) is required when a workload section is present"
                         .to_string(),
                 );
             }
@@ -518,6 +666,26 @@ impl Lab {
                 "monitor.sources",
                 "must list at least one source".to_string(),
             );
+        }
+        if let Some(l) = &self.leak {
+            let m = l.metric.as_str();
+            let ok = m == "slab" || m == "sunreclaim" || m.strip_prefix("cache:").is_some_and(|c| !c.is_empty() && !c.contains(char::is_whitespace));
+            if !ok {
+                return bad("leak.metric", format!("must be `slab`, `sunreclaim` or `cache:NAME`, got {m:?}"));
+            }
+            if !(l.alpha > 0.0 && l.alpha < 0.5) {
+                return bad("leak.alpha", format!("must be between 0 and 0.5 (exclusive), got {}", l.alpha));
+            }
+            if self.workload.is_none() {
+                return bad("leak", "a leak lab needs a workload to measure".into());
+            }
+            if self.modules.is_empty() && l.baseline.modules.is_empty() {
+                return bad("leak", "the A and B sides would be identical: give `modules` or `leak.baseline.modules`".into());
+            }
+            let needs = if m == "slab" || m == "sunreclaim" { Source::Meminfo } else { Source::Slabinfo };
+            if !mon.sources.contains(&needs) {
+                return bad("monitor.sources", format!("leak.metric `{m}` needs the `{needs}` source"));
+            }
         }
         let mut seen = HashSet::new();
         for (i, s) in mon.sources.iter().enumerate() {

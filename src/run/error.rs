@@ -22,6 +22,12 @@ pub enum RunError {
     Fetch(#[from] crate::kernel::FetchError),
     #[error(transparent)]
     Image(#[from] crate::image::ImageError),
+    #[error(transparent)]
+    Headers(#[from] crate::kernel::headers::HeadersError),
+    #[error(transparent)]
+    Payload(#[from] crate::payload::PayloadError),
+    #[error("loading module `{name}` into kernel `{kernel}` failed with {status}: {stderr}")]
+    ModuleLoad { name: String, kernel: String, status: i32, stderr: String },
     #[error("cannot make this run's SSH keys")]
     Keys(#[from] crate::image::KeyError),
     #[error("QEMU")]

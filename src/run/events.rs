@@ -10,8 +10,8 @@ use std::time::Instant;
 use serde::Serialize;
 
 /// Lifecycle of a run, in order: `run-started`, `kernel-ready`,
-/// `image-ready`, `accel-chosen`, `qemu-started`, `ssh-ready`,
-/// `setup-command`…, `workload-started`, `sample`…, `workload-finished`,
+/// `module-built`…, `image-ready`, `accel-chosen`, `qemu-started`,
+/// `ssh-ready`, `setup-command`…, `module-loaded`…, `workload-started`, `sample`…, `workload-finished`,
 /// `teardown`, `run-finished`. `qmp`, `sample-failed`, `interrupted` and
 /// `error` can come at any point after they become possible.
 #[derive(Debug, Clone, Serialize)]
@@ -20,10 +20,12 @@ pub enum Event {
     RunStarted { lab: String, kernel: String, run_dir: String },
     KernelReady { name: String, release: String, package_sha256: String, secs: f64 },
     ImageReady { sha256: String, bytes: u64, modules: usize, secs: f64 },
+    ModuleBuilt { name: String, sha256: String, cached: bool, secs: f64 },
     AccelChosen { accel: String, reason: String },
     QemuStarted { pid: i32, ssh_port: u16, attempt: u32 },
     SshReady { secs_since_qemu_start: f64 },
     SetupCommand { index: usize, command: String, status: i32, secs: f64 },
+    ModuleLoaded { name: String, params: std::collections::BTreeMap<String, String>, tainted: Option<u64>, secs: f64 },
     WorkloadStarted { commands: usize, duration_secs: f64 },
     Sample { index: u64, t: f64, uptime: Option<f64>, mem_available: Option<u64>, slab: Option<u64>, s_unreclaim: Option<u64>, nr_dentry: Option<u64>, caches: Option<usize> },
     SampleFailed { t: f64, reason: String },
@@ -63,6 +65,8 @@ impl<W: Write + Send> Reporter for JsonLines<W> {
 /// Short human lines on stderr.
 pub struct Terminal {
     pub quiet: bool,
+    /// Put before every line, e.g. `baseline: ` when arms run side by side.
+    pub prefix: String,
 }
 
 impl Reporter for Terminal {
@@ -74,6 +78,12 @@ impl Reporter for Terminal {
                 format!("image ready: {:.1} MiB, {modules} modules ({secs:.2} s)", *bytes as f64 / 1048576.0)
             }
             Event::AccelChosen { accel, reason } => format!("accel {accel}: {reason}"),
+            Event::ModuleBuilt { name, cached, secs, .. } => {
+                format!("module {name} {} ({secs:.2} s)", if *cached { "from the cache" } else { "built" })
+            }
+            Event::ModuleLoaded { name, params, tainted, .. } => {
+                format!("module {name} loaded {params:?}, taint {}", tainted.map(|t| t.to_string()).unwrap_or("-".into()))
+            }
             Event::QemuStarted { pid, ssh_port, .. } => format!("QEMU pid {pid}, ssh on 127.0.0.1:{ssh_port}"),
             Event::SshReady { secs_since_qemu_start } => format!("guest ready over SSH {secs_since_qemu_start:.2} s after QEMU start"),
             Event::SetupCommand { index, status, command, .. } => format!("setup[{index}] exit {status}: {command}"),
@@ -99,7 +109,7 @@ impl Reporter for Terminal {
         if self.quiet && !matches!(s.event, Event::Error { .. } | Event::Interrupted { .. }) {
             return;
         }
-        eprintln!("[{:7.2}] {line}", s.t);
+        eprintln!("[{:7.2}] {}{line}", s.t, self.prefix);
     }
 }
 

@@ -4,6 +4,7 @@
 //! on disk as it arrives; teardown and the report happen on every path out,
 //! errors and Ctrl-C included.
 
+mod ab;
 pub mod error;
 pub mod events;
 pub mod report;
@@ -24,7 +25,8 @@ use rundir::RunDir;
 
 use crate::cache::Cache;
 use crate::guest::{wait_for_banner, GuestSession};
-use crate::image::{self, RunKeys};
+use crate::image::{self, tree::Tree, RunKeys};
+use crate::payload;
 use crate::kernel::{self, Kernel, Registry};
 use crate::lab::{self, Lab};
 use crate::qemu::{self, accel, Accel, AccelChoice, Device, Qemu, VmSpec};
@@ -81,6 +83,7 @@ pub struct Manifest {
 /// see what the phases got to.
 struct Ctx {
     lab: Lab,
+    lab_file: PathBuf,
     dir: RunDir,
     events: Events,
     cache: Cache,
@@ -126,28 +129,51 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> RunEnd {
         Ok(d) => d,
         Err(e) => return fail_early(RunError::RunDir(e)),
     };
+    let arm = Arm { lab, lab_file: opts.lab_file.clone(), desc, cache, dir, quiet: opts.quiet, label: None };
+    if arm.lab.leak.is_some() {
+        return ab::run_ab(arm, cancel, start).await;
+    }
+    run_arm(arm, cancel, start).await
+}
 
+/// One VM's run of a lab: everything from the kernel to the report, in its
+/// own run directory. A plain lab is one arm; an A/B leak lab runs two.
+pub(crate) struct Arm {
+    pub lab: Lab,
+    pub lab_file: PathBuf,
+    pub desc: kernel::Descriptor,
+    pub cache: Cache,
+    pub dir: RunDir,
+    pub quiet: bool,
+    /// Prefix for terminal lines (`module`, `baseline`), when arms run side by side.
+    pub label: Option<String>,
+}
+
+pub(crate) async fn run_arm(arm: Arm, cancel: CancellationToken, start: Instant) -> RunEnd {
+    let fail_early = |e: RunError| RunEnd { dir: None, exit_code: e.exit_code(), error: Some(e.chain()), summary: None };
+    let Arm { lab, lab_file, desc, cache, dir, quiet, label } = arm;
     let events = Events::new(start);
     match fsx::append_private(&dir.join("events.jsonl")) {
         Ok(f) => events.add(Box::new(JsonLines(f))),
         Err(e) => return fail_early(RunError::Write { path: dir.join("events.jsonl"), source: e }),
     }
-    events.add(Box::new(Terminal { quiet: opts.quiet }));
+    events.add(Box::new(Terminal { quiet, prefix: label.map(|l| format!("{l}: ")).unwrap_or_default() }));
     events.emit(Event::RunStarted { lab: lab.name.clone(), kernel: lab.kernel.clone(), run_dir: dir.path.display().to_string() });
 
     let (fatal_tx, fatal) = watch::channel(None);
-    let lab_text = std::fs::read(&opts.lab_file).unwrap_or_default();
+    let lab_text = std::fs::read(&lab_file).unwrap_or_default();
     let mut ctx = Ctx {
         manifest: Manifest {
             kernlab_version: env!("CARGO_PKG_VERSION").to_string(),
             lab_name: lab.name.clone(),
-            lab_file: opts.lab_file.display().to_string(),
+            lab_file: lab_file.display().to_string(),
             lab_sha256: fsx::sha256_bytes(&lab_text),
             host_kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
             started: events::wall_clock(),
             ..Default::default()
         },
         lab,
+        lab_file,
         dir,
         events,
         cache,
@@ -192,6 +218,35 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
     });
     ctx.manifest.kernel = Some(kernel.clone());
 
+    // The lab's payload, built against this kernel: modules, workload programs.
+    let mut payload = Tree::new();
+    let mut modules = Vec::new();
+    if !ctx.lab.modules.is_empty() {
+        let (cache, d, k) = (ctx.cache.clone(), desc.clone(), kernel.clone());
+        let build_dir = blocking(move || kernel::headers::build_dir(&cache, &d, &k)).await??;
+        let base = ctx.lab_file.parent().map(Path::to_path_buf).unwrap_or_default();
+        for m in ctx.lab.modules.clone() {
+            let t = Instant::now();
+            let (cache, k, b, src) = (ctx.cache.clone(), kernel.clone(), build_dir.clone(), base.join(&m.source));
+            let built = blocking(move || payload::build_module(&cache, &k.name, &k.package_sha256, &b, &src)).await??;
+            ctx.events.emit(Event::ModuleBuilt {
+                name: built.name.clone(),
+                sha256: built.sha256.clone(),
+                cached: built.cached,
+                secs: t.elapsed().as_secs_f64(),
+            });
+            let data = std::fs::read(&built.ko).map_err(|source| RunError::Write { path: built.ko.clone(), source })?;
+            payload.file(&format!("{GUEST_MODULES}/{}.ko", built.name), 0o644, data);
+            modules.push((built, m.params));
+        }
+    }
+    if ctx.lab.workload.as_ref().is_some_and(|w| w.churn.is_some()) {
+        let cache = ctx.cache.clone();
+        let churn = blocking(move || payload::build_program(&cache, "churn", CHURN_C.as_bytes())).await??;
+        let data = std::fs::read(&churn).map_err(|source| RunError::Write { path: churn.clone(), source })?;
+        payload.file("/usr/bin/churn", 0o755, data);
+    }
+
     // Image, plus this run's keys on top.
     let t = Instant::now();
     let (cache, k) = (ctx.cache.clone(), kernel.clone());
@@ -202,6 +257,9 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
     let initrd = ctx.dir.join("initrd.cpio");
     let mut bytes = std::fs::read(&image.path).map_err(|source| RunError::Write { path: image.path.clone(), source })?;
     bytes.extend_from_slice(&keys.overlay()?.to_cpio());
+    if !payload.is_empty() {
+        bytes.extend_from_slice(&payload.to_cpio());
+    }
     write(&initrd, &bytes)?;
     drop(bytes);
     ctx.timings.image = t.elapsed().as_secs_f64();
@@ -235,7 +293,7 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
         cpus: ctx.lab.vm.cpus,
         kernel: kernel.vmlinuz(),
         initrd: "initrd.cpio".into(),
-        cmdline: qemu::argv::cmdline(&ctx.lab.vm.cmdline),
+        cmdline: qemu::argv::cmdline(&extra_cmdline(&ctx.lab)),
         qmp_socket: QMP_SOCKET.into(),
         console_log: CONSOLE.into(),
         ssh_port: 0,
@@ -311,6 +369,35 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
         }
     }
 
+    // The modules under test, in order, after setup.
+    for (built, params) in &modules {
+        let t = Instant::now();
+        let cmd = insmod_command(&built.name, params);
+        let c = control.clone();
+        let out = blocking(move || c.exec(&format!("{cmd}; s=$?; [ $s = 0 ] || dmesg | tail -n 20 >&2; exit $s"), Duration::from_secs(60)))
+            .await?
+            .map_err(|source| RunError::Ssh { kernel: kernel.name.clone(), source })?;
+        if !out.success() {
+            return Err(RunError::ModuleLoad {
+                name: built.name.clone(),
+                kernel: kernel.name.clone(),
+                status: out.status,
+                stderr: out.stderr.trim().to_string(),
+            });
+        }
+        let c = control.clone();
+        let taint = blocking(move || c.exec("cat /proc/sys/kernel/tainted", Duration::from_secs(10)))
+            .await?
+            .ok()
+            .and_then(|o| o.stdout.trim().parse::<u64>().ok());
+        ctx.events.emit(Event::ModuleLoaded {
+            name: built.name.clone(),
+            params: params.clone(),
+            tainted: taint,
+            secs: t.elapsed().as_secs_f64(),
+        });
+    }
+
     // Sampling, alongside the workload when there is one.
     let sections = sections(&ctx.lab);
     let balloon = ctx.lab.monitor.sources.contains(&lab::Source::Balloon);
@@ -330,7 +417,7 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
         events: ctx.events.clone(),
         store,
         qmp: if balloon { ctx.qmp.clone() } else { None },
-        command: sparse::capture_command(&sections),
+        command: capture_command(&ctx.lab, &sections),
         session: Some(control.clone()),
         connect: Box::new(connect.clone()),
         gaps: ctx.gaps.clone(),
@@ -340,7 +427,7 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
         Some(w) => {
             let session = Arc::new(blocking(connect.clone()).await??);
             ctx.events.emit(Event::WorkloadStarted { commands: w.commands.len(), duration_secs: w.duration.as_secs_f64() });
-            let script = workload_script(&w.commands);
+            let script = workload_script(&workload_commands(w));
             let log = ctx.dir.join("workload.log");
             let events = ctx.events.clone();
             Some(tokio::task::spawn_blocking(move || {
@@ -681,7 +768,76 @@ fn sections(lab: &Lab) -> Vec<Section> {
             lab::Source::Balloon => {}
         }
     }
+    if lab.workload.as_ref().is_some_and(|w| w.churn.is_some()) {
+        s.push(Section::Ops);
+    }
     s
+}
+
+/// The guest directory for the lab's modules.
+const GUEST_MODULES: &str = "/opt/kernlab/modules";
+
+/// The churn workload's source, built into a static binary for the guest.
+const CHURN_C: &str = include_str!("../../labs/workloads/churn.c");
+
+/// Kernel command-line words from the lab, plus `slub_nomerge` for leak labs
+/// (so each slab cache is counted on its own).
+fn extra_cmdline(lab: &Lab) -> Vec<String> {
+    let mut words = lab.vm.cmdline.clone();
+    if lab.leak.as_ref().is_some_and(|l| l.slub_nomerge) && !words.iter().any(|w| w == "slub_nomerge") {
+        words.push("slub_nomerge".into());
+    }
+    words
+}
+
+/// The sampling command: optionally drop reclaimable caches first, so what
+/// the sample sees is what is held.
+fn capture_command(lab: &Lab, sections: &[Section]) -> String {
+    let capture = sparse::capture_command(sections);
+    if lab.monitor.reclaim {
+        format!("sync; echo 2 > /proc/sys/vm/drop_caches; {capture}")
+    } else {
+        capture
+    }
+}
+
+/// `insmod` of a lab module with its parameters, each `name=value` one quoted word.
+pub fn insmod_command(name: &str, params: &std::collections::BTreeMap<String, String>) -> String {
+    let mut cmd = format!("insmod {GUEST_MODULES}/{name}.ko");
+    for (k, v) in params {
+        cmd.push(' ');
+        cmd.push_str(&tool::shell_quote(format!("{k}={v}")));
+    }
+    cmd
+}
+
+/// The workload's guest commands: the churn program (in the background when
+/// there are commands too) on a fresh tmpfs, then the lab's commands.
+pub fn workload_commands(w: &lab::Workload) -> Vec<String> {
+    let mut cmds = Vec::new();
+    if let Some(c) = &w.churn {
+        cmds.push("mkdir -p /mnt/churn && mount -t tmpfs -o nr_inodes=0,mode=1777 kernlab-churn /mnt/churn || exit 90".to_string());
+        let mut churn = format!("churn -d /mnt/churn -c {} -t {}", sparse::OPS_FILE, w.duration.as_secs().max(1));
+        if c.rate > 0 {
+            churn.push_str(&format!(" -r {}", c.rate));
+        }
+        if c.count > 0 {
+            churn.push_str(&format!(" -n {}", c.count));
+        }
+        if c.write > 0 {
+            churn.push_str(&format!(" -w {}", c.write));
+        }
+        if w.commands.is_empty() {
+            cmds.push(churn);
+        } else {
+            cmds.push(format!("{churn} &"));
+        }
+    }
+    cmds.extend(w.commands.iter().cloned());
+    if w.churn.is_some() && !w.commands.is_empty() {
+        cmds.push("wait".into());
+    }
+    cmds
 }
 
 /// The guest command that runs the workload. The lab's commands travel as

@@ -540,14 +540,21 @@ pub enum Section {
     Slabinfo,
     Meminfo,
     DentryState,
+    /// The workload's cumulative operation count, which the churn workload
+    /// keeps in a file; 0 before the workload has written it.
+    Ops,
 }
 
+/// Where the churn workload keeps its cumulative operation count.
+pub const OPS_FILE: &str = "/run/kernlab-ops";
+
 impl Section {
-    pub const ALL: [Section; 4] = [
+    pub const ALL: [Section; 5] = [
         Section::Uptime,
         Section::Slabinfo,
         Section::Meminfo,
         Section::DentryState,
+        Section::Ops,
     ];
 
     /// The guest file the section's body is read from.
@@ -557,6 +564,7 @@ impl Section {
             Section::Slabinfo => SLABINFO,
             Section::Meminfo => MEMINFO,
             Section::DentryState => DENTRY_STATE,
+            Section::Ops => OPS_FILE,
         }
     }
 
@@ -567,6 +575,7 @@ impl Section {
             Section::Slabinfo => "slabinfo",
             Section::Meminfo => "meminfo",
             Section::DentryState => "dentry-state",
+            Section::Ops => "ops",
         }
     }
 
@@ -595,7 +604,11 @@ pub fn capture_command(sections: &[Section]) -> String {
     }
     order
         .iter()
-        .map(|s| format!("echo '{SECTION_MARKER}{}'; cat {}", s.name(), s.path()))
+        .map(|s| match s {
+            // The count file appears only once the workload runs.
+            Section::Ops => format!("echo '{SECTION_MARKER}{}'; cat {} 2>/dev/null || echo 0", s.name(), s.path()),
+            _ => format!("echo '{SECTION_MARKER}{}'; cat {}", s.name(), s.path()),
+        })
         .collect::<Vec<_>>()
         .join("; ")
 }
@@ -656,12 +669,26 @@ fn split_capture_with_lines(text: &str) -> Result<Vec<(Section, usize, &str)>, P
     Ok(out)
 }
 
+/// The workload's operation count: one decimal integer.
+pub fn parse_ops(text: &str) -> Result<u64, ParseError> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err(ParseError::Empty { file: OPS_FILE });
+    }
+    let bad = || ParseError::BadNumber { file: OPS_FILE, line: 1, field: "ops", value: quote(t), text: quote(t) };
+    if !t.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(bad());
+    }
+    t.parse().map_err(|_| bad())
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Capture {
     pub uptime_s: Option<f64>,
     pub slabinfo: Option<Vec<SlabCache>>,
     pub meminfo: Option<Meminfo>,
     pub dentry: Option<DentryState>,
+    pub ops: Option<u64>,
 }
 
 /// Splits and parses a combined capture. Sections absent from the capture
@@ -672,6 +699,7 @@ pub fn parse_capture(text: &str) -> Result<Capture, ParseError> {
         slabinfo: None,
         meminfo: None,
         dentry: None,
+        ops: None,
     };
     for (section, line, body) in split_capture_with_lines(text)? {
         let wrap = |e: ParseError| ParseError::InSection {
@@ -684,6 +712,7 @@ pub fn parse_capture(text: &str) -> Result<Capture, ParseError> {
             Section::Slabinfo => capture.slabinfo = Some(parse_slabinfo(body).map_err(wrap)?),
             Section::Meminfo => capture.meminfo = Some(parse_meminfo(body).map_err(wrap)?),
             Section::DentryState => capture.dentry = Some(parse_dentry_state(body).map_err(wrap)?),
+            Section::Ops => capture.ops = Some(parse_ops(body).map_err(wrap)?),
         }
     }
     Ok(capture)

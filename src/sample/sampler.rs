@@ -17,6 +17,7 @@ pub struct SampleStore {
     meminfo: Option<File>,
     dentry: Option<File>,
     balloon: Option<File>,
+    ops: Option<File>,
     pub count: u64,
 }
 
@@ -43,6 +44,7 @@ impl SampleStore {
                 .then(|| open("dentry-state.csv", "t,uptime,nr_dentry,nr_unused,age_limit,want_pages,nr_negative"))
                 .transpose()?,
             balloon: balloon.then(|| open("balloon.csv", "t,key,value")).transpose()?,
+            ops: sections.contains(&Section::Ops).then(|| open("ops.csv", "t,uptime,ops")).transpose()?,
             count: 0,
         })
     }
@@ -68,6 +70,10 @@ impl SampleStore {
         }
         if let (Some(f), Some(d)) = (self.dentry.as_mut(), c.dentry.as_ref()) {
             writeln!(f, "{t:.3},{up},{},{},{},{},{}", d.nr_dentry, d.nr_unused, d.age_limit, d.want_pages, d.nr_negative)?;
+            f.flush()?;
+        }
+        if let (Some(f), Some(n)) = (self.ops.as_mut(), c.ops) {
+            writeln!(f, "{t:.3},{up},{n}")?;
             f.flush()?;
         }
         self.count += 1;

@@ -1,0 +1,183 @@
+//! Kernel headers for building out-of-tree modules, unpacked into the cache
+//! without root. A Debian kernel's headers are three packages: the flavour's
+//! `linux-headers-<release>`, the shared `linux-headers-<abi>-common` and
+//! `linux-kbuild-<series>`, whose names and versions come from the flavour
+//! package's own `Depends`. The flavour's Makefile includes the common one by
+//! absolute path (`/usr/src/…`); it is rewritten to the cache path before the
+//! entry is published, so the tree works where it lies.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use super::descriptor::{Descriptor, Source};
+use super::fetch::Kernel;
+use crate::cache::{self, Cache};
+use crate::util::{fsx, tool};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HeadersError {
+    #[error("kernel `{name}`: cannot find the headers package `{package}` in this machine's apt sources: {detail}")]
+    NotInArchive { name: String, package: String, detail: String },
+    #[error("kernel `{name}`: {step}")]
+    Tool {
+        name: String,
+        step: String,
+        #[source]
+        source: tool::ToolError,
+    },
+    #[error("kernel `{name}`: the local tree `{}` has no build directory (lib/modules/<release>/build); build its modules elsewhere", dir.display())]
+    NoLocalBuild { name: String, dir: PathBuf },
+    #[error("kernel `{name}`: the headers hold no `{}`", path.display())]
+    Layout { name: String, path: PathBuf },
+    #[error("kernel `{name}`: cache I/O on `{}`", path.display())]
+    Io {
+        name: String,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The directory to run `make -C` in for `kernel`'s out-of-tree modules,
+/// fetching the headers into the cache if needed.
+pub fn build_dir(cache: &Cache, desc: &Descriptor, kernel: &Kernel) -> Result<PathBuf, HeadersError> {
+    let name = kernel.name.as_str();
+    let io = |path: &Path| {
+        let (name, path) = (name.to_string(), path.to_path_buf());
+        move |source| HeadersError::Io { name, path, source }
+    };
+    let src = match &desc.source {
+        Source::Local(l) => {
+            let b = l.dir.join("lib/modules").join(&kernel.release).join("build");
+            return if b.join("Makefile").exists() {
+                Ok(b)
+            } else {
+                Err(HeadersError::NoLocalBuild { name: name.into(), dir: l.dir.clone() })
+            };
+        }
+        Source::Debian(s) => s,
+    };
+    let flavour = src.package.replacen("linux-image-", "linux-headers-", 1);
+    let _lock = cache.lock(&format!("headers-{name}")).map_err(io(&cache.path("locks")))?;
+    let pointer = cache.path(format!("headers/by-kernel/{}.txt", kernel.package_sha256));
+    if let Ok(key) = fs::read_to_string(&pointer) {
+        let dir = cache.path(format!("headers/{}/usr/src/linux-headers-{}", key.trim(), kernel.release));
+        if dir.join("Makefile").exists() {
+            return Ok(dir);
+        }
+    }
+    fsx::private_dir(&cache.path("headers/by-kernel")).map_err(io(&cache.path("headers")))?;
+
+    // The flavour package at the kernel's exact version, and what it depends on.
+    let spec = format!("{flavour}={}", kernel.version);
+    let show = Command::new("apt-cache").args(["show", "--no-all-versions", &spec]).output();
+    let show = match show {
+        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+        Ok(o) => {
+            return Err(HeadersError::NotInArchive {
+                name: name.into(),
+                package: spec,
+                detail: String::from_utf8_lossy(&o.stderr).trim().to_string(),
+            })
+        }
+        Err(e) => {
+            return Err(HeadersError::Tool {
+                name: name.into(),
+                step: "apt-cache show".into(),
+                source: tool::ToolError::Spawn { program: "apt-cache".into(), hint: tool::package_hint("apt-get"), source: e },
+            })
+        }
+    };
+    let mut specs = vec![spec.clone()];
+    specs.extend(header_dependencies(&show));
+
+    let scratch = cache.scratch("headers-").map_err(io(&cache.path("tmp")))?;
+    let mut cmd = Command::new("apt-get");
+    cmd.args(["download", "-q", "-o", "APT::Sandbox::User=root"]).args(&specs).current_dir(scratch.path());
+    tool::run(&mut cmd).map_err(|source| HeadersError::Tool { name: name.into(), step: format!("downloading {}", specs.join(" ")), source })?;
+    let mut debs: Vec<PathBuf> = fs::read_dir(scratch.path())
+        .map_err(io(scratch.path()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
+        .collect();
+    debs.sort();
+    let mut hashes = String::new();
+    for d in &debs {
+        hashes.push_str(&fsx::sha256_file(d).map_err(io(d))?);
+    }
+    let key = fsx::sha256_bytes(hashes.as_bytes());
+    let entry = cache.path(format!("headers/{key}"));
+    let build = entry.join(format!("usr/src/linux-headers-{}", kernel.release));
+    if !build.join("Makefile").exists() {
+        let root = scratch.path().join("root");
+        for d in &debs {
+            tool::run(Command::new("dpkg-deb").arg("-x").arg(d).arg(&root))
+                .map_err(|source| HeadersError::Tool { name: name.into(), step: format!("unpacking {}", d.display()), source })?;
+        }
+        let makefile = root.join(format!("usr/src/linux-headers-{}/Makefile", kernel.release));
+        let text = fs::read_to_string(&makefile).map_err(|_| HeadersError::Layout { name: name.into(), path: makefile.clone() })?;
+        fs::write(&makefile, rewrite_includes(&text, &entry)).map_err(io(&makefile))?;
+        cache::publish_dir(&root, &entry).map_err(io(&entry))?;
+    }
+    fsx::write_atomic(&pointer, key.as_bytes()).map_err(io(&pointer))?;
+    Ok(build)
+}
+
+/// The header packages a flavour headers package depends on, from its
+/// `apt-cache show` record: `linux-headers-*` and `linux-kbuild-*`, pinned
+/// where the dependency says `(= version)`. The compiler package is not
+/// needed: the host's gcc of the same major version builds the modules.
+pub fn header_dependencies(record: &str) -> Vec<String> {
+    let Some(line) = record.lines().find(|l| l.starts_with("Depends:")) else { return Vec::new() };
+    line["Depends:".len()..]
+        .split(',')
+        .filter_map(|dep| {
+            let dep = dep.split('|').next()?.trim();
+            let (name, constraint) = match dep.split_once('(') {
+                Some((n, c)) => (n.trim(), Some(c.trim_end_matches(')').trim())),
+                None => (dep, None),
+            };
+            if !(name.starts_with("linux-headers-") || name.starts_with("linux-kbuild-")) {
+                return None;
+            }
+            match constraint.and_then(|c| c.strip_prefix('=')) {
+                Some(v) => Some(format!("{name}={}", v.trim())),
+                None => Some(name.to_string()),
+            }
+        })
+        .collect()
+}
+
+/// Points `include /usr/src/…` lines at the same paths under `root`.
+pub fn rewrite_includes(makefile: &str, root: &Path) -> String {
+    makefile
+        .lines()
+        .map(|l| match l.strip_prefix("include /usr/src/") {
+            Some(rest) => format!("include {}/usr/src/{rest}", root.display()),
+            None => l.to_string(),
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n"
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dependencies_from_the_real_record() {
+        let rec = "Package: linux-headers-6.1.0-54-cloud-amd64\nVersion: 6.1.190-1\nDepends: linux-headers-6.1.0-54-common (= 6.1.190-1), linux-kbuild-6.1 (>= 6.1.190-1), linux-compiler-gcc-12-x86\n";
+        assert_eq!(header_dependencies(rec), ["linux-headers-6.1.0-54-common=6.1.190-1", "linux-kbuild-6.1"]);
+    }
+
+    #[test]
+    fn absolute_include_is_rewritten() {
+        let m = "include /usr/src/linux-headers-6.1.0-54-common/Makefile\n";
+        assert_eq!(
+            rewrite_includes(m, Path::new("/c/headers/abc")),
+            "include /c/headers/abc/usr/src/linux-headers-6.1.0-54-common/Makefile\n"
+        );
+    }
+}
