@@ -12,6 +12,8 @@ packages=(
   dropbear-bin      # the guest's sshd, and dropbearkey for per-run host keys
   kmod              # depmod for the kernels' module trees
   gcc make pkg-config libssl-dev   # building libssh2 for the ssh2 crate
+  libc6-dev         # static workload programs (churn) for the guest
+  apt               # apt-get download / apt-cache for kernels and headers
   ca-certificates
 )
 missing=()

@@ -160,16 +160,17 @@ fn print_summary(r: &LeakReport, dir: &std::path::Path) {
     if let Some(a) = &r.analysis {
         if let Some(c) = &a.comparison {
             println!(
-                "  {} growth, module − baseline: {}/h  [{} .. {}]/h  (floor {}/h, α {})",
+                "  {} growth, module − baseline: {:.2} MiB/h, one-sided interval [{:.2} .. {:.2}] MiB/h (floor {:.2} MiB/h, α {})",
                 a.metric,
-                mib(c.delta * 3600.0),
-                mib(c.lower * 3600.0),
-                mib(c.upper * 3600.0),
-                mib(c.floor * 3600.0),
+                c.delta * 3600.0 / 1048576.0,
+                c.lower * 3600.0 / 1048576.0,
+                c.upper * 3600.0 / 1048576.0,
+                c.floor * 3600.0 / 1048576.0,
                 c.alpha
             );
+        } else {
+            println!("  {}", a.reason);
         }
-        println!("  {}", a.reason);
         if let (Some(p), Some(rate)) = (&a.module.per_op, a.module.ops_per_s) {
             println!("  per operation: {:.0} bytes/op [{:.0} .. {:.0}] at {rate:.0} ops/s", p.slope, p.lower, p.upper);
         }

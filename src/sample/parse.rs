@@ -837,7 +837,7 @@ HugePages_Total:       3
         let text = host_capture();
         let split = split_capture(&text).unwrap();
         let names: Vec<_> = split.iter().map(|(s, _)| *s).collect();
-        assert_eq!(names, Section::ALL);
+        assert_eq!(names, Section::ALL[..4]);
         assert_eq!(split[1].1, HOST_SLABINFO);
         assert_eq!(split[3].1, HOST_DENTRY);
 
@@ -917,9 +917,13 @@ HugePages_Total:       3
         );
         let all = capture_command(&Section::ALL);
         assert_eq!(all.matches("@@kernlab-section uptime").count(), 1);
-        assert!(
-            all.ends_with("echo '@@kernlab-section dentry-state'; cat /proc/sys/fs/dentry-state")
-        );
+        assert!(all.ends_with(
+            "echo '@@kernlab-section dentry-state'; cat /proc/sys/fs/dentry-state; \
+             echo '@@kernlab-section ops'; cat /run/kernlab-ops 2>/dev/null || echo 0"
+        ));
+        let c = parse_capture("@@kernlab-section uptime\n3.5 1\n@@kernlab-section ops\n12345\n").unwrap();
+        assert_eq!(c.ops, Some(12345));
+        assert!(parse_capture("@@kernlab-section ops\n12x\n").is_err());
         for s in Section::ALL {
             assert_eq!(Section::from_name(s.name()), Some(s));
         }
