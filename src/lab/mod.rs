@@ -143,6 +143,11 @@ pub struct Lab {
     /// verdict. Default: none (a plain run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leak: Option<LeakPolicy>,
+    /// What to do when the guest runs out of memory, panics or hangs: take
+    /// a kernel dump (in-guest kdump or from the host) and triage it.
+    /// Default: none (a panic ends the run as an infrastructure failure).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exhaustion: Option<Exhaustion>,
     /// Where each field was written, for error messages; empty for labs
     /// built in code. Not serialized and ignored by `==`.
     #[serde(skip)]
@@ -281,6 +286,68 @@ pub struct LeakPolicy {
     /// The B side. Default: the same lab without modules.
     #[serde(default)]
     pub baseline: Baseline,
+}
+
+/// How an exhausted, panicked or hung guest becomes a vmcore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DumpAction {
+    /// In-guest kdump: a capture kernel loaded with `kexec -p` writes the
+    /// dump with makedumpfile to a disk kernlab attached; the host dump is
+    /// the fallback when kdump cannot load or does not finish.
+    Kdump,
+    /// QEMU's `dump-guest-memory` from the host, on the pvpanic event.
+    HostDump,
+    /// No dump: a panic ends the run.
+    None,
+}
+
+/// Memory exhaustion and dumps.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Exhaustion {
+    /// `kdump`, `host-dump` or `none`. Required.
+    pub action: DumpAction,
+    /// Panic the guest when MemAvailable falls below this (sysrq over SSH,
+    /// or an NMI from the host when SSH is dead). 0 = only on OOM
+    /// (`vm.panic_on_oom=1`). Default: 0.
+    #[serde(default, with = "units::size")]
+    pub headroom: u64,
+    /// Memory reserved for the capture kernel (`crashkernel=`). Default: 128MiB.
+    #[serde(default = "default_crashkernel", with = "units::size")]
+    pub crashkernel: u64,
+    /// makedumpfile's dump level (`-d`, 0..=31). Default: 31 (drop zero,
+    /// cache, user and free pages).
+    #[serde(default = "default_dump_level")]
+    pub dump_level: u8,
+    /// How long the capture kernel (or the host dump) may take before the
+    /// fallback. Default: 120s.
+    #[serde(default = "default_dump_deadline", with = "units::duration")]
+    pub deadline: Duration,
+    /// A guest that gives no sample for this many intervals in a row is
+    /// treated as hung and panicked with an NMI from the host. Default: 5.
+    #[serde(default = "default_hang_intervals")]
+    pub hang_intervals: u32,
+    /// Read the vmcore with `crash` (kmem -i, kmem -s, bt, log) using the
+    /// kernel's debug vmlinux, fetched and cached. Default: true.
+    #[serde(default = "default_true")]
+    pub crash: bool,
+}
+
+fn default_crashkernel() -> u64 {
+    128 * MIB
+}
+
+fn default_dump_level() -> u8 {
+    31
+}
+
+fn default_dump_deadline() -> Duration {
+    Duration::from_secs(120)
+}
+
+fn default_hang_intervals() -> u32 {
+    5
 }
 
 /// The baseline arm of an A/B lab.
@@ -538,6 +605,7 @@ impl Lab {
             workload: None,
             monitor: Monitor::default(),
             leak: None,
+            exhaustion: None,
             locations: SourceMap::default(),
         }
     }
@@ -685,6 +753,34 @@ impl Lab {
             let needs = if m == "slab" || m == "sunreclaim" { Source::Meminfo } else { Source::Slabinfo };
             if !mon.sources.contains(&needs) {
                 return bad("monitor.sources", format!("leak.metric `{m}` needs the `{needs}` source"));
+            }
+        }
+        if let Some(x) = &self.exhaustion {
+            if x.dump_level > 31 {
+                return bad("exhaustion.dump_level", format!("must be 0..=31, got {}", x.dump_level));
+            }
+            if x.action == DumpAction::Kdump {
+                if x.crashkernel < 64 * MIB {
+                    return bad("exhaustion.crashkernel", format!("must be at least 64 MiB, got {}", human_size(x.crashkernel)));
+                }
+                if x.crashkernel + MIN_MEMORY / 2 > vm.memory {
+                    return bad(
+                        "exhaustion.crashkernel",
+                        format!("{} leaves too little of vm.memory ({}) for the kernel under test", human_size(x.crashkernel), human_size(vm.memory)),
+                    );
+                }
+            }
+            if x.headroom >= vm.memory {
+                return bad("exhaustion.headroom", format!("must be below vm.memory ({}), got {}", human_size(vm.memory), human_size(x.headroom)));
+            }
+            if x.headroom > 0 && !mon.sources.contains(&Source::Meminfo) {
+                return bad("monitor.sources", "exhaustion.headroom needs the `meminfo` source".into());
+            }
+            if let Err(m) = check_range(x.deadline, Duration::from_secs(10), Duration::from_secs(3600)) {
+                return bad("exhaustion.deadline", m);
+            }
+            if x.hang_intervals < 2 {
+                return bad("exhaustion.hang_intervals", format!("must be at least 2, got {}", x.hang_intervals));
             }
         }
         let mut seen = HashSet::new();
