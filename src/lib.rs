@@ -8,6 +8,7 @@
 pub mod analysis;
 pub mod bench;
 pub mod cache;
+pub mod dump;
 pub mod exit;
 pub mod guest;
 pub mod image;
@@ -19,4 +20,5 @@ pub mod qmp;
 pub mod run;
 pub mod sample;
 pub mod stats;
+pub mod triage;
 pub mod util;

@@ -16,6 +16,7 @@ const FORMAT: &str = "kernlab-minimal-1";
 
 const INIT: &str = include_str!("../../images/minimal/init");
 const INITTAB: &str = include_str!("../../images/minimal/inittab");
+const CAPTURE_INIT: &str = include_str!("../../images/capture/init");
 
 /// Host programs copied into the image, with the guest path they live at.
 /// busybox must be the static build (`busybox-static`): it runs before any
@@ -77,9 +78,13 @@ pub enum ImageError {
 
 /// Builds (or finds in the cache) the minimal image for `kernel`, with the
 /// driver modules `early` (loaded before SSH starts: the network) and `late`
-/// (loaded after), plus their dependencies.
-pub fn build_minimal(cache: &Cache, kernel: &Kernel, early: &[&str], late: &[&str]) -> Result<Image, ImageError> {
-    let tree = minimal_tree(kernel, early, late)?;
+/// (loaded after), plus their dependencies, and the host programs `extra`
+/// (e.g. `/usr/sbin/kexec` for kdump labs) at their host paths.
+pub fn build_minimal(cache: &Cache, kernel: &Kernel, early: &[&str], late: &[&str], extra: &[&str]) -> Result<Image, ImageError> {
+    let mut tree = minimal_tree(kernel, early, late)?;
+    for program in extra {
+        add_program(&mut tree, program, program)?;
+    }
     let cpio = tree.to_cpio();
     let sha256 = fsx::sha256_bytes(&cpio);
     let path = cache.path(format!("images/minimal-{sha256}.cpio"));
@@ -93,6 +98,46 @@ pub fn build_minimal(cache: &Cache, kernel: &Kernel, early: &[&str], late: &[&st
         _ => Vec::new(),
     };
     Ok(Image { path, sha256, modules, size: cpio.len() as u64 })
+}
+
+/// The capture kernel's initramfs for in-guest kdump: busybox, makedumpfile
+/// and its libraries, the drivers for the dump disk, and the capture init
+/// (`images/capture/init`). Deterministic like the minimal image.
+pub fn capture_cpio(kernel: &Kernel, dump_level: u8) -> Result<Vec<u8>, ImageError> {
+    let mut t = Tree::new();
+    for d in ["bin", "sbin", "usr/bin", "usr/sbin", "proc", "sys", "dev", "tmp", "mnt"] {
+        t.dir(d, 0o755);
+    }
+    t.file("/init", 0o755, CAPTURE_INIT.as_bytes().to_vec());
+    t.file("/etc/kernlab/dump_level", 0o644, format!("{dump_level}\n").into_bytes());
+    add_program(&mut t, "/bin/busybox", "/bin/busybox")?;
+    add_program(&mut t, "/usr/bin/makedumpfile", "/usr/bin/makedumpfile")?;
+    let (table, release_dir) = dep_table(kernel)?;
+    let order = table
+        .load_order(&["virtio_pci", "virtio_blk"])
+        .map_err(|source| ImageError::Modules { kernel: kernel.name.clone(), source })?;
+    let mut list = String::new();
+    for rel in &order {
+        let host = release_dir.join(rel);
+        let data = std::fs::read(&host).map_err(|source| ImageError::Read { path: host.clone(), source })?;
+        t.file(&format!("/lib/modules/{}/{rel}", kernel.release), 0o644, data);
+        list.push_str(&format!("{}/{rel}\n", kernel.release));
+    }
+    t.file("/etc/kernlab/modules", 0o644, list.into_bytes());
+    Ok(t.to_cpio())
+}
+
+/// The kernel's module dependency table and its module directory.
+fn dep_table(kernel: &Kernel) -> Result<(DepTable, PathBuf), ImageError> {
+    let release_dir = kernel.modules_dir();
+    let read = |name: &str| std::fs::read_to_string(release_dir.join(name));
+    let dep = read("modules.dep").map_err(|source| ImageError::ModulesDep {
+        kernel: kernel.name.clone(),
+        dir: release_dir.clone(),
+        source,
+    })?;
+    let table = DepTable::parse(&kernel.release, &dep, &read("modules.builtin").unwrap_or_default());
+    Ok((table, release_dir))
 }
 
 fn minimal_tree(kernel: &Kernel, early: &[&str], late: &[&str]) -> Result<Tree, ImageError> {
@@ -111,14 +156,7 @@ fn minimal_tree(kernel: &Kernel, early: &[&str], late: &[&str]) -> Result<Tree, 
         add_program(&mut t, host, guest)?;
     }
 
-    let release_dir = kernel.modules_dir();
-    let read = |name: &str| std::fs::read_to_string(release_dir.join(name));
-    let dep = read("modules.dep").map_err(|source| ImageError::ModulesDep {
-        kernel: kernel.name.clone(),
-        dir: release_dir.clone(),
-        source,
-    })?;
-    let table = DepTable::parse(&kernel.release, &dep, &read("modules.builtin").unwrap_or_default());
+    let (table, release_dir) = dep_table(kernel)?;
     let modules_err = |source| ImageError::Modules { kernel: kernel.name.clone(), source };
     let early_order = table.load_order(early).map_err(modules_err)?;
     let all = table.load_order(&[early, late].concat()).map_err(modules_err)?;

@@ -15,8 +15,12 @@ pub enum Device {
     Net,
     /// virtio-balloon, for host-side memory statistics without a guest agent.
     Balloon,
-    /// pvpanic, so a guest panic reaches QMP as GUEST_PANICKED.
+    /// pvpanic, so a guest panic reaches QMP as GUEST_PANICKED (or
+    /// GUEST_CRASHLOADED when kdump takes over).
     Pvpanic,
+    /// The dump disk (virtio-blk, raw, `VmSpec::dump_disk`): holds the
+    /// capture kernel and receives the vmcore.
+    DumpDisk,
 }
 
 impl Device {
@@ -26,6 +30,7 @@ impl Device {
             Device::Net => &["virtio_pci", "virtio_net"],
             Device::Balloon => &["virtio_pci", "virtio_balloon"],
             Device::Pvpanic => &["pvpanic_pci"],
+            Device::DumpDisk => &["virtio_pci", "virtio_blk"],
         }
     }
 }
@@ -47,6 +52,11 @@ pub struct VmSpec {
     pub console_log: PathBuf,
     pub ssh_port: u16,
     pub devices: Vec<Device>,
+    /// The raw dump disk image, for `Device::DumpDisk`.
+    pub dump_disk: Option<PathBuf>,
+    /// Pause the VM on a guest panic (`-action panic=pause`) so the host can
+    /// dump its memory, and expose vmcoreinfo for that dump.
+    pub pause_on_panic: bool,
 }
 
 /// The argv, program first.
@@ -106,7 +116,21 @@ pub fn argv(spec: &VmSpec) -> Vec<OsString> {
                 push("-device");
                 push("pvpanic-pci");
             }
+            Device::DumpDisk => {
+                if let Some(disk) = &spec.dump_disk {
+                    push("-drive");
+                    push(&format!("file={},if=none,id=dump,format=raw,cache=unsafe", disk.to_string_lossy()));
+                    push("-device");
+                    push("virtio-blk-pci,drive=dump");
+                }
+            }
         }
+    }
+    if spec.pause_on_panic {
+        push("-device");
+        push("vmcoreinfo");
+        push("-action");
+        push("panic=pause");
     }
     a
 }
@@ -143,6 +167,8 @@ mod tests {
             console_log: "console.log".into(),
             ssh_port: 40022,
             devices: vec![Device::Net, Device::Balloon, Device::Pvpanic],
+            dump_disk: None,
+            pause_on_panic: false,
         }
     }
 
@@ -169,6 +195,18 @@ mod tests {
             assert!(a.contains(want), "missing `{want}` in {a}");
         }
         assert!(a.starts_with("qemu-system-x86_64 "));
+    }
+
+    #[test]
+    fn dump_devices() {
+        let mut s = spec();
+        assert!(!joined(&s).contains("panic=pause"));
+        s.devices.push(Device::DumpDisk);
+        s.dump_disk = Some("dump.img".into());
+        s.pause_on_panic = true;
+        let a = joined(&s);
+        assert!(a.contains("-drive file=dump.img,if=none,id=dump,format=raw,cache=unsafe -device virtio-blk-pci,drive=dump"), "{a}");
+        assert!(a.contains("-device vmcoreinfo -action panic=pause"), "{a}");
     }
 
     #[test]

@@ -106,8 +106,17 @@ impl Qmp {
         QmpStreamTokio<WriteHalf<UnixStream>>:
             futures::Sink<qapi::Execute<C, u32>, Error = std::io::Error> + Unpin,
     {
-        match tokio::time::timeout(COMMAND_TIMEOUT, self.service.execute(cmd)).await {
-            Err(_) => Err(QmpError::Timeout { command: name, timeout: COMMAND_TIMEOUT }),
+        self.exec_within(name, cmd, COMMAND_TIMEOUT).await
+    }
+
+    async fn exec_within<C>(&self, name: &'static str, cmd: C, timeout: Duration) -> Result<C::Ok, QmpError>
+    where
+        C: qapi::qmp::QmpCommand + qapi::Command,
+        QmpStreamTokio<WriteHalf<UnixStream>>:
+            futures::Sink<qapi::Execute<C, u32>, Error = std::io::Error> + Unpin,
+    {
+        match tokio::time::timeout(timeout, self.service.execute(cmd)).await {
+            Err(_) => Err(QmpError::Timeout { command: name, timeout }),
             Ok(Err(e)) => Err(QmpError::Command { command: name, message: e.to_string() }),
             Ok(Ok(v)) => Ok(v),
         }
@@ -117,6 +126,36 @@ impl Qmp {
     pub async fn status(&self) -> Result<String, QmpError> {
         let info = self.exec("query-status", qmp::query_status {}).await?;
         Ok(serde_json::to_value(info.status).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default())
+    }
+
+    /// Pauses the VM.
+    pub async fn stop(&self) -> Result<(), QmpError> {
+        self.exec("stop", qmp::stop {}).await.map(|_| ())
+    }
+
+    /// Sends an NMI to the guest (with `kernel.unknown_nmi_panic=1` it panics).
+    pub async fn inject_nmi(&self) -> Result<(), QmpError> {
+        self.exec("inject-nmi", qmp::inject_nmi {}).await.map(|_| ())
+    }
+
+    /// Writes the guest's memory to `path` in kdump-zlib format (filtered by
+    /// nothing, compressed per page; `crash` reads it with the vmcoreinfo
+    /// QEMU got from the guest). Synchronous: returns when the file is done.
+    pub async fn dump_guest_memory(&self, path: &Path, timeout: Duration) -> Result<(), QmpError> {
+        self.exec_within(
+            "dump-guest-memory",
+            qmp::dump_guest_memory {
+                paging: false,
+                protocol: format!("file:{}", path.display()),
+                detach: Some(false),
+                format: Some(qmp::DumpGuestMemoryFormat::kdump_zlib),
+                begin: None,
+                length: None,
+            },
+            timeout,
+        )
+        .await
+        .map(|_| ())
     }
 
     pub async fn quit(&self) -> Result<(), QmpError> {

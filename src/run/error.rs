@@ -46,6 +46,12 @@ pub enum RunError {
     },
     #[error("setup command {index} `{command}` exited with {status}: {stderr}")]
     Setup { index: usize, command: String, status: i32, stderr: String },
+    #[error("preparing the guest for dumps: `{command}` exited with {status}: {stderr}")]
+    DumpSetup { command: String, status: i32, stderr: String },
+    #[error(transparent)]
+    Dump(#[from] crate::dump::DumpError),
+    #[error("no vmcore: {reason}\n--- last console lines ---\n{console}")]
+    DumpFailed { reason: String, console: String },
     #[error("the guest died during the run: {reason}\n--- last console lines ---\n{console}")]
     GuestDied { reason: String, console: String },
     #[error("interrupted by {0}")]

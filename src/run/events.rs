@@ -13,7 +13,11 @@ use serde::Serialize;
 /// `module-built`…, `image-ready`, `accel-chosen`, `qemu-started`,
 /// `ssh-ready`, `setup-command`…, `module-loaded`…, `workload-started`, `sample`…, `workload-finished`,
 /// `teardown`, `run-finished`. `qmp`, `sample-failed`, `interrupted` and
-/// `error` can come at any point after they become possible.
+/// `error` can come at any point after they become possible. Labs with an
+/// `exhaustion` section add `kdump-loaded` or `kdump-unavailable` after
+/// setup, and, when the guest runs out of memory, panics or hangs:
+/// `exhaustion`, `panic-triggered`, `dump-written`, `triage` or
+/// `triage-skipped`.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum Event {
@@ -26,11 +30,18 @@ pub enum Event {
     SshReady { secs_since_qemu_start: f64 },
     SetupCommand { index: usize, command: String, status: i32, secs: f64 },
     ModuleLoaded { name: String, params: std::collections::BTreeMap<String, String>, tainted: Option<u64>, secs: f64 },
+    KdumpLoaded { crashkernel: u64 },
+    KdumpUnavailable { reason: String },
     WorkloadStarted { commands: usize, duration_secs: f64 },
     Sample { index: u64, t: f64, uptime: Option<f64>, mem_available: Option<u64>, slab: Option<u64>, s_unreclaim: Option<u64>, nr_dentry: Option<u64>, caches: Option<usize> },
     SampleFailed { t: f64, reason: String },
     WorkloadFinished { status: Option<i32>, secs: f64 },
     Qmp { name: String, data: serde_json::Value },
+    Exhaustion { trigger: String },
+    PanicTriggered { how: String },
+    DumpWritten { via: String, path: String, bytes: u64, secs: f64 },
+    Triage { secs: f64, top_cache: Option<String>, panic: Option<String> },
+    TriageSkipped { reason: String },
     Interrupted { signal: String },
     Teardown { how: String, secs: f64 },
     Error { message: String },
@@ -101,6 +112,17 @@ impl Reporter for Terminal {
             Event::SampleFailed { reason, .. } => format!("sample failed: {reason}"),
             Event::WorkloadFinished { status, secs } => format!("workload finished after {secs:.1} s, exit {status:?}"),
             Event::Qmp { name, .. } => format!("QMP event {name}"),
+            Event::KdumpLoaded { crashkernel } => format!("kdump loaded ({} MiB reserved)", crashkernel >> 20),
+            Event::KdumpUnavailable { reason } => format!("warning: {reason}"),
+            Event::Exhaustion { trigger } => format!("exhaustion: {trigger}"),
+            Event::PanicTriggered { how } => format!("panicking the guest: {how}"),
+            Event::DumpWritten { via, path, bytes, secs } => {
+                format!("vmcore by {via}: {path} ({:.1} MiB, {secs:.1} s after the trigger)", *bytes as f64 / 1048576.0)
+            }
+            Event::Triage { secs, top_cache, .. } => {
+                format!("crash triage done in {secs:.1} s; largest slab cache: {}", top_cache.as_deref().unwrap_or("-"))
+            }
+            Event::TriageSkipped { reason } => format!("crash triage skipped: {reason}"),
             Event::Interrupted { signal } => format!("interrupted by {signal}; tearing down (again to force)"),
             Event::Teardown { how, secs } => format!("VM stopped by {how} in {secs:.2} s"),
             Event::Error { message } => format!("error: {message}"),

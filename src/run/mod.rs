@@ -6,6 +6,7 @@
 
 mod ab;
 pub mod error;
+mod exhaust;
 pub mod events;
 pub mod report;
 pub mod rundir;
@@ -84,6 +85,7 @@ pub struct Manifest {
 struct Ctx {
     lab: Lab,
     lab_file: PathBuf,
+    desc: kernel::Descriptor,
     dir: RunDir,
     events: Events,
     cache: Cache,
@@ -93,6 +95,12 @@ struct Ctx {
     /// Set by the QMP event router when the guest panics or QEMU shuts down.
     fatal: watch::Receiver<Option<String>>,
     fatal_tx: watch::Sender<Option<String>>,
+    /// Names of the QMP events seen so far, in order.
+    qmp_seen: Arc<Mutex<Vec<String>>>,
+    /// The vmcore, when the run took one, and its triage.
+    dump: Option<crate::dump::DumpRecord>,
+    triage: Option<crate::triage::CrashReport>,
+    triage_skipped: Option<String>,
     store: Option<Arc<Mutex<SampleStore>>>,
     timings: report::Timings,
     cancel: CancellationToken,
@@ -174,6 +182,7 @@ pub(crate) async fn run_arm(arm: Arm, cancel: CancellationToken, start: Instant)
         },
         lab,
         lab_file,
+        desc: desc.clone(),
         dir,
         events,
         cache,
@@ -181,6 +190,10 @@ pub(crate) async fn run_arm(arm: Arm, cancel: CancellationToken, start: Instant)
         qmp: None,
         fatal,
         fatal_tx,
+        qmp_seen: Arc::new(Mutex::new(Vec::new())),
+        dump: None,
+        triage: None,
+        triage_skipped: None,
         store: None,
         timings: report::Timings::default(),
         cancel: cancel.clone(),
@@ -250,9 +263,13 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
     // Image, plus this run's keys on top.
     let t = Instant::now();
     let (cache, k) = (ctx.cache.clone(), kernel.clone());
+    let devices = devices(&ctx.lab);
     let early: Vec<&'static str> = Device::Net.driver_modules().to_vec();
-    let late: Vec<&'static str> = DEVICES.iter().flat_map(|d| d.driver_modules().iter().copied()).collect();
-    let image = blocking(move || image::build_minimal(&cache, &k, &early, &late)).await??;
+    let late: Vec<&'static str> = devices.iter().flat_map(|d| d.driver_modules().iter().copied()).collect();
+    let kdump = exhaust::kdump_wanted(&ctx.lab);
+    let extra: Vec<&'static str> = if kdump { vec!["/usr/sbin/kexec"] } else { vec![] };
+    let image = blocking(move || image::build_minimal(&cache, &k, &early, &late, &extra)).await??;
+    let dump_disk = if kdump { Some(exhaust::prepare_disk(ctx, &kernel).await?) } else { None };
     let keys = RunKeys::generate(&ctx.dir.join("keys"))?;
     let initrd = ctx.dir.join("initrd.cpio");
     let mut bytes = std::fs::read(&image.path).map_err(|source| RunError::Write { path: image.path.clone(), source })?;
@@ -297,7 +314,9 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
         qmp_socket: QMP_SOCKET.into(),
         console_log: CONSOLE.into(),
         ssh_port: 0,
-        devices: DEVICES.to_vec(),
+        devices,
+        dump_disk,
+        pause_on_panic: ctx.lab.exhaustion.as_ref().is_some_and(|x| x.action != lab::DumpAction::None),
     };
     let boot = loop {
         ctx.events.emit(Event::AccelChosen { accel: choice.accel.to_string(), reason: choice.reason.clone() });
@@ -369,6 +388,9 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
         }
     }
 
+    // Panics become dumps: sysctls, and the capture kernel for kdump.
+    let kdump_loaded = exhaust::arm(ctx, &control).await?;
+
     // The modules under test, in order, after setup.
     for (built, params) in &modules {
         let t = Instant::now();
@@ -421,6 +443,8 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
         session: Some(control.clone()),
         connect: Box::new(connect.clone()),
         gaps: ctx.gaps.clone(),
+        headroom: ctx.lab.exhaustion.as_ref().map(|x| x.headroom).filter(|h| *h > 0),
+        hang_intervals: ctx.lab.exhaustion.as_ref().filter(|x| x.action != lab::DumpAction::None).map(|x| x.hang_intervals),
     };
     let duration = ctx.lab.workload.as_ref().map(|w| w.duration).unwrap_or_default();
     let workload = match &ctx.lab.workload {
@@ -458,20 +482,44 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
         r = sampler.run(interval, duration) => r,
         r = fatal.wait_for(|f| f.is_some()) => Err(r.map(|f| f.clone().unwrap_or_default()).unwrap_or_default()),
     };
+    let dumps = ctx.lab.exhaustion.as_ref().is_some_and(|x| x.action != lab::DumpAction::None);
+    let trigger = match (&sampled, dumps) {
+        (Ok(SamplerEnd::Done), _) => None,
+        (Ok(end), true) => Some(exhaust::Trigger::from_sampler(end)),
+        (Err(reason), true) => Some(exhaust::Trigger::Panicked(reason.clone())),
+        (Ok(end), false) => Some(exhaust::Trigger::from_sampler(end)),
+        (Err(_), false) => None,
+    };
+    if let (Some(t), true) = (&trigger, dumps) {
+        exhaust::collect(ctx, &control, t.clone(), kdump_loaded).await?;
+    }
     if let Some(w) = workload {
         // The duration is over: end the workload's process group, then give
         // its SSH exec a bounded grace to return.
-        if sampled.is_ok() {
+        if matches!(sampled, Ok(SamplerEnd::Done)) {
             let c = control.clone();
             let _ = blocking(move || c.exec(&workload_stop(), Duration::from_secs(10))).await;
         }
-        let _ = tokio::time::timeout(Duration::from_secs(30), w).await;
+        let _ = tokio::time::timeout(Duration::from_secs(if trigger.is_some() { 3 } else { 30 }), w).await;
     }
-    if let Err(reason) = sampled {
-        let console = fsx::tail_lines(&ctx.dir.join(CONSOLE), 30);
-        return Err(RunError::GuestDied { reason, console });
+    if !dumps {
+        if let Err(reason) = sampled {
+            let console = fsx::tail_lines(&ctx.dir.join(CONSOLE), 30);
+            return Err(RunError::GuestDied { reason, console });
+        }
     }
     Ok(())
+}
+
+/// Why the sampler stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum SamplerEnd {
+    /// The duration is over.
+    Done,
+    /// MemAvailable fell below the lab's headroom.
+    Exhausted { mem_available: u64 },
+    /// No sample for this many intervals in a row.
+    Hung { gaps: u32 },
 }
 
 struct Booted {
@@ -572,7 +620,7 @@ async fn boot(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel) -> Result<Boote
         ctx.qemu = Some(q);
         let qmp = Arc::new(qmp);
         ctx.qmp = Some(qmp.clone());
-        spawn_router(rx, ctx.events.clone(), ctx.fatal_tx.clone());
+        spawn_router(rx, ctx.events.clone(), ctx.fatal_tx.clone(), ctx.qmp_seen.clone());
 
         // The guest reports progress on its console: /init running (the
         // boot floor) and dropbear started (from then on probing the SSH
@@ -645,11 +693,18 @@ async fn boot(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel) -> Result<Boote
 
 /// Logs QMP events and raises the run's fatal flag on a guest panic or a
 /// QEMU shutdown, which ends any wait on the guest at once.
-fn spawn_router(mut rx: mpsc::UnboundedReceiver<QmpEvent>, events: Events, fatal: watch::Sender<Option<String>>) {
+fn spawn_router(
+    mut rx: mpsc::UnboundedReceiver<QmpEvent>,
+    events: Events,
+    fatal: watch::Sender<Option<String>>,
+    seen: Arc<Mutex<Vec<String>>>,
+) {
     tokio::spawn(async move {
         while let Some(ev) = rx.recv().await {
+            seen.lock().unwrap().push(ev.name.clone());
             let reason = match ev.name.as_str() {
                 "GUEST_PANICKED" => Some("the guest kernel panicked (QMP GUEST_PANICKED)".to_string()),
+                "GUEST_CRASHLOADED" => Some("the guest kernel panicked into kdump (QMP GUEST_CRASHLOADED)".to_string()),
                 "SHUTDOWN" => Some(format!("QEMU shut down (QMP SHUTDOWN {})", ev.data)),
                 _ => None,
             };
@@ -676,29 +731,50 @@ struct Sampler {
     session: Option<Arc<GuestSession>>,
     connect: Box<dyn Fn() -> Result<GuestSession, RunError> + Send + Sync>,
     gaps: Arc<Mutex<u64>>,
+    /// End with `Exhausted` when MemAvailable falls below this.
+    headroom: Option<u64>,
+    /// End with `Hung` after this many failed samples in a row.
+    hang_intervals: Option<u32>,
 }
 
 impl Sampler {
     /// Samples at `interval` from now until `duration` has passed (at least
     /// once, and once more at the end). A failed sample is recorded as a gap
     /// and the session is re-made at the next tick; the run goes on.
-    async fn run(mut self, interval: Duration, duration: Duration) -> Result<(), String> {
+    async fn run(mut self, interval: Duration, duration: Duration) -> Result<SamplerEnd, String> {
         let start = tokio::time::Instant::now();
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut index = 0u64;
+        let mut failed_in_a_row = 0u32;
         loop {
             tick.tick().await;
             let last = start.elapsed() >= duration;
-            self.sample(index, interval).await;
+            match self.sample(index, interval).await {
+                Some(mem_available) => {
+                    failed_in_a_row = 0;
+                    if let (Some(h), Some(avail)) = (self.headroom, mem_available) {
+                        if avail < h {
+                            return Ok(SamplerEnd::Exhausted { mem_available: avail });
+                        }
+                    }
+                }
+                None => {
+                    failed_in_a_row += 1;
+                    if self.hang_intervals.is_some_and(|n| failed_in_a_row >= n) {
+                        return Ok(SamplerEnd::Hung { gaps: failed_in_a_row });
+                    }
+                }
+            }
             index += 1;
             if last {
-                return Ok(());
+                return Ok(SamplerEnd::Done);
             }
         }
     }
 
-    async fn sample(&mut self, index: u64, interval: Duration) {
+    /// Takes one sample; `Some(MemAvailable)` when the guest answered.
+    async fn sample(&mut self, index: u64, interval: Duration) -> Option<Option<u64>> {
         let t = self.events.now();
         if let Some(q) = &self.qmp {
             if let Ok(stats) = q.balloon_stats().await {
@@ -715,7 +791,10 @@ impl Sampler {
                         self.session = Some(s.clone());
                         s
                     }
-                    Err(e) => return self.gap(t, format!("reconnect: {}", e.chain())),
+                    Err(e) => {
+                        self.gap(t, format!("reconnect: {}", e.chain()));
+                        return None;
+                    }
                 }
             }
         };
@@ -723,17 +802,25 @@ impl Sampler {
         let timeout = (interval * 3).max(Duration::from_secs(10));
         let out = match tokio::task::spawn_blocking(move || session.exec(&cmd, timeout)).await {
             Ok(Ok(out)) if out.success() => out,
-            Ok(Ok(out)) => return self.gap(t, format!("capture exited {}: {}", out.status, out.stderr.trim())),
+            Ok(Ok(out)) => {
+                self.gap(t, format!("capture exited {}: {}", out.status, out.stderr.trim()));
+                return None;
+            }
             Ok(Err(e)) => {
                 self.session = None;
-                return self.gap(t, e.to_string());
+                self.gap(t, e.to_string());
+                return None;
             }
-            Err(e) => return self.gap(t, e.to_string()),
+            Err(e) => {
+                self.gap(t, e.to_string());
+                return None;
+            }
         };
         match sparse::parse_capture(&out.stdout) {
             Ok(c) => {
                 if let Err(e) = self.store.lock().unwrap().append_capture(t, &c) {
-                    return self.gap(t, format!("writing samples: {e}"));
+                    self.gap(t, format!("writing samples: {e}"));
+                    return None;
                 }
                 let m = c.meminfo.as_ref();
                 self.events.emit(Event::Sample {
@@ -746,8 +833,12 @@ impl Sampler {
                     nr_dentry: c.dentry.map(|d| d.nr_dentry),
                     caches: c.slabinfo.as_ref().map(|s| s.len()),
                 });
+                Some(m.and_then(|m| m.get("MemAvailable")))
             }
-            Err(e) => self.gap(t, format!("unparsable capture: {e}")),
+            Err(e) => {
+                self.gap(t, format!("unparsable capture: {e}"));
+                None
+            }
         }
     }
 
@@ -780,10 +871,21 @@ const GUEST_MODULES: &str = "/opt/kernlab/modules";
 /// The churn workload's source, built into a static binary for the guest.
 const CHURN_C: &str = include_str!("../../labs/workloads/churn.c");
 
+/// The devices a lab's VM gets: the base set, plus the dump disk for kdump.
+fn devices(lab: &Lab) -> Vec<Device> {
+    let mut d = DEVICES.to_vec();
+    if exhaust::kdump_wanted(lab) {
+        d.push(Device::DumpDisk);
+    }
+    d
+}
+
 /// Kernel command-line words from the lab, plus `slub_nomerge` for leak labs
-/// (so each slab cache is counted on its own).
+/// (so each slab cache is counted on its own) and the crash kernel
+/// reservation for kdump labs.
 fn extra_cmdline(lab: &Lab) -> Vec<String> {
-    let mut words = lab.vm.cmdline.clone();
+    let mut words = exhaust::cmdline(lab);
+    words.extend(lab.vm.cmdline.iter().cloned());
     if lab.leak.as_ref().is_some_and(|l| l.slub_nomerge) && !words.iter().any(|w| w == "slub_nomerge") {
         words.push("slub_nomerge".into());
     }
@@ -900,7 +1002,10 @@ fn finish(ctx: Ctx, result: Result<(), RunError>, start: Instant) -> RunEnd {
     let samples = ctx.store.as_ref().map(|s| s.lock().unwrap().count).unwrap_or(0);
     let gaps = *ctx.gaps.lock().unwrap();
     let _ = fsx::write_atomic(&ctx.dir.join("manifest.json"), &serde_json::to_vec_pretty(&ctx.manifest).unwrap_or_default());
-    let rep = report::build(&ctx.dir.path, &ctx.lab, &ctx.manifest, outcome, exit_code, error.clone(), samples, gaps, timings);
+    let mut rep = report::build(&ctx.dir.path, &ctx.lab, &ctx.manifest, outcome, exit_code, error.clone(), samples, gaps, timings);
+    rep.dump = ctx.dump.clone();
+    rep.triage = ctx.triage.clone();
+    rep.triage_skipped = ctx.triage_skipped.clone();
     if let Err(e) = fsx::write_atomic(&ctx.dir.join("report.json"), &serde_json::to_vec_pretty(&rep).unwrap_or_default()) {
         tracing::error!("cannot write report.json: {e}");
     }

@@ -49,6 +49,15 @@ pub struct Report {
     pub meminfo: BTreeMap<String, FirstLast>,
     /// Caches whose active bytes grew most between the first and last sample.
     pub top_slab_growth: Vec<CacheGrowth>,
+    /// The vmcore, when the run took one: which path made it and why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dump: Option<crate::dump::DumpRecord>,
+    /// `crash`'s view of the vmcore: memory summary and top caches at crash time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub triage: Option<crate::triage::CrashReport>,
+    /// Why there is a vmcore but no triage.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub triage_skipped: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -98,6 +107,9 @@ pub fn build(
         timings,
         meminfo,
         top_slab_growth,
+        dump: None,
+        triage: None,
+        triage_skipped: None,
     }
 }
 

@@ -1,0 +1,129 @@
+//! Kernel dumps. The dump disk for in-guest kdump is made on the host: a
+//! sparse raw file formatted ext4 and pre-filled with the capture kernel and
+//! its initramfs (`mkfs.ext4 -d`), so neither needs to live in the guest's
+//! RAM-backed image. After the capture kernel powers off, the vmcore and the
+//! kernel log are read back with `debugfs`, without mounting anything. The
+//! crash directory follows the layout SUSE and Debian kdump use:
+//! `crash/<YYYY-MM-DD-HH:MM>/{vmcore,dmesg.txt}`, private.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde::Serialize;
+
+use crate::util::{fsx, tool};
+
+#[derive(Debug, thiserror::Error)]
+pub enum DumpError {
+    #[error("dump disk `{}`", path.display())]
+    Disk {
+        path: PathBuf,
+        #[source]
+        source: tool::ToolError,
+    },
+    #[error("dump I/O on `{}`", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("the dump disk holds no `{name}`: the capture kernel did not finish writing it")]
+    Missing { name: String },
+}
+
+/// Which path produced a vmcore, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct DumpRecord {
+    /// `kdump` (in-guest, makedumpfile) or `host-dump` (QMP dump-guest-memory).
+    pub via: String,
+    /// Why this path: what triggered the panic, and why a fallback was taken.
+    pub reason: String,
+    pub vmcore: PathBuf,
+    pub bytes: u64,
+    pub dmesg: Option<PathBuf>,
+    /// Panic (or trigger) → vmcore on the host, seconds.
+    pub secs: f64,
+}
+
+/// Creates the dump disk at `path` (`size` bytes, sparse) holding `files`
+/// (guest path relative to the disk root → content).
+pub fn make_disk(path: &Path, size: u64, files: &[(&str, &[u8])]) -> Result<(), DumpError> {
+    let io = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| DumpError::Io { path: p, source }
+    };
+    let staging = tempfile::tempdir_in(path.parent().unwrap_or(Path::new("."))).map_err(io(path))?;
+    for (rel, data) in files {
+        let dest = staging.path().join(rel);
+        if let Some(parent) = dest.parent() {
+            std::fs::create_dir_all(parent).map_err(io(parent))?;
+        }
+        std::fs::write(&dest, data).map_err(io(&dest))?;
+    }
+    let f = fsx::create_private(path).map_err(io(path))?;
+    f.set_len(size).map_err(io(path))?;
+    drop(f);
+    tool::run(
+        Command::new("mkfs.ext4")
+            .args(["-F", "-q", "-L", "kernlab-dump", "-E", "root_owner=0:0", "-d"])
+            .arg(staging.path())
+            .arg(path),
+    )
+    .map_err(|source| DumpError::Disk { path: path.to_path_buf(), source })?;
+    Ok(())
+}
+
+/// Copies `/<name>` from the ext4 disk image to `out` (0600).
+pub fn extract(disk: &Path, name: &str, out: &Path) -> Result<u64, DumpError> {
+    tool::run(Command::new("debugfs").arg("-R").arg(format!("dump /{name} {}", out.display())).arg(disk))
+        .map_err(|source| DumpError::Disk { path: disk.to_path_buf(), source })?;
+    // debugfs reports a missing file on stderr and exits 0.
+    match std::fs::metadata(out) {
+        Ok(m) if m.len() > 0 => {
+            let _ = fsx::set_private(out);
+            Ok(m.len())
+        }
+        _ => {
+            let _ = std::fs::remove_file(out);
+            Err(DumpError::Missing { name: name.to_string() })
+        }
+    }
+}
+
+/// A new `crash/<YYYY-MM-DD-HH:MM>/` directory in `run_dir` (0700).
+pub fn crash_dir(run_dir: &Path) -> Result<PathBuf, DumpError> {
+    let stamp = time::OffsetDateTime::now_utc()
+        .format(time::macros::format_description!("[year]-[month]-[day]-[hour]:[minute]"))
+        .unwrap_or_default();
+    let mut dir = run_dir.join("crash").join(&stamp);
+    let mut n = 2;
+    while dir.exists() {
+        dir = run_dir.join("crash").join(format!("{stamp}-{n}"));
+        n += 1;
+    }
+    fsx::private_dir(&dir).map_err(|source| DumpError::Io { path: dir.clone(), source })?;
+    Ok(dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn disk_round_trip_with_mkfs_and_debugfs() {
+        if Command::new("mkfs.ext4").arg("-V").output().is_err() {
+            panic!("mkfs.ext4 is missing: scripts/setup.sh installs e2fsprogs");
+        }
+        let d = tempfile::tempdir().unwrap();
+        let disk = d.path().join("dump.img");
+        make_disk(&disk, 16 << 20, &[("boot/capture.cpio", b"cpio bytes"), ("hello", b"world")]).unwrap();
+        assert_eq!(std::fs::metadata(&disk).unwrap().len(), 16 << 20);
+        let out = d.path().join("hello.out");
+        assert_eq!(extract(&disk, "hello", &out).unwrap(), 5);
+        assert_eq!(std::fs::read(&out).unwrap(), b"world");
+        let missing = extract(&disk, "vmcore", &d.path().join("vmcore")).unwrap_err();
+        assert!(matches!(missing, DumpError::Missing { .. }), "{missing}");
+        let c = crash_dir(d.path()).unwrap();
+        assert!(c.starts_with(d.path().join("crash")));
+    }
+}

@@ -1,0 +1,285 @@
+//! Memory exhaustion, panics and hangs, turned into a vmcore and a triage.
+//! The lab's `exhaustion.action` picks in-guest kdump (the way a SUSE or
+//! Debian server does it) or a dump from the host; the host dump is also
+//! the fallback whenever kdump cannot load, does not take over, or does not
+//! finish within the deadline. Every path ends with a `DumpRecord` saying
+//! which path produced the vmcore and why.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::events::Event;
+use super::{blocking, Ctx, RunError, SamplerEnd, CONSOLE};
+use crate::dump::{self, DumpRecord};
+use crate::guest::GuestSession;
+use crate::kernel::Kernel;
+use crate::lab::{DumpAction, Lab};
+use crate::util::{fsx, tool};
+
+/// Where the dump disk appears in the first kernel and what is on it.
+const DUMP_DEV: &str = "/dev/vda";
+const DISK_VMLINUZ: &str = "boot/vmlinuz";
+const DISK_CAPTURE: &str = "boot/capture.cpio";
+
+pub(super) fn kdump_wanted(lab: &Lab) -> bool {
+    lab.exhaustion.as_ref().is_some_and(|x| x.action == DumpAction::Kdump)
+}
+
+/// Kernel command-line words for the lab's dump path.
+pub(super) fn cmdline(lab: &Lab) -> Vec<String> {
+    match &lab.exhaustion {
+        Some(x) if x.action == DumpAction::Kdump => vec![
+            format!("crashkernel={}M", x.crashkernel >> 20),
+            // Run the panic notifiers (pvpanic) before kexec, so QMP says
+            // GUEST_CRASHLOADED the moment kdump takes over.
+            "crash_kexec_post_notifiers".into(),
+        ],
+        _ => Vec::new(),
+    }
+}
+
+/// Makes the dump disk: the capture kernel (the same kernel) and its
+/// initramfs, room for a vmcore as large as the guest's RAM.
+pub(super) async fn prepare_disk(ctx: &Ctx, kernel: &Kernel) -> Result<std::path::PathBuf, RunError> {
+    let x = ctx.lab.exhaustion.clone().expect("kdump labs have an exhaustion section");
+    let k = kernel.clone();
+    let capture = blocking(move || crate::image::capture_cpio(&k, x.dump_level)).await??;
+    let vmlinuz = std::fs::read(kernel.vmlinuz()).map_err(|source| RunError::Write { path: kernel.vmlinuz(), source })?;
+    let path = ctx.dir.join("dump.img");
+    let size = ctx.lab.vm.memory + (256 << 20);
+    let p = path.clone();
+    blocking(move || dump::make_disk(&p, size, &[(DISK_VMLINUZ, &vmlinuz), (DISK_CAPTURE, &capture)])).await??;
+    Ok(path)
+}
+
+/// Sets the guest up so that exhaustion ends in a panic (OOM, sysrq, NMI),
+/// and loads the capture kernel for kdump. Returns whether kdump is loaded;
+/// when it cannot load, says why and the host dump takes over.
+pub(super) async fn arm(ctx: &mut Ctx, control: &Arc<GuestSession>) -> Result<bool, RunError> {
+    let Some(x) = ctx.lab.exhaustion.clone() else { return Ok(false) };
+    if x.action == DumpAction::None {
+        return Ok(false);
+    }
+    let c = control.clone();
+    let sysctl = "sysctl -w vm.panic_on_oom=1 kernel.unknown_nmi_panic=1 kernel.sysrq=1 kernel.panic_on_oops=1 >/dev/null";
+    let out = blocking(move || c.exec(sysctl, Duration::from_secs(30)))
+        .await?
+        .map_err(|source| RunError::Ssh { kernel: ctx_kernel(ctx), source })?;
+    if !out.success() {
+        return Err(RunError::DumpSetup { command: sysctl.into(), status: out.status, stderr: out.stderr.trim().to_string() });
+    }
+    if x.action != DumpAction::Kdump {
+        return Ok(false);
+    }
+    // The capture kernel's command line: one CPU, devices reset, the
+    // capture initramfs's init.
+    let append = "console=ttyS0 rdinit=/init panic=-1 irqpoll nr_cpus=1 reset_devices loglevel=5";
+    let cmd = format!(
+        "mkdir -p /mnt/dump && mount -o ro {DUMP_DEV} /mnt/dump && \
+         kexec -p /mnt/dump/{DISK_VMLINUZ} --initrd=/mnt/dump/{DISK_CAPTURE} --append={}; s=$?; \
+         umount /mnt/dump; [ $s = 0 ] && [ \"$(cat /sys/kernel/kexec_crash_loaded)\" = 1 ] || \
+         {{ echo \"kexec -p exited $s; crash kernel reserved: $(cat /sys/kernel/kexec_crash_size) bytes\" >&2; exit 1; }}",
+        tool::shell_quote(append)
+    );
+    let c = control.clone();
+    let out = blocking(move || c.exec(&cmd, Duration::from_secs(60)))
+        .await?
+        .map_err(|source| RunError::Ssh { kernel: ctx_kernel(ctx), source })?;
+    if out.success() {
+        ctx.events.emit(Event::KdumpLoaded { crashkernel: x.crashkernel });
+        Ok(true)
+    } else {
+        let reason = format!("kdump could not be loaded ({}); a panic will be dumped from the host", out.stderr.trim());
+        ctx.events.emit(Event::KdumpUnavailable { reason });
+        Ok(false)
+    }
+}
+
+fn ctx_kernel(ctx: &Ctx) -> String {
+    ctx.lab.kernel.clone()
+}
+
+/// What ended the workload phase early.
+#[derive(Debug, Clone)]
+pub(super) enum Trigger {
+    Exhausted { mem_available: u64 },
+    Hung { gaps: u32 },
+    /// The guest panicked by itself (OOM with panic_on_oom, an oops…).
+    Panicked(String),
+}
+
+impl Trigger {
+    pub(super) fn from_sampler(end: &SamplerEnd) -> Trigger {
+        match end {
+            SamplerEnd::Exhausted { mem_available } => Trigger::Exhausted { mem_available: *mem_available },
+            SamplerEnd::Hung { gaps } => Trigger::Hung { gaps: *gaps },
+            SamplerEnd::Done => Trigger::Panicked("no trigger".into()),
+        }
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Trigger::Exhausted { mem_available } => format!("MemAvailable fell to {} KiB, below the lab's headroom", mem_available / 1024),
+            Trigger::Hung { gaps } => format!("the guest gave no sample for {gaps} intervals"),
+            Trigger::Panicked(r) => r.clone(),
+        }
+    }
+}
+
+/// Panics the guest if it has not panicked yet, waits for the dump path the
+/// lab chose (falling back to the host dump), and triages the vmcore.
+pub(super) async fn collect(ctx: &mut Ctx, control: &Arc<GuestSession>, trigger: Trigger, kdump_loaded: bool) -> Result<(), RunError> {
+    let x = ctx.lab.exhaustion.clone().expect("collect is called with an exhaustion section");
+    let start = Instant::now();
+    let why = trigger.describe();
+    ctx.events.emit(Event::Exhaustion { trigger: why.clone() });
+    let qmp = ctx.qmp.clone().ok_or_else(|| RunError::Join("no QMP connection".into()))?;
+    match &trigger {
+        Trigger::Exhausted { .. } => {
+            // sysrq-c over SSH; the command never returns, as the guest dies.
+            let c = control.clone();
+            let sent = blocking(move || c.exec("echo c > /proc/sysrq-trigger", Duration::from_secs(3))).await?;
+            let how = match sent {
+                Err(crate::guest::SshError::Timeout { .. }) | Err(crate::guest::SshError::Read { .. }) | Ok(_) => "sysrq-c over SSH",
+                Err(_) => {
+                    let _ = qmp.inject_nmi().await;
+                    "NMI from the host (SSH failed)"
+                }
+            };
+            ctx.events.emit(Event::PanicTriggered { how: how.into() });
+        }
+        Trigger::Hung { .. } => {
+            let _ = qmp.inject_nmi().await;
+            ctx.events.emit(Event::PanicTriggered { how: "NMI from the host (guest hung)".into() });
+        }
+        Trigger::Panicked(_) => {}
+    }
+
+    let crash_dir = dump::crash_dir(&ctx.dir.path)?;
+    let deadline = start + x.deadline;
+    let seen = |ctx: &Ctx, name: &str| ctx.qmp_seen.lock().unwrap().iter().any(|n| n == name);
+    let mut nmi_sent = matches!(trigger, Trigger::Hung { .. });
+    let mut fallback_reason: Option<String> = None;
+
+    if kdump_loaded {
+        // The capture kernel powers off when the dump is written.
+        loop {
+            if ctx.qemu.as_mut().is_some_and(|q| q.try_exited().is_some()) {
+                let disk = ctx.dir.join("dump.img");
+                let vmcore = crash_dir.join("vmcore");
+                let (d, v) = (disk.clone(), vmcore.clone());
+                let bytes = match blocking(move || dump::extract(&d, "vmcore", &v)).await? {
+                    Ok(b) => b,
+                    Err(e) => {
+                        let console = fsx::tail_lines(&ctx.dir.join(CONSOLE), 30);
+                        return Err(RunError::DumpFailed { reason: format!("{e}"), console });
+                    }
+                };
+                let dmesg = crash_dir.join("dmesg.txt");
+                let (d, m) = (disk.clone(), dmesg.clone());
+                let dmesg = blocking(move || dump::extract(&d, "dmesg.txt", &m)).await?.ok().map(|_| dmesg);
+                // The vmcore is out; the disk copy need not stay.
+                let _ = std::fs::remove_file(&disk);
+                return finish(ctx, DumpRecord {
+                    via: "kdump".into(),
+                    reason: format!("{why}; the capture kernel wrote the dump with makedumpfile -d {}", x.dump_level),
+                    vmcore,
+                    bytes,
+                    dmesg,
+                    secs: start.elapsed().as_secs_f64(),
+                }, &crash_dir, &x)
+                .await;
+            }
+            if seen(ctx, "GUEST_PANICKED") {
+                fallback_reason = Some("the panic did not reach kdump (pvpanic reported GUEST_PANICKED)".into());
+                break;
+            }
+            if Instant::now() >= deadline {
+                fallback_reason = Some(format!("the capture kernel did not finish within {:?}", x.deadline));
+                let _ = qmp.stop().await;
+                break;
+            }
+            if !nmi_sent && !seen(ctx, "GUEST_CRASHLOADED") && start.elapsed() > Duration::from_secs(20) {
+                let _ = qmp.inject_nmi().await;
+                nmi_sent = true;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    } else {
+        // Host dump: the guest pauses on its panic (pvpanic, -action panic=pause).
+        loop {
+            if seen(ctx, "GUEST_PANICKED") {
+                break;
+            }
+            if ctx.qemu.as_mut().is_some_and(|q| q.try_exited().is_some()) {
+                let console = fsx::tail_lines(&ctx.dir.join(CONSOLE), 30);
+                return Err(RunError::DumpFailed { reason: "QEMU exited before the host could dump the guest".into(), console });
+            }
+            if Instant::now() >= deadline {
+                fallback_reason = Some(format!("no panic event within {:?}; dumped the stopped guest", x.deadline));
+                let _ = qmp.stop().await;
+                break;
+            }
+            if !nmi_sent && start.elapsed() > Duration::from_secs(15) {
+                let _ = qmp.inject_nmi().await;
+                nmi_sent = true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    let vmcore = crash_dir.join("vmcore");
+    let t = Instant::now();
+    let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(60));
+    qmp.dump_guest_memory(&vmcore, left).await?;
+    let _ = fsx::set_private(&vmcore);
+    let bytes = std::fs::metadata(&vmcore).map(|m| m.len()).unwrap_or(0);
+    tracing::debug!("host dump took {:.2} s", t.elapsed().as_secs_f64());
+    let reason = match (&fallback_reason, x.action) {
+        (Some(f), DumpAction::Kdump) => format!("{why}; fallback to the host dump: {f}"),
+        (None, DumpAction::Kdump) => format!("{why}; kdump was not loaded, so the host dumped the guest"),
+        (Some(f), _) => format!("{why}; {f}"),
+        (None, _) => format!("{why}; the host dumped the panicked guest (QMP dump-guest-memory, kdump-zlib)"),
+    };
+    finish(ctx, DumpRecord { via: "host-dump".into(), reason, vmcore, bytes, dmesg: None, secs: start.elapsed().as_secs_f64() }, &crash_dir, &x).await
+}
+
+async fn finish(ctx: &mut Ctx, record: DumpRecord, crash_dir: &std::path::Path, x: &crate::lab::Exhaustion) -> Result<(), RunError> {
+    ctx.events.emit(Event::DumpWritten {
+        via: record.via.clone(),
+        path: record.vmcore.display().to_string(),
+        bytes: record.bytes,
+        secs: record.secs,
+    });
+    let vmcore = record.vmcore.clone();
+    ctx.dump = Some(record);
+    if !x.crash {
+        ctx.triage_skipped = Some("the lab turned crash analysis off".into());
+        return Ok(());
+    }
+    let Some(kernel) = ctx.manifest.kernel.clone() else { return Ok(()) };
+    let desc = ctx.desc.clone();
+    let cache = ctx.cache.clone();
+    let out = crash_dir.join("crash.txt");
+    let res = blocking(move || {
+        let vmlinux = crate::triage::debug_vmlinux(&cache, &desc, &kernel)?;
+        crate::triage::run_crash(&kernel.name, &vmlinux, &vmcore, &out)
+    })
+    .await?;
+    match res {
+        Ok(r) => {
+            ctx.events.emit(Event::Triage {
+                secs: r.secs,
+                top_cache: r.top_caches.first().map(|c| c.name.clone()),
+                panic: r.panic.clone(),
+            });
+            ctx.triage = Some(r);
+        }
+        Err(e) => {
+            let reason = format!("{e}");
+            ctx.events.emit(Event::TriageSkipped { reason: reason.clone() });
+            ctx.triage_skipped = Some(reason);
+        }
+    }
+    Ok(())
+}
