@@ -29,7 +29,9 @@ impl Device {
         match self {
             Device::Net => &["virtio_pci", "virtio_net"],
             Device::Balloon => &["virtio_pci", "virtio_balloon"],
-            Device::Pvpanic => &["pvpanic_pci"],
+            // qemu_fw_cfg hands the kernel's vmcoreinfo to QEMU's vmcoreinfo
+            // device, which a host dump needs to be readable by crash.
+            Device::Pvpanic => &["pvpanic_pci", "qemu_fw_cfg"],
             Device::DumpDisk => &["virtio_pci", "virtio_blk"],
         }
     }

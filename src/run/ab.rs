@@ -41,7 +41,28 @@ struct LeakReport {
     module: ArmOutcome,
     baseline: ArmOutcome,
     analysis: Option<LeakAnalysis>,
+    /// The module arm's vmcore and its triage, when it ran out of memory:
+    /// the crash-time view beside the growth measured during the run.
+    crash: Option<CrashView>,
     secs: f64,
+}
+
+#[derive(Debug, Serialize, Default)]
+struct CrashView {
+    dump: Option<serde_json::Value>,
+    triage: Option<serde_json::Value>,
+    triage_skipped: Option<serde_json::Value>,
+}
+
+/// The dump part of an arm's report.json, if it took one.
+fn crash_view(arm_dir: &std::path::Path) -> Option<CrashView> {
+    let r: serde_json::Value = serde_json::from_slice(&std::fs::read(arm_dir.join("report.json")).ok()?).ok()?;
+    let v = CrashView {
+        dump: r.get("dump").cloned(),
+        triage: r.get("triage").cloned(),
+        triage_skipped: r.get("triage_skipped").cloned(),
+    };
+    v.dump.is_some().then_some(v)
 }
 
 pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) -> RunEnd {
@@ -114,6 +135,7 @@ pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) 
         module: mo,
         baseline: bo,
         analysis,
+        crash: crash_view(&a_dir),
         secs: start.elapsed().as_secs_f64(),
     };
     let _ = fsx::write_atomic(&top.join("report.json"), &serde_json::to_vec_pretty(&report).unwrap_or_default());
@@ -184,6 +206,29 @@ fn print_summary(r: &LeakReport, dir: &std::path::Path) {
         }
         for e in &a.exhaustion {
             println!("  exhausts {}: in {} to {}", e.memory, duration(e.fastest_s), duration(e.slowest_s));
+        }
+    }
+    if let Some(c) = &r.crash {
+        if let Some(d) = &c.dump {
+            println!(
+                "  vmcore by {}: {} ({:.1} MiB)",
+                d["via"].as_str().unwrap_or("?"),
+                d["vmcore"].as_str().unwrap_or("?"),
+                d["bytes"].as_f64().unwrap_or(0.0) / 1048576.0
+            );
+        }
+        if let Some(t) = &c.triage {
+            if let Some(p) = t["panic"].as_str() {
+                println!("  crash: {p}");
+            }
+            let caches: Vec<String> = t["top_caches"]
+                .as_array()
+                .map(|a| a.iter().take(4).map(|c| format!("{} {}", c["name"].as_str().unwrap_or("?"), mib(c["bytes"].as_f64().unwrap_or(0.0)))).collect())
+                .unwrap_or_default();
+            println!("  crash: largest slab caches at the panic: {}", caches.join(", "));
+        }
+        if let Some(s) = c.triage_skipped.as_ref().and_then(|s| s.as_str()) {
+            println!("  crash triage skipped: {s}");
         }
     }
     println!("  run directory: {}", dir.display());

@@ -72,8 +72,10 @@ pub(super) async fn arm(ctx: &mut Ctx, control: &Arc<GuestSession>) -> Result<bo
         return Ok(false);
     }
     // The capture kernel's command line: one CPU, devices reset, the
-    // capture initramfs's init.
-    let append = "console=ttyS0 rdinit=/init panic=-1 irqpoll nr_cpus=1 reset_devices loglevel=5";
+    // capture initramfs's init. No panic=-1: a capture kernel that fails
+    // must stay up (QEMU alive, memory intact) so the deadline can take the
+    // host dump instead.
+    let append = "console=ttyS0 rdinit=/init irqpoll nr_cpus=1 reset_devices loglevel=5";
     let cmd = format!(
         "mkdir -p /mnt/dump && mount -o ro {DUMP_DEV} /mnt/dump && \
          kexec -p /mnt/dump/{DISK_VMLINUZ} --initrd=/mnt/dump/{DISK_CAPTURE} --append={}; s=$?; \

@@ -137,7 +137,7 @@ pub fn debug_vmlinux(cache: &Cache, desc: &Descriptor, kernel: &Kernel) -> Resul
 }
 
 /// The commands kernlab gives `crash`.
-pub const COMMANDS: &str = "kmem -i\nkmem -s\nbt\nlog | tail -n 40\nquit\n";
+pub const COMMANDS: &str = "sys\nkmem -i\nkmem -s\nbt\nlog | tail -n 40\nquit\n";
 
 /// Runs `crash` in batch mode on `vmcore`, writes its text to `out`, parses it.
 pub fn run_crash(kernel: &str, vmlinux: &Path, vmcore: &Path, out: &Path) -> Result<CrashReport, TriageError> {
@@ -169,8 +169,16 @@ pub fn run_crash(kernel: &str, vmlinux: &Path, vmcore: &Path, out: &Path) -> Res
     }
     let mut top_caches = parse_kmem_s(&text);
     top_caches.truncate(10);
-    let panic = text.lines().find(|l| l.contains("Kernel panic") || l.contains("sysrq: Trigger a crash")).map(|l| l.trim().to_string());
+    let panic = parse_panic(&text);
     Ok(CrashReport { memory, top_caches, panic, text: out.into(), secs: t.elapsed().as_secs_f64() })
+}
+
+/// The panic message from `sys` (`PANIC: "Kernel panic - not syncing: …"`).
+pub fn parse_panic(text: &str) -> Option<String> {
+    text.lines().find_map(|l| {
+        let v = l.trim().strip_prefix("PANIC:")?.trim().trim_matches('"').to_string();
+        (!v.is_empty()).then_some(v)
+    })
 }
 
 /// Parses `kmem -i`: rows like `SLAB    96914     378.6 MB   81% of TOTAL MEM`.
@@ -258,6 +266,13 @@ ffff888003c41300      768     120000    120010  12001     8k  shmem_inode_cache
 ffff888003c41400       64        100       128      2     4k  kmalloc-64
 crash> bt
 ";
+
+    #[test]
+    fn panic_from_sys() {
+        let sys = "      KERNEL: vmlinux\n       PANIC: \"Kernel panic - not syncing: Out of memory: system-wide panic_on_oom is enabled\"\n";
+        assert_eq!(parse_panic(sys).unwrap(), "Kernel panic - not syncing: Out of memory: system-wide panic_on_oom is enabled");
+        assert_eq!(parse_panic("no such line"), None);
+    }
 
     #[test]
     fn kmem_i_rows() {
