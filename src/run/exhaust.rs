@@ -164,8 +164,32 @@ pub(super) async fn collect(ctx: &mut Ctx, control: &Arc<GuestSession>, trigger:
     let mut fallback_reason: Option<String> = None;
 
     if kdump_loaded {
-        // The capture kernel powers off when the dump is written.
+        // The capture kernel powers off when the dump is written. If it
+        // panics instead (a crashkernel too small says "System is
+        // deadlocked on memory"), the console shows it and the host dump
+        // need not wait for the deadline.
+        let console_path = ctx.dir.join(CONSOLE);
+        let console_start = std::fs::metadata(&console_path).map(|m| m.len() as usize).unwrap_or(0);
+        let crashloaded_at = std::cell::Cell::new(None::<usize>);
         loop {
+            let console = std::fs::read(&console_path).unwrap_or_default();
+            if crashloaded_at.get().is_none() && seen(ctx, "GUEST_CRASHLOADED") {
+                crashloaded_at.set(Some(console.len().max(console_start)));
+            }
+            if let Some(from) = crashloaded_at.get() {
+                let after = String::from_utf8_lossy(console.get(from..).unwrap_or_default());
+                // Only what the capture kernel printed: from its banner on.
+                let capture = after.find("Linux version").map(|i| &after[i..]).unwrap_or("");
+                if let Some(line) = capture.lines().find(|l| l.contains("Kernel panic - not syncing")) {
+                    fallback_reason = Some(format!(
+                        "the capture kernel panicked ({}); is exhaustion.crashkernel ({} MiB) too small?",
+                        line.trim(),
+                        x.crashkernel >> 20
+                    ));
+                    let _ = qmp.stop().await;
+                    break;
+                }
+            }
             if ctx.qemu.as_mut().is_some_and(|q| q.try_exited().is_some()) {
                 let disk = ctx.dir.join("dump.img");
                 let vmcore = crash_dir.join("vmcore");
