@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what kernlab needs on a Debian 12 host (run as root): QEMU, the
-# guest image's host binaries (static busybox, dropbear), kmod for depmod,
-# and the C toolchain and OpenSSL headers the ssh2 crate builds against.
+# guest image's host binaries (static busybox, dropbear, kexec,
+# makedumpfile), kmod for depmod, e2fsprogs and crash for dumps, and the C
+# toolchain and OpenSSL headers the ssh2 crate builds against.
 # Kernels are not installed here: kernlab fetches them into its cache with
 # apt-get download on first use.
 set -euo pipefail
@@ -14,6 +15,10 @@ packages=(
   gcc make pkg-config libssl-dev   # building libssh2 for the ssh2 crate
   libc6-dev         # static workload programs (churn) for the guest
   apt               # apt-get download / apt-cache for kernels and headers
+  kexec-tools       # kexec -p in the guest, for in-guest kdump
+  makedumpfile      # the capture kernel's dump writer
+  e2fsprogs         # mkfs.ext4 -d and debugfs for the dump disk
+  crash             # vmcore triage
   ca-certificates
 )
 missing=()

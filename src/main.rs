@@ -301,6 +301,20 @@ fn print_summary(rep: &run::report::Report, dir: Option<&std::path::Path>) {
     for g in rep.top_slab_growth.iter().take(3).filter(|g| g.delta_bytes > 0) {
         println!("  slab {:<24} {:+} KiB ({:+} objects)", g.cache, g.delta_bytes / 1024, g.delta_objs);
     }
+    if let Some(d) = &rep.dump {
+        println!("  vmcore by {}: {} ({:.1} MiB)", d.via, d.vmcore.display(), d.bytes as f64 / 1048576.0);
+        println!("    {}", d.reason);
+    }
+    if let Some(t) = &rep.triage {
+        if let Some(p) = &t.panic {
+            println!("  crash: {p}");
+        }
+        let top: Vec<String> = t.top_caches.iter().take(4).map(|c| format!("{} {:.1} MiB", c.name, c.bytes as f64 / 1048576.0)).collect();
+        println!("  crash: largest slab caches: {}", top.join(", "));
+    }
+    if let Some(s) = &rep.triage_skipped {
+        println!("  crash triage skipped: {s}");
+    }
     if let Some(d) = dir {
         println!("  run directory: {}", d.display());
     }

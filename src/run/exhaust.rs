@@ -75,7 +75,9 @@ pub(super) async fn arm(ctx: &mut Ctx, control: &Arc<GuestSession>) -> Result<bo
     // capture initramfs's init. No panic=-1: a capture kernel that fails
     // must stay up (QEMU alive, memory intact) so the deadline can take the
     // host dump instead.
-    let append = "console=ttyS0 rdinit=/init irqpoll nr_cpus=1 reset_devices loglevel=5";
+    // loglevel=6 so its "Linux version" banner shows on the console: that
+    // is how the host tells the capture kernel's messages from the first's.
+    let append = "console=ttyS0 rdinit=/init irqpoll nr_cpus=1 reset_devices loglevel=6";
     let cmd = format!(
         "mkdir -p /mnt/dump && mount -o ro {DUMP_DEV} /mnt/dump && \
          kexec -p /mnt/dump/{DISK_VMLINUZ} --initrd=/mnt/dump/{DISK_CAPTURE} --append={}; s=$?; \

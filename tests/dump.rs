@@ -1,0 +1,162 @@
+//! Panics, dumps and triage on the real kernel: in-guest kdump with the
+//! capture kernel and makedumpfile, the host dump over QMP, the NMI path
+//! when SSH is dead, the fallback when the capture kernel cannot run, the
+//! leak run until OOM, and `crash` reading every vmcore. The debug vmlinux
+//! (a 270 MiB package) is fetched once into the cache and kept.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+// Each of these keeps a core busy (the leak test two); one test at a time
+// keeps TCG guests from starving each other on this 2-core machine.
+static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+fn run_lab(d: &Path, name: &str, yaml: &str) -> (std::process::Output, PathBuf) {
+    let f = lab(d, name, yaml);
+    let dir = d.join(format!("{name}-run"));
+    let out = run(&["run", f.to_str().unwrap(), "--out", dir.to_str().unwrap(), "-q"]);
+    (out, dir)
+}
+
+fn dump_of(dir: &Path) -> serde_json::Value {
+    report(dir)["dump"].clone()
+}
+
+#[test]
+fn sysrq_panic_goes_through_kdump_into_a_vmcore_crash_reads() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let d = tempfile::tempdir().unwrap();
+    let (out, dir) = run_lab(
+        d.path(),
+        "kdump",
+        "name: kdump\nexhaustion:\n  action: kdump\nworkload:\n  commands: ['sleep 3; echo c > /proc/sysrq-trigger']\n  duration: 60s\nmonitor:\n  interval: 1s\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let dump = dump_of(&dir);
+    assert_eq!(dump["via"], "kdump", "{dump}");
+    let vmcore = PathBuf::from(dump["vmcore"].as_str().unwrap());
+    // crash/<YYYY-MM-DD-HH:MM>/vmcore, private, with the kernel log beside it.
+    let crash_dir = vmcore.parent().unwrap();
+    assert_eq!(crash_dir.parent().unwrap(), dir.join("crash"));
+    assert_eq!(crash_dir.file_name().unwrap().len(), "2026-11-26-10:57".len());
+    assert_eq!(mode(&vmcore), 0o600);
+    assert!(std::fs::read_to_string(crash_dir.join("dmesg.txt")).unwrap().contains("sysrq"));
+    let names = event_names(&dir);
+    for e in ["kdump-loaded", "dump-written", "triage"] {
+        assert!(names.iter().any(|n| n == e), "no {e} in {names:?}");
+    }
+    assert!(events(&dir).iter().any(|e| e["event"] == "qmp" && e["name"] == "GUEST_CRASHLOADED"));
+    let t = &report(&dir)["triage"];
+    assert!(t["panic"].as_str().unwrap().contains("sysrq triggered crash"), "{t}");
+    assert!(t["memory"].as_array().unwrap().iter().any(|m| m[0] == "SLAB"), "{t}");
+    assert!(!t["top_caches"].as_array().unwrap().is_empty());
+    assert!(crash_dir.join("crash.txt").is_file());
+    assert_no_qemu(&dir);
+
+    // The same vmcore through `kernlab triage`, as a customer's would come.
+    let tri = d.path().join("triage");
+    let o = run(&["triage", vmcore.to_str().unwrap(), "--kernel", "debian-6.1.0-54-cloud-amd64", "--out", tri.to_str().unwrap()]);
+    let so = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert!(so.contains("panic: Kernel panic - not syncing: sysrq triggered crash") && so.contains("largest slab caches"), "{so}");
+    assert!(tri.join("triage.json").is_file() && tri.join("crash.txt").is_file());
+
+    // Something that is not this kernel's vmcore is a clear error.
+    let bogus = d.path().join("not-a-vmcore");
+    std::fs::write(&bogus, vec![7u8; 1 << 20]).unwrap();
+    let o = run(&["triage", bogus.to_str().unwrap(), "--kernel", "debian-6.1.0-54-cloud-amd64", "--out", d.path().join("t2").to_str().unwrap()]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(101), "{err}");
+    assert!(err.contains("`crash` could not read") && err.contains("not-a-vmcore"), "{err}");
+}
+
+fn assert_no_qemu(dir: &Path) {
+    for pid in qemu_pids(dir) {
+        assert!(!qemu_alive(pid), "QEMU {pid} outlived its run");
+    }
+}
+
+#[test]
+fn host_dump_when_kdump_is_not_configured() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let d = tempfile::tempdir().unwrap();
+    let (out, dir) = run_lab(
+        d.path(),
+        "hostdump",
+        "name: hostdump\nexhaustion:\n  action: host-dump\nworkload:\n  commands: ['sleep 3; echo c > /proc/sysrq-trigger']\n  duration: 60s\nmonitor:\n  interval: 1s\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let dump = dump_of(&dir);
+    assert_eq!(dump["via"], "host-dump", "{dump}");
+    assert!(dump["reason"].as_str().unwrap().contains("dump-guest-memory"), "{dump}");
+    // QEMU's kdump-zlib dump of a 512 MiB guest, read by crash with the
+    // vmcoreinfo the guest handed QEMU.
+    assert!(dump["bytes"].as_u64().unwrap() > 1 << 20);
+    let t = &report(&dir)["triage"];
+    assert!(t["panic"].as_str().unwrap().contains("sysrq"), "{t}");
+    assert_no_qemu(&dir);
+}
+
+#[test]
+fn a_hung_guest_with_ssh_dead_is_panicked_by_nmi_and_dumped() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let d = tempfile::tempdir().unwrap();
+    let (out, dir) = run_lab(
+        d.path(),
+        "nmi",
+        "name: nmi\nexhaustion:\n  action: host-dump\n  hang_intervals: 3\nworkload:\n  commands: ['sleep 3; killall dropbear']\n  duration: 60s\nmonitor:\n  interval: 1s\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let ev = events(&dir);
+    assert!(ev.iter().filter(|e| e["event"] == "sample-failed").count() >= 3);
+    let how = ev.iter().find(|e| e["event"] == "panic-triggered").expect("panic-triggered")["how"].as_str().unwrap().to_string();
+    assert!(how.contains("NMI"), "{how}");
+    assert_eq!(dump_of(&dir)["via"], "host-dump");
+    // The VM pauses on the panic before the console is flushed; the vmcore
+    // has the panic message.
+    let t = &report(&dir)["triage"];
+    assert!(t["panic"].as_str().unwrap().contains("NMI"), "{t}");
+    assert_no_qemu(&dir);
+}
+
+#[test]
+fn a_crashkernel_too_small_falls_back_to_the_host_dump_and_says_why() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let d = tempfile::tempdir().unwrap();
+    let (out, dir) = run_lab(
+        d.path(),
+        "small",
+        "name: small\nexhaustion:\n  action: kdump\n  crashkernel: 64M\n  deadline: 60s\n  crash: false\nworkload:\n  commands: ['sleep 3; echo c > /proc/sysrq-trigger']\n  duration: 60s\nmonitor:\n  interval: 1s\n",
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let dump = dump_of(&dir);
+    assert_eq!(dump["via"], "host-dump", "{dump}");
+    let reason = dump["reason"].as_str().unwrap();
+    assert!(reason.contains("capture kernel panicked") && reason.contains("crashkernel (64 MiB) too small"), "{reason}");
+    assert!(dump["secs"].as_f64().unwrap() < 50.0, "did not wait for the deadline: {dump}");
+    assert_no_qemu(&dir);
+}
+
+#[test]
+fn the_leak_runs_until_oom_and_crash_names_the_culprits() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("l2c");
+    let start = std::time::Instant::now();
+    let out = run(&["run", "labs/leak-to-crash.yaml", "--out", dir.to_str().unwrap()]);
+    let (so, se) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{so}\nstderr:\n{se}");
+    assert!(start.elapsed().as_secs() < 300, "took {:?}", start.elapsed());
+    let r = report(&dir);
+    assert_eq!(r["verdict"], "leak");
+    let crash = &r["crash"];
+    assert_eq!(crash["dump"]["via"], "kdump", "{crash}");
+    assert!(crash["triage"]["panic"].as_str().unwrap().contains("Out of memory"), "{crash}");
+    let top: Vec<&str> = crash["triage"]["top_caches"].as_array().unwrap().iter().take(3).map(|c| c["name"].as_str().unwrap()).collect();
+    assert!(top.contains(&"dentry") && top.contains(&"shmem_inode_cache"), "top caches at the panic: {top:?}");
+    assert!(so.contains("largest slab caches at the panic"), "{so}");
+    // The baseline ran its full duration without a dump.
+    assert!(report(&dir.join("baseline"))["dump"].is_null());
+}
