@@ -826,6 +826,32 @@ HugePages_Total:       3
         );
     }
 
+    // Captured from the real guest: Debian's 6.1.0-54-cloud-amd64 booted by
+    // kernlab (512 MiB, minimal image).
+    const GUEST_SLABINFO: &str = include_str!("testdata/guest-6.1.0-54-cloud-slabinfo.txt");
+    const GUEST_MEMINFO: &str = include_str!("testdata/guest-6.1.0-54-cloud-meminfo.txt");
+    const GUEST_DENTRY: &str = include_str!("testdata/guest-6.1.0-54-cloud-dentry-state.txt");
+
+    #[test]
+    fn guest_captures_parse_to_their_numbers() {
+        let caches = parse_slabinfo(GUEST_SLABINFO).unwrap();
+        assert_eq!(caches.len(), 153);
+        let dentry = caches.iter().find(|c| c.name == "dentry").unwrap();
+        assert_eq!((dentry.active_objs, dentry.num_objs, dentry.objsize, dentry.objperslab), (10689, 10689, 192, 21));
+        let shmem = caches.iter().find(|c| c.name == "shmem_inode_cache").unwrap();
+        assert_eq!((shmem.objsize, shmem.pagesperslab, shmem.num_slabs), (784, 2, 44));
+        let m = parse_meminfo(GUEST_MEMINFO).unwrap();
+        assert_eq!(m.get("MemTotal"), Some(480288 * 1024));
+        assert_eq!(m.get("SUnreclaim"), Some(6760 * 1024));
+        let d = parse_dentry_state(GUEST_DENTRY).unwrap();
+        assert_eq!((d.nr_dentry, d.nr_unused, d.age_limit, d.nr_negative), (10679, 18, 45, 0));
+        // A truncated guest capture is an error naming the line, never a short list.
+        let cut = &GUEST_SLABINFO[..GUEST_SLABINFO.len() / 2];
+        let cut = &cut[..cut.rfind(' ').unwrap()];
+        let e = parse_slabinfo(cut).unwrap_err().to_string();
+        assert!(e.contains("/proc/slabinfo line"), "{e}");
+    }
+
     #[test]
     fn host_uptime() {
         assert_eq!(parse_uptime(HOST_UPTIME).unwrap(), 2603.01);
