@@ -89,6 +89,9 @@ pub struct ArmFit {
 pub struct CacheFinding {
     pub cache: String,
     pub objsize: f64,
+    /// Active objects in the first and the last sample of the module arm.
+    pub objects_first: f64,
+    pub objects_last: f64,
     /// Module arm: bytes/s with interval.
     pub bytes_per_s: [f64; 3],
     pub bytes_per_hour: f64,
@@ -189,6 +192,8 @@ pub fn analyze(module: &ArmSeries, baseline: &ArmSeries, metric: &str, floor_per
         top.push(CacheFinding {
             cache: name.clone(),
             objsize,
+            objects_first: rows.first().map(|r| r.1).unwrap_or(0.0),
+            objects_last: rows.last().map(|r| r.1).unwrap_or(0.0),
             bytes_per_s: [f.slope, f.lower, f.upper],
             bytes_per_hour: stats::per_hour(f.slope),
             objects_per_op,

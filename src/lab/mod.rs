@@ -747,9 +747,6 @@ impl Lab {
             if self.workload.is_none() {
                 return bad("leak", "a leak lab needs a workload to measure".into());
             }
-            if self.modules.is_empty() && l.baseline.modules.is_empty() {
-                return bad("leak", "the A and B sides would be identical: give `modules` or `leak.baseline.modules`".into());
-            }
             let needs = if m == "slab" || m == "sunreclaim" { Source::Meminfo } else { Source::Slabinfo };
             if !mon.sources.contains(&needs) {
                 return bad("monitor.sources", format!("leak.metric `{m}` needs the `{needs}` source"));

@@ -124,6 +124,20 @@ pub fn build_module(cache: &Cache, kernel: &str, kernel_key: &str, build_dir: &P
     find_ko(&entry, false)?.ok_or_else(|| PayloadError::NoModule { dir: dir.to_path_buf(), kernel: kernel.into() })
 }
 
+/// The parameter names a built module declares (`modinfo -p`).
+pub fn module_params(ko: &Path) -> Result<Vec<String>, PayloadError> {
+    let out = tool::run(Command::new("modinfo").arg("-p").arg(ko)).map_err(|e| PayloadError::ProgramBuild {
+        source_file: ko.to_path_buf(),
+        output: e.to_string(),
+    })?;
+    Ok(parse_modinfo_params(&String::from_utf8_lossy(&out.stdout)))
+}
+
+/// `modinfo -p` prints `name:description (type)` per parameter.
+pub fn parse_modinfo_params(text: &str) -> Vec<String> {
+    text.lines().filter_map(|l| l.split(':').next()).map(str::trim).filter(|n| !n.is_empty()).map(str::to_string).collect()
+}
+
 fn find_ko(entry: &Path, cached: bool) -> Result<Option<BuiltModule>, PayloadError> {
     let Ok(rd) = fs::read_dir(entry) else { return Ok(None) };
     let mut kos: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "ko")).collect();
@@ -168,4 +182,14 @@ pub fn build_program(cache: &Cache, name: &str, src: &[u8]) -> Result<PathBuf, P
     let _lock = cache.lock(&format!("program-{key}")).map_err(io(&cache.path("locks")))?;
     cache::publish_dir(&dir, &entry).map_err(io(&entry))?;
     Ok(dest)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn modinfo_params() {
+        let text = "leak:1 = skip the put of last-reference closes (the bug), 0 = correct (int)\nsymbol:function to probe (charp)\n";
+        assert_eq!(super::parse_modinfo_params(text), ["leak", "symbol"]);
+        assert!(super::parse_modinfo_params("").is_empty());
+    }
 }

@@ -196,13 +196,22 @@ fn print_summary(r: &LeakReport, dir: &std::path::Path) {
         if let (Some(p), Some(rate)) = (&a.module.per_op, a.module.ops_per_s) {
             println!("  per operation: {:.0} bytes/op [{:.0} .. {:.0}] at {rate:.0} ops/s", p.slope, p.lower, p.upper);
         }
-        for c in a.top_caches.iter().take(4) {
-            println!(
-                "  cache {:<24} {}/h{}",
-                c.cache,
-                mib(c.bytes_per_hour),
-                c.objects_per_op.map(|o| format!(", {o:.2} objects/op")).unwrap_or_default()
-            );
+        if !a.top_caches.is_empty() {
+            // Laid out like crash's `kmem -s`, with the growth beside it.
+            println!("  {:<24} {:>7} {:>9} {:>9} {:>10} {:>10} {:>13}", "CACHE", "OBJSIZE", "OBJS THEN", "OBJS NOW", "OBJS/OP", "BYTES/OP", "GROWTH/H");
+            for c in a.top_caches.iter().take(6) {
+                let opt = |v: Option<f64>, p: usize| v.map(|v| format!("{v:.p$}")).unwrap_or_else(|| "-".into());
+                println!(
+                    "  {:<24} {:>7.0} {:>9.0} {:>9.0} {:>10} {:>10} {:>9.1} MiB",
+                    c.cache,
+                    c.objsize,
+                    c.objects_first,
+                    c.objects_last,
+                    opt(c.objects_per_op, 3),
+                    opt(c.bytes_per_op, 0),
+                    c.bytes_per_hour / 1048576.0
+                );
+            }
         }
         for e in &a.exhaustion {
             println!("  exhausts {}: in {} to {}", e.memory, duration(e.fastest_s), duration(e.slowest_s));

@@ -26,6 +26,10 @@ pub enum RunError {
     Headers(#[from] crate::kernel::headers::HeadersError),
     #[error(transparent)]
     Payload(#[from] crate::payload::PayloadError),
+    #[error("module `{module}` has no parameter `{param}` (it has: {known})")]
+    ModuleParam { module: String, param: String, known: String },
+    #[error("the workload exited with status {status} after {secs:.1} s, before its duration was over:\n{log}")]
+    Workload { status: i32, secs: f64, log: String },
     #[error("loading module `{name}` into kernel `{kernel}` failed with {status}: {stderr}")]
     ModuleLoad { name: String, kernel: String, status: i32, stderr: String },
     #[error("cannot make this run's SSH keys")]
@@ -63,7 +67,7 @@ pub enum RunError {
 impl RunError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            RunError::Lab(_) | RunError::Descriptor(_) | RunError::RunDir(_) => exit::USAGE,
+            RunError::Lab(_) | RunError::Descriptor(_) | RunError::RunDir(_) | RunError::ModuleParam { .. } => exit::USAGE,
             RunError::Interrupted(_) => exit::INTERRUPTED,
             _ => exit::INFRA,
         }

@@ -117,7 +117,7 @@ impl Trigger {
         match end {
             SamplerEnd::Exhausted { mem_available } => Trigger::Exhausted { mem_available: *mem_available },
             SamplerEnd::Hung { gaps } => Trigger::Hung { gaps: *gaps },
-            SamplerEnd::Done => Trigger::Panicked("no trigger".into()),
+            SamplerEnd::Done | SamplerEnd::WorkloadFailed { .. } => Trigger::Panicked("no trigger".into()),
         }
     }
 
@@ -182,6 +182,11 @@ pub(super) async fn collect(ctx: &mut Ctx, control: &Arc<GuestSession>, trigger:
                 let after = String::from_utf8_lossy(console.get(from..).unwrap_or_default());
                 // Only what the capture kernel printed: from its banner on.
                 let capture = after.find("Linux version").map(|i| &after[i..]).unwrap_or("");
+                if let Some(line) = capture.lines().find(|l| l.contains("kernlab-capture: FAILED")) {
+                    fallback_reason = Some(format!("the capture kernel could not write the dump ({})", line.trim()));
+                    let _ = qmp.stop().await;
+                    break;
+                }
                 if let Some(line) = capture.lines().find(|l| l.contains("Kernel panic - not syncing")) {
                     fallback_reason = Some(format!(
                         "the capture kernel panicked ({}); is exhaustion.crashkernel ({} MiB) too small?",

@@ -248,6 +248,12 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
                 cached: built.cached,
                 secs: t.elapsed().as_secs_f64(),
             });
+            // insmod ignores parameters a module does not have (with a
+            // warning in dmesg); a typo in a lab must not pass silently.
+            let known = payload::module_params(&built.ko)?;
+            if let Some(p) = m.params.keys().find(|p| !known.contains(p)) {
+                return Err(RunError::ModuleParam { module: built.name.clone(), param: p.clone(), known: known.join(", ") });
+            }
             let data = std::fs::read(&built.ko).map_err(|source| RunError::Write { path: built.ko.clone(), source })?;
             payload.file(&format!("{GUEST_MODULES}/{}.ko", built.name), 0o644, data);
             modules.push((built, m.params));
@@ -447,6 +453,7 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
         hang_intervals: ctx.lab.exhaustion.as_ref().filter(|x| x.action != lab::DumpAction::None).map(|x| x.hang_intervals),
     };
     let duration = ctx.lab.workload.as_ref().map(|w| w.duration).unwrap_or_default();
+    let mut workload_done: Option<tokio::sync::oneshot::Receiver<(Option<i32>, f64)>> = None;
     let workload = match &ctx.lab.workload {
         Some(w) => {
             let session = Arc::new(blocking(connect.clone()).await??);
@@ -454,6 +461,8 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
             let script = workload_script(&workload_commands(w));
             let log = ctx.dir.join("workload.log");
             let events = ctx.events.clone();
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+            workload_done = Some(done_rx);
             Some(tokio::task::spawn_blocking(move || {
                 let t = Instant::now();
                 let res = session.exec(&script, duration + Duration::from_secs(60));
@@ -471,17 +480,40 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
                         None
                     }
                 };
-                events.emit(Event::WorkloadFinished { status, secs: t.elapsed().as_secs_f64() });
+                let secs = t.elapsed().as_secs_f64();
+                events.emit(Event::WorkloadFinished { status, secs });
+                let _ = done_tx.send((status, secs));
             }))
         }
         None => None,
     };
     let mut fatal = ctx.fatal.clone();
     let interval = ctx.lab.monitor.interval;
-    let sampled = tokio::select! {
-        r = sampler.run(interval, duration) => r,
-        r = fatal.wait_for(|f| f.is_some()) => Err(r.map(|f| f.clone().unwrap_or_default()).unwrap_or_default()),
+    let sampling = sampler.run(interval, duration);
+    tokio::pin!(sampling);
+    let sampled = loop {
+        tokio::select! {
+            r = &mut sampling => break r,
+            r = fatal.wait_for(|f| f.is_some()) => break Err(r.map(|f| f.clone().unwrap_or_default()).unwrap_or_default()),
+            r = async { workload_done.as_mut().expect("guarded").await }, if workload_done.is_some() => {
+                workload_done = None;
+                // A workload that fails before its duration ends the run;
+                // one that succeeds early leaves the sampling to finish.
+                if let Ok((Some(status), secs)) = r {
+                    if status != 0 {
+                        break Ok(SamplerEnd::WorkloadFailed { status, secs });
+                    }
+                }
+            }
+        }
     };
+    if let Ok(SamplerEnd::WorkloadFailed { status, secs }) = sampled {
+        if let Some(w) = workload {
+            let _ = tokio::time::timeout(Duration::from_secs(10), w).await;
+        }
+        let log = fsx::tail_lines(&ctx.dir.join("workload.log"), 20);
+        return Err(RunError::Workload { status, secs, log });
+    }
     let dumps = ctx.lab.exhaustion.as_ref().is_some_and(|x| x.action != lab::DumpAction::None);
     let trigger = match (&sampled, dumps) {
         (Ok(SamplerEnd::Done), _) => None,
@@ -520,6 +552,8 @@ pub(crate) enum SamplerEnd {
     Exhausted { mem_available: u64 },
     /// No sample for this many intervals in a row.
     Hung { gaps: u32 },
+    /// The workload exited non-zero before its duration was over.
+    WorkloadFailed { status: i32, secs: f64 },
 }
 
 struct Booted {
