@@ -55,6 +55,11 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Replay a finished leak run's samples: how many were needed for its verdict.
+    Samples {
+        /// The run directory of an A/B leak lab (with module/ and baseline/).
+        run: PathBuf,
+    },
     /// Boot floor vs. first SSH command, and run → QEMU start, median of N.
     Boot {
         /// Kernels to measure (default: the two 6.1.0-54 kernels).
@@ -97,6 +102,7 @@ fn main() -> ExitCode {
         Command::Kernel(KernelCommand::List) => kernel_list(&cli.kernel_dirs),
         Command::Kernel(KernelCommand::Fetch { name }) => kernel_fetch(&name, &cli.kernel_dirs),
         Command::Bench(BenchCommand::Boot { kernels, runs }) => bench_boot(kernels, runs, &cli.kernel_dirs),
+        Command::Bench(BenchCommand::Samples { run }) => bench_samples(&run),
         Command::Triage { vmcore, kernel, out } => triage(&vmcore, &kernel, out, &cli.kernel_dirs),
     };
     ExitCode::from(code as u8)
@@ -213,6 +219,36 @@ fn triage(vmcore: &std::path::Path, name: &str, out: Option<PathBuf>, dirs: &[Pa
         println!("    {:<28} {:>10.1} MiB  {:>9} objects of {} B", c.name, c.bytes as f64 / 1048576.0, c.allocated, c.objsize);
     }
     println!("  full text: {}", out.join("crash.txt").display());
+    exit::OK
+}
+
+fn bench_samples(run: &std::path::Path) -> i32 {
+    use kernlab::analysis::leak::{self, ArmSeries};
+    let lab = match lab::load(&run.join("lab.yaml")) {
+        Ok(l) => l,
+        Err(e) => return fail(&e),
+    };
+    let Some(policy) = lab.leak else {
+        eprintln!("kernlab: `{}` is not an A/B leak run (its lab has no `leak` section)", run.display());
+        return exit::USAGE;
+    };
+    let read = |arm: &str| {
+        let f = |n: &str| std::fs::read_to_string(run.join(arm).join("samples").join(n)).unwrap_or_default();
+        ArmSeries::parse(&f("meminfo.csv"), &f("slabinfo.csv"), &f("ops.csv"))
+    };
+    let (a, b) = (read("module"), read("baseline"));
+    let full = leak::analyze(&a, &b, &policy.metric, policy.floor_per_hour as f64, policy.alpha);
+    let n = a.metric(&policy.metric).len();
+    let interval = lab.monitor.interval.as_secs_f64();
+    match leak::samples_to_verdict(&a, &b, &policy.metric, policy.floor_per_hour as f64, policy.alpha, full.verdict) {
+        Some(k) => println!(
+            "{}: verdict {:?} with all {n} samples; reached with the first {k} ({:.0} s of workload at a {interval} s interval)",
+            lab.name,
+            full.verdict,
+            (k - 1) as f64 * interval
+        ),
+        None => println!("{}: verdict {:?} with all {n} samples; no prefix reaches it", lab.name, full.verdict),
+    }
     exit::OK
 }
 

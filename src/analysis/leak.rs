@@ -66,6 +66,20 @@ impl ArmSeries {
         self.ops.iter().find(|(u, _)| (u - t).abs() < 1e-9).map(|&(_, n)| n)
     }
 
+    /// The series up to (and including) the `n`-th sample time.
+    pub fn truncated(&self, n: usize) -> ArmSeries {
+        let mut times: Vec<f64> = self.meminfo.values().flat_map(|v| v.iter().map(|p| p.0)).collect();
+        times.extend(self.caches.values().flat_map(|v| v.iter().map(|p| p.0)));
+        times.sort_by(|a, b| a.total_cmp(b));
+        times.dedup();
+        let Some(&cut) = times.get(n.saturating_sub(1)) else { return self.clone() };
+        ArmSeries {
+            meminfo: self.meminfo.iter().map(|(k, v)| (k.clone(), v.iter().copied().filter(|p| p.0 <= cut).collect())).collect(),
+            caches: self.caches.iter().map(|(k, v)| (k.clone(), v.iter().copied().filter(|p| p.0 <= cut).collect())).collect(),
+            ops: self.ops.iter().copied().filter(|p| p.0 <= cut).collect(),
+        }
+    }
+
     /// Operations per second over the run (first to last sample).
     pub fn ops_rate(&self) -> Option<f64> {
         let (a, b) = (self.ops.first()?, self.ops.last()?);
@@ -218,6 +232,14 @@ pub fn analyze(module: &ArmSeries, baseline: &ArmSeries, metric: &str, floor_per
     LeakAnalysis { metric: metric.into(), module: m, baseline: b, comparison, verdict, reason, top_caches: top, exhaustion }
 }
 
+/// The smallest number of samples (per arm) after which the analysis
+/// reaches the verdict `want`, replaying the recorded series; None if it
+/// never does. Answers "how long must this lab run".
+pub fn samples_to_verdict(module: &ArmSeries, baseline: &ArmSeries, metric: &str, floor_per_hour: f64, alpha: f64, want: Verdict) -> Option<usize> {
+    let n = module.metric(metric).len().max(baseline.metric(metric).len());
+    (stats::MIN_POINTS..=n).find(|&k| analyze(&module.truncated(k), &baseline.truncated(k), metric, floor_per_hour, alpha).verdict == want)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,6 +277,16 @@ mod tests {
         assert_eq!(r.top_caches[0].cache, "dentry");
         assert!((r.top_caches[0].objects_per_op.unwrap() - 1.0).abs() < 1e-9);
         assert!(r.exhaustion.iter().any(|e| e.memory == "a 4 GiB server"));
+    }
+
+    #[test]
+    fn replaying_prefixes_finds_the_samples_needed() {
+        let (a, b) = arms();
+        assert_eq!(a.truncated(7).metric("slab").len(), 7);
+        let k = samples_to_verdict(&a, &b, "slab", 1048576.0, 0.01, Verdict::Leak).unwrap();
+        assert!((5..=30).contains(&k), "{k}");
+        assert_eq!(analyze(&a.truncated(k), &b.truncated(k), "slab", 1048576.0, 0.01).verdict, Verdict::Leak);
+        assert_ne!(analyze(&a.truncated(k - 1), &b.truncated(k - 1), "slab", 1048576.0, 0.01).verdict, Verdict::Leak);
     }
 
     #[test]
