@@ -41,9 +41,11 @@ fn leak_lab_reproduces_the_customer_leak_with_numbers() {
         let per = c["objects_per_op"].as_f64().unwrap();
         assert!((0.9..1.2).contains(&per), "{want}: {per} objects/op");
     }
-    // The baseline (leak=0) does not grow: its interval includes zero or is tiny.
+    // The baseline (leak=0) grows by background noise only (kmalloc, the
+    // sampler's own sessions): under 1 % of the leak.
     let base = &a["baseline"]["fit"];
-    assert!(base["lower"].as_f64().unwrap() < 300.0, "baseline grows: {base}");
+    let module_slope = a["module"]["fit"]["slope"].as_f64().unwrap();
+    assert!(base["slope"].as_f64().unwrap() < module_slope / 100.0, "baseline grows like the module: {base}");
     // The interval of the difference is above the floor.
     assert!(a["comparison"]["lower"].as_f64().unwrap() > a["comparison"]["floor"].as_f64().unwrap());
     assert!(!a["exhaustion"].as_array().unwrap().is_empty());
