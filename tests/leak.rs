@@ -9,6 +9,15 @@ use std::sync::Mutex;
 
 static ONE_AB_AT_A_TIME: Mutex<()> = Mutex::new(());
 
+/// A copy of the hook module's source beside a test's lab, as a vendor's
+/// module would sit beside their lab file.
+fn copy_khm(dir: &std::path::Path) {
+    std::fs::create_dir(dir.join("khm")).unwrap();
+    for f in ["khm.c", "Kbuild"] {
+        std::fs::copy(repo("labs/khm").join(f), dir.join("khm").join(f)).unwrap();
+    }
+}
+
 fn arm_events(dir: &std::path::Path, arm: &str) -> Vec<serde_json::Value> {
     events(&dir.join(arm))
 }
@@ -83,11 +92,7 @@ fn no_leak_lab_passes_the_regression_gate() {
 fn a_a_comparison_is_no_leak_and_rmmod_works_under_load() {
     let _one = ONE_AB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let d = tempfile::tempdir().unwrap();
-    // The lab lives beside a copy of the module source, as a vendor's would.
-    std::fs::create_dir(d.path().join("khm")).unwrap();
-    for f in ["khm.c", "Kbuild"] {
-        std::fs::copy(repo("labs/khm").join(f), d.path().join("khm").join(f)).unwrap();
-    }
+    copy_khm(d.path());
     // Baseline against baseline: both arms the same fixed module, unloaded
     // while the churn runs.
     let f = lab(
@@ -120,10 +125,7 @@ fn a_a_comparison_is_no_leak_and_rmmod_works_under_load() {
 fn too_few_samples_is_inconclusive_with_exit_102() {
     let _one = ONE_AB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let d = tempfile::tempdir().unwrap();
-    std::fs::create_dir(d.path().join("khm")).unwrap();
-    for f in ["khm.c", "Kbuild"] {
-        std::fs::copy(repo("labs/khm").join(f), d.path().join("khm").join(f)).unwrap();
-    }
+    copy_khm(d.path());
     let f = lab(
         d.path(),
         "short",
@@ -155,10 +157,7 @@ fn a_module_that_does_not_compile_shows_the_compiler_and_the_kernel() {
 #[test]
 fn module_parameter_typos_load_failures_and_failing_workloads_are_clear_errors() {
     let d = tempfile::tempdir().unwrap();
-    std::fs::create_dir(d.path().join("khm")).unwrap();
-    for f in ["khm.c", "Kbuild"] {
-        std::fs::copy(repo("labs/khm").join(f), d.path().join("khm").join(f)).unwrap();
-    }
+    copy_khm(d.path());
     // A parameter the module does not have: caught on the host, before boot.
     let f = lab(d.path(), "typo", "name: typo\nmodules:\n  - source: khm\n    params: {leek: 1}\n");
     let out = run(&["run", f.to_str().unwrap(), "--out", d.path().join("typo-run").to_str().unwrap(), "-q"]);
@@ -188,10 +187,7 @@ fn module_parameter_typos_load_failures_and_failing_workloads_are_clear_errors()
 #[test]
 fn the_module_builds_and_works_on_the_generic_kernel_too() {
     let d = tempfile::tempdir().unwrap();
-    std::fs::create_dir(d.path().join("khm")).unwrap();
-    for f in ["khm.c", "Kbuild"] {
-        std::fs::copy(repo("labs/khm").join(f), d.path().join("khm").join(f)).unwrap();
-    }
+    copy_khm(d.path());
     let f = lab(
         d.path(),
         "generic",
@@ -210,4 +206,29 @@ fn the_module_builds_and_works_on_the_generic_kernel_too() {
     let log = std::fs::read_to_string(dir.join("workload.log")).unwrap();
     let leaked: u64 = log.lines().find_map(|l| l.strip_prefix("leaked ")).and_then(|v| v.trim().parse().ok()).unwrap_or(0);
     assert!(leaked > 500, "{log}");
+}
+
+#[test]
+fn churn_on_an_ext4_disk_leaks_ext4_inodes() {
+    let d = tempfile::tempdir().unwrap();
+    copy_khm(d.path());
+    let f = lab(
+        d.path(),
+        "ext4",
+        "name: ext4\nmodules:\n  - source: khm\n    params: {leak: 1}\n\
+         workload:\n  churn: {fs: ext4, disk: 512M, rate: 400}\n  duration: 8s\nmonitor:\n  interval: 1s\n  reclaim: true\n",
+    );
+    let dir = d.path().join("ext4-run");
+    let out = run(&["run", f.to_str().unwrap(), "--out", dir.to_str().unwrap(), "-q"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let ops = std::fs::read_to_string(dir.join("samples/ops.csv")).unwrap();
+    let last_ops: i64 = ops.lines().last().unwrap().rsplit(',').next().unwrap().parse().unwrap();
+    assert!(last_ops > 1500, "ops {last_ops}");
+    // Each leaked file pins an ext4 inode and its dentry, even after reclaim.
+    let growth = report(&dir)["top_slab_growth"].as_array().unwrap().clone();
+    let g = |name: &str| growth.iter().find(|c| c["cache"] == name).map(|c| c["delta_objs"].as_i64().unwrap()).unwrap_or(0);
+    assert!(g("ext4_inode_cache") as f64 > 0.8 * last_ops as f64, "ext4_inode_cache {} for {last_ops} ops: {growth:?}", g("ext4_inode_cache"));
+    assert!(g("dentry") as f64 > 0.8 * last_ops as f64, "dentry {}: {growth:?}", g("dentry"));
+    // The scratch disk is gone after the run.
+    assert!(!dir.join("churn.img").exists());
 }

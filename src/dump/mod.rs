@@ -73,6 +73,18 @@ pub fn make_disk(path: &Path, size: u64, files: &[(&str, &[u8])]) -> Result<(), 
     Ok(())
 }
 
+/// Creates an empty ext4 disk at `path` (`size` bytes, sparse) labelled
+/// `label`, with one 128-byte inode per 2 KiB: a churn of leaked files pins
+/// unlinked inodes, which must not run out before memory does.
+pub fn make_ext4(path: &Path, size: u64, label: &str) -> Result<(), DumpError> {
+    let f = fsx::create_private(path).map_err(|source| DumpError::Io { path: path.to_path_buf(), source })?;
+    f.set_len(size).map_err(|source| DumpError::Io { path: path.to_path_buf(), source })?;
+    drop(f);
+    tool::run(Command::new("mkfs.ext4").args(["-F", "-q", "-L", label, "-i", "2048", "-I", "128"]).arg(path))
+        .map_err(|source| DumpError::Disk { path: path.to_path_buf(), source })?;
+    Ok(())
+}
+
 /// Copies `/<name>` from the ext4 disk image to `out` (0600).
 pub fn extract(disk: &Path, name: &str, out: &Path) -> Result<u64, DumpError> {
     tool::run(Command::new("debugfs").arg("-R").arg(format!("dump /{name} {}", out.display())).arg(disk))

@@ -214,8 +214,13 @@ pub struct Workload {
 #[serde(deny_unknown_fields, default)]
 pub struct Churn {
     /// Where the files live: `tmpfs`, mounted with `nr_inodes=0` so leaked
-    /// inodes cannot make it run out of inodes before memory. Default: tmpfs.
+    /// inodes cannot make it run out of inodes before memory, or `ext4` on
+    /// a virtio disk kernlab attaches (one inode per 2 KiB, so leaked,
+    /// unlinked-but-pinned inodes do not exhaust the disk first). Default: tmpfs.
     pub fs: ChurnFs,
+    /// Size of the ext4 disk (sparse on the host). Default: 2GiB; 64MiB..=64GiB.
+    #[serde(with = "units::size")]
+    pub disk: u64,
     /// Operations per second; 0 = flat out. Default: 0.
     pub rate: u64,
     /// Stop after this many operations; 0 = run for the workload's duration. Default: 0.
@@ -227,7 +232,7 @@ pub struct Churn {
 
 impl Default for Churn {
     fn default() -> Self {
-        Churn { fs: ChurnFs::Tmpfs, rate: 0, count: 0, write: 0 }
+        Churn { fs: ChurnFs::Tmpfs, disk: 2 * GIB, rate: 0, count: 0, write: 0 }
     }
 }
 
@@ -237,6 +242,7 @@ impl Default for Churn {
 pub enum ChurnFs {
     #[default]
     Tmpfs,
+    Ext4,
 }
 
 /// A kernel module under test.
@@ -711,6 +717,11 @@ impl Lab {
                         &format!("workload.commands[{i}]"),
                         "command must not be empty".to_string(),
                     );
+                }
+            }
+            if let Some(c) = &w.churn {
+                if c.fs == ChurnFs::Ext4 && !(64 * MIB..=64 * GIB).contains(&c.disk) {
+                    return bad("workload.churn.disk", format!("must be between 64 MiB and 64 GiB, got {}", human_size(c.disk)));
                 }
             }
             if let Err(m) = check_range(w.duration, MIN_WORKLOAD, MAX_WORKLOAD) {

@@ -21,6 +21,8 @@ pub enum Device {
     /// The dump disk (virtio-blk, raw, `VmSpec::dump_disk`): holds the
     /// capture kernel and receives the vmcore.
     DumpDisk,
+    /// The ext4 disk the churn workload runs on (`VmSpec::churn_disk`).
+    ChurnDisk,
 }
 
 impl Device {
@@ -32,7 +34,7 @@ impl Device {
             // qemu_fw_cfg hands the kernel's vmcoreinfo to QEMU's vmcoreinfo
             // device, which a host dump needs to be readable by crash.
             Device::Pvpanic => &["pvpanic_pci", "qemu_fw_cfg"],
-            Device::DumpDisk => &["virtio_pci", "virtio_blk"],
+            Device::DumpDisk | Device::ChurnDisk => &["virtio_pci", "virtio_blk"],
         }
     }
 }
@@ -56,6 +58,8 @@ pub struct VmSpec {
     pub devices: Vec<Device>,
     /// The raw dump disk image, for `Device::DumpDisk`.
     pub dump_disk: Option<PathBuf>,
+    /// The raw churn disk image, for `Device::ChurnDisk`.
+    pub churn_disk: Option<PathBuf>,
     /// Pause the VM on a guest panic (`-action panic=pause`) so the host can
     /// dump its memory, and expose vmcoreinfo for that dump.
     pub pause_on_panic: bool,
@@ -126,6 +130,14 @@ pub fn argv(spec: &VmSpec) -> Vec<OsString> {
                     push("virtio-blk-pci,drive=dump");
                 }
             }
+            Device::ChurnDisk => {
+                if let Some(disk) = &spec.churn_disk {
+                    push("-drive");
+                    push(&format!("file={},if=none,id=churn,format=raw,cache=unsafe,discard=unmap", disk.to_string_lossy()));
+                    push("-device");
+                    push("virtio-blk-pci,drive=churn");
+                }
+            }
         }
     }
     if spec.pause_on_panic {
@@ -170,6 +182,7 @@ mod tests {
             ssh_port: 40022,
             devices: vec![Device::Net, Device::Balloon, Device::Pvpanic],
             dump_disk: None,
+            churn_disk: None,
             pause_on_panic: false,
         }
     }

@@ -16,8 +16,8 @@ use crate::kernel::Kernel;
 use crate::lab::{DumpAction, Lab};
 use crate::util::{fsx, tool};
 
-/// Where the dump disk appears in the first kernel and what is on it.
-const DUMP_DEV: &str = "/dev/vda";
+/// How the guest finds the dump disk (its ext4 label), and what is on it.
+const DUMP_DEV: &str = "\"$(findfs LABEL=kernlab-dump)\"";
 const DISK_VMLINUZ: &str = "boot/vmlinuz";
 const DISK_CAPTURE: &str = "boot/capture.cpio";
 

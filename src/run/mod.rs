@@ -276,6 +276,15 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
     let extra: Vec<&'static str> = if kdump { vec!["/usr/sbin/kexec"] } else { vec![] };
     let image = blocking(move || image::build_minimal(&cache, &k, &early, &late, &extra)).await??;
     let dump_disk = if kdump { Some(exhaust::prepare_disk(ctx, &kernel).await?) } else { None };
+    let churn_disk = match ctx.lab.workload.as_ref().and_then(|w| w.churn.as_ref()) {
+        Some(c) if c.fs == lab::ChurnFs::Ext4 => {
+            let path = ctx.dir.join("churn.img");
+            let (p, size) = (path.clone(), c.disk);
+            blocking(move || crate::dump::make_ext4(&p, size, CHURN_LABEL)).await??;
+            Some(path)
+        }
+        _ => None,
+    };
     let keys = RunKeys::generate(&ctx.dir.join("keys"))?;
     let initrd = ctx.dir.join("initrd.cpio");
     let mut bytes = std::fs::read(&image.path).map_err(|source| RunError::Write { path: image.path.clone(), source })?;
@@ -322,6 +331,7 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
         ssh_port: 0,
         devices,
         dump_disk,
+        churn_disk: churn_disk.clone(),
         pause_on_panic: ctx.lab.exhaustion.as_ref().is_some_and(|x| x.action != lab::DumpAction::None),
     };
     let boot = loop {
@@ -911,8 +921,14 @@ fn devices(lab: &Lab) -> Vec<Device> {
     if exhaust::kdump_wanted(lab) {
         d.push(Device::DumpDisk);
     }
+    if lab.workload.as_ref().and_then(|w| w.churn.as_ref()).is_some_and(|c| c.fs == lab::ChurnFs::Ext4) {
+        d.push(Device::ChurnDisk);
+    }
     d
 }
+
+/// The ext4 label of the churn disk; the guest finds it with `findfs`.
+const CHURN_LABEL: &str = "kernlab-churn";
 
 /// Kernel command-line words from the lab, plus `slub_nomerge` for leak labs
 /// (so each slab cache is counted on its own) and the crash kernel
@@ -952,7 +968,12 @@ pub fn insmod_command(name: &str, params: &std::collections::BTreeMap<String, St
 pub fn workload_commands(w: &lab::Workload) -> Vec<String> {
     let mut cmds = Vec::new();
     if let Some(c) = &w.churn {
-        cmds.push("mkdir -p /mnt/churn && mount -t tmpfs -o nr_inodes=0,mode=1777 kernlab-churn /mnt/churn || exit 90".to_string());
+        cmds.push(match c.fs {
+            lab::ChurnFs::Tmpfs => "mkdir -p /mnt/churn && mount -t tmpfs -o nr_inodes=0,mode=1777 kernlab-churn /mnt/churn || exit 90".to_string(),
+            lab::ChurnFs::Ext4 => {
+                format!("mkdir -p /mnt/churn && mount -t ext4 \"$(findfs LABEL={CHURN_LABEL})\" /mnt/churn || exit 90")
+            }
+        });
         let mut churn = format!("churn -d /mnt/churn -c {} -t {}", sparse::OPS_FILE, w.duration.as_secs().max(1));
         if c.rate > 0 {
             churn.push_str(&format!(" -r {}", c.rate));
@@ -1019,6 +1040,8 @@ async fn teardown(ctx: &mut Ctx) {
         }
     };
     ctx.qmp = None;
+    // The churn disk is scratch space, possibly gigabytes once written.
+    let _ = std::fs::remove_file(ctx.dir.join("churn.img"));
     ctx.events.emit(Event::Teardown { how: how.into(), secs: t.elapsed().as_secs_f64() });
 }
 
