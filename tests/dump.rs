@@ -160,3 +160,37 @@ fn the_leak_runs_until_oom_and_crash_names_the_culprits() {
     // The baseline ran its full duration without a dump.
     assert!(report(&dir.join("baseline"))["dump"].is_null());
 }
+
+#[test]
+fn without_debug_info_the_vmcore_is_kept_and_the_report_says_why() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let d = tempfile::tempdir().unwrap();
+    // A local kernel (the cached Debian one, used in place) has no debug
+    // package to fetch, and this one has no vmlinux beside it.
+    let fetched = run(&["kernel", "fetch", "debian-6.1.0-54-cloud-amd64"]);
+    assert_eq!(fetched.status.code(), Some(0), "{}", text(&fetched.stderr));
+    let root = PathBuf::from(text(&fetched.stdout).split_whitespace().nth(3).unwrap());
+    let kroot = d.path().join("local-kernel");
+    std::fs::create_dir(&kroot).unwrap();
+    for sub in ["boot", "lib"] {
+        std::os::unix::fs::symlink(root.join(sub), kroot.join(sub)).unwrap();
+    }
+    let kdir = d.path().join("kernels");
+    std::fs::create_dir(&kdir).unwrap();
+    std::fs::write(kdir.join("mine.yaml"), format!("source:\n  local:\n    dir: {}\n", kroot.display())).unwrap();
+    let f = lab(
+        d.path(),
+        "nodebug",
+        "name: nodebug\nkernel: mine\nexhaustion:\n  action: host-dump\nworkload:\n  commands: ['sleep 3; echo c > /proc/sysrq-trigger']\n  duration: 60s\nmonitor:\n  interval: 1s\n",
+    );
+    let dir = d.path().join("nodebug-run");
+    let out = run(&["--kernels", kdir.to_str().unwrap(), "run", f.to_str().unwrap(), "--out", dir.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let r = report(&dir);
+    let vmcore = PathBuf::from(r["dump"]["vmcore"].as_str().unwrap());
+    assert!(vmcore.is_file() && std::fs::metadata(&vmcore).unwrap().len() > 1 << 20);
+    let why = r["triage_skipped"].as_str().unwrap();
+    assert!(why.contains("no debug vmlinux for kernel `mine`") && why.contains("vmlinux"), "{why}");
+    assert!(r["triage"].is_null());
+    assert!(text(&out.stdout).contains("crash triage skipped"), "{}", text(&out.stdout));
+}

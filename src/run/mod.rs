@@ -468,7 +468,12 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
         Some(w) => {
             let session = Arc::new(blocking(connect.clone()).await??);
             ctx.events.emit(Event::WorkloadStarted { commands: w.commands.len(), duration_secs: w.duration.as_secs_f64() });
-            let script = workload_script(&workload_commands(w));
+            let body = workload_file(&workload_commands(w));
+            let s = session.clone();
+            blocking(move || s.upload(Path::new(WORKLOAD_SCRIPT), body.as_bytes(), 0o700, Duration::from_secs(30)))
+                .await?
+                .map_err(|source| RunError::Ssh { kernel: kernel.name.clone(), source })?;
+            let script = workload_command();
             let log = ctx.dir.join("workload.log");
             let events = ctx.events.clone();
             let (done_tx, done_rx) = tokio::sync::oneshot::channel();
@@ -997,19 +1002,21 @@ pub fn workload_commands(w: &lab::Workload) -> Vec<String> {
     cmds
 }
 
-/// The guest command that runs the workload. The lab's commands travel as
-/// one quoted argument: data, never shell syntax of kernlab's own command
-/// line. The workload runs in its own session (`setsid`), so at the end of
-/// the duration [`workload_stop`] can end it and everything it started; the
-/// shell that waits for it exits normally with the workload's status. Output
-/// goes to a guest file rather than the SSH channel, so nothing left behind
-/// can hold the channel open; the file is fetched afterwards.
-pub fn workload_script(commands: &[String]) -> String {
-    let body = commands.join("\n");
-    format!(
-        "setsid sh -c {} > {WORKLOAD_LOG} 2>&1 < /dev/null & echo $! > {WORKLOAD_PID}; wait $!",
-        tool::shell_quote(body)
-    )
+/// The workload as a guest shell script: the lab's commands, one per line.
+/// It is uploaded as a file, so the lab's text reaches the guest as data and
+/// is never pasted into a command line of kernlab's own.
+pub fn workload_file(commands: &[String]) -> String {
+    format!("# written by kernlab: the lab's workload commands\n{}\n", commands.join("\n"))
+}
+
+/// The guest command that runs the uploaded workload script. It runs in its
+/// own session (`setsid`), so at the end of the duration [`workload_stop`]
+/// can end it and everything it started; the shell that waits for it exits
+/// normally with the workload's status. Output goes to a guest file rather
+/// than the SSH channel, so nothing left behind can hold the channel open;
+/// the file is fetched afterwards.
+pub fn workload_command() -> String {
+    format!("setsid sh {WORKLOAD_SCRIPT} > {WORKLOAD_LOG} 2>&1 < /dev/null & echo $! > {WORKLOAD_PID}; wait $!")
 }
 
 /// The guest command that ends the workload's whole process group.
@@ -1020,6 +1027,7 @@ pub fn workload_stop() -> String {
 /// Where the workload's output and process id go in the guest.
 const WORKLOAD_LOG: &str = "/tmp/kernlab-workload.log";
 const WORKLOAD_PID: &str = "/run/kernlab-workload.pid";
+const WORKLOAD_SCRIPT: &str = "/run/kernlab-workload.sh";
 
 /// QMP `quit`, a grace period, SIGKILL to the process group, reap.
 async fn teardown(ctx: &mut Ctx) {
@@ -1087,11 +1095,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn workload_commands_are_one_quoted_argument() {
-        let s = workload_script(&["echo $(id); rm -rf /x".into(), "echo 'a'".into()]);
+    fn workload_text_is_a_file_not_a_command_line() {
+        let cmds = ["echo $(id); rm -rf /x".to_string(), "echo 'a'".to_string()];
+        assert_eq!(workload_file(&cmds), "# written by kernlab: the lab's workload commands\necho $(id); rm -rf /x\necho 'a'\n");
         assert_eq!(
-            s,
-            "setsid sh -c 'echo $(id); rm -rf /x\necho '\\''a'\\''' > /tmp/kernlab-workload.log 2>&1 < /dev/null & echo $! > /run/kernlab-workload.pid; wait $!"
+            workload_command(),
+            "setsid sh /run/kernlab-workload.sh > /tmp/kernlab-workload.log 2>&1 < /dev/null & echo $! > /run/kernlab-workload.pid; wait $!"
         );
+    }
+
+    #[test]
+    fn insmod_parameters_are_quoted_words() {
+        let mut p = std::collections::BTreeMap::new();
+        p.insert("leak".to_string(), "1".to_string());
+        p.insert("symbol".to_string(), "x; reboot".to_string());
+        assert_eq!(insmod_command("khm", &p), "insmod /opt/kernlab/modules/khm.ko leak=1 'symbol=x; reboot'");
     }
 }
