@@ -652,12 +652,17 @@ async fn boot(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel) -> Result<Boote
         };
         let qmp = match qmp {
             Some(Ok(qmp)) => qmp,
-            Some(Err(e)) if q.try_exited().is_none() => {
-                ctx.qemu = Some(q);
-                return Err(RunError::Qmp(e).into());
-            }
-            _ => {
-                let status = q.wait_exit(Duration::from_secs(1)).await;
+            other => {
+                // A QMP failure is often QEMU dying under it (a bad kernel
+                // makes it exit right after opening the socket): give it a
+                // moment to exit, and report the exit, which says more.
+                let status = q.wait_exit(Duration::from_millis(1500)).await;
+                if status.is_none() {
+                    if let Some(Err(e)) = other {
+                        ctx.qemu = Some(q);
+                        return Err(RunError::Qmp(e).into());
+                    }
+                }
                 let log = q.log_tail(10);
                 if log.contains("host forwarding rule") && attempt < PORT_ATTEMPTS {
                     tracing::info!("port {} was taken; retrying", spec.ssh_port);
