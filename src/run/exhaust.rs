@@ -172,13 +172,13 @@ pub(super) async fn collect(ctx: &mut Ctx, control: &Arc<GuestSession>, trigger:
         // need not wait for the deadline.
         let console_path = ctx.dir.join(CONSOLE);
         let console_start = std::fs::metadata(&console_path).map(|m| m.len() as usize).unwrap_or(0);
-        let crashloaded_at = std::cell::Cell::new(None::<usize>);
+        let mut crashloaded_at: Option<usize> = None;
         loop {
             let console = std::fs::read(&console_path).unwrap_or_default();
-            if crashloaded_at.get().is_none() && seen(ctx, "GUEST_CRASHLOADED") {
-                crashloaded_at.set(Some(console.len().max(console_start)));
+            if crashloaded_at.is_none() && seen(ctx, "GUEST_CRASHLOADED") {
+                crashloaded_at = Some(console.len().max(console_start));
             }
-            if let Some(from) = crashloaded_at.get() {
+            if let Some(from) = crashloaded_at {
                 let after = String::from_utf8_lossy(console.get(from..).unwrap_or_default());
                 // Only what the capture kernel printed: from its banner on.
                 let capture = after.find("Linux version").map(|i| &after[i..]).unwrap_or("");
