@@ -102,8 +102,18 @@ pub fn debug_vmlinux(cache: &Cache, desc: &Descriptor, kernel: &Kernel) -> Resul
         .ok_or_else(|| TriageError::NoDebugInfo { kernel: name.clone(), reason: format!("`{spec}` is not in this machine's apt sources") })?;
     tracing::info!("fetching the debug vmlinux: {spec} ({} MiB download, ~2x that unpacked; cached afterwards)", size >> 20);
     let scratch = cache.scratch("debug-").map_err(io(&cache.path("tmp")))?;
-    tool::run(Command::new("apt-get").args(["download", "-q", "-o", "APT::Sandbox::User=root", &spec]).current_dir(scratch.path()))
-        .map_err(|source| TriageError::Fetch { kernel: name.clone(), source })?;
+    // On a terminal apt-get shows its own progress; elsewhere it stays quiet.
+    let mut apt = Command::new("apt-get");
+    apt.args(["download", "-o", "APT::Sandbox::User=root", &spec]).current_dir(scratch.path());
+    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
+        let status = apt.stdout(std::io::stderr()).status().map_err(io(scratch.path()))?;
+        if !status.success() {
+            return Err(TriageError::NoDebugInfo { kernel: name, reason: format!("`apt-get download {spec}` failed with {status}") });
+        }
+    } else {
+        apt.arg("-q");
+        tool::run(&mut apt).map_err(|source| TriageError::Fetch { kernel: name.clone(), source })?;
+    }
     let deb = std::fs::read_dir(scratch.path())
         .map_err(io(scratch.path()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -120,12 +130,26 @@ pub fn debug_vmlinux(cache: &Cache, desc: &Descriptor, kernel: &Kernel) -> Resul
         .spawn()
         .map_err(io(&deb))?;
     let member = format!("./usr/lib/debug/boot/vmlinux-{}", kernel.release);
-    let status = Command::new("tar")
+    let mut tar = Command::new("tar")
         .args(["-xO", &member])
         .stdin(dpkg.stdout.take().expect("piped"))
         .stdout(File::create(&out).map_err(io(&out))?)
-        .status()
+        .spawn()
         .map_err(io(&out))?;
+    // Progress: the extraction streams the whole package (~25 s for the
+    // cloud kernel's); say how far it is every few seconds.
+    let mut last_report = std::time::Instant::now();
+    let status = loop {
+        if let Some(st) = tar.try_wait().map_err(io(&out))? {
+            break st;
+        }
+        if last_report.elapsed() >= std::time::Duration::from_secs(5) {
+            let done = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+            tracing::info!("extracting the debug vmlinux: {} MiB written", done >> 20);
+            last_report = std::time::Instant::now();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
     let _ = dpkg.wait();
     if !status.success() || std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0) == 0 {
         return Err(TriageError::NoDebugInfo { kernel: name, reason: format!("{} holds no {member}", deb.display()) });
