@@ -212,3 +212,62 @@ fn missing_qemu_and_failing_setup_are_clear_infrastructure_errors() {
     assert!(err.contains("setup command 0") && err.contains("exited with 3") && err.contains("about to fail"), "{err}");
     assert_no_qemu_left(&run_dir);
 }
+
+/// Starts a long run and waits until it has taken `n` samples.
+fn long_run_with_samples(d: &Path, n: usize) -> (std::process::Child, std::path::PathBuf) {
+    let f = lab(d, "long", "name: long\nworkload:\n  commands: ['sleep 600']\n  duration: 5m\nmonitor:\n  interval: 1s\n");
+    let run_dir = d.join("run");
+    let mut child = kernlab()
+        .args(["run", f.to_str().unwrap(), "--out", run_dir.to_str().unwrap(), "-q"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let sampled = wait_until(Duration::from_secs(90), || event_names(&run_dir).iter().filter(|x| *x == "sample").count() >= n);
+    if !sampled {
+        let _ = child.kill();
+        panic!("no samples within 90 s: {:?}", event_names(&run_dir));
+    }
+    (child, run_dir)
+}
+
+#[test]
+fn kill_9_of_kernlab_takes_qemu_with_it_and_keeps_every_sample() {
+    let d = tempfile::tempdir().unwrap();
+    let (mut child, run_dir) = long_run_with_samples(d.path(), 3);
+    child.kill().unwrap(); // SIGKILL: no handler, no teardown
+    child.wait().unwrap();
+    let pids = qemu_pids(&run_dir);
+    assert!(wait_until(Duration::from_secs(10), || pids.iter().all(|p| !qemu_alive(*p))), "QEMU outlived a killed kernlab");
+    // Every sample up to the kill is complete on disk: whole CSV rows, one
+    // MemTotal row per sample event, and parseable events.
+    let samples = event_names(&run_dir).iter().filter(|x| *x == "sample").count();
+    let mem = std::fs::read_to_string(run_dir.join("samples/meminfo.csv")).unwrap();
+    assert!(mem.ends_with('\n'));
+    assert!(mem.lines().skip(1).all(|l| l.split(',').count() == 4), "torn row in meminfo.csv");
+    let rows = mem.lines().filter(|l| l.contains(",MemTotal,")).count();
+    assert!(rows >= samples && rows >= 3, "{rows} MemTotal rows for {samples} sample events");
+}
+
+#[test]
+fn a_second_sigint_tears_down_at_once() {
+    let d = tempfile::tempdir().unwrap();
+    let (mut child, run_dir) = long_run_with_samples(d.path(), 2);
+    let pid = child.id() as i32;
+    // Two separate signals (not coalesced into one pending SIGINT).
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    std::thread::sleep(Duration::from_millis(20));
+    unsafe { libc::kill(pid, libc::SIGINT) };
+    let mut status = None;
+    wait_until(Duration::from_secs(10), || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    let Some(status) = status else {
+        let _ = child.kill();
+        panic!("kernlab did not exit within 10 s of a second SIGINT");
+    };
+    assert_eq!(status.code(), Some(130));
+    for p in qemu_pids(&run_dir) {
+        assert!(wait_until(Duration::from_secs(5), || !qemu_alive(p)), "QEMU {p} left behind");
+    }
+}
