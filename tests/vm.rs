@@ -92,14 +92,7 @@ fn smoke_lab_end_to_end() {
 #[test]
 fn sigint_mid_run_keeps_samples_and_leaves_no_qemu() {
     let d = tempfile::tempdir().unwrap();
-    let f = lab(d.path(), "long", "name: long\nworkload:\n  commands: ['sleep 600']\n  duration: 5m\nmonitor:\n  interval: 1s\n");
-    let run_dir = d.path().join("run");
-    let mut child = kernlab().args(["run", f.to_str().unwrap(), "--out", run_dir.to_str().unwrap(), "-q"]).spawn().unwrap();
-    let sampled = wait_until(Duration::from_secs(90), || event_names(&run_dir).iter().filter(|n| *n == "sample").count() >= 3);
-    if !sampled {
-        let _ = child.kill();
-        panic!("no samples within 90 s: {:?}", event_names(&run_dir));
-    }
+    let (mut child, run_dir) = long_run_with_samples(d.path(), 3);
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let mut status = None;
     wait_until(Duration::from_secs(30), || {
