@@ -14,6 +14,7 @@ pub mod guest;
 pub mod image;
 pub mod kernel;
 pub mod lab;
+pub mod matrix;
 pub mod payload;
 pub mod qemu;
 pub mod qmp;

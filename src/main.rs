@@ -31,6 +31,27 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// Run every (lab, kernel) cell of a matrix file, in parallel.
+    Matrix {
+        /// The matrix file (YAML: name, labs, kernels, jobs).
+        file: PathBuf,
+        /// Print the cells (after partitioning) and exit.
+        #[arg(long)]
+        list: bool,
+        /// With --list: `human` or `json`.
+        #[arg(long, default_value = "human")]
+        message_format: String,
+        /// Run one shard: hash:M/N or count:M/N (default: from CI_NODE_INDEX/CI_NODE_TOTAL,
+        /// or JOB_COMPLETION_INDEX with KERNLAB_SHARDS, when set).
+        #[arg(long)]
+        partition: Option<String>,
+        /// VMs at once (default: the matrix file's `jobs`, else from cores and memory).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// The matrix directory (default: runs/matrix/<name>/<UTC timestamp>).
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Check a lab file and print it with every default filled in.
     Validate { lab: PathBuf },
     /// Kernels: list the descriptors, fetch one into the cache.
@@ -103,6 +124,9 @@ fn main() -> ExitCode {
         Command::Kernel(KernelCommand::Fetch { name }) => kernel_fetch(&name, &cli.kernel_dirs),
         Command::Bench(BenchCommand::Boot { kernels, runs }) => bench_boot(kernels, runs, &cli.kernel_dirs),
         Command::Bench(BenchCommand::Samples { run }) => bench_samples(&run),
+        Command::Matrix { file, list, message_format, partition, jobs, out } => {
+            matrix(&file, list, &message_format, partition, jobs, out, &cli.kernel_dirs)
+        }
         Command::Triage { vmcore, kernel, out } => triage(&vmcore, &kernel, out, &cli.kernel_dirs),
     };
     ExitCode::from(code as u8)
@@ -165,6 +189,87 @@ fn kernel_fetch(name: &str, dirs: &[PathBuf]) -> i32 {
             exit::INFRA
         }
     }
+}
+
+fn matrix(
+    file: &std::path::Path,
+    list: bool,
+    format: &str,
+    partition: Option<String>,
+    jobs: Option<usize>,
+    out: Option<PathBuf>,
+    dirs: &[PathBuf],
+) -> i32 {
+    use kernlab::matrix::{self, Partition};
+    let mut all_dirs = dirs.to_vec();
+    all_dirs.extend(kernel::descriptor_dirs(Some(file)));
+    let registry = match kernel::Registry::load(&all_dirs) {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    let (m, cells) = match matrix::load(file, &registry) {
+        Ok(x) => x,
+        Err(e) => return fail(&e),
+    };
+    let part = match partition.as_deref().map(Partition::parse).transpose() {
+        Ok(p) => p.or_else(|| Partition::from_env(|k| std::env::var(k).ok())),
+        Err(e) => return fail(&e),
+    };
+    let cells = match part {
+        Some(p) => p.select(&cells),
+        None => cells,
+    };
+    if list {
+        if format == "json" {
+            println!("{}", serde_json::to_string_pretty(&cells).unwrap_or_default());
+        } else {
+            for c in &cells {
+                println!("{}", c.id);
+            }
+        }
+        return exit::OK;
+    }
+    let dir = out.unwrap_or_else(|| {
+        let stamp = time::OffsetDateTime::now_utc()
+            .format(time::macros::format_description!("[year][month][day]T[hour][minute][second]Z"))
+            .unwrap_or_default();
+        PathBuf::from("runs/matrix").join(&m.name).join(stamp)
+    });
+    if dir.exists() && std::fs::read_dir(&dir).map(|mut d| d.next().is_some()).unwrap_or(false) {
+        eprintln!("kernlab: `{}` exists and is not empty; kernlab never overwrites a run", dir.display());
+        return exit::USAGE;
+    }
+    if let Err(e) = kernlab::util::fsx::private_dir(&dir.join("cells")) {
+        return fail(&e);
+    }
+    let mem_available = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| kernlab::sample::parse::parse_meminfo(&t).ok())
+        .and_then(|m| m.get("MemAvailable"))
+        .unwrap_or(1 << 30);
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let vm_mem = cells.iter().map(|c| c.memory).max().unwrap_or(512 << 20);
+    let slots = jobs.or(m.jobs).unwrap_or_else(|| matrix::auto_slots(cores, mem_available, vm_mem)).max(1);
+    eprintln!("matrix {}: {} cells, up to {slots} VMs at once → {}", m.name, cells.len(), dir.display());
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let results = rt.block_on(async {
+        let cancel = tokio_util::sync::CancellationToken::new();
+        spawn_signal_handler(cancel.clone());
+        matrix::run_cells(cells, &dir, slots, dirs.to_vec(), cancel).await
+    });
+    let code = matrix::exit_code(&results);
+    let report = serde_json::json!({
+        "schema": "kernlab.matrix-report/1",
+        "name": m.name,
+        "partition": part.map(|p| format!("{p:?}")),
+        "exit_code": code,
+        "cells": results,
+    });
+    let _ = kernlab::util::fsx::write_atomic(&dir.join("report.json"), &serde_json::to_vec_pretty(&report).unwrap_or_default());
+    let _ = kernlab::util::fsx::write_atomic(&dir.join("junit.xml"), matrix::junit(&m.name, &results).as_bytes());
+    print!("{}", matrix::table(&results));
+    println!("matrix {}: exit {code}; {}", m.name, dir.display());
+    code
 }
 
 fn triage(vmcore: &std::path::Path, name: &str, out: Option<PathBuf>, dirs: &[PathBuf]) -> i32 {
@@ -286,7 +391,7 @@ fn run_lab(lab: PathBuf, out: Option<PathBuf>, kernel_dirs: Vec<PathBuf>, quiet:
     rt.block_on(async move {
         let cancel = CancellationToken::new();
         spawn_signal_handler(cancel.clone());
-        let end = run::run(run::RunOptions { lab_file: lab, out, kernel_dirs, quiet }, cancel).await;
+        let end = run::run(run::RunOptions { lab_file: lab, out, kernel_dirs, quiet, kernel: None }, cancel).await;
         if let Some(e) = &end.error {
             eprintln!("kernlab: {e}");
         }

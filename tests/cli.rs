@@ -108,3 +108,40 @@ fn an_existing_run_directory_is_never_overwritten() {
     assert_eq!(std::fs::read_dir(&out_dir).unwrap().count(), 1);
     let _ = Path::new("");
 }
+
+#[test]
+fn matrix_cells_are_listed_stably_and_shards_cover_them() {
+    let out = run(&["matrix", "matrices/nightly.yaml", "--list"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let all: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
+    assert_eq!(
+        all,
+        [
+            "leak-lab@debian-6.1.0-54-amd64",
+            "leak-lab@debian-6.1.0-54-cloud-amd64",
+            "no-leak-lab@debian-6.1.0-54-amd64",
+            "no-leak-lab@debian-6.1.0-54-cloud-amd64"
+        ]
+    );
+    for n in 1..=3 {
+        let mut seen = Vec::new();
+        for m in 1..=n {
+            let o = run(&["matrix", "matrices/nightly.yaml", "--list", "--partition", &format!("hash:{m}/{n}")]);
+            seen.extend(text(&o.stdout).lines().map(str::to_string));
+        }
+        seen.sort();
+        assert_eq!(seen, all, "hash shards of {n}");
+    }
+    // GitLab's variables pick the shard too.
+    let o = kernlab().env("CI_NODE_INDEX", "1").env("CI_NODE_TOTAL", "4").args(["matrix", "matrices/nightly.yaml", "--list", "--message-format", "json"]).output().unwrap();
+    let cells: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let shard: Vec<&str> = cells.as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
+    let o = run(&["matrix", "matrices/nightly.yaml", "--list", "--partition", "hash:1/4"]);
+    assert_eq!(shard, text(&o.stdout).lines().collect::<Vec<_>>(), "CI_NODE_INDEX=1/4 is hash:1/4");
+    // A pattern that matches no kernel names itself.
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("m.yaml"), format!("name: m\nlabs: [{}]\nkernels: ['debian-9.*']\n", repo("labs/smoke.yaml").display())).unwrap();
+    let o = run(&["matrix", d.path().join("m.yaml").to_str().unwrap(), "--list"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(text(&o.stderr).contains("kernel pattern `debian-9.*` matches no known kernel"), "{}", text(&o.stderr));
+}

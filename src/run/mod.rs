@@ -43,6 +43,8 @@ pub struct RunOptions {
     pub out: Option<PathBuf>,
     pub kernel_dirs: Vec<PathBuf>,
     pub quiet: bool,
+    /// Run on this kernel instead of the lab's (a matrix cell).
+    pub kernel: Option<String>,
 }
 
 /// How a run ended, for the summary and the exit code.
@@ -111,10 +113,13 @@ struct Ctx {
 pub async fn run(opts: RunOptions, cancel: CancellationToken) -> RunEnd {
     let start = Instant::now();
     let fail_early = |e: RunError| RunEnd { dir: None, exit_code: e.exit_code(), error: Some(e.chain()), summary: None };
-    let lab = match lab::load(&opts.lab_file) {
+    let mut lab = match lab::load(&opts.lab_file) {
         Ok(l) => l,
         Err(e) => return fail_early(e.into()),
     };
+    if let Some(k) = &opts.kernel {
+        lab.kernel = k.clone();
+    }
     let mut dirs = opts.kernel_dirs.clone();
     dirs.extend(kernel::descriptor_dirs(Some(&opts.lab_file)));
     let desc = match Registry::load(&dirs).and_then(|r| r.get(&lab.kernel).cloned()) {
