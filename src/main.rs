@@ -52,6 +52,15 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// Join the matrix reports of several shards into one (report.json,
+    /// junit.xml, ktap.txt, the table).
+    Merge {
+        /// Matrix directories (each with a report.json).
+        dirs: Vec<PathBuf>,
+        /// Where the merged report goes (created).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
     /// Check a lab file and print it with every default filled in.
     Validate { lab: PathBuf },
     /// Kernels: list the descriptors, fetch one into the cache.
@@ -127,6 +136,7 @@ fn main() -> ExitCode {
         Command::Matrix { file, list, message_format, partition, jobs, out } => {
             matrix(&file, list, &message_format, partition, jobs, out, &cli.kernel_dirs)
         }
+        Command::Merge { dirs, out } => merge(&dirs, &out),
         Command::Triage { vmcore, kernel, out } => triage(&vmcore, &kernel, out, &cli.kernel_dirs),
     };
     ExitCode::from(code as u8)
@@ -267,8 +277,47 @@ fn matrix(
     });
     let _ = kernlab::util::fsx::write_atomic(&dir.join("report.json"), &serde_json::to_vec_pretty(&report).unwrap_or_default());
     let _ = kernlab::util::fsx::write_atomic(&dir.join("junit.xml"), matrix::junit(&m.name, &results).as_bytes());
+    let _ = kernlab::util::fsx::write_atomic(&dir.join("ktap.txt"), matrix::ktap(&results).as_bytes());
     print!("{}", matrix::table(&results));
     println!("matrix {}: exit {code}; {}", m.name, dir.display());
+    code
+}
+
+fn merge(dirs: &[PathBuf], out: &std::path::Path) -> i32 {
+    use kernlab::matrix;
+    let mut reports = Vec::new();
+    let mut name = String::from("merged");
+    for d in dirs {
+        let path = d.join("report.json");
+        let v: serde_json::Value = match std::fs::read(&path).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())) {
+            Ok(v) => v,
+            Err(e) => {
+                eprintln!("kernlab: cannot read `{}`: {e}", path.display());
+                return exit::USAGE;
+            }
+        };
+        if let Some(n) = v["name"].as_str() {
+            name = n.to_string();
+        }
+        reports.push(v);
+    }
+    let results = match matrix::merge(&reports) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kernlab: {e}");
+            return exit::USAGE;
+        }
+    };
+    if let Err(e) = kernlab::util::fsx::private_dir(out) {
+        return fail(&e);
+    }
+    let code = matrix::exit_code(&results);
+    let report = serde_json::json!({"schema": "kernlab.matrix-report/1", "name": name, "merged_from": dirs, "exit_code": code, "cells": results});
+    let _ = kernlab::util::fsx::write_atomic(&out.join("report.json"), &serde_json::to_vec_pretty(&report).unwrap_or_default());
+    let _ = kernlab::util::fsx::write_atomic(&out.join("junit.xml"), matrix::junit(&name, &results).as_bytes());
+    let _ = kernlab::util::fsx::write_atomic(&out.join("ktap.txt"), matrix::ktap(&results).as_bytes());
+    print!("{}", matrix::table(&results));
+    println!("merged {} reports, {} cells: exit {code}; {}", dirs.len(), results.len(), out.display());
     code
 }
 

@@ -34,4 +34,13 @@ fn a_kernel_gone_from_the_archive_fails_only_its_cell() {
     assert!(junit.contains("name=\"quick@debian-6.1.0-54-cloud-amd64\"") && junit.contains("name=\"quick@gone-6.1.0-999\""), "{junit}");
     assert_eq!(junit.matches("<error").count(), 1, "{junit}");
     assert!(junit.contains("property name=\"verdict\" value=\"completed\""), "{junit}");
+    let ktap = std::fs::read_to_string(dir.join("ktap.txt")).unwrap();
+    assert!(ktap.starts_with("KTAP version 1\n1..2\n") && ktap.contains("not ok 2 quick@gone-6.1.0-999"), "{ktap}");
+
+    // Shards' reports join into one.
+    let merged = d.path().join("merged");
+    let o = run(&["merge", dir.to_str().unwrap(), "--out", merged.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(101), "{}", text(&o.stderr));
+    assert_eq!(report(&merged)["cells"].as_array().unwrap().len(), 2);
+    assert!(merged.join("junit.xml").is_file() && merged.join("ktap.txt").is_file());
 }

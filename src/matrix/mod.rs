@@ -180,7 +180,7 @@ pub fn auto_slots(cores: usize, mem_available: u64, vm_memory: u64) -> usize {
     cores.min(by_mem).max(1)
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CellResult {
     pub id: String,
     pub lab: String,
@@ -296,6 +296,43 @@ pub fn junit(name: &str, results: &[CellResult]) -> String {
     report.to_string().unwrap_or_default()
 }
 
+/// KTAP (the kernel's test output format): one line per cell; an
+/// inconclusive cell is a SKIP with its verdict.
+pub fn ktap(results: &[CellResult]) -> String {
+    let mut s = format!("KTAP version 1\n1..{}\n", results.len());
+    for (i, r) in results.iter().enumerate() {
+        let n = i + 1;
+        match r.exit_code {
+            exit::OK => s.push_str(&format!("ok {n} {}\n", r.id)),
+            exit::INCONCLUSIVE => s.push_str(&format!("ok {n} {} # SKIP {}\n", r.id, r.verdict)),
+            code => {
+                s.push_str(&format!("not ok {n} {}\n", r.id));
+                let why = r.error.clone().unwrap_or_else(|| format!("verdict {} (exit {code})", r.verdict));
+                for line in why.lines().take(5) {
+                    s.push_str(&format!("# {line}\n"));
+                }
+            }
+        }
+    }
+    s
+}
+
+/// Joins the cell results of several shards' matrix reports; a cell that
+/// appears twice (a shard rerun) keeps its last result. Sorted by id.
+pub fn merge(reports: &[serde_json::Value]) -> Result<Vec<CellResult>, String> {
+    let mut by_id: std::collections::BTreeMap<String, CellResult> = std::collections::BTreeMap::new();
+    for (i, r) in reports.iter().enumerate() {
+        if r["schema"] != "kernlab.matrix-report/1" {
+            return Err(format!("report {} is not a kernlab matrix report (schema {})", i + 1, r["schema"]));
+        }
+        let cells: Vec<CellResult> = serde_json::from_value(r["cells"].clone()).map_err(|e| format!("report {}: {e}", i + 1))?;
+        for c in cells {
+            by_id.insert(c.id.clone(), c);
+        }
+    }
+    Ok(by_id.into_values().collect())
+}
+
 /// The kernels × labs table.
 pub fn table(results: &[CellResult]) -> String {
     let mut labs: Vec<&str> = results.iter().map(|r| r.lab.as_str()).collect();
@@ -372,6 +409,17 @@ mod tests {
         assert_eq!(auto_slots(2, 24 << 30, 512 << 20), 2);
         assert_eq!(auto_slots(8, 2 << 30, 1 << 30), 1);
         assert_eq!(auto_slots(1, 0, 1), 1);
+    }
+
+    #[test]
+    fn ktap_and_merge() {
+        let r = |id: &str, c: i32| CellResult { id: id.into(), lab: "a".into(), kernel: id.into(), exit_code: c, verdict: "v".into(), error: None, dir: "d".into(), secs: 0.0, delta_per_hour: None, bytes_per_op: None };
+        let k = ktap(&[r("a@k1", 0), r("a@k2", 100), r("a@k3", 102)]);
+        assert_eq!(k, "KTAP version 1\n1..3\nok 1 a@k1\nnot ok 2 a@k2\n# verdict v (exit 100)\nok 3 a@k3 # SKIP v\n");
+        let rep = |cells: Vec<CellResult>| serde_json::json!({"schema": "kernlab.matrix-report/1", "cells": cells});
+        let merged = merge(&[rep(vec![r("a@k2", 101), r("a@k1", 0)]), rep(vec![r("a@k2", 0)])]).unwrap();
+        assert_eq!(merged.iter().map(|c| (c.id.as_str(), c.exit_code)).collect::<Vec<_>>(), [("a@k1", 0), ("a@k2", 0)]);
+        assert!(merge(&[serde_json::json!({"schema": "other"})]).is_err());
     }
 
     #[test]
