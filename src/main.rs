@@ -252,6 +252,21 @@ fn matrix(
     if let Err(e) = kernlab::util::fsx::private_dir(&dir.join("cells")) {
         return fail(&e);
     }
+    // Kernels from `debian:` patterns get descriptors in the matrix directory,
+    // which every cell's run then finds.
+    let mut dirs = dirs.to_vec();
+    let made: Vec<&matrix::Cell> = cells.iter().filter(|c| registry.get(&c.kernel).is_err()).collect();
+    if !made.is_empty() {
+        let kdir = dir.join("kernels");
+        let _ = kernlab::util::fsx::private_dir(&kdir);
+        for c in made {
+            if let Some(text) = matrix::archive_descriptor(&c.kernel) {
+                let _ = kernlab::util::fsx::write_atomic(&kdir.join(format!("{}.yaml", c.kernel)), text.as_bytes());
+            }
+        }
+        dirs.insert(0, kdir);
+    }
+    let dirs = &dirs[..];
     let mem_available = std::fs::read_to_string("/proc/meminfo")
         .ok()
         .and_then(|t| kernlab::sample::parse::parse_meminfo(&t).ok())

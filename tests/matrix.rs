@@ -44,3 +44,20 @@ fn a_kernel_gone_from_the_archive_fails_only_its_cell() {
     assert_eq!(report(&merged)["cells"].as_array().unwrap().len(), 2);
     assert!(merged.join("junit.xml").is_file() && merged.join("ktap.txt").is_file());
 }
+
+#[test]
+fn debian_patterns_come_from_the_apt_sources_and_run() {
+    let d = tempfile::tempdir().unwrap();
+    lab(d.path(), "quick", "name: quick\nworkload:\n  commands: ['uname -r']\n  duration: 2s\nmonitor:\n  interval: 1s\n");
+    std::fs::write(d.path().join("m.yaml"), "name: m\nlabs: [quick.yaml]\nkernels: ['debian:6.1.0-5*-cloud-amd64']\n").unwrap();
+    let o = run(&["matrix", d.path().join("m.yaml").to_str().unwrap(), "--list"]);
+    let listed = text(&o.stdout);
+    assert!(listed.contains("quick@debian-6.1.0-53-cloud-amd64") && listed.contains("quick@debian-6.1.0-54-cloud-amd64"), "{listed}");
+    // Run one such cell: a kernel no descriptor names, fetched by package.
+    std::fs::write(d.path().join("one.yaml"), "name: one\nlabs: [quick.yaml]\nkernels: ['debian:6.1.0-53-cloud-amd64']\n").unwrap();
+    let dir = d.path().join("out");
+    let o = run(&["matrix", d.path().join("one.yaml").to_str().unwrap(), "--out", dir.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", text(&o.stdout), text(&o.stderr));
+    let log = std::fs::read_to_string(dir.join("cells/quick@debian-6.1.0-53-cloud-amd64/workload.log")).unwrap();
+    assert_eq!(log.trim(), "6.1.0-53-cloud-amd64");
+}

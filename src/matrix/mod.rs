@@ -76,9 +76,14 @@ pub fn load(path: &Path, registry: &Registry) -> Result<(MatrixFile, Vec<Cell>),
     }
     let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
     let known: Vec<String> = registry.iter().map(|d| d.name.clone()).collect();
+    let archive = if m.kernels.iter().any(|p| p.starts_with(ARCHIVE_PREFIX)) { archive_kernels() } else { Vec::new() };
     let mut kernels = Vec::new();
     for pattern in &m.kernels {
-        let hits: Vec<&String> = known.iter().filter(|k| glob_match(pattern, k)).collect();
+        let (pool, glob) = match pattern.strip_prefix(ARCHIVE_PREFIX) {
+            Some(g) => (&archive, format!("debian-{g}")),
+            None => (&known, pattern.clone()),
+        };
+        let hits: Vec<&String> = pool.iter().filter(|k| glob_match(&glob, k)).collect();
         if hits.is_empty() {
             return Err(MatrixError::NoKernel { path: path.into(), pattern: pattern.clone(), known: known.join(", ") });
         }
@@ -100,6 +105,43 @@ pub fn load(path: &Path, registry: &Registry) -> Result<(MatrixFile, Vec<Cell>),
     cells.sort_by(|a, b| a.id.cmp(&b.id));
     cells.dedup_by(|a, b| a.id == b.id);
     Ok((m, cells))
+}
+
+/// Kernel patterns with this prefix are matched against the machine's apt
+/// sources (`debian:6.1.*-cloud-amd64`), not the descriptors.
+pub const ARCHIVE_PREFIX: &str = "debian:";
+
+/// Debian kernels the machine's apt sources offer, as descriptor names
+/// (`debian-<release>` for `linux-image-<release>`; meta, -dbg and
+/// -unsigned packages left out).
+pub fn archive_kernels() -> Vec<String> {
+    let out = std::process::Command::new("apt-cache").args(["pkgnames", "linux-image-"]).output();
+    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
+    archive_names(&text)
+}
+
+/// Pure part of [`archive_kernels`].
+pub fn archive_names(pkgnames: &str) -> Vec<String> {
+    let mut v: Vec<String> = pkgnames
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("linux-image-"))
+        // A release has an ABI or point version: 6.1.0-54-cloud-amd64, 6.12.117+deb12-amd64.
+        .filter(|r| r.chars().filter(|c| *c == '.').count() >= 2 || r.contains('+'))
+        .filter(|r| !r.ends_with("-dbg") && !r.ends_with("-unsigned"))
+        .map(|r| format!("debian-{r}"))
+        .collect();
+    v.sort();
+    v.dedup();
+    v
+}
+
+/// The descriptor for an archive kernel name (`debian-<release>`): its
+/// `linux-image-<release>` package at apt's candidate version.
+pub fn archive_descriptor(name: &str) -> Option<String> {
+    let release = name.strip_prefix("debian-")?;
+    Some(format!(
+        "# made by kernlab matrix from a `debian:` pattern\ndescription: Debian linux-image-{release} (apt's candidate)\nsource:\n  debian:\n    package: linux-image-{release}\n"
+    ))
 }
 
 /// `*` matches any run of characters, `?` one character; nothing else is special.
@@ -366,6 +408,13 @@ mod tests {
         (0..n)
             .map(|i| Cell { id: format!("lab{}@k{}", i % 7, i), lab: format!("lab{}", i % 7), lab_file: "x".into(), kernel: format!("k{i}"), vms: 1, memory: 1 })
             .collect()
+    }
+
+    #[test]
+    fn archive_names_from_pkgnames() {
+        let text = "linux-image-6.1.0-54-cloud-amd64\nlinux-image-6.12-cloud-amd64\nlinux-image-6.12.117+deb12-cloud-amd64\nlinux-image-6.1.0-54-cloud-amd64-dbg\nlinux-image-amd64\nlinux-image-6.1.0-54-amd64-unsigned\n";
+        assert_eq!(archive_names(text), ["debian-6.1.0-54-cloud-amd64", "debian-6.12.117+deb12-cloud-amd64"]);
+        assert!(archive_descriptor("debian-6.1.0-47-cloud-amd64").unwrap().contains("package: linux-image-6.1.0-47-cloud-amd64"));
     }
 
     #[test]
