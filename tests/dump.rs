@@ -128,14 +128,19 @@ fn a_crashkernel_too_small_falls_back_to_the_host_dump_and_says_why() {
     let (out, dir) = run_lab(
         d.path(),
         "small",
-        "name: small\nexhaustion:\n  action: kdump\n  crashkernel: 64M\n  deadline: 60s\n  crash: false\nworkload:\n  commands: ['sleep 3; echo c > /proc/sysrq-trigger']\n  duration: 60s\nmonitor:\n  interval: 1s\n",
+        "name: small\nexhaustion:\n  action: kdump\n  crashkernel: 64M\n  deadline: 30s\n  crash: false\nworkload:\n  commands: ['sleep 3; echo c > /proc/sysrq-trigger']\n  duration: 60s\nmonitor:\n  interval: 1s\n",
     );
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let dump = dump_of(&dir);
     assert_eq!(dump["via"], "host-dump", "{dump}");
+    // The starved capture kernel usually panics ("System is deadlocked on
+    // memory"), which the console shows at once; sometimes it thrashes in
+    // the OOM killer instead, and the deadline ends the wait.
     let reason = dump["reason"].as_str().unwrap();
-    assert!(reason.contains("capture kernel panicked") && reason.contains("crashkernel (64 MiB) too small"), "{reason}");
-    assert!(dump["secs"].as_f64().unwrap() < 50.0, "did not wait for the deadline: {dump}");
+    let panicked = reason.contains("capture kernel panicked") && reason.contains("crashkernel (64 MiB) too small");
+    let timed_out = reason.contains("capture kernel did not finish within 30s");
+    assert!(panicked || timed_out, "{reason}");
+    assert!(dump["secs"].as_f64().unwrap() < 60.0, "{dump}");
     assert_no_qemu(&dir);
 }
 
