@@ -94,15 +94,7 @@ fn sigint_mid_run_keeps_samples_and_leaves_no_qemu() {
     let d = tempfile::tempdir().unwrap();
     let (mut child, run_dir) = long_run_with_samples(d.path(), 3);
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
-    let mut status = None;
-    wait_until(Duration::from_secs(30), || {
-        status = child.try_wait().unwrap();
-        status.is_some()
-    });
-    let Some(status) = status else {
-        let _ = child.kill();
-        panic!("kernlab did not stop within 30 s of SIGINT");
-    };
+    let status = exit_within(&mut child, Duration::from_secs(30), "SIGINT");
     assert_eq!(status.code(), Some(130));
     let rep = report(&run_dir);
     assert_eq!(rep["outcome"], "interrupted");
@@ -206,6 +198,20 @@ fn missing_qemu_and_failing_setup_are_clear_infrastructure_errors() {
     assert_no_qemu_left(&run_dir);
 }
 
+/// Waits for kernlab to exit after `what`; kills it and fails the test if
+/// it has not within `timeout`.
+fn exit_within(child: &mut std::process::Child, timeout: Duration, what: &str) -> std::process::ExitStatus {
+    let mut status = None;
+    wait_until(timeout, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    status.unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("kernlab did not exit within {timeout:?} of {what}");
+    })
+}
+
 /// Starts a long run and waits until it has taken `n` samples.
 fn long_run_with_samples(d: &Path, n: usize) -> (std::process::Child, std::path::PathBuf) {
     let f = lab(d, "long", "name: long\nworkload:\n  commands: ['sleep 600']\n  duration: 5m\nmonitor:\n  interval: 1s\n");
@@ -250,15 +256,7 @@ fn a_second_sigint_tears_down_at_once() {
     unsafe { libc::kill(pid, libc::SIGINT) };
     std::thread::sleep(Duration::from_millis(20));
     unsafe { libc::kill(pid, libc::SIGINT) };
-    let mut status = None;
-    wait_until(Duration::from_secs(10), || {
-        status = child.try_wait().unwrap();
-        status.is_some()
-    });
-    let Some(status) = status else {
-        let _ = child.kill();
-        panic!("kernlab did not exit within 10 s of a second SIGINT");
-    };
+    let status = exit_within(&mut child, Duration::from_secs(10), "a second SIGINT");
     assert_eq!(status.code(), Some(130));
     for p in qemu_pids(&run_dir) {
         assert!(wait_until(Duration::from_secs(5), || !qemu_alive(p)), "QEMU {p} left behind");

@@ -54,10 +54,7 @@ impl ArmSeries {
         match metric {
             "slab" => self.meminfo.get("Slab").cloned().unwrap_or_default(),
             "sunreclaim" => self.meminfo.get("SUnreclaim").cloned().unwrap_or_default(),
-            m => match m.strip_prefix("cache:").and_then(|c| self.caches.get(c)) {
-                Some(v) => v.iter().map(|&(t, a, sz)| (t, a * sz)).collect(),
-                None => Vec::new(),
-            },
+            m => m.strip_prefix("cache:").and_then(|c| self.caches.get(c)).map(|rows| cache_bytes(rows)).unwrap_or_default(),
         }
     }
 
@@ -85,6 +82,11 @@ impl ArmSeries {
         let (a, b) = (self.ops.first()?, self.ops.last()?);
         (b.0 > a.0).then(|| (b.1 - a.1) / (b.0 - a.0))
     }
+}
+
+/// A cache's (t, active bytes) series from its (t, active_objs, objsize) rows.
+fn cache_bytes(rows: &[(f64, f64, f64)]) -> Vec<(f64, f64)> {
+    rows.iter().map(|&(t, a, sz)| (t, a * sz)).collect()
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -146,16 +148,17 @@ fn fit_arm(series: &[(f64, f64)], arm: &ArmSeries, alpha: f64) -> ArmFit {
         let (n, y): (Vec<f64>, Vec<f64>) = pairs.into_iter().unzip();
         stats::fit_per_op(&n, &y, alpha).ok()
     };
-    match fit {
-        Ok(f) => ArmFit {
-            samples: series.len(),
-            per_hour: Some([stats::per_hour(f.slope), stats::per_hour(f.lower), stats::per_hour(f.upper)]),
-            fit: Some(f),
-            per_op,
-            ops_per_s: arm.ops_rate(),
-            error: None,
-        },
-        Err(e) => ArmFit { samples: series.len(), fit: None, per_hour: None, per_op, ops_per_s: arm.ops_rate(), error: Some(e.to_string()) },
+    let (fit, error) = match fit {
+        Ok(f) => (Some(f), None),
+        Err(e) => (None, Some(e.to_string())),
+    };
+    ArmFit {
+        samples: series.len(),
+        per_hour: fit.as_ref().map(|f| [stats::per_hour(f.slope), stats::per_hour(f.lower), stats::per_hour(f.upper)]),
+        fit,
+        per_op,
+        ops_per_s: arm.ops_rate(),
+        error,
     }
 }
 
@@ -190,7 +193,7 @@ pub fn analyze(module: &ArmSeries, baseline: &ArmSeries, metric: &str, floor_per
     // Ranked diagnostics: the module arm's fastest-growing caches.
     let mut top: Vec<CacheFinding> = Vec::new();
     for (name, rows) in &module.caches {
-        let (t, y): (Vec<f64>, Vec<f64>) = rows.iter().map(|&(t, a, sz)| (t, a * sz)).unzip();
+        let (t, y): (Vec<f64>, Vec<f64>) = cache_bytes(rows).into_iter().unzip();
         let Ok(f) = stats::fit(&t, &y, fit_alpha) else { continue };
         if f.slope <= 0.0 {
             continue;
@@ -199,10 +202,8 @@ pub fn analyze(module: &ArmSeries, baseline: &ArmSeries, metric: &str, floor_per
         let (n, a): (Vec<f64>, Vec<f64>) = objs.into_iter().unzip();
         let objects_per_op = stats::fit_per_op(&n, &a, fit_alpha).ok().map(|f| f.slope);
         let objsize = rows.last().map(|r| r.2).unwrap_or(0.0);
-        let baseline_bytes_per_s = baseline.caches.get(name).and_then(|rows| {
-            let (t, y): (Vec<f64>, Vec<f64>) = rows.iter().map(|&(t, a, sz)| (t, a * sz)).unzip();
-            stats::fit(&t, &y, fit_alpha).ok().map(|f| f.slope)
-        });
+        let (bt, by): (Vec<f64>, Vec<f64>) = baseline.metric(&format!("cache:{name}")).into_iter().unzip();
+        let baseline_bytes_per_s = stats::fit(&bt, &by, fit_alpha).ok().map(|f| f.slope);
         top.push(CacheFinding {
             cache: name.clone(),
             objsize,

@@ -124,18 +124,12 @@ pub fn argv(spec: &VmSpec) -> Vec<OsString> {
             }
             Device::DumpDisk => {
                 if let Some(disk) = &spec.dump_disk {
-                    push("-drive");
-                    push(&format!("file={},if=none,id=dump,format=raw,cache=unsafe", disk.to_string_lossy()));
-                    push("-device");
-                    push("virtio-blk-pci,drive=dump");
+                    raw_disk("dump", disk, "").iter().for_each(|w| push(w));
                 }
             }
             Device::ChurnDisk => {
                 if let Some(disk) = &spec.churn_disk {
-                    push("-drive");
-                    push(&format!("file={},if=none,id=churn,format=raw,cache=unsafe,discard=unmap", disk.to_string_lossy()));
-                    push("-device");
-                    push("virtio-blk-pci,drive=churn");
+                    raw_disk("churn", disk, ",discard=unmap").iter().for_each(|w| push(w));
                 }
             }
         }
@@ -147,6 +141,17 @@ pub fn argv(spec: &VmSpec) -> Vec<OsString> {
         push("panic=pause");
     }
     a
+}
+
+/// A raw image as a virtio-blk disk; `cache=unsafe` because the image is
+/// scratch space that dies with the run (the dump is read after QEMU exits).
+fn raw_disk(id: &str, path: &std::path::Path, extra: &str) -> [String; 4] {
+    [
+        "-drive".into(),
+        format!("file={},if=none,id={id},format=raw,cache=unsafe{extra}", path.to_string_lossy()),
+        "-device".into(),
+        format!("virtio-blk-pci,drive={id}"),
+    ]
 }
 
 /// The kernel command line kernlab owns, plus the lab's extra words.
