@@ -30,6 +30,10 @@ enum Command {
         /// runs/<lab>/<UTC timestamp>-<kernel>.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// Run on this kernel (a descriptor name, see `kernlab kernel list`)
+        /// instead of the lab's own `kernel`.
+        #[arg(long, value_name = "NAME")]
+        kernel: Option<String>,
     },
     /// Run every (lab, kernel) cell of a matrix file, in parallel.
     Matrix {
@@ -121,7 +125,7 @@ fn main() -> ExitCode {
         .without_time()
         .init();
     let code = match cli.command {
-        Command::Run { lab, out } => run_lab(lab, out, cli.kernel_dirs, cli.quiet),
+        Command::Run { lab, out, kernel } => run_lab(lab, out, kernel, cli.kernel_dirs, cli.quiet),
         Command::Validate { lab } => match lab::load(&lab) {
             Ok(l) => {
                 print!("{}", l.to_yaml());
@@ -450,12 +454,12 @@ fn bench_boot(mut kernels: Vec<String>, runs: usize, dirs: &[PathBuf]) -> i32 {
     }
 }
 
-fn run_lab(lab: PathBuf, out: Option<PathBuf>, kernel_dirs: Vec<PathBuf>, quiet: bool) -> i32 {
+fn run_lab(lab: PathBuf, out: Option<PathBuf>, kernel: Option<String>, kernel_dirs: Vec<PathBuf>, quiet: bool) -> i32 {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     rt.block_on(async move {
         let cancel = CancellationToken::new();
         spawn_signal_handler(cancel.clone());
-        let end = run::run(run::RunOptions { lab_file: lab, out, kernel_dirs, quiet, kernel: None }, cancel).await;
+        let end = run::run(run::RunOptions { lab_file: lab, out, kernel_dirs, quiet, kernel }, cancel).await;
         if let Some(e) = &end.error {
             eprintln!("kernlab: {e}");
         }

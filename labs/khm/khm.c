@@ -73,13 +73,21 @@ module_param(leak, int, 0444);
 MODULE_PARM_DESC(leak, "1 = leak the path reference on last-reference closes (emulate the vendor bug); 0 = balanced (default)");
 
 /*
- * Function to probe; its first argument must be the struct file *.  On
- * kernels >= 6.7 close(2) no longer calls filp_close() (it does
- * file_close_fd + filp_flush + __fput_sync), so use symbol=filp_flush there.
+ * Function to probe; its first argument must be the struct file *.  Up to
+ * 6.6 close(2) calls filp_close().  Since 6.7 it does file_close_fd() +
+ * filp_flush() + __fput_sync() and filp_close() is left to exit and dup2,
+ * so the close path's common point is filp_flush() (filp_close() calls it
+ * too).  Either way the file still holds its references while the probed
+ * function runs and __fput() comes after it returns.
  */
-static char *symbol = "filp_close";
+#if LINUX_VERSION_CODE >= KERNEL_VERSION(6, 7, 0)
+#define KHM_DEFAULT_SYMBOL "filp_flush"
+#else
+#define KHM_DEFAULT_SYMBOL "filp_close"
+#endif
+static char *symbol = KHM_DEFAULT_SYMBOL;
 module_param(symbol, charp, 0444);
-MODULE_PARM_DESC(symbol, "probed close function (default filp_close; use filp_flush on >= 6.7)");
+MODULE_PARM_DESC(symbol, "probed close function (default: " KHM_DEFAULT_SYMBOL " on this kernel)");
 
 /* Per-kretprobe-instance data (ri->data). */
 struct khm_inst {

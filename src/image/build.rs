@@ -9,7 +9,7 @@ use super::modules::{DepTable, ModuleError};
 use super::tree::Tree;
 use crate::cache::Cache;
 use crate::kernel::Kernel;
-use crate::util::{fsx, tool};
+use crate::util::{decompress, fsx, tool};
 
 /// Bumped whenever the layout of the image changes in a way its inputs do not show.
 const FORMAT: &str = "kernlab-minimal-1";
@@ -118,13 +118,20 @@ pub fn capture_cpio(kernel: &Kernel, dump_level: u8) -> Result<Vec<u8>, ImageErr
         .map_err(|source| ImageError::Modules { kernel: kernel.name.clone(), source })?;
     let mut list = String::new();
     for rel in &order {
-        let host = release_dir.join(rel);
-        let data = std::fs::read(&host).map_err(|source| ImageError::Read { path: host.clone(), source })?;
-        t.file(&format!("/lib/modules/{}/{rel}", kernel.release), 0o644, data);
-        list.push_str(&format!("{}/{rel}\n", kernel.release));
+        list.push_str(&add_module(&mut t, kernel, &release_dir, rel)?);
     }
     t.file("/etc/kernlab/modules", 0o644, list.into_bytes());
     Ok(t.to_cpio())
+}
+
+/// Puts one module into the tree as a plain `.ko` (compressed modules, as
+/// 6.12 and SUSE kernels ship them, are decompressed on the host) and
+/// returns its line for `/etc/kernlab/modules`.
+fn add_module(t: &mut Tree, kernel: &Kernel, release_dir: &Path, rel: &str) -> Result<String, ImageError> {
+    let data = decompress::read_file(&release_dir.join(rel)).map_err(|e| ImageError::Read { path: e.path, source: e.source })?;
+    let plain = decompress::strip_suffix(rel);
+    t.file(&format!("/lib/modules/{}/{plain}", kernel.release), 0o644, data);
+    Ok(format!("{}/{plain}\n", kernel.release))
 }
 
 /// The kernel's module dependency table and its module directory.
@@ -167,10 +174,7 @@ fn minimal_tree(kernel: &Kernel, early: &[&str], late: &[&str]) -> Result<Tree, 
         if i == early_order.len() {
             list.push_str("@sshd\n");
         }
-        let host = release_dir.join(rel);
-        let data = std::fs::read(&host).map_err(|source| ImageError::Read { path: host.clone(), source })?;
-        t.file(&format!("/lib/modules/{}/{rel}", kernel.release), 0o644, data);
-        list.push_str(&format!("{}/{rel}\n", kernel.release));
+        list.push_str(&add_module(&mut t, kernel, &release_dir, rel)?);
     }
     if !list.contains("@sshd") {
         list.push_str("@sshd\n");

@@ -2,5 +2,6 @@
 //! directories, atomic writes, content hashes, and running host tools with
 //! their stderr kept for error messages.
 
+pub mod decompress;
 pub mod fsx;
 pub mod tool;
