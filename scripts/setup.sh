@@ -14,6 +14,7 @@ packages=(
   kmod              # depmod for the kernels' module trees
   gcc make pkg-config libssl-dev   # building libssh2 for the ssh2 crate
   libc6-dev         # static workload programs (churn) for the guest
+  dwarves           # pahole: 6.12 kernels' module builds (BTF) look for it
   apt               # apt-get download / apt-cache for kernels and headers
   kexec-tools       # kexec -p in the guest, for in-guest kdump
   makedumpfile      # the capture kernel's dump writer

@@ -281,23 +281,16 @@ fn matrix(
     let slots = jobs.or(m.jobs).unwrap_or_else(|| matrix::auto_slots(cores, mem_available, vm_mem)).max(1);
     eprintln!("matrix {}: {} cells, up to {slots} VMs at once → {}", m.name, cells.len(), dir.display());
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let started = std::time::Instant::now();
     let results = rt.block_on(async {
         let cancel = tokio_util::sync::CancellationToken::new();
         spawn_signal_handler(cancel.clone());
         matrix::run_cells(cells, &dir, slots, dirs.to_vec(), cancel).await
     });
-    let code = matrix::exit_code(&results);
-    let report = serde_json::json!({
-        "schema": "kernlab.matrix-report/1",
-        "name": m.name,
-        "partition": part.map(|p| format!("{p:?}")),
-        "exit_code": code,
-        "cells": results,
-    });
-    let _ = kernlab::util::fsx::write_atomic(&dir.join("report.json"), &serde_json::to_vec_pretty(&report).unwrap_or_default());
-    let _ = kernlab::util::fsx::write_atomic(&dir.join("junit.xml"), matrix::junit(&m.name, &results).as_bytes());
-    let _ = kernlab::util::fsx::write_atomic(&dir.join("ktap.txt"), matrix::ktap(&results).as_bytes());
-    print!("{}", matrix::table(&results));
+    let timing = matrix::Timing::new(started.elapsed().as_secs_f64(), slots, &results);
+    let extra = serde_json::json!({"partition": part.map(|p| format!("{p:?}")), "timing": timing});
+    let code = matrix::write_outputs(&dir, &m.name, &results, extra);
+    println!("{}", timing.line());
     println!("matrix {}: exit {code}; {}", m.name, dir.display());
     code
 }
@@ -330,12 +323,7 @@ fn merge(dirs: &[PathBuf], out: &std::path::Path) -> i32 {
     if let Err(e) = kernlab::util::fsx::private_dir(out) {
         return fail(&e);
     }
-    let code = matrix::exit_code(&results);
-    let report = serde_json::json!({"schema": "kernlab.matrix-report/1", "name": name, "merged_from": dirs, "exit_code": code, "cells": results});
-    let _ = kernlab::util::fsx::write_atomic(&out.join("report.json"), &serde_json::to_vec_pretty(&report).unwrap_or_default());
-    let _ = kernlab::util::fsx::write_atomic(&out.join("junit.xml"), matrix::junit(&name, &results).as_bytes());
-    let _ = kernlab::util::fsx::write_atomic(&out.join("ktap.txt"), matrix::ktap(&results).as_bytes());
-    print!("{}", matrix::table(&results));
+    let code = matrix::write_outputs(out, &name, &results, serde_json::json!({"merged_from": dirs}));
     println!("merged {} reports, {} cells: exit {code}; {}", dirs.len(), results.len(), out.display());
     code
 }

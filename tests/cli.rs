@@ -111,32 +111,39 @@ fn an_existing_run_directory_is_never_overwritten() {
 
 #[test]
 fn matrix_cells_are_listed_stably_and_shards_cover_them() {
-    let out = run(&["matrix", "matrices/nightly.yaml", "--list"]);
+    let out = run(&["matrix", "labs/nightly.yaml", "--list"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let all: Vec<String> = text(&out.stdout).lines().map(str::to_string).collect();
-    assert_eq!(
-        all,
-        [
-            "leak-lab@debian-6.1.0-54-amd64",
-            "leak-lab@debian-6.1.0-54-cloud-amd64",
-            "no-leak-lab@debian-6.1.0-54-amd64",
-            "no-leak-lab@debian-6.1.0-54-cloud-amd64"
-        ]
-    );
+    // 2 labs × the newest kernel of each of 4 patterns, whatever the archive's newest is today.
+    assert_eq!(all.len(), 8, "{all:?}");
+    let kernels: std::collections::BTreeSet<&str> = all.iter().map(|id| id.split_once('@').unwrap().1).collect();
+    assert_eq!(kernels.len(), 4, "{kernels:?}");
+    let one = |pred: &dyn Fn(&str) -> bool| kernels.iter().filter(|k| pred(k)).count() == 1;
+    assert!(one(&|k| k.starts_with("debian-6.1.0-") && k.ends_with("-cloud-amd64")), "{kernels:?}");
+    assert!(one(&|k| k.starts_with("debian-6.1.0-") && !k.contains("cloud") && !k.contains("-rt-")), "{kernels:?}");
+    assert!(one(&|k| k.starts_with("debian-6.12.") && k.ends_with("+deb12-cloud-amd64")), "{kernels:?}");
+    assert!(one(&|k| k.starts_with("debian-6.12.") && k.ends_with("+deb12-amd64")), "{kernels:?}");
+    // Newest: not older than the pinned 6.12 descriptor, which the archive has.
+    let k612 = kernels.iter().find(|k| k.ends_with("+deb12-cloud-amd64")).unwrap();
+    let point: u32 = k612["debian-6.12.".len()..].split('+').next().unwrap().parse().unwrap();
+    assert!(point >= 117, "{k612}");
+    for lab in ["leak-lab", "no-leak-lab"] {
+        assert_eq!(all.iter().filter(|id| id.starts_with(&format!("{lab}@"))).count(), 4, "{all:?}");
+    }
     for n in 1..=3 {
         let mut seen = Vec::new();
         for m in 1..=n {
-            let o = run(&["matrix", "matrices/nightly.yaml", "--list", "--partition", &format!("hash:{m}/{n}")]);
+            let o = run(&["matrix", "labs/nightly.yaml", "--list", "--partition", &format!("hash:{m}/{n}")]);
             seen.extend(text(&o.stdout).lines().map(str::to_string));
         }
         seen.sort();
         assert_eq!(seen, all, "hash shards of {n}");
     }
     // GitLab's variables pick the shard too.
-    let o = kernlab().env("CI_NODE_INDEX", "1").env("CI_NODE_TOTAL", "4").args(["matrix", "matrices/nightly.yaml", "--list", "--message-format", "json"]).output().unwrap();
+    let o = kernlab().env("CI_NODE_INDEX", "1").env("CI_NODE_TOTAL", "4").args(["matrix", "labs/nightly.yaml", "--list", "--message-format", "json"]).output().unwrap();
     let cells: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let shard: Vec<&str> = cells.as_array().unwrap().iter().map(|c| c["id"].as_str().unwrap()).collect();
-    let o = run(&["matrix", "matrices/nightly.yaml", "--list", "--partition", "hash:1/4"]);
+    let o = run(&["matrix", "labs/nightly.yaml", "--list", "--partition", "hash:1/4"]);
     assert_eq!(shard, text(&o.stdout).lines().collect::<Vec<_>>(), "CI_NODE_INDEX=1/4 is hash:1/4");
     // A pattern that matches no kernel names itself.
     let d = tempfile::tempdir().unwrap();

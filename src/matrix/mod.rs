@@ -79,11 +79,18 @@ pub fn load(path: &Path, registry: &Registry) -> Result<(MatrixFile, Vec<Cell>),
     let archive = if m.kernels.iter().any(|p| p.starts_with(ARCHIVE_PREFIX)) { archive_kernels() } else { Vec::new() };
     let mut kernels = Vec::new();
     for pattern in &m.kernels {
-        let (pool, glob) = match pattern.strip_prefix(ARCHIVE_PREFIX) {
-            Some(g) => (&archive, format!("debian-{g}")),
-            None => (&known, pattern.clone()),
+        let (body, newest) = match pattern.strip_suffix(NEWEST_SUFFIX) {
+            Some(b) => (b, true),
+            None => (pattern.as_str(), false),
         };
-        let hits: Vec<&String> = pool.iter().filter(|k| glob_match(&glob, k)).collect();
+        let (pool, glob) = match body.strip_prefix(ARCHIVE_PREFIX) {
+            Some(g) => (&archive, format!("debian-{g}")),
+            None => (&known, body.to_string()),
+        };
+        let mut hits: Vec<&String> = pool.iter().filter(|k| glob_match(&glob, k)).collect();
+        if newest {
+            hits = hits.into_iter().max_by(|a, b| version_cmp(a, b)).into_iter().collect();
+        }
         if hits.is_empty() {
             return Err(MatrixError::NoKernel { path: path.into(), pattern: pattern.clone(), known: known.join(", ") });
         }
@@ -105,6 +112,32 @@ pub fn load(path: &Path, registry: &Registry) -> Result<(MatrixFile, Vec<Cell>),
     cells.sort_by(|a, b| a.id.cmp(&b.id));
     cells.dedup_by(|a, b| a.id == b.id);
     Ok((m, cells))
+}
+
+/// A kernel pattern ending in this keeps only the newest kernel it matches
+/// (`debian:6.12.*-cloud-amd64@newest`): a nightly that follows the archive.
+pub const NEWEST_SUFFIX: &str = "@newest";
+
+/// Orders kernel names as versions: runs of digits compare as numbers
+/// (`6.1.0-9` < `6.1.0-56`, `6.12.99+deb12` < `6.12.117+deb12`).
+pub fn version_cmp(a: &str, b: &str) -> std::cmp::Ordering {
+    fn parts(s: &str) -> Vec<(u64, String)> {
+        let mut v = Vec::new();
+        let mut rest = s;
+        while !rest.is_empty() {
+            let digits = rest.len() - rest.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+            if digits > 0 {
+                v.push((rest[..digits].parse().unwrap_or(u64::MAX), String::new()));
+                rest = &rest[digits..];
+            } else {
+                let text = rest.len() - rest.trim_start_matches(|c: char| !c.is_ascii_digit()).len();
+                v.push((0, rest[..text].to_string()));
+                rest = &rest[text..];
+            }
+        }
+        v
+    }
+    parts(a).cmp(&parts(b))
 }
 
 /// Kernel patterns with this prefix are matched against the machine's apt
@@ -236,6 +269,45 @@ pub struct CellResult {
     /// Leak numbers, when the cell is a leak lab: bytes/h (module − baseline), bytes/op.
     pub delta_per_hour: Option<f64>,
     pub bytes_per_op: Option<f64>,
+    /// Seconds of workload until the guest runs out of memory: measured
+    /// when the cell ran into exhaustion, else predicted from the leak rate
+    /// and the guest's MemAvailable (the fastest end of the interval).
+    #[serde(default)]
+    pub exhaustion_s: Option<f64>,
+    /// `measured` or `predicted`, with `exhaustion_s`.
+    #[serde(default)]
+    pub exhaustion: Option<String>,
+}
+
+/// The arm directory whose logs speak for a cell: `module/` of an A/B run,
+/// else the run directory itself.
+fn arm_dir(dir: &Path) -> PathBuf {
+    let module = dir.join("module");
+    if module.join("events.jsonl").is_file() { module } else { dir.to_path_buf() }
+}
+
+/// Time to exhaustion of a finished cell, from its report and events.
+fn exhaustion_of(dir: &Path, rep: &serde_json::Value) -> (Option<f64>, Option<String>) {
+    let events = std::fs::read_to_string(arm_dir(dir).join("events.jsonl")).unwrap_or_default();
+    if let Some(s) = measured_exhaustion(&events) {
+        return (Some(s), Some("measured".into()));
+    }
+    let predicted = rep["analysis"]["exhaustion"].as_array().and_then(|a| a.first()).and_then(|e| e["fastest_s"].as_f64());
+    (predicted, predicted.map(|_| "predicted".into()))
+}
+
+/// Seconds from `workload-started` to `exhaustion` in an events.jsonl text.
+pub fn measured_exhaustion(events_jsonl: &str) -> Option<f64> {
+    let mut start = None;
+    for line in events_jsonl.lines() {
+        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
+        match v["event"].as_str() {
+            Some("workload-started") => start = v["t"].as_f64(),
+            Some("exhaustion") => return Some(v["t"].as_f64()? - start?),
+            _ => {}
+        }
+    }
+    None
 }
 
 /// Runs `cells` with at most `slots` VMs at a time; results in cell order.
@@ -262,6 +334,7 @@ pub async fn run_cells(cells: Vec<Cell>, dir: &Path, slots: usize, kernel_dirs: 
             let verdict = rep["verdict"].as_str().or(rep["outcome"].as_str()).unwrap_or("failed").to_string();
             let an = &rep["analysis"];
             eprintln!("cell {} finished: {verdict} (exit {})", c.id, end.exit_code);
+            let (exhaustion_s, exhaustion) = exhaustion_of(&out, &rep);
             CellResult {
                 id: c.id,
                 lab: c.lab,
@@ -273,6 +346,8 @@ pub async fn run_cells(cells: Vec<Cell>, dir: &Path, slots: usize, kernel_dirs: 
                 secs: start.elapsed().as_secs_f64(),
                 delta_per_hour: an["comparison"]["delta"].as_f64().map(|d| d * 3600.0),
                 bytes_per_op: an["module"]["per_op"]["slope"].as_f64(),
+                exhaustion_s,
+                exhaustion,
             }
         }));
     }
@@ -283,6 +358,83 @@ pub async fn run_cells(cells: Vec<Cell>, dir: &Path, slots: usize, kernel_dirs: 
         }
     }
     results
+}
+
+/// Wall time against the sum of the cells' own times.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Timing {
+    pub wall_secs: f64,
+    pub cells_secs: f64,
+    pub slots: usize,
+    /// cells_secs / wall_secs: how many cells ran at once on average.
+    pub speedup: f64,
+    /// speedup / slots.
+    pub parallel_efficiency: f64,
+}
+
+impl Timing {
+    pub fn new(wall_secs: f64, slots: usize, results: &[CellResult]) -> Timing {
+        let cells_secs: f64 = results.iter().map(|r| r.secs).sum();
+        let speedup = if wall_secs > 0.0 { cells_secs / wall_secs } else { 0.0 };
+        Timing { wall_secs, cells_secs, slots, speedup, parallel_efficiency: speedup / slots.max(1) as f64 }
+    }
+
+    pub fn line(&self) -> String {
+        format!(
+            "wall {:.1} s for {:.1} s of cells: speedup {:.2} on {} slots (parallel efficiency {:.0} %)",
+            self.wall_secs,
+            self.cells_secs,
+            self.speedup,
+            self.slots,
+            self.parallel_efficiency * 100.0
+        )
+    }
+}
+
+/// Writes a matrix directory's `report.json` (with `extra`'s fields),
+/// `junit.xml` and `ktap.txt`, prints the table, returns the exit code.
+pub fn write_outputs(dir: &Path, name: &str, results: &[CellResult], extra: serde_json::Value) -> i32 {
+    let code = exit_code(results);
+    let mut report = serde_json::json!({
+        "schema": "kernlab.matrix-report/1",
+        "name": name,
+        "exit_code": code,
+        "table": table_json(results),
+        "cells": results,
+    });
+    if let (Some(r), Some(e)) = (report.as_object_mut(), extra.as_object()) {
+        r.extend(e.clone());
+    }
+    let writes = [
+        ("report.json", serde_json::to_vec_pretty(&report).unwrap_or_default()),
+        ("junit.xml", junit(name, results).into_bytes()),
+        ("ktap.txt", ktap(results).into_bytes()),
+    ];
+    for (file, bytes) in writes {
+        if let Err(e) = fsx::write_atomic(&dir.join(file), &bytes) {
+            eprintln!("kernlab: cannot write `{}`: {e}", dir.join(file).display());
+        }
+    }
+    print!("{}", table(results));
+    code
+}
+
+/// The kernels × labs table as JSON: kernel → lab → the cell's verdict,
+/// exit code, bytes per operation and time to exhaustion.
+pub fn table_json(results: &[CellResult]) -> serde_json::Value {
+    let mut t = serde_json::Map::new();
+    for r in results {
+        let row = t.entry(r.kernel.clone()).or_insert_with(|| serde_json::json!({}));
+        row[&r.lab] = serde_json::json!({
+            "id": r.id,
+            "verdict": r.verdict,
+            "exit_code": r.exit_code,
+            "bytes_per_op": r.bytes_per_op,
+            "exhaustion_s": r.exhaustion_s,
+            "exhaustion": r.exhaustion,
+        });
+    }
+    serde_json::Value::Object(t)
 }
 
 /// The matrix's exit code: an infrastructure or lab error anywhere wins,
@@ -328,7 +480,11 @@ pub fn junit(name: &str, results: &[CellResult]) -> String {
         if let Some(b) = r.bytes_per_op {
             tc.add_property(("bytes_per_op", format!("{b:.1}").as_str()));
         }
-        let console = fsx::tail_lines(&r.dir.join("console.log"), 20);
+        if let (Some(e), Some(how)) = (r.exhaustion_s, &r.exhaustion) {
+            tc.add_property(("time_to_exhaustion_s", format!("{e:.0}").as_str()));
+            tc.add_property(("time_to_exhaustion", how.as_str()));
+        }
+        let console = fsx::tail_lines(&arm_dir(&r.dir).join("console.log"), 20);
         if !console.is_empty() {
             tc.set_system_out(console);
         }
@@ -375,7 +531,9 @@ pub fn merge(reports: &[serde_json::Value]) -> Result<Vec<CellResult>, String> {
     Ok(by_id.into_values().collect())
 }
 
-/// The kernels × labs table.
+/// The kernels × labs table: each cell's verdict and exit code, then for a
+/// leak lab its bytes per operation and time to exhaustion (`~` predicted,
+/// `=` measured).
 pub fn table(results: &[CellResult]) -> String {
     let mut labs: Vec<&str> = results.iter().map(|r| r.lab.as_str()).collect();
     labs.sort();
@@ -383,21 +541,48 @@ pub fn table(results: &[CellResult]) -> String {
     let mut kernels: Vec<&str> = results.iter().map(|r| r.kernel.as_str()).collect();
     kernels.sort();
     kernels.dedup();
-    let mut s = format!("{:<32}", "kernel \\ lab");
+    let texts: Vec<String> = results.iter().map(cell_text).collect();
+    let width = texts.iter().map(|t| t.chars().count()).chain(labs.iter().map(|l| l.len())).max().unwrap_or(8);
+    let kwidth = kernels.iter().map(|k| k.len()).max().unwrap_or(0).max(12);
+    let mut s = format!("{:<kwidth$}", "kernel \\ lab");
     for l in &labs {
-        s.push_str(&format!(" {l:<16}"));
+        s.push_str(&format!("  {l:<width$}"));
     }
     s.push('\n');
     for k in &kernels {
-        s.push_str(&format!("{k:<32}"));
+        s.push_str(&format!("{k:<kwidth$}"));
         for l in &labs {
-            let cell = results.iter().find(|r| r.lab == *l && r.kernel == *k);
-            let text = cell.map(|r| format!("{} ({})", r.verdict, r.exit_code)).unwrap_or_else(|| "-".into());
-            s.push_str(&format!(" {text:<16}"));
+            let text = results.iter().position(|r| r.lab == *l && r.kernel == *k).map(|i| texts[i].as_str()).unwrap_or("-");
+            s.push_str(&format!("  {text:<width$}"));
         }
         s.push('\n');
     }
-    s
+    s.trim_end_matches(' ').to_string()
+}
+
+fn cell_text(r: &CellResult) -> String {
+    let mut t = format!("{} ({})", r.verdict, r.exit_code);
+    if let Some(b) = r.bytes_per_op {
+        t.push_str(&format!(" {b:.0} B/op"));
+    }
+    if let (Some(e), Some(how)) = (r.exhaustion_s, &r.exhaustion) {
+        let mark = if how == "measured" { "=" } else { "~" };
+        t.push_str(&format!(" OOM{mark}{}", short_duration(e)));
+    }
+    t
+}
+
+/// `95 s`, `6.5 min`, `17.6 h`, `12 d`.
+pub fn short_duration(secs: f64) -> String {
+    if secs < 120.0 {
+        format!("{secs:.0} s")
+    } else if secs < 7200.0 {
+        format!("{:.1} min", secs / 60.0)
+    } else if secs < 4.0 * 86400.0 {
+        format!("{:.1} h", secs / 3600.0)
+    } else {
+        format!("{:.0} d", secs / 86400.0)
+    }
 }
 
 #[cfg(test)]
@@ -415,6 +600,60 @@ mod tests {
         let text = "linux-image-6.1.0-54-cloud-amd64\nlinux-image-6.12-cloud-amd64\nlinux-image-6.12.117+deb12-cloud-amd64\nlinux-image-6.1.0-54-cloud-amd64-dbg\nlinux-image-amd64\nlinux-image-6.1.0-54-amd64-unsigned\n";
         assert_eq!(archive_names(text), ["debian-6.1.0-54-cloud-amd64", "debian-6.12.117+deb12-cloud-amd64"]);
         assert!(archive_descriptor("debian-6.1.0-47-cloud-amd64").unwrap().contains("package: linux-image-6.1.0-47-cloud-amd64"));
+    }
+
+    #[test]
+    fn newest_by_version_not_by_text() {
+        use std::cmp::Ordering::*;
+        assert_eq!(version_cmp("debian-6.1.0-9-amd64", "debian-6.1.0-56-amd64"), Less);
+        assert_eq!(version_cmp("debian-6.12.117+deb12-amd64", "debian-6.12.99+deb12-amd64"), Greater);
+        assert_eq!(version_cmp("debian-6.12.1+deb12-amd64", "debian-6.1.0-56-amd64"), Greater);
+        let names = ["debian-6.12.99+deb12-cloud-amd64", "debian-6.12.117+deb12-cloud-amd64", "debian-6.12.107+deb12-cloud-amd64"];
+        assert_eq!(names.iter().max_by(|a, b| version_cmp(a, b)), Some(&"debian-6.12.117+deb12-cloud-amd64"));
+    }
+
+    #[test]
+    fn newest_pattern_keeps_one_kernel_per_pattern() {
+        let d = tempfile::tempdir().unwrap();
+        let reg = Registry::builtin();
+        std::fs::write(d.path().join("l.yaml"), "name: l\nworkload:\n  commands: [true]\n").unwrap();
+        std::fs::write(d.path().join("m.yaml"), "name: m\nlabs: [l.yaml]\nkernels: ['debian-6.1*-cloud-amd64@newest', 'debian-6.1.0-54-*']\n").unwrap();
+        let (_, cells) = load(&d.path().join("m.yaml"), &reg).unwrap();
+        let ids: Vec<&str> = cells.iter().map(|c| c.id.as_str()).collect();
+        assert_eq!(ids, ["l@debian-6.1.0-54-amd64", "l@debian-6.1.0-54-cloud-amd64", "l@debian-6.12.117+deb12-cloud-amd64"]);
+    }
+
+    #[test]
+    fn table_shows_bytes_per_op_and_time_to_exhaustion() {
+        let r = |lab: &str, k: &str, b: Option<f64>, e: Option<(f64, &str)>| CellResult {
+            id: format!("{lab}@{k}"),
+            lab: lab.into(),
+            kernel: k.into(),
+            exit_code: 0,
+            verdict: if b.is_some() { "leak" } else { "no-leak" }.into(),
+            error: None,
+            dir: "d".into(),
+            secs: 1.0,
+            delta_per_hour: None,
+            bytes_per_op: b,
+            exhaustion_s: e.map(|x| x.0),
+            exhaustion: e.map(|x| x.1.to_string()),
+        };
+        let t = table(&[r("leak-lab", "k-6.1", Some(1069.4), Some((388.0, "predicted"))), r("crash", "k-6.1", None, Some((95.0, "measured"))), r("leak-lab", "k-6.12", Some(1084.0), None)]);
+        let lines: Vec<&str> = t.lines().collect();
+        assert_eq!(lines.len(), 3, "{t}");
+        assert!(lines[0].starts_with("kernel \\ lab") && lines[0].contains("crash") && lines[0].contains("leak-lab"), "{t}");
+        assert!(lines[1].starts_with("k-6.1 ") && lines[1].contains("no-leak (0) OOM=95 s") && lines[1].contains("leak (0) 1069 B/op OOM~6.5 min"), "{t}");
+        assert!(lines[2].contains("  -  ") && lines[2].contains("1084 B/op"), "{t}");
+        assert_eq!(short_duration(63314.0), "17.6 h");
+        assert_eq!(short_duration(30.0 * 86400.0), "30 d");
+    }
+
+    #[test]
+    fn exhaustion_is_measured_from_the_events() {
+        let ev = "{\"t\":1.0,\"event\":\"run-started\"}\n{\"t\":10.5,\"event\":\"workload-started\"}\nnot json\n{\"t\":100.5,\"event\":\"exhaustion\",\"trigger\":\"oom\"}\n";
+        assert_eq!(measured_exhaustion(ev), Some(90.0));
+        assert_eq!(measured_exhaustion("{\"t\":1.0,\"event\":\"exhaustion\"}\n"), None);
     }
 
     #[test]
@@ -441,6 +680,32 @@ mod tests {
     }
 
     #[test]
+    fn hash_shards_keep_their_cells_when_cells_are_added() {
+        let before = cells(20);
+        let after = cells(35);
+        for n in 1..=7 {
+            for m in 1..=n {
+                let p = Partition::Hash { m, n };
+                let old: Vec<String> = p.select(&before).into_iter().map(|c| c.id).collect();
+                let new: Vec<String> = p.select(&after).into_iter().map(|c| c.id).collect();
+                assert!(old.iter().all(|id| new.contains(id)), "shard {m}/{n} lost a cell when cells were added");
+            }
+        }
+        // Ids are `<lab>@<kernel>`, independent of order and of the other cells.
+        assert_eq!(before[3].id, after[3].id);
+    }
+
+    #[test]
+    fn timing_is_against_the_sum_of_cells() {
+        let r = |secs: f64| CellResult { id: "a".into(), lab: "a".into(), kernel: "k".into(), exit_code: 0, verdict: "x".into(), error: None, dir: "d".into(), secs, delta_per_hour: None, bytes_per_op: None, exhaustion_s: None, exhaustion: None };
+        let t = Timing::new(50.0, 2, &[r(40.0), r(40.0)]);
+        assert!((t.speedup - 1.6).abs() < 1e-9 && (t.parallel_efficiency - 0.8).abs() < 1e-9, "{t:?}");
+        assert!(t.line().contains("speedup 1.60 on 2 slots (parallel efficiency 80 %)"), "{}", t.line());
+        let j = table_json(&[r(1.0)]);
+        assert_eq!(j["k"]["a"]["verdict"], "x");
+    }
+
+    #[test]
     fn partitions_parse_and_come_from_ci_variables() {
         assert_eq!(Partition::parse("hash:2/3").unwrap(), Partition::Hash { m: 2, n: 3 });
         assert_eq!(Partition::parse("count:1/1").unwrap(), Partition::Count { m: 1, n: 1 });
@@ -462,7 +727,7 @@ mod tests {
 
     #[test]
     fn ktap_and_merge() {
-        let r = |id: &str, c: i32| CellResult { id: id.into(), lab: "a".into(), kernel: id.into(), exit_code: c, verdict: "v".into(), error: None, dir: "d".into(), secs: 0.0, delta_per_hour: None, bytes_per_op: None };
+        let r = |id: &str, c: i32| CellResult { id: id.into(), lab: "a".into(), kernel: id.into(), exit_code: c, verdict: "v".into(), error: None, dir: "d".into(), secs: 0.0, delta_per_hour: None, bytes_per_op: None, exhaustion_s: None, exhaustion: None };
         let k = ktap(&[r("a@k1", 0), r("a@k2", 100), r("a@k3", 102)]);
         assert_eq!(k, "KTAP version 1\n1..3\nok 1 a@k1\nnot ok 2 a@k2\n# verdict v (exit 100)\nok 3 a@k3 # SKIP v\n");
         let rep = |cells: Vec<CellResult>| serde_json::json!({"schema": "kernlab.matrix-report/1", "cells": cells});
@@ -473,7 +738,7 @@ mod tests {
 
     #[test]
     fn exit_code_precedence() {
-        let r = |c: i32| CellResult { id: "a".into(), lab: "a".into(), kernel: "k".into(), exit_code: c, verdict: "x".into(), error: None, dir: "d".into(), secs: 0.0, delta_per_hour: None, bytes_per_op: None };
+        let r = |c: i32| CellResult { id: "a".into(), lab: "a".into(), kernel: "k".into(), exit_code: c, verdict: "x".into(), error: None, dir: "d".into(), secs: 0.0, delta_per_hour: None, bytes_per_op: None, exhaustion_s: None, exhaustion: None };
         assert_eq!(exit_code(&[r(0), r(0)]), 0);
         assert_eq!(exit_code(&[r(0), r(102)]), 102);
         assert_eq!(exit_code(&[r(102), r(100)]), 100);
