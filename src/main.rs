@@ -226,7 +226,11 @@ fn matrix(
         Err(e) => return fail(&e),
     };
     let part = match partition.as_deref().map(Partition::parse).transpose() {
-        Ok(p) => p.or_else(|| Partition::from_env(|k| std::env::var(k).ok())),
+        Ok(Some(p)) => Some(p),
+        Ok(None) => match Partition::from_env(|k| std::env::var(k).ok()) {
+            Ok(p) => p,
+            Err(e) => return fail(&e),
+        },
         Err(e) => return fail(&e),
     };
     let cells = match part {

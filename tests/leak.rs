@@ -11,13 +11,6 @@ static ONE_AB_AT_A_TIME: Mutex<()> = Mutex::new(());
 
 /// A copy of the hook module's source beside a test's lab, as a vendor's
 /// module would sit beside their lab file.
-fn copy_khm(dir: &std::path::Path) {
-    std::fs::create_dir(dir.join("khm")).unwrap();
-    for f in ["khm.c", "Kbuild"] {
-        std::fs::copy(repo("labs/khm").join(f), dir.join("khm").join(f)).unwrap();
-    }
-}
-
 fn arm_events(dir: &std::path::Path, arm: &str) -> Vec<serde_json::Value> {
     events(&dir.join(arm))
 }
@@ -92,7 +85,7 @@ fn no_leak_lab_passes_the_regression_gate() {
 fn a_a_comparison_is_no_leak_and_rmmod_works_under_load() {
     let _one = ONE_AB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let d = tempfile::tempdir().unwrap();
-    copy_khm(d.path());
+    copy_khm(d.path(), false);
     // Baseline against baseline: both arms the same fixed module, unloaded
     // while the churn runs.
     let f = lab(
@@ -125,7 +118,7 @@ fn a_a_comparison_is_no_leak_and_rmmod_works_under_load() {
 fn too_few_samples_is_inconclusive_with_exit_102() {
     let _one = ONE_AB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let d = tempfile::tempdir().unwrap();
-    copy_khm(d.path());
+    copy_khm(d.path(), false);
     let f = lab(
         d.path(),
         "short",
@@ -157,7 +150,7 @@ fn a_module_that_does_not_compile_shows_the_compiler_and_the_kernel() {
 #[test]
 fn module_parameter_typos_load_failures_and_failing_workloads_are_clear_errors() {
     let d = tempfile::tempdir().unwrap();
-    copy_khm(d.path());
+    copy_khm(d.path(), false);
     // A parameter the module does not have: caught on the host, before boot.
     let f = lab(d.path(), "typo", "name: typo\nmodules:\n  - source: khm\n    params: {leek: 1}\n");
     let out = run(&["run", f.to_str().unwrap(), "--out", d.path().join("typo-run").to_str().unwrap(), "-q"]);
@@ -187,7 +180,7 @@ fn module_parameter_typos_load_failures_and_failing_workloads_are_clear_errors()
 #[test]
 fn the_module_builds_and_works_on_the_generic_kernel_too() {
     let d = tempfile::tempdir().unwrap();
-    copy_khm(d.path());
+    copy_khm(d.path(), false);
     let f = lab(
         d.path(),
         "generic",
@@ -211,7 +204,7 @@ fn the_module_builds_and_works_on_the_generic_kernel_too() {
 #[test]
 fn churn_on_an_ext4_disk_leaks_ext4_inodes() {
     let d = tempfile::tempdir().unwrap();
-    copy_khm(d.path());
+    copy_khm(d.path(), false);
     let f = lab(
         d.path(),
         "ext4",

@@ -61,3 +61,120 @@ fn debian_patterns_come_from_the_apt_sources_and_run() {
     let log = std::fs::read_to_string(dir.join("cells/quick@debian-6.1.0-53-cloud-amd64/workload.log")).unwrap();
     assert_eq!(log.trim(), "6.1.0-53-cloud-amd64");
 }
+
+/// The leak lab's A/B pair on a 6.1 and a 6.12 kernel at once: the hook
+/// module builds once per kernel (both arms share the build), each kernel's
+/// close path is hooked (filp_close on 6.1, filp_flush on 6.12), both cells
+/// find the leak at ~1 KB per file, and the JUnit file reads back with a
+/// JUnit reader that is not ours.
+#[test]
+fn a_leak_matrix_on_6_1_and_6_12_runs_in_parallel_and_its_junit_reads_back() {
+    let d = tempfile::tempdir().unwrap();
+    copy_khm(d.path(), true);
+    lab(
+        d.path(),
+        "leak",
+        "name: leak\nmodules:\n  - source: khm\n    params: {leak: 1}\nworkload:\n  churn: {fs: tmpfs, rate: 1000}\n  duration: 15s\nmonitor:\n  interval: 1s\n  reclaim: true\nleak:\n  expect: leak\n  baseline:\n    modules:\n      - source: khm\n        params: {leak: 0}\n",
+    );
+    let kernels = ["debian-6.1.0-54-cloud-amd64", "debian-6.12.117+deb12-cloud-amd64"];
+    std::fs::write(d.path().join("m.yaml"), format!("name: two-lts\nlabs: [leak.yaml]\nkernels: [{}]\n", kernels.join(", "))).unwrap();
+    let dir = d.path().join("out");
+    // Four VMs at once: both cells' A/B pairs.
+    let out = run(&["matrix", d.path().join("m.yaml").to_str().unwrap(), "--jobs", "4", "--out", dir.to_str().unwrap()]);
+    let (so, se) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{so}\nstderr:\n{se}");
+    assert!(so.contains("B/op") && so.contains("OOM~") && so.contains("parallel efficiency"), "{so}");
+
+    let r = report(&dir);
+    assert!(r["timing"]["speedup"].as_f64().unwrap() > 0.0, "{}", r["timing"]);
+    let mut spans = Vec::new();
+    for k in kernels {
+        let id = format!("leak@{k}");
+        let cell = r["cells"].as_array().unwrap().iter().find(|c| c["id"] == id.as_str()).unwrap_or_else(|| panic!("{id} in {r}"));
+        assert_eq!(cell["verdict"], "leak", "{cell}");
+        let bpo = cell["bytes_per_op"].as_f64().unwrap();
+        assert!((600.0..2000.0).contains(&bpo), "{id}: {bpo} bytes/op");
+        assert_eq!(cell["exhaustion"], "predicted", "{cell}");
+        assert!(cell["exhaustion_s"].as_f64().unwrap() > 60.0, "{cell}");
+        assert_eq!(r["table"][k]["leak"]["verdict"], "leak", "{}", r["table"]);
+
+        let cell_dir = dir.join("cells").join(&id);
+        let mut builds = 0;
+        for arm in ["module", "baseline"] {
+            let ev = events(&cell_dir.join(arm));
+            builds += ev.iter().filter(|e| e["event"] == "module-built" && e["cached"] == false).count();
+            let t = |name: &str| {
+                let wall = ev.iter().find(|e| e["event"] == name).and_then(|e| e["wall"].as_str()).unwrap();
+                time::OffsetDateTime::parse(wall, &time::format_description::well_known::Rfc3339).unwrap()
+            };
+            spans.push((t("run-started"), t("run-finished")));
+        }
+        assert_eq!(builds, 1, "{id}: the module is built once per kernel, then taken from the cache");
+        let symbol = if k.contains("6.12") { "filp_flush" } else { "filp_close" };
+        let console = std::fs::read_to_string(cell_dir.join("module/console.log")).unwrap();
+        assert!(console.contains(&format!("khm: hooked {symbol} (leak=1")), "{id}: console:\n{console}");
+    }
+    // The two cells overlapped in time.
+    let (a, b) = (&spans[0], &spans[2]);
+    assert!(a.0 < b.1 && b.0 < a.1, "cells ran one after the other: {spans:?}");
+
+    let file = std::fs::File::open(dir.join("junit.xml")).unwrap();
+    let suites = junit_parser::from_reader(std::io::BufReader::new(file)).expect("a JUnit reader parses our junit.xml");
+    assert_eq!((suites.tests, suites.failures, suites.errors, suites.skipped), (2, 0, 0, 0));
+    let cases: Vec<&junit_parser::TestCase> = suites.suites.iter().flat_map(|s| s.cases.iter()).collect();
+    assert_eq!(cases.len(), 2);
+    for k in kernels {
+        let c = cases.iter().find(|c| c.name == format!("leak@{k}")).unwrap_or_else(|| panic!("no case leak@{k}"));
+        assert!(c.status.is_success());
+        let p = &c.properties.hashmap;
+        assert_eq!(p.get("verdict").map(String::as_str), Some("leak"), "{p:?}");
+        assert!(p.get("bytes_per_op").unwrap().parse::<f64>().unwrap() > 600.0, "{p:?}");
+        assert!(p.contains_key("delta_bytes_per_hour") && p.contains_key("time_to_exhaustion_s"), "{p:?}");
+        assert!(c.system_out.as_deref().unwrap_or("").contains("kernlab"), "console tail in system-out: {:?}", c.system_out);
+    }
+}
+
+/// Two shards of a matrix, run separately and merged, give the same cells
+/// and outcomes as the unsharded run.
+#[test]
+fn shards_merged_equal_the_unsharded_run() {
+    let d = tempfile::tempdir().unwrap();
+    for name in ["one", "two"] {
+        lab(d.path(), name, &format!("name: {name}\nworkload:\n  commands: ['uname -r']\n  duration: 1s\nmonitor:\n  interval: 1s\n"));
+    }
+    std::fs::write(d.path().join("m.yaml"), "name: m\nlabs: [one.yaml, two.yaml]\nkernels: [debian-6.1.0-54-cloud-amd64, debian-6.12.117+deb12-cloud-amd64]\n").unwrap();
+    let m = d.path().join("m.yaml");
+    let m = m.to_str().unwrap();
+    let ids = |dir: &std::path::Path| -> Vec<(String, i64, String)> {
+        let r = report(dir);
+        r["cells"].as_array().unwrap().iter().map(|c| (c["id"].as_str().unwrap().to_string(), c["exit_code"].as_i64().unwrap(), c["verdict"].as_str().unwrap().to_string())).collect()
+    };
+    let whole = d.path().join("whole");
+    let o = run(&["matrix", m, "--out", whole.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    let mut shard_dirs = Vec::new();
+    let mut seen = Vec::new();
+    for s in 1..=2 {
+        let sd = d.path().join(format!("shard-{s}"));
+        let o = run(&["matrix", m, "--partition", &format!("count:{s}/2"), "--out", sd.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+        let cells = ids(&sd);
+        assert_eq!(cells.len(), 2, "count:{s}/2 has half the cells: {cells:?}");
+        seen.extend(cells);
+        shard_dirs.push(sd);
+    }
+    seen.sort();
+    let mut want = ids(&whole);
+    want.sort();
+    assert_eq!(seen, want, "the shards cover every cell once");
+    let merged = d.path().join("merged");
+    let o = run(&["merge", shard_dirs[0].to_str().unwrap(), shard_dirs[1].to_str().unwrap(), "--out", merged.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(ids(&merged), ids(&whole), "merged shards = the unsharded run");
+    let suites = junit_parser::from_reader(std::io::BufReader::new(std::fs::File::open(merged.join("junit.xml")).unwrap())).unwrap();
+    assert_eq!(suites.tests, 4);
+    for cell in want {
+        let log = std::fs::read_to_string(shard_dirs.iter().map(|s| s.join("cells").join(&cell.0).join("workload.log")).find(|p| p.is_file()).unwrap()).unwrap();
+        assert!(cell.0.ends_with(&format!("debian-{}", log.trim())), "{}: guest says {log}", cell.0);
+    }
+}

@@ -48,7 +48,7 @@ pub enum MatrixError {
     Lab(#[from] lab::LabError),
     #[error("matrix file `{}`: kernel pattern `{pattern}` matches no known kernel (known: {known})", path.display())]
     NoKernel { path: PathBuf, pattern: String, known: String },
-    #[error("bad partition `{0}`: expected hash:M/N or count:M/N with 1 <= M <= N")]
+    #[error("bad partition `{0}`: expected hash:M/N or count:M/N with 1 <= M <= N (or CI_NODE_INDEX/CI_NODE_TOTAL, JOB_COMPLETION_INDEX with KERNLAB_SHARDS)")]
     Partition(String),
 }
 
@@ -217,16 +217,30 @@ impl Partition {
 
     /// From the CI's own variables: GitLab's `CI_NODE_INDEX`/`CI_NODE_TOTAL`
     /// (1-based), or Kubernetes' `JOB_COMPLETION_INDEX` (0-based) with
-    /// `KERNLAB_SHARDS` for the total.
-    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Option<Partition> {
-        let num = |k: &str| get(k).and_then(|v| v.trim().parse::<usize>().ok());
-        if let (Some(m), Some(n)) = (num("CI_NODE_INDEX"), num("CI_NODE_TOTAL")) {
-            return (m >= 1 && m <= n).then_some(Partition::Hash { m, n });
+    /// `KERNLAB_SHARDS` for the total. Set but out of range or not numbers is
+    /// an error: running the whole matrix on every shard would be worse.
+    pub fn from_env(get: impl Fn(&str) -> Option<String>) -> Result<Option<Partition>, MatrixError> {
+        let var = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let bad = |what: String| MatrixError::Partition(what);
+        let num = |k: &str, v: String| v.trim().parse::<usize>().map_err(|_| bad(format!("{k}={v}")));
+        if let (Some(i), Some(n)) = (var("CI_NODE_INDEX"), var("CI_NODE_TOTAL")) {
+            let (m, n) = (num("CI_NODE_INDEX", i)?, num("CI_NODE_TOTAL", n)?);
+            if m == 0 || n == 0 || m > n {
+                return Err(bad(format!("CI_NODE_INDEX={m} CI_NODE_TOTAL={n} (1 <= index <= total)")));
+            }
+            return Ok(Some(Partition::Hash { m, n }));
         }
-        if let (Some(i), Some(n)) = (num("JOB_COMPLETION_INDEX"), num("KERNLAB_SHARDS")) {
-            return (i < n).then_some(Partition::Hash { m: i + 1, n });
+        if let Some(i) = var("JOB_COMPLETION_INDEX") {
+            let Some(n) = var("KERNLAB_SHARDS") else {
+                return Err(bad("JOB_COMPLETION_INDEX is set but KERNLAB_SHARDS (the number of shards) is not".into()));
+            };
+            let (i, n) = (num("JOB_COMPLETION_INDEX", i)?, num("KERNLAB_SHARDS", n)?);
+            if i >= n {
+                return Err(bad(format!("JOB_COMPLETION_INDEX={i} KERNLAB_SHARDS={n} (0 <= index < shards)")));
+            }
+            return Ok(Some(Partition::Hash { m: i + 1, n }));
         }
-        None
+        Ok(None)
     }
 
     pub fn select(&self, cells: &[Cell]) -> Vec<Cell> {
@@ -713,9 +727,19 @@ mod tests {
             assert!(Partition::parse(bad).is_err(), "{bad}");
         }
         let env = |pairs: &'static [(&'static str, &'static str)]| move |k: &str| pairs.iter().find(|(a, _)| *a == k).map(|(_, v)| v.to_string());
-        assert_eq!(Partition::from_env(env(&[("CI_NODE_INDEX", "2"), ("CI_NODE_TOTAL", "4")])), Some(Partition::Hash { m: 2, n: 4 }));
-        assert_eq!(Partition::from_env(env(&[("JOB_COMPLETION_INDEX", "0"), ("KERNLAB_SHARDS", "3")])), Some(Partition::Hash { m: 1, n: 3 }));
-        assert_eq!(Partition::from_env(env(&[])), None);
+        assert_eq!(Partition::from_env(env(&[("CI_NODE_INDEX", "2"), ("CI_NODE_TOTAL", "4")])).unwrap(), Some(Partition::Hash { m: 2, n: 4 }));
+        assert_eq!(Partition::from_env(env(&[("JOB_COMPLETION_INDEX", "0"), ("KERNLAB_SHARDS", "3")])).unwrap(), Some(Partition::Hash { m: 1, n: 3 }));
+        assert_eq!(Partition::from_env(env(&[])).unwrap(), None);
+        for bad in [
+            &[("CI_NODE_INDEX", "5"), ("CI_NODE_TOTAL", "4")][..],
+            &[("CI_NODE_INDEX", "0"), ("CI_NODE_TOTAL", "4")],
+            &[("CI_NODE_INDEX", "x"), ("CI_NODE_TOTAL", "4")],
+            &[("JOB_COMPLETION_INDEX", "3"), ("KERNLAB_SHARDS", "3")],
+            &[("JOB_COMPLETION_INDEX", "0")],
+        ] {
+            let e = Partition::from_env(env(bad)).unwrap_err().to_string();
+            assert!(e.contains(bad[0].0), "{bad:?}: {e}");
+        }
     }
 
     #[test]

@@ -82,3 +82,19 @@ pub fn mode(p: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
 }
+
+/// Copies the hook module's source (labs/khm) into `dir/khm`. With `unique`,
+/// a comment makes its source hash new, so the cache has no build of it and
+/// the test sees the build happen.
+pub fn copy_khm(dir: &Path, unique: bool) {
+    std::fs::create_dir(dir.join("khm")).unwrap();
+    for f in ["khm.c", "Kbuild"] {
+        std::fs::copy(repo("labs/khm").join(f), dir.join("khm").join(f)).unwrap();
+    }
+    if unique {
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+        let c = dir.join("khm/khm.c");
+        let text = std::fs::read_to_string(&c).unwrap();
+        std::fs::write(&c, format!("/* test build {nanos} {} */\n{text}", std::process::id())).unwrap();
+    }
+}
