@@ -280,6 +280,9 @@ pub struct CellResult {
     pub error: Option<String>,
     pub dir: PathBuf,
     pub secs: f64,
+    /// VMs the cell ran at once.
+    #[serde(default = "one")]
+    pub vms: usize,
     /// Leak numbers, when the cell is a leak lab: bytes/h (module − baseline), bytes/op.
     pub delta_per_hour: Option<f64>,
     pub bytes_per_op: Option<f64>,
@@ -291,6 +294,10 @@ pub struct CellResult {
     /// `measured` or `predicted`, with `exhaustion_s`.
     #[serde(default)]
     pub exhaustion: Option<String>,
+}
+
+fn one() -> usize {
+    1
 }
 
 /// The arm directory whose logs speak for a cell: `module/` of an A/B run,
@@ -358,6 +365,7 @@ pub async fn run_cells(cells: Vec<Cell>, dir: &Path, slots: usize, kernel_dirs: 
                 error: end.error,
                 dir: out,
                 secs: start.elapsed().as_secs_f64(),
+                vms: c.vms,
                 delta_per_hour: an["comparison"]["delta"].as_f64().map(|d| d * 3600.0),
                 bytes_per_op: an["module"]["per_op"]["slope"].as_f64(),
                 exhaustion_s,
@@ -379,28 +387,36 @@ pub async fn run_cells(cells: Vec<Cell>, dir: &Path, slots: usize, kernel_dirs: 
 pub struct Timing {
     pub wall_secs: f64,
     pub cells_secs: f64,
+    /// Sum over cells of their time × their VMs (an A/B cell runs 2).
+    pub vm_secs: f64,
     pub slots: usize,
     /// cells_secs / wall_secs: how many cells ran at once on average.
     pub speedup: f64,
     /// speedup / slots.
     pub parallel_efficiency: f64,
+    /// vm_secs / wall_secs / slots: how busy the VM slots were.
+    pub slot_utilisation: f64,
 }
 
 impl Timing {
     pub fn new(wall_secs: f64, slots: usize, results: &[CellResult]) -> Timing {
         let cells_secs: f64 = results.iter().map(|r| r.secs).sum();
-        let speedup = if wall_secs > 0.0 { cells_secs / wall_secs } else { 0.0 };
-        Timing { wall_secs, cells_secs, slots, speedup, parallel_efficiency: speedup / slots.max(1) as f64 }
+        let vm_secs: f64 = results.iter().map(|r| r.secs * r.vms as f64).sum();
+        let per = |x: f64| if wall_secs > 0.0 { x / wall_secs } else { 0.0 };
+        let speedup = per(cells_secs);
+        let slots_f = slots.max(1) as f64;
+        Timing { wall_secs, cells_secs, vm_secs, slots, speedup, parallel_efficiency: speedup / slots_f, slot_utilisation: per(vm_secs) / slots_f }
     }
 
     pub fn line(&self) -> String {
         format!(
-            "wall {:.1} s for {:.1} s of cells: speedup {:.2} on {} slots (parallel efficiency {:.0} %)",
+            "wall {:.1} s for {:.1} s of cells: speedup {:.2} on {} slots (parallel efficiency {:.0} %, VM slots busy {:.0} %)",
             self.wall_secs,
             self.cells_secs,
             self.speedup,
             self.slots,
-            self.parallel_efficiency * 100.0
+            self.parallel_efficiency * 100.0,
+            self.slot_utilisation * 100.0
         )
     }
 }
@@ -571,7 +587,7 @@ pub fn table(results: &[CellResult]) -> String {
         }
         s.push('\n');
     }
-    s.trim_end_matches(' ').to_string()
+    s.lines().map(|l| format!("{}\n", l.trim_end())).collect()
 }
 
 fn cell_text(r: &CellResult) -> String {
@@ -581,23 +597,11 @@ fn cell_text(r: &CellResult) -> String {
     }
     if let (Some(e), Some(how)) = (r.exhaustion_s, &r.exhaustion) {
         let mark = if how == "measured" { "=" } else { "~" };
-        t.push_str(&format!(" OOM{mark}{}", short_duration(e)));
+        t.push_str(&format!(" OOM{mark}{}", crate::run::duration(e)));
     }
     t
 }
 
-/// `95 s`, `6.5 min`, `17.6 h`, `12 d`.
-pub fn short_duration(secs: f64) -> String {
-    if secs < 120.0 {
-        format!("{secs:.0} s")
-    } else if secs < 7200.0 {
-        format!("{:.1} min", secs / 60.0)
-    } else if secs < 4.0 * 86400.0 {
-        format!("{:.1} h", secs / 3600.0)
-    } else {
-        format!("{:.0} d", secs / 86400.0)
-    }
-}
 
 #[cfg(test)]
 mod tests {
@@ -648,6 +652,7 @@ mod tests {
             error: None,
             dir: "d".into(),
             secs: 1.0,
+            vms: 1,
             delta_per_hour: None,
             bytes_per_op: b,
             exhaustion_s: e.map(|x| x.0),
@@ -657,10 +662,8 @@ mod tests {
         let lines: Vec<&str> = t.lines().collect();
         assert_eq!(lines.len(), 3, "{t}");
         assert!(lines[0].starts_with("kernel \\ lab") && lines[0].contains("crash") && lines[0].contains("leak-lab"), "{t}");
-        assert!(lines[1].starts_with("k-6.1 ") && lines[1].contains("no-leak (0) OOM=95 s") && lines[1].contains("leak (0) 1069 B/op OOM~6.5 min"), "{t}");
+        assert!(lines[1].starts_with("k-6.1 ") && lines[1].contains("no-leak (0) OOM=95 s") && lines[1].contains("leak (0) 1069 B/op OOM~6 min"), "{t}");
         assert!(lines[2].contains("  -  ") && lines[2].contains("1084 B/op"), "{t}");
-        assert_eq!(short_duration(63314.0), "17.6 h");
-        assert_eq!(short_duration(30.0 * 86400.0), "30 d");
     }
 
     #[test]
@@ -711,10 +714,10 @@ mod tests {
 
     #[test]
     fn timing_is_against_the_sum_of_cells() {
-        let r = |secs: f64| CellResult { id: "a".into(), lab: "a".into(), kernel: "k".into(), exit_code: 0, verdict: "x".into(), error: None, dir: "d".into(), secs, delta_per_hour: None, bytes_per_op: None, exhaustion_s: None, exhaustion: None };
+        let r = |secs: f64| CellResult { id: "a".into(), lab: "a".into(), kernel: "k".into(), exit_code: 0, verdict: "x".into(), error: None, dir: "d".into(), secs, vms: 1, delta_per_hour: None, bytes_per_op: None, exhaustion_s: None, exhaustion: None };
         let t = Timing::new(50.0, 2, &[r(40.0), r(40.0)]);
         assert!((t.speedup - 1.6).abs() < 1e-9 && (t.parallel_efficiency - 0.8).abs() < 1e-9, "{t:?}");
-        assert!(t.line().contains("speedup 1.60 on 2 slots (parallel efficiency 80 %)"), "{}", t.line());
+        assert!(t.line().contains("speedup 1.60 on 2 slots (parallel efficiency 80 %, VM slots busy 80 %)"), "{}", t.line());
         let j = table_json(&[r(1.0)]);
         assert_eq!(j["k"]["a"]["verdict"], "x");
     }
@@ -751,7 +754,7 @@ mod tests {
 
     #[test]
     fn ktap_and_merge() {
-        let r = |id: &str, c: i32| CellResult { id: id.into(), lab: "a".into(), kernel: id.into(), exit_code: c, verdict: "v".into(), error: None, dir: "d".into(), secs: 0.0, delta_per_hour: None, bytes_per_op: None, exhaustion_s: None, exhaustion: None };
+        let r = |id: &str, c: i32| CellResult { id: id.into(), lab: "a".into(), kernel: id.into(), exit_code: c, verdict: "v".into(), error: None, dir: "d".into(), secs: 0.0, vms: 1, delta_per_hour: None, bytes_per_op: None, exhaustion_s: None, exhaustion: None };
         let k = ktap(&[r("a@k1", 0), r("a@k2", 100), r("a@k3", 102)]);
         assert_eq!(k, "KTAP version 1\n1..3\nok 1 a@k1\nnot ok 2 a@k2\n# verdict v (exit 100)\nok 3 a@k3 # SKIP v\n");
         let rep = |cells: Vec<CellResult>| serde_json::json!({"schema": "kernlab.matrix-report/1", "cells": cells});
@@ -762,7 +765,7 @@ mod tests {
 
     #[test]
     fn exit_code_precedence() {
-        let r = |c: i32| CellResult { id: "a".into(), lab: "a".into(), kernel: "k".into(), exit_code: c, verdict: "x".into(), error: None, dir: "d".into(), secs: 0.0, delta_per_hour: None, bytes_per_op: None, exhaustion_s: None, exhaustion: None };
+        let r = |c: i32| CellResult { id: "a".into(), lab: "a".into(), kernel: "k".into(), exit_code: c, verdict: "x".into(), error: None, dir: "d".into(), secs: 0.0, vms: 1, delta_per_hour: None, bytes_per_op: None, exhaustion_s: None, exhaustion: None };
         assert_eq!(exit_code(&[r(0), r(0)]), 0);
         assert_eq!(exit_code(&[r(0), r(102)]), 102);
         assert_eq!(exit_code(&[r(102), r(100)]), 100);

@@ -68,6 +68,7 @@ fn crash_view(arm_dir: &std::path::Path) -> Option<CrashView> {
 pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) -> RunEnd {
     let policy = arm.lab.leak.clone().expect("run_ab is called for leak labs");
     let top = arm.dir.clone();
+    let quiet = arm.quiet;
     let _ = fsx::write_atomic(&top.join("lab.yaml"), arm.lab.to_yaml().as_bytes());
     let mut base_lab = arm.lab.clone();
     base_lab.modules = policy.baseline.modules.clone();
@@ -139,7 +140,10 @@ pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) 
         secs: start.elapsed().as_secs_f64(),
     };
     let _ = fsx::write_atomic(&top.join("report.json"), &serde_json::to_vec_pretty(&report).unwrap_or_default());
-    print_summary(&report, &top.path);
+    // A matrix runs its cells quietly: its table speaks for them.
+    if !quiet {
+        print_summary(&report, &top.path);
+    }
     let error = match (failed, &ra.error, &rb.error) {
         (Some(_), Some(e), _) => Some(format!("module arm: {e}")),
         (Some(_), None, Some(e)) => Some(format!("baseline arm: {e}")),
@@ -152,7 +156,8 @@ fn mib(b: f64) -> String {
     format!("{:.2} MiB", b / 1048576.0)
 }
 
-fn duration(s: f64) -> String {
+/// `95 s`, `6 min`, `17.6 h`, `3.2 days`, `never`.
+pub(crate) fn duration(s: f64) -> String {
     if !s.is_finite() {
         "never".into()
     } else if s < 120.0 {

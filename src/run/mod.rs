@@ -21,6 +21,7 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 pub use error::RunError;
+pub(crate) use ab::duration;
 use events::{Event, Events, JsonLines, Terminal};
 use rundir::RunDir;
 
