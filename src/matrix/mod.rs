@@ -278,6 +278,9 @@ pub struct CellResult {
     /// `leak`/`no-leak`/`inconclusive` for leak labs, else the run's outcome.
     pub verdict: String,
     pub error: Option<String>,
+    /// Why the analysis decided as it did (leak labs).
+    #[serde(default)]
+    pub reason: Option<String>,
     pub dir: PathBuf,
     pub secs: f64,
     /// VMs the cell ran at once.
@@ -354,7 +357,9 @@ pub async fn run_cells(cells: Vec<Cell>, dir: &Path, slots: usize, kernel_dirs: 
                 .unwrap_or_default();
             let verdict = rep["verdict"].as_str().or(rep["outcome"].as_str()).unwrap_or("failed").to_string();
             let an = &rep["analysis"];
-            eprintln!("cell {} finished: {verdict} (exit {})", c.id, end.exit_code);
+            let reason = an["reason"].as_str().map(str::to_string);
+            let why = end.error.as_deref().or(reason.as_deref()).map(|w| format!(": {w}")).unwrap_or_default();
+            eprintln!("cell {} finished: {verdict} (exit {}){why}", c.id, end.exit_code);
             let (exhaustion_s, exhaustion) = exhaustion_of(&out, &rep);
             CellResult {
                 id: c.id,
@@ -363,6 +368,7 @@ pub async fn run_cells(cells: Vec<Cell>, dir: &Path, slots: usize, kernel_dirs: 
                 exit_code: end.exit_code,
                 verdict,
                 error: end.error,
+                reason,
                 dir: out,
                 secs: start.elapsed().as_secs_f64(),
                 vms: c.vms,
@@ -497,7 +503,8 @@ pub fn junit(name: &str, results: &[CellResult]) -> String {
             _ => TestCaseStatus::non_success(NonSuccessKind::Error),
         };
         if r.exit_code != exit::OK {
-            status.set_message(r.error.clone().unwrap_or_else(|| format!("verdict {}", r.verdict)));
+            let why = r.reason.as_ref().map(|w| format!(": {w}")).unwrap_or_default();
+            status.set_message(r.error.clone().unwrap_or_else(|| format!("verdict {}{why}", r.verdict)));
         }
         let mut tc = TestCase::new(format!("{}@{}", r.lab, r.kernel), status);
         tc.set_classname(r.lab.clone());
@@ -532,10 +539,14 @@ pub fn ktap(results: &[CellResult]) -> String {
         let n = i + 1;
         match r.exit_code {
             exit::OK => s.push_str(&format!("ok {n} {}\n", r.id)),
-            exit::INCONCLUSIVE => s.push_str(&format!("ok {n} {} # SKIP {}\n", r.id, r.verdict)),
+            exit::INCONCLUSIVE => {
+                let why = r.reason.as_ref().map(|w| format!(": {w}")).unwrap_or_default();
+                s.push_str(&format!("ok {n} {} # SKIP {}{why}\n", r.id, r.verdict))
+            }
             code => {
                 s.push_str(&format!("not ok {n} {}\n", r.id));
-                let why = r.error.clone().unwrap_or_else(|| format!("verdict {} (exit {code})", r.verdict));
+                let reason = r.reason.as_ref().map(|w| format!(": {w}")).unwrap_or_default();
+                let why = r.error.clone().unwrap_or_else(|| format!("verdict {} (exit {code}){reason}", r.verdict));
                 for line in why.lines().take(5) {
                     s.push_str(&format!("# {line}\n"));
                 }
@@ -650,6 +661,7 @@ mod tests {
             exit_code: 0,
             verdict: if b.is_some() { "leak" } else { "no-leak" }.into(),
             error: None,
+            reason: None,
             dir: "d".into(),
             secs: 1.0,
             vms: 1,
@@ -714,7 +726,7 @@ mod tests {
 
     #[test]
     fn timing_is_against_the_sum_of_cells() {
-        let r = |secs: f64| CellResult { id: "a".into(), lab: "a".into(), kernel: "k".into(), exit_code: 0, verdict: "x".into(), error: None, dir: "d".into(), secs, vms: 1, delta_per_hour: None, bytes_per_op: None, exhaustion_s: None, exhaustion: None };
+        let r = |secs: f64| CellResult { id: "a".into(), lab: "a".into(), kernel: "k".into(), exit_code: 0, verdict: "x".into(), error: None, reason: None, dir: "d".into(), secs, vms: 1, delta_per_hour: None, bytes_per_op: None, exhaustion_s: None, exhaustion: None };
         let t = Timing::new(50.0, 2, &[r(40.0), r(40.0)]);
         assert!((t.speedup - 1.6).abs() < 1e-9 && (t.parallel_efficiency - 0.8).abs() < 1e-9, "{t:?}");
         assert!(t.line().contains("speedup 1.60 on 2 slots (parallel efficiency 80 %, VM slots busy 80 %)"), "{}", t.line());
@@ -754,7 +766,7 @@ mod tests {
 
     #[test]
     fn ktap_and_merge() {
-        let r = |id: &str, c: i32| CellResult { id: id.into(), lab: "a".into(), kernel: id.into(), exit_code: c, verdict: "v".into(), error: None, dir: "d".into(), secs: 0.0, vms: 1, delta_per_hour: None, bytes_per_op: None, exhaustion_s: None, exhaustion: None };
+        let r = |id: &str, c: i32| CellResult { id: id.into(), lab: "a".into(), kernel: id.into(), exit_code: c, verdict: "v".into(), error: None, reason: None, dir: "d".into(), secs: 0.0, vms: 1, delta_per_hour: None, bytes_per_op: None, exhaustion_s: None, exhaustion: None };
         let k = ktap(&[r("a@k1", 0), r("a@k2", 100), r("a@k3", 102)]);
         assert_eq!(k, "KTAP version 1\n1..3\nok 1 a@k1\nnot ok 2 a@k2\n# verdict v (exit 100)\nok 3 a@k3 # SKIP v\n");
         let rep = |cells: Vec<CellResult>| serde_json::json!({"schema": "kernlab.matrix-report/1", "cells": cells});
@@ -765,7 +777,7 @@ mod tests {
 
     #[test]
     fn exit_code_precedence() {
-        let r = |c: i32| CellResult { id: "a".into(), lab: "a".into(), kernel: "k".into(), exit_code: c, verdict: "x".into(), error: None, dir: "d".into(), secs: 0.0, vms: 1, delta_per_hour: None, bytes_per_op: None, exhaustion_s: None, exhaustion: None };
+        let r = |c: i32| CellResult { id: "a".into(), lab: "a".into(), kernel: "k".into(), exit_code: c, verdict: "x".into(), error: None, reason: None, dir: "d".into(), secs: 0.0, vms: 1, delta_per_hour: None, bytes_per_op: None, exhaustion_s: None, exhaustion: None };
         assert_eq!(exit_code(&[r(0), r(0)]), 0);
         assert_eq!(exit_code(&[r(0), r(102)]), 102);
         assert_eq!(exit_code(&[r(102), r(100)]), 100);
