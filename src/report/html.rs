@@ -129,11 +129,11 @@ h1{font-size:1.45em;margin-bottom:.2em}h2{font-size:1.2em;border-bottom:1px soli
 table{border-collapse:collapse;margin:.6em 0;font-size:.92em}\
 th,td{border:1px solid #ddd;padding:.25em .55em;text-align:left;vertical-align:top}\
 thead th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}\
-table.pairs th{background:#f8f8f8;font-weight:600;white-space:nowrap}\
+table.pairs th{background:#f8f8f8;font-weight:600;white-space:nowrap}table.events td:nth-child(2){white-space:nowrap}\
 figure{margin:1em 0}figure svg{max-width:100%;height:auto;display:block}figcaption{color:#555;font-size:.88em}\
 pre{background:#f6f6f6;border:1px solid #e4e4e4;padding:.6em;overflow-x:auto;font-size:.85em;white-space:pre-wrap;word-break:break-all}\
 code{font-size:.9em}\
-.verdict{font-weight:700;padding:.05em .4em;border-radius:3px}\
+.badge{font-weight:700;padding:.05em .4em;border-radius:3px}\
 .ok{background:#e3f4e3}.bad{background:#fbe0e0}.warn{background:#fff1d6}.none{background:#eee}\
 footer{margin-top:2em;color:#888;font-size:.8em}";
 

@@ -230,7 +230,7 @@ pub fn run_page(d: &RunData, footer: &str) -> String {
     };
     if let Some(r) = &d.report {
         let mut rows = vec![
-            ("outcome", Cell::Html(format!("<span class=\"verdict {}\">{}</span>", html::exit_class(r.exit_code), html::escape(&r.outcome)))),
+            ("outcome", Cell::Html(format!("<span class=\"badge {}\">{}</span>", html::exit_class(r.exit_code), html::escape(&r.outcome)))),
             ("exit code", Cell::Text(r.exit_code.to_string())),
         ];
         if let Some(e) = &r.error {
@@ -342,7 +342,7 @@ pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData,
 
     // The verdict table, line for line what the terminal summary says.
     let mut rows = vec![
-        ("verdict", Cell::Html(format!("<span class=\"verdict {}\">{}</span> {}", html::exit_class(r.exit_code), html::escape(v), html::escape(held)))),
+        ("verdict", Cell::Html(format!("<span class=\"badge {}\">{}</span> {}", html::exit_class(r.exit_code), html::escape(v), html::escape(held)))),
         ("expected", Cell::Text(expect)),
         ("exit code", Cell::Text(r.exit_code.to_string())),
     ];
@@ -474,7 +474,7 @@ pub fn matrix_page(name: &str, exit_code: i32, cells: &[(CellResult, String)], f
     kernels.dedup();
     let cell_html = |c: &CellResult, href: &str| {
         format!(
-            "<a class=\"verdict {}\" href=\"{}\">{} ({})</a>",
+            "<a class=\"badge {}\" href=\"{}\">{} ({})</a>",
             html::exit_class(c.exit_code),
             html::escape(href),
             html::escape(&c.verdict),
@@ -619,7 +619,7 @@ mod tests {
             assert!(page.contains(&format!("href=\"{href}\"")), "{} not linked", c.id);
         }
         assert!(page.contains("<th>kernel \\ lab</th><th>leak-lab</th><th>smoke</th>"), "{page}");
-        assert!(page.contains("class=\"verdict bad\"") && page.contains("failed (101)") && page.contains("<td>boot failed</td>"));
+        assert!(page.contains("class=\"badge bad\"") && page.contains("failed (101)") && page.contains("<td>boot failed</td>"));
         // The kernel with only one lab has a dash in the other column.
         assert!(page.contains("<tr><td>debian-6.12+x</td>") && page.contains("<td>-</td>"));
         assert!(!page.contains("<script"));

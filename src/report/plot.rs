@@ -6,6 +6,7 @@
 
 use plotters::coord::Shift;
 use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 /// An sRGB colour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -303,13 +304,17 @@ fn draw(
         let color = m.color.color();
         c.draw_series(std::iter::once(PathElement::new(vec![(m.x, y0), (m.x, y1)], color.stroke_width(1))))?;
         // Labels of nearby events would overlap: each goes one row lower.
+        // Near the right edge a label goes to the left of its line.
         let row = (i % 4) as i32;
-        let label = EmptyElement::at((m.x, y1)) + Text::new(m.label.clone(), (3, 3 + 13 * row), ("sans-serif", 11).into_font().color(&color));
+        let font = ("sans-serif", 11).into_font().color(&color);
+        let (dx, font) = if m.x > x0 + 0.7 * (x1 - x0) { (-3, font.pos(Pos::new(HPos::Right, VPos::Top))) } else { (3, font) };
+        let label = EmptyElement::at((m.x, y1)) + Text::new(m.label.clone(), (dx, 3 + 13 * row), font);
         c.draw_series(std::iter::once(label))?;
     }
     if !lines.is_empty() {
         c.configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
+            // Levels from zero leave the middle free; growth leaves the lower right.
+            .position(if chart.y_from_zero { SeriesLabelPosition::MiddleRight } else { SeriesLabelPosition::LowerRight })
             .background_style(WHITE.mix(0.85))
             .border_style(RGBColor(0xbb, 0xbb, 0xbb))
             .label_font(("sans-serif", 12))
