@@ -261,10 +261,7 @@ fn cell_href(matrix: &Path, c: &CellResult) -> String {
 /// Writes the matrix directory's index page.
 pub fn write_matrix(dir: &Path) -> Result<PathBuf, ReportError> {
     let (name, code, cells) = read_matrix(dir)?;
-    let linked: Vec<(CellResult, String)> = cells.into_iter().map(|c| {
-        let href = cell_href(dir, &c);
-        (c, href)
-    }).collect();
+    let linked: Vec<(CellResult, String)> = cells.into_iter().map(|c| (cell_href(dir, &c), c)).map(|(h, c)| (c, h)).collect();
     write_page(dir, &page::matrix_page(&name, code, &linked, &footer(dir)))
 }
 
