@@ -71,9 +71,12 @@ fn cache_bytes(rows: &[(f64, f64, f64)]) -> Vec<(f64, f64)> {
     rows.iter().map(|&(t, a, sz)| (t, a * sz)).collect()
 }
 
-/// A series against the cumulative operation count at the same sample times.
+/// A series against the cumulative operation count at the same sample
+/// times (the sampler writes both with the same `t`, to the millisecond).
 fn against_ops(series: &[(f64, f64)], arm: &ArmSeries) -> Vec<(f64, f64)> {
-    series.iter().filter_map(|&(t, y)| arm.ops.iter().find(|(u, _)| (u - t).abs() < 1e-9).map(|&(_, n)| (n, y))).collect()
+    let ms = |t: f64| (t * 1000.0).round() as i64;
+    let ops: std::collections::HashMap<i64, f64> = arm.ops.iter().map(|&(t, n)| (ms(t), n)).collect();
+    series.iter().filter_map(|&(t, y)| ops.get(&ms(t)).map(|&n| (n, y))).collect()
 }
 
 /// Theil–Sen of a series that has no fit in a report yet (a plain run),
@@ -592,6 +595,74 @@ mod tests {
         for external in ["src=", "href=\"http", "<link", "@import", "url("] {
             assert!(!page.contains(external), "{external}");
         }
+    }
+
+    #[test]
+    fn a_finished_run_shows_its_summary_and_its_crash_triage() {
+        let mut d = run_data();
+        d.report = Some(
+            serde_json::from_value(serde_json::json!({
+                "lab": "leak-to-crash", "kernel": "debian-6.1", "kernel_release": "6.1.0-54-cloud-amd64", "accel": "tcg",
+                "outcome": "completed", "exit_code": 0, "error": null, "samples": 30, "sample_gaps": 1,
+                "timings": {"boot_to_ssh": 3.1, "total": 70.0},
+                "meminfo": {"Slab": {"first": 30000000, "last": 59000000, "delta": 29000000}},
+                "top_slab_growth": [{"cache": "dentry", "first_bytes": 192000, "last_bytes": 5760000, "delta_bytes": 5568000, "delta_objs": 29000}],
+                "dump": {"via": "kdump", "reason": "MemAvailable below the headroom", "vmcore": "/r/crash/x/vmcore", "bytes": 93323264, "dmesg": null, "secs": 13.0},
+                "triage": {"memory": [["TOTAL MEM", 500000000], ["SLAB", 290000000]],
+                           "top_caches": [{"name": "shmem_inode_cache", "objsize": 784, "allocated": 290000, "total": 290100, "bytes": 227000000}],
+                           "panic": "Kernel panic - not syncing: Out of memory", "text": "/r/crash/x/crash.txt", "secs": 8.0}
+            }))
+            .unwrap(),
+        );
+        let page = run_page(&d, "f");
+        assert!(page.contains("<title>leak-to-crash on debian-6.1: completed</title>"));
+        assert!(page.contains("<span class=\"badge ok\">completed</span>") && page.contains("30 (1 gaps)"));
+        assert!(page.contains("<td>dentry</td>") && page.contains("+5437.5 KiB"), "slab growth table");
+        assert!(page.contains("<section id=\"crash\">") && page.contains("Kernel panic - not syncing: Out of memory"));
+        assert!(page.contains("<td>SLAB</td><td class=\"num\">276.57 MiB</td>"), "kmem -i");
+        assert!(page.contains("<td>shmem_inode_cache</td><td class=\"num\">784</td>"), "kmem -s");
+        assert!(page.contains("/r/crash/x/vmcore") && page.contains("89.00 MiB"));
+        // The terminal summary, as `kernlab run` printed it.
+        assert!(page.contains("lab leak-to-crash on debian-6.1 (tcg): completed"));
+    }
+
+    #[test]
+    fn an_ab_page_overlays_the_baseline_on_the_module_with_both_fits() {
+        let module = run_data();
+        let mut baseline = run_data();
+        baseline.dir = "/runs/x/baseline".into();
+        let flat = |v: &mut Vec<(f64, f64)>| v.iter_mut().for_each(|p| p.1 = 30_000_000.0 + (p.0 * 7.0) % 3.0 * 1000.0);
+        flat(baseline.series.meminfo.get_mut("Slab").unwrap());
+        let an = crate::analysis::leak::analyze(&module.series, &baseline.series, "slab", 16.0 * MIB, 0.01);
+        assert_eq!(an.verdict, Verdict::Leak, "{}", an.reason);
+        let outcome = |dir: &str| ab::ArmOutcome { dir: dir.into(), exit_code: 0, error: None };
+        let r = LeakReport {
+            schema: ab::SCHEMA,
+            lab: "leak-lab".into(),
+            kernel: "debian-6.1".into(),
+            expect: crate::lab::Expect::Leak,
+            verdict: Some(an.verdict),
+            expectation_held: Some(true),
+            exit_code: 0,
+            floor_per_hour: 16 << 20,
+            alpha: 0.01,
+            module: outcome("/runs/x/module"),
+            baseline: outcome("/runs/x/baseline"),
+            analysis: Some(an),
+            crash: None,
+            secs: 40.0,
+        };
+        let page = ab_page(&r, Path::new("/runs/x"), &module, &baseline, "f");
+        assert!(page.contains("<span class=\"badge ok\">LEAK</span> as expected"));
+        assert!(page.contains("href=\"module/report.html\"") && page.contains("href=\"baseline/report.html\""));
+        // slab over time, against operations, the dentry cache, two memory charts.
+        assert_eq!(page.matches("<svg").count(), 5);
+        let slab = page.split("<figure>").nth(1).unwrap();
+        assert!(slab.contains(&plot::svg_text("slab over time")));
+        assert!(slab.contains("stroke=\"#D62728\"") && slab.contains("stroke=\"#1F77B4\""), "both arms drawn");
+        assert_eq!(slab.matches("<polygon").count(), 2, "a band per arm");
+        assert!(slab.contains(&plot::svg_text("module khm loaded")));
+        assert!(page.contains("LEAK as expected (expect Leak, exit 0)"), "the terminal summary");
     }
 
     #[test]
