@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Installs what kernlab needs on a Debian 12 host (run as root): QEMU, the
 # guest image's host binaries (static busybox, dropbear, kexec,
-# makedumpfile), kmod for depmod, e2fsprogs and crash for dumps, and the C
-# toolchain and OpenSSL headers the ssh2 crate builds against.
+# makedumpfile), kmod for depmod, e2fsprogs and crash for dumps, headless
+# Chromium for the test that opens report.html, and the C toolchain and
+# OpenSSL headers the ssh2 crate builds against.
 # Kernels are not installed here: kernlab fetches them into its cache with
 # apt-get download on first use.
 set -euo pipefail
@@ -20,6 +21,7 @@ packages=(
   makedumpfile      # the capture kernel's dump writer
   e2fsprogs         # mkfs.ext4 -d and debugfs for the dump disk
   crash             # vmcore triage
+  chromium          # headless: the report.html test opens the page and takes a screenshot
   ca-certificates
 )
 missing=()

@@ -3,7 +3,8 @@
 //! accounting, and reports what it saw.
 //!
 //! Layout: host side (`qemu`, `qmp`, `guest`), inputs (`lab`, `kernel`,
-//! `image`, `cache`), the run itself (`run`), sampling (`sample`).
+//! `image`, `cache`), the run itself (`run`), sampling (`sample`), the
+//! HTML report (`report`).
 
 pub mod analysis;
 pub mod bench;
@@ -18,6 +19,7 @@ pub mod matrix;
 pub mod payload;
 pub mod qemu;
 pub mod qmp;
+pub mod report;
 pub mod run;
 pub mod sample;
 pub mod stats;

@@ -82,6 +82,13 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// Rebuild report.html of a run, A/B or matrix directory from its files
+    /// (samples, events, reports) and print its summary again.
+    Report {
+        /// A run directory (with report.json, manifest.json or events.jsonl),
+        /// an A/B lab's directory, or a matrix directory.
+        dir: PathBuf,
+    },
     /// Benchmarks (not tests): timings measured on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -142,6 +149,7 @@ fn main() -> ExitCode {
         }
         Command::Merge { dirs, out } => merge(&dirs, &out),
         Command::Triage { vmcore, kernel, out } => triage(&vmcore, &kernel, out, &cli.kernel_dirs),
+        Command::Report { dir } => report(&dir),
     };
     ExitCode::from(code as u8)
 }
@@ -387,6 +395,21 @@ fn triage(vmcore: &std::path::Path, name: &str, out: Option<PathBuf>, dirs: &[Pa
     exit::OK
 }
 
+fn report(dir: &std::path::Path) -> i32 {
+    match kernlab::report::rebuild(dir) {
+        Ok(r) => {
+            print!("{}", r.summary);
+            println!("  report: {}", r.html.display());
+            exit::OK
+        }
+        Err(e @ (kernlab::report::ReportError::Write { .. } | kernlab::report::ReportError::Read { .. })) => {
+            fail(&e);
+            exit::INFRA
+        }
+        Err(e) => fail(&e),
+    }
+}
+
 fn bench_samples(run: &std::path::Path) -> i32 {
     use kernlab::analysis::leak::{self, ArmSeries};
     let lab = match lab::load(&run.join("lab.yaml")) {
@@ -456,7 +479,7 @@ fn run_lab(lab: PathBuf, out: Option<PathBuf>, kernel: Option<String>, kernel_di
             eprintln!("kernlab: {e}");
         }
         if let Some(rep) = &end.summary {
-            print_summary(rep, end.dir.as_deref());
+            print!("{}", run::report::summary(rep, end.dir.as_deref()));
         }
         end.exit_code
     })
@@ -486,37 +509,4 @@ fn spawn_signal_handler(cancel: CancellationToken) {
             }
         }
     });
-}
-
-fn print_summary(rep: &run::report::Report, dir: Option<&std::path::Path>) {
-    println!("lab {} on {} ({}): {}", rep.lab, rep.kernel, rep.accel.as_deref().unwrap_or("-"), rep.outcome);
-    println!(
-        "  samples {} (gaps {}), boot to SSH {:.2} s, total {:.1} s",
-        rep.samples, rep.sample_gaps, rep.timings.boot_to_ssh, rep.timings.total
-    );
-    for key in ["MemAvailable", "Slab", "SUnreclaim"] {
-        if let Some(v) = rep.meminfo.get(key) {
-            println!("  {key:<13} {:>10} KiB → {:>10} KiB ({:+} KiB)", v.first / 1024, v.last / 1024, v.delta / 1024);
-        }
-    }
-    for g in rep.top_slab_growth.iter().take(3).filter(|g| g.delta_bytes > 0) {
-        println!("  slab {:<24} {:+} KiB ({:+} objects)", g.cache, g.delta_bytes / 1024, g.delta_objs);
-    }
-    if let Some(d) = &rep.dump {
-        println!("  vmcore by {}: {} ({:.1} MiB)", d.via, d.vmcore.display(), d.bytes as f64 / 1048576.0);
-        println!("    {}", d.reason);
-    }
-    if let Some(t) = &rep.triage {
-        if let Some(p) = &t.panic {
-            println!("  crash: {p}");
-        }
-        let top: Vec<String> = t.top_caches.iter().take(4).map(|c| format!("{} {:.1} MiB", c.name, c.bytes as f64 / 1048576.0)).collect();
-        println!("  crash: largest slab caches: {}", top.join(", "));
-    }
-    if let Some(s) = &rep.triage_skipped {
-        println!("  crash triage skipped: {s}");
-    }
-    if let Some(d) = dir {
-        println!("  run directory: {}", d.display());
-    }
 }

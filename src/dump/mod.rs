@@ -9,7 +9,7 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::util::{fsx, tool};
 
@@ -32,7 +32,7 @@ pub enum DumpError {
 }
 
 /// Which path produced a vmcore, and why.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct DumpRecord {
     /// `kdump` (in-guest, makedumpfile) or `host-dump` (QMP dump-guest-memory).
     pub via: String,

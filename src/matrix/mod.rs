@@ -451,6 +451,7 @@ pub fn write_outputs(dir: &Path, name: &str, results: &[CellResult], extra: serd
             eprintln!("kernlab: cannot write `{}`: {e}", dir.join(file).display());
         }
     }
+    crate::report::write_or_warn(dir, || crate::report::write_matrix(dir));
     print!("{}", table(results));
     code
 }

@@ -4,6 +4,7 @@
 //! sub-directory; then the leak analysis decides, and the lab's expectation
 //! turns the verdict into the exit code.
 
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use serde::Serialize;
@@ -13,49 +14,51 @@ use super::rundir::RunDir;
 use super::{run_arm, Arm, RunEnd};
 use crate::analysis::leak::{self, ArmSeries, LeakAnalysis};
 use crate::exit;
-use crate::lab::Expect;
+use crate::lab::{Expect, Lab};
+use crate::report::ReportError;
 use crate::stats::Verdict;
 use crate::util::fsx;
 
 pub const SCHEMA: &str = "kernlab.leak-report/1";
 
 #[derive(Debug, Serialize)]
-struct ArmOutcome {
-    dir: String,
-    exit_code: i32,
-    error: Option<String>,
+pub struct ArmOutcome {
+    pub dir: String,
+    pub exit_code: i32,
+    pub error: Option<String>,
 }
 
+/// The top-level `report.json` of an A/B lab.
 #[derive(Debug, Serialize)]
-struct LeakReport {
-    schema: &'static str,
-    lab: String,
-    kernel: String,
-    expect: Expect,
+pub struct LeakReport {
+    pub schema: &'static str,
+    pub lab: String,
+    pub kernel: String,
+    pub expect: Expect,
     /// `leak`, `no-leak`, `inconclusive`, or absent when an arm failed.
-    verdict: Option<Verdict>,
-    expectation_held: Option<bool>,
-    exit_code: i32,
-    floor_per_hour: u64,
-    alpha: f64,
-    module: ArmOutcome,
-    baseline: ArmOutcome,
-    analysis: Option<LeakAnalysis>,
+    pub verdict: Option<Verdict>,
+    pub expectation_held: Option<bool>,
+    pub exit_code: i32,
+    pub floor_per_hour: u64,
+    pub alpha: f64,
+    pub module: ArmOutcome,
+    pub baseline: ArmOutcome,
+    pub analysis: Option<LeakAnalysis>,
     /// The module arm's vmcore and its triage, when it ran out of memory:
     /// the crash-time view beside the growth measured during the run.
-    crash: Option<CrashView>,
-    secs: f64,
+    pub crash: Option<CrashView>,
+    pub secs: f64,
 }
 
 #[derive(Debug, Serialize, Default)]
-struct CrashView {
-    dump: Option<serde_json::Value>,
-    triage: Option<serde_json::Value>,
-    triage_skipped: Option<serde_json::Value>,
+pub struct CrashView {
+    pub dump: Option<serde_json::Value>,
+    pub triage: Option<serde_json::Value>,
+    pub triage_skipped: Option<serde_json::Value>,
 }
 
 /// The dump part of an arm's report.json, if it took one.
-fn crash_view(arm_dir: &std::path::Path) -> Option<CrashView> {
+fn crash_view(arm_dir: &Path) -> Option<CrashView> {
     let r: serde_json::Value = serde_json::from_slice(&std::fs::read(arm_dir.join("report.json")).ok()?).ok()?;
     let v = CrashView {
         dump: r.get("dump").cloned(),
@@ -68,7 +71,6 @@ fn crash_view(arm_dir: &std::path::Path) -> Option<CrashView> {
 pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) -> RunEnd {
     let policy = arm.lab.leak.clone().expect("run_ab is called for leak labs");
     let top = arm.dir.clone();
-    let quiet = arm.quiet;
     let _ = fsx::write_atomic(&top.join("lab.yaml"), arm.lab.to_yaml().as_bytes());
     let mut base_lab = arm.lab.clone();
     base_lab.modules = policy.baseline.modules.clone();
@@ -97,23 +99,42 @@ pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) 
     // Under TCG each VM keeps one core busy; the two arms together use two.
     let (ra, rb) = tokio::join!(run_arm(a, cancel.clone(), start), run_arm(b, cancel.clone(), start));
 
-    let outcome = |r: &RunEnd, dir: &std::path::Path| ArmOutcome {
+    let outcome = |r: &RunEnd, dir: &Path| ArmOutcome {
         dir: dir.display().to_string(),
         exit_code: r.exit_code,
         error: r.error.clone(),
     };
-    let (mo, bo) = (outcome(&ra, &a_dir), outcome(&rb, &b_dir));
-    let failed = [&ra, &rb].into_iter().find(|r| r.exit_code != exit::OK).map(|r| r.exit_code);
+    let report = assemble(&arm.lab, outcome(&ra, &a_dir), outcome(&rb, &b_dir), &a_dir, &b_dir, start.elapsed().as_secs_f64());
+    let exit_code = report.exit_code;
+    let failed = [&ra, &rb].into_iter().any(|r| r.exit_code != exit::OK);
+    let _ = fsx::write_atomic(&top.join("report.json"), &serde_json::to_vec_pretty(&report).unwrap_or_default());
+    // A matrix runs its cells quietly: its table speaks for them.
+    if !arm.quiet {
+        print!("{}", summary(&report, &top.path));
+    }
+    crate::report::write_or_warn(&top.path, || crate::report::write_ab(&top.path, &report));
+    let error = match (failed, &ra.error, &rb.error) {
+        (true, Some(e), _) => Some(format!("module arm: {e}")),
+        (true, None, Some(e)) => Some(format!("baseline arm: {e}")),
+        _ => None,
+    };
+    RunEnd { dir: Some(top.path.clone()), exit_code, error, summary: None }
+}
 
+/// The report of the two arms, from what they left on disk (the samples)
+/// and how each ended: an arm that failed leaves no verdict.
+fn assemble(lab: &Lab, module: ArmOutcome, baseline: ArmOutcome, a_dir: &Path, b_dir: &Path, secs: f64) -> LeakReport {
+    let policy = lab.leak.clone().expect("assemble is called for leak labs");
+    let failed = [module.exit_code, baseline.exit_code].into_iter().find(|c| *c != exit::OK);
     let (analysis, verdict, held, exit_code) = if let Some(code) = failed {
         let code = if code == exit::INTERRUPTED { code } else { exit::INFRA };
         (None, None, None, code)
     } else {
-        let read = |d: &std::path::Path| {
+        let read = |d: &Path| {
             let f = |n: &str| std::fs::read_to_string(d.join("samples").join(n)).unwrap_or_default();
             ArmSeries::parse(&f("meminfo.csv"), &f("slabinfo.csv"), &f("ops.csv"))
         };
-        let an = leak::analyze(&read(&a_dir), &read(&b_dir), &policy.metric, policy.floor_per_hour as f64, policy.alpha);
+        let an = leak::analyze(&read(a_dir), &read(b_dir), &policy.metric, policy.floor_per_hour as f64, policy.alpha);
         let v = an.verdict;
         let (held, code) = match (v, policy.expect) {
             (Verdict::Inconclusive, _) => (None, exit::INCONCLUSIVE),
@@ -122,37 +143,57 @@ pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) 
         };
         (Some(an), Some(v), held, code)
     };
-
-    let report = LeakReport {
+    LeakReport {
         schema: SCHEMA,
-        lab: arm.lab.name.clone(),
-        kernel: arm.lab.kernel.clone(),
+        lab: lab.name.clone(),
+        kernel: lab.kernel.clone(),
         expect: policy.expect,
         verdict,
         expectation_held: held,
         exit_code,
         floor_per_hour: policy.floor_per_hour,
         alpha: policy.alpha,
-        module: mo,
-        baseline: bo,
+        module,
+        baseline,
         analysis,
-        crash: crash_view(&a_dir),
-        secs: start.elapsed().as_secs_f64(),
-    };
-    let _ = fsx::write_atomic(&top.join("report.json"), &serde_json::to_vec_pretty(&report).unwrap_or_default());
-    // A matrix runs its cells quietly: its table speaks for them.
-    if !quiet {
-        print_summary(&report, &top.path);
+        crash: crash_view(a_dir),
+        secs,
     }
-    let error = match (failed, &ra.error, &rb.error) {
-        (Some(_), Some(e), _) => Some(format!("module arm: {e}")),
-        (Some(_), None, Some(e)) => Some(format!("baseline arm: {e}")),
-        _ => None,
-    };
-    RunEnd { dir: Some(top.path.clone()), exit_code, error, summary: None }
 }
 
-fn mib(b: f64) -> String {
+/// Rebuilds an A/B run's report from its directory alone (`kernlab
+/// report`): the lab as resolved (`lab.yaml`), how each arm ended (its
+/// `report.json`; an arm without one did not finish) and the samples. The
+/// analysis is this kernlab's, so an old run is re-read with the current
+/// statistics.
+pub fn rebuild(top: &Path) -> Result<LeakReport, ReportError> {
+    let lab = crate::lab::load(&top.join("lab.yaml"))?;
+    if lab.leak.is_none() {
+        return Err(ReportError::NotAb(top.to_path_buf()));
+    }
+    let json = |p: PathBuf| -> Option<serde_json::Value> { serde_json::from_slice(&std::fs::read(p).ok()?).ok() };
+    let arm = |name: &str| {
+        let dir = top.join(name);
+        let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
+        match json(dir.join("report.json")) {
+            Some(r) => ArmOutcome {
+                exit_code: r["exit_code"].as_i64().unwrap_or(exit::INFRA as i64) as i32,
+                error: r["error"].as_str().map(str::to_string),
+                dir: dir.display().to_string(),
+            },
+            None => ArmOutcome {
+                exit_code: exit::INFRA,
+                error: Some(format!("the {name} arm left no report.json (it did not finish)")),
+                dir: dir.display().to_string(),
+            },
+        }
+    };
+    let (module, baseline) = (arm("module"), arm("baseline"));
+    let secs = json(top.join("report.json")).and_then(|r| r["secs"].as_f64()).unwrap_or(0.0);
+    Ok(assemble(&lab, module, baseline, &top.join("module"), &top.join("baseline"), secs))
+}
+
+pub(crate) fn mib(b: f64) -> String {
     format!("{:.2} MiB", b / 1048576.0)
 }
 
@@ -171,7 +212,11 @@ pub(crate) fn duration(s: f64) -> String {
     }
 }
 
-fn print_summary(r: &LeakReport, dir: &std::path::Path) {
+/// The terminal summary of an A/B lab: the verdict, the rates, the
+/// culprit caches laid out like crash's `kmem -s`, the crash view.
+pub fn summary(r: &LeakReport, dir: &Path) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
     let v = match r.verdict {
         Some(Verdict::Leak) => "LEAK",
         Some(Verdict::NoLeak) => "NO-LEAK",
@@ -183,10 +228,10 @@ fn print_summary(r: &LeakReport, dir: &std::path::Path) {
         Some(false) => "NOT as expected",
         None => "",
     };
-    println!("lab {} on {}: {v} {held} (expect {:?}, exit {})", r.lab, r.kernel, r.expect, r.exit_code);
+    let _ = writeln!(s, "lab {} on {}: {v} {held} (expect {:?}, exit {})", r.lab, r.kernel, r.expect, r.exit_code);
     if let Some(a) = &r.analysis {
         if let Some(c) = &a.comparison {
-            println!(
+            let _ = writeln!(s, 
                 "  {} growth, module − baseline: {:.2} MiB/h, one-sided interval [{:.2} .. {:.2}] MiB/h (floor {:.2} MiB/h, α {})",
                 a.metric,
                 c.delta * 3600.0 / 1048576.0,
@@ -196,17 +241,17 @@ fn print_summary(r: &LeakReport, dir: &std::path::Path) {
                 c.alpha
             );
         } else {
-            println!("  {}", a.reason);
+            let _ = writeln!(s, "  {}", a.reason);
         }
         if let (Some(p), Some(rate)) = (&a.module.per_op, a.module.ops_per_s) {
-            println!("  per operation: {:.0} bytes/op [{:.0} .. {:.0}] at {rate:.0} ops/s", p.slope, p.lower, p.upper);
+            let _ = writeln!(s, "  per operation: {:.0} bytes/op [{:.0} .. {:.0}] at {rate:.0} ops/s", p.slope, p.lower, p.upper);
         }
         if !a.top_caches.is_empty() {
             // Laid out like crash's `kmem -s`, with the growth beside it.
-            println!("  {:<24} {:>7} {:>9} {:>9} {:>10} {:>10} {:>13}", "CACHE", "OBJSIZE", "OBJS THEN", "OBJS NOW", "OBJS/OP", "BYTES/OP", "GROWTH/H");
+            let _ = writeln!(s, "  {:<24} {:>7} {:>9} {:>9} {:>10} {:>10} {:>13}", "CACHE", "OBJSIZE", "OBJS THEN", "OBJS NOW", "OBJS/OP", "BYTES/OP", "GROWTH/H");
             for c in a.top_caches.iter().take(6) {
                 let opt = |v: Option<f64>, p: usize| v.map(|v| format!("{v:.p$}")).unwrap_or_else(|| "-".into());
-                println!(
+                let _ = writeln!(s, 
                     "  {:<24} {:>7.0} {:>9.0} {:>9.0} {:>10} {:>10} {:>9.1} MiB",
                     c.cache,
                     c.objsize,
@@ -219,12 +264,12 @@ fn print_summary(r: &LeakReport, dir: &std::path::Path) {
             }
         }
         for e in &a.exhaustion {
-            println!("  exhausts {}: in {} to {}", e.memory, duration(e.fastest_s), duration(e.slowest_s));
+            let _ = writeln!(s, "  exhausts {}: in {} to {}", e.memory, duration(e.fastest_s), duration(e.slowest_s));
         }
     }
     if let Some(c) = &r.crash {
         if let Some(d) = &c.dump {
-            println!(
+            let _ = writeln!(s, 
                 "  vmcore by {}: {} ({:.1} MiB)",
                 d["via"].as_str().unwrap_or("?"),
                 d["vmcore"].as_str().unwrap_or("?"),
@@ -233,17 +278,18 @@ fn print_summary(r: &LeakReport, dir: &std::path::Path) {
         }
         if let Some(t) = &c.triage {
             if let Some(p) = t["panic"].as_str() {
-                println!("  crash: {p}");
+                let _ = writeln!(s, "  crash: {p}");
             }
             let caches: Vec<String> = t["top_caches"]
                 .as_array()
                 .map(|a| a.iter().take(4).map(|c| format!("{} {}", c["name"].as_str().unwrap_or("?"), mib(c["bytes"].as_f64().unwrap_or(0.0)))).collect())
                 .unwrap_or_default();
-            println!("  crash: largest slab caches at the panic: {}", caches.join(", "));
+            let _ = writeln!(s, "  crash: largest slab caches at the panic: {}", caches.join(", "));
         }
-        if let Some(s) = c.triage_skipped.as_ref().and_then(|s| s.as_str()) {
-            println!("  crash triage skipped: {s}");
+        if let Some(why) = c.triage_skipped.as_ref().and_then(|s| s.as_str()) {
+            let _ = writeln!(s, "  crash triage skipped: {why}");
         }
     }
-    println!("  run directory: {}", dir.display());
+    let _ = writeln!(s, "  run directory: {}", dir.display());
+    s
 }

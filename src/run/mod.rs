@@ -4,7 +4,7 @@
 //! on disk as it arrives; teardown and the report happen on every path out,
 //! errors and Ctrl-C included.
 
-mod ab;
+pub mod ab;
 pub mod error;
 mod exhaust;
 pub mod events;
@@ -1086,6 +1086,8 @@ fn finish(ctx: Ctx, result: Result<(), RunError>, start: Instant) -> RunEnd {
         tracing::error!("cannot write report.json: {e}");
     }
     ctx.events.emit(Event::RunFinished { outcome: outcome.into(), exit_code });
+    // Last, from the files now complete; a page that fails is only a warning.
+    crate::report::write_or_warn(&ctx.dir.path, || crate::report::write_run(&ctx.dir.path));
     RunEnd { dir: Some(ctx.dir.path.clone()), exit_code, error, summary: Some(rep) }
 }
 

@@ -5,14 +5,15 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::Manifest;
 use crate::lab::Lab;
 
 pub const SCHEMA: &str = "kernlab.report/1";
 
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default)]
 pub struct Timings {
     /// Kernel resolved (fetched or found in the cache), seconds.
     pub kernel: f64,
@@ -30,8 +31,11 @@ pub struct Timings {
     pub total: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// Read back (by `kernlab report`) with every field that a report of an
+/// older kernlab may lack defaulted.
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Report {
+    #[serde(skip_deserializing, default = "schema")]
     pub schema: &'static str,
     pub lab: String,
     pub kernel: String,
@@ -41,13 +45,18 @@ pub struct Report {
     pub outcome: String,
     pub exit_code: i32,
     pub error: Option<String>,
+    #[serde(default)]
     pub samples: u64,
     /// Samples that failed (SSH lost, unparsable output): gaps in the series.
+    #[serde(default)]
     pub sample_gaps: u64,
+    #[serde(default)]
     pub timings: Timings,
     /// First and last value of the headline meminfo fields, bytes.
+    #[serde(default)]
     pub meminfo: BTreeMap<String, FirstLast>,
     /// Caches whose active bytes grew most between the first and last sample.
+    #[serde(default)]
     pub top_slab_growth: Vec<CacheGrowth>,
     /// The vmcore, when the run took one: which path made it and why.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -60,20 +69,24 @@ pub struct Report {
     pub triage_skipped: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FirstLast {
     pub first: u64,
     pub last: u64,
     pub delta: i64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CacheGrowth {
     pub cache: String,
     pub first_bytes: u64,
     pub last_bytes: u64,
     pub delta_bytes: i64,
     pub delta_objs: i64,
+}
+
+fn schema() -> &'static str {
+    SCHEMA
 }
 
 const HEADLINE: [&str; 5] = ["MemAvailable", "MemFree", "Slab", "SReclaimable", "SUnreclaim"];
@@ -163,6 +176,44 @@ pub fn slab_growth(csv: &str, top: usize) -> Vec<CacheGrowth> {
     v.sort_by(|x, y| y.delta_bytes.cmp(&x.delta_bytes).then(x.cache.cmp(&y.cache)));
     v.truncate(top);
     v
+}
+
+/// The terminal summary of a run, as `kernlab run` prints it.
+pub fn summary(rep: &Report, dir: Option<&Path>) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "lab {} on {} ({}): {}", rep.lab, rep.kernel, rep.accel.as_deref().unwrap_or("-"), rep.outcome);
+    let _ = writeln!(
+        s,
+        "  samples {} (gaps {}), boot to SSH {:.2} s, total {:.1} s",
+        rep.samples, rep.sample_gaps, rep.timings.boot_to_ssh, rep.timings.total
+    );
+    for key in ["MemAvailable", "Slab", "SUnreclaim"] {
+        if let Some(v) = rep.meminfo.get(key) {
+            let _ = writeln!(s, "  {key:<13} {:>10} KiB → {:>10} KiB ({:+} KiB)", v.first / 1024, v.last / 1024, v.delta / 1024);
+        }
+    }
+    for g in rep.top_slab_growth.iter().take(3).filter(|g| g.delta_bytes > 0) {
+        let _ = writeln!(s, "  slab {:<24} {:+} KiB ({:+} objects)", g.cache, g.delta_bytes / 1024, g.delta_objs);
+    }
+    if let Some(d) = &rep.dump {
+        let _ = writeln!(s, "  vmcore by {}: {} ({:.1} MiB)", d.via, d.vmcore.display(), d.bytes as f64 / 1048576.0);
+        let _ = writeln!(s, "    {}", d.reason);
+    }
+    if let Some(t) = &rep.triage {
+        if let Some(p) = &t.panic {
+            let _ = writeln!(s, "  crash: {p}");
+        }
+        let top: Vec<String> = t.top_caches.iter().take(4).map(|c| format!("{} {:.1} MiB", c.name, c.bytes as f64 / 1048576.0)).collect();
+        let _ = writeln!(s, "  crash: largest slab caches: {}", top.join(", "));
+    }
+    if let Some(why) = &rep.triage_skipped {
+        let _ = writeln!(s, "  crash triage skipped: {why}");
+    }
+    if let Some(d) = dir {
+        let _ = writeln!(s, "  run directory: {}", d.display());
+    }
+    s
 }
 
 #[cfg(test)]

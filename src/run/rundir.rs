@@ -5,7 +5,7 @@
 //! runs/<lab>/<UTC timestamp>-<kernel>/
 //!   manifest.json  lab.yaml  console.log  qemu.log  events.jsonl
 //!   samples/{slabinfo,meminfo,dentry-state,balloon}.csv
-//!   workload.log  report.json  keys/ (per-run SSH keys, 0600)
+//!   workload.log  report.json  report.html  keys/ (per-run SSH keys, 0600)
 //! ```
 
 use std::io;

@@ -9,7 +9,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cache::{self, Cache};
 use crate::kernel::{Descriptor, Kernel, Source};
@@ -42,7 +42,7 @@ pub enum TriageError {
 }
 
 /// What `crash` said, parsed.
-#[derive(Debug, Clone, Serialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
 pub struct CrashReport {
     /// `kmem -i` rows: label → bytes (`TOTAL MEM`, `FREE`, `USED`, `SLAB`, …).
     pub memory: Vec<(String, u64)>,
@@ -55,7 +55,7 @@ pub struct CrashReport {
     pub secs: f64,
 }
 
-#[derive(Debug, Clone, Serialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct CacheAtCrash {
     pub name: String,
     pub objsize: u64,

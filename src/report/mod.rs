@@ -1,0 +1,410 @@
+//! `report.html`: a self-contained page for every run directory (plots as
+//! inline SVG, tables, no script and no external resource), and an index
+//! page for a matrix directory. This module reads a directory in one place
+//! ([`RunData::load`], [`detect`]); the pages themselves ([`page`]) are pure
+//! functions of what was read, so the page written at the end of a run and
+//! the one `kernlab report` rebuilds later from the same files are the same.
+//! A page that cannot be rendered is a warning, never a lost run.
+
+pub mod html;
+pub mod page;
+pub mod plot;
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use crate::analysis::leak::ArmSeries;
+use crate::matrix::CellResult;
+use crate::run::ab::{self, LeakReport};
+use crate::run::report::{self, CacheGrowth, Report};
+use crate::util::fsx;
+
+pub const FILE: &str = "report.html";
+const MATRIX_SCHEMA: &str = "kernlab.matrix-report/1";
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReportError {
+    #[error("`{}` does not exist or is not a directory", .0.display())]
+    NoDir(PathBuf),
+    #[error("`{}` is neither a run directory nor a matrix directory (it has no report.json, manifest.json or events.jsonl)", .0.display())]
+    NotARun(PathBuf),
+    #[error("`{}` is not an A/B run directory: its lab.yaml has no `leak` section", .0.display())]
+    NotAb(PathBuf),
+    #[error("cannot read `{}`", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot parse `{}`: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("the lab of this run")]
+    Lab(#[from] crate::lab::LabError),
+    #[error("cannot write `{}`", path.display())]
+    Write {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// What a directory holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DirKind {
+    /// One run: a plain lab, or one arm of an A/B lab.
+    Run,
+    /// An A/B leak lab: `module/` and `baseline/` runs and the verdict.
+    Ab,
+    /// A matrix: `cells/<id>/` runs and the matrix report.
+    Matrix,
+}
+
+/// One timestamped event from `events.jsonl`: its name and its other fields.
+#[derive(Debug, Clone)]
+pub struct EventRow {
+    pub t: f64,
+    pub event: String,
+    pub fields: serde_json::Map<String, serde_json::Value>,
+}
+
+/// Everything a run directory holds that its page shows.
+#[derive(Debug, Clone)]
+pub struct RunData {
+    pub dir: PathBuf,
+    /// `report.json`; None when the run did not get to write it (killed).
+    pub report: Option<Report>,
+    pub manifest: Option<serde_json::Value>,
+    pub events: Vec<EventRow>,
+    pub series: ArmSeries,
+    /// The balloon's statistics: key → (t, bytes).
+    pub balloon: BTreeMap<String, Vec<(f64, f64)>>,
+    /// Caches ranked by growth of active bytes, first to last sample.
+    pub slab_growth: Vec<CacheGrowth>,
+}
+
+fn read_json(path: &Path) -> Result<Option<serde_json::Value>, ReportError> {
+    match std::fs::read(path) {
+        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| ReportError::Parse { path: path.into(), message: e.to_string() }),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(source) => Err(ReportError::Read { path: path.into(), source }),
+    }
+}
+
+fn read_text(path: &Path) -> Result<String, ReportError> {
+    match std::fs::read(path) {
+        Ok(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
+        Err(source) => Err(ReportError::Read { path: path.into(), source }),
+    }
+}
+
+/// `t,key,value` rows of `balloon.csv`.
+pub fn parse_balloon(csv: &str) -> BTreeMap<String, Vec<(f64, f64)>> {
+    let mut out: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+    for l in csv.lines().skip(1) {
+        let f: Vec<&str> = l.split(',').collect();
+        if let (3, Ok(t), Ok(v)) = (f.len(), f[0].parse::<f64>(), f.get(2).unwrap_or(&"").parse::<f64>()) {
+            out.entry(f[1].to_string()).or_default().push((t, v));
+        }
+    }
+    out
+}
+
+/// The events of `events.jsonl`; a line that is not an event is skipped.
+pub fn parse_events(jsonl: &str) -> Vec<EventRow> {
+    jsonl
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter_map(|v| {
+            let mut fields = v.as_object()?.clone();
+            let t = fields.remove("t")?.as_f64()?;
+            let event = fields.remove("event")?.as_str()?.to_string();
+            fields.remove("wall");
+            Some(EventRow { t, event, fields })
+        })
+        .collect()
+}
+
+impl RunData {
+    pub fn load(dir: &Path) -> Result<RunData, ReportError> {
+        let report = match read_json(&dir.join("report.json"))? {
+            Some(v) => Some(serde_json::from_value::<Report>(v).map_err(|e| ReportError::Parse { path: dir.join("report.json"), message: e.to_string() })?),
+            None => None,
+        };
+        let samples = dir.join("samples");
+        let slab = read_text(&samples.join("slabinfo.csv"))?;
+        Ok(RunData {
+            dir: dir.to_path_buf(),
+            report,
+            manifest: read_json(&dir.join("manifest.json"))?,
+            events: parse_events(&read_text(&dir.join("events.jsonl"))?),
+            series: ArmSeries::parse(&read_text(&samples.join("meminfo.csv"))?, &slab, &read_text(&samples.join("ops.csv"))?),
+            balloon: parse_balloon(&read_text(&samples.join("balloon.csv"))?),
+            slab_growth: report::slab_growth(&slab, 10),
+        })
+    }
+}
+
+/// What kind of directory `dir` is, from the files in it.
+pub fn detect(dir: &Path) -> Result<DirKind, ReportError> {
+    if !dir.is_dir() {
+        return Err(ReportError::NoDir(dir.into()));
+    }
+    let schema = read_json(&dir.join("report.json"))?.and_then(|v| v["schema"].as_str().map(str::to_string));
+    match schema.as_deref() {
+        Some(MATRIX_SCHEMA) => return Ok(DirKind::Matrix),
+        Some(ab::SCHEMA) => return Ok(DirKind::Ab),
+        Some(report::SCHEMA) => return Ok(DirKind::Run),
+        _ => {}
+    }
+    // A run killed before its report: the files it had by then.
+    if dir.join("module").is_dir() && dir.join("baseline").is_dir() && dir.join("lab.yaml").is_file() {
+        return Ok(DirKind::Ab);
+    }
+    if dir.join("manifest.json").is_file() || dir.join("events.jsonl").is_file() {
+        return Ok(DirKind::Run);
+    }
+    Err(ReportError::NotARun(dir.into()))
+}
+
+fn footer(dir: &Path) -> String {
+    format!("written by kernlab {} at {} from {}", env!("CARGO_PKG_VERSION"), crate::run::events::wall_clock(), dir.display())
+}
+
+fn write_page(dir: &Path, text: &str) -> Result<PathBuf, ReportError> {
+    let path = dir.join(FILE);
+    fsx::write_atomic(&path, text.as_bytes()).map_err(|source| ReportError::Write { path: path.clone(), source })?;
+    Ok(path)
+}
+
+/// Writes `report.html` of one run directory from its files.
+pub fn write_run(dir: &Path) -> Result<PathBuf, ReportError> {
+    let d = RunData::load(dir)?;
+    write_page(dir, &page::run_page(&d, &footer(dir)))
+}
+
+/// Writes the top-level `report.html` of an A/B lab.
+pub fn write_ab(top: &Path, r: &LeakReport) -> Result<PathBuf, ReportError> {
+    let (m, b) = (RunData::load(&top.join("module"))?, RunData::load(&top.join("baseline"))?);
+    write_page(top, &page::ab_page(r, top, &m, &b, &footer(top)))
+}
+
+/// The matrix report's name, exit code and cells.
+fn read_matrix(dir: &Path) -> Result<(String, i32, Vec<CellResult>), ReportError> {
+    let path = dir.join("report.json");
+    let v = read_json(&path)?.ok_or_else(|| ReportError::Read { path: path.clone(), source: io::ErrorKind::NotFound.into() })?;
+    let cells: Vec<CellResult> =
+        serde_json::from_value(v["cells"].clone()).map_err(|e| ReportError::Parse { path: path.clone(), message: e.to_string() })?;
+    Ok((v["name"].as_str().unwrap_or("matrix").to_string(), v["exit_code"].as_i64().unwrap_or(0) as i32, cells))
+}
+
+/// Where a cell's run directory is, seen from the matrix directory: its
+/// own `cells/<id>` when it is there (the recorded path may be relative to
+/// wherever kernlab ran), else the recorded path (a merged report's cells
+/// live in the shards' directories).
+fn cell_dir(matrix: &Path, c: &CellResult) -> PathBuf {
+    let own = matrix.join("cells").join(&c.id);
+    if own.is_dir() {
+        own
+    } else {
+        c.dir.clone()
+    }
+}
+
+/// The relative path from directory `from` to `to`, both absolute; None if
+/// either is not.
+pub fn relative(from: &Path, to: &Path) -> Option<PathBuf> {
+    if !from.is_absolute() || !to.is_absolute() {
+        return None;
+    }
+    let norm = |p: &Path| -> Vec<String> {
+        let mut v: Vec<String> = Vec::new();
+        for c in p.components() {
+            match c {
+                Component::Normal(s) => v.push(s.to_string_lossy().into_owned()),
+                Component::ParentDir => {
+                    v.pop();
+                }
+                _ => {}
+            }
+        }
+        v
+    };
+    let (f, t) = (norm(from), norm(to));
+    let common = f.iter().zip(&t).take_while(|(a, b)| a == b).count();
+    let mut rel = PathBuf::new();
+    for _ in common..f.len() {
+        rel.push("..");
+    }
+    for s in &t[common..] {
+        rel.push(s);
+    }
+    Some(rel)
+}
+
+/// The link from the matrix page to a cell's report, relative, each
+/// segment percent-encoded.
+fn cell_href(matrix: &Path, c: &CellResult) -> String {
+    let dir = cell_dir(matrix, c);
+    let abs = |p: &Path| std::fs::canonicalize(p).ok();
+    let rel = match (abs(matrix), abs(&dir)) {
+        (Some(m), Some(d)) => relative(&m, &d),
+        _ => None,
+    }
+    .unwrap_or_else(|| Path::new("cells").join(&c.id));
+    let mut href: Vec<String> = rel.components().map(|c| html::url_segment(&c.as_os_str().to_string_lossy())).collect();
+    href.push(FILE.into());
+    href.join("/")
+}
+
+/// Writes the matrix directory's index page.
+pub fn write_matrix(dir: &Path) -> Result<PathBuf, ReportError> {
+    let (name, code, cells) = read_matrix(dir)?;
+    let linked: Vec<(CellResult, String)> = cells.into_iter().map(|c| (cell_href(dir, &c), c)).map(|(h, c)| (c, h)).collect();
+    write_page(dir, &page::matrix_page(&name, code, &linked, &footer(dir)))
+}
+
+/// Renders and writes a page at the end of a run or matrix. A failure, a
+/// panic in rendering included, is logged and otherwise ignored: every
+/// other result of the run is already on disk and must stay the answer.
+pub fn write_or_warn(dir: &Path, f: impl FnOnce() -> Result<PathBuf, ReportError>) {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(f)) {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!("{FILE} of `{}` not written: {}", dir.display(), chain(&e)),
+        Err(_) => tracing::warn!("{FILE} of `{}` not written: rendering panicked", dir.display()),
+    }
+}
+
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        src = c.source();
+    }
+    s
+}
+
+/// What `kernlab report` rebuilt: the page and the terminal summary.
+#[derive(Debug)]
+pub struct Rebuilt {
+    pub kind: DirKind,
+    pub html: PathBuf,
+    pub summary: String,
+}
+
+/// Rebuilds `report.html` of a run, A/B or matrix directory from its files
+/// alone (and those of its arms or cells), with the terminal summary.
+pub fn rebuild(dir: &Path) -> Result<Rebuilt, ReportError> {
+    let kind = detect(dir)?;
+    match kind {
+        DirKind::Run => {
+            let d = RunData::load(dir)?;
+            let html = write_page(dir, &page::run_page(&d, &footer(dir)))?;
+            let summary = match &d.report {
+                Some(r) => report::summary(r, Some(dir)),
+                None => format!("run {}: no report.json (the run did not finish)\n", dir.display()),
+            };
+            Ok(Rebuilt { kind, html, summary })
+        }
+        DirKind::Ab => {
+            for arm in ["module", "baseline"] {
+                let d = dir.join(arm);
+                if detect(&d).is_ok() {
+                    write_run(&d)?;
+                }
+            }
+            let r = ab::rebuild(dir)?;
+            let html = write_ab(dir, &r)?;
+            Ok(Rebuilt { kind, html, summary: ab::summary(&r, dir) })
+        }
+        DirKind::Matrix => {
+            let (name, code, cells) = read_matrix(dir)?;
+            // Each cell's own page first, so the index's links lead somewhere;
+            // a cell that cannot be rebuilt is a warning.
+            for c in &cells {
+                let d = cell_dir(dir, c);
+                if let Err(e) = rebuild(&d) {
+                    tracing::warn!("cell {}: {}", c.id, chain(&e));
+                }
+            }
+            let html = write_matrix(dir)?;
+            let summary = format!("{}matrix {name}: exit {code}; {}\n", crate::matrix::table(&cells), dir.display());
+            Ok(Rebuilt { kind, html, summary })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_links_between_directories() {
+        assert_eq!(relative(Path::new("/m/x"), Path::new("/m/x/cells/a@k")).unwrap(), Path::new("cells/a@k"));
+        assert_eq!(relative(Path::new("/m/merged"), Path::new("/m/shard1/cells/a@k")).unwrap(), Path::new("../shard1/cells/a@k"));
+        assert!(relative(Path::new("m"), Path::new("/x")).is_none());
+    }
+
+    #[test]
+    fn events_and_balloon_parse_from_their_files() {
+        let ev = parse_events("{\"t\":1.5,\"wall\":\"w\",\"event\":\"module-loaded\",\"name\":\"khm\"}\nnot json\n{\"t\":2}\n");
+        assert_eq!(ev.len(), 1);
+        assert_eq!((ev[0].t, ev[0].event.as_str(), ev[0].fields["name"].as_str()), (1.5, "module-loaded", Some("khm")));
+        assert!(!ev[0].fields.contains_key("wall"));
+        let b = parse_balloon("t,key,value\n1.0,stat-free-memory,1024\nbad\n2.0,stat-free-memory,512\n");
+        assert_eq!(b["stat-free-memory"], [(1.0, 1024.0), (2.0, 512.0)]);
+    }
+
+    #[test]
+    fn directories_are_told_apart_and_others_refused_by_name() {
+        let d = tempfile::tempdir().unwrap();
+        let err = detect(d.path()).unwrap_err().to_string();
+        assert!(err.contains(&d.path().display().to_string()) && err.contains("neither a run directory nor a matrix directory"), "{err}");
+        assert!(detect(&d.path().join("nope")).unwrap_err().to_string().contains("does not exist"));
+        std::fs::write(d.path().join("events.jsonl"), "").unwrap();
+        assert_eq!(detect(d.path()).unwrap(), DirKind::Run);
+        std::fs::write(d.path().join("report.json"), format!("{{\"schema\": \"{MATRIX_SCHEMA}\", \"cells\": []}}")).unwrap();
+        assert_eq!(detect(d.path()).unwrap(), DirKind::Matrix);
+        std::fs::write(d.path().join("report.json"), "{\"schema\": \"kernlab.leak-report/1\"}").unwrap();
+        assert_eq!(detect(d.path()).unwrap(), DirKind::Ab);
+    }
+
+    #[test]
+    fn a_killed_run_still_gets_a_page_and_a_matrix_index_links_its_cells() {
+        let m = tempfile::tempdir().unwrap();
+        let cell = m.path().join("cells").join("smoke@k 1");
+        std::fs::create_dir_all(cell.join("samples")).unwrap();
+        std::fs::write(cell.join("events.jsonl"), "{\"t\":0.5,\"event\":\"workload-started\",\"commands\":1,\"duration_secs\":3}\n").unwrap();
+        std::fs::write(
+            cell.join("samples/meminfo.csv"),
+            "t,uptime,key,bytes\n1,0,MemAvailable,100000000\n2,0,MemAvailable,99000000\n3,0,MemAvailable,98000000\n",
+        )
+        .unwrap();
+        let r = rebuild(&cell).unwrap();
+        assert_eq!(r.kind, DirKind::Run);
+        let page = std::fs::read_to_string(&r.html).unwrap();
+        assert!(page.contains("<svg") && page.contains(&plot::svg_text("workload started")), "{page}");
+        assert!(r.summary.contains("no report.json"));
+
+        let results = serde_json::json!({"schema": MATRIX_SCHEMA, "name": "n", "exit_code": 0, "cells": [
+            {"id": "smoke@k 1", "lab": "smoke", "kernel": "k 1", "exit_code": 0, "verdict": "completed", "error": null,
+             "dir": "relative/elsewhere", "secs": 1.0, "delta_per_hour": null, "bytes_per_op": null}]});
+        std::fs::write(m.path().join("report.json"), results.to_string()).unwrap();
+        let r = rebuild(m.path()).unwrap();
+        assert_eq!(r.kind, DirKind::Matrix);
+        let index = std::fs::read_to_string(&r.html).unwrap();
+        assert!(index.contains("href=\"cells/smoke@k%201/report.html\""), "{index}");
+        assert!(r.summary.contains("completed (0)"), "{}", r.summary);
+        // No temp file is left beside the page.
+        assert!(std::fs::read_dir(m.path()).unwrap().all(|e| !e.unwrap().file_name().to_string_lossy().starts_with(".tmp")));
+    }
+
+    #[test]
+    fn a_failed_render_is_a_warning_not_a_panic() {
+        write_or_warn(Path::new("/x"), || panic!("boom"));
+        write_or_warn(Path::new("/x"), || Err(ReportError::NotARun("/x".into())));
+    }
+}

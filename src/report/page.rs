@@ -1,0 +1,698 @@
+//! The report pages, as pure functions from a run's parsed data to HTML:
+//! one run (an arm, or a plain lab), an A/B leak lab, and a matrix index.
+
+use std::path::Path;
+
+use super::html::{self, Cell};
+use super::plot::{self, Chart, Line, Marker, Trend};
+use super::{EventRow, RunData};
+use crate::analysis::leak::ArmSeries;
+use crate::matrix::CellResult;
+use crate::run::ab::{self, LeakReport};
+use crate::stats::{self, Verdict};
+
+const MIB: f64 = 1048576.0;
+
+fn mib(b: f64) -> String {
+    format!("{:.2} MiB", b / MIB)
+}
+
+fn mib_h(bytes_per_s: f64) -> String {
+    format!("{:.2} MiB/h", bytes_per_s * 3600.0 / MIB)
+}
+
+fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
+    v.map(f).unwrap_or_else(|| "-".into())
+}
+
+/// The event markers of a run: the moments that explain a bend in a curve.
+pub fn markers(events: &[EventRow]) -> Vec<Marker> {
+    let mut v = Vec::new();
+    for e in events {
+        let s = |k: &str| e.fields.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
+        let (label, color) = match e.event.as_str() {
+            "module-loaded" => (format!("module {} loaded", s("name")), plot::PURPLE),
+            "workload-started" => ("workload started".to_string(), plot::GREEN),
+            "workload-finished" => ("workload finished".to_string(), plot::Rgb(0x1a, 0x6b, 0x1a)),
+            "exhaustion" => (format!("exhaustion: {}", short(&s("trigger"), 48)), plot::ORANGE),
+            "panic-triggered" => (format!("panic: {}", short(&s("how"), 48)), plot::DARK_RED),
+            "qmp" if matches!(s("name").as_str(), "GUEST_PANICKED" | "GUEST_CRASHLOADED") => {
+                ("guest panicked".to_string(), plot::DARK_RED)
+            }
+            "dump-written" => (format!("dump written ({})", s("via")), plot::BROWN),
+            _ => continue,
+        };
+        v.push(Marker { x: e.t, label, color });
+    }
+    v
+}
+
+fn short(s: &str, n: usize) -> String {
+    if s.chars().count() <= n {
+        s.to_string()
+    } else {
+        format!("{}…", s.chars().take(n).collect::<String>())
+    }
+}
+
+/// A chart as a figure, or a note saying why it could not be drawn: a
+/// chart never takes the rest of the page down with it.
+fn figure(chart: &Chart, caption: &str) -> String {
+    if chart.is_empty() {
+        return format!("<p class=\"none\">{}: no samples.</p>\n", html::escape(&chart.title));
+    }
+    match plot::svg(chart) {
+        Ok(svg) => html::figure(&svg, caption),
+        Err(e) => format!("<p class=\"bad\">{}: chart not drawn: {}</p>\n", html::escape(&chart.title), html::escape(&e)),
+    }
+}
+
+fn cache_bytes(rows: &[(f64, f64, f64)]) -> Vec<(f64, f64)> {
+    rows.iter().map(|&(t, a, sz)| (t, a * sz)).collect()
+}
+
+/// A series against the cumulative operation count at the same sample
+/// times (the sampler writes both with the same `t`, to the millisecond).
+fn against_ops(series: &[(f64, f64)], arm: &ArmSeries) -> Vec<(f64, f64)> {
+    let ms = |t: f64| (t * 1000.0).round() as i64;
+    let ops: std::collections::HashMap<i64, f64> = arm.ops.iter().map(|&(t, n)| (ms(t), n)).collect();
+    series.iter().filter_map(|&(t, y)| ops.get(&ms(t)).map(|&n| (n, y))).collect()
+}
+
+/// Theil–Sen of a series that has no fit in a report yet (a plain run),
+/// on at most 1,000 points: the pairwise slopes are O(n²).
+fn fit_of(points: &[(f64, f64)], alpha: f64) -> Option<stats::Fit> {
+    let (t, y): (Vec<f64>, Vec<f64>) = plot::thin(points, 1000).into_iter().unzip();
+    stats::fit(&t, &y, alpha).ok()
+}
+
+fn band_label(arm: &str, alpha: f64) -> String {
+    format!("{arm}: Theil–Sen fit, {:.0} % band", (1.0 - alpha) * 100.0)
+}
+
+fn meminfo_chart(title: &str, d: &RunData, markers: &[Marker]) -> Chart {
+    let mut c = Chart::new(title, "run time (s)", "memory");
+    c.y_from_zero = true;
+    for (key, color) in [("MemAvailable", plot::GREEN), ("Slab", plot::MODULE), ("SUnreclaim", plot::ORANGE)] {
+        if let Some(p) = d.series.meminfo.get(key) {
+            c.lines.push(Line { label: key.into(), color, points: p.clone() });
+        }
+    }
+    // The host's view through the balloon device, when it was sampled.
+    for (key, label, color) in [
+        ("stat-available-memory", "balloon: available (host view)", plot::CYAN),
+        ("stat-free-memory", "balloon: free (host view)", plot::GREY),
+    ] {
+        if let Some(p) = d.balloon.get(key).filter(|p| !p.is_empty()) {
+            c.lines.push(Line { label: label.into(), color, points: p.clone() });
+        }
+    }
+    c.markers = markers.to_vec();
+    c
+}
+
+fn events_table(events: &[EventRow]) -> String {
+    let rows: Vec<Vec<Cell>> = events
+        .iter()
+        .filter(|e| e.event != "sample")
+        .take(300)
+        .map(|e| {
+            let detail: Vec<String> = e
+                .fields
+                .iter()
+                .map(|(k, v)| format!("{k}={}", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
+                .collect();
+            vec![Cell::Num(format!("{:.3}", e.t)), Cell::Text(e.event.clone()), Cell::Text(short(&detail.join(", "), 400))]
+        })
+        .collect();
+    if rows.is_empty() {
+        return "<p class=\"none\">No events recorded.</p>\n".into();
+    }
+    html::table("events", &["t (s)", "event", "detail"], &rows)
+}
+
+fn manifest_table(m: Option<&serde_json::Value>) -> String {
+    let Some(m) = m else { return "<p class=\"none\">No manifest.json.</p>\n".into() };
+    let s = |v: &serde_json::Value| match v {
+        serde_json::Value::Null => "-".to_string(),
+        serde_json::Value::String(s) => s.clone(),
+        v => v.to_string(),
+    };
+    let k = &m["kernel"];
+    let argv: Vec<String> = m["qemu_argv"].as_array().map(|a| a.iter().map(s).collect()).unwrap_or_default();
+    // One option and its value per line, quoted as a shell would need them.
+    let mut argv_text = String::new();
+    for a in &argv {
+        if a.starts_with('-') && !argv_text.is_empty() {
+            argv_text.push_str(" \\\n  ");
+        } else if !argv_text.is_empty() {
+            argv_text.push(' ');
+        }
+        argv_text.push_str(&crate::util::tool::shell_quote(a));
+    }
+    let modules = m["image_modules"].as_array().map(|a| a.iter().map(s).collect::<Vec<_>>().join(" ")).unwrap_or_default();
+    let rows: Vec<(&str, Cell)> = vec![
+        ("kernlab", Cell::Text(s(&m["kernlab_version"]))),
+        ("lab", Cell::Text(format!("{} ({}, sha256 {})", s(&m["lab_name"]), s(&m["lab_file"]), s(&m["lab_sha256"])))),
+        ("kernel", Cell::Text(format!("{} (release {}, {} {})", s(&k["name"]), s(&k["release"]), s(&k["source"]), s(&k["version"])))),
+        ("kernel package sha256", Cell::Html(html::code(&s(&k["package_sha256"])))),
+        ("vmlinuz sha256", Cell::Html(html::code(&s(&k["vmlinuz_sha256"])))),
+        ("image", Cell::Html(format!("{} ({} bytes)", html::code(&s(&m["image_sha256"])), html::escape(&s(&m["image_bytes"]))))),
+        ("image modules", Cell::Text(modules)),
+        ("accelerator", Cell::Text(format!("{}: {}", s(&m["accel"]["accel"]), s(&m["accel"]["reason"])))),
+        ("QEMU", Cell::Text(s(&m["qemu_version"]))),
+        ("QEMU argv", Cell::Html(html::pre(&argv_text))),
+        ("SSH port", Cell::Text(s(&m["ssh_port"]))),
+        ("host kernel", Cell::Text(s(&m["host_kernel"]))),
+        ("started", Cell::Text(s(&m["started"]))),
+    ];
+    html::pairs("manifest", &rows)
+}
+
+/// The vmcore and `crash`'s reading of it, when the run took one.
+fn crash_section(d: &RunData) -> String {
+    let Some(r) = &d.report else { return String::new() };
+    if r.dump.is_none() && r.triage.is_none() && r.triage_skipped.is_none() {
+        return String::new();
+    }
+    let mut body = String::new();
+    if let Some(dump) = &r.dump {
+        body.push_str(&html::pairs(
+            "dump",
+            &[
+                ("vmcore", Cell::Html(html::code(&dump.vmcore.display().to_string()))),
+                ("written by", Cell::Text(dump.via.clone())),
+                ("why", Cell::Text(dump.reason.clone())),
+                ("size", Cell::Text(mib(dump.bytes as f64))),
+                ("trigger → vmcore", Cell::Text(format!("{:.1} s", dump.secs))),
+            ],
+        ));
+    }
+    if let Some(t) = &r.triage {
+        if let Some(p) = &t.panic {
+            body.push_str(&format!("<p><strong>Panic:</strong> {}</p>\n", html::escape(p)));
+        }
+        let mem: Vec<Vec<Cell>> = t.memory.iter().map(|(k, b)| vec![Cell::Text(k.clone()), Cell::Num(mib(*b as f64))]).collect();
+        body.push_str("<h3>Memory at the crash (<code>kmem -i</code>)</h3>\n");
+        body.push_str(&html::table("kmem-i", &["", "size"], &mem));
+        let caches: Vec<Vec<Cell>> = t
+            .top_caches
+            .iter()
+            .map(|c| {
+                vec![
+                    Cell::Text(c.name.clone()),
+                    Cell::Num(c.objsize.to_string()),
+                    Cell::Num(c.allocated.to_string()),
+                    Cell::Num(c.total.to_string()),
+                    Cell::Num(mib(c.bytes as f64)),
+                ]
+            })
+            .collect();
+        body.push_str("<h3>Largest slab caches at the crash (<code>kmem -s</code>)</h3>\n");
+        body.push_str(&html::table("kmem-s", &["cache", "objsize", "allocated", "total", "size"], &caches));
+        body.push_str(&format!("<p>crash's full output: {}</p>\n", html::code(&t.text.display().to_string())));
+    }
+    if let Some(why) = &r.triage_skipped {
+        body.push_str(&format!("<p class=\"warn\">Triage skipped: {}</p>\n", html::escape(why)));
+    }
+    html::section("crash", "Crash dump and triage", &body)
+}
+
+/// The page of one run directory: a plain lab, or one arm of an A/B lab.
+pub fn run_page(d: &RunData, footer: &str) -> String {
+    let marks = markers(&d.events);
+    let mut body = String::new();
+
+    // The verdict table: what the terminal summary says, laid out.
+    let (title, subtitle) = match &d.report {
+        Some(r) => (
+            format!("{} on {}: {}", r.lab, r.kernel, r.outcome),
+            format!("{} · {}", r.kernel_release.as_deref().unwrap_or("-"), d.dir.display()),
+        ),
+        None => (format!("run {}", d.dir.display()), "no report.json: the run did not finish".into()),
+    };
+    if let Some(r) = &d.report {
+        let mut rows = vec![
+            ("outcome", Cell::Html(format!("<span class=\"badge {}\">{}</span>", html::exit_class(r.exit_code), html::escape(&r.outcome)))),
+            ("exit code", Cell::Text(r.exit_code.to_string())),
+        ];
+        if let Some(e) = &r.error {
+            rows.push(("error", Cell::Html(html::pre(e))));
+        }
+        rows.extend([
+            ("accelerator", Cell::Text(r.accel.clone().unwrap_or_else(|| "-".into()))),
+            ("samples", Cell::Text(format!("{} ({} gaps)", r.samples, r.sample_gaps))),
+            ("boot to SSH", Cell::Text(format!("{:.2} s (init {})", r.timings.boot_to_ssh, opt(r.timings.init, |s| format!("{s:.2} s"))))),
+            ("total", Cell::Text(format!("{:.1} s", r.timings.total))),
+        ]);
+        let mut v = html::pairs("verdict", &rows);
+        let mem: Vec<Vec<Cell>> = r
+            .meminfo
+            .iter()
+            .map(|(k, fl)| vec![Cell::Text(k.clone()), Cell::Num(mib(fl.first as f64)), Cell::Num(mib(fl.last as f64)), Cell::Num(format!("{:+.2} MiB", fl.delta as f64 / MIB))])
+            .collect();
+        if !mem.is_empty() {
+            v.push_str(&html::table("meminfo", &["meminfo", "first", "last", "change"], &mem));
+        }
+        let slab: Vec<Vec<Cell>> = r
+            .top_slab_growth
+            .iter()
+            .map(|g| {
+                vec![
+                    Cell::Text(g.cache.clone()),
+                    Cell::Num(format!("{:.1} KiB", g.first_bytes as f64 / 1024.0)),
+                    Cell::Num(format!("{:.1} KiB", g.last_bytes as f64 / 1024.0)),
+                    Cell::Num(format!("{:+.1} KiB", g.delta_bytes as f64 / 1024.0)),
+                    Cell::Num(format!("{:+}", g.delta_objs)),
+                ]
+            })
+            .collect();
+        if !slab.is_empty() {
+            v.push_str(&html::table("slab-growth", &["slab cache", "first", "last", "growth", "objects"], &slab));
+        }
+        v.push_str(&format!("<details><summary>terminal summary</summary>\n{}</details>\n", html::pre(&crate::run::report::summary(r, Some(&d.dir)))));
+        body.push_str(&html::section("verdict", "Summary", &v));
+    }
+
+    // The fastest-growing caches, each with its Theil–Sen line and band.
+    let mut charts = String::new();
+    let top: Vec<&str> = d.slab_growth.iter().filter(|g| g.delta_bytes > 0).take(4).map(|g| g.cache.as_str()).collect();
+    for name in &top {
+        let Some(rows) = d.series.caches.get(*name) else { continue };
+        let pts = cache_bytes(rows);
+        let mut c = Chart::new(&format!("slab cache {name}"), "run time (s)", "active bytes");
+        c.height = 320;
+        if let Some(f) = fit_of(&pts, stats::DEFAULT_FIT_ALPHA) {
+            c.trends.extend(Trend::fit(&band_label("fit", f.alpha), plot::MODULE, &pts, f.slope, f.lower, f.upper));
+        }
+        c.lines.push(Line { label: (*name).into(), color: plot::MODULE, points: pts });
+        c.markers = marks.clone();
+        charts.push_str(&figure(&c, &format!("Active bytes of {name} at each sample, with the Theil–Sen line and the band of Sen's interval.")));
+    }
+    if let Some(slab) = d.series.meminfo.get("Slab").filter(|_| !d.series.ops.is_empty()) {
+        let pts = against_ops(slab, &d.series);
+        let mut c = Chart::new("Slab against workload operations", "cumulative operations", "Slab");
+        c.height = 320;
+        let (n, y): (Vec<f64>, Vec<f64>) = plot::thin(&pts, 1000).into_iter().unzip();
+        if let Ok(f) = stats::fit_per_op(&n, &y, stats::DEFAULT_FIT_ALPHA) {
+            c.trends.extend(Trend::fit(&band_label("fit", f.alpha), plot::MODULE, &pts, f.slope, f.lower, f.upper));
+        }
+        c.lines.push(Line { label: "Slab".into(), color: plot::MODULE, points: pts });
+        charts.push_str(&figure(&c, "meminfo Slab against the workload's cumulative operation count: the slope is bytes per operation."));
+    }
+    if !charts.is_empty() {
+        body.push_str(&html::section("growth", "Growing slab caches", &charts));
+    }
+    let mem = meminfo_chart("memory", d, &marks);
+    body.push_str(&html::section("memory", "Memory over time", &figure(&mem, "meminfo (and the balloon's host view) at each sample; vertical lines are the run's events.")));
+    body.push_str(&crash_section(d));
+    body.push_str(&html::section("events", "Events", &events_table(&d.events)));
+    body.push_str(&html::section("manifest", "Manifest", &manifest_table(d.manifest.as_ref())));
+    html::page(&title, &subtitle, &body, footer)
+}
+
+fn verdict_text(r: &LeakReport) -> (&'static str, &'static str) {
+    let v = match r.verdict {
+        Some(Verdict::Leak) => "LEAK",
+        Some(Verdict::NoLeak) => "NO-LEAK",
+        Some(Verdict::Inconclusive) => "INCONCLUSIVE",
+        None => "no verdict (an arm failed)",
+    };
+    let held = match r.expectation_held {
+        Some(true) => "as expected",
+        Some(false) => "NOT as expected",
+        None => "",
+    };
+    (v, held)
+}
+
+fn fit_cell(f: Option<&stats::Fit>, samples: usize) -> Cell {
+    match f {
+        Some(f) => Cell::Text(format!("{} [{} .. {}], {samples} samples", mib_h(f.slope), mib_h(f.lower), mib_h(f.upper))),
+        None => Cell::Text(format!("no fit ({samples} samples)")),
+    }
+}
+
+/// The page of an A/B leak lab: the verdict, both arms' series with their
+/// fits, the culprit caches, the module arm's crash, both manifests.
+pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData, footer: &str) -> String {
+    let (v, held) = verdict_text(r);
+    let expect = serde_json::to_value(r.expect).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let title = format!("{} on {}: {v} {held}", r.lab, r.kernel);
+    let subtitle = format!("A/B leak lab, module arm against baseline arm · {}", top.display());
+    let marks = markers(&module.events);
+    let mut body = String::new();
+
+    // The verdict table, line for line what the terminal summary says.
+    let mut rows = vec![
+        ("verdict", Cell::Html(format!("<span class=\"badge {}\">{}</span> {}", html::exit_class(r.exit_code), html::escape(v), html::escape(held)))),
+        ("expected", Cell::Text(expect)),
+        ("exit code", Cell::Text(r.exit_code.to_string())),
+    ];
+    if let Some(a) = &r.analysis {
+        if let Some(c) = &a.comparison {
+            rows.push((
+                "growth, module − baseline",
+                Cell::Text(format!("{} of {}, one-sided interval [{} .. {}]", mib_h(c.delta), a.metric, mib_h(c.lower), mib_h(c.upper))),
+            ));
+            rows.push(("floor, α", Cell::Text(format!("{}, α {}", mib_h(c.floor), c.alpha))));
+        }
+        rows.push(("why", Cell::Text(a.reason.clone())));
+        rows.push(("module arm", fit_cell(a.module.fit.as_ref(), a.module.samples)));
+        rows.push(("baseline arm", fit_cell(a.baseline.fit.as_ref(), a.baseline.samples)));
+        if let (Some(p), Some(rate)) = (&a.module.per_op, a.module.ops_per_s) {
+            rows.push(("per operation", Cell::Text(format!("{:.0} bytes/op [{:.0} .. {:.0}] at {rate:.0} ops/s", p.slope, p.lower, p.upper))));
+        }
+    }
+    for (name, o) in [("module arm error", &r.module), ("baseline arm error", &r.baseline)] {
+        if let Some(e) = &o.error {
+            rows.push((name, Cell::Html(html::pre(e))));
+        }
+    }
+    rows.push(("arms", Cell::Html(format!("{} · {}", html::link("module/report.html", "module arm report"), html::link("baseline/report.html", "baseline arm report")))));
+    rows.push(("duration", Cell::Text(format!("{:.1} s", r.secs))));
+    let mut verdict = html::pairs("verdict", &rows);
+    if let Some(a) = &r.analysis {
+        let caches: Vec<Vec<Cell>> = a
+            .top_caches
+            .iter()
+            .map(|c| {
+                vec![
+                    Cell::Text(c.cache.clone()),
+                    Cell::Num(format!("{:.0}", c.objsize)),
+                    Cell::Num(format!("{:.0}", c.objects_first)),
+                    Cell::Num(format!("{:.0}", c.objects_last)),
+                    Cell::Num(opt(c.objects_per_op, |v| format!("{v:.3}"))),
+                    Cell::Num(opt(c.bytes_per_op, |v| format!("{v:.0}"))),
+                    Cell::Num(format!("{:.1} MiB", c.bytes_per_hour / MIB)),
+                    Cell::Num(opt(c.baseline_bytes_per_s, |b| format!("{:.1} MiB", b * 3600.0 / MIB))),
+                ]
+            })
+            .collect();
+        if !caches.is_empty() {
+            verdict.push_str(&html::table(
+                "caches",
+                &["cache", "objsize", "objs then", "objs now", "objs/op", "bytes/op", "growth/h", "baseline growth/h"],
+                &caches,
+            ));
+        }
+        let ex: Vec<Vec<Cell>> = a
+            .exhaustion
+            .iter()
+            .map(|e| vec![Cell::Text(e.memory.clone()), Cell::Text(ab::duration(e.fastest_s)), Cell::Text(ab::duration(e.slowest_s))])
+            .collect();
+        if !ex.is_empty() {
+            verdict.push_str(&html::table("exhaustion", &["exhausts", "at the fastest", "at the slowest"], &ex));
+        }
+    }
+    verdict.push_str(&format!("<details><summary>terminal summary</summary>\n{}</details>\n", html::pre(&ab::summary(r, top))));
+    body.push_str(&html::section("verdict", "Verdict", &verdict));
+
+    // The primary endpoint in both arms, the fits the verdict compares.
+    let mut charts = String::new();
+    if let Some(a) = &r.analysis {
+        let (m, b) = (module.series.metric(&a.metric), baseline.series.metric(&a.metric));
+        let mut c = Chart::new(&format!("{} over time", a.metric), "run time (s)", &a.metric);
+        for (label, color, pts, fit) in [("module", plot::MODULE, &m, &a.module.fit), ("baseline", plot::BASELINE, &b, &a.baseline.fit)] {
+            if let Some(f) = fit {
+                c.trends.extend(Trend::fit(&band_label(label, f.alpha), color, pts, f.slope, f.lower, f.upper));
+            }
+            c.lines.push(Line { label: format!("{label} arm"), color, points: pts.clone() });
+        }
+        c.markers = marks.clone();
+        charts.push_str(&figure(&c, "The primary endpoint in both arms with each arm's Theil–Sen line and the band of Sen's interval; the verdict compares the two slopes."));
+
+        if !module.series.ops.is_empty() {
+            let mut c = Chart::new(&format!("{} against workload operations", a.metric), "cumulative operations", &a.metric);
+            for (label, color, arm, pts, fit) in [
+                ("module", plot::MODULE, &module.series, &m, &a.module.per_op),
+                ("baseline", plot::BASELINE, &baseline.series, &b, &a.baseline.per_op),
+            ] {
+                let p = against_ops(pts, arm);
+                if let Some(f) = fit {
+                    c.trends.extend(Trend::fit(&band_label(label, f.alpha), color, &p, f.slope, f.lower, f.upper));
+                }
+                c.lines.push(Line { label: format!("{label} arm"), color, points: p });
+            }
+            charts.push_str(&figure(&c, "The same endpoint against the cumulative operation count: the slope is bytes per operation."));
+        }
+        for f in a.top_caches.iter().take(4) {
+            let m = module.series.caches.get(&f.cache).map(|r| cache_bytes(r)).unwrap_or_default();
+            let b = baseline.series.caches.get(&f.cache).map(|r| cache_bytes(r)).unwrap_or_default();
+            let mut c = Chart::new(&format!("slab cache {}", f.cache), "run time (s)", "active bytes");
+            c.height = 320;
+            let [slope, lo, hi] = f.bytes_per_s;
+            c.trends.extend(Trend::fit(&band_label("module", a.module.fit.as_ref().map(|f| f.alpha).unwrap_or(0.02)), plot::MODULE, &m, slope, lo, hi));
+            c.lines.push(Line { label: "module arm".into(), color: plot::MODULE, points: m });
+            c.lines.push(Line { label: "baseline arm".into(), color: plot::BASELINE, points: b });
+            c.markers = marks.clone();
+            charts.push_str(&figure(&c, &format!("Active bytes of {} in both arms, with the module arm's Theil–Sen line and band.", f.cache)));
+        }
+    } else {
+        charts.push_str("<p class=\"none\">No analysis: an arm failed. Each arm's own report has its series.</p>\n");
+    }
+    body.push_str(&html::section("growth", "Growth", &charts));
+
+    let mut mem = figure(&meminfo_chart("memory, module arm", module, &marks), "meminfo of the module arm; vertical lines are its events.");
+    mem.push_str(&figure(&meminfo_chart("memory, baseline arm", baseline, &markers(&baseline.events)), "meminfo of the baseline arm."));
+    body.push_str(&html::section("memory", "Memory over time", &mem));
+    body.push_str(&crash_section(module));
+    body.push_str(&html::section("events", "Events of the module arm", &events_table(&module.events)));
+    let mut man = String::from("<h3>module arm</h3>\n");
+    man.push_str(&manifest_table(module.manifest.as_ref()));
+    man.push_str("<h3>baseline arm</h3>\n");
+    man.push_str(&manifest_table(baseline.manifest.as_ref()));
+    body.push_str(&html::section("manifest", "Manifests", &man));
+    html::page(&title, &subtitle, &body, footer)
+}
+
+/// A matrix's index page: the kernels × labs table, each cell linking to
+/// its run's report (`href`, relative to the matrix directory).
+pub fn matrix_page(name: &str, exit_code: i32, cells: &[(CellResult, String)], footer: &str) -> String {
+    let mut labs: Vec<&str> = cells.iter().map(|(c, _)| c.lab.as_str()).collect();
+    labs.sort();
+    labs.dedup();
+    let mut kernels: Vec<&str> = cells.iter().map(|(c, _)| c.kernel.as_str()).collect();
+    kernels.sort();
+    kernels.dedup();
+    let cell_html = |c: &CellResult, href: &str| {
+        format!(
+            "<a class=\"badge {}\" href=\"{}\">{} ({})</a>",
+            html::exit_class(c.exit_code),
+            html::escape(href),
+            html::escape(&c.verdict),
+            c.exit_code
+        )
+    };
+    let grid: Vec<Vec<Cell>> = kernels
+        .iter()
+        .map(|k| {
+            let mut row = vec![Cell::Text(k.to_string())];
+            for l in &labs {
+                row.push(match cells.iter().find(|(c, _)| c.lab == *l && c.kernel == *k) {
+                    Some((c, href)) => Cell::Html(cell_html(c, href)),
+                    None => Cell::Text("-".into()),
+                });
+            }
+            row
+        })
+        .collect();
+    let mut header = vec!["kernel \\ lab"];
+    header.extend(labs.iter().copied());
+    let mut body = html::section("table", "Kernels × labs", &html::table("matrix", &header, &grid));
+    let list: Vec<Vec<Cell>> = cells
+        .iter()
+        .map(|(c, href)| {
+            vec![
+                Cell::Html(html::link(href, &c.id)),
+                Cell::Html(cell_html(c, href)),
+                Cell::Num(format!("{:.1} s", c.secs)),
+                Cell::Num(opt(c.delta_per_hour, |d| format!("{:.2} MiB/h", d / MIB))),
+                Cell::Num(opt(c.bytes_per_op, |b| format!("{b:.0}"))),
+                Cell::Text(c.error.as_deref().and_then(|e| e.lines().next()).unwrap_or("").to_string()),
+            ]
+        })
+        .collect();
+    body.push_str(&html::section("cells", "Cells", &html::table("cells", &["cell", "verdict (exit)", "time", "growth Δ", "bytes/op", "error"], &list)));
+    let results: Vec<CellResult> = cells.iter().map(|(c, _)| c.clone()).collect();
+    body.push_str(&html::section("text", "Terminal table", &html::pre(&crate::matrix::table(&results))));
+    html::page(&format!("matrix {name}: exit {exit_code}"), &format!("{} cells", cells.len()), &body, footer)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn ev(t: f64, event: &str, fields: serde_json::Value) -> EventRow {
+        EventRow { t, event: event.into(), fields: fields.as_object().cloned().unwrap_or_default() }
+    }
+
+    fn run_data() -> RunData {
+        let mut mem = String::from("t,uptime,key,bytes\n");
+        let mut slab = String::from("t,uptime,cache,active_objs,num_objs,objsize\n");
+        let mut ops = String::from("t,uptime,ops\n");
+        let mut balloon = String::from("t,key,value\n");
+        for i in 0..30u64 {
+            let t = 10.0 + i as f64;
+            mem.push_str(&format!("{t},0,MemAvailable,{}\n", 400_000_000 - i * 1_000_000));
+            mem.push_str(&format!("{t},0,Slab,{}\n", 30_000_000 + i * 1_000_000));
+            mem.push_str(&format!("{t},0,SUnreclaim,{}\n", 10_000_000 + i * 100_000));
+            slab.push_str(&format!("{t},0,dentry,{},{},192\n", 1000 + i * 1000, 1000 + i * 1000));
+            slab.push_str(&format!("{t},0,kmalloc-64,500,500,64\n"));
+            ops.push_str(&format!("{t},0,{}\n", i * 1000));
+            balloon.push_str(&format!("{t},stat-available-memory,{}\n", 410_000_000 - i * 1_000_000));
+        }
+        let mut balloon_map: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
+        for l in balloon.lines().skip(1) {
+            let f: Vec<&str> = l.split(',').collect();
+            balloon_map.entry(f[1].into()).or_default().push((f[0].parse().unwrap(), f[2].parse().unwrap()));
+        }
+        RunData {
+            dir: "/runs/x <y>".into(),
+            report: None,
+            manifest: Some(serde_json::json!({"kernlab_version": "0.1.0", "qemu_argv": ["qemu-system-x86_64", "-m", "512", "-append", "console=ttyS0 slub_nomerge"], "kernel": {"name": "k<1>"}})),
+            events: vec![
+                ev(8.0, "module-loaded", serde_json::json!({"name": "khm", "params": {"leak": "1"}})),
+                ev(9.5, "workload-started", serde_json::json!({"commands": 0})),
+                ev(20.0, "sample", serde_json::json!({"index": 1})),
+                ev(39.5, "exhaustion", serde_json::json!({"trigger": "MemAvailable below <headroom>"})),
+                ev(40.0, "qmp", serde_json::json!({"name": "GUEST_PANICKED"})),
+                ev(45.0, "dump-written", serde_json::json!({"via": "kdump"})),
+            ],
+            slab_growth: crate::run::report::slab_growth(&slab, 10),
+            series: ArmSeries::parse(&mem, &slab, &ops),
+            balloon: balloon_map,
+        }
+    }
+
+    #[test]
+    fn markers_come_from_the_events_that_matter() {
+        let m = markers(&run_data().events);
+        let labels: Vec<&str> = m.iter().map(|m| m.label.as_str()).collect();
+        assert_eq!(labels, ["module khm loaded", "workload started", "exhaustion: MemAvailable below <headroom>", "guest panicked", "dump written (kdump)"]);
+        assert_eq!(m[0].x, 8.0);
+    }
+
+    #[test]
+    fn a_run_page_has_charts_with_data_bands_markers_and_escaped_text() {
+        let page = run_page(&run_data(), "footer");
+        assert!(page.starts_with("<!DOCTYPE html>") && !page.contains("<script"), "{}", &page[..200]);
+        // Charts: the growing cache (dentry), Slab against operations, memory.
+        assert!(page.matches("<svg").count() >= 3, "{}", page.matches("<svg").count());
+        assert!(page.contains(&plot::svg_text("slab cache dentry")) && page.contains(&plot::svg_text("memory")));
+        let longest = page.split("<polyline").skip(1).map(|p| p.split("points=\"").nth(1).unwrap_or("").split('"').next().unwrap_or("").split_whitespace().count()).max();
+        assert_eq!(longest, Some(30), "a line with every sample");
+        assert!(page.contains("<polygon"), "a confidence band");
+        assert!(page.contains(&plot::svg_text("module khm loaded")) && page.contains(&plot::svg_text("dump written (kdump)")));
+        assert!(page.contains("balloon: available (host view)"));
+        // Text from the run is escaped in tables and the SVG alike.
+        assert!(page.contains("exhaustion: MemAvailable below &lt;headroom&gt;"));
+        assert!(page.contains("/runs/x &lt;y&gt;") && !page.contains("<y>"));
+        assert!(page.contains("k&lt;1&gt;") && page.contains("console=ttyS0 slub_nomerge"));
+        assert!(page.contains("no report.json"));
+        // Only external-resource-free markup.
+        for external in ["src=", "href=\"http", "<link", "@import", "url("] {
+            assert!(!page.contains(external), "{external}");
+        }
+    }
+
+    #[test]
+    fn a_finished_run_shows_its_summary_and_its_crash_triage() {
+        let mut d = run_data();
+        d.report = Some(
+            serde_json::from_value(serde_json::json!({
+                "lab": "leak-to-crash", "kernel": "debian-6.1", "kernel_release": "6.1.0-54-cloud-amd64", "accel": "tcg",
+                "outcome": "completed", "exit_code": 0, "error": null, "samples": 30, "sample_gaps": 1,
+                "timings": {"boot_to_ssh": 3.1, "total": 70.0},
+                "meminfo": {"Slab": {"first": 30000000, "last": 59000000, "delta": 29000000}},
+                "top_slab_growth": [{"cache": "dentry", "first_bytes": 192000, "last_bytes": 5760000, "delta_bytes": 5568000, "delta_objs": 29000}],
+                "dump": {"via": "kdump", "reason": "MemAvailable below the headroom", "vmcore": "/r/crash/x/vmcore", "bytes": 93323264, "dmesg": null, "secs": 13.0},
+                "triage": {"memory": [["TOTAL MEM", 500000000], ["SLAB", 290000000]],
+                           "top_caches": [{"name": "shmem_inode_cache", "objsize": 784, "allocated": 290000, "total": 290100, "bytes": 227000000}],
+                           "panic": "Kernel panic - not syncing: Out of memory", "text": "/r/crash/x/crash.txt", "secs": 8.0}
+            }))
+            .unwrap(),
+        );
+        let page = run_page(&d, "f");
+        assert!(page.contains("<title>leak-to-crash on debian-6.1: completed</title>"));
+        assert!(page.contains("<span class=\"badge ok\">completed</span>") && page.contains("30 (1 gaps)"));
+        assert!(page.contains("<td>dentry</td>") && page.contains("+5437.5 KiB"), "slab growth table");
+        assert!(page.contains("<section id=\"crash\">") && page.contains("Kernel panic - not syncing: Out of memory"));
+        assert!(page.contains("<td>SLAB</td><td class=\"num\">276.57 MiB</td>"), "kmem -i");
+        assert!(page.contains("<td>shmem_inode_cache</td><td class=\"num\">784</td>"), "kmem -s");
+        assert!(page.contains("/r/crash/x/vmcore") && page.contains("89.00 MiB"));
+        // The terminal summary, as `kernlab run` printed it.
+        assert!(page.contains("lab leak-to-crash on debian-6.1 (tcg): completed"));
+    }
+
+    #[test]
+    fn an_ab_page_overlays_the_baseline_on_the_module_with_both_fits() {
+        let module = run_data();
+        let mut baseline = run_data();
+        baseline.dir = "/runs/x/baseline".into();
+        let flat = |v: &mut Vec<(f64, f64)>| v.iter_mut().for_each(|p| p.1 = 30_000_000.0 + (p.0 * 7.0) % 3.0 * 1000.0);
+        flat(baseline.series.meminfo.get_mut("Slab").unwrap());
+        let an = crate::analysis::leak::analyze(&module.series, &baseline.series, "slab", 16.0 * MIB, 0.01);
+        assert_eq!(an.verdict, Verdict::Leak, "{}", an.reason);
+        let outcome = |dir: &str| ab::ArmOutcome { dir: dir.into(), exit_code: 0, error: None };
+        let r = LeakReport {
+            schema: ab::SCHEMA,
+            lab: "leak-lab".into(),
+            kernel: "debian-6.1".into(),
+            expect: crate::lab::Expect::Leak,
+            verdict: Some(an.verdict),
+            expectation_held: Some(true),
+            exit_code: 0,
+            floor_per_hour: 16 << 20,
+            alpha: 0.01,
+            module: outcome("/runs/x/module"),
+            baseline: outcome("/runs/x/baseline"),
+            analysis: Some(an),
+            crash: None,
+            secs: 40.0,
+        };
+        let page = ab_page(&r, Path::new("/runs/x"), &module, &baseline, "f");
+        assert!(page.contains("<span class=\"badge ok\">LEAK</span> as expected"));
+        assert!(page.contains("href=\"module/report.html\"") && page.contains("href=\"baseline/report.html\""));
+        // slab over time, against operations, the dentry cache, two memory charts.
+        assert_eq!(page.matches("<svg").count(), 5);
+        let slab = page.split("<figure>").nth(1).unwrap();
+        assert!(slab.contains(&plot::svg_text("slab over time")));
+        assert!(slab.contains("stroke=\"#D62728\"") && slab.contains("stroke=\"#1F77B4\""), "both arms drawn");
+        assert_eq!(slab.matches("<polygon").count(), 2, "a band per arm");
+        assert!(slab.contains(&plot::svg_text("module khm loaded")));
+        assert!(page.contains("LEAK as expected (expect Leak, exit 0)"), "the terminal summary");
+    }
+
+    #[test]
+    fn a_matrix_index_links_every_cell() {
+        let cell = |lab: &str, kernel: &str, code: i32, verdict: &str| CellResult {
+            id: format!("{lab}@{kernel}"),
+            lab: lab.into(),
+            kernel: kernel.into(),
+            exit_code: code,
+            verdict: verdict.into(),
+            error: (code == 101).then(|| "boot failed\nconsole tail".into()),
+            dir: format!("/m/cells/{lab}@{kernel}").into(),
+            secs: 12.0,
+            delta_per_hour: Some(3.0 * MIB),
+            bytes_per_op: None,
+        };
+        let cells = vec![
+            (cell("leak-lab", "debian-6.1", 0, "leak"), "cells/leak-lab@debian-6.1/report.html".to_string()),
+            (cell("smoke", "debian-6.1", 0, "completed"), "cells/smoke@debian-6.1/report.html".to_string()),
+            (cell("leak-lab", "debian-6.12+x", 101, "failed"), "cells/leak-lab@debian-6.12+x/report.html".to_string()),
+        ];
+        let page = matrix_page("nightly <1>", 101, &cells, "f");
+        assert!(page.contains("<title>matrix nightly &lt;1&gt;: exit 101</title>"));
+        for (c, href) in &cells {
+            assert!(page.contains(&format!("href=\"{href}\"")), "{} not linked", c.id);
+        }
+        assert!(page.contains("<th>kernel \\ lab</th><th>leak-lab</th><th>smoke</th>"), "{page}");
+        assert!(page.contains("class=\"badge bad\"") && page.contains("failed (101)") && page.contains("<td>boot failed</td>"));
+        // The kernel with only one lab has a dash in the other column.
+        assert!(page.contains("<tr><td>debian-6.12+x</td>") && page.contains("<td>-</td>"));
+        assert!(!page.contains("<script"));
+    }
+}

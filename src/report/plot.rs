@@ -1,0 +1,424 @@
+//! Charts as inline SVG, drawn with plotters' SVG backend. A [`Chart`] is
+//! plain data (series, fitted trends with their bands, event markers);
+//! [`svg`] turns it into an `<svg>` string and does no I/O. Text is emitted
+//! as SVG `<text>` elements laid out by plotters' estimate, so no font file
+//! is read on the host and the browser draws the text with its own fonts.
+
+use plotters::coord::Shift;
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+/// An sRGB colour.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rgb(pub u8, pub u8, pub u8);
+
+impl Rgb {
+    fn color(self) -> RGBColor {
+        RGBColor(self.0, self.1, self.2)
+    }
+}
+
+pub const MODULE: Rgb = Rgb(0xd6, 0x27, 0x28);
+pub const BASELINE: Rgb = Rgb(0x1f, 0x77, 0xb4);
+pub const GREEN: Rgb = Rgb(0x2c, 0xa0, 0x2c);
+pub const ORANGE: Rgb = Rgb(0xff, 0x7f, 0x0e);
+pub const CYAN: Rgb = Rgb(0x17, 0xbe, 0xcf);
+pub const GREY: Rgb = Rgb(0x7f, 0x7f, 0x7f);
+pub const PURPLE: Rgb = Rgb(0x94, 0x67, 0xbd);
+pub const BROWN: Rgb = Rgb(0x8c, 0x56, 0x4b);
+pub const DARK_RED: Rgb = Rgb(0x8c, 0x00, 0x00);
+
+/// One series of (x, y) points, drawn as a line.
+#[derive(Debug, Clone)]
+pub struct Line {
+    pub label: String,
+    pub color: Rgb,
+    pub points: Vec<(f64, f64)>,
+}
+
+/// A fitted straight line `y = intercept + slope·x` over `[x0, x1]`, with
+/// the band between the lines of the interval's two slopes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Trend {
+    pub label: String,
+    pub color: Rgb,
+    pub x0: f64,
+    pub x1: f64,
+    /// (slope, intercept) of the estimate and of the interval's lower and upper slopes.
+    pub mid: (f64, f64),
+    pub lower: (f64, f64),
+    pub upper: (f64, f64),
+}
+
+impl Trend {
+    /// The trend of `points` with the given slope and interval. The line's
+    /// intercept is the Theil–Sen one, the median of `y − slope·x`; the
+    /// interval's slopes pivot about the line at the median `x`, so the
+    /// band shows the slope's uncertainty, which is what the verdict is
+    /// about, and always contains the line. None when there are no finite
+    /// points or slopes.
+    pub fn fit(label: &str, color: Rgb, points: &[(f64, f64)], slope: f64, lower: f64, upper: f64) -> Option<Trend> {
+        let pts: Vec<(f64, f64)> = points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
+        if pts.is_empty() || ![slope, lower, upper].iter().all(|s| s.is_finite()) {
+            return None;
+        }
+        let intercept = median(pts.iter().map(|(x, y)| y - slope * x).collect());
+        let xm = median(pts.iter().map(|p| p.0).collect());
+        let ym = intercept + slope * xm;
+        let x0 = pts.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
+        let x1 = pts.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max);
+        Some(Trend {
+            label: label.to_string(),
+            color,
+            x0,
+            x1,
+            mid: (slope, intercept),
+            lower: (lower, ym - lower * xm),
+            upper: (upper, ym - upper * xm),
+        })
+    }
+
+    fn at(line: (f64, f64), x: f64) -> f64 {
+        line.1 + line.0 * x
+    }
+
+    /// The band as a closed polygon: the upper envelope of the two bound
+    /// lines left to right, then the lower envelope back. The bound lines
+    /// cross at the pivot, so the envelope is sampled.
+    pub fn band(&self) -> Vec<(f64, f64)> {
+        const STEPS: usize = 48;
+        let xs: Vec<f64> = (0..=STEPS).map(|i| self.x0 + (self.x1 - self.x0) * i as f64 / STEPS as f64).collect();
+        let hi = |x: f64| Trend::at(self.lower, x).max(Trend::at(self.upper, x));
+        let lo = |x: f64| Trend::at(self.lower, x).min(Trend::at(self.upper, x));
+        let mut poly: Vec<(f64, f64)> = xs.iter().map(|&x| (x, hi(x))).collect();
+        poly.extend(xs.iter().rev().map(|&x| (x, lo(x))));
+        poly
+    }
+
+    pub fn line(&self) -> [(f64, f64); 2] {
+        [(self.x0, Trend::at(self.mid, self.x0)), (self.x1, Trend::at(self.mid, self.x1))]
+    }
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let n = v.len();
+    if n == 0 {
+        f64::NAN
+    } else if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        (v[n / 2 - 1] + v[n / 2]) / 2.0
+    }
+}
+
+/// A vertical line at an event's time.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Marker {
+    pub x: f64,
+    pub label: String,
+    pub color: Rgb,
+}
+
+/// How y values (bytes) are shown.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum YUnit {
+    /// KiB, MiB or GiB, whichever suits the largest value.
+    Bytes,
+    /// The numbers as they are, with a unit name.
+    Plain(&'static str),
+}
+
+#[derive(Debug, Clone)]
+pub struct Chart {
+    pub title: String,
+    pub x_desc: String,
+    /// What is plotted, before the unit: `active bytes` → `active bytes (MiB)`.
+    pub y_desc: String,
+    pub y_unit: YUnit,
+    /// Start the y axis at zero (levels), or fit it to the data (growth).
+    pub y_from_zero: bool,
+    pub lines: Vec<Line>,
+    pub trends: Vec<Trend>,
+    pub markers: Vec<Marker>,
+    pub width: u32,
+    pub height: u32,
+}
+
+impl Chart {
+    pub fn new(title: &str, x_desc: &str, y_desc: &str) -> Chart {
+        Chart {
+            title: title.into(),
+            x_desc: x_desc.into(),
+            y_desc: y_desc.into(),
+            y_unit: YUnit::Bytes,
+            y_from_zero: false,
+            lines: Vec::new(),
+            trends: Vec::new(),
+            markers: Vec::new(),
+            width: 960,
+            height: 380,
+        }
+    }
+
+    /// True when no series has a point: nothing worth drawing.
+    pub fn is_empty(&self) -> bool {
+        self.lines.iter().all(|l| l.points.is_empty())
+    }
+}
+
+/// At most `max` points, evenly strided, the last always kept: a long run
+/// sampled every second would otherwise put tens of thousands of points
+/// into the page for a few hundred pixels.
+pub fn thin(points: &[(f64, f64)], max: usize) -> Vec<(f64, f64)> {
+    if points.len() <= max || max < 2 {
+        return points.to_vec();
+    }
+    let stride = points.len().div_ceil(max - 1);
+    let mut v: Vec<(f64, f64)> = points.iter().step_by(stride).copied().collect();
+    if v.last() != points.last() {
+        v.push(*points.last().expect("non-empty"));
+    }
+    v
+}
+
+const MAX_POINTS: usize = 2000;
+
+fn bytes_unit(max_abs: f64) -> (f64, &'static str) {
+    if max_abs >= 4.0 * 1073741824.0 {
+        (1073741824.0, "GiB")
+    } else if max_abs >= 4.0 * 1048576.0 {
+        (1048576.0, "MiB")
+    } else {
+        (1024.0, "KiB")
+    }
+}
+
+/// Renders the chart as one `<svg>` element.
+pub fn svg(chart: &Chart) -> Result<String, String> {
+    let finite = |p: &(f64, f64)| p.0.is_finite() && p.1.is_finite();
+    let lines: Vec<Line> = chart
+        .lines
+        .iter()
+        .map(|l| Line { points: thin(&l.points.iter().copied().filter(finite).collect::<Vec<_>>(), MAX_POINTS), ..l.clone() })
+        .collect();
+    let bands: Vec<(Trend, Vec<(f64, f64)>)> = chart.trends.iter().map(|t| (t.clone(), t.band())).filter(|(_, b)| b.iter().all(finite)).collect();
+
+    // Ranges: every point, band and marker must be inside.
+    let mut xs: Vec<f64> = lines.iter().flat_map(|l| l.points.iter().map(|p| p.0)).collect();
+    xs.extend(chart.markers.iter().map(|m| m.x).filter(|x| x.is_finite()));
+    let mut ys: Vec<f64> = lines.iter().flat_map(|l| l.points.iter().map(|p| p.1)).collect();
+    ys.extend(bands.iter().flat_map(|(_, b)| b.iter().map(|p| p.1)));
+    if chart.y_from_zero {
+        ys.push(0.0);
+    }
+    let (scale, unit) = match chart.y_unit {
+        YUnit::Bytes => bytes_unit(ys.iter().fold(0.0f64, |m, y| m.max(y.abs()))),
+        YUnit::Plain(u) => (1.0, u),
+    };
+    let span = |v: &[f64]| -> (f64, f64) {
+        let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        if !lo.is_finite() || !hi.is_finite() {
+            (0.0, 1.0)
+        } else if hi - lo <= f64::EPSILON * hi.abs().max(1.0) {
+            (lo - 0.5 * lo.abs().max(1.0), hi + 0.5 * hi.abs().max(1.0))
+        } else {
+            (lo, hi)
+        }
+    };
+    let (x0, x1) = span(&xs);
+    let (mut y0, mut y1) = span(&ys.iter().map(|y| y / scale).collect::<Vec<_>>());
+    let pad = (y1 - y0) * 0.06;
+    y1 += pad * 2.0; // room for the marker labels
+    if !(chart.y_from_zero && y0 >= 0.0 && y0 < pad) {
+        y0 -= pad;
+    }
+    if chart.y_from_zero && y0 > 0.0 {
+        y0 = 0.0;
+    }
+
+    let mut out = String::new();
+    {
+        let root = SVGBackend::with_string(&mut out, (chart.width, chart.height)).into_drawing_area();
+        draw(&root, chart, &lines, &bands, (x0, x1), (y0, y1), scale, unit).map_err(|e| e.to_string())?;
+        root.present().map_err(|e| e.to_string())?;
+    }
+    Ok(out)
+}
+
+type DrawResult = Result<(), DrawingAreaErrorKind<<SVGBackend<'static> as DrawingBackend>::ErrorType>>;
+
+#[allow(clippy::too_many_arguments)]
+fn draw(
+    root: &DrawingArea<SVGBackend<'_>, Shift>,
+    chart: &Chart,
+    lines: &[Line],
+    bands: &[(Trend, Vec<(f64, f64)>)],
+    (x0, x1): (f64, f64),
+    (y0, y1): (f64, f64),
+    scale: f64,
+    unit: &str,
+) -> DrawResult {
+    root.fill(&WHITE)?;
+    let mut c = ChartBuilder::on(root)
+        .caption(&chart.title, ("sans-serif", 17))
+        .margin(12)
+        .x_label_area_size(42)
+        .y_label_area_size(72)
+        .build_cartesian_2d(x0..x1, y0..y1)?;
+    let y_desc = format!("{} ({unit})", chart.y_desc);
+    c.configure_mesh()
+        .x_desc(chart.x_desc.as_str())
+        .y_desc(y_desc.as_str())
+        .x_label_formatter(&|x| fmt_tick(*x))
+        .y_label_formatter(&|y| fmt_tick(*y))
+        .light_line_style(RGBColor(0xee, 0xee, 0xee))
+        .label_style(("sans-serif", 12))
+        .draw()?;
+
+    for (t, band) in bands {
+        let color = t.color.color();
+        let poly: Vec<(f64, f64)> = band.iter().map(|&(x, y)| (x, y / scale)).collect();
+        c.draw_series(std::iter::once(Polygon::new(poly, color.mix(0.18).filled())))?;
+    }
+    for l in lines {
+        let color = l.color.color();
+        let style = color.stroke_width(2);
+        c.draw_series(LineSeries::new(l.points.iter().map(|&(x, y)| (x, y / scale)), style))?
+            .label(l.label.as_str())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+    }
+    for (t, _) in bands {
+        let color = t.color.color();
+        let style = color.mix(0.9).stroke_width(1);
+        let [a, b] = t.line();
+        c.draw_series(DashedLineSeries::new([(a.0, a.1 / scale), (b.0, b.1 / scale)], 6, 4, style))?
+            .label(t.label.as_str())
+            .legend(move |(x, y)| Rectangle::new([(x, y - 4), (x + 18, y + 4)], color.mix(0.3).filled()));
+    }
+    for (i, m) in chart.markers.iter().enumerate() {
+        if !m.x.is_finite() {
+            continue;
+        }
+        let color = m.color.color();
+        c.draw_series(std::iter::once(PathElement::new(vec![(m.x, y0), (m.x, y1)], color.stroke_width(1))))?;
+        // Labels of nearby events would overlap: each goes one row lower.
+        // Near the right edge a label goes to the left of its line.
+        let row = (i % 4) as i32;
+        let font = ("sans-serif", 11).into_font().color(&color);
+        let (dx, font) = if m.x > x0 + 0.7 * (x1 - x0) { (-3, font.pos(Pos::new(HPos::Right, VPos::Top))) } else { (3, font) };
+        let label = EmptyElement::at((m.x, y1)) + Text::new(m.label.clone(), (dx, 3 + 13 * row), font);
+        c.draw_series(std::iter::once(label))?;
+    }
+    if !lines.is_empty() {
+        c.configure_series_labels()
+            // Levels from zero leave the middle free; growth leaves the lower right.
+            .position(if chart.y_from_zero { SeriesLabelPosition::MiddleRight } else { SeriesLabelPosition::LowerRight })
+            .background_style(WHITE.mix(0.85))
+            .border_style(RGBColor(0xbb, 0xbb, 0xbb))
+            .label_font(("sans-serif", 12))
+            .draw()?;
+    }
+    Ok(())
+}
+
+/// Axis numbers: no more digits than the scale needs.
+fn fmt_tick(v: f64) -> String {
+    let a = v.abs();
+    if a >= 100.0 || a == 0.0 {
+        format!("{v:.0}")
+    } else if a >= 10.0 {
+        format!("{v:.1}")
+    } else {
+        format!("{v:.2}")
+    }
+}
+
+/// How plotters' SVG backend writes a text element's content, for tests
+/// that look for a label.
+#[cfg(test)]
+pub(crate) fn svg_text(s: &str) -> String {
+    format!(">\n{s}\n</text>")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn growing(n: usize) -> Vec<(f64, f64)> {
+        (0..n).map(|i| (i as f64, 50e6 + 1e6 * i as f64 + ((i * 7919) % 13) as f64 * 1e4)).collect()
+    }
+
+    fn polyline_points(svg: &str) -> Vec<usize> {
+        svg.split("<polyline").skip(1).map(|p| p.split("points=\"").nth(1).unwrap_or("").split('"').next().unwrap_or("").split_whitespace().count()).collect()
+    }
+
+    #[test]
+    fn a_chart_is_one_svg_with_every_point_of_its_series() {
+        let mut c = Chart::new("dentry", "run time (s)", "active bytes");
+        c.lines.push(Line { label: "module".into(), color: MODULE, points: growing(40) });
+        let s = svg(&c).unwrap();
+        assert!(s.starts_with("<svg") && s.trim_end().ends_with("</svg>"), "{}", &s[..80]);
+        assert!(polyline_points(&s).contains(&40), "{:?}", polyline_points(&s));
+        assert!(s.contains(&svg_text("dentry")) && s.contains("active bytes (MiB)"), "{s}");
+        assert!(!s.contains("NaN") && !s.contains("inf"));
+    }
+
+    #[test]
+    fn the_band_is_a_filled_polygon_around_the_fitted_line() {
+        let pts = growing(30);
+        let t = Trend::fit("module: Theil–Sen, 98 % band", MODULE, &pts, 1e6, 0.98e6, 1.02e6).unwrap();
+        // The fitted line passes through the data's middle, and the band
+        // contains it everywhere.
+        assert!((t.mid.1 - 50.06e6).abs() < 0.1e6, "{t:?}");
+        let band = t.band();
+        let n = band.len() / 2;
+        for (i, &(x, hi)) in band[..n].iter().enumerate() {
+            let lo = band[band.len() - 1 - i].1;
+            let mid = t.mid.1 + t.mid.0 * x;
+            assert!(lo <= mid + 1.0 && mid <= hi + 1.0, "x {x}: {lo} {mid} {hi}");
+        }
+        let mut c = Chart::new("Slab", "run time (s)", "bytes");
+        c.lines.push(Line { label: "module".into(), color: MODULE, points: pts });
+        c.trends.push(t);
+        let s = svg(&c).unwrap();
+        // plotters draws a filled polygon with the colour at the band's opacity.
+        let poly = s.split("<polygon").nth(1).expect("a band polygon");
+        assert!(poly.contains("fill=\"#D62728\"") && poly.contains("opacity=\"0.18"), "{poly}");
+        assert!(s.contains("Theil–Sen, 98 % band"));
+    }
+
+    #[test]
+    fn markers_are_vertical_lines_with_labels_and_widen_the_axis() {
+        let mut c = Chart::new("memory", "run time (s)", "bytes");
+        c.lines.push(Line { label: "MemAvailable".into(), color: GREEN, points: growing(10).into_iter().map(|(x, y)| (x + 5.0, y)).collect() });
+        c.markers.push(Marker { x: 1.5, label: "module loaded".into(), color: PURPLE });
+        c.markers.push(Marker { x: 5.0, label: "workload <started> & \"so\"".into(), color: GREEN });
+        let s = svg(&c).unwrap();
+        assert!(s.contains(&svg_text("module loaded")), "{s}");
+        // Text from a run is escaped in the SVG.
+        assert!(s.contains("workload &lt;started&gt; &amp; &quot;so&quot;"), "{s}");
+        assert!(s.matches("stroke=\"#9467BD\"").count() >= 1, "{s}");
+    }
+
+    #[test]
+    fn degenerate_data_still_draws() {
+        let mut c = Chart::new("flat", "t", "bytes");
+        c.lines.push(Line { label: "one point".into(), color: GREY, points: vec![(3.0, 100.0), (f64::NAN, 1.0)] });
+        let s = svg(&c).unwrap();
+        assert!(s.contains("<svg") && !s.contains("NaN"));
+        assert!(Trend::fit("x", GREY, &[], 1.0, 0.0, 2.0).is_none());
+        assert!(Trend::fit("x", GREY, &[(0.0, 1.0)], f64::NAN, 0.0, 2.0).is_none());
+    }
+
+    #[test]
+    fn thinning_keeps_the_ends_and_bounds_the_count() {
+        let pts: Vec<(f64, f64)> = (0..10_001).map(|i| (i as f64, 0.0)).collect();
+        let t = thin(&pts, 2000);
+        assert!(t.len() <= 2001 && t.len() > 1000, "{}", t.len());
+        assert_eq!(t.first(), pts.first());
+        assert_eq!(t.last(), pts.last());
+        assert_eq!(thin(&pts[..5], 2000).len(), 5);
+    }
+}
