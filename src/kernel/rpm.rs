@@ -322,6 +322,23 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn hardlinked_files_are_unpacked_as_hardlinks() {
+        use std::os::unix::fs::MetadataExt;
+        let d = tempfile::tempdir().unwrap();
+        let pkg = d.path().join("k.rpm");
+        let mut b = PackageBuilder::new("kernel-default", "6.4.0", "GPL-2.0-only", "x86_64", "test");
+        for p in ["/boot/vmlinuz-6.4.0-1-default", "/usr/lib/modules/6.4.0-1-default/vmlinuz"] {
+            b.with_file_contents(b"image".to_vec(), FileOptions::new(p).permissions(0o644).hardlink("image")).unwrap();
+        }
+        b.build().unwrap().write_file(&pkg).unwrap();
+        let root = d.path().join("root");
+        unpack(&pkg, &root).unwrap();
+        let (a, b) = (root.join("boot/vmlinuz-6.4.0-1-default"), root.join("usr/lib/modules/6.4.0-1-default/vmlinuz"));
+        assert_eq!(fs::read(&a).unwrap(), b"image");
+        assert_eq!(fs::metadata(&a).unwrap().ino(), fs::metadata(&b).unwrap().ino());
+    }
+
+    #[test]
     fn what_is_not_an_rpm_is_named_so() {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("kernel-default.rpm");
