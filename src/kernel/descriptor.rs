@@ -45,6 +45,22 @@ pub enum Source {
     /// `boot/vmlinuz-<release>` and `lib/modules/<release>/` (a self-built
     /// tree after `make modules_install INSTALL_MOD_PATH=DIR`). Used in place.
     Local(LocalSource),
+    /// A kernel RPM on this machine (e.g. SUSE's `kernel-default`), with the
+    /// `-devel` packages that hold its build tree; unpacked into the cache.
+    Rpm(RpmSource),
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RpmSource {
+    /// The kernel package (`kernel-default-*.rpm`); relative paths are
+    /// relative to the descriptor's folder.
+    pub package: PathBuf,
+    /// The packages with the build tree for out-of-tree modules (SUSE:
+    /// `kernel-default-devel` and `kernel-devel`); needed only by labs that
+    /// build modules. Relative paths as for `package`. Default: none.
+    #[serde(default)]
+    pub devel: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -99,6 +115,14 @@ impl Descriptor {
                     return Err(bad("source.local.dir: must not be empty"));
                 }
             }
+            Source::Rpm(r) => {
+                if r.package.as_os_str().is_empty() {
+                    return Err(bad("source.rpm.package: must not be empty"));
+                }
+                if let Some(i) = r.devel.iter().position(|d| d.as_os_str().is_empty()) {
+                    return Err(bad(&format!("source.rpm.devel[{i}]: must not be empty")));
+                }
+            }
         }
         d.name = name.to_string();
         d.origin = origin.to_string();
@@ -113,6 +137,13 @@ impl Descriptor {
                 None => format!("debian {}", s.package),
             },
             Source::Local(l) => format!("local {}", l.dir.display()),
+            Source::Rpm(r) => {
+                let mut s = format!("rpm {}", r.package.display());
+                for d in &r.devel {
+                    s.push_str(&format!(" + {}", d.display()));
+                }
+                s
+            }
         }
     }
 }
@@ -156,10 +187,18 @@ impl Registry {
                     .map_err(|source| DescriptorError::Read { path: path.clone(), source })?;
                 let name = path.file_stem().unwrap_or_default().to_string_lossy().into_owned();
                 let mut d = Descriptor::parse(&name, &path.display().to_string(), &text)?;
-                if let Source::Local(l) = &mut d.source {
-                    if l.dir.is_relative() {
-                        l.dir = dir.join(&l.dir);
+                let beside = |p: &mut PathBuf| {
+                    if p.is_relative() {
+                        *p = dir.join(p.strip_prefix(".").unwrap_or(p));
                     }
+                };
+                match &mut d.source {
+                    Source::Local(l) => beside(&mut l.dir),
+                    Source::Rpm(r) => {
+                        beside(&mut r.package);
+                        r.devel.iter_mut().for_each(beside);
+                    }
+                    Source::Debian(_) => {}
                 }
                 r.kernels.insert(name, d);
             }
@@ -213,7 +252,10 @@ mod tests {
     fn bad_descriptors_are_rejected() {
         let cases = [
             ("source:\n  debian:\n    package: linux-image-x\n    flavour: cloud\n", "flavour"),
-            ("source:\n  rpm:\n    path: x.rpm\n", "rpm"),
+            ("source:\n  rpm:\n    path: x.rpm\n", "path"),
+            ("source:\n  rpm:\n    package: ''\n", "source.rpm.package"),
+            ("source:\n  rpm:\n    package: k.rpm\n    devel: [d.rpm, '']\n", "source.rpm.devel[1]"),
+            ("source:\n  suse:\n    package: k.rpm\n", "suse"),
             ("source:\n  debian:\n    package: 'Linux Image'\n", "package"),
             ("source:\n  debian:\n    package: linux-image-x\n    version: 'a b'\n", "version"),
         ];
@@ -221,6 +263,28 @@ mod tests {
             let err = Descriptor::parse("x", "kernels/x.yaml", text).unwrap_err().to_string();
             assert!(err.contains("kernels/x.yaml") && err.contains(want), "{text:?} gave {err}");
         }
+    }
+
+    #[test]
+    fn rpm_descriptor_paths_are_relative_to_its_folder() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("sles.yaml"),
+            "description: SLES 15 SP6\nsource:\n  rpm:\n    package: ./kernel-default-6.4.0-150600.23.25.1.x86_64.rpm\n    \
+             devel: [./kernel-default-devel-6.4.0-150600.23.25.1.x86_64.rpm, /srv/rpms/kernel-devel-6.4.0-150600.23.25.1.noarch.rpm]\n",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("nodevel.yaml"), "source:\n  rpm:\n    package: k.rpm\n").unwrap();
+        let r = Registry::load(&[d.path().to_path_buf()]).unwrap();
+        let Source::Rpm(s) = &r.get("sles").unwrap().source else { panic!("not an rpm source") };
+        assert_eq!(s.package.as_os_str(), d.path().join("kernel-default-6.4.0-150600.23.25.1.x86_64.rpm").as_os_str());
+        assert_eq!(
+            s.devel,
+            [d.path().join("./kernel-default-devel-6.4.0-150600.23.25.1.x86_64.rpm"), PathBuf::from("/srv/rpms/kernel-devel-6.4.0-150600.23.25.1.noarch.rpm")]
+        );
+        assert!(r.get("sles").unwrap().source_summary().starts_with("rpm /"));
+        let Source::Rpm(s) = &r.get("nodevel").unwrap().source else { panic!("not an rpm source") };
+        assert!(s.devel.is_empty());
     }
 
     #[test]

@@ -4,7 +4,10 @@
 //! `linux-kbuild-<series>`, whose names and versions come from the flavour
 //! package's own `Depends`. The flavour's Makefile includes the common one by
 //! absolute path (`/usr/src/…`); it is rewritten to the cache path before the
-//! entry is published, so the tree works where it lies.
+//! entry is published, so the tree works where it lies. An RPM kernel's
+//! build tree comes with it from its `-devel` packages (unpacked and
+//! rewritten the same way when the kernel is fetched); a local kernel's is
+//! `lib/modules/<release>/build`.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -12,6 +15,7 @@ use std::process::Command;
 
 use super::descriptor::{Descriptor, Source};
 use super::fetch::Kernel;
+use super::tree;
 use crate::cache::{self, Cache};
 use crate::util::{fsx, tool};
 
@@ -28,6 +32,10 @@ pub enum HeadersError {
     },
     #[error("kernel `{name}`: the local tree `{}` has no build directory (lib/modules/<release>/build); build its modules elsewhere", dir.display())]
     NoLocalBuild { name: String, dir: PathBuf },
+    #[error("kernel `{name}` ({origin}): the lab builds modules, but the descriptor names no `-devel` packages to build them against (source.rpm.devel: e.g. kernel-default-devel and kernel-devel of the same version)")]
+    NoDevel { name: String, origin: String },
+    #[error("kernel `{name}` ({origin}): the -devel packages ({devel}) hold no build tree for {release} (lib/modules/{release}/build with a Makefile)")]
+    NoRpmBuild { name: String, origin: String, devel: String, release: String },
     #[error("kernel `{name}`: the headers hold no `{}`", path.display())]
     Layout { name: String, path: PathBuf },
     #[error("kernel `{name}`: cache I/O on `{}`", path.display())]
@@ -47,14 +55,30 @@ pub fn build_dir(cache: &Cache, desc: &Descriptor, kernel: &Kernel) -> Result<Pa
         let (name, path) = (name.to_string(), path.to_path_buf());
         move |source| HeadersError::Io { name, path, source }
     };
+    let build = Path::new("lib/modules").join(&kernel.release).join("build");
     let src = match &desc.source {
         Source::Local(l) => {
-            let b = l.dir.join("lib/modules").join(&kernel.release).join("build");
-            return if b.join("Makefile").exists() {
-                Ok(b)
-            } else {
-                Err(HeadersError::NoLocalBuild { name: name.into(), dir: l.dir.clone() })
-            };
+            // A tree unpacked from packages names its build tree by absolute
+            // path inside the tree (Debian: `build -> /usr/src/linux-headers-…`);
+            // a self-built one (`make modules_install`) by its path on this
+            // machine. The first is tried first: the tree's own wins.
+            let inside = tree::resolve_in_root(&l.dir, &build);
+            return inside
+                .into_iter()
+                .chain([l.dir.join(&build)])
+                .find(|b| b.join("Makefile").is_file())
+                .ok_or_else(|| HeadersError::NoLocalBuild { name: name.into(), dir: l.dir.clone() });
+        }
+        Source::Rpm(r) => {
+            if r.devel.is_empty() {
+                return Err(HeadersError::NoDevel { name: name.into(), origin: desc.origin.clone() });
+            }
+            return tree::resolve_in_root(&kernel.root, &build).filter(|b| b.join("Makefile").is_file()).ok_or_else(|| HeadersError::NoRpmBuild {
+                name: name.into(),
+                origin: desc.origin.clone(),
+                devel: r.devel.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", "),
+                release: kernel.release.clone(),
+            });
         }
         Source::Debian(s) => s,
     };

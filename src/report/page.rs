@@ -509,11 +509,16 @@ pub fn matrix_page(name: &str, exit_code: i32, cells: &[(CellResult, String)], f
                 Cell::Num(format!("{:.1} s", c.secs)),
                 Cell::Num(opt(c.delta_per_hour, |d| format!("{:.2} MiB/h", d / MIB))),
                 Cell::Num(opt(c.bytes_per_op, |b| format!("{b:.0}"))),
-                Cell::Text(c.error.as_deref().and_then(|e| e.lines().next()).unwrap_or("").to_string()),
+                Cell::Text(match (c.exhaustion_s, &c.exhaustion) {
+                    (Some(e), Some(how)) => format!("{} ({how})", crate::run::duration(e)),
+                    _ => String::new(),
+                }),
+                Cell::Text(c.error.as_deref().or(c.reason.as_deref()).and_then(|e| e.lines().next()).unwrap_or("").to_string()),
             ]
         })
         .collect();
-    body.push_str(&html::section("cells", "Cells", &html::table("cells", &["cell", "verdict (exit)", "time", "growth Δ", "bytes/op", "error"], &list)));
+    let header = ["cell", "verdict (exit)", "time", "growth Δ", "bytes/op", "time to exhaustion", "error or reason"];
+    body.push_str(&html::section("cells", "Cells", &html::table("cells", &header, &list)));
     let results: Vec<CellResult> = cells.iter().map(|(c, _)| c.clone()).collect();
     body.push_str(&html::section("text", "Terminal table", &html::pre(&crate::matrix::table(&results))));
     html::page(&format!("matrix {name}: exit {exit_code}"), &format!("{} cells", cells.len()), &body, footer)
@@ -676,8 +681,12 @@ mod tests {
             error: (code == 101).then(|| "boot failed\nconsole tail".into()),
             dir: format!("/m/cells/{lab}@{kernel}").into(),
             secs: 12.0,
+            vms: 2,
+            reason: None,
             delta_per_hour: Some(3.0 * MIB),
             bytes_per_op: None,
+            exhaustion_s: (verdict == "leak").then_some(388.0),
+            exhaustion: (verdict == "leak").then(|| "predicted".into()),
         };
         let cells = vec![
             (cell("leak-lab", "debian-6.1", 0, "leak"), "cells/leak-lab@debian-6.1/report.html".to_string()),
@@ -686,6 +695,7 @@ mod tests {
         ];
         let page = matrix_page("nightly <1>", 101, &cells, "f");
         assert!(page.contains("<title>matrix nightly &lt;1&gt;: exit 101</title>"));
+        assert!(page.contains("6 min (predicted)"), "time to exhaustion per cell");
         for (c, href) in &cells {
             assert!(page.contains(&format!("href=\"{href}\"")), "{} not linked", c.id);
         }

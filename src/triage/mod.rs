@@ -81,6 +81,12 @@ pub fn debug_vmlinux(cache: &Cache, desc: &Descriptor, kernel: &Kernel) -> Resul
                 reason: "a local kernel needs `vmlinux` (with debug info) in its directory".into(),
             });
         }
+        Source::Rpm(_) => {
+            return Err(TriageError::NoDebugInfo {
+                kernel: name,
+                reason: "the debug vmlinux of an RPM kernel (kernel-default-debuginfo) is not supported yet".into(),
+            })
+        }
     };
     let dest = cache.path(format!("debug/{}/vmlinux", kernel.package_sha256));
     if dest.exists() {
