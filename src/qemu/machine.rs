@@ -139,7 +139,7 @@ pub fn from_kernel_log(log: &str) -> Option<HostTsc> {
     let mhz = |marker: &str| {
         log.lines().rev().find_map(|l| {
             let rest = &l[l.find(marker)? + marker.len()..];
-            let v: f64 = rest.trim_start().split_whitespace().next()?.parse().ok()?;
+            let v: f64 = rest.split_whitespace().next()?.parse().ok()?;
             (v > 100.0 && v < 100_000.0).then_some(v)
         })
     };
@@ -229,7 +229,9 @@ mod tests {
         use Machine::*;
         use Requested::Auto;
         let tsc = Some(2_300_000);
-        let cases: Vec<(KernelFacts, LabNeeds, Option<u64>, Result<Machine, &str>, &str)> = vec![
+        // kernel, lab, host TSC, the machine (or the error's words), the reason's words
+        type Case = (KernelFacts, LabNeeds, Option<u64>, Result<Machine, &'static str>, &'static str);
+        let cases: Vec<Case> = vec![
             (kernel(true, Module), lab(Auto, false), tsc, Ok(Microvm), "PVH vmlinux"),
             (kernel(true, BuiltIn), lab(Auto, false), tsc, Ok(Microvm), "virtio_mmio"),
             (kernel(true, Module), lab(Auto, true), tsc, Ok(Pc), "pvpanic and vmcoreinfo"),
