@@ -110,7 +110,8 @@ fn a_leak_matrix_on_6_1_and_6_12_runs_in_parallel_and_its_junit_reads_back() {
     let cases: Vec<&junit_parser::TestCase> = suites.suites.iter().flat_map(|s| s.cases.iter()).collect();
     assert_eq!(cases.len(), 2);
     for k in kernels {
-        let c = cases.iter().find(|c| c.name == format!("leak@{k}")).unwrap_or_else(|| panic!("no case leak@{k}"));
+        let c = cases.iter().find(|c| c.original_name == format!("leak@{k}")).unwrap_or_else(|| panic!("no case leak@{k}"));
+        assert_eq!(c.classname.as_deref(), Some("leak"), "the lab is the class");
         assert!(c.status.is_success());
         let p = &c.properties.hashmap;
         assert_eq!(p.get("verdict").map(String::as_str), Some("leak"), "{p:?}");
