@@ -50,6 +50,7 @@ pub async fn boot(kernels: &[String], runs: usize, work: &std::path::Path, kerne
                 out: Some(work.join(format!("{kernel}-{i}"))),
                 kernel_dirs: kernel_dirs.to_vec(),
                 quiet: true,
+                summary: false,
                 kernel: None,
             };
             let end = run::run(opts, CancellationToken::new()).await;

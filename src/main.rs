@@ -474,7 +474,7 @@ fn run_lab(lab: PathBuf, out: Option<PathBuf>, kernel: Option<String>, kernel_di
     rt.block_on(async move {
         let cancel = CancellationToken::new();
         spawn_signal_handler(cancel.clone());
-        let end = run::run(run::RunOptions { lab_file: lab, out, kernel_dirs, quiet, kernel }, cancel).await;
+        let end = run::run(run::RunOptions { lab_file: lab, out, kernel_dirs, quiet, summary: true, kernel }, cancel).await;
         if let Some(e) = &end.error {
             eprintln!("kernlab: {e}");
         }

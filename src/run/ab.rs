@@ -88,6 +88,7 @@ pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) 
             cache: arm.cache.clone(),
             dir,
             quiet: arm.quiet,
+            summary: false,
             label: Some(name.to_string()),
         })
     };
@@ -108,8 +109,7 @@ pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) 
     let exit_code = report.exit_code;
     let failed = [&ra, &rb].into_iter().any(|r| r.exit_code != exit::OK);
     let _ = fsx::write_atomic(&top.join("report.json"), &serde_json::to_vec_pretty(&report).unwrap_or_default());
-    // A matrix runs its cells quietly: its table speaks for them.
-    if !arm.quiet {
+    if arm.summary {
         print!("{}", summary(&report, &top.path));
     }
     crate::report::write_or_warn(&top.path, || crate::report::write_ab(&top.path, &report));

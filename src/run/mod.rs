@@ -44,6 +44,9 @@ pub struct RunOptions {
     pub out: Option<PathBuf>,
     pub kernel_dirs: Vec<PathBuf>,
     pub quiet: bool,
+    /// Print an A/B lab's verdict summary on stdout (not for matrix cells,
+    /// whose table speaks for them).
+    pub summary: bool,
     /// Run on this kernel instead of the lab's (a matrix cell).
     pub kernel: Option<String>,
 }
@@ -143,7 +146,7 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> RunEnd {
         Ok(d) => d,
         Err(e) => return fail_early(RunError::RunDir(e)),
     };
-    let arm = Arm { lab, lab_file: opts.lab_file.clone(), desc, cache, dir, quiet: opts.quiet, label: None };
+    let arm = Arm { lab, lab_file: opts.lab_file.clone(), desc, cache, dir, quiet: opts.quiet, summary: opts.summary, label: None };
     if arm.lab.leak.is_some() {
         return ab::run_ab(arm, cancel, start).await;
     }
@@ -159,13 +162,15 @@ pub(crate) struct Arm {
     pub cache: Cache,
     pub dir: RunDir,
     pub quiet: bool,
+    /// See [`RunOptions::summary`].
+    pub summary: bool,
     /// Prefix for terminal lines (`module`, `baseline`), when arms run side by side.
     pub label: Option<String>,
 }
 
 pub(crate) async fn run_arm(arm: Arm, cancel: CancellationToken, start: Instant) -> RunEnd {
     let fail_early = |e: RunError| RunEnd { dir: None, exit_code: e.exit_code(), error: Some(e.chain()), summary: None };
-    let Arm { lab, lab_file, desc, cache, dir, quiet, label } = arm;
+    let Arm { lab, lab_file, desc, cache, dir, quiet, label, .. } = arm;
     let events = Events::new(start);
     match fsx::append_private(&dir.join("events.jsonl")) {
         Ok(f) => events.add(Box::new(JsonLines(f))),
