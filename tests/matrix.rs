@@ -116,7 +116,11 @@ fn a_leak_matrix_on_6_1_and_6_12_runs_in_parallel_and_its_junit_reads_back() {
         let p = &c.properties.hashmap;
         assert_eq!(p.get("verdict").map(String::as_str), Some("leak"), "{p:?}");
         assert!(p.get("bytes_per_op").unwrap().parse::<f64>().unwrap() > 600.0, "{p:?}");
-        assert!(p.contains_key("delta_bytes_per_hour") && p.contains_key("time_to_exhaustion_s"), "{p:?}");
+        for key in ["delta_bytes_per_hour", "delta_lower_bytes_per_hour", "delta_upper_bytes_per_hour", "time_to_exhaustion_s"] {
+            assert!(p.contains_key(key), "{key} in {p:?}");
+        }
+        let lower: f64 = p["delta_lower_bytes_per_hour"].parse().unwrap();
+        assert!(lower > 16.0 * 1048576.0, "the interval's lower end is above the floor: {p:?}");
         assert!(c.system_out.as_deref().unwrap_or("").contains("kernlab"), "console tail in system-out: {:?}", c.system_out);
     }
 }

@@ -684,6 +684,7 @@ mod tests {
             vms: 2,
             reason: None,
             delta_per_hour: Some(3.0 * MIB),
+            delta_interval_per_hour: None,
             bytes_per_op: None,
             exhaustion_s: (verdict == "leak").then_some(388.0),
             exhaustion: (verdict == "leak").then(|| "predicted".into()),
