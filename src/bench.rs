@@ -52,6 +52,7 @@ pub async fn boot(kernels: &[String], runs: usize, work: &std::path::Path, kerne
                 quiet: true,
                 summary: false,
                 kernel: None,
+                duration: None,
             };
             let end = run::run(opts, CancellationToken::new()).await;
             let rep = match (end.exit_code, end.summary) {

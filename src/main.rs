@@ -34,6 +34,10 @@ enum Command {
         /// instead of the lab's own `kernel`.
         #[arg(long, value_name = "NAME")]
         kernel: Option<String>,
+        /// Run the workload this long instead of the lab's `workload.duration`
+        /// (a soak: `--duration 2h`).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
     },
     /// Run every (lab, kernel) cell of a matrix file, in parallel.
     Matrix {
@@ -132,7 +136,7 @@ fn main() -> ExitCode {
         .without_time()
         .init();
     let code = match cli.command {
-        Command::Run { lab, out, kernel } => run_lab(lab, out, kernel, cli.kernel_dirs, cli.quiet),
+        Command::Run { lab, out, kernel, duration } => run_lab(lab, out, kernel, duration, cli.kernel_dirs, cli.quiet),
         Command::Validate { lab } => match lab::load(&lab) {
             Ok(l) => {
                 print!("{}", l.to_yaml());
@@ -469,12 +473,12 @@ fn bench_boot(mut kernels: Vec<String>, runs: usize, dirs: &[PathBuf]) -> i32 {
     }
 }
 
-fn run_lab(lab: PathBuf, out: Option<PathBuf>, kernel: Option<String>, kernel_dirs: Vec<PathBuf>, quiet: bool) -> i32 {
+fn run_lab(lab: PathBuf, out: Option<PathBuf>, kernel: Option<String>, duration: Option<std::time::Duration>, kernel_dirs: Vec<PathBuf>, quiet: bool) -> i32 {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     rt.block_on(async move {
         let cancel = CancellationToken::new();
         spawn_signal_handler(cancel.clone());
-        let end = run::run(run::RunOptions { lab_file: lab, out, kernel_dirs, quiet, summary: true, kernel }, cancel).await;
+        let end = run::run(run::RunOptions { lab_file: lab, out, kernel_dirs, quiet, summary: true, kernel, duration }, cancel).await;
         if let Some(e) = &end.error {
             eprintln!("kernlab: {e}");
         }

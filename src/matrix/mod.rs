@@ -350,7 +350,7 @@ pub async fn run_cells(cells: Vec<Cell>, dir: &Path, slots: usize, kernel_dirs: 
             let out = dir.join("cells").join(&c.id);
             eprintln!("cell {} started", c.id);
             let end = run::run(
-                RunOptions { lab_file: c.lab_file.clone(), out: Some(out.clone()), kernel_dirs, quiet: true, summary: false, kernel: Some(c.kernel.clone()) },
+                RunOptions { lab_file: c.lab_file.clone(), out: Some(out.clone()), kernel_dirs, quiet: true, summary: false, kernel: Some(c.kernel.clone()), duration: None },
                 cancel,
             )
             .await;

@@ -35,6 +35,8 @@ pub enum Event {
     WorkloadStarted { commands: usize, duration_secs: f64 },
     Sample { index: u64, t: f64, uptime: Option<f64>, mem_available: Option<u64>, slab: Option<u64>, s_unreclaim: Option<u64>, nr_dentry: Option<u64>, caches: Option<usize> },
     SampleFailed { t: f64, reason: String },
+    /// Samples arrive again after `gaps` failed ones spanning `secs`.
+    SamplingResumed { gaps: u64, secs: f64 },
     WorkloadFinished { status: Option<i32>, secs: f64 },
     Qmp { name: String, data: serde_json::Value },
     Exhaustion { trigger: String },
@@ -110,6 +112,7 @@ impl Reporter for Terminal {
                 nr_dentry.map(|n| n.to_string()).unwrap_or("-".into()),
             ),
             Event::SampleFailed { reason, .. } => format!("sample failed: {reason}"),
+            Event::SamplingResumed { gaps, secs } => format!("sampling resumed after {gaps} missed samples ({secs:.1} s)"),
             Event::WorkloadFinished { status, secs } => format!("workload finished after {secs:.1} s, exit {status:?}"),
             Event::Qmp { name, .. } => format!("QMP event {name}"),
             Event::KdumpLoaded { crashkernel } => format!("kdump loaded ({} MiB reserved)", crashkernel >> 20),

@@ -49,6 +49,9 @@ pub struct RunOptions {
     pub summary: bool,
     /// Run on this kernel instead of the lab's (a matrix cell).
     pub kernel: Option<String>,
+    /// Run the workload this long instead of the lab's `workload.duration`
+    /// (a soak: `kernlab run LAB --duration 2h`).
+    pub duration: Option<Duration>,
 }
 
 /// How a run ended, for the summary and the exit code.
@@ -123,6 +126,16 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> RunEnd {
     };
     if let Some(k) = &opts.kernel {
         lab.kernel = k.clone();
+    }
+    if let Some(d) = opts.duration {
+        match lab.workload.as_mut() {
+            Some(w) => w.duration = d,
+            None => return fail_early(RunError::Usage(format!("{}: --duration needs a lab with a `workload`", opts.lab_file.display()))),
+        }
+        // The same limits as in the file (interval within the duration, no absurd lengths).
+        if let Err(e) = lab.validate(&opts.lab_file) {
+            return fail_early(RunError::Usage(format!("--duration {}: {e}", humantime::format_duration(d))));
+        }
     }
     let mut dirs = opts.kernel_dirs.clone();
     dirs.extend(kernel::descriptor_dirs(Some(&opts.lab_file)));
@@ -472,6 +485,8 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
         gaps: ctx.gaps.clone(),
         headroom: ctx.lab.exhaustion.as_ref().map(|x| x.headroom).filter(|h| *h > 0),
         hang_intervals: ctx.lab.exhaustion.as_ref().filter(|x| x.action != lab::DumpAction::None).map(|x| x.hang_intervals),
+        backoff: Backoff::default(),
+        gap_since: None,
     };
     let duration = ctx.lab.workload.as_ref().map(|w| w.duration).unwrap_or_default();
     let mut workload_done: Option<tokio::sync::oneshot::Receiver<(Option<i32>, f64)>> = None;
@@ -800,6 +815,41 @@ struct Sampler {
     headroom: Option<u64>,
     /// End with `Hung` after this many failed samples in a row.
     hang_intervals: Option<u32>,
+    /// Reconnects after a lost SSH session back off (see [`Backoff`]).
+    backoff: Backoff,
+    /// When the current run of failed samples began (run time), if one is on.
+    gap_since: Option<(f64, u64)>,
+}
+
+/// Exponential backoff for SSH reconnects: the first retry at the next
+/// sample, then waits of 0.5, 1, 2, 4, 8 s at most between attempts, so a
+/// guest whose sshd is gone is not hammered and one that comes back is
+/// found within 8 s. Pure: the caller passes the time.
+#[derive(Debug, Default, Clone)]
+pub struct Backoff {
+    failures: u32,
+    next: Option<f64>,
+}
+
+impl Backoff {
+    pub const MAX_WAIT: f64 = 8.0;
+
+    /// May a reconnect be tried at run time `now`?
+    pub fn ready(&self, now: f64) -> bool {
+        self.next.is_none_or(|n| now >= n)
+    }
+
+    /// A reconnect failed at `now`; returns the wait before the next one.
+    pub fn failed(&mut self, now: f64) -> f64 {
+        let wait = (0.5 * 2f64.powi(self.failures as i32)).min(Self::MAX_WAIT);
+        self.failures = self.failures.saturating_add(1);
+        self.next = Some(now + wait);
+        wait
+    }
+
+    pub fn succeeded(&mut self) {
+        *self = Backoff::default();
+    }
 }
 
 impl Sampler {
@@ -841,6 +891,7 @@ impl Sampler {
     /// Takes one sample; `Some(MemAvailable)` when the guest answered.
     async fn sample(&mut self, index: u64, interval: Duration) -> Option<Option<u64>> {
         let t = self.events.now();
+        let _ = self.store.lock().unwrap().append_self(t);
         if let Some(q) = &self.qmp {
             if let Ok(stats) = q.balloon_stats().await {
                 let _ = self.store.lock().unwrap().append_balloon(t, &stats);
@@ -848,16 +899,22 @@ impl Sampler {
         }
         let session = match self.session.clone() {
             Some(s) => s,
+            None if !self.backoff.ready(t) => {
+                self.gap(t, "reconnect: backing off".into());
+                return None;
+            }
             None => {
                 let connect = &self.connect;
                 match connect() {
                     Ok(s) => {
+                        self.backoff.succeeded();
                         let s = Arc::new(s);
                         self.session = Some(s.clone());
                         s
                     }
                     Err(e) => {
-                        self.gap(t, format!("reconnect: {}", e.chain()));
+                        let wait = self.backoff.failed(self.events.now());
+                        self.gap(t, format!("reconnect: {} (next try in {wait:.1} s)", e.chain()));
                         return None;
                     }
                 }
@@ -883,11 +940,15 @@ impl Sampler {
         };
         match sparse::parse_capture(&out.stdout) {
             Ok(c) => {
-                if let Err(e) = self.store.lock().unwrap().append_capture(t, &c) {
+                let written = self.store.lock().unwrap().append_capture(t, &c);
+                if let Err(e) = written {
                     self.gap(t, format!("writing samples: {e}"));
                     return None;
                 }
                 let m = c.meminfo.as_ref();
+                if let Some((since, gaps)) = self.gap_since.take() {
+                    self.events.emit(Event::SamplingResumed { gaps, secs: events::round3(t - since) });
+                }
                 self.events.emit(Event::Sample {
                     index,
                     t: events::round3(t),
@@ -907,8 +968,10 @@ impl Sampler {
         }
     }
 
-    fn gap(&self, t: f64, reason: String) {
+    fn gap(&mut self, t: f64, reason: String) {
         *self.gaps.lock().unwrap() += 1;
+        let (since, n) = self.gap_since.unwrap_or((t, 0));
+        self.gap_since = Some((since, n + 1));
         self.events.emit(Event::SampleFailed { t: events::round3(t), reason });
     }
 }
@@ -1120,6 +1183,18 @@ mod tests {
             workload_command(),
             "setsid sh /run/kernlab-workload.sh > /tmp/kernlab-workload.log 2>&1 < /dev/null & echo $! > /run/kernlab-workload.pid; wait $!"
         );
+    }
+
+    #[test]
+    fn reconnects_back_off_up_to_eight_seconds_and_reset() {
+        let mut b = Backoff::default();
+        assert!(b.ready(0.0));
+        let waits: Vec<f64> = (0..7).map(|i| b.failed(i as f64 * 10.0)).collect();
+        assert_eq!(waits, [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0]);
+        assert!(!b.ready(61.0) && b.ready(68.0));
+        b.succeeded();
+        assert!(b.ready(0.0));
+        assert_eq!(b.failed(0.0), 0.5);
     }
 
     #[test]
