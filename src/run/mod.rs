@@ -1038,9 +1038,14 @@ fn capture_command(lab: &Lab, sections: &[Section]) -> String {
 }
 
 /// `insmod` of a lab module with its parameters, each `name=value` one quoted word.
+/// The guest shell sees data only: each `name=value` is one single-quoted
+/// word. The kernel then splits the joined arguments at blanks unless a
+/// value is in double quotes, so a value with blanks is wrapped in them
+/// (lab validation refuses values that contain a double quote).
 pub fn insmod_command(name: &str, params: &std::collections::BTreeMap<String, String>) -> String {
     let mut cmd = format!("insmod {GUEST_MODULES}/{name}.ko");
     for (k, v) in params {
+        let v = if v.chars().any(char::is_whitespace) { format!("\"{v}\"") } else { v.clone() };
         cmd.push(' ');
         cmd.push_str(&tool::shell_quote(format!("{k}={v}")));
     }
@@ -1202,6 +1207,8 @@ mod tests {
         let mut p = std::collections::BTreeMap::new();
         p.insert("leak".to_string(), "1".to_string());
         p.insert("symbol".to_string(), "x; reboot".to_string());
-        assert_eq!(insmod_command("khm", &p), "insmod /opt/kernlab/modules/khm.ko leak=1 'symbol=x; reboot'");
+        assert_eq!(insmod_command("khm", &p), "insmod /opt/kernlab/modules/khm.ko leak=1 'symbol=\"x; reboot\"'");
+        p.insert("symbol".to_string(), "it's$(x)`y`;z".to_string());
+        assert_eq!(insmod_command("khm", &p), "insmod /opt/kernlab/modules/khm.ko leak=1 'symbol=it'\\''s$(x)`y`;z'");
     }
 }
