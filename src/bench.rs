@@ -51,6 +51,7 @@ pub async fn boot(kernels: &[String], runs: usize, work: &std::path::Path, kerne
                 kernel_dirs: kernel_dirs.to_vec(),
                 quiet: true,
                 kernel: None,
+                cell: None,
             };
             let end = run::run(opts, CancellationToken::new()).await;
             let rep = match (end.exit_code, end.summary) {

@@ -121,6 +121,7 @@ pub fn parse_events(jsonl: &str) -> Vec<EventRow> {
             let t = fields.remove("t")?.as_f64()?;
             let event = fields.remove("event")?.as_str()?.to_string();
             fields.remove("wall");
+            fields.remove("schema");
             Some(EventRow { t, event, fields })
         })
         .collect()
