@@ -259,7 +259,8 @@ pub fn summary(r: &LeakReport, dir: &Path) -> String {
         Some(false) => "NOT as expected",
         None => "",
     };
-    let _ = writeln!(s, "lab {} on {}: {v} {held} (expect {:?}, exit {})", r.lab, r.kernel, r.expect, r.exit_code);
+    let v = if held.is_empty() { v.to_string() } else { format!("{v} {held}") };
+    let _ = writeln!(s, "lab {} on {}: {v} (expect {:?}, exit {})", r.lab, r.kernel, r.expect, r.exit_code);
     if let Some(a) = &r.analysis {
         if let Some(c) = &a.comparison {
             let _ = writeln!(s, 

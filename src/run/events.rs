@@ -155,7 +155,9 @@ impl Terminal {
                 nr_dentry.map(|n| n.to_string()).unwrap_or("-".into()),
             ),
             Event::SampleFailed { reason, .. } => format!("sample failed: {reason}"),
-            Event::WorkloadFinished { status, secs } => format!("workload finished after {secs:.1} s, exit {status:?}"),
+            Event::WorkloadFinished { status, secs } => {
+                format!("workload finished after {secs:.1} s, exit {}", status.map(|s| s.to_string()).unwrap_or("unknown (SSH lost)".into()))
+            }
             Event::Qmp { name, .. } => format!("QMP event {name}"),
             Event::KdumpLoaded { crashkernel } => format!("kdump loaded ({} MiB reserved)", crashkernel >> 20),
             Event::KdumpUnavailable { reason } => format!("warning: {reason}"),
