@@ -363,7 +363,7 @@ pub async fn run_cells(cells: Vec<Cell>, dir: &Path, slots: usize, kernel_dirs: 
             stream.emit(run::events::Event::CellFinished {
                 verdict: verdict.clone(),
                 exit_code: end.exit_code,
-                secs: start.elapsed().as_secs_f64(),
+                secs: run::events::round3(start.elapsed().as_secs_f64()),
                 error: why,
                 dir: out.display().to_string(),
             });

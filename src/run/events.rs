@@ -300,17 +300,16 @@ impl Events {
 }
 
 /// The process's own stream, for what belongs to no one run directory (a
-/// matrix and its cells, an A/B lab's verdict): JSON lines on stdout in
-/// JSON mode, else the terminal. Its clock starts at the first use.
+/// matrix and its cells): the terminal, and JSON lines on stdout in JSON
+/// mode. Its clock starts at the first use.
 pub fn top() -> &'static Events {
     static TOP: OnceLock<Events> = OnceLock::new();
     TOP.get_or_init(|| {
         let e = Events::new(Instant::now());
         if ui::get().json {
             e.add(Box::new(JsonStdout));
-        } else {
-            e.add(Box::new(Terminal::new(ui::get().quiet, None)));
         }
+        e.add(Box::new(Terminal::new(ui::get().quiet, None)));
         e
     })
 }
