@@ -182,7 +182,7 @@ impl Bar {
         }
         let pb = multi().add(total.map(ProgressBar::new).unwrap_or_else(ProgressBar::no_length));
         let template = if total.is_some() {
-            "{spinner} {prefix:.bold} {msg} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} [{elapsed}]"
+            "{spinner} {prefix:.bold} {msg} [{bar:20}] {bytes}/{total_bytes} {bytes_per_sec} [{elapsed}]"
         } else {
             "{spinner} {prefix:.bold} {msg} {bytes} {bytes_per_sec} [{elapsed}]"
         };
@@ -209,7 +209,7 @@ impl Bar {
         if let Some(pb) = &self.0 {
             pb.set_length(total);
             pb.set_position(0);
-            let t = format!("{{spinner}} {{prefix:.bold}} [{{bar:30}}] {{pos}}/{{len}} {unit} {{wide_msg}} [{{elapsed}}]");
+            let t = format!("{{spinner}} {{prefix:.bold}} [{{bar:20}}] {{pos}}/{{len}} {unit} {{wide_msg}} [{{elapsed}}]");
             pb.set_style(ProgressStyle::with_template(&t).expect("template").tick_chars(TICKS).progress_chars("=> "));
         }
     }
