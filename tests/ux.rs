@@ -150,3 +150,35 @@ fn verbose_and_quiet_do_not_go_together() {
     let out = run(&["-q", "-v", "doctor"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
 }
+
+#[test]
+fn ab_lab_json_stream_marks_arms_and_ends_with_the_verdict() {
+    // Both arms fail at the kernel fetch (no VM): the stream's shape is the same.
+    let d = tempfile::tempdir().unwrap();
+    let kdir = d.path().join("kernels");
+    std::fs::create_dir(&kdir).unwrap();
+    std::fs::write(kdir.join("gone-6.1.0-999.yaml"), "source:\n  debian:\n    package: linux-image-6.1.0-999-cloud-amd64\n").unwrap();
+    let f = lab(
+        d.path(),
+        "ab",
+        "name: ab\nkernel: gone-6.1.0-999\nworkload:\n  commands: ['true']\n  duration: 3s\nleak:\n  expect: no-leak\n",
+    );
+    let dir = d.path().join("run");
+    let out = run(&["--kernels", kdir.to_str().unwrap(), "run", f.to_str().unwrap(), "--out", dir.to_str().unwrap(), "--message-format", "json"]);
+    let (so, se) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(101), "stdout:\n{so}\nstderr:\n{se}");
+    let lines = json_lines(&so);
+    let (first, last) = (&lines[0], lines.last().unwrap());
+    assert_eq!((first["event"].as_str(), first.get("arm")), (Some("run-started"), None), "{first}");
+    assert_eq!((last["event"].as_str(), last.get("arm"), last["exit_code"].as_i64()), (Some("run-finished"), None, Some(101)), "{last}");
+    let verdict = &lines[lines.len() - 2];
+    assert_eq!(verdict["event"], "leak-verdict", "{verdict}");
+    assert!(verdict["verdict"].is_null() && verdict["expect"] == "no-leak", "{verdict}");
+    for arm in ["module", "baseline"] {
+        let mine: Vec<&str> = lines.iter().filter(|l| l["arm"] == arm).map(|l| l["event"].as_str().unwrap()).collect();
+        assert_eq!(mine.first(), Some(&"run-started"), "{arm}: {mine:?}");
+        assert_eq!(mine.last(), Some(&"run-finished"), "{arm}: {mine:?}");
+    }
+    assert!(se.contains("no verdict (an arm failed)"), "{se}");
+    no_terminal_control(&se);
+}
