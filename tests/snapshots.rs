@@ -156,6 +156,8 @@ fn arm_events() -> Vec<Event> {
         Event::AccelChosen { accel: "tcg".into(), reason: "/dev/kvm is provided by kvm_pvm, which cannot run a stock distro kernel (KVM emulation failure); using TCG".into() },
         Event::QemuStarted { pid: 41_213, ssh_port: 40_517, attempt: 1 },
         Event::SshReady { secs_since_qemu_start: 3.11 },
+        Event::SetupCommand { index: 0, command: "uname -a".into(), status: 0, secs: 0.02 },
+        Event::KdumpLoaded { crashkernel: 192 << 20 },
         Event::ModuleLoaded { name: "khm".into(), params, tainted: Some(4096), secs: 0.3 },
         Event::WorkloadStarted { commands: 0, duration_secs: 30.0 },
         Event::Sample { index: 0, t: 8.01, uptime: Some(5.2), mem_available: Some(430_000_000), slab: Some(20_000_000), s_unreclaim: Some(9_000_000), nr_dentry: Some(10_000), caches: Some(160) },
@@ -186,6 +188,67 @@ impl std::io::Write for Shared {
     }
 }
 
+/// The other events: a matrix's, a cell's, an A/B lab's verdict, and the
+/// ways a run goes wrong.
+fn other_events() -> Vec<(Option<&'static str>, Event)> {
+    let cell = Some("leak-lab@debian-6.1.0-54-cloud-amd64");
+    vec![
+        (None, Event::MatrixStarted { name: "nightly".into(), cells: 8, slots: 2, dir: "/tmp/.tmpA1b2C3".into() }),
+        (cell, Event::CellStarted { lab: "leak-lab".into(), kernel: "debian-6.1.0-54-cloud-amd64".into() }),
+        (cell, Event::KdumpUnavailable { reason: "kexec -p failed: Cannot load /boot/vmlinuz; using the host dump".into() }),
+        (cell, Event::TriageSkipped { reason: "`linux-image-6.1.0-54-cloud-amd64-dbg=6.1.190-1` is not in this machine's apt sources".into() }),
+        (cell, Event::Interrupted { signal: "SIGINT/SIGTERM".into() }),
+        (cell, Event::Error { message: "interrupted by signal".into() }),
+        (
+            cell,
+            Event::LeakVerdict {
+                verdict: Some("leak".into()),
+                expect: "leak".into(),
+                expectation_held: Some(true),
+                delta_bytes_per_hour: Some(3.84e9),
+                bytes_per_op: Some(1069.2),
+                report: "/tmp/.tmpA1b2C3/cells/leak-lab@debian-6.1.0-54-cloud-amd64/report.json".into(),
+            },
+        ),
+        (cell, Event::RunFinished { outcome: "interrupted".into(), exit_code: 130 }),
+        (
+            cell,
+            Event::CellFinished {
+                verdict: "interrupted".into(),
+                exit_code: 130,
+                secs: 12.5,
+                error: Some("interrupted by signal".into()),
+                dir: "/tmp/.tmpA1b2C3/cells/leak-lab@debian-6.1.0-54-cloud-amd64".into(),
+            },
+        ),
+        (None, Event::MatrixFinished { exit_code: 130, report: "/tmp/.tmpA1b2C3/report.json".into() }),
+    ]
+}
+
+/// The lines `events` wrote, parsed.
+fn emitted(buf: &Shared) -> (String, Vec<serde_json::Value>) {
+    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
+    let lines = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    (text, lines)
+}
+
+#[test]
+fn json_event_lines_of_a_matrix() {
+    let buf = Shared::default();
+    let top = Events::new(Instant::now());
+    top.add(Box::new(JsonLines(buf.clone())));
+    for (cell, e) in other_events() {
+        top.within(cell, None).emit(e);
+    }
+    let (_, lines) = emitted(&buf);
+    insta::assert_json_snapshot!(lines, {
+        "[].t" => "[t]",
+        "[].wall" => "[wall]",
+        "[].dir" => "[dir]",
+        "[].report" => "[path]",
+    });
+}
+
 #[test]
 fn json_event_lines() {
     // Through the real stamping: `t` and `wall` are this test's clock.
@@ -195,8 +258,7 @@ fn json_event_lines() {
     for e in arm_events() {
         events.emit(e);
     }
-    let text = String::from_utf8(buf.0.lock().unwrap().clone()).unwrap();
-    let lines: Vec<serde_json::Value> = text.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let (text, lines) = emitted(&buf);
     // Field order is part of the format: schema, t, wall, cell, arm, event.
     let first = text.lines().next().unwrap();
     assert!(first.starts_with("{\"schema\":\"kernlab.event/1\",\"t\":") && first.contains("\"cell\":\"leak-lab@debian-6.1.0-54-cloud-amd64\",\"arm\":\"module\",\"event\":\"run-started\""), "{first}");
@@ -225,7 +287,7 @@ fn json_event_lines() {
 fn terminal_event_lines() {
     let term = Terminal::new(false, Some("module"));
     let mut out = String::new();
-    for e in arm_events() {
+    for e in arm_events().into_iter().chain(other_events().into_iter().map(|(_, e)| e)) {
         if let Some(line) = term.line(&e) {
             out.push_str(&format!("{}{line}\n", term.prefix));
         }
