@@ -53,6 +53,7 @@ pub async fn boot(kernels: &[String], runs: usize, work: &std::path::Path, kerne
                 summary: false,
                 kernel: None,
                 duration: None,
+                cell: None,
             };
             let end = run::run(opts, CancellationToken::new()).await;
             let rep = match (end.exit_code, end.summary) {

@@ -348,9 +348,10 @@ pub async fn run_cells(cells: Vec<Cell>, dir: &Path, slots: usize, kernel_dirs: 
             let _permit = sem.acquire_many(weight).await.expect("semaphore stays open");
             let start = Instant::now();
             let out = dir.join("cells").join(&c.id);
-            eprintln!("cell {} started", c.id);
+            let stream = run::events::top().within(Some(&c.id), None);
+            stream.emit(run::events::Event::CellStarted { lab: c.lab.clone(), kernel: c.kernel.clone() });
             let end = run::run(
-                RunOptions { lab_file: c.lab_file.clone(), out: Some(out.clone()), kernel_dirs, quiet: true, summary: false, kernel: Some(c.kernel.clone()), duration: None },
+                RunOptions { lab_file: c.lab_file.clone(), out: Some(out.clone()), kernel_dirs, quiet: true, summary: false, kernel: Some(c.kernel.clone()), duration: None, cell: Some(c.id.clone()) },
                 cancel,
             )
             .await;
@@ -361,8 +362,14 @@ pub async fn run_cells(cells: Vec<Cell>, dir: &Path, slots: usize, kernel_dirs: 
             let verdict = rep["verdict"].as_str().or(rep["outcome"].as_str()).unwrap_or("failed").to_string();
             let an = &rep["analysis"];
             let reason = an["reason"].as_str().map(str::to_string);
-            let why = end.error.as_deref().or(reason.as_deref()).map(|w| format!(": {w}")).unwrap_or_default();
-            eprintln!("cell {} finished: {verdict} (exit {}){why}", c.id, end.exit_code);
+            let why = end.error.as_deref().or(reason.as_deref()).map(str::to_string);
+            stream.emit(run::events::Event::CellFinished {
+                verdict: verdict.clone(),
+                exit_code: end.exit_code,
+                secs: run::events::round3(start.elapsed().as_secs_f64()),
+                error: why,
+                dir: out.display().to_string(),
+            });
             let (exhaustion_s, exhaustion) = exhaustion_of(&out, &rep);
             CellResult {
                 id: c.id,
@@ -459,7 +466,7 @@ pub fn write_outputs(dir: &Path, name: &str, results: &[CellResult], extra: serd
         }
     }
     crate::report::write_or_warn(dir, || crate::report::write_matrix(dir));
-    print!("{}", table(results));
+    crate::ui::human(&table(results));
     code
 }
 

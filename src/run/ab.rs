@@ -10,6 +10,7 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use super::events::{Event, Events, JsonStdout};
 use super::rundir::RunDir;
 use super::{run_arm, Arm, RunEnd};
 use crate::analysis::leak::{self, ArmSeries, LeakAnalysis};
@@ -71,6 +72,13 @@ fn crash_view(arm_dir: &Path) -> Option<CrashView> {
 pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) -> RunEnd {
     let policy = arm.lab.leak.clone().expect("run_ab is called for leak labs");
     let top = arm.dir.clone();
+    // The lab's own events, beside its arms': on stdout in JSON mode only
+    // (the top directory has no events.jsonl; each arm has its own).
+    let stream = Events::new(start).within(arm.cell.as_deref(), None);
+    if crate::ui::get().json {
+        stream.add(Box::new(JsonStdout));
+    }
+    stream.emit(Event::RunStarted { lab: arm.lab.name.clone(), kernel: arm.lab.kernel.clone(), run_dir: top.path.display().to_string() });
     let _ = fsx::write_atomic(&top.join("lab.yaml"), arm.lab.to_yaml().as_bytes());
     let mut base_lab = arm.lab.clone();
     base_lab.modules = policy.baseline.modules.clone();
@@ -90,6 +98,7 @@ pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) 
             quiet: arm.quiet,
             summary: false,
             label: Some(name.to_string()),
+            cell: arm.cell.clone(),
         })
     };
     let (a, b) = match (make("module", arm.lab.clone()), make("baseline", base_lab)) {
@@ -110,14 +119,31 @@ pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) 
     let failed = [&ra, &rb].into_iter().any(|r| r.exit_code != exit::OK);
     let _ = fsx::write_atomic(&top.join("report.json"), &serde_json::to_vec_pretty(&report).unwrap_or_default());
     if arm.summary {
-        print!("{}", summary(&report, &top.path));
+        crate::ui::human(&summary(&report, &top.path));
     }
+    let an = report.analysis.as_ref();
+    stream.emit(Event::LeakVerdict {
+        verdict: report.verdict.map(|v| kebab(&v)),
+        expect: kebab(&report.expect),
+        expectation_held: report.expectation_held,
+        delta_bytes_per_hour: an.and_then(|a| a.comparison.as_ref()).map(|c| c.delta * 3600.0),
+        bytes_per_op: an.and_then(|a| a.module.per_op.as_ref()).map(|p| p.slope),
+        report: top.join("report.json").display().to_string(),
+    });
     crate::report::write_or_warn(&top.path, || crate::report::write_ab(&top.path, &report));
     let error = match (failed, &ra.error, &rb.error) {
         (true, Some(e), _) => Some(format!("module arm: {e}")),
         (true, None, Some(e)) => Some(format!("baseline arm: {e}")),
         _ => None,
     };
+    let outcome = if exit_code == exit::INTERRUPTED {
+        "interrupted"
+    } else if failed {
+        "failed"
+    } else {
+        "completed"
+    };
+    stream.emit(Event::RunFinished { outcome: outcome.into(), exit_code });
     RunEnd { dir: Some(top.path.clone()), exit_code, error, summary: None }
 }
 
@@ -193,6 +219,11 @@ pub fn rebuild(top: &Path) -> Result<LeakReport, ReportError> {
     Ok(assemble(&lab, module, baseline, &top.join("module"), &top.join("baseline"), secs))
 }
 
+/// A unit enum as it is in the JSON (`no-leak`).
+fn kebab<T: Serialize>(t: &T) -> String {
+    serde_json::to_value(t).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
 pub(crate) fn mib(b: f64) -> String {
     format!("{:.2} MiB", b / 1048576.0)
 }
@@ -228,7 +259,8 @@ pub fn summary(r: &LeakReport, dir: &Path) -> String {
         Some(false) => "NOT as expected",
         None => "",
     };
-    let _ = writeln!(s, "lab {} on {}: {v} {held} (expect {:?}, exit {})", r.lab, r.kernel, r.expect, r.exit_code);
+    let v = if held.is_empty() { v.to_string() } else { format!("{v} {held}") };
+    let _ = writeln!(s, "lab {} on {}: {v} (expect {:?}, exit {})", r.lab, r.kernel, r.expect, r.exit_code);
     if let Some(a) = &r.analysis {
         if let Some(c) = &a.comparison {
             let _ = writeln!(s, 

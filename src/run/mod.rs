@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::RunError;
 pub(crate) use ab::duration;
-use events::{Event, Events, JsonLines, Terminal};
+use events::{Event, Events, JsonLines, JsonStdout, Terminal};
 use rundir::RunDir;
 
 use crate::cache::Cache;
@@ -52,6 +52,8 @@ pub struct RunOptions {
     /// Run the workload this long instead of the lab's `workload.duration`
     /// (a soak: `kernlab run LAB --duration 2h`).
     pub duration: Option<Duration>,
+    /// The matrix cell this run is (`<lab>@<kernel>`), marked on its events.
+    pub cell: Option<String>,
 }
 
 /// How a run ended, for the summary and the exit code.
@@ -159,7 +161,7 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> RunEnd {
         Ok(d) => d,
         Err(e) => return fail_early(RunError::RunDir(e)),
     };
-    let arm = Arm { lab, lab_file: opts.lab_file.clone(), desc, cache, dir, quiet: opts.quiet, summary: opts.summary, label: None };
+    let arm = Arm { lab, lab_file: opts.lab_file.clone(), desc, cache, dir, quiet: opts.quiet, summary: opts.summary, label: None, cell: opts.cell };
     if arm.lab.leak.is_some() {
         return ab::run_ab(arm, cancel, start).await;
     }
@@ -179,17 +181,22 @@ pub(crate) struct Arm {
     pub summary: bool,
     /// Prefix for terminal lines (`module`, `baseline`), when arms run side by side.
     pub label: Option<String>,
+    /// The matrix cell, when the run is one.
+    pub cell: Option<String>,
 }
 
 pub(crate) async fn run_arm(arm: Arm, cancel: CancellationToken, start: Instant) -> RunEnd {
     let fail_early = |e: RunError| RunEnd { dir: None, exit_code: e.exit_code(), error: Some(e.chain()), summary: None };
-    let Arm { lab, lab_file, desc, cache, dir, quiet, label, .. } = arm;
-    let events = Events::new(start);
+    let Arm { lab, lab_file, desc, cache, dir, quiet, label, cell, .. } = arm;
+    let events = Events::new(start).within(cell.as_deref(), label.as_deref());
     match fsx::append_private(&dir.join("events.jsonl")) {
         Ok(f) => events.add(Box::new(JsonLines(f))),
         Err(e) => return fail_early(RunError::Write { path: dir.join("events.jsonl"), source: e }),
     }
-    events.add(Box::new(Terminal { quiet, prefix: label.map(|l| format!("{l}: ")).unwrap_or_default() }));
+    if crate::ui::get().json {
+        events.add(Box::new(JsonStdout));
+    }
+    events.add(Box::new(Terminal::new(quiet, label.as_deref())));
     events.emit(Event::RunStarted { lab: lab.name.clone(), kernel: lab.kernel.clone(), run_dir: dir.path.display().to_string() });
 
     let (fatal_tx, fatal) = watch::channel(None);
