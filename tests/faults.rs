@@ -63,7 +63,7 @@ fn a_kernel_that_panics_while_booting_fails_fast_with_the_panic_text() {
     let d = tempfile::tempdir().unwrap();
     // 40 MiB is too little for the kernel and the initramfs: it panics out
     // of memory before /init runs.
-    let f = lab(d.path(), "tiny", "name: tiny\nvm:\n  cmdline: ['mem=40M']\n  boot_timeout: 60s\nworkload:\n  commands: ['true']\n  duration: 1s\n");
+    let f = lab(d.path(), "tiny", "name: tiny\nvm:\n  cmdline: ['mem=40M']\n  boot_timeout: 60s\nworkload:\n  commands: ['true']\n  duration: 2s\n");
     let run_dir = d.path().join("run");
     let start = std::time::Instant::now();
     let out = run(&["run", f.to_str().unwrap(), "--out", run_dir.to_str().unwrap()]);
@@ -133,7 +133,7 @@ fn lab_values_reach_the_guest_as_data_not_as_shell() {
     }
     let value = "a;b $(touch /tmp/pwned) `touch /tmp/pwned2` it's | & > /tmp/pwned3";
     let yaml = format!(
-        "name: quoting\nmodules:\n  - source: note\n    params: {{note: {}}}\nworkload:\n  commands: ['cat /sys/module/note/parameters/note', 'ls /tmp/pwned /tmp/pwned2 /tmp/pwned3 2>&1 || true']\n  duration: 1s\n",
+        "name: quoting\nmodules:\n  - source: note\n    params: {{note: {}}}\nworkload:\n  commands: ['cat /sys/module/note/parameters/note', 'ls /tmp/pwned /tmp/pwned2 /tmp/pwned3 2>&1 || true']\n  duration: 2s\n",
         serde_json::to_string(value).unwrap()
     );
     let f = lab(d.path(), "quoting", &yaml);

@@ -653,6 +653,11 @@ impl From<RunError> for BootFailure {
 async fn boot(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel) -> Result<Booted, BootFailure> {
     let console = ctx.dir.join(CONSOLE);
     let boot_fail = |ctx: &Ctx, reason: String| {
+        // A panic is the cause, whatever QEMU did next (reset, exit, stop).
+        let reason = match console_panic(&fsx::tail_lines(&ctx.dir.join(CONSOLE), 400)) {
+            Some(line) => format!("the kernel panicked during boot: {line} (then: {reason})"),
+            None => reason,
+        };
         let mut tail = fsx::tail_lines(&ctx.dir.join(CONSOLE), 30);
         let qemu_log = fsx::tail_lines(&ctx.dir.join("qemu.log"), 10);
         if !qemu_log.is_empty() {
@@ -738,13 +743,7 @@ async fn boot(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel) -> Result<Boote
         let addr: SocketAddr = ([127, 0, 0, 1], spec.ssh_port).into();
         loop {
             if let Some(st) = ctx.qemu.as_mut().and_then(|q| q.try_exited()) {
-                let console_text = fsx::tail_lines(&console, 200);
-                let reason = if console_text.contains("Kernel panic") {
-                    "the kernel panicked during boot".to_string()
-                } else {
-                    format!("QEMU exited ({}) before the guest was ready", fmt_status(Some(st)))
-                };
-                return Err(boot_fail(ctx, reason));
+                return Err(boot_fail(ctx, format!("QEMU exited ({}) before the guest was ready", fmt_status(Some(st)))));
             }
             if let Some(f) = ctx.fatal.borrow().clone() {
                 return Err(boot_fail(ctx, f));
@@ -797,15 +796,23 @@ fn spawn_router(
             };
             events.emit(Event::Qmp { name: ev.name, data: ev.data });
             if let Some(r) = reason {
-                fatal.send_if_modified(|f| {
-                    if f.is_none() {
-                        *f = Some(r);
-                        true
-                    } else {
-                        false
-                    }
-                });
+                raise(&fatal, r);
             }
+        }
+        // The event stream ends when QEMU's QMP socket closes: QEMU is gone
+        // (killed, crashed) unless the run already quit it.
+        raise(&fatal, "QEMU's QMP connection closed: QEMU exited or was killed".to_string());
+    });
+}
+
+/// Sets the fatal flag unless an earlier reason is already there.
+fn raise(fatal: &watch::Sender<Option<String>>, reason: String) {
+    fatal.send_if_modified(|f| {
+        if f.is_none() {
+            *f = Some(reason);
+            true
+        } else {
+            false
         }
     });
 }
@@ -1044,6 +1051,14 @@ fn capture_command(lab: &Lab, sections: &[Section]) -> String {
     }
 }
 
+/// The kernel's panic line in console text (`Kernel panic - not syncing: …`),
+/// without the printk timestamp.
+pub fn console_panic(console: &str) -> Option<String> {
+    let line = console.lines().find(|l| l.contains("Kernel panic - not syncing"))?;
+    let at = line.find("Kernel panic")?;
+    Some(line[at..].trim().to_string())
+}
+
 /// `insmod` of a lab module with its parameters, each `name=value` one quoted word.
 /// The guest shell sees data only: each `name=value` is one single-quoted
 /// word. The kernel then splits the joined arguments at blanks unless a
@@ -1195,6 +1210,13 @@ mod tests {
             workload_command(),
             "setsid sh /run/kernlab-workload.sh > /tmp/kernlab-workload.log 2>&1 < /dev/null & echo $! > /run/kernlab-workload.pid; wait $!"
         );
+    }
+
+    #[test]
+    fn the_panic_line_is_found_in_the_console() {
+        let c = "[    0.78] Node 0 DMA32: 0*4kB\n[    0.79] Kernel panic - not syncing: Out of memory and no killable processes...\n[    0.80] CPU: 0 PID: 1\n";
+        assert_eq!(console_panic(c).as_deref(), Some("Kernel panic - not syncing: Out of memory and no killable processes..."));
+        assert_eq!(console_panic("kernlab: init running\n"), None);
     }
 
     #[test]
