@@ -147,3 +147,36 @@ fn lab_values_reach_the_guest_as_data_not_as_shell() {
     assert_eq!(ls.len(), 3, "{log}");
     assert!(ls.iter().all(|l| l.contains("No such file")), "nothing ran: {log}");
 }
+
+/// Four VMs at once on a 2-core machine (a matrix of four one-VM cells with
+/// four slots): every cell completes, and all four ran at the same time.
+#[test]
+fn four_vms_at_once_without_errors() {
+    let d = tempfile::tempdir().unwrap();
+    let mut labs = Vec::new();
+    for name in ["a", "b", "c", "d"] {
+        lab(d.path(), name, &format!("name: {name}\nworkload:\n  commands: ['sleep 600']\n  duration: 20s\nmonitor:\n  interval: 1s\n"));
+        labs.push(format!("{name}.yaml"));
+    }
+    std::fs::write(d.path().join("m.yaml"), format!("name: four\nlabs: [{}]\nkernels: [debian-6.1.0-54-cloud-amd64]\n", labs.join(", "))).unwrap();
+    let out_dir = d.path().join("out");
+    let o = run(&["matrix", d.path().join("m.yaml").to_str().unwrap(), "--jobs", "4", "--out", out_dir.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}\n{}", text(&o.stdout), text(&o.stderr));
+    let mut spans = Vec::new();
+    for e in std::fs::read_dir(out_dir.join("cells")).unwrap() {
+        let dir = e.unwrap().path();
+        let r = report(&dir);
+        assert_eq!(r["outcome"], "completed", "{r}");
+        assert_eq!(r["sample_gaps"], 0, "{}: {r}", dir.display());
+        let ev = events(&dir);
+        let at = |name: &str| {
+            let w = ev.iter().find(|e| e["event"] == name).and_then(|e| e["wall"].as_str()).unwrap();
+            time::OffsetDateTime::parse(w, &time::format_description::well_known::Rfc3339).unwrap()
+        };
+        spans.push((at("workload-started"), at("run-finished")));
+    }
+    assert_eq!(spans.len(), 4);
+    let latest_start = spans.iter().map(|s| s.0).max().unwrap();
+    let earliest_end = spans.iter().map(|s| s.1).min().unwrap();
+    assert!(latest_start < earliest_end, "the four workloads never ran all at once: {spans:?}");
+}
