@@ -640,7 +640,7 @@ mod tests {
         flat(baseline.series.meminfo.get_mut("Slab").unwrap());
         let an = crate::analysis::leak::analyze(&module.series, &baseline.series, "slab", 16.0 * MIB, 0.01);
         assert_eq!(an.verdict, Verdict::Leak, "{}", an.reason);
-        let outcome = |dir: &str| ab::ArmOutcome { dir: dir.into(), exit_code: 0, error: None };
+        let outcome = |dir: &str| ab::ArmOutcome { dir: dir.into(), exit_code: 0, error: None, sample_gaps: 0 };
         let r = LeakReport {
             schema: ab::SCHEMA,
             lab: "leak-lab".into(),

@@ -27,6 +27,8 @@ pub struct ArmOutcome {
     pub dir: String,
     pub exit_code: i32,
     pub error: Option<String>,
+    /// Failed samples in the arm (its report.json's `sample_gaps`).
+    pub sample_gaps: u64,
 }
 
 /// The top-level `report.json` of an A/B lab.
@@ -113,6 +115,7 @@ pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) 
         dir: dir.display().to_string(),
         exit_code: r.exit_code,
         error: r.error.clone(),
+        sample_gaps: arm_gaps(dir),
     };
     let report = assemble(&arm.lab, outcome(&ra, &a_dir), outcome(&rb, &b_dir), &a_dir, &b_dir, start.elapsed().as_secs_f64());
     let exit_code = report.exit_code;
@@ -147,6 +150,15 @@ pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) 
     RunEnd { dir: Some(top.path.clone()), exit_code, error, summary: None }
 }
 
+/// An arm's failed samples, from the report.json it wrote when it ended.
+fn arm_gaps(dir: &Path) -> u64 {
+    std::fs::read(dir.join("report.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|r| r["sample_gaps"].as_u64())
+        .unwrap_or(0)
+}
+
 /// The report of the two arms, from what they left on disk (the samples)
 /// and how each ended: an arm that failed leaves no verdict.
 fn assemble(lab: &Lab, module: ArmOutcome, baseline: ArmOutcome, a_dir: &Path, b_dir: &Path, secs: f64) -> LeakReport {
@@ -160,7 +172,13 @@ fn assemble(lab: &Lab, module: ArmOutcome, baseline: ArmOutcome, a_dir: &Path, b
             let f = |n: &str| std::fs::read_to_string(d.join("samples").join(n)).unwrap_or_default();
             ArmSeries::parse(&f("meminfo.csv"), &f("slabinfo.csv"), &f("ops.csv"))
         };
-        let an = leak::analyze(&read(a_dir), &read(b_dir), &policy.metric, policy.floor_per_hour as f64, policy.alpha);
+        let mut an = leak::analyze(&read(a_dir), &read(b_dir), &policy.metric, policy.floor_per_hour as f64, policy.alpha);
+        let holes = leak::gaps_overrule("module", an.module.samples, module.sample_gaps)
+            .or_else(|| leak::gaps_overrule("baseline", an.baseline.samples, baseline.sample_gaps));
+        if let Some(why) = holes {
+            an.verdict = Verdict::Inconclusive;
+            an.reason = why;
+        }
         let v = an.verdict;
         let (held, code) = match (v, policy.expect) {
             (Verdict::Inconclusive, _) => (None, exit::INCONCLUSIVE),
@@ -205,11 +223,13 @@ pub fn rebuild(top: &Path) -> Result<LeakReport, ReportError> {
             Some(r) => ArmOutcome {
                 exit_code: r["exit_code"].as_i64().unwrap_or(exit::INFRA as i64) as i32,
                 error: r["error"].as_str().map(str::to_string),
+                sample_gaps: r["sample_gaps"].as_u64().unwrap_or(0),
                 dir: dir.display().to_string(),
             },
             None => ArmOutcome {
                 exit_code: exit::INFRA,
                 error: Some(format!("the {name} arm left no report.json (it did not finish)")),
+                sample_gaps: 0,
                 dir: dir.display().to_string(),
             },
         }
@@ -277,6 +297,16 @@ pub fn summary(r: &LeakReport, dir: &Path) -> String {
         }
         if let (Some(p), Some(rate)) = (&a.module.per_op, a.module.ops_per_s) {
             let _ = writeln!(s, "  per operation: {:.0} bytes/op [{:.0} .. {:.0}] at {rate:.0} ops/s", p.slope, p.lower, p.upper);
+        }
+        if r.module.sample_gaps + r.baseline.sample_gaps > 0 {
+            let _ = writeln!(
+                s,
+                "  sample gaps: module {} of {}, baseline {} of {} (the fits use the samples' own times)",
+                r.module.sample_gaps,
+                a.module.samples as u64 + r.module.sample_gaps,
+                r.baseline.sample_gaps,
+                a.baseline.samples as u64 + r.baseline.sample_gaps
+            );
         }
         if !a.top_caches.is_empty() {
             // Laid out like crash's `kmem -s`, with the growth beside it.
