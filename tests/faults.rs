@@ -32,21 +32,30 @@ fn qemu_killed_under_the_run_is_an_infrastructure_error_that_keeps_the_samples()
     assert_eq!(event_names(&run_dir).last().map(String::as_str), Some("run-finished"));
 }
 
+/// Both arms of the leak lab lose every SSH session four seconds into the
+/// workload: the sampler reconnects (with backoff), the gap is recorded, the
+/// churn goes on in the guest, and the verdict still stands on the samples'
+/// own times, with the gaps shown beside it.
 #[test]
 fn a_dropped_ssh_connection_is_reconnected_and_the_gap_recorded() {
     let d = tempfile::tempdir().unwrap();
-    // Four seconds in, the workload kills every dropbear but the listener:
-    // each SSH session of kernlab's (sampler and workload) drops at once.
+    copy_khm(d.path(), false);
+    // Kills every dropbear but the listener: each of kernlab's sessions drops.
+    let drop = r#"sleep 4; for p in $(pidof dropbear); do [ "$p" = "$(cat /run/dropbear.pid)" ] || kill $p; done; sleep 600"#;
     let f = lab(
         d.path(),
         "drop",
-        "name: drop\nworkload:\n  commands:\n    - 'sleep 4; for p in $(pidof dropbear); do [ \"$p\" = \"$(cat /run/dropbear.pid)\" ] || kill $p; done; sleep 600'\n  duration: 20s\nmonitor:\n  interval: 1s\n",
+        &format!(
+            "name: drop\nmodules:\n  - source: khm\n    params: {{leak: 1}}\nworkload:\n  churn: {{fs: tmpfs, rate: 1000}}\n  commands:\n    - {}\n  duration: 20s\nmonitor:\n  interval: 1s\n  reclaim: true\nleak:\n  expect: leak\n  baseline:\n    modules:\n      - source: khm\n        params: {{leak: 0}}\n",
+            serde_json::to_string(drop).unwrap()
+        ),
     );
     let run_dir = d.path().join("run");
     let out = run(&["run", f.to_str().unwrap(), "--out", run_dir.to_str().unwrap()]);
-    let ev = events(&run_dir);
+    let arm = run_dir.join("module");
+    let ev = events(&arm);
     let names: Vec<&str> = ev.iter().map(|e| e["event"].as_str().unwrap()).collect();
-    assert_eq!(out.status.code(), Some(0), "{}\n{names:?}", text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "{}\n{}\n{names:?}", text(&out.stdout), text(&out.stderr));
     let failed = names.iter().position(|n| *n == "sample-failed").unwrap_or_else(|| panic!("no gap recorded: {names:?}"));
     let resumed = names.iter().position(|n| *n == "sampling-resumed").unwrap_or_else(|| panic!("sampling never resumed: {names:?}"));
     assert!(failed < resumed);
@@ -55,7 +64,9 @@ fn a_dropped_ssh_connection_is_reconnected_and_the_gap_recorded() {
     let gap = &ev[resumed];
     assert!(gap["gaps"].as_u64().unwrap() >= 1 && gap["secs"].as_f64().unwrap() < 15.0, "{gap}");
     let r = report(&run_dir);
-    assert!(r["sample_gaps"].as_u64().unwrap() >= 1, "the report counts the gap: {r}");
+    assert_eq!(r["verdict"], "leak", "{r}");
+    assert!(r["module"]["sample_gaps"].as_u64().unwrap() >= 1, "the report counts the gap: {}", r["module"]);
+    assert!(text(&out.stdout).contains("sample gaps: module"), "{}", text(&out.stdout));
 }
 
 #[test]
