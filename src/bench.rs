@@ -102,7 +102,16 @@ pub fn lab_text(kernel: &str, profile: Profile) -> String {
 }
 
 async fn one_run(lab_file: &std::path::Path, out: PathBuf, kernel_dirs: &[PathBuf]) -> Result<run::report::Report, String> {
-    let opts = RunOptions { lab_file: lab_file.to_path_buf(), out: Some(out), kernel_dirs: kernel_dirs.to_vec(), quiet: true, kernel: None };
+    let opts = RunOptions {
+        lab_file: lab_file.to_path_buf(),
+        out: Some(out),
+        kernel_dirs: kernel_dirs.to_vec(),
+        quiet: true,
+        summary: false,
+        kernel: None,
+        duration: None,
+        cell: None,
+    };
     let end = run::run(opts, CancellationToken::new()).await;
     // A run directory per boot would fill the disk over a long hang check;
     // what is kept is the report.

@@ -9,6 +9,7 @@
 pub mod analysis;
 pub mod bench;
 pub mod cache;
+pub mod doctor;
 pub mod dump;
 pub mod exit;
 pub mod guest;
@@ -24,4 +25,5 @@ pub mod run;
 pub mod sample;
 pub mod stats;
 pub mod triage;
+pub mod ui;
 pub mod util;

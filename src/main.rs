@@ -3,21 +3,37 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use kernlab::{cache::Cache, exit, kernel, lab, run};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(name = "kernlab", version, about = "Kernel test labs in QEMU: boot, load, stress, sample, decide")]
 struct Cli {
-    /// Less output on the terminal (errors only).
+    /// Less output on the terminal: warnings and errors only, no progress.
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// More output: `-v` every sample and debug logs, `-vv` trace logs
+    /// (`RUST_LOG` overrides the log level).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
+    verbose: u8,
+    /// `json`: for `run` and `matrix`, the events as JSON lines on stdout
+    /// (schema `kernlab.event/1`, docs/events.md) and nothing else there;
+    /// for `doctor`, its checks as one JSON object; for `matrix --list`, the
+    /// cells as JSON.
+    #[arg(long, global = true, value_enum, default_value_t = MessageFormat::Human)]
+    message_format: MessageFormat,
     /// Extra folders of kernel descriptors (`NAME.yaml`), searched before `kernels/`.
     #[arg(long = "kernels", global = true, value_name = "DIR")]
     kernel_dirs: Vec<PathBuf>,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum MessageFormat {
+    Human,
+    Json,
 }
 
 #[derive(Subcommand)]
@@ -34,6 +50,10 @@ enum Command {
         /// instead of the lab's own `kernel`.
         #[arg(long, value_name = "NAME")]
         kernel: Option<String>,
+        /// Run the workload this long instead of the lab's `workload.duration`
+        /// (a soak: `--duration 2h`).
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
     },
     /// Run every (lab, kernel) cell of a matrix file, in parallel.
     Matrix {
@@ -42,9 +62,6 @@ enum Command {
         /// Print the cells (after partitioning) and exit.
         #[arg(long)]
         list: bool,
-        /// With --list: `human` or `json`.
-        #[arg(long, default_value = "human")]
-        message_format: String,
         /// Run one shard: hash:M/N or count:M/N (default: from CI_NODE_INDEX/CI_NODE_TOTAL,
         /// or JOB_COMPLETION_INDEX with KERNLAB_SHARDS, when set).
         #[arg(long)]
@@ -89,6 +106,15 @@ enum Command {
         /// an A/B lab's directory, or a matrix directory.
         dir: PathBuf,
     },
+    /// Check that this machine can run labs: QEMU, the accelerator (and why
+    /// not KVM), apt and the kernel cache, the module toolchain, the image's
+    /// and the dumps' tools, disk space. Exits 101 when the lab (default:
+    /// labs/leak-lab.yaml) cannot run here.
+    Doctor {
+        /// The lab to check for (default: labs/leak-lab.yaml, built in).
+        #[arg(long, value_name = "FILE")]
+        lab: Option<PathBuf>,
+    },
     /// Benchmarks (not tests): timings measured on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -129,18 +155,21 @@ enum KernelCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = if cli.quiet { "warn" } else { "info" };
+    let json = cli.message_format == MessageFormat::Json;
+    let output = kernlab::ui::Output::decide(cli.quiet, cli.verbose, json, kernlab::ui::stderr_is_terminal(), |k| std::env::var(k).ok());
+    kernlab::ui::init(output);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_level)),
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(output.log_level())),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(kernlab::ui::StderrWriter)
+        .with_ansi(output.color)
         .with_target(false)
         .without_time()
         .init();
     let code = match cli.command {
-        Command::Run { lab, out, kernel } => run_lab(lab, out, kernel, cli.kernel_dirs, cli.quiet),
+        Command::Run { lab, out, kernel, duration } => run_lab(lab, out, kernel, duration, cli.kernel_dirs, cli.quiet),
         Command::Validate { lab } => match lab::load(&lab) {
             Ok(l) => {
                 print!("{}", l.to_yaml());
@@ -152,9 +181,8 @@ fn main() -> ExitCode {
         Command::Kernel(KernelCommand::Fetch { name }) => kernel_fetch(&name, &cli.kernel_dirs),
         Command::Bench(BenchCommand::Boot { kernels, runs, profiles, boots }) => bench_boot(kernels, runs, profiles, boots, &cli.kernel_dirs),
         Command::Bench(BenchCommand::Samples { run }) => bench_samples(&run),
-        Command::Matrix { file, list, message_format, partition, jobs, out } => {
-            matrix(&file, list, &message_format, partition, jobs, out, &cli.kernel_dirs)
-        }
+        Command::Matrix { file, list, partition, jobs, out } => matrix(&file, list, json, partition, jobs, out, &cli.kernel_dirs),
+        Command::Doctor { lab } => doctor(lab.as_deref(), json, &cli.kernel_dirs),
         Command::Merge { dirs, out } => merge(&dirs, &out),
         Command::Triage { vmcore, kernel, out } => triage(&vmcore, &kernel, out, &cli.kernel_dirs),
         Command::Report { dir } => report(&dir),
@@ -224,7 +252,7 @@ fn kernel_fetch(name: &str, dirs: &[PathBuf]) -> i32 {
 fn matrix(
     file: &std::path::Path,
     list: bool,
-    format: &str,
+    json: bool,
     partition: Option<String>,
     jobs: Option<usize>,
     out: Option<PathBuf>,
@@ -254,7 +282,7 @@ fn matrix(
         None => cells,
     };
     if list {
-        if format == "json" {
+        if json {
             println!("{}", serde_json::to_string_pretty(&cells).unwrap_or_default());
         } else {
             for c in &cells {
@@ -299,7 +327,14 @@ fn matrix(
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     let vm_mem = cells.iter().map(|c| c.memory).max().unwrap_or(512 << 20);
     let slots = jobs.or(m.jobs).unwrap_or_else(|| matrix::auto_slots(cores, mem_available, vm_mem)).max(1);
-    eprintln!("matrix {}: {} cells, up to {slots} VMs at once → {}", m.name, cells.len(), dir.display());
+    kernlab::ui::eprintln(&format!("matrix {}: {} cells, up to {slots} VMs at once → {}", m.name, cells.len(), dir.display()));
+    let stream = kernlab::run::events::top();
+    stream.emit(kernlab::run::events::Event::MatrixStarted {
+        name: m.name.clone(),
+        cells: cells.len(),
+        slots,
+        dir: dir.display().to_string(),
+    });
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     let started = std::time::Instant::now();
     let results = rt.block_on(async {
@@ -310,8 +345,8 @@ fn matrix(
     let timing = matrix::Timing::new(started.elapsed().as_secs_f64(), slots, &results);
     let extra = serde_json::json!({"partition": part.map(|p| format!("{p:?}")), "timing": timing});
     let code = matrix::write_outputs(&dir, &m.name, &results, extra);
-    println!("{}", timing.line());
-    println!("matrix {}: exit {code}; {}", m.name, dir.display());
+    kernlab::ui::human(&format!("{}\nmatrix {}: exit {code}; {}\n", timing.line(), m.name, dir.display()));
+    stream.emit(kernlab::run::events::Event::MatrixFinished { exit_code: code, report: dir.join("report.json").display().to_string() });
     code
 }
 
@@ -416,6 +451,32 @@ fn report(dir: &std::path::Path) -> i32 {
         }
         Err(e) => fail(&e),
     }
+}
+
+fn doctor(lab: Option<&std::path::Path>, json: bool, dirs: &[PathBuf]) -> i32 {
+    use kernlab::doctor;
+    let (lab_name, lab) = match lab {
+        Some(p) => match lab::load(p) {
+            Ok(l) => (p.display().to_string(), l),
+            Err(e) => return fail(&e),
+        },
+        None => match doctor::default_lab() {
+            Ok(l) => ("labs/leak-lab.yaml".to_string(), l),
+            Err(e) => return fail(&e),
+        },
+    };
+    let registry = match registry(dirs) {
+        Ok(r) => r,
+        Err(e) => return fail(&e),
+    };
+    let facts = doctor::Facts::gather(&lab, &registry);
+    let report = doctor::Report::new(&lab_name, &lab, &facts);
+    if json {
+        kernlab::ui::json_line(&serde_json::to_string(&report).unwrap_or_default());
+    } else {
+        kernlab::ui::human(&report.render());
+    }
+    report.exit_code
 }
 
 fn bench_samples(run: &std::path::Path) -> i32 {
@@ -526,17 +587,17 @@ fn bench_boot(mut kernels: Vec<String>, runs: usize, profiles: Vec<String>, boot
     }
 }
 
-fn run_lab(lab: PathBuf, out: Option<PathBuf>, kernel: Option<String>, kernel_dirs: Vec<PathBuf>, quiet: bool) -> i32 {
+fn run_lab(lab: PathBuf, out: Option<PathBuf>, kernel: Option<String>, duration: Option<std::time::Duration>, kernel_dirs: Vec<PathBuf>, quiet: bool) -> i32 {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     rt.block_on(async move {
         let cancel = CancellationToken::new();
         spawn_signal_handler(cancel.clone());
-        let end = run::run(run::RunOptions { lab_file: lab, out, kernel_dirs, quiet, kernel }, cancel).await;
+        let end = run::run(run::RunOptions { lab_file: lab, out, kernel_dirs, quiet, summary: true, kernel, duration, cell: None }, cancel).await;
         if let Some(e) = &end.error {
-            eprintln!("kernlab: {e}");
+            kernlab::ui::eprintln(&format!("kernlab: {e}"));
         }
         if let Some(rep) = &end.summary {
-            print!("{}", run::report::summary(rep, end.dir.as_deref()));
+            kernlab::ui::human(&run::report::summary(rep, end.dir.as_deref()));
         }
         end.exit_code
     })

@@ -110,12 +110,17 @@ fn a_leak_matrix_on_6_1_and_6_12_runs_in_parallel_and_its_junit_reads_back() {
     let cases: Vec<&junit_parser::TestCase> = suites.suites.iter().flat_map(|s| s.cases.iter()).collect();
     assert_eq!(cases.len(), 2);
     for k in kernels {
-        let c = cases.iter().find(|c| c.name == format!("leak@{k}")).unwrap_or_else(|| panic!("no case leak@{k}"));
+        let c = cases.iter().find(|c| c.original_name == format!("leak@{k}")).unwrap_or_else(|| panic!("no case leak@{k}"));
+        assert_eq!(c.classname.as_deref(), Some("leak"), "the lab is the class");
         assert!(c.status.is_success());
         let p = &c.properties.hashmap;
         assert_eq!(p.get("verdict").map(String::as_str), Some("leak"), "{p:?}");
         assert!(p.get("bytes_per_op").unwrap().parse::<f64>().unwrap() > 600.0, "{p:?}");
-        assert!(p.contains_key("delta_bytes_per_hour") && p.contains_key("time_to_exhaustion_s"), "{p:?}");
+        for key in ["delta_bytes_per_hour", "delta_lower_bytes_per_hour", "delta_upper_bytes_per_hour", "time_to_exhaustion_s"] {
+            assert!(p.contains_key(key), "{key} in {p:?}");
+        }
+        let lower: f64 = p["delta_lower_bytes_per_hour"].parse().unwrap();
+        assert!(lower > 16.0 * 1048576.0, "the interval's lower end is above the floor: {p:?}");
         assert!(c.system_out.as_deref().unwrap_or("").contains("kernlab"), "console tail in system-out: {:?}", c.system_out);
     }
 }

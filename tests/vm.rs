@@ -41,6 +41,10 @@ fn smoke_lab_end_to_end() {
     assert!(m["qemu_version"].as_str().unwrap().starts_with("QEMU emulator version"));
     let argv: Vec<String> = serde_json::from_value(m["qemu_argv"].clone()).unwrap();
     assert!(argv.iter().any(|a| a.contains("hostfwd=tcp:127.0.0.1:")), "{argv:?}");
+    // QMP listens on a socket inside the private run directory, nowhere else.
+    let qmp = argv.iter().position(|a| a == "-qmp").map(|i| argv[i + 1].clone()).unwrap();
+    let sock = qmp.strip_prefix("unix:").and_then(|s| s.split(',').next()).unwrap();
+    assert!(Path::new(sock).starts_with(std::fs::canonicalize(&run_dir).unwrap()) || Path::new(sock).starts_with(&run_dir), "{qmp}");
     assert!(m["accel"]["accel"] == "tcg" || m["accel"]["accel"] == "kvm");
     assert!(!m["accel"]["reason"].as_str().unwrap().is_empty());
 
@@ -196,37 +200,6 @@ fn missing_qemu_and_failing_setup_are_clear_infrastructure_errors() {
     assert_eq!(out.status.code(), Some(101), "{err}");
     assert!(err.contains("setup command 0") && err.contains("exited with 3") && err.contains("about to fail"), "{err}");
     assert_no_qemu_left(&run_dir);
-}
-
-/// Waits for kernlab to exit after `what`; kills it and fails the test if
-/// it has not within `timeout`.
-fn exit_within(child: &mut std::process::Child, timeout: Duration, what: &str) -> std::process::ExitStatus {
-    let mut status = None;
-    wait_until(timeout, || {
-        status = child.try_wait().unwrap();
-        status.is_some()
-    });
-    status.unwrap_or_else(|| {
-        let _ = child.kill();
-        panic!("kernlab did not exit within {timeout:?} of {what}");
-    })
-}
-
-/// Starts a long run and waits until it has taken `n` samples.
-fn long_run_with_samples(d: &Path, n: usize) -> (std::process::Child, std::path::PathBuf) {
-    let f = lab(d, "long", "name: long\nworkload:\n  commands: ['sleep 600']\n  duration: 5m\nmonitor:\n  interval: 1s\n");
-    let run_dir = d.join("run");
-    let mut child = kernlab()
-        .args(["run", f.to_str().unwrap(), "--out", run_dir.to_str().unwrap(), "-q"])
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let sampled = wait_until(Duration::from_secs(90), || event_names(&run_dir).iter().filter(|x| *x == "sample").count() >= n);
-    if !sampled {
-        let _ = child.kill();
-        panic!("no samples within 90 s: {:?}", event_names(&run_dir));
-    }
-    (child, run_dir)
 }
 
 #[test]

@@ -305,3 +305,21 @@ mod tests {
         assert!(r.reason.contains("too little data"), "{}", r.reason);
     }
 }
+
+/// A verdict needs most of an arm's samples: when more than a third of the
+/// sampling attempts failed (SSH lost, a hung guest), the arm's series is
+/// too holey to trust and the reason says which arm and how many.
+pub fn gaps_overrule(arm: &str, samples: usize, gaps: u64) -> Option<String> {
+    let attempts = samples as u64 + gaps;
+    (gaps * 3 > attempts).then(|| format!("the {arm} arm missed {gaps} of {attempts} samples (more than a third): too many gaps for a verdict"))
+}
+
+#[cfg(test)]
+mod gap_tests {
+    #[test]
+    fn a_third_of_the_samples_missing_overrules_the_verdict() {
+        assert_eq!(super::gaps_overrule("module", 30, 0), None);
+        assert_eq!(super::gaps_overrule("module", 20, 10), None);
+        assert!(super::gaps_overrule("baseline", 19, 11).unwrap().contains("baseline arm missed 11 of 30"));
+    }
+}

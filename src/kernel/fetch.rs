@@ -216,12 +216,11 @@ fn download_deb(desc: &Descriptor, src: &DebianSource, scratch: &Path) -> Result
         None => src.package.clone(),
     };
     tracing::info!(kernel = name, package = %spec, "downloading kernel package with apt-get");
-    let out = Command::new("apt-get")
-        .args(["download", "-q", "-o", "APT::Sandbox::User=root"])
-        .arg(&spec)
-        .current_dir(scratch)
-        .output()
-        .map_err(|source| FetchError::Download {
+    let bar = crate::ui::Bar::bytes(name, &format!("downloading {spec}"), None);
+    let out = crate::ui::follow_bytes(&bar, scratch, || {
+        Command::new("apt-get").args(["download", "-q", "-o", "APT::Sandbox::User=root"]).arg(&spec).current_dir(scratch).output()
+    })
+    .map_err(|source| FetchError::Download {
             name: name.into(),
             package: spec.clone(),
             source: tool::ToolError::Spawn { program: "apt-get".into(), hint: tool::package_hint("apt-get"), source },

@@ -119,7 +119,11 @@ pub fn build_dir(cache: &Cache, desc: &Descriptor, kernel: &Kernel) -> Result<Pa
     let scratch = cache.scratch("headers-").map_err(io(&cache.path("tmp")))?;
     let mut cmd = Command::new("apt-get");
     cmd.args(["download", "-q", "-o", "APT::Sandbox::User=root"]).args(&specs).current_dir(scratch.path());
-    tool::run(&mut cmd).map_err(|source| HeadersError::Tool { name: name.into(), step: format!("downloading {}", specs.join(" ")), source })?;
+    tracing::info!(kernel = name, "downloading headers: {}", specs.join(" "));
+    let bar = crate::ui::Bar::bytes(name, "downloading headers", None);
+    crate::ui::follow_bytes(&bar, scratch.path(), || tool::run(&mut cmd))
+        .map_err(|source| HeadersError::Tool { name: name.into(), step: format!("downloading {}", specs.join(" ")), source })?;
+    bar.message("unpacking headers");
     let mut debs: Vec<PathBuf> = fs::read_dir(scratch.path())
         .map_err(io(scratch.path()))?
         .filter_map(|e| e.ok().map(|e| e.path()))

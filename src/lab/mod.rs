@@ -750,6 +750,10 @@ impl Lab {
                     if v.chars().any(|c| c.is_control()) {
                         return bad(&format!("{list}[{i}].params.{k}"), "value must not contain control characters".into());
                     }
+                    if v.contains('"') {
+                        // The kernel's argument parser has no escape for it.
+                        return bad(&format!("{list}[{i}].params.{k}"), "value must not contain a double quote (the kernel cannot take one in a module parameter)".into());
+                    }
                 }
             }
         }

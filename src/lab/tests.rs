@@ -377,3 +377,49 @@ fn read_error_names_file() {
     );
     assert!(std::error::Error::source(&e).is_some());
 }
+
+mod fuzz {
+    //! The lab parser on mangled input: it may refuse, but it must not
+    //! panic, and every refusal names the file.
+    use super::*;
+    use proptest::prelude::*;
+
+    const SEEDS: [&str; 3] = [
+        include_str!("../../tests/labs/good/full.yaml"),
+        include_str!("../../labs/leak-lab.yaml"),
+        include_str!("../../labs/leak-to-crash.yaml"),
+    ];
+
+    fn check(text: &str) {
+        match parse(text, Path::new("fuzz.yaml")) {
+            Ok(lab) => {
+                // What parses also prints and parses again to the same lab.
+                let again = parse(&lab.to_yaml(), Path::new("fuzz.yaml")).expect("a printed lab parses");
+                assert_eq!(again.to_yaml(), lab.to_yaml());
+            }
+            Err(e) => assert!(e.to_string().contains("fuzz.yaml"), "{e}"),
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig { cases: 400, ..ProptestConfig::default() })]
+
+        #[test]
+        fn arbitrary_text_never_panics(text in "\\PC{0,300}") {
+            check(&text);
+        }
+
+        #[test]
+        fn mangled_labs_never_panic(seed in 0usize..3, edits in proptest::collection::vec((any::<prop::sample::Index>(), "[ -~\\n:#\\[\\]{}'\"-]{0,6}", 0usize..8), 1..6)) {
+            let mut text = SEEDS[seed].to_string();
+            for (at, insert, cut) in edits {
+                let mut i = at.index(text.len() + 1);
+                while !text.is_char_boundary(i) { i -= 1; }
+                let mut j = (i + cut).min(text.len());
+                while !text.is_char_boundary(j) { j -= 1; }
+                text.replace_range(i..j, &insert);
+            }
+            check(&text);
+        }
+    }
+}

@@ -288,6 +288,9 @@ pub struct CellResult {
     pub vms: usize,
     /// Leak numbers, when the cell is a leak lab: bytes/h (module − baseline), bytes/op.
     pub delta_per_hour: Option<f64>,
+    /// The one-sided interval of `delta_per_hour` (bytes/h), at the lab's α.
+    #[serde(default)]
+    pub delta_interval_per_hour: Option<(f64, f64)>,
     pub bytes_per_op: Option<f64>,
     /// Seconds of workload until the guest runs out of memory: measured
     /// when the cell ran into exhaustion, else predicted from the leak rate
@@ -345,9 +348,10 @@ pub async fn run_cells(cells: Vec<Cell>, dir: &Path, slots: usize, kernel_dirs: 
             let _permit = sem.acquire_many(weight).await.expect("semaphore stays open");
             let start = Instant::now();
             let out = dir.join("cells").join(&c.id);
-            eprintln!("cell {} started", c.id);
+            let stream = run::events::top().within(Some(&c.id), None);
+            stream.emit(run::events::Event::CellStarted { lab: c.lab.clone(), kernel: c.kernel.clone() });
             let end = run::run(
-                RunOptions { lab_file: c.lab_file.clone(), out: Some(out.clone()), kernel_dirs, quiet: true, kernel: Some(c.kernel.clone()) },
+                RunOptions { lab_file: c.lab_file.clone(), out: Some(out.clone()), kernel_dirs, quiet: true, summary: false, kernel: Some(c.kernel.clone()), duration: None, cell: Some(c.id.clone()) },
                 cancel,
             )
             .await;
@@ -358,8 +362,14 @@ pub async fn run_cells(cells: Vec<Cell>, dir: &Path, slots: usize, kernel_dirs: 
             let verdict = rep["verdict"].as_str().or(rep["outcome"].as_str()).unwrap_or("failed").to_string();
             let an = &rep["analysis"];
             let reason = an["reason"].as_str().map(str::to_string);
-            let why = end.error.as_deref().or(reason.as_deref()).map(|w| format!(": {w}")).unwrap_or_default();
-            eprintln!("cell {} finished: {verdict} (exit {}){why}", c.id, end.exit_code);
+            let why = end.error.as_deref().or(reason.as_deref()).map(str::to_string);
+            stream.emit(run::events::Event::CellFinished {
+                verdict: verdict.clone(),
+                exit_code: end.exit_code,
+                secs: run::events::round3(start.elapsed().as_secs_f64()),
+                error: why,
+                dir: out.display().to_string(),
+            });
             let (exhaustion_s, exhaustion) = exhaustion_of(&out, &rep);
             CellResult {
                 id: c.id,
@@ -373,6 +383,10 @@ pub async fn run_cells(cells: Vec<Cell>, dir: &Path, slots: usize, kernel_dirs: 
                 secs: start.elapsed().as_secs_f64(),
                 vms: c.vms,
                 delta_per_hour: an["comparison"]["delta"].as_f64().map(|d| d * 3600.0),
+                delta_interval_per_hour: match (an["comparison"]["lower"].as_f64(), an["comparison"]["upper"].as_f64()) {
+                    (Some(l), Some(u)) => Some((l * 3600.0, u * 3600.0)),
+                    _ => None,
+                },
                 bytes_per_op: an["module"]["per_op"]["slope"].as_f64(),
                 exhaustion_s,
                 exhaustion,
@@ -452,7 +466,7 @@ pub fn write_outputs(dir: &Path, name: &str, results: &[CellResult], extra: serd
         }
     }
     crate::report::write_or_warn(dir, || crate::report::write_matrix(dir));
-    print!("{}", table(results));
+    crate::ui::human(&table(results));
     code
 }
 
@@ -514,6 +528,10 @@ pub fn junit(name: &str, results: &[CellResult]) -> String {
         tc.add_property(("run_dir", r.dir.to_string_lossy().as_ref()));
         if let Some(d) = r.delta_per_hour {
             tc.add_property(("delta_bytes_per_hour", format!("{d:.0}").as_str()));
+        }
+        if let Some((l, u)) = r.delta_interval_per_hour {
+            tc.add_property(("delta_lower_bytes_per_hour", format!("{l:.0}").as_str()));
+            tc.add_property(("delta_upper_bytes_per_hour", format!("{u:.0}").as_str()));
         }
         if let Some(b) = r.bytes_per_op {
             tc.add_property(("bytes_per_op", format!("{b:.1}").as_str()));
@@ -667,6 +685,7 @@ mod tests {
             secs: 1.0,
             vms: 1,
             delta_per_hour: None,
+            delta_interval_per_hour: None,
             bytes_per_op: b,
             exhaustion_s: e.map(|x| x.0),
             exhaustion: e.map(|x| x.1.to_string()),
@@ -727,7 +746,7 @@ mod tests {
 
     #[test]
     fn timing_is_against_the_sum_of_cells() {
-        let r = |secs: f64| CellResult { id: "a".into(), lab: "a".into(), kernel: "k".into(), exit_code: 0, verdict: "x".into(), error: None, reason: None, dir: "d".into(), secs, vms: 1, delta_per_hour: None, bytes_per_op: None, exhaustion_s: None, exhaustion: None };
+        let r = |secs: f64| CellResult { id: "a".into(), lab: "a".into(), kernel: "k".into(), exit_code: 0, verdict: "x".into(), error: None, reason: None, dir: "d".into(), secs, vms: 1, delta_per_hour: None, delta_interval_per_hour: None, bytes_per_op: None, exhaustion_s: None, exhaustion: None };
         let t = Timing::new(50.0, 2, &[r(40.0), r(40.0)]);
         assert!((t.speedup - 1.6).abs() < 1e-9 && (t.parallel_efficiency - 0.8).abs() < 1e-9, "{t:?}");
         assert!(t.line().contains("speedup 1.60 on 2 slots (parallel efficiency 80 %, VM slots busy 80 %)"), "{}", t.line());
@@ -767,7 +786,7 @@ mod tests {
 
     #[test]
     fn ktap_and_merge() {
-        let r = |id: &str, c: i32| CellResult { id: id.into(), lab: "a".into(), kernel: id.into(), exit_code: c, verdict: "v".into(), error: None, reason: None, dir: "d".into(), secs: 0.0, vms: 1, delta_per_hour: None, bytes_per_op: None, exhaustion_s: None, exhaustion: None };
+        let r = |id: &str, c: i32| CellResult { id: id.into(), lab: "a".into(), kernel: id.into(), exit_code: c, verdict: "v".into(), error: None, reason: None, dir: "d".into(), secs: 0.0, vms: 1, delta_per_hour: None, delta_interval_per_hour: None, bytes_per_op: None, exhaustion_s: None, exhaustion: None };
         let k = ktap(&[r("a@k1", 0), r("a@k2", 100), r("a@k3", 102)]);
         assert_eq!(k, "KTAP version 1\n1..3\nok 1 a@k1\nnot ok 2 a@k2\n# verdict v (exit 100)\nok 3 a@k3 # SKIP v\n");
         let rep = |cells: Vec<CellResult>| serde_json::json!({"schema": "kernlab.matrix-report/1", "cells": cells});
@@ -778,7 +797,7 @@ mod tests {
 
     #[test]
     fn exit_code_precedence() {
-        let r = |c: i32| CellResult { id: "a".into(), lab: "a".into(), kernel: "k".into(), exit_code: c, verdict: "x".into(), error: None, reason: None, dir: "d".into(), secs: 0.0, vms: 1, delta_per_hour: None, bytes_per_op: None, exhaustion_s: None, exhaustion: None };
+        let r = |c: i32| CellResult { id: "a".into(), lab: "a".into(), kernel: "k".into(), exit_code: c, verdict: "x".into(), error: None, reason: None, dir: "d".into(), secs: 0.0, vms: 1, delta_per_hour: None, delta_interval_per_hour: None, bytes_per_op: None, exhaustion_s: None, exhaustion: None };
         assert_eq!(exit_code(&[r(0), r(0)]), 0);
         assert_eq!(exit_code(&[r(0), r(102)]), 102);
         assert_eq!(exit_code(&[r(102), r(100)]), 100);

@@ -120,7 +120,10 @@ pub fn parse_events(jsonl: &str) -> Vec<EventRow> {
             let mut fields = v.as_object()?.clone();
             let t = fields.remove("t")?.as_f64()?;
             let event = fields.remove("event")?.as_str()?.to_string();
-            fields.remove("wall");
+            // Where the line comes from is the page itself: not a detail.
+            for k in ["wall", "schema", "cell", "arm"] {
+                fields.remove(k);
+            }
             Some(EventRow { t, event, fields })
         })
         .collect()
@@ -354,6 +357,8 @@ mod tests {
         assert_eq!(ev.len(), 1);
         assert_eq!((ev[0].t, ev[0].event.as_str(), ev[0].fields["name"].as_str()), (1.5, "module-loaded", Some("khm")));
         assert!(!ev[0].fields.contains_key("wall"));
+        let ev = parse_events("{\"schema\":\"kernlab.event/1\",\"t\":1,\"wall\":\"w\",\"cell\":\"l@k\",\"arm\":\"module\",\"event\":\"ssh-ready\",\"secs_since_qemu_start\":3.1}\n");
+        assert_eq!(ev[0].fields.keys().collect::<Vec<_>>(), ["secs_since_qemu_start"]);
         let b = parse_balloon("t,key,value\n1.0,stat-free-memory,1024\nbad\n2.0,stat-free-memory,512\n");
         assert_eq!(b["stat-free-memory"], [(1.0, 1024.0), (2.0, 512.0)]);
     }

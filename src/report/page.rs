@@ -640,7 +640,7 @@ mod tests {
         flat(baseline.series.meminfo.get_mut("Slab").unwrap());
         let an = crate::analysis::leak::analyze(&module.series, &baseline.series, "slab", 16.0 * MIB, 0.01);
         assert_eq!(an.verdict, Verdict::Leak, "{}", an.reason);
-        let outcome = |dir: &str| ab::ArmOutcome { dir: dir.into(), exit_code: 0, error: None };
+        let outcome = |dir: &str| ab::ArmOutcome { dir: dir.into(), exit_code: 0, error: None, sample_gaps: 0 };
         let r = LeakReport {
             schema: ab::SCHEMA,
             lab: "leak-lab".into(),
@@ -684,6 +684,7 @@ mod tests {
             vms: 2,
             reason: None,
             delta_per_hour: Some(3.0 * MIB),
+            delta_interval_per_hour: None,
             bytes_per_op: None,
             exhaustion_s: (verdict == "leak").then_some(388.0),
             exhaustion: (verdict == "leak").then(|| "predicted".into()),

@@ -10,6 +10,7 @@ use std::time::Instant;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use super::events::{Event, Events, JsonStdout};
 use super::rundir::RunDir;
 use super::{run_arm, Arm, RunEnd};
 use crate::analysis::leak::{self, ArmSeries, LeakAnalysis};
@@ -26,6 +27,8 @@ pub struct ArmOutcome {
     pub dir: String,
     pub exit_code: i32,
     pub error: Option<String>,
+    /// Failed samples in the arm (its report.json's `sample_gaps`).
+    pub sample_gaps: u64,
 }
 
 /// The top-level `report.json` of an A/B lab.
@@ -71,6 +74,13 @@ fn crash_view(arm_dir: &Path) -> Option<CrashView> {
 pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) -> RunEnd {
     let policy = arm.lab.leak.clone().expect("run_ab is called for leak labs");
     let top = arm.dir.clone();
+    // The lab's own events, beside its arms': on stdout in JSON mode only
+    // (the top directory has no events.jsonl; each arm has its own).
+    let stream = Events::new(start).within(arm.cell.as_deref(), None);
+    if crate::ui::get().json {
+        stream.add(Box::new(JsonStdout));
+    }
+    stream.emit(Event::RunStarted { lab: arm.lab.name.clone(), kernel: arm.lab.kernel.clone(), run_dir: top.path.display().to_string() });
     let _ = fsx::write_atomic(&top.join("lab.yaml"), arm.lab.to_yaml().as_bytes());
     let mut base_lab = arm.lab.clone();
     base_lab.modules = policy.baseline.modules.clone();
@@ -88,7 +98,9 @@ pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) 
             cache: arm.cache.clone(),
             dir,
             quiet: arm.quiet,
+            summary: false,
             label: Some(name.to_string()),
+            cell: arm.cell.clone(),
         })
     };
     let (a, b) = match (make("module", arm.lab.clone()), make("baseline", base_lab)) {
@@ -103,22 +115,48 @@ pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) 
         dir: dir.display().to_string(),
         exit_code: r.exit_code,
         error: r.error.clone(),
+        sample_gaps: arm_gaps(dir),
     };
     let report = assemble(&arm.lab, outcome(&ra, &a_dir), outcome(&rb, &b_dir), &a_dir, &b_dir, start.elapsed().as_secs_f64());
     let exit_code = report.exit_code;
     let failed = [&ra, &rb].into_iter().any(|r| r.exit_code != exit::OK);
     let _ = fsx::write_atomic(&top.join("report.json"), &serde_json::to_vec_pretty(&report).unwrap_or_default());
-    // A matrix runs its cells quietly: its table speaks for them.
-    if !arm.quiet {
-        print!("{}", summary(&report, &top.path));
+    if arm.summary {
+        crate::ui::human(&summary(&report, &top.path));
     }
+    let an = report.analysis.as_ref();
+    stream.emit(Event::LeakVerdict {
+        verdict: report.verdict.map(|v| kebab(&v)),
+        expect: kebab(&report.expect),
+        expectation_held: report.expectation_held,
+        delta_bytes_per_hour: an.and_then(|a| a.comparison.as_ref()).map(|c| c.delta * 3600.0),
+        bytes_per_op: an.and_then(|a| a.module.per_op.as_ref()).map(|p| p.slope),
+        report: top.join("report.json").display().to_string(),
+    });
     crate::report::write_or_warn(&top.path, || crate::report::write_ab(&top.path, &report));
     let error = match (failed, &ra.error, &rb.error) {
         (true, Some(e), _) => Some(format!("module arm: {e}")),
         (true, None, Some(e)) => Some(format!("baseline arm: {e}")),
         _ => None,
     };
+    let outcome = if exit_code == exit::INTERRUPTED {
+        "interrupted"
+    } else if failed {
+        "failed"
+    } else {
+        "completed"
+    };
+    stream.emit(Event::RunFinished { outcome: outcome.into(), exit_code });
     RunEnd { dir: Some(top.path.clone()), exit_code, error, summary: None }
+}
+
+/// An arm's failed samples, from the report.json it wrote when it ended.
+fn arm_gaps(dir: &Path) -> u64 {
+    std::fs::read(dir.join("report.json"))
+        .ok()
+        .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+        .and_then(|r| r["sample_gaps"].as_u64())
+        .unwrap_or(0)
 }
 
 /// The report of the two arms, from what they left on disk (the samples)
@@ -134,7 +172,13 @@ fn assemble(lab: &Lab, module: ArmOutcome, baseline: ArmOutcome, a_dir: &Path, b
             let f = |n: &str| std::fs::read_to_string(d.join("samples").join(n)).unwrap_or_default();
             ArmSeries::parse(&f("meminfo.csv"), &f("slabinfo.csv"), &f("ops.csv"))
         };
-        let an = leak::analyze(&read(a_dir), &read(b_dir), &policy.metric, policy.floor_per_hour as f64, policy.alpha);
+        let mut an = leak::analyze(&read(a_dir), &read(b_dir), &policy.metric, policy.floor_per_hour as f64, policy.alpha);
+        let holes = leak::gaps_overrule("module", an.module.samples, module.sample_gaps)
+            .or_else(|| leak::gaps_overrule("baseline", an.baseline.samples, baseline.sample_gaps));
+        if let Some(why) = holes {
+            an.verdict = Verdict::Inconclusive;
+            an.reason = why;
+        }
         let v = an.verdict;
         let (held, code) = match (v, policy.expect) {
             (Verdict::Inconclusive, _) => (None, exit::INCONCLUSIVE),
@@ -179,11 +223,13 @@ pub fn rebuild(top: &Path) -> Result<LeakReport, ReportError> {
             Some(r) => ArmOutcome {
                 exit_code: r["exit_code"].as_i64().unwrap_or(exit::INFRA as i64) as i32,
                 error: r["error"].as_str().map(str::to_string),
+                sample_gaps: r["sample_gaps"].as_u64().unwrap_or(0),
                 dir: dir.display().to_string(),
             },
             None => ArmOutcome {
                 exit_code: exit::INFRA,
                 error: Some(format!("the {name} arm left no report.json (it did not finish)")),
+                sample_gaps: 0,
                 dir: dir.display().to_string(),
             },
         }
@@ -191,6 +237,11 @@ pub fn rebuild(top: &Path) -> Result<LeakReport, ReportError> {
     let (module, baseline) = (arm("module"), arm("baseline"));
     let secs = json(top.join("report.json")).and_then(|r| r["secs"].as_f64()).unwrap_or(0.0);
     Ok(assemble(&lab, module, baseline, &top.join("module"), &top.join("baseline"), secs))
+}
+
+/// A unit enum as it is in the JSON (`no-leak`).
+fn kebab<T: Serialize>(t: &T) -> String {
+    serde_json::to_value(t).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
 pub(crate) fn mib(b: f64) -> String {
@@ -228,7 +279,8 @@ pub fn summary(r: &LeakReport, dir: &Path) -> String {
         Some(false) => "NOT as expected",
         None => "",
     };
-    let _ = writeln!(s, "lab {} on {}: {v} {held} (expect {:?}, exit {})", r.lab, r.kernel, r.expect, r.exit_code);
+    let v = if held.is_empty() { v.to_string() } else { format!("{v} {held}") };
+    let _ = writeln!(s, "lab {} on {}: {v} (expect {:?}, exit {})", r.lab, r.kernel, r.expect, r.exit_code);
     if let Some(a) = &r.analysis {
         if let Some(c) = &a.comparison {
             let _ = writeln!(s, 
@@ -245,6 +297,16 @@ pub fn summary(r: &LeakReport, dir: &Path) -> String {
         }
         if let (Some(p), Some(rate)) = (&a.module.per_op, a.module.ops_per_s) {
             let _ = writeln!(s, "  per operation: {:.0} bytes/op [{:.0} .. {:.0}] at {rate:.0} ops/s", p.slope, p.lower, p.upper);
+        }
+        if r.module.sample_gaps + r.baseline.sample_gaps > 0 {
+            let _ = writeln!(
+                s,
+                "  sample gaps: module {} of {}, baseline {} of {} (the fits use the samples' own times)",
+                r.module.sample_gaps,
+                a.module.samples as u64 + r.module.sample_gaps,
+                r.baseline.sample_gaps,
+                a.baseline.samples as u64 + r.baseline.sample_gaps
+            );
         }
         if !a.top_caches.is_empty() {
             // Laid out like crash's `kmem -s`, with the growth beside it.

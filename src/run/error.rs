@@ -60,6 +60,8 @@ pub enum RunError {
     DumpFailed { reason: String, console: String },
     #[error("the guest died during the run: {reason}\n--- last console lines ---\n{console}")]
     GuestDied { reason: String, console: String },
+    #[error("{0}")]
+    Usage(String),
     #[error("interrupted by {0}")]
     Interrupted(String),
     #[error("internal task failed: {0}")]
@@ -69,9 +71,12 @@ pub enum RunError {
 impl RunError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            RunError::Lab(_) | RunError::Descriptor(_) | RunError::RunDir(_) | RunError::ModuleParam { .. } | RunError::Profile { .. } => {
-                exit::USAGE
-            }
+            RunError::Lab(_)
+            | RunError::Descriptor(_)
+            | RunError::RunDir(_)
+            | RunError::ModuleParam { .. }
+            | RunError::Usage(_)
+            | RunError::Profile { .. } => exit::USAGE,
             RunError::Interrupted(_) => exit::INTERRUPTED,
             _ => exit::INFRA,
         }

@@ -1,23 +1,23 @@
 //! The run's one event stream. Every phase emits [`Event`]s; each reporter
-//! (the JSON-lines file in the run directory, the terminal) consumes the same
-//! stamped events, and none re-derives state. The JSON-lines log is flushed
-//! per event, so a killed run keeps every event up to that moment.
+//! (the JSON-lines file in the run directory, the terminal and its progress
+//! line, the JSON lines on stdout of `--message-format json`) consumes the
+//! same stamped events, and none re-derives state. The JSON-lines log is
+//! flushed per event, so a killed run keeps every event up to that moment.
+//! Every line has the schema [`SCHEMA`], documented in `docs/events.md`.
 
 use std::io::Write;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use serde::Serialize;
 
-/// Lifecycle of a run, in order: `run-started`, `kernel-ready`,
-/// `module-built`…, `image-ready`, `accel-chosen`, `qemu-started`,
-/// `ssh-ready`, `setup-command`…, `module-loaded`…, `workload-started`, `sample`…, `workload-finished`,
-/// `teardown`, `run-finished`. `qmp`, `sample-failed`, `interrupted` and
-/// `error` can come at any point after they become possible. Labs with an
-/// `exhaustion` section add `kdump-loaded` or `kdump-unavailable` after
-/// setup, and, when the guest runs out of memory, panics or hangs:
-/// `exhaustion`, `panic-triggered`, `dump-written`, `triage` or
-/// `triage-skipped`.
+use crate::ui::{self, Bar};
+
+/// The schema of an event line, in `events.jsonl` and on stdout. A new
+/// event or a new field keeps the version; a renamed or removed one, or a
+/// changed meaning, bumps it.
+pub const SCHEMA: &str = "kernlab.event/1";
+
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum Event {
@@ -37,6 +37,8 @@ pub enum Event {
     WorkloadStarted { commands: usize, duration_secs: f64 },
     Sample { index: u64, t: f64, uptime: Option<f64>, mem_available: Option<u64>, slab: Option<u64>, s_unreclaim: Option<u64>, nr_dentry: Option<u64>, caches: Option<usize> },
     SampleFailed { t: f64, reason: String },
+    /// Samples arrive again after `gaps` failed ones spanning `secs`.
+    SamplingResumed { gaps: u64, secs: f64 },
     WorkloadFinished { status: Option<i32>, secs: f64 },
     Qmp { name: String, data: serde_json::Value },
     Exhaustion { trigger: String },
@@ -48,13 +50,33 @@ pub enum Event {
     Teardown { how: String, secs: f64 },
     Error { message: String },
     RunFinished { outcome: String, exit_code: i32 },
+    /// An A/B lab's verdict, after both arms finished.
+    LeakVerdict {
+        verdict: Option<String>,
+        expect: String,
+        expectation_held: Option<bool>,
+        delta_bytes_per_hour: Option<f64>,
+        bytes_per_op: Option<f64>,
+        report: String,
+    },
+    MatrixStarted { name: String, cells: usize, slots: usize, dir: String },
+    CellStarted { lab: String, kernel: String },
+    CellFinished { verdict: String, exit_code: i32, secs: f64, error: Option<String>, dir: String },
+    MatrixFinished { exit_code: i32, report: String },
 }
 
-/// An event with its time since the run started and its wall-clock time.
+/// An event with its time since the run (or matrix) started, its
+/// wall-clock time, and where it comes from: the matrix cell and the arm of
+/// an A/B lab, when it comes from one.
 #[derive(Debug, Clone, Serialize)]
 pub struct Stamped {
+    pub schema: &'static str,
     pub t: f64,
     pub wall: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cell: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub arm: Option<String>,
     #[serde(flatten)]
     pub event: Event,
 }
@@ -66,6 +88,17 @@ pub trait Reporter: Send {
 /// Appends each event as one JSON line and flushes.
 pub struct JsonLines<W: Write + Send>(pub W);
 
+/// `--message-format json`: each event as one JSON line on stdout.
+pub struct JsonStdout;
+
+impl Reporter for JsonStdout {
+    fn report(&mut self, e: &Stamped) {
+        if let Ok(line) = serde_json::to_string(e) {
+            ui::json_line(&line);
+        }
+    }
+}
+
 impl<W: Write + Send> Reporter for JsonLines<W> {
     fn report(&mut self, e: &Stamped) {
         if let Ok(line) = serde_json::to_string(e) {
@@ -75,16 +108,33 @@ impl<W: Write + Send> Reporter for JsonLines<W> {
     }
 }
 
-/// Short human lines on stderr.
+/// Short human lines on stderr, and on a terminal one progress line for
+/// the run that says what it is doing now (kernel, image, boot, workload
+/// with its samples, dump).
 pub struct Terminal {
     pub quiet: bool,
     /// Put before every line, e.g. `baseline: ` when arms run side by side.
     pub prefix: String,
+    /// Every sample, not every tenth (`-v`).
+    pub verbose: bool,
+    bar: Bar,
+    workload_t: Option<f64>,
 }
 
-impl Reporter for Terminal {
-    fn report(&mut self, s: &Stamped) {
-        let line = match &s.event {
+impl Terminal {
+    pub fn new(quiet: bool, label: Option<&str>) -> Terminal {
+        Terminal {
+            quiet,
+            prefix: label.map(|l| format!("{l}: ")).unwrap_or_default(),
+            verbose: ui::get().verbose > 0,
+            bar: Bar::default(),
+            workload_t: None,
+        }
+    }
+
+    /// The plain line for an event, if it has one.
+    pub fn line(&self, e: &Event) -> Option<String> {
+        Some(match e {
             Event::RunStarted { lab, kernel, run_dir } => format!("lab {lab} on {kernel} → {run_dir}"),
             Event::KernelReady { release, secs, .. } => format!("kernel {release} ready ({secs:.2} s)"),
             Event::ImageReady { bytes, modules, secs, .. } => {
@@ -103,10 +153,7 @@ impl Reporter for Terminal {
             Event::SshReady { secs_since_qemu_start } => format!("guest ready over SSH {secs_since_qemu_start:.2} s after QEMU start"),
             Event::SetupCommand { index, status, command, .. } => format!("setup[{index}] exit {status}: {command}"),
             Event::WorkloadStarted { duration_secs, .. } => format!("workload started for {duration_secs:.0} s"),
-            Event::Sample { index, mem_available, s_unreclaim, .. } if self.quiet || index % 10 != 0 => {
-                let _ = (mem_available, s_unreclaim);
-                return;
-            }
+            Event::Sample { index, .. } if !self.verbose && index % 10 != 0 => return None,
             Event::Sample { index, mem_available, s_unreclaim, nr_dentry, .. } => format!(
                 "sample {index}: MemAvailable {} KiB, SUnreclaim {} KiB, dentries {}",
                 mem_available.map(|b| (b / 1024).to_string()).unwrap_or("-".into()),
@@ -114,7 +161,10 @@ impl Reporter for Terminal {
                 nr_dentry.map(|n| n.to_string()).unwrap_or("-".into()),
             ),
             Event::SampleFailed { reason, .. } => format!("sample failed: {reason}"),
-            Event::WorkloadFinished { status, secs } => format!("workload finished after {secs:.1} s, exit {status:?}"),
+            Event::SamplingResumed { gaps, secs } => format!("sampling resumed after {gaps} missed samples ({secs:.1} s)"),
+            Event::WorkloadFinished { status, secs } => {
+                format!("workload finished after {secs:.1} s, exit {}", status.map(|s| s.to_string()).unwrap_or("unknown (SSH lost)".into()))
+            }
             Event::Qmp { name, .. } => format!("QMP event {name}"),
             Event::KdumpLoaded { crashkernel } => format!("kdump loaded ({} MiB reserved)", crashkernel >> 20),
             Event::KdumpUnavailable { reason } => format!("warning: {reason}"),
@@ -130,12 +180,94 @@ impl Reporter for Terminal {
             Event::Interrupted { signal } => format!("interrupted by {signal}; tearing down (again to force)"),
             Event::Teardown { how, secs } => format!("VM stopped by {how} in {secs:.2} s"),
             Event::Error { message } => format!("error: {message}"),
-            Event::RunFinished { .. } => return,
+            Event::CellStarted { .. } => "started".into(),
+            Event::CellFinished { verdict, exit_code, error, .. } => {
+                let why = error.as_deref().map(|w| format!(": {w}")).unwrap_or_default();
+                format!("finished: {verdict} (exit {exit_code}){why}")
+            }
+            Event::RunFinished { .. } | Event::LeakVerdict { .. } | Event::MatrixStarted { .. } | Event::MatrixFinished { .. } => {
+                return None
+            }
+        })
+    }
+
+    /// What the run is doing after this event, for its progress line.
+    fn progress(&mut self, s: &Stamped) {
+        let phase = match &s.event {
+            Event::RunStarted { lab, kernel, .. } => {
+                let arm = self.prefix.trim_end_matches(": ");
+                let name = if arm.is_empty() { format!("{lab}@{kernel}") } else { format!("{lab}@{kernel} {arm}") };
+                self.bar = Bar::spinner(&name, "kernel: from the cache or apt-get download");
+                return;
+            }
+            Event::KernelReady { .. } => "building modules, workload and image",
+            Event::ModuleBuilt { .. } => "building the image",
+            Event::ImageReady { .. } => "starting QEMU",
+            Event::AccelChosen { accel, .. } => {
+                self.bar.message(format!("starting QEMU ({accel})"));
+                return;
+            }
+            Event::BootProfile { .. } => "building the image",
+            Event::BootRetry { .. } => "booting once more",
+            Event::QemuStarted { .. } => "booting",
+            Event::SshReady { .. } | Event::SetupCommand { .. } => "setup",
+            Event::KdumpLoaded { .. } | Event::KdumpUnavailable { .. } => "setup",
+            Event::ModuleLoaded { name, .. } => {
+                self.bar.message(format!("module {name} loaded"));
+                return;
+            }
+            Event::WorkloadStarted { duration_secs, .. } => {
+                self.workload_t = Some(s.t);
+                self.bar.steps(duration_secs.ceil() as u64, "s");
+                self.bar.message("workload");
+                return;
+            }
+            Event::Sample { t, mem_available, slab, .. } => {
+                if let Some(w) = self.workload_t {
+                    self.bar.position((t - w).max(0.0) as u64);
+                }
+                let mib = |b: &Option<u64>| b.map(|b| format!("{:.0}", b as f64 / 1048576.0)).unwrap_or("-".into());
+                self.bar.message(format!("MemAvailable {} MiB, Slab {} MiB", mib(mem_available), mib(slab)));
+                return;
+            }
+            Event::WorkloadFinished { .. } => "workload done; stopping",
+            Event::Exhaustion { .. } | Event::PanicTriggered { .. } => "out of memory: taking the dump",
+            Event::DumpWritten { .. } => "crash triage (debug vmlinux, crash)",
+            Event::Triage { .. } | Event::TriageSkipped { .. } => "stopping the VM",
+            Event::Interrupted { .. } => "interrupted: tearing down",
+            Event::Teardown { .. } => "writing the report",
+            Event::RunFinished { .. } => {
+                self.bar = Bar::default();
+                return;
+            }
+            _ => return,
         };
-        if self.quiet && !matches!(s.event, Event::Error { .. } | Event::Interrupted { .. }) {
+        self.bar.spin();
+        self.bar.message(phase);
+    }
+}
+
+impl Reporter for Terminal {
+    fn report(&mut self, s: &Stamped) {
+        self.progress(s);
+        let Some(line) = self.line(&s.event) else { return };
+        let loud = matches!(s.event, Event::Error { .. } | Event::Interrupted { .. } | Event::CellFinished { .. });
+        if self.quiet && !loud {
             return;
         }
-        eprintln!("[{:7.2}] {}{line}", s.t, self.prefix);
+        let line = match &s.event {
+            Event::Error { .. } => console::style(line).red().for_stderr().to_string(),
+            Event::KdumpUnavailable { .. } | Event::SampleFailed { .. } => console::style(line).yellow().for_stderr().to_string(),
+            _ => line,
+        };
+        let cell = s.cell.as_deref().map(|c| format!("cell {c} ")).unwrap_or_default();
+        let t = console::style(format!("[{:7.2}]", s.t)).dim().for_stderr();
+        if s.cell.is_some() && matches!(s.event, Event::CellStarted { .. } | Event::CellFinished { .. }) {
+            // The matrix's own lines, as before: `cell <id> started`.
+            ui::eprintln(&format!("{cell}{line}"));
+        } else {
+            ui::eprintln(&format!("{t} {cell}{}{line}", self.prefix));
+        }
     }
 }
 
@@ -143,12 +275,19 @@ impl Reporter for Terminal {
 #[derive(Clone)]
 pub struct Events {
     start: Instant,
+    cell: Option<String>,
+    arm: Option<String>,
     reporters: Arc<Mutex<Vec<Box<dyn Reporter>>>>,
 }
 
 impl Events {
     pub fn new(start: Instant) -> Self {
-        Events { start, reporters: Arc::new(Mutex::new(Vec::new())) }
+        Events { start, cell: None, arm: None, reporters: Arc::new(Mutex::new(Vec::new())) }
+    }
+
+    /// The same stream, its events marked as the matrix cell's and the arm's.
+    pub fn within(&self, cell: Option<&str>, arm: Option<&str>) -> Events {
+        Events { cell: cell.map(str::to_string), arm: arm.map(str::to_string), ..self.clone() }
     }
 
     pub fn add(&self, r: Box<dyn Reporter>) {
@@ -161,11 +300,27 @@ impl Events {
     }
 
     pub fn emit(&self, event: Event) {
-        let stamped = Stamped { t: round3(self.now()), wall: wall_clock(), event };
+        let stamped =
+            Stamped { schema: SCHEMA, t: round3(self.now()), wall: wall_clock(), cell: self.cell.clone(), arm: self.arm.clone(), event };
         for r in self.reporters.lock().unwrap().iter_mut() {
             r.report(&stamped);
         }
     }
+}
+
+/// The process's own stream, for what belongs to no one run directory (a
+/// matrix and its cells): the terminal, and JSON lines on stdout in JSON
+/// mode. Its clock starts at the first use.
+pub fn top() -> &'static Events {
+    static TOP: OnceLock<Events> = OnceLock::new();
+    TOP.get_or_init(|| {
+        let e = Events::new(Instant::now());
+        if ui::get().json {
+            e.add(Box::new(JsonStdout));
+        }
+        e.add(Box::new(Terminal::new(ui::get().quiet, None)));
+        e
+    })
 }
 
 pub fn round3(x: f64) -> f64 {

@@ -264,7 +264,21 @@ pub(super) async fn collect(ctx: &mut Ctx, control: &Arc<GuestSession>, trigger:
     let vmcore = crash_dir.join("vmcore");
     let t = Instant::now();
     let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(60));
-    qmp.dump_guest_memory(&vmcore, left).await?;
+    if let Err(e) = qmp.dump_guest_memory(&vmcore, left).await {
+        // A partial vmcore is no use to crash and may be what filled the
+        // disk: remove it so the report and the samples can still be written.
+        let partial = std::fs::metadata(&vmcore).map(|m| m.len()).unwrap_or(0);
+        let _ = std::fs::remove_file(&vmcore);
+        let free = fsx::free_bytes(&crash_dir).map(|b| format!("{:.1} MiB", b as f64 / 1048576.0)).unwrap_or_else(|_| "unknown".into());
+        let reason = format!(
+            "writing the host dump to `{}` failed after {:.1} MiB ({e}); the partial file was removed; free space there now: {free} (a dump of this guest needs up to {} MiB)",
+            vmcore.display(),
+            partial as f64 / 1048576.0,
+            ctx.lab.vm.memory >> 20
+        );
+        let console = fsx::tail_lines(&ctx.dir.join(CONSOLE), 30);
+        return Err(RunError::DumpFailed { reason, console });
+    }
     let _ = fsx::set_private(&vmcore);
     let bytes = std::fs::metadata(&vmcore).map(|m| m.len()).unwrap_or(0);
     tracing::debug!("host dump took {:.2} s", t.elapsed().as_secs_f64());

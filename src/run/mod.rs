@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use error::RunError;
 pub(crate) use ab::duration;
-use events::{Event, Events, JsonLines, Terminal};
+use events::{Event, Events, JsonLines, JsonStdout, Terminal};
 use rundir::RunDir;
 
 use crate::cache::Cache;
@@ -46,8 +46,16 @@ pub struct RunOptions {
     pub out: Option<PathBuf>,
     pub kernel_dirs: Vec<PathBuf>,
     pub quiet: bool,
+    /// Print an A/B lab's verdict summary on stdout (not for matrix cells,
+    /// whose table speaks for them).
+    pub summary: bool,
     /// Run on this kernel instead of the lab's (a matrix cell).
     pub kernel: Option<String>,
+    /// Run the workload this long instead of the lab's `workload.duration`
+    /// (a soak: `kernlab run LAB --duration 2h`).
+    pub duration: Option<Duration>,
+    /// The matrix cell this run is (`<lab>@<kernel>`), marked on its events.
+    pub cell: Option<String>,
 }
 
 /// How a run ended, for the summary and the exit code.
@@ -148,6 +156,16 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> RunEnd {
     if let Some(k) = &opts.kernel {
         lab.kernel = k.clone();
     }
+    if let Some(d) = opts.duration {
+        match lab.workload.as_mut() {
+            Some(w) => w.duration = d,
+            None => return fail_early(RunError::Usage(format!("{}: --duration needs a lab with a `workload`", opts.lab_file.display()))),
+        }
+        // The same limits as in the file (interval within the duration, no absurd lengths).
+        if let Err(e) = lab.validate(&opts.lab_file) {
+            return fail_early(RunError::Usage(format!("--duration {}: {e}", humantime::format_duration(d))));
+        }
+    }
     let mut dirs = opts.kernel_dirs.clone();
     dirs.extend(kernel::descriptor_dirs(Some(&opts.lab_file)));
     let desc = match Registry::load(&dirs).and_then(|r| r.get(&lab.kernel).cloned()) {
@@ -170,7 +188,7 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> RunEnd {
         Ok(d) => d,
         Err(e) => return fail_early(RunError::RunDir(e)),
     };
-    let arm = Arm { lab, lab_file: opts.lab_file.clone(), desc, cache, dir, quiet: opts.quiet, label: None };
+    let arm = Arm { lab, lab_file: opts.lab_file.clone(), desc, cache, dir, quiet: opts.quiet, summary: opts.summary, label: None, cell: opts.cell };
     if arm.lab.leak.is_some() {
         return ab::run_ab(arm, cancel, start).await;
     }
@@ -186,19 +204,26 @@ pub(crate) struct Arm {
     pub cache: Cache,
     pub dir: RunDir,
     pub quiet: bool,
+    /// See [`RunOptions::summary`].
+    pub summary: bool,
     /// Prefix for terminal lines (`module`, `baseline`), when arms run side by side.
     pub label: Option<String>,
+    /// The matrix cell, when the run is one.
+    pub cell: Option<String>,
 }
 
 pub(crate) async fn run_arm(arm: Arm, cancel: CancellationToken, start: Instant) -> RunEnd {
     let fail_early = |e: RunError| RunEnd { dir: None, exit_code: e.exit_code(), error: Some(e.chain()), summary: None };
-    let Arm { lab, lab_file, desc, cache, dir, quiet, label } = arm;
-    let events = Events::new(start);
+    let Arm { lab, lab_file, desc, cache, dir, quiet, label, cell, .. } = arm;
+    let events = Events::new(start).within(cell.as_deref(), label.as_deref());
     match fsx::append_private(&dir.join("events.jsonl")) {
         Ok(f) => events.add(Box::new(JsonLines(f))),
         Err(e) => return fail_early(RunError::Write { path: dir.join("events.jsonl"), source: e }),
     }
-    events.add(Box::new(Terminal { quiet, prefix: label.map(|l| format!("{l}: ")).unwrap_or_default() }));
+    if crate::ui::get().json {
+        events.add(Box::new(JsonStdout));
+    }
+    events.add(Box::new(Terminal::new(quiet, label.as_deref())));
     events.emit(Event::RunStarted { lab: lab.name.clone(), kernel: lab.kernel.clone(), run_dir: dir.path.display().to_string() });
 
     let (fatal_tx, fatal) = watch::channel(None);
@@ -561,6 +586,8 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
         gaps: ctx.gaps.clone(),
         headroom: ctx.lab.exhaustion.as_ref().map(|x| x.headroom).filter(|h| *h > 0),
         hang_intervals: ctx.lab.exhaustion.as_ref().filter(|x| x.action != lab::DumpAction::None).map(|x| x.hang_intervals),
+        backoff: Backoff::default(),
+        gap_since: None,
     };
     let duration = ctx.lab.workload.as_ref().map(|w| w.duration).unwrap_or_default();
     let mut workload_done: Option<tokio::sync::oneshot::Receiver<(Option<i32>, f64)>> = None;
@@ -722,6 +749,11 @@ impl From<RunError> for BootFailure {
 async fn boot(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel) -> Result<Booted, BootFailure> {
     let console = ctx.dir.join(CONSOLE);
     let boot_fail = |ctx: &Ctx, reason: String| {
+        // A panic is the cause, whatever QEMU did next (reset, exit, stop).
+        let reason = match console_panic(&fsx::tail_lines(&ctx.dir.join(CONSOLE), 400)) {
+            Some(line) => format!("the kernel panicked during boot: {line} (then: {reason})"),
+            None => reason,
+        };
         let mut tail = fsx::tail_lines(&ctx.dir.join(CONSOLE), 30);
         let qemu_log = fsx::tail_lines(&ctx.dir.join("qemu.log"), 10);
         if !qemu_log.is_empty() {
@@ -814,13 +846,7 @@ async fn boot(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel) -> Result<Boote
                 e => e,
             };
             if let Some(st) = ctx.qemu.as_mut().and_then(|q| q.try_exited()) {
-                let console_text = fsx::tail_lines(&console, 200);
-                let reason = if console_text.contains("Kernel panic") {
-                    "the kernel panicked during boot".to_string()
-                } else {
-                    format!("QEMU exited ({}) before the guest was ready", fmt_status(Some(st)))
-                };
-                return Err(retry(boot_fail(ctx, reason), &console));
+                return Err(retry(boot_fail(ctx, format!("QEMU exited ({}) before the guest was ready", fmt_status(Some(st)))), &console));
             }
             let fatal = ctx.fatal.borrow().clone();
             if let Some(f) = fatal {
@@ -875,15 +901,23 @@ fn spawn_router(
             };
             events.emit(Event::Qmp { name: ev.name, data: ev.data });
             if let Some(r) = reason {
-                fatal.send_if_modified(|f| {
-                    if f.is_none() {
-                        *f = Some(r);
-                        true
-                    } else {
-                        false
-                    }
-                });
+                raise(&fatal, r);
             }
+        }
+        // The event stream ends when QEMU's QMP socket closes: QEMU is gone
+        // (killed, crashed) unless the run already quit it.
+        raise(&fatal, "QEMU's QMP connection closed: QEMU exited or was killed".to_string());
+    });
+}
+
+/// Sets the fatal flag unless an earlier reason is already there.
+fn raise(fatal: &watch::Sender<Option<String>>, reason: String) {
+    fatal.send_if_modified(|f| {
+        if f.is_none() {
+            *f = Some(reason);
+            true
+        } else {
+            false
         }
     });
 }
@@ -900,6 +934,41 @@ struct Sampler {
     headroom: Option<u64>,
     /// End with `Hung` after this many failed samples in a row.
     hang_intervals: Option<u32>,
+    /// Reconnects after a lost SSH session back off (see [`Backoff`]).
+    backoff: Backoff,
+    /// When the current run of failed samples began (run time), if one is on.
+    gap_since: Option<(f64, u64)>,
+}
+
+/// Exponential backoff for SSH reconnects: the first retry at the next
+/// sample, then waits of 0.5, 1, 2, 4, 8 s at most between attempts, so a
+/// guest whose sshd is gone is not hammered and one that comes back is
+/// found within 8 s. Pure: the caller passes the time.
+#[derive(Debug, Default, Clone)]
+pub struct Backoff {
+    failures: u32,
+    next: Option<f64>,
+}
+
+impl Backoff {
+    pub const MAX_WAIT: f64 = 8.0;
+
+    /// May a reconnect be tried at run time `now`?
+    pub fn ready(&self, now: f64) -> bool {
+        self.next.is_none_or(|n| now >= n)
+    }
+
+    /// A reconnect failed at `now`; returns the wait before the next one.
+    pub fn failed(&mut self, now: f64) -> f64 {
+        let wait = (0.5 * 2f64.powi(self.failures as i32)).min(Self::MAX_WAIT);
+        self.failures = self.failures.saturating_add(1);
+        self.next = Some(now + wait);
+        wait
+    }
+
+    pub fn succeeded(&mut self) {
+        *self = Backoff::default();
+    }
 }
 
 impl Sampler {
@@ -941,6 +1010,7 @@ impl Sampler {
     /// Takes one sample; `Some(MemAvailable)` when the guest answered.
     async fn sample(&mut self, index: u64, interval: Duration) -> Option<Option<u64>> {
         let t = self.events.now();
+        let _ = self.store.lock().unwrap().append_self(t);
         if let Some(q) = &self.qmp {
             if let Ok(stats) = q.balloon_stats().await {
                 let _ = self.store.lock().unwrap().append_balloon(t, &stats);
@@ -948,16 +1018,22 @@ impl Sampler {
         }
         let session = match self.session.clone() {
             Some(s) => s,
+            None if !self.backoff.ready(t) => {
+                self.gap(t, "reconnect: backing off".into());
+                return None;
+            }
             None => {
                 let connect = &self.connect;
                 match connect() {
                     Ok(s) => {
+                        self.backoff.succeeded();
                         let s = Arc::new(s);
                         self.session = Some(s.clone());
                         s
                     }
                     Err(e) => {
-                        self.gap(t, format!("reconnect: {}", e.chain()));
+                        let wait = self.backoff.failed(self.events.now());
+                        self.gap(t, format!("reconnect: {} (next try in {wait:.1} s)", e.chain()));
                         return None;
                     }
                 }
@@ -983,11 +1059,15 @@ impl Sampler {
         };
         match sparse::parse_capture(&out.stdout) {
             Ok(c) => {
-                if let Err(e) = self.store.lock().unwrap().append_capture(t, &c) {
+                let written = self.store.lock().unwrap().append_capture(t, &c);
+                if let Err(e) = written {
                     self.gap(t, format!("writing samples: {e}"));
                     return None;
                 }
                 let m = c.meminfo.as_ref();
+                if let Some((since, gaps)) = self.gap_since.take() {
+                    self.events.emit(Event::SamplingResumed { gaps, secs: events::round3(t - since) });
+                }
                 self.events.emit(Event::Sample {
                     index,
                     t: events::round3(t),
@@ -1007,8 +1087,10 @@ impl Sampler {
         }
     }
 
-    fn gap(&self, t: f64, reason: String) {
+    fn gap(&mut self, t: f64, reason: String) {
         *self.gaps.lock().unwrap() += 1;
+        let (since, n) = self.gap_since.unwrap_or((t, 0));
+        self.gap_since = Some((since, n + 1));
         self.events.emit(Event::SampleFailed { t: events::round3(t), reason });
     }
 }
@@ -1119,10 +1201,23 @@ fn capture_command(lab: &Lab, sections: &[Section]) -> String {
     }
 }
 
+/// The kernel's panic line in console text (`Kernel panic - not syncing: …`),
+/// without the printk timestamp.
+pub fn console_panic(console: &str) -> Option<String> {
+    let line = console.lines().find(|l| l.contains("Kernel panic - not syncing"))?;
+    let at = line.find("Kernel panic")?;
+    Some(line[at..].trim().to_string())
+}
+
 /// `insmod` of a lab module with its parameters, each `name=value` one quoted word.
+/// The guest shell sees data only: each `name=value` is one single-quoted
+/// word. The kernel then splits the joined arguments at blanks unless a
+/// value is in double quotes, so a value with blanks is wrapped in them
+/// (lab validation refuses values that contain a double quote).
 pub fn insmod_command(name: &str, params: &std::collections::BTreeMap<String, String>) -> String {
     let mut cmd = format!("insmod {GUEST_MODULES}/{name}.ko");
     for (k, v) in params {
+        let v = if v.chars().any(char::is_whitespace) { format!("\"{v}\"") } else { v.clone() };
         cmd.push(' ');
         cmd.push_str(&tool::shell_quote(format!("{k}={v}")));
     }
@@ -1268,10 +1363,31 @@ mod tests {
     }
 
     #[test]
+    fn the_panic_line_is_found_in_the_console() {
+        let c = "[    0.78] Node 0 DMA32: 0*4kB\n[    0.79] Kernel panic - not syncing: Out of memory and no killable processes...\n[    0.80] CPU: 0 PID: 1\n";
+        assert_eq!(console_panic(c).as_deref(), Some("Kernel panic - not syncing: Out of memory and no killable processes..."));
+        assert_eq!(console_panic("kernlab: init running\n"), None);
+    }
+
+    #[test]
+    fn reconnects_back_off_up_to_eight_seconds_and_reset() {
+        let mut b = Backoff::default();
+        assert!(b.ready(0.0));
+        let waits: Vec<f64> = (0..7).map(|i| b.failed(i as f64 * 10.0)).collect();
+        assert_eq!(waits, [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0]);
+        assert!(!b.ready(61.0) && b.ready(68.0));
+        b.succeeded();
+        assert!(b.ready(0.0));
+        assert_eq!(b.failed(0.0), 0.5);
+    }
+
+    #[test]
     fn insmod_parameters_are_quoted_words() {
         let mut p = std::collections::BTreeMap::new();
         p.insert("leak".to_string(), "1".to_string());
         p.insert("symbol".to_string(), "x; reboot".to_string());
-        assert_eq!(insmod_command("khm", &p), "insmod /opt/kernlab/modules/khm.ko leak=1 'symbol=x; reboot'");
+        assert_eq!(insmod_command("khm", &p), "insmod /opt/kernlab/modules/khm.ko leak=1 'symbol=\"x; reboot\"'");
+        p.insert("symbol".to_string(), "it's$(x)`y`;z".to_string());
+        assert_eq!(insmod_command("khm", &p), "insmod /opt/kernlab/modules/khm.ko leak=1 'symbol=it'\\''s$(x)`y`;z'");
     }
 }

@@ -18,6 +18,8 @@ pub struct SampleStore {
     dentry: Option<File>,
     balloon: Option<File>,
     ops: Option<File>,
+    /// kernlab's own footprint: a soak's memory and descriptors must stay flat.
+    host: Option<File>,
     pub count: u64,
 }
 
@@ -45,6 +47,7 @@ impl SampleStore {
                 .transpose()?,
             balloon: balloon.then(|| open("balloon.csv", "t,key,value")).transpose()?,
             ops: sections.contains(&Section::Ops).then(|| open("ops.csv", "t,uptime,ops")).transpose()?,
+            host: Some(open("kernlab.csv", "t,rss_bytes,fds,threads")?),
             count: 0,
         })
     }
@@ -80,6 +83,17 @@ impl SampleStore {
         Ok(())
     }
 
+    /// Appends kernlab's own resident memory, open descriptors and threads
+    /// (from /proc/self) at run time `t`.
+    pub fn append_self(&mut self, t: f64) -> std::io::Result<()> {
+        let Some(f) = self.host.as_mut() else { return Ok(()) };
+        let status = std::fs::read_to_string("/proc/self/status")?;
+        let (rss, threads) = self_status(&status);
+        let fds = std::fs::read_dir("/proc/self/fd")?.count();
+        writeln!(f, "{t:.3},{},{fds},{}", rss.unwrap_or(0), threads.unwrap_or(0))?;
+        f.flush()
+    }
+
     /// Appends the balloon's guest statistics (`stat-*` keys, bytes).
     pub fn append_balloon(&mut self, t: f64, stats: &serde_json::Value) -> std::io::Result<()> {
         let Some(f) = self.balloon.as_mut() else { return Ok(()) };
@@ -96,9 +110,32 @@ impl SampleStore {
     }
 }
 
+/// `VmRSS` (bytes) and `Threads` from /proc/self/status text.
+pub fn self_status(text: &str) -> (Option<u64>, Option<u64>) {
+    let field = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+    };
+    (field("VmRSS:").map(|k| k * 1024), field("Threads:"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn own_footprint_from_proc_self_status() {
+        let text = "Name:\tkernlab\nVmPeak:\t  900000 kB\nVmRSS:\t   21504 kB\nThreads:\t7\n";
+        assert_eq!(self_status(text), (Some(21504 * 1024), Some(7)));
+        assert_eq!(self_status("Name: x\n"), (None, None));
+        let d = tempfile::tempdir().unwrap();
+        let mut store = SampleStore::open(d.path(), &[], false).unwrap();
+        store.append_self(1.5).unwrap();
+        let csv = std::fs::read_to_string(d.path().join("kernlab.csv")).unwrap();
+        let row: Vec<u64> = csv.lines().nth(1).unwrap().split(',').skip(1).map(|v| v.parse().unwrap()).collect();
+        assert!(row[0] > 1 << 20 && row[1] >= 3 && row[2] >= 1, "{csv}");
+    }
     use crate::sample::parse::parse_capture;
 
     #[test]

@@ -13,6 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::cache::{self, Cache};
 use crate::kernel::{Descriptor, Kernel, Source};
+use crate::ui::Bar;
 use crate::util::{fsx, tool};
 
 #[derive(Debug, thiserror::Error)]
@@ -108,18 +109,13 @@ pub fn debug_vmlinux(cache: &Cache, desc: &Descriptor, kernel: &Kernel) -> Resul
         .ok_or_else(|| TriageError::NoDebugInfo { kernel: name.clone(), reason: format!("`{spec}` is not in this machine's apt sources") })?;
     tracing::info!("fetching the debug vmlinux: {spec} ({} MiB download, ~2x that unpacked; cached afterwards)", size >> 20);
     let scratch = cache.scratch("debug-").map_err(io(&cache.path("tmp")))?;
-    // On a terminal apt-get shows its own progress; elsewhere it stays quiet.
+    // apt-get stays quiet; on a terminal a bar follows the download (apt's
+    // own progress would fight the run's progress lines).
     let mut apt = Command::new("apt-get");
-    apt.args(["download", "-o", "APT::Sandbox::User=root", &spec]).current_dir(scratch.path());
-    if std::io::IsTerminal::is_terminal(&std::io::stderr()) {
-        let status = apt.stdout(std::io::stderr()).status().map_err(io(scratch.path()))?;
-        if !status.success() {
-            return Err(TriageError::NoDebugInfo { kernel: name, reason: format!("`apt-get download {spec}` failed with {status}") });
-        }
-    } else {
-        apt.arg("-q");
-        tool::run(&mut apt).map_err(|source| TriageError::Fetch { kernel: name.clone(), source })?;
-    }
+    apt.args(["download", "-q", "-o", "APT::Sandbox::User=root", &spec]).current_dir(scratch.path());
+    let bar = Bar::bytes(&kernel.name, &format!("downloading {spec}"), Some(size));
+    crate::ui::follow_bytes(&bar, scratch.path(), || tool::run(&mut apt)).map_err(|source| TriageError::Fetch { kernel: name.clone(), source })?;
+    drop(bar);
     let deb = std::fs::read_dir(scratch.path())
         .map_err(io(scratch.path()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -143,19 +139,22 @@ pub fn debug_vmlinux(cache: &Cache, desc: &Descriptor, kernel: &Kernel) -> Resul
         .spawn()
         .map_err(io(&out))?;
     // Progress: the extraction streams the whole package (~25 s for the
-    // cloud kernel's); say how far it is every few seconds.
+    // cloud kernel's): a bar on a terminal, else a log line every few seconds.
+    let bar = Bar::bytes(&kernel.name, "extracting the debug vmlinux", None);
     let mut last_report = std::time::Instant::now();
     let status = loop {
         if let Some(st) = tar.try_wait().map_err(io(&out))? {
             break st;
         }
-        if last_report.elapsed() >= std::time::Duration::from_secs(5) {
-            let done = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+        let done = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
+        bar.position(done);
+        if !bar.is_shown() && last_report.elapsed() >= std::time::Duration::from_secs(5) {
             tracing::info!("extracting the debug vmlinux: {} MiB written", done >> 20);
             last_report = std::time::Instant::now();
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
+    drop(bar);
     let _ = dpkg.wait();
     if !status.success() || std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0) == 0 {
         return Err(TriageError::NoDebugInfo { kernel: name, reason: format!("{} holds no {member}", deb.display()) });

@@ -105,3 +105,25 @@ mod tests {
         assert_eq!(tail_lines(Path::new("/nonexistent/console.log"), 5), "");
     }
 }
+
+/// Free bytes for an unprivileged writer on the filesystem holding `path`.
+pub fn free_bytes(path: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(path.as_os_str().as_bytes()).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a valid C string and `st` a writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(st.f_bavail as u64 * st.f_frsize as u64)
+}
+
+#[cfg(test)]
+mod free_tests {
+    #[test]
+    fn free_space_of_a_real_directory() {
+        let d = tempfile::tempdir().unwrap();
+        assert!(super::free_bytes(d.path()).unwrap() > 0);
+        assert!(super::free_bytes(&d.path().join("missing")).is_err());
+    }
+}

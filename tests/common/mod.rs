@@ -98,3 +98,34 @@ pub fn copy_khm(dir: &Path, unique: bool) {
         std::fs::write(&c, format!("/* test build {nanos} {} */\n{text}", std::process::id())).unwrap();
     }
 }
+
+/// Waits for kernlab to exit after `what`; kills it and fails the test if
+/// it has not within `timeout`.
+pub fn exit_within(child: &mut std::process::Child, timeout: Duration, what: &str) -> std::process::ExitStatus {
+    let mut status = None;
+    wait_until(timeout, || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    status.unwrap_or_else(|| {
+        let _ = child.kill();
+        panic!("kernlab did not exit within {timeout:?} of {what}");
+    })
+}
+
+/// Starts a long run and waits until it has taken `n` samples.
+pub fn long_run_with_samples(d: &Path, n: usize) -> (std::process::Child, std::path::PathBuf) {
+    let f = lab(d, "long", "name: long\nworkload:\n  commands: ['sleep 600']\n  duration: 5m\nmonitor:\n  interval: 1s\n");
+    let run_dir = d.join("run");
+    let mut child = kernlab()
+        .args(["run", f.to_str().unwrap(), "--out", run_dir.to_str().unwrap(), "-q"])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let sampled = wait_until(Duration::from_secs(90), || event_names(&run_dir).iter().filter(|x| *x == "sample").count() >= n);
+    if !sampled {
+        let _ = child.kill();
+        panic!("no samples within 90 s: {:?}", event_names(&run_dir));
+    }
+    (child, run_dir)
+}

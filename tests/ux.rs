@@ -1,0 +1,184 @@
+//! What people and scripts see: `kernlab doctor` on this machine and on one
+//! without QEMU, `--message-format json` of a run (one real VM) and of a
+//! matrix (no VM: its kernel has left the archive), and a piped run's stderr
+//! free of progress-bar control sequences.
+
+mod common;
+use common::*;
+use std::path::{Path, PathBuf};
+
+/// The JSON lines of stdout, each parsed; a line that is not JSON fails.
+fn json_lines(stdout: &str) -> Vec<serde_json::Value> {
+    stdout
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {l:?}\n{stdout}")))
+        .collect()
+}
+
+fn no_terminal_control(stderr: &str) {
+    assert!(!stderr.contains('\r'), "carriage return in piped stderr:\n{stderr:?}");
+    assert!(!stderr.contains("\x1b["), "ANSI escape in piped stderr:\n{stderr:?}");
+}
+
+#[test]
+fn doctor_on_this_machine_says_tcg_and_why_and_exits_0() {
+    let out = run(&["doctor"]);
+    let (so, se) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{so}\nstderr:\n{se}");
+    let accel = so.lines().find(|l| l.contains("accelerator")).unwrap_or_else(|| panic!("no accelerator line:\n{so}"));
+    let loaded = |m: &str| Path::new("/sys/module").join(m).exists();
+    if loaded("kvm_pvm") && !loaded("kvm_intel") && !loaded("kvm_amd") {
+        assert!(accel.contains("TCG") && accel.contains("kvm_pvm") && accel.contains("warn"), "{accel}");
+    }
+    for name in ["qemu", "kernel", "cache", "modules", "dumps", "crash", "disk"] {
+        assert!(so.lines().any(|l| l.split_whitespace().nth(1) == Some(name)), "no `{name}` check:\n{so}");
+    }
+    assert!(so.contains("yes: labs/leak-lab.yaml can run here"), "{so}");
+    no_terminal_control(&so);
+
+    let out = run(&["doctor", "--message-format", "json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let v = json_lines(&text(&out.stdout));
+    assert_eq!(v.len(), 1, "one JSON object");
+    assert_eq!(v[0]["schema"], "kernlab.doctor/1");
+    assert_eq!(v[0]["can_run"], true);
+    let checks = v[0]["checks"].as_array().unwrap();
+    let a = checks.iter().find(|c| c["name"] == "accelerator").unwrap();
+    assert!(["ok", "warn"].contains(&a["status"].as_str().unwrap()), "{a}");
+}
+
+/// A PATH with every program of this machine's PATH but QEMU's: a folder
+/// of links.
+fn path_without_qemu(dir: &Path) -> PathBuf {
+    let bin = dir.join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let path = std::env::var_os("PATH").unwrap();
+    for d in std::env::split_paths(&path) {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.filter_map(|e| e.ok()) {
+            let name = e.file_name();
+            if name.to_string_lossy().starts_with("qemu-system") || bin.join(&name).symlink_metadata().is_ok() {
+                continue;
+            }
+            let _ = std::os::unix::fs::symlink(e.path(), bin.join(&name));
+        }
+    }
+    bin
+}
+
+#[test]
+fn doctor_without_qemu_says_missing_and_how_to_install_it() {
+    let d = tempfile::tempdir().unwrap();
+    let bin = path_without_qemu(d.path());
+    let out = kernlab().env("PATH", &bin).env_remove("KERNLAB_QEMU").arg("doctor").output().unwrap();
+    let (so, se) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(101), "stdout:\n{so}\nstderr:\n{se}");
+    let qemu = so.lines().position(|l| l.contains("MISSING") && l.contains("qemu")).unwrap_or_else(|| panic!("{so}"));
+    assert!(so.lines().nth(qemu + 1).unwrap().contains("fix: apt-get install -y qemu-system-x86"), "{so}");
+    assert!(so.contains("no: labs/leak-lab.yaml cannot run here"), "{so}");
+    assert!(so.contains("to install every package named above: apt-get install -y qemu-system-x86"), "{so}");
+
+    let out = kernlab().env("PATH", &bin).env_remove("KERNLAB_QEMU").args(["doctor", "--message-format", "json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(101));
+    let v = &json_lines(&text(&out.stdout))[0];
+    assert_eq!((v["can_run"].as_bool(), v["exit_code"].as_i64()), (Some(false), Some(101)));
+    let q = v["checks"].as_array().unwrap().iter().find(|c| c["name"] == "qemu").unwrap();
+    assert_eq!((q["status"].as_str(), q["fix"].as_str()), (Some("missing"), Some("apt-get install -y qemu-system-x86")));
+}
+
+#[test]
+fn run_json_is_only_event_lines_and_a_pipe_gets_no_progress() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("run");
+    let out = run(&["run", "labs/smoke.yaml", "--message-format", "json", "--out", dir.to_str().unwrap()]);
+    let (so, se) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{so}\nstderr:\n{se}");
+    let lines = json_lines(&so);
+    assert!(lines.len() > 10, "{so}");
+    for l in &lines {
+        assert_eq!(l["schema"], "kernlab.event/1", "{l}");
+        assert!(l["t"].is_f64() || l["t"].is_u64(), "{l}");
+        assert!(l["event"].is_string() && l["wall"].is_string(), "{l}");
+        assert!(l.get("cell").is_none() && l.get("arm").is_none(), "a plain run is neither a cell nor an arm: {l}");
+    }
+    let names: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
+    assert_eq!(names.first(), Some(&"run-started"), "{names:?}");
+    assert_eq!(names.last(), Some(&"run-finished"), "{names:?}");
+    assert!(names.contains(&"accel-chosen") && names.contains(&"sample"), "{names:?}");
+    assert_eq!(lines.last().unwrap()["exit_code"], 0);
+    // stdout carries what events.jsonl holds, line for line.
+    assert_eq!(events(&dir), lines);
+    // The human side went to stderr, as plain lines.
+    assert!(se.contains("lab smoke on debian-6.1.0-54-cloud-amd64") && se.contains("run directory:"), "{se}");
+    no_terminal_control(&se);
+}
+
+#[test]
+fn matrix_json_lines_carry_the_cell() {
+    let d = tempfile::tempdir().unwrap();
+    let kdir = d.path().join("kernels");
+    std::fs::create_dir(&kdir).unwrap();
+    std::fs::write(kdir.join("gone-6.1.0-999.yaml"), "source:\n  debian:\n    package: linux-image-6.1.0-999-cloud-amd64\n").unwrap();
+    lab(d.path(), "quick", "name: quick\nworkload:\n  commands: ['echo hi']\n  duration: 3s\n");
+    std::fs::write(d.path().join("m.yaml"), "name: m\nlabs: [quick.yaml]\nkernels: ['gone-*']\n").unwrap();
+    let dir = d.path().join("out");
+    let m = d.path().join("m.yaml");
+    let out = run(&["--kernels", kdir.to_str().unwrap(), "matrix", m.to_str().unwrap(), "--out", dir.to_str().unwrap(), "--message-format", "json"]);
+    let (so, se) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(101), "stdout:\n{so}\nstderr:\n{se}");
+    let lines = json_lines(&so);
+    let names: Vec<&str> = lines.iter().map(|l| l["event"].as_str().unwrap()).collect();
+    assert_eq!(names.first(), Some(&"matrix-started"), "{names:?}");
+    assert_eq!(names.last(), Some(&"matrix-finished"), "{names:?}");
+    for want in ["cell-started", "run-started", "error", "run-finished", "cell-finished"] {
+        assert!(names.contains(&want), "no {want}: {names:?}");
+    }
+    for l in &lines[1..lines.len() - 1] {
+        assert_eq!(l["cell"], "quick@gone-6.1.0-999", "{l}");
+    }
+    let finished = lines.iter().find(|l| l["event"] == "cell-finished").unwrap();
+    assert_eq!(finished["exit_code"], 101);
+    assert!(finished["error"].as_str().unwrap().contains("linux-image-6.1.0-999-cloud-amd64"), "{finished}");
+    assert_eq!(lines.last().unwrap()["exit_code"], 101);
+    // The table went to stderr.
+    assert!(se.contains("failed (101)"), "{se}");
+    no_terminal_control(&se);
+}
+
+#[test]
+fn verbose_and_quiet_do_not_go_together() {
+    let out = run(&["-q", "-v", "doctor"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+}
+
+#[test]
+fn ab_lab_json_stream_marks_arms_and_ends_with_the_verdict() {
+    // Both arms fail at the kernel fetch (no VM): the stream's shape is the same.
+    let d = tempfile::tempdir().unwrap();
+    let kdir = d.path().join("kernels");
+    std::fs::create_dir(&kdir).unwrap();
+    std::fs::write(kdir.join("gone-6.1.0-999.yaml"), "source:\n  debian:\n    package: linux-image-6.1.0-999-cloud-amd64\n").unwrap();
+    let f = lab(
+        d.path(),
+        "ab",
+        "name: ab\nkernel: gone-6.1.0-999\nworkload:\n  commands: ['true']\n  duration: 3s\nleak:\n  expect: no-leak\n",
+    );
+    let dir = d.path().join("run");
+    let out = run(&["--kernels", kdir.to_str().unwrap(), "run", f.to_str().unwrap(), "--out", dir.to_str().unwrap(), "--message-format", "json"]);
+    let (so, se) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(101), "stdout:\n{so}\nstderr:\n{se}");
+    let lines = json_lines(&so);
+    let (first, last) = (&lines[0], lines.last().unwrap());
+    assert_eq!((first["event"].as_str(), first.get("arm")), (Some("run-started"), None), "{first}");
+    assert_eq!((last["event"].as_str(), last.get("arm"), last["exit_code"].as_i64()), (Some("run-finished"), None, Some(101)), "{last}");
+    let verdict = &lines[lines.len() - 2];
+    assert_eq!(verdict["event"], "leak-verdict", "{verdict}");
+    assert!(verdict["verdict"].is_null() && verdict["expect"] == "no-leak", "{verdict}");
+    for arm in ["module", "baseline"] {
+        let mine: Vec<&str> = lines.iter().filter(|l| l["arm"] == arm).map(|l| l["event"].as_str().unwrap()).collect();
+        assert_eq!(mine.first(), Some(&"run-started"), "{arm}: {mine:?}");
+        assert_eq!(mine.last(), Some(&"run-finished"), "{arm}: {mine:?}");
+    }
+    assert!(se.contains("no verdict (an arm failed)"), "{se}");
+    no_terminal_control(&se);
+}
