@@ -838,11 +838,12 @@ async fn boot(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel) -> Result<Boote
         let deadline = started + ctx.lab.vm.boot_timeout;
         let addr: SocketAddr = ([127, 0, 0, 1], spec.ssh_port).into();
         loop {
-            // A guest that printed something and then died may have met a
-            // rare race; one that never printed (QEMU refused the kernel)
-            // will not do better a second time.
+            // A guest that printed something and then died without a panic
+            // may have met a rare race; one that never printed (QEMU refused
+            // the kernel) or that panicked will do the same a second time,
+            // and its panic is the finding.
             let retry = |e: BootFailure, console: &Path| match e {
-                BootFailure::Other(e) if std::fs::metadata(console).is_ok_and(|m| m.len() > 0) => BootFailure::Retry(e),
+                BootFailure::Other(e) if worth_a_retry(&std::fs::read(console).unwrap_or_default()) => BootFailure::Retry(e),
                 e => e,
             };
             if let Some(st) = ctx.qemu.as_mut().and_then(|q| q.try_exited()) {
@@ -1203,6 +1204,12 @@ fn capture_command(lab: &Lab, sections: &[Section]) -> String {
 
 /// The kernel's panic line in console text (`Kernel panic - not syncing: …`),
 /// without the printk timestamp.
+/// Whether a boot whose guest died is worth one more try, from its console:
+/// it printed (the kernel ran) and did not panic.
+fn worth_a_retry(console: &[u8]) -> bool {
+    !console.is_empty() && console_panic(&String::from_utf8_lossy(console)).is_none()
+}
+
 pub fn console_panic(console: &str) -> Option<String> {
     let line = console.lines().find(|l| l.contains("Kernel panic - not syncing"))?;
     let at = line.find("Kernel panic")?;
@@ -1379,6 +1386,13 @@ mod tests {
         b.succeeded();
         assert!(b.ready(0.0));
         assert_eq!(b.failed(0.0), 0.5);
+    }
+
+    #[test]
+    fn only_a_guest_that_ran_and_did_not_panic_is_booted_again() {
+        assert!(!worth_a_retry(b""), "QEMU refused the kernel: the same again");
+        assert!(worth_a_retry(b"[    0.30] PCI: System does not support PCI\n"));
+        assert!(!worth_a_retry(b"[    1.0] Kernel panic - not syncing: VFS: Unable to mount root fs\n"));
     }
 
     #[test]
