@@ -57,6 +57,7 @@ impl Profile {
 pub struct BootBench {
     pub kernel: String,
     pub profile: Profile,
+    pub fast_boot: bool,
     pub runs: usize,
     pub floor_s: f64,
     pub ssh_banner_s: f64,
@@ -96,9 +97,13 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// The boot-only lab for a kernel and profile.
-pub fn lab_text(kernel: &str, profile: Profile) -> String {
-    format!("name: bench-boot\nkernel: {kernel}\nvm:\n  accel: auto\n{}monitor:\n  sources: [meminfo]\n", profile.vm_yaml())
+/// The boot-only lab for a kernel and profile, with or without the
+/// fast-boot command-line flags.
+pub fn lab_text(kernel: &str, profile: Profile, fast_boot: bool) -> String {
+    format!(
+        "name: bench-boot\nkernel: {kernel}\nvm:\n  accel: auto\n  fast_boot: {fast_boot}\n{}monitor:\n  sources: [meminfo]\n",
+        profile.vm_yaml()
+    )
 }
 
 async fn one_run(lab_file: &std::path::Path, out: PathBuf, kernel_dirs: &[PathBuf]) -> Result<run::report::Report, String> {
@@ -122,12 +127,19 @@ async fn one_run(lab_file: &std::path::Path, out: PathBuf, kernel_dirs: &[PathBu
 }
 
 /// Runs the boot benchmark; `work` holds the lab files and run directories.
-pub async fn boot(kernels: &[String], profiles: &[Profile], runs: usize, work: &std::path::Path, kernel_dirs: &[PathBuf]) -> Result<Vec<BootBench>, String> {
+pub async fn boot(
+    kernels: &[String],
+    profiles: &[Profile],
+    fast_boot: bool,
+    runs: usize,
+    work: &std::path::Path,
+    kernel_dirs: &[PathBuf],
+) -> Result<Vec<BootBench>, String> {
     let mut out = Vec::new();
     for kernel in kernels {
         for &profile in profiles {
             let lab_file = work.join(format!("bench-{kernel}-{}.yaml", profile.name()));
-            std::fs::write(&lab_file, lab_text(kernel, profile)).map_err(|e| e.to_string())?;
+            std::fs::write(&lab_file, lab_text(kernel, profile, fast_boot)).map_err(|e| e.to_string())?;
             let (mut floor, mut banner, mut first, mut start, mut retries) = (vec![], vec![], vec![], vec![], 0);
             for i in 0..=runs {
                 let dir = work.join(format!("{kernel}-{}-{i}", profile.name()));
@@ -150,6 +162,7 @@ pub async fn boot(kernels: &[String], profiles: &[Profile], runs: usize, work: &
             out.push(BootBench {
                 kernel: kernel.clone(),
                 profile,
+                fast_boot,
                 runs,
                 floor_s,
                 ssh_banner_s: median(banner),
@@ -169,7 +182,7 @@ pub async fn hang_check(kernels: &[String], profiles: &[Profile], boots: usize, 
     for kernel in kernels {
         for &profile in profiles {
             let lab_file = work.join(format!("hang-{kernel}-{}.yaml", profile.name()));
-            std::fs::write(&lab_file, lab_text(kernel, profile)).map_err(|e| e.to_string())?;
+            std::fs::write(&lab_file, lab_text(kernel, profile, true)).map_err(|e| e.to_string())?;
             let mut c = HangCheck { kernel: kernel.clone(), profile, boots, retried: 0, failed: 0, first_command_median_s: 0.0, first_command_max_s: 0.0, errors: vec![] };
             let mut first = Vec::new();
             for i in 0..boots {
@@ -214,9 +227,12 @@ mod tests {
     fn each_profile_is_a_valid_lab() {
         for p in Profile::ALL {
             assert_eq!(Profile::parse(p.name()), Ok(p));
-            let lab = crate::lab::parse(&lab_text("debian-6.1.0-54-amd64", p), std::path::Path::new("bench.yaml")).unwrap();
-            let microvm = lab.vm.machine == crate::lab::MachineProfile::Microvm;
-            assert_eq!(microvm, p == Profile::MicrovmVmlinux);
+            for fast in [true, false] {
+                let lab = crate::lab::parse(&lab_text("debian-6.1.0-54-amd64", p, fast), std::path::Path::new("bench.yaml")).unwrap();
+                let microvm = lab.vm.machine == crate::lab::MachineProfile::Microvm;
+                assert_eq!(microvm, p == Profile::MicrovmVmlinux);
+                assert_eq!(lab.vm.fast_boot, fast);
+            }
         }
         assert!(Profile::parse("q35").unwrap_err().contains("pc-bzimage"));
     }

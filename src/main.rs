@@ -142,6 +142,9 @@ enum BenchCommand {
         /// count the hangs (boots that needed their retry) and failures.
         #[arg(long)]
         boots: Option<usize>,
+        /// Time the boots without the fast-boot command-line flags (`vm.fast_boot: false`).
+        #[arg(long)]
+        no_fast_boot: bool,
     },
 }
 
@@ -179,7 +182,9 @@ fn main() -> ExitCode {
         },
         Command::Kernel(KernelCommand::List) => kernel_list(&cli.kernel_dirs),
         Command::Kernel(KernelCommand::Fetch { name }) => kernel_fetch(&name, &cli.kernel_dirs),
-        Command::Bench(BenchCommand::Boot { kernels, runs, profiles, boots }) => bench_boot(kernels, runs, profiles, boots, &cli.kernel_dirs),
+        Command::Bench(BenchCommand::Boot { kernels, runs, profiles, boots, no_fast_boot }) => {
+            bench_boot(kernels, runs, profiles, boots, !no_fast_boot, &cli.kernel_dirs)
+        }
         Command::Bench(BenchCommand::Samples { run }) => bench_samples(&run),
         Command::Matrix { file, list, partition, jobs, out } => matrix(&file, list, json, partition, jobs, out, &cli.kernel_dirs),
         Command::Doctor { lab } => doctor(lab.as_deref(), json, &cli.kernel_dirs),
@@ -509,7 +514,7 @@ fn bench_samples(run: &std::path::Path) -> i32 {
     exit::OK
 }
 
-fn bench_boot(mut kernels: Vec<String>, runs: usize, profiles: Vec<String>, boots: Option<usize>, dirs: &[PathBuf]) -> i32 {
+fn bench_boot(mut kernels: Vec<String>, runs: usize, profiles: Vec<String>, boots: Option<usize>, fast_boot: bool, dirs: &[PathBuf]) -> i32 {
     use kernlab::bench::Profile;
     if kernels.is_empty() {
         kernels = vec!["debian-6.1.0-54-cloud-amd64".into(), "debian-6.1.0-54-amd64".into()];
@@ -557,9 +562,9 @@ fn bench_boot(mut kernels: Vec<String>, runs: usize, profiles: Vec<String>, boot
             }
         };
     }
-    match rt.block_on(kernlab::bench::boot(&kernels, &profiles, runs, work.path(), dirs)) {
+    match rt.block_on(kernlab::bench::boot(&kernels, &profiles, fast_boot, runs, work.path(), dirs)) {
         Ok(rows) => {
-            println!("median of {runs} runs, accel as chosen by `auto`");
+            println!("median of {runs} runs, accel as chosen by `auto`, fast-boot flags {}", if fast_boot { "on" } else { "off" });
             println!(
                 "{:<36} {:<16} {:>8} {:>9} {:>12} {:>6} {:>11} {:>8}",
                 "kernel", "profile", "floor s", "banner s", "first cmd s", "ratio", "run→QEMU s", "retries"
