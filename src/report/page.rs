@@ -9,7 +9,7 @@ use super::{EventRow, RunData};
 use crate::analysis::leak::ArmSeries;
 use crate::matrix::CellResult;
 use crate::run::ab::{self, LeakReport};
-use crate::stats::{self, Verdict};
+use crate::stats;
 
 const MIB: f64 = 1048576.0;
 
@@ -312,18 +312,7 @@ pub fn run_page(d: &RunData, footer: &str) -> String {
 }
 
 fn verdict_text(r: &LeakReport) -> (&'static str, &'static str) {
-    let v = match r.verdict {
-        Some(Verdict::Leak) => "LEAK",
-        Some(Verdict::NoLeak) => "NO-LEAK",
-        Some(Verdict::Inconclusive) => "INCONCLUSIVE",
-        None => "no verdict (an arm failed)",
-    };
-    let held = match r.expectation_held {
-        Some(true) => "as expected",
-        Some(false) => "NOT as expected",
-        None => "",
-    };
-    (v, held)
+    ab::verdict_words(r)
 }
 
 fn fit_cell(f: Option<&stats::Fit>, samples: usize) -> Cell {
