@@ -628,7 +628,7 @@ mod tests {
         let flat = |v: &mut Vec<(f64, f64)>| v.iter_mut().for_each(|p| p.1 = 30_000_000.0 + (p.0 * 7.0) % 3.0 * 1000.0);
         flat(baseline.series.meminfo.get_mut("Slab").unwrap());
         let an = crate::analysis::leak::analyze(&module.series, &baseline.series, "slab", 16.0 * MIB, 0.01);
-        assert_eq!(an.verdict, Verdict::Leak, "{}", an.reason);
+        assert_eq!(an.verdict, crate::stats::Verdict::Leak, "{}", an.reason);
         let outcome = |dir: &str| ab::ArmOutcome { dir: dir.into(), exit_code: 0, error: None, sample_gaps: 0 };
         let r = LeakReport {
             schema: ab::SCHEMA,
