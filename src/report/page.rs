@@ -9,7 +9,7 @@ use super::{EventRow, RunData};
 use crate::analysis::leak::ArmSeries;
 use crate::matrix::CellResult;
 use crate::run::ab::{self, LeakReport};
-use crate::stats::{self, Verdict};
+use crate::stats;
 
 const MIB: f64 = 1048576.0;
 
@@ -312,18 +312,7 @@ pub fn run_page(d: &RunData, footer: &str) -> String {
 }
 
 fn verdict_text(r: &LeakReport) -> (&'static str, &'static str) {
-    let v = match r.verdict {
-        Some(Verdict::Leak) => "LEAK",
-        Some(Verdict::NoLeak) => "NO-LEAK",
-        Some(Verdict::Inconclusive) => "INCONCLUSIVE",
-        None => "no verdict (an arm failed)",
-    };
-    let held = match r.expectation_held {
-        Some(true) => "as expected",
-        Some(false) => "NOT as expected",
-        None => "",
-    };
-    (v, held)
+    ab::verdict_words(r)
 }
 
 fn fit_cell(f: Option<&stats::Fit>, samples: usize) -> Cell {
@@ -639,7 +628,7 @@ mod tests {
         let flat = |v: &mut Vec<(f64, f64)>| v.iter_mut().for_each(|p| p.1 = 30_000_000.0 + (p.0 * 7.0) % 3.0 * 1000.0);
         flat(baseline.series.meminfo.get_mut("Slab").unwrap());
         let an = crate::analysis::leak::analyze(&module.series, &baseline.series, "slab", 16.0 * MIB, 0.01);
-        assert_eq!(an.verdict, Verdict::Leak, "{}", an.reason);
+        assert_eq!(an.verdict, crate::stats::Verdict::Leak, "{}", an.reason);
         let outcome = |dir: &str| ab::ArmOutcome { dir: dir.into(), exit_code: 0, error: None, sample_gaps: 0 };
         let r = LeakReport {
             schema: ab::SCHEMA,

@@ -265,9 +265,8 @@ pub(crate) fn duration(s: f64) -> String {
 
 /// The terminal summary of an A/B lab: the verdict, the rates, the
 /// culprit caches laid out like crash's `kmem -s`, the crash view.
-pub fn summary(r: &LeakReport, dir: &Path) -> String {
-    use std::fmt::Write;
-    let mut s = String::new();
+/// The verdict and whether it was expected, as words: (`LEAK`, `as expected`).
+pub fn verdict_words(r: &LeakReport) -> (&'static str, &'static str) {
     let v = match r.verdict {
         Some(Verdict::Leak) => "LEAK",
         Some(Verdict::NoLeak) => "NO-LEAK",
@@ -279,6 +278,13 @@ pub fn summary(r: &LeakReport, dir: &Path) -> String {
         Some(false) => "NOT as expected",
         None => "",
     };
+    (v, held)
+}
+
+pub fn summary(r: &LeakReport, dir: &Path) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let (v, held) = verdict_words(r);
     let v = if held.is_empty() { v.to_string() } else { format!("{v} {held}") };
     let _ = writeln!(s, "lab {} on {}: {v} (expect {:?}, exit {})", r.lab, r.kernel, r.expect, r.exit_code);
     if let Some(a) = &r.analysis {
