@@ -1,9 +1,13 @@
 //! `kernlab bench boot`: how fast kernlab gets a usable guest. For each
-//! kernel it runs a boot-only lab several times through the real run path
-//! and reports medians: the boot floor (QEMU start → the guest's /init
+//! kernel and boot profile (pc + bzImage, pc + vmlinux, microvm + vmlinux)
+//! it runs a boot-only lab several times through the real run path and
+//! reports medians: the boot floor (QEMU start → the guest's /init
 //! running), QEMU start → SSH banner, QEMU start → first SSH command done,
 //! their ratio to the floor, and `kernlab run` → QEMU start (the warm-cache
-//! overhead). The first run of each kernel warms the cache and is not counted.
+//! overhead). The first run of each kernel and profile warms the cache and
+//! is not counted. With `boots`, it also boots each pair that many times
+//! and counts the hangs: boots that needed their one retry, and runs that
+//! failed even so.
 
 use std::path::PathBuf;
 
@@ -12,15 +16,72 @@ use tokio_util::sync::CancellationToken;
 
 use crate::run::{self, RunOptions};
 
+/// A machine profile and kernel image, as a lab asks for them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Profile {
+    PcBzimage,
+    PcVmlinux,
+    MicrovmVmlinux,
+}
+
+impl Profile {
+    pub const ALL: [Profile; 3] = [Profile::PcBzimage, Profile::PcVmlinux, Profile::MicrovmVmlinux];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Profile::PcBzimage => "pc-bzimage",
+            Profile::PcVmlinux => "pc-vmlinux",
+            Profile::MicrovmVmlinux => "microvm-vmlinux",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<Profile, String> {
+        Profile::ALL
+            .into_iter()
+            .find(|p| p.name() == s)
+            .ok_or_else(|| format!("unknown profile `{s}`: expected one of pc-bzimage, pc-vmlinux, microvm-vmlinux"))
+    }
+
+    /// The lab's `vm:` lines for it.
+    fn vm_yaml(self) -> &'static str {
+        match self {
+            Profile::PcBzimage => "  machine: pc\n  kernel_format: bzimage\n",
+            Profile::PcVmlinux => "  machine: pc\n  kernel_format: vmlinux\n",
+            Profile::MicrovmVmlinux => "  machine: microvm\n  kernel_format: vmlinux\n",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct BootBench {
     pub kernel: String,
+    pub profile: Profile,
+    pub fast_boot: bool,
     pub runs: usize,
     pub floor_s: f64,
     pub ssh_banner_s: f64,
     pub first_command_s: f64,
     pub ratio_first_command_to_floor: f64,
     pub run_to_qemu_start_s: f64,
+    /// Boots that hung or died once and were retried, over the counted runs.
+    pub retries: u32,
+}
+
+/// The hang check: `boots` boots of one kernel and profile.
+#[derive(Debug, Clone, Serialize)]
+pub struct HangCheck {
+    pub kernel: String,
+    pub profile: Profile,
+    pub boots: usize,
+    /// Runs whose first boot hung or died (their retry then ran).
+    pub retried: usize,
+    /// Runs that failed even with the retry.
+    pub failed: usize,
+    pub first_command_median_s: f64,
+    pub first_command_max_s: f64,
+    /// The first few failures' messages.
+    pub errors: Vec<String>,
 }
 
 pub fn median(mut v: Vec<f64>) -> f64 {
@@ -36,60 +97,143 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// Runs the boot benchmark; `work` holds the lab file and run directories.
-pub async fn boot(kernels: &[String], runs: usize, work: &std::path::Path, kernel_dirs: &[PathBuf]) -> Result<Vec<BootBench>, String> {
+/// The boot-only lab for a kernel and profile, with or without the
+/// fast-boot command-line flags.
+pub fn lab_text(kernel: &str, profile: Profile, fast_boot: bool) -> String {
+    format!(
+        "name: bench-boot\nkernel: {kernel}\nvm:\n  accel: auto\n  fast_boot: {fast_boot}\n{}monitor:\n  sources: [meminfo]\n",
+        profile.vm_yaml()
+    )
+}
+
+async fn one_run(lab_file: &std::path::Path, out: PathBuf, kernel_dirs: &[PathBuf]) -> Result<run::report::Report, String> {
+    let opts = RunOptions {
+        lab_file: lab_file.to_path_buf(),
+        out: Some(out),
+        kernel_dirs: kernel_dirs.to_vec(),
+        quiet: true,
+        summary: false,
+        kernel: None,
+        duration: None,
+        cell: None,
+    };
+    let end = run::run(opts, CancellationToken::new()).await;
+    // A run directory per boot would fill the disk over a long hang check;
+    // what is kept is the report.
+    match (end.exit_code, end.summary) {
+        (0, Some(r)) => Ok(r),
+        (code, _) => Err(format!("exit {code}: {}", end.error.unwrap_or_default())),
+    }
+}
+
+/// Runs the boot benchmark; `work` holds the lab files and run directories.
+pub async fn boot(
+    kernels: &[String],
+    profiles: &[Profile],
+    fast_boot: bool,
+    runs: usize,
+    work: &std::path::Path,
+    kernel_dirs: &[PathBuf],
+) -> Result<Vec<BootBench>, String> {
     let mut out = Vec::new();
     for kernel in kernels {
-        let lab_file = work.join(format!("bench-{kernel}.yaml"));
-        let text = format!("name: bench-boot\nkernel: {kernel}\nvm:\n  accel: auto\nmonitor:\n  sources: [meminfo]\n");
-        std::fs::write(&lab_file, text).map_err(|e| e.to_string())?;
-        let (mut floor, mut banner, mut first, mut start) = (vec![], vec![], vec![], vec![]);
-        for i in 0..=runs {
-            let opts = RunOptions {
-                lab_file: lab_file.clone(),
-                out: Some(work.join(format!("{kernel}-{i}"))),
-                kernel_dirs: kernel_dirs.to_vec(),
-                quiet: true,
-                summary: false,
-                kernel: None,
-                duration: None,
-                cell: None,
-            };
-            let end = run::run(opts, CancellationToken::new()).await;
-            let rep = match (end.exit_code, end.summary) {
-                (0, Some(r)) => r,
-                (code, _) => return Err(format!("bench run {i} of {kernel} failed ({code}): {}", end.error.unwrap_or_default())),
-            };
-            if i == 0 {
-                continue; // cache warm-up
+        for &profile in profiles {
+            let lab_file = work.join(format!("bench-{kernel}-{}.yaml", profile.name()));
+            std::fs::write(&lab_file, lab_text(kernel, profile, fast_boot)).map_err(|e| e.to_string())?;
+            let (mut floor, mut banner, mut first, mut start, mut retries) = (vec![], vec![], vec![], vec![], 0);
+            for i in 0..=runs {
+                let dir = work.join(format!("{kernel}-{}-{i}", profile.name()));
+                let rep = one_run(&lab_file, dir.clone(), kernel_dirs)
+                    .await
+                    .map_err(|e| format!("bench run {i} of {kernel} ({}) failed: {e}", profile.name()))?;
+                let _ = std::fs::remove_dir_all(&dir);
+                if i == 0 {
+                    continue; // cache warm-up
+                }
+                let t = &rep.timings;
+                floor.push(t.init.unwrap_or(f64::NAN));
+                banner.push(t.boot_to_ssh);
+                first.push(t.first_command);
+                start.push(t.qemu_start);
+                retries += t.boot_attempts.saturating_sub(1);
             }
-            let t = &rep.timings;
-            floor.push(t.init.unwrap_or(f64::NAN));
-            banner.push(t.boot_to_ssh);
-            first.push(t.first_command);
-            start.push(t.qemu_start);
+            let floor_s = median(floor);
+            let first_command_s = median(first);
+            out.push(BootBench {
+                kernel: kernel.clone(),
+                profile,
+                fast_boot,
+                runs,
+                floor_s,
+                ssh_banner_s: median(banner),
+                first_command_s,
+                ratio_first_command_to_floor: first_command_s / floor_s,
+                run_to_qemu_start_s: median(start),
+                retries,
+            });
         }
-        let floor_s = median(floor);
-        let first_command_s = median(first);
-        out.push(BootBench {
-            kernel: kernel.clone(),
-            runs,
-            floor_s,
-            ssh_banner_s: median(banner),
-            first_command_s,
-            ratio_first_command_to_floor: first_command_s / floor_s,
-            run_to_qemu_start_s: median(start),
-        });
+    }
+    Ok(out)
+}
+
+/// Boots each kernel and profile `boots` times, counting retries and failures.
+pub async fn hang_check(kernels: &[String], profiles: &[Profile], boots: usize, work: &std::path::Path, kernel_dirs: &[PathBuf]) -> Result<Vec<HangCheck>, String> {
+    let mut out = Vec::new();
+    for kernel in kernels {
+        for &profile in profiles {
+            let lab_file = work.join(format!("hang-{kernel}-{}.yaml", profile.name()));
+            std::fs::write(&lab_file, lab_text(kernel, profile, true)).map_err(|e| e.to_string())?;
+            let mut c = HangCheck { kernel: kernel.clone(), profile, boots, retried: 0, failed: 0, first_command_median_s: 0.0, first_command_max_s: 0.0, errors: vec![] };
+            let mut first = Vec::new();
+            for i in 0..boots {
+                let dir = work.join(format!("hang-{kernel}-{}-{i}", profile.name()));
+                match one_run(&lab_file, dir.clone(), kernel_dirs).await {
+                    Ok(rep) => {
+                        if rep.timings.boot_attempts > 1 {
+                            c.retried += 1;
+                        }
+                        first.push(rep.timings.first_command);
+                        let _ = std::fs::remove_dir_all(&dir);
+                    }
+                    Err(e) => {
+                        // The failed run's directory is kept for its console.
+                        c.failed += 1;
+                        if c.errors.len() < 3 {
+                            c.errors.push(format!("{}: {e}", dir.display()));
+                        }
+                    }
+                }
+            }
+            c.first_command_max_s = first.iter().copied().fold(0.0, f64::max);
+            c.first_command_median_s = median(first);
+            out.push(c);
+        }
     }
     Ok(out)
 }
 
 #[cfg(test)]
 mod tests {
+    use super::*;
+
     #[test]
     fn median_odd_even_empty() {
-        assert_eq!(super::median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(super::median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert!(super::median(vec![]).is_nan());
+        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median(vec![]).is_nan());
+    }
+
+    #[test]
+    fn each_profile_is_a_valid_lab() {
+        for p in Profile::ALL {
+            assert_eq!(Profile::parse(p.name()), Ok(p));
+            for fast in [true, false] {
+                let lab = crate::lab::parse(&lab_text("debian-6.1.0-54-amd64", p, fast), std::path::Path::new("bench.yaml")).unwrap();
+                let microvm = lab.vm.machine == crate::lab::MachineProfile::Microvm;
+                assert_eq!(microvm, p == Profile::MicrovmVmlinux);
+                assert_eq!(lab.vm.fast_boot, fast);
+            }
+        }
+        assert!(Profile::parse("q35").unwrap_err().contains("pc-bzimage"));
     }
 }

@@ -127,13 +127,24 @@ enum BenchCommand {
         /// The run directory of an A/B leak lab (with module/ and baseline/).
         run: PathBuf,
     },
-    /// Boot floor vs. first SSH command, and run → QEMU start, median of N.
+    /// Boot floor vs. first SSH command per kernel and boot profile, median of N;
+    /// with --boots, a hang check.
     Boot {
         /// Kernels to measure (default: the two 6.1.0-54 kernels).
         #[arg(long = "kernel")]
         kernels: Vec<String>,
         #[arg(long, default_value_t = 5)]
         runs: usize,
+        /// Profiles: pc-bzimage, pc-vmlinux, microvm-vmlinux (default: all three).
+        #[arg(long = "profile")]
+        profiles: Vec<String>,
+        /// Instead of timings, boot each kernel and profile N times and
+        /// count the hangs (boots that needed their retry) and failures.
+        #[arg(long)]
+        boots: Option<usize>,
+        /// Time the boots without the fast-boot command-line flags (`vm.fast_boot: false`).
+        #[arg(long)]
+        no_fast_boot: bool,
     },
 }
 
@@ -171,7 +182,9 @@ fn main() -> ExitCode {
         },
         Command::Kernel(KernelCommand::List) => kernel_list(&cli.kernel_dirs),
         Command::Kernel(KernelCommand::Fetch { name }) => kernel_fetch(&name, &cli.kernel_dirs),
-        Command::Bench(BenchCommand::Boot { kernels, runs }) => bench_boot(kernels, runs, &cli.kernel_dirs),
+        Command::Bench(BenchCommand::Boot { kernels, runs, profiles, boots, no_fast_boot }) => {
+            bench_boot(kernels, runs, profiles, boots, !no_fast_boot, &cli.kernel_dirs)
+        }
         Command::Bench(BenchCommand::Samples { run }) => bench_samples(&run),
         Command::Matrix { file, list, partition, jobs, out } => matrix(&file, list, json, partition, jobs, out, &cli.kernel_dirs),
         Command::Doctor { lab } => doctor(lab.as_deref(), json, &cli.kernel_dirs),
@@ -501,23 +514,72 @@ fn bench_samples(run: &std::path::Path) -> i32 {
     exit::OK
 }
 
-fn bench_boot(mut kernels: Vec<String>, runs: usize, dirs: &[PathBuf]) -> i32 {
+fn bench_boot(mut kernels: Vec<String>, runs: usize, profiles: Vec<String>, boots: Option<usize>, fast_boot: bool, dirs: &[PathBuf]) -> i32 {
+    use kernlab::bench::Profile;
     if kernels.is_empty() {
         kernels = vec!["debian-6.1.0-54-cloud-amd64".into(), "debian-6.1.0-54-amd64".into()];
     }
+    let profiles: Vec<Profile> = if profiles.is_empty() {
+        Profile::ALL.to_vec()
+    } else {
+        match profiles.iter().map(|p| Profile::parse(p)).collect::<Result<_, _>>() {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("kernlab: --profile: {e}");
+                return exit::USAGE;
+            }
+        }
+    };
     let work = match tempfile::tempdir() {
         Ok(w) => w,
         Err(e) => return fail(&e),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    match rt.block_on(kernlab::bench::boot(&kernels, runs, work.path(), dirs)) {
+    if let Some(n) = boots {
+        return match rt.block_on(kernlab::bench::hang_check(&kernels, &profiles, n, work.path(), dirs)) {
+            Ok(rows) => {
+                println!("hang check: {n} boots per kernel and profile, accel as chosen by `auto`");
+                println!("{:<36} {:<16} {:>6} {:>8} {:>7} {:>14} {:>11}", "kernel", "profile", "boots", "retried", "failed", "first cmd med", "max");
+                for r in &rows {
+                    println!(
+                        "{:<36} {:<16} {:>6} {:>8} {:>7} {:>14.2} {:>11.2}",
+                        r.kernel, r.profile.name(), r.boots, r.retried, r.failed, r.first_command_median_s, r.first_command_max_s
+                    );
+                    for e in &r.errors {
+                        println!("  {e}");
+                    }
+                }
+                println!("{}", serde_json::to_string(&rows).unwrap_or_default());
+                // Failed runs keep their directories for a look.
+                if rows.iter().any(|r| r.failed > 0) {
+                    let _ = work.keep();
+                }
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("kernlab: {e}");
+                exit::INFRA
+            }
+        };
+    }
+    match rt.block_on(kernlab::bench::boot(&kernels, &profiles, fast_boot, runs, work.path(), dirs)) {
         Ok(rows) => {
-            println!("median of {runs} runs, accel as chosen by `auto`");
-            println!("{:<30} {:>9} {:>11} {:>13} {:>7} {:>15}", "kernel", "floor s", "banner s", "first cmd s", "ratio", "run→QEMU s");
+            println!("median of {runs} runs, accel as chosen by `auto`, fast-boot flags {}", if fast_boot { "on" } else { "off" });
+            println!(
+                "{:<36} {:<16} {:>8} {:>9} {:>12} {:>6} {:>11} {:>8}",
+                "kernel", "profile", "floor s", "banner s", "first cmd s", "ratio", "run→QEMU s", "retries"
+            );
             for r in &rows {
                 println!(
-                    "{:<30} {:>9.2} {:>11.2} {:>13.2} {:>7.2} {:>15.3}",
-                    r.kernel, r.floor_s, r.ssh_banner_s, r.first_command_s, r.ratio_first_command_to_floor, r.run_to_qemu_start_s
+                    "{:<36} {:<16} {:>8.2} {:>9.2} {:>12.2} {:>6.2} {:>11.3} {:>8}",
+                    r.kernel,
+                    r.profile.name(),
+                    r.floor_s,
+                    r.ssh_banner_s,
+                    r.first_command_s,
+                    r.ratio_first_command_to_floor,
+                    r.run_to_qemu_start_s,
+                    r.retries
                 );
             }
             println!("{}", serde_json::to_string(&rows).unwrap_or_default());

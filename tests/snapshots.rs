@@ -70,7 +70,7 @@ fn manifest() -> run::Manifest {
 }
 
 fn timings() -> report::Timings {
-    report::Timings { kernel: 0.01, image: 0.05, qemu_start: 0.07, init: Some(2.36), boot_to_ssh: 3.11, first_command: 3.31, total: 14.87 }
+    report::Timings { kernel: 0.01, image: 0.05, qemu_start: 0.07, init: Some(2.36), boot_to_ssh: 3.11, first_command: 3.31, boot_attempts: 1, total: 14.87 }
 }
 
 #[test]

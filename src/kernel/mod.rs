@@ -11,6 +11,7 @@ mod fetch;
 pub mod headers;
 mod rpm;
 pub mod tree;
+pub mod vmlinux;
 
 pub use descriptor::{default_dirs as descriptor_dirs, DebianSource, Descriptor, LocalSource, DescriptorError, Registry, RpmSource, Source, DEFAULT_KERNEL};
 pub use fetch::{fetch, FetchError, Kernel};

@@ -171,9 +171,20 @@ pub struct Vm {
     /// non-empty, without whitespace or control characters, and not
     /// `console=`, `init=` or `rdinit=` (kernlab owns those). Default: none.
     pub cmdline: Vec<String>,
-    /// How long to wait for the guest to come up. Default: 60s; 5s..=10m.
+    /// How long to wait for the guest to come up, per attempt (a boot that
+    /// misses it is tried once more). Default: 60s; 5s..=10m.
     #[serde(with = "units::duration")]
     pub boot_timeout: Duration,
+    /// QEMU machine profile: `auto` (microvm where the kernel and the lab
+    /// allow it, else pc), `pc` or `microvm`. Default: `auto`.
+    pub machine: MachineProfile,
+    /// Which kernel image to boot: `auto` (the uncompressed PVH vmlinux
+    /// when the kernel has CONFIG_PVH, else the bzImage), `bzimage` or
+    /// `vmlinux`. Default: `auto`.
+    pub kernel_format: KernelFormat,
+    /// Kernel command-line flags that shorten boots under TCG
+    /// (`tsc=reliable no_timer_check cryptomgr.notests`). Default: true.
+    pub fast_boot: bool,
 }
 
 impl Default for Vm {
@@ -184,8 +195,33 @@ impl Default for Vm {
             accel: Accel::Auto,
             cmdline: Vec::new(),
             boot_timeout: Duration::from_secs(60),
+            machine: MachineProfile::Auto,
+            kernel_format: KernelFormat::Auto,
+            fast_boot: true,
         }
     }
+}
+
+/// QEMU machine profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MachineProfile {
+    /// microvm where the kernel and the lab allow it, else pc.
+    #[default]
+    Auto,
+    Pc,
+    Microvm,
+}
+
+/// Which kernel image a VM boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KernelFormat {
+    /// The PVH vmlinux when the kernel has one, else the bzImage.
+    #[default]
+    Auto,
+    Bzimage,
+    Vmlinux,
 }
 
 /// The workload phase: the built-in file churn and/or commands run in order
@@ -671,6 +707,21 @@ impl Lab {
         }
         if let Err(m) = check_range(vm.boot_timeout, MIN_BOOT_TIMEOUT, MAX_BOOT_TIMEOUT) {
             return bad("vm.boot_timeout", m);
+        }
+        if vm.machine == MachineProfile::Microvm {
+            if vm.kernel_format == KernelFormat::Bzimage {
+                return bad("vm.machine", "microvm boots only the uncompressed vmlinux, but vm.kernel_format is `bzimage`".into());
+            }
+            if let Some(x) = self.exhaustion.as_ref().filter(|x| x.action != DumpAction::None) {
+                let action = match x.action {
+                    DumpAction::Kdump => "kdump",
+                    _ => "host-dump",
+                };
+                return bad(
+                    "vm.machine",
+                    format!("microvm has no pvpanic or vmcoreinfo, which exhaustion.action `{action}` needs; use `auto` or `pc`"),
+                );
+            }
         }
 
         for (i, cmd) in self.setup.iter().enumerate() {

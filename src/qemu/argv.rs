@@ -5,6 +5,7 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 
 use super::accel::Accel;
+use super::machine::Machine;
 
 /// A device kernlab attaches, and the guest driver module it needs. The image
 /// builder takes the driver list from here, so the initramfs holds exactly
@@ -26,16 +27,28 @@ pub enum Device {
 }
 
 impl Device {
-    /// Guest modules to load for this device (dependencies come from modules.dep).
-    pub fn driver_modules(&self) -> &'static [&'static str] {
-        match self {
-            Device::Net => &["virtio_pci", "virtio_net"],
-            Device::Balloon => &["virtio_pci", "virtio_balloon"],
+    /// Guest modules to load for this device on `machine` (dependencies
+    /// come from modules.dep): virtio devices sit on PCI on `pc` and on
+    /// virtio-mmio on `microvm`.
+    pub fn driver_modules(&self, machine: Machine) -> &'static [&'static str] {
+        match (self, machine) {
+            (Device::Net, Machine::Pc) => &["virtio_pci", "virtio_net"],
+            (Device::Net, Machine::Microvm) => &["virtio_mmio", "virtio_net"],
+            (Device::Balloon, Machine::Pc) => &["virtio_pci", "virtio_balloon"],
+            (Device::Balloon, Machine::Microvm) => &["virtio_mmio", "virtio_balloon"],
             // qemu_fw_cfg hands the kernel's vmcoreinfo to QEMU's vmcoreinfo
             // device, which a host dump needs to be readable by crash.
-            Device::Pvpanic => &["pvpanic_pci", "qemu_fw_cfg"],
-            Device::DumpDisk | Device::ChurnDisk => &["virtio_pci", "virtio_blk"],
+            (Device::Pvpanic, _) => &["pvpanic_pci", "qemu_fw_cfg"],
+            (Device::DumpDisk | Device::ChurnDisk, Machine::Pc) => &["virtio_pci", "virtio_blk"],
+            (Device::DumpDisk | Device::ChurnDisk, Machine::Microvm) => &["virtio_mmio", "virtio_blk"],
         }
+    }
+
+    /// Whether kernlab can attach this device on `machine`. pvpanic is a
+    /// PCI device here (microvm has no PCI, and its ISA variant is not
+    /// described to the guest), so microvm has none.
+    pub fn available_on(&self, machine: Machine) -> bool {
+        !(machine == Machine::Microvm && *self == Device::Pvpanic)
     }
 }
 
@@ -45,6 +58,7 @@ pub struct VmSpec {
     pub qemu: PathBuf,
     pub name: String,
     pub accel: Accel,
+    pub machine: Machine,
     pub memory_mib: u64,
     pub cpus: u32,
     pub kernel: PathBuf,
@@ -72,9 +86,19 @@ pub fn argv(spec: &VmSpec) -> Vec<OsString> {
     push(&spec.qemu.to_string_lossy());
     push("-name");
     push(&format!("{},debug-threads=on", spec.name));
-    for f in ["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-machine", "pc"] {
+    for f in ["-nodefaults", "-no-user-config", "-display", "none", "-no-reboot", "-machine"] {
         push(f);
     }
+    push(match spec.machine {
+        Machine::Pc => "pc",
+        // No option ROMs (the kernel is loaded directly), the ISA serial
+        // port for the console, and the RTC the guest's clock starts from.
+        Machine::Microvm => "microvm,x-option-roms=off,isa-serial=on,rtc=on",
+    });
+    let virtio = |pci: &str| match spec.machine {
+        Machine::Pc => format!("virtio-{pci}-pci"),
+        Machine::Microvm => format!("virtio-{pci}-device"),
+    };
     match spec.accel {
         Accel::Kvm => {
             push("-accel");
@@ -112,24 +136,25 @@ pub fn argv(spec: &VmSpec) -> Vec<OsString> {
                 // 127.0.0.1 only: the guest's sshd must not be reachable from the network.
                 push(&format!("user,id=n0,hostfwd=tcp:127.0.0.1:{}-:22", spec.ssh_port));
                 push("-device");
-                push("virtio-net-pci,netdev=n0");
+                push(&format!("{},netdev=n0", virtio("net")));
             }
             Device::Balloon => {
                 push("-device");
-                push("virtio-balloon-pci,id=balloon0");
+                push(&format!("{},id=balloon0", virtio("balloon")));
             }
-            Device::Pvpanic => {
+            Device::Pvpanic if spec.machine == Machine::Pc => {
                 push("-device");
                 push("pvpanic-pci");
             }
+            Device::Pvpanic => {}
             Device::DumpDisk => {
                 if let Some(disk) = &spec.dump_disk {
-                    raw_disk("dump", disk, "").iter().for_each(|w| push(w));
+                    raw_disk("dump", disk, "", &virtio("blk")).iter().for_each(|w| push(w));
                 }
             }
             Device::ChurnDisk => {
                 if let Some(disk) = &spec.churn_disk {
-                    raw_disk("churn", disk, ",discard=unmap").iter().for_each(|w| push(w));
+                    raw_disk("churn", disk, ",discard=unmap", &virtio("blk")).iter().for_each(|w| push(w));
                 }
             }
         }
@@ -145,25 +170,43 @@ pub fn argv(spec: &VmSpec) -> Vec<OsString> {
 
 /// A raw image as a virtio-blk disk; `cache=unsafe` because the image is
 /// scratch space that dies with the run (the dump is read after QEMU exits).
-fn raw_disk(id: &str, path: &std::path::Path, extra: &str) -> [String; 4] {
+fn raw_disk(id: &str, path: &std::path::Path, extra: &str, device: &str) -> [String; 4] {
     [
         "-drive".into(),
         format!("file={},if=none,id={id},format=raw,cache=unsafe{extra}", path.to_string_lossy()),
         "-device".into(),
-        format!("virtio-blk-pci,drive={id}"),
+        format!("{device},drive={id}"),
     ]
 }
 
+/// Kernel command-line flags that shorten a boot under TCG, on by default
+/// (`vm.fast_boot`): trust the TSC instead of watching it against another
+/// clock, skip the timer check that waits on interrupts, and skip the
+/// crypto self-tests that run at every boot.
+pub const FAST_BOOT_FLAGS: [&str; 3] = ["tsc=reliable", "no_timer_check", "cryptomgr.notests"];
+
+/// What shapes the kernel command line besides the lab's own words.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CmdlineOpts {
+    pub fast_boot: bool,
+    pub machine: Machine,
+    /// The host TSC rate in kHz, given to the guest as `tsc_early_khz` on
+    /// microvm (where without it about one boot in twenty hangs under TCG).
+    pub tsc_khz: Option<u64>,
+}
+
 /// The kernel command line kernlab owns, plus the lab's extra words.
-pub fn cmdline(extra: &[String]) -> String {
+pub fn cmdline(opts: &CmdlineOpts, extra: &[String]) -> String {
     // console on the serial port (the console log); panic=-1 with -no-reboot
     // makes a panicking guest end QEMU at once, so a boot panic fails fast;
     // loglevel=5 keeps warnings (the OOM report) and drops the chatter.
-    let mut words: Vec<String> =
-        ["console=ttyS0", "rdinit=/init", "panic=-1", "loglevel=5", "tsc=reliable", "no_timer_check", "cryptomgr.notests"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+    let mut words: Vec<String> = ["console=ttyS0", "rdinit=/init", "panic=-1", "loglevel=5"].iter().map(|s| s.to_string()).collect();
+    if opts.fast_boot {
+        words.extend(FAST_BOOT_FLAGS.iter().map(|s| s.to_string()));
+    }
+    if let (Machine::Microvm, Some(khz)) = (opts.machine, opts.tsc_khz) {
+        words.push(format!("tsc_early_khz={khz}"));
+    }
     words.extend(extra.iter().cloned());
     words.join(" ")
 }
@@ -177,11 +220,12 @@ mod tests {
             qemu: "qemu-system-x86_64".into(),
             name: "kernlab-smoke".into(),
             accel: Accel::Tcg,
+            machine: Machine::Pc,
             memory_mib: 512,
             cpus: 1,
             kernel: "/cache/vmlinuz".into(),
             initrd: "initrd.cpio".into(),
-            cmdline: cmdline(&["slub_nomerge".into()]),
+            cmdline: cmdline(&CmdlineOpts { fast_boot: true, machine: Machine::Pc, tsc_khz: Some(2_300_000) }, &["slub_nomerge".into()]),
             qmp_socket: "qmp.sock".into(),
             console_log: "console.log".into(),
             ssh_port: 40022,
@@ -246,7 +290,44 @@ mod tests {
 
     #[test]
     fn drivers_cover_devices() {
-        assert!(Device::Net.driver_modules().contains(&"virtio_net"));
-        assert!(Device::Balloon.driver_modules().contains(&"virtio_balloon"));
+        for m in [Machine::Pc, Machine::Microvm] {
+            let bus = if m == Machine::Pc { "virtio_pci" } else { "virtio_mmio" };
+            assert_eq!(Device::Net.driver_modules(m), [bus, "virtio_net"]);
+            assert_eq!(Device::Balloon.driver_modules(m), [bus, "virtio_balloon"]);
+            assert_eq!(Device::ChurnDisk.driver_modules(m), [bus, "virtio_blk"]);
+        }
+        assert!(!Device::Pvpanic.available_on(Machine::Microvm) && Device::Pvpanic.available_on(Machine::Pc));
+    }
+
+    #[test]
+    fn microvm_argv_uses_virtio_mmio_devices() {
+        let mut s = spec();
+        s.machine = Machine::Microvm;
+        s.devices.push(Device::ChurnDisk);
+        s.churn_disk = Some("churn.img".into());
+        let a = joined(&s);
+        for want in [
+            "-machine microvm,x-option-roms=off,isa-serial=on,rtc=on",
+            "-device virtio-net-device,netdev=n0",
+            "-device virtio-balloon-device,id=balloon0",
+            "-device virtio-blk-device,drive=churn",
+        ] {
+            assert!(a.contains(want), "missing `{want}` in {a}");
+        }
+        assert!(!a.contains("-pci") && !a.contains("pvpanic"), "{a}");
+    }
+
+    #[test]
+    fn command_line_flags() {
+        let opts = |fast_boot, machine| CmdlineOpts { fast_boot, machine, tsc_khz: Some(2_300_000) };
+        let pc = cmdline(&opts(true, Machine::Pc), &[]);
+        assert_eq!(pc, "console=ttyS0 rdinit=/init panic=-1 loglevel=5 tsc=reliable no_timer_check cryptomgr.notests");
+        let micro = cmdline(&opts(true, Machine::Microvm), &["x".into()]);
+        assert!(micro.ends_with("cryptomgr.notests tsc_early_khz=2300000 x"), "{micro}");
+        // Fast boot off drops the speed flags but never the microvm hang fix.
+        let slow = cmdline(&opts(false, Machine::Microvm), &[]);
+        assert_eq!(slow, "console=ttyS0 rdinit=/init panic=-1 loglevel=5 tsc_early_khz=2300000");
+        let unknown = cmdline(&CmdlineOpts { fast_boot: false, machine: Machine::Microvm, tsc_khz: None }, &[]);
+        assert!(!unknown.contains("tsc_early_khz"));
     }
 }

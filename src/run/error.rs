@@ -40,6 +40,8 @@ pub enum RunError {
     QemuVersion(#[source] crate::util::tool::ToolError),
     #[error("QMP")]
     Qmp(#[from] crate::qmp::QmpError),
+    #[error("kernel `{kernel}`: {reason}")]
+    Profile { kernel: String, reason: String },
     #[error("failed to boot kernel `{kernel}`: {reason}\n--- last console lines ---\n{console}")]
     Boot { kernel: String, reason: String, console: String },
     #[error("SSH to the guest of kernel `{kernel}`")]
@@ -69,7 +71,12 @@ pub enum RunError {
 impl RunError {
     pub fn exit_code(&self) -> i32 {
         match self {
-            RunError::Lab(_) | RunError::Descriptor(_) | RunError::RunDir(_) | RunError::ModuleParam { .. } | RunError::Usage(_) => exit::USAGE,
+            RunError::Lab(_)
+            | RunError::Descriptor(_)
+            | RunError::RunDir(_)
+            | RunError::ModuleParam { .. }
+            | RunError::Usage(_)
+            | RunError::Profile { .. } => exit::USAGE,
             RunError::Interrupted(_) => exit::INTERRUPTED,
             _ => exit::INFRA,
         }

@@ -26,6 +26,8 @@ pub enum Event {
     ImageReady { sha256: String, bytes: u64, modules: usize, secs: f64 },
     ModuleBuilt { name: String, sha256: String, cached: bool, secs: f64 },
     AccelChosen { accel: String, reason: String },
+    BootProfile { machine: String, kernel_image: String, reason: String },
+    BootRetry { attempt: u32, reason: String },
     QemuStarted { pid: i32, ssh_port: u16, attempt: u32 },
     SshReady { secs_since_qemu_start: f64 },
     SetupCommand { index: usize, command: String, status: i32, secs: f64 },
@@ -139,6 +141,8 @@ impl Terminal {
                 format!("image ready: {:.1} MiB, {modules} modules ({secs:.2} s)", *bytes as f64 / 1048576.0)
             }
             Event::AccelChosen { accel, reason } => format!("accel {accel}: {reason}"),
+            Event::BootProfile { machine, kernel_image, reason } => format!("machine {machine}, kernel {kernel_image}: {reason}"),
+            Event::BootRetry { attempt, reason } => format!("boot attempt {attempt} failed ({reason}); booting once more"),
             Event::ModuleBuilt { name, cached, secs, .. } => {
                 format!("module {name} {} ({secs:.2} s)", if *cached { "from the cache" } else { "built" })
             }
@@ -203,6 +207,8 @@ impl Terminal {
                 self.bar.message(format!("starting QEMU ({accel})"));
                 return;
             }
+            Event::BootProfile { .. } => "building the image",
+            Event::BootRetry { .. } => "booting once more",
             Event::QemuStarted { .. } => "booting",
             Event::SshReady { .. } | Event::SetupCommand { .. } => "setup",
             Event::KdumpLoaded { .. } | Event::KdumpUnavailable { .. } => "setup",

@@ -31,7 +31,9 @@ use crate::image::{self, tree::Tree, RunKeys};
 use crate::payload;
 use crate::kernel::{self, Kernel, Registry};
 use crate::lab::{self, Lab};
-use crate::qemu::{self, accel, Accel, AccelChoice, Device, Qemu, VmSpec};
+use crate::kernel::vmlinux::{self, BootImages, ImageFormat};
+use crate::qemu::machine::{self as qmachine, Driver, KernelFacts, LabNeeds};
+use crate::qemu::{self, accel, Accel, AccelChoice, Device, HostTsc, Machine, MachineChoice, Qemu, VmSpec};
 use crate::qmp::{Qmp, QmpEvent};
 use crate::sample::parse::{self as sparse, Section};
 use crate::sample::sampler::SampleStore;
@@ -70,6 +72,8 @@ const DEVICES: [Device; 3] = [Device::Net, Device::Balloon, Device::Pvpanic];
 const CONSOLE: &str = "console.log";
 const QMP_SOCKET: &str = "qmp.sock";
 const SSH_TIMEOUT: Duration = Duration::from_secs(20);
+/// A boot that hangs or dies once is tried again once, with the reason logged.
+const BOOT_ATTEMPTS: u32 = 2;
 const PORT_ATTEMPTS: u32 = 5;
 
 #[derive(Debug, Clone, Serialize, Default)]
@@ -89,6 +93,29 @@ pub struct Manifest {
     pub host_kernel: String,
     pub ssh_port: Option<u16>,
     pub started: String,
+    /// How the VM booted: machine profile, kernel image, and why.
+    pub boot: Option<BootManifest>,
+}
+
+/// The boot profile of a run, with the reason for each choice.
+#[derive(Debug, Clone, Serialize)]
+pub struct BootManifest {
+    pub machine: Machine,
+    pub machine_reason: String,
+    /// `vmlinux` (the extracted PVH ELF) or `bzimage`.
+    pub kernel_image: ImageFormat,
+    pub kernel_image_path: String,
+    pub kernel_image_reason: String,
+    /// What kernlab found out about the kernel's images (PVH, compression).
+    pub images: BootImages,
+    /// `vm.fast_boot`, and the flags it put on the command line.
+    pub fast_boot: bool,
+    pub fast_boot_flags: Vec<String>,
+    /// The host TSC rate given to a microvm guest as `tsc_early_khz`.
+    pub host_tsc: Option<HostTsc>,
+    /// Boots started (at most 2: one retry), and why each retry happened.
+    pub attempts: u32,
+    pub retries: Vec<String>,
 }
 
 /// State of a run that outlives any one phase, so teardown and the report
@@ -297,12 +324,41 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
         payload.file("/usr/bin/churn", 0o755, data);
     }
 
+    // Accelerator, kernel image and machine profile.
+    let host = qemu::HostAccel::detect();
+    let requested = match ctx.lab.vm.accel {
+        lab::Accel::Auto => accel::Requested::Auto,
+        lab::Accel::Kvm => accel::Requested::Kvm,
+        lab::Accel::Tcg => accel::Requested::Tcg,
+    };
+    let mut choice = accel::choose(requested, &host);
+    ctx.manifest.host_accel = Some(host);
+    let images = if ctx.lab.vm.kernel_format == lab::KernelFormat::Bzimage {
+        BootImages {
+            bzimage: kernel.vmlinuz(),
+            vmlinux: None,
+            compression: None,
+            pvh: None,
+            note: "the lab asks for the bzImage (vm.kernel_format)".into(),
+        }
+    } else {
+        let (cache, k) = (ctx.cache.clone(), kernel.clone());
+        blocking(move || vmlinux::boot_images(&cache, &k)).await?
+    };
+    let profile = boot_profile(&ctx.lab, &kernel, images, choice.accel).map_err(|reason| RunError::Profile { kernel: kernel.name.clone(), reason })?;
+    ctx.events.emit(Event::BootProfile {
+        machine: profile.machine.machine.to_string(),
+        kernel_image: profile.image.to_string(),
+        reason: format!("{}; {}", profile.machine.reason, profile.image_reason),
+    });
+    let machine = profile.machine.machine;
+
     // Image, plus this run's keys on top.
     let t = Instant::now();
     let (cache, k) = (ctx.cache.clone(), kernel.clone());
-    let devices = devices(&ctx.lab);
-    let early: Vec<&'static str> = Device::Net.driver_modules().to_vec();
-    let late: Vec<&'static str> = devices.iter().flat_map(|d| d.driver_modules().iter().copied()).collect();
+    let devices = devices(&ctx.lab, machine);
+    let early: Vec<&'static str> = Device::Net.driver_modules(machine).to_vec();
+    let late: Vec<&'static str> = devices.iter().flat_map(|d| d.driver_modules(machine).iter().copied()).collect();
     let kdump = exhaust::kdump_wanted(&ctx.lab);
     let extra: Vec<&'static str> = if kdump { vec!["/usr/sbin/kexec"] } else { vec![] };
     let image = blocking(move || image::build_minimal(&cache, &k, &early, &late, &extra)).await??;
@@ -336,15 +392,7 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
     ctx.manifest.image_bytes = Some(image.size);
     ctx.manifest.image_modules = image.modules.clone();
 
-    // Accelerator and QEMU.
-    let host = qemu::HostAccel::detect();
-    let requested = match ctx.lab.vm.accel {
-        lab::Accel::Auto => accel::Requested::Auto,
-        lab::Accel::Kvm => accel::Requested::Kvm,
-        lab::Accel::Tcg => accel::Requested::Tcg,
-    };
-    let mut choice = accel::choose(requested, &host);
-    ctx.manifest.host_accel = Some(host);
+    // QEMU.
     let qemu_bin = qemu::binary();
     ctx.manifest.qemu_version = Some(qemu::qemu_version(&qemu_bin).map_err(RunError::QemuVersion)?);
 
@@ -352,11 +400,15 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
         qemu: qemu_bin,
         name: format!("kernlab-{}", ctx.lab.name),
         accel: choice.accel,
+        machine,
         memory_mib: ctx.lab.vm.memory / (1024 * 1024),
         cpus: ctx.lab.vm.cpus,
-        kernel: kernel.vmlinuz(),
+        kernel: profile.path.clone(),
         initrd: "initrd.cpio".into(),
-        cmdline: qemu::argv::cmdline(&extra_cmdline(&ctx.lab)),
+        cmdline: qemu::argv::cmdline(
+            &qemu::CmdlineOpts { fast_boot: ctx.lab.vm.fast_boot, machine, tsc_khz: profile.host_tsc.as_ref().map(|t| t.khz) },
+            &extra_cmdline(&ctx.lab),
+        ),
         qmp_socket: QMP_SOCKET.into(),
         console_log: CONSOLE.into(),
         ssh_port: 0,
@@ -365,10 +417,33 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
         churn_disk: churn_disk.clone(),
         pause_on_panic: ctx.lab.exhaustion.as_ref().is_some_and(|x| x.action != lab::DumpAction::None),
     };
+    ctx.manifest.boot = Some(BootManifest {
+        machine,
+        machine_reason: profile.machine.reason.clone(),
+        kernel_image: profile.image,
+        kernel_image_path: profile.path.display().to_string(),
+        kernel_image_reason: profile.image_reason.clone(),
+        images: profile.images.clone(),
+        fast_boot: ctx.lab.vm.fast_boot,
+        fast_boot_flags: if ctx.lab.vm.fast_boot { qemu::argv::FAST_BOOT_FLAGS.iter().map(|s| s.to_string()).collect() } else { vec![] },
+        host_tsc: profile.host_tsc.clone(),
+        attempts: 0,
+        retries: vec![],
+    });
+    let mut attempt = 0;
     let boot = loop {
+        attempt += 1;
         ctx.events.emit(Event::AccelChosen { accel: choice.accel.to_string(), reason: choice.reason.clone() });
         ctx.manifest.accel = Some(choice.clone());
+        if let Some(b) = ctx.manifest.boot.as_mut() {
+            b.attempts = attempt;
+        }
+        ctx.timings.boot_attempts = attempt;
         spec.accel = choice.accel;
+        // A fresh fatal flag per attempt: events of a QEMU torn down before
+        // this one go to the old one.
+        let (fatal_tx, fatal) = watch::channel(None);
+        (ctx.fatal_tx, ctx.fatal) = (fatal_tx, fatal);
         match boot(ctx, &mut spec, &kernel).await {
             Err(BootFailure::KvmEmulation(console)) if requested == accel::Requested::Auto => {
                 // KVM that cannot run this kernel: say so and boot again under TCG.
@@ -387,7 +462,26 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
                     console,
                 })
             }
-            Err(BootFailure::Other(e)) => return Err(e),
+            Err(BootFailure::Retry(e)) if attempt < BOOT_ATTEMPTS => {
+                // A hang (TCG's rare calibrate_delay hang, a stuck device)
+                // or a guest that died after it started: once more, with
+                // the reason logged and the first attempt's logs kept.
+                let reason = match &e {
+                    RunError::Boot { reason, .. } => reason.clone(),
+                    other => other.to_string(),
+                };
+                tracing::warn!("boot attempt {attempt} of {} failed ({reason}); booting once more", kernel.name);
+                ctx.events.emit(Event::BootRetry { attempt, reason: reason.clone() });
+                if let Some(b) = ctx.manifest.boot.as_mut() {
+                    b.retries.push(reason);
+                }
+                teardown(ctx).await;
+                for f in [CONSOLE, "qemu.log"] {
+                    let kept = f.replace(".log", &format!("-attempt{attempt}.log"));
+                    let _ = std::fs::rename(ctx.dir.join(f), ctx.dir.join(&kept));
+                }
+            }
+            Err(BootFailure::Retry(e)) | Err(BootFailure::Other(e)) => return Err(e),
             Ok(b) => break b,
         }
     };
@@ -638,6 +732,8 @@ impl Drop for AbortOnDrop {
 enum BootFailure {
     /// KVM could not run the kernel (QEMU `internal-error`); the console tail.
     KvmEmulation(String),
+    /// The guest started but hung or died before it was ready: worth one retry.
+    Retry(RunError),
     Other(RunError),
 }
 
@@ -742,11 +838,20 @@ async fn boot(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel) -> Result<Boote
         let deadline = started + ctx.lab.vm.boot_timeout;
         let addr: SocketAddr = ([127, 0, 0, 1], spec.ssh_port).into();
         loop {
+            // A guest that printed something and then died without a panic
+            // may have met a rare race; one that never printed (QEMU refused
+            // the kernel) or that panicked will do the same a second time,
+            // and its panic is the finding.
+            let retry = |e: BootFailure, console: &Path| match e {
+                BootFailure::Other(e) if worth_a_retry(&std::fs::read(console).unwrap_or_default()) => BootFailure::Retry(e),
+                e => e,
+            };
             if let Some(st) = ctx.qemu.as_mut().and_then(|q| q.try_exited()) {
-                return Err(boot_fail(ctx, format!("QEMU exited ({}) before the guest was ready", fmt_status(Some(st)))));
+                return Err(retry(boot_fail(ctx, format!("QEMU exited ({}) before the guest was ready", fmt_status(Some(st)))), &console));
             }
-            if let Some(f) = ctx.fatal.borrow().clone() {
-                return Err(boot_fail(ctx, f));
+            let fatal = ctx.fatal.borrow().clone();
+            if let Some(f) = fatal {
+                return Err(retry(boot_fail(ctx, f), &console));
             }
             if spec.accel == Accel::Kvm {
                 if let Ok(s) = qmp.status().await {
@@ -756,10 +861,11 @@ async fn boot(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel) -> Result<Boote
                 }
             }
             if Instant::now() >= deadline {
-                return Err(boot_fail(
-                    ctx,
-                    format!("no SSH banner within the boot timeout of {:?}", ctx.lab.vm.boot_timeout),
-                ));
+                let reason = format!("no SSH banner within the boot timeout of {:?}", ctx.lab.vm.boot_timeout);
+                return Err(match boot_fail(ctx, reason) {
+                    BootFailure::Other(e) => BootFailure::Retry(e),
+                    other => other,
+                });
             }
             if ctx.cancel.is_cancelled() {
                 return Err(RunError::Interrupted("signal".into()).into());
@@ -1013,9 +1119,10 @@ const GUEST_MODULES: &str = "/opt/kernlab/modules";
 /// The churn workload's source, built into a static binary for the guest.
 const CHURN_C: &str = include_str!("../../labs/workloads/churn.c");
 
-/// The devices a lab's VM gets: the base set, plus the dump disk for kdump.
-fn devices(lab: &Lab) -> Vec<Device> {
-    let mut d = DEVICES.to_vec();
+/// The devices a lab's VM gets on `machine`: the base set that the machine
+/// has, plus the dump disk for kdump and the churn disk.
+fn devices(lab: &Lab, machine: Machine) -> Vec<Device> {
+    let mut d: Vec<Device> = DEVICES.iter().copied().filter(|d| d.available_on(machine)).collect();
     if exhaust::kdump_wanted(lab) {
         d.push(Device::DumpDisk);
     }
@@ -1023,6 +1130,50 @@ fn devices(lab: &Lab) -> Vec<Device> {
         d.push(Device::ChurnDisk);
     }
     d
+}
+
+/// A run's kernel image and machine, each with its reason.
+struct BootProfile {
+    machine: MachineChoice,
+    image: ImageFormat,
+    path: PathBuf,
+    image_reason: String,
+    images: BootImages,
+    host_tsc: Option<HostTsc>,
+}
+
+/// Puts the kernel facts, the lab's needs and the host's TSC into the pure
+/// machine choice, then picks the image that machine boots.
+fn boot_profile(lab: &Lab, kernel: &Kernel, images: BootImages, accel: Accel) -> Result<BootProfile, String> {
+    let config = std::fs::read_to_string(kernel.config()).unwrap_or_default();
+    let virtio_mmio = match vmlinux::config_enabled(&config, "CONFIG_VIRTIO_MMIO") {
+        Some('y') => Driver::BuiltIn,
+        Some(_) => Driver::Module,
+        None => Driver::Absent,
+    };
+    let facts = KernelFacts { vmlinux: images.vmlinux.as_ref().map(|_| ()).ok_or_else(|| images.note.clone()), virtio_mmio };
+    let needs = LabNeeds {
+        requested: match lab.vm.machine {
+            lab::MachineProfile::Auto => qmachine::Requested::Auto,
+            lab::MachineProfile::Pc => qmachine::Requested::Pc,
+            lab::MachineProfile::Microvm => qmachine::Requested::Microvm,
+        },
+        panic_devices: lab.exhaustion.as_ref().is_some_and(|x| x.action != lab::DumpAction::None),
+        accel,
+    };
+    let host_tsc = HostTsc::detect();
+    let machine = qmachine::choose(&facts, &needs, host_tsc.as_ref().map(|t| t.khz)).map_err(|e| e.to_string())?;
+    let (image, image_reason) = match (&images.vmlinux, lab.vm.kernel_format) {
+        (_, lab::KernelFormat::Bzimage) => (ImageFormat::Bzimage, "the lab asks for the bzImage (vm.kernel_format)".to_string()),
+        (Some(_), _) => (ImageFormat::Vmlinux, images.note.clone()),
+        (None, lab::KernelFormat::Vmlinux) => return Err(format!("vm.kernel_format: vmlinux is not possible here: {}", images.note)),
+        (None, _) => (ImageFormat::Bzimage, images.note.clone()),
+    };
+    let path = match image {
+        ImageFormat::Vmlinux => images.vmlinux.clone().expect("matched above"),
+        ImageFormat::Bzimage => images.bzimage.clone(),
+    };
+    Ok(BootProfile { machine, image, path, image_reason, images, host_tsc })
 }
 
 /// The ext4 label of the churn disk; the guest finds it with `findfs`.
@@ -1053,6 +1204,12 @@ fn capture_command(lab: &Lab, sections: &[Section]) -> String {
 
 /// The kernel's panic line in console text (`Kernel panic - not syncing: …`),
 /// without the printk timestamp.
+/// Whether a boot whose guest died is worth one more try, from its console:
+/// it printed (the kernel ran) and did not panic.
+fn worth_a_retry(console: &[u8]) -> bool {
+    !console.is_empty() && console_panic(&String::from_utf8_lossy(console)).is_none()
+}
+
 pub fn console_panic(console: &str) -> Option<String> {
     let line = console.lines().find(|l| l.contains("Kernel panic - not syncing"))?;
     let at = line.find("Kernel panic")?;
@@ -1229,6 +1386,13 @@ mod tests {
         b.succeeded();
         assert!(b.ready(0.0));
         assert_eq!(b.failed(0.0), 0.5);
+    }
+
+    #[test]
+    fn only_a_guest_that_ran_and_did_not_panic_is_booted_again() {
+        assert!(!worth_a_retry(b""), "QEMU refused the kernel: the same again");
+        assert!(worth_a_retry(b"[    0.30] PCI: System does not support PCI\n"));
+        assert!(!worth_a_retry(b"[    1.0] Kernel panic - not syncing: VFS: Unable to mount root fs\n"));
     }
 
     #[test]

@@ -29,6 +29,8 @@ pub struct Timings {
     pub first_command: f64,
     /// The whole run.
     pub total: f64,
+    /// Boots started: 1, or 2 when the first hung or died.
+    pub boot_attempts: u32,
 }
 
 /// Read back (by `kernlab report`) with every field that a report of an
