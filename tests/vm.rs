@@ -41,10 +41,11 @@ fn smoke_lab_end_to_end() {
     assert!(m["qemu_version"].as_str().unwrap().starts_with("QEMU emulator version"));
     let argv: Vec<String> = serde_json::from_value(m["qemu_argv"].clone()).unwrap();
     assert!(argv.iter().any(|a| a.contains("hostfwd=tcp:127.0.0.1:")), "{argv:?}");
-    // QMP listens on a socket inside the private run directory, nowhere else.
+    // QMP listens on a unix socket named relative to QEMU's working
+    // directory, which is the private run directory: nowhere else.
     let qmp = argv.iter().position(|a| a == "-qmp").map(|i| argv[i + 1].clone()).unwrap();
     let sock = qmp.strip_prefix("unix:").and_then(|s| s.split(',').next()).unwrap();
-    assert!(Path::new(sock).starts_with(std::fs::canonicalize(&run_dir).unwrap()) || Path::new(sock).starts_with(&run_dir), "{qmp}");
+    assert!(!sock.contains('/') || Path::new(sock).starts_with(&run_dir), "{qmp}");
     assert!(m["accel"]["accel"] == "tcg" || m["accel"]["accel"] == "kvm");
     assert!(!m["accel"]["reason"].as_str().unwrap().is_empty());
 
