@@ -30,14 +30,6 @@ fn manifest(run_dir: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(run_dir.join("manifest.json")).unwrap()).unwrap()
 }
 
-fn assert_no_qemu_left(run_dir: &Path) {
-    let pids = qemu_pids(run_dir);
-    assert!(!pids.is_empty(), "the run started no QEMU");
-    for pid in pids {
-        assert!(!qemu_alive(pid), "QEMU {pid} outlived its run");
-    }
-}
-
 #[test]
 fn debian_kernels_of_each_compression_extract_to_a_pvh_vmlinux() {
     for (name, compression, config) in [

@@ -7,14 +7,6 @@ use common::*;
 use std::path::Path;
 use std::time::Duration;
 
-fn assert_no_qemu_left(run_dir: &Path) {
-    let pids = qemu_pids(run_dir);
-    assert!(!pids.is_empty(), "the run started no QEMU");
-    for pid in pids {
-        assert!(!qemu_alive(pid), "QEMU {pid} outlived its run");
-    }
-}
-
 #[test]
 fn smoke_lab_end_to_end() {
     let d = tempfile::tempdir().unwrap();

@@ -129,3 +129,12 @@ pub fn long_run_with_samples(d: &Path, n: usize) -> (std::process::Child, std::p
     }
     (child, run_dir)
 }
+
+/// The run started QEMU, and none of it is alive any more.
+pub fn assert_no_qemu_left(run_dir: &Path) {
+    let pids = qemu_pids(run_dir);
+    assert!(!pids.is_empty(), "the run started no QEMU");
+    for pid in pids {
+        assert!(!qemu_alive(pid), "QEMU {pid} outlived its run");
+    }
+}
