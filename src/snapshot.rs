@@ -14,6 +14,7 @@
 //! snapshots/<key>/keys/client_ed25519       the SSH client key the guest authorizes
 //! snapshots/<key>/keys/guest_host_ed25519   the guest's dropbear host key
 //! snapshots/<key>/meta.json                 the key's inputs, the public keys, sizes
+//! snapshots/<key>/console.log               the guest's console up to the save
 //! ```
 //!
 //! The guest's host key and its authorized key are in its memory, so a run
@@ -116,6 +117,11 @@ impl Entry {
         self.dir.join("state")
     }
 
+    /// The saved guest's boot, as its console showed it (may be absent).
+    pub fn console(&self) -> PathBuf {
+        self.dir.join("console.log")
+    }
+
     /// The entry's SSH keys, by path in the cache.
     pub fn keys(&self) -> Result<RunKeys, String> {
         RunKeys::existing(&self.dir.join("keys"), &self.meta.client_public, &self.meta.host_public).map_err(|e| error_chain(&e))
@@ -178,6 +184,11 @@ impl Staged {
     /// Where the state goes.
     pub fn state(&self) -> PathBuf {
         self.dir.path().join("state")
+    }
+
+    /// Keeps the guest's console up to the save (optional).
+    pub fn keep_console(&self, text: &[u8]) -> io::Result<()> {
+        fsx::write_atomic(&self.dir.path().join("console.log"), text)
     }
 
     /// Completes the entry (keys, meta.json, the state flushed to disk) and
@@ -373,13 +384,14 @@ mod tests {
         let keys = fake_keys(&d.path().join("run-keys"));
         let staged = Staged::new(&cache).unwrap();
         fs::write(staged.state(), vec![7u8; 4096]).unwrap();
+        staged.keep_console(b"kernlab: sshd started\n").unwrap();
         assert!(staged.publish(&cache, &keys.0, meta(&key, &keys)).unwrap());
         let dir = entry_dir(&cache, &key);
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
         for p in [cache.path("snapshots"), dir.clone(), dir.join("keys")] {
             assert_eq!(mode(&p), 0o700, "{}", p.display());
         }
-        for f in ["state", "meta.json", "keys/client_ed25519", "keys/guest_host_ed25519"] {
+        for f in ["state", "meta.json", "console.log", "keys/client_ed25519", "keys/guest_host_ed25519"] {
             assert_eq!(mode(&dir.join(f)), 0o600, "{f}");
         }
         let entry = match lookup(&cache, &key) {

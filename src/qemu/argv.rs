@@ -133,7 +133,10 @@ pub fn argv(spec: &VmSpec) -> Vec<OsString> {
     push("-append");
     push(&spec.cmdline);
     push("-chardev");
-    push(&format!("file,id=console,path={}", spec.console_log.to_string_lossy()));
+    // With snapshots the console file is appended to: a restored run's
+    // console starts with the boot that was saved (written by kernlab).
+    let append = if spec.snapshot { ",append=on" } else { "" };
+    push(&format!("file,id=console,path={}{append}", spec.console_log.to_string_lossy()));
     push("-serial");
     push("chardev:console");
     push("-qmp");
@@ -305,7 +308,10 @@ mod tests {
         assert!(!plain.contains("-global") && !plain.contains("-incoming"), "{plain}");
         s.snapshot = true;
         let saving = joined(&s);
-        assert_eq!(saving, format!("{plain} -global migration.store-global-state=off"));
+        assert_eq!(
+            saving,
+            format!("{plain} -global migration.store-global-state=off").replace("path=console.log ", "path=console.log,append=on ")
+        );
         s.incoming = Some(incoming_from_file(std::path::Path::new("/cache/snapshots/ab c/state")));
         let restoring = argv(&s).iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>();
         // The restoring argv is the saving one plus `-incoming`, last, as one word.

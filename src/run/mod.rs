@@ -748,7 +748,13 @@ async fn boot_cold(ctx: &mut Ctx, spec: &mut VmSpec, choice: &mut AccelChoice, c
             Ok(stage) => {
                 let qmp = ctx.qmp.clone().ok_or_else(|| RunError::Join("no QMP connection after boot".into()))?;
                 match snapshot::save(&qmp, &ctx.dir.path, &stage.state()).await {
-                    Ok(secs) => staged = Some((stage, secs)),
+                    Ok(secs) => {
+                        // The boot that later runs restore, for their console.log.
+                        if let Err(e) = stage.keep_console(&std::fs::read(ctx.dir.join(CONSOLE)).unwrap_or_default()) {
+                            tracing::debug!("the saved boot's console is not kept: {e}");
+                        }
+                        staged = Some((stage, secs))
+                    }
                     Err(e) if e.starts_with("the VM stayed paused") => return Err(RunError::Join(e)),
                     Err(e) => save_error = Some(e),
                 }
@@ -849,6 +855,10 @@ async fn restore(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel, image: &imag
     // The initrd the saved guest booted from: the same image and keys, so
     // even what QEMU reads from it at start is what it was.
     write_initrd(ctx, image, &keys, None).map_err(Run)?;
+    // The console (QEMU appends to it) starts with the boot that was saved.
+    let mut console = std::fs::read(entry.console()).unwrap_or_default();
+    console.extend_from_slice(format!("kernlab: --- restored from snapshot {} saved {}; the lines above are that boot ---\n", entry.meta.key, entry.meta.saved).as_bytes());
+    write(&ctx.dir.join(CONSOLE), &console).map_err(Run)?;
     let state = std::path::absolute(entry.state()).map_err(|e| Failed(format!("{}: {e}", entry.state().display())))?;
     spec.incoming = Some(qemu::argv::incoming_from_file(&state));
     spec.accel = choice.accel;
@@ -891,6 +901,7 @@ async fn restore(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel, image: &imag
     };
     let mut booted = booted;
     booted.secs = booted.started.elapsed().as_secs_f64();
+    tracing::debug!("restore: running {running:.3} s, SSH session {:.3} s after QEMU start", booted.secs);
     ctx.timings.boot_to_ssh = booted.secs;
     ctx.events.emit(Event::SshReady { secs_since_qemu_start: booted.secs });
     let (c, cmd) = (control.clone(), snapshot::after_restore_command());
@@ -1120,6 +1131,7 @@ async fn boot(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel) -> Result<Boote
             }
         };
         ctx.qemu = Some(q);
+        tracing::debug!("QMP connected {:.3} s after QEMU start", started.elapsed().as_secs_f64());
         let qmp = Arc::new(qmp);
         ctx.qmp = Some(qmp.clone());
         spawn_router(rx, ctx.events.clone(), ctx.fatal_tx.clone(), ctx.qmp_seen.clone());
