@@ -4,8 +4,11 @@
 //! reports medians: the boot floor (QEMU start → the guest's /init
 //! running), QEMU start → SSH banner, QEMU start → first SSH command done,
 //! their ratio to the floor, and `kernlab run` → QEMU start (the warm-cache
-//! overhead). The first run of each kernel and profile warms the cache and
-//! is not counted. With `boots`, it also boots each pair that many times
+//! overhead); these cold boots run with `vm.snapshot: off`. Then the same
+//! lab with snapshots: QEMU start → first command of a guest restored from
+//! the snapshot (warm), and its ratio to the floor. The first run of each
+//! series warms the cache (for the warm series: saves the snapshot) and is
+//! not counted. With `boots`, it also boots each pair that many times
 //! and counts the hangs: boots that needed their one retry, and runs that
 //! failed even so.
 
@@ -65,6 +68,13 @@ pub struct BootBench {
     pub run_to_qemu_start_s: f64,
     /// Boots that hung or died once and were retried, over the counted runs.
     pub retries: u32,
+    /// Restored from the snapshot: QEMU start → first SSH command done.
+    pub warm_first_command_s: f64,
+    pub ratio_warm_first_command_to_floor: f64,
+    /// Restored: QEMU start → the VM running.
+    pub warm_running_s: f64,
+    /// Counted warm runs that really restored (the others fell back).
+    pub warm_restored: usize,
 }
 
 /// The hang check: `boots` boots of one kernel and profile.
@@ -96,9 +106,11 @@ pub fn median(mut v: Vec<f64>) -> f64 {
     }
 }
 
-/// The boot-only lab for a kernel and profile.
-pub fn lab_text(kernel: &str, profile: Profile) -> String {
-    format!("name: bench-boot\nkernel: {kernel}\nvm:\n  accel: auto\n{}monitor:\n  sources: [meminfo]\n", profile.vm_yaml())
+/// The boot-only lab for a kernel and profile, booting cold or (`warm`)
+/// from the snapshot.
+pub fn lab_text(kernel: &str, profile: Profile, warm: bool) -> String {
+    let snapshot = if warm { "auto" } else { "off" };
+    format!("name: bench-boot\nkernel: {kernel}\nvm:\n  accel: auto\n  snapshot: {snapshot}\n{}monitor:\n  sources: [meminfo]\n", profile.vm_yaml())
 }
 
 async fn one_run(lab_file: &std::path::Path, out: PathBuf, kernel_dirs: &[PathBuf]) -> Result<run::report::Report, String> {
@@ -127,7 +139,7 @@ pub async fn boot(kernels: &[String], profiles: &[Profile], runs: usize, work: &
     for kernel in kernels {
         for &profile in profiles {
             let lab_file = work.join(format!("bench-{kernel}-{}.yaml", profile.name()));
-            std::fs::write(&lab_file, lab_text(kernel, profile)).map_err(|e| e.to_string())?;
+            std::fs::write(&lab_file, lab_text(kernel, profile, false)).map_err(|e| e.to_string())?;
             let (mut floor, mut banner, mut first, mut start, mut retries) = (vec![], vec![], vec![], vec![], 0);
             for i in 0..=runs {
                 let dir = work.join(format!("{kernel}-{}-{i}", profile.name()));
@@ -145,8 +157,30 @@ pub async fn boot(kernels: &[String], profiles: &[Profile], runs: usize, work: &
                 start.push(t.qemu_start);
                 retries += t.boot_attempts.saturating_sub(1);
             }
+            // Warm: the first run saves the snapshot (or finds one), the
+            // others restore it.
+            let warm_file = work.join(format!("bench-{kernel}-{}-warm.yaml", profile.name()));
+            std::fs::write(&warm_file, lab_text(kernel, profile, true)).map_err(|e| e.to_string())?;
+            let (mut warm, mut running, mut restored) = (vec![], vec![], 0);
+            for i in 0..=runs {
+                let dir = work.join(format!("{kernel}-{}-warm-{i}", profile.name()));
+                let rep = one_run(&warm_file, dir.clone(), kernel_dirs)
+                    .await
+                    .map_err(|e| format!("warm bench run {i} of {kernel} ({}) failed: {e}", profile.name()))?;
+                let running_s = manifest_snapshot_secs(&dir);
+                let _ = std::fs::remove_dir_all(&dir);
+                if i == 0 {
+                    continue; // saves the snapshot
+                }
+                if rep.snapshot.as_deref() == Some("restored") {
+                    restored += 1;
+                    warm.push(rep.timings.first_command);
+                    running.extend(running_s);
+                }
+            }
             let floor_s = median(floor);
             let first_command_s = median(first);
+            let warm_first_command_s = median(warm);
             out.push(BootBench {
                 kernel: kernel.clone(),
                 profile,
@@ -157,10 +191,21 @@ pub async fn boot(kernels: &[String], profiles: &[Profile], runs: usize, work: &
                 ratio_first_command_to_floor: first_command_s / floor_s,
                 run_to_qemu_start_s: median(start),
                 retries,
+                warm_first_command_s,
+                ratio_warm_first_command_to_floor: warm_first_command_s / floor_s,
+                warm_running_s: median(running),
+                warm_restored: restored,
             });
         }
     }
     Ok(out)
+}
+
+/// `boot.snapshot.secs` of a restored run (QEMU start → running).
+fn manifest_snapshot_secs(run_dir: &std::path::Path) -> Option<f64> {
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(run_dir.join("manifest.json")).ok()?).ok()?;
+    let s = &m["boot"]["snapshot"];
+    (s["mode"] == "restored").then(|| s["secs"].as_f64()).flatten()
 }
 
 /// Boots each kernel and profile `boots` times, counting retries and failures.
@@ -169,7 +214,7 @@ pub async fn hang_check(kernels: &[String], profiles: &[Profile], boots: usize, 
     for kernel in kernels {
         for &profile in profiles {
             let lab_file = work.join(format!("hang-{kernel}-{}.yaml", profile.name()));
-            std::fs::write(&lab_file, lab_text(kernel, profile)).map_err(|e| e.to_string())?;
+            std::fs::write(&lab_file, lab_text(kernel, profile, false)).map_err(|e| e.to_string())?;
             let mut c = HangCheck { kernel: kernel.clone(), profile, boots, retried: 0, failed: 0, first_command_median_s: 0.0, first_command_max_s: 0.0, errors: vec![] };
             let mut first = Vec::new();
             for i in 0..boots {
@@ -214,9 +259,12 @@ mod tests {
     fn each_profile_is_a_valid_lab() {
         for p in Profile::ALL {
             assert_eq!(Profile::parse(p.name()), Ok(p));
-            let lab = crate::lab::parse(&lab_text("debian-6.1.0-54-amd64", p), std::path::Path::new("bench.yaml")).unwrap();
+            let lab = crate::lab::parse(&lab_text("debian-6.1.0-54-amd64", p, false), std::path::Path::new("bench.yaml")).unwrap();
             let microvm = lab.vm.machine == crate::lab::MachineProfile::Microvm;
             assert_eq!(microvm, p == Profile::MicrovmVmlinux);
+            assert_eq!(lab.vm.snapshot, crate::lab::SnapshotPolicy::Off, "cold boots are cold");
+            let warm = crate::lab::parse(&lab_text("debian-6.1.0-54-amd64", p, true), std::path::Path::new("bench.yaml")).unwrap();
+            assert_eq!(warm.vm.snapshot, crate::lab::SnapshotPolicy::Auto);
         }
         assert!(Profile::parse("q35").unwrap_err().contains("pc-bzimage"));
     }
