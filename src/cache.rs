@@ -1,8 +1,8 @@
 //! The content cache shared by every run on this machine: fetched kernels,
-//! built images, built modules and snapshots of booted guests (`snapshot`). Entries are published
-//! by renaming a complete temporary directory into place, under a per-entry
-//! lock, so two runs fetching the same thing at once neither corrupt it nor
-//! see a partial download.
+//! built images and modules, and snapshots of booted guests (`snapshot`).
+//! Entries are published by renaming a complete temporary directory into
+//! place, under a per-entry lock, so two runs fetching the same thing at
+//! once neither corrupt it nor see a partial download.
 
 use std::fs::{self, File};
 use std::io;

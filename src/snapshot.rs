@@ -226,11 +226,16 @@ pub fn remove(cache: &Cache, key: &str, expected: Option<&Meta>) -> io::Result<b
     if !dir.exists() {
         return Ok(false);
     }
-    if let Some(want) = expected {
-        let now: Option<Meta> = fs::read(dir.join("meta.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
-        if now.as_ref().is_some_and(|m| m != want) {
-            return Ok(false);
+    match expected {
+        Some(want) => {
+            let now: Option<Meta> = fs::read(dir.join("meta.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+            if now.as_ref().is_some_and(|m| m != want) {
+                return Ok(false);
+            }
         }
+        // Replaced by a good one since it was found broken: keep that.
+        None if matches!(lookup(cache, key), Lookup::Found(_)) => return Ok(false),
+        None => {}
     }
     let doomed = cache.scratch("snapshot-removed-")?;
     let to = doomed.path().join("entry");
