@@ -126,7 +126,7 @@ fn a_lab_run_twice_restores_the_second_time_and_its_commands_work() {
     let release = manifest(&second)["kernel"]["release"].as_str().unwrap().to_string();
     assert!(log.starts_with(&format!("{release}\n")) && log.contains("/usr/bin/churn"), "{log}");
     let argv: Vec<String> = serde_json::from_value(manifest(&second)["qemu_argv"].clone()).unwrap();
-    assert!(argv.windows(2).any(|w| w[0] == "-incoming" && w[1].starts_with("exec:cat ") && w[1].contains(&*s1["key"].as_str().unwrap())), "{argv:?}");
+    assert!(argv.windows(2).any(|w| w[0] == "-incoming" && w[1].starts_with("exec:cat ") && w[1].contains(s1["key"].as_str().unwrap())), "{argv:?}");
     // The restored run uses the snapshot's keys, not keys of its own.
     assert!(!second.join("keys").exists());
     let console = std::fs::read_to_string(second.join("console.log")).unwrap();
