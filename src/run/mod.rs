@@ -461,7 +461,16 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
     let ready = match ready {
         Some(r) => r,
         None => {
-            let cold = Cold { kernel: &kernel, image: &image, payload: &payload, requested, save: snapshot_key.as_deref(), fallback };
+            let cold = Cold {
+                kernel: &kernel,
+                kernel_image: kernel_image_id(profile.image, &kernel),
+                image: &image,
+                qemu_version: &qemu_version,
+                payload: &payload,
+                requested,
+                save: snapshot_key.as_deref(),
+                fallback,
+            };
             boot_cold(ctx, &mut spec, &mut choice, cold).await?
         }
     };
@@ -660,7 +669,10 @@ struct Ready {
 /// What a cold boot needs besides the run and the VM.
 struct Cold<'a> {
     kernel: &'a Kernel,
+    /// The kernel image booted, as a snapshot's key names it.
+    kernel_image: String,
     image: &'a image::Image,
+    qemu_version: &'a str,
     payload: &'a Tree,
     requested: accel::Requested,
     /// Save the fresh guest as the snapshot with this key.
@@ -674,7 +686,7 @@ struct Cold<'a> {
 /// guest's state is saved before anything happens in it, and published once
 /// a first command has worked in the guest that goes on running.
 async fn boot_cold(ctx: &mut Ctx, spec: &mut VmSpec, choice: &mut AccelChoice, cold: Cold<'_>) -> Result<Ready, RunError> {
-    let Cold { kernel, image, payload, requested, save, fallback } = cold;
+    let Cold { kernel, kernel_image, image, qemu_version, payload, requested, save, fallback } = cold;
     let keys = RunKeys::generate(&ctx.dir.join("keys"))?;
     // A guest that becomes a snapshot boots without the lab's payload (it
     // is uploaded afterwards, as on a restored guest), so that one snapshot
@@ -790,7 +802,7 @@ async fn boot_cold(ctx: &mut Ctx, spec: &mut VmSpec, choice: &mut AccelChoice, c
     match (save, staged) {
         (Some(_), Some((stage, secs))) => {
             // The key as looked up, unless a KVM failure moved this boot to TCG.
-            let inputs = KeyInputs::new(spec, kernel_image_id(image_format(ctx), kernel), &image.sha256, ctx.manifest.qemu_version.as_deref().unwrap_or_default());
+            let inputs = KeyInputs::new(spec, kernel_image, &image.sha256, qemu_version);
             let key = &inputs.key();
             manifest.key = Some(key.clone());
             manifest.entry = Some(crate::snapshot::entry_dir(&ctx.cache, key).display().to_string());
@@ -950,10 +962,6 @@ fn set_snapshot(ctx: &mut Ctx, s: SnapshotManifest) {
     if let Some(b) = ctx.manifest.boot.as_mut() {
         b.snapshot = Some(s);
     }
-}
-
-fn image_format(ctx: &Ctx) -> ImageFormat {
-    ctx.manifest.boot.as_ref().map(|b| b.kernel_image).unwrap_or(ImageFormat::Bzimage)
 }
 
 /// The kernel image a VM boots, for a snapshot's key: the bzImage by its
