@@ -990,12 +990,15 @@ fn connector(addr: SocketAddr, keys: RunKeys, kernel: String, timeout: Duration)
     move || {
         // Right after the banner, dropbear may still be dropping the
         // probes' connections; a refused handshake is retried briefly.
-        let mut attempt = 0;
+        let (mut attempt, t) = (0, Instant::now());
         loop {
             attempt += 1;
             match GuestSession::connect(addr, &keys.client_key, &keys.host_key_blob, timeout) {
                 Err(crate::guest::SshError::Handshake { .. }) if attempt < 5 => std::thread::sleep(Duration::from_millis(100)),
-                r => return r.map_err(|source| RunError::Ssh { kernel: kernel.clone(), source }),
+                r => {
+                    tracing::debug!("SSH session to {addr} in {:.3} s ({attempt} attempts)", t.elapsed().as_secs_f64());
+                    return r.map_err(|source| RunError::Ssh { kernel: kernel.clone(), source });
+                }
             }
         }
     }
