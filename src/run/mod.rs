@@ -943,9 +943,11 @@ async fn restore(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel, image: &imag
 /// so the cold boot that follows saves a good one. Returns the reason.
 async fn give_up_restore(ctx: &mut Ctx, key: &str, expected: Option<&crate::snapshot::Meta>, reason: String) -> String {
     ctx.events.emit(Event::SnapshotFallback { key: key.to_string(), reason: reason.clone() });
-    if ctx.qemu.is_some() {
-        teardown(ctx).await;
-        for f in [CONSOLE, "qemu.log"] {
+    teardown(ctx).await;
+    // Whether or not its QEMU lived long enough to be kept (one that exits
+    // at once is never handed to the run), its logs are there.
+    for f in [CONSOLE, "qemu.log"] {
+        if ctx.dir.join(f).exists() {
             let _ = std::fs::rename(ctx.dir.join(f), ctx.dir.join(&f.replace(".log", "-restore.log")));
         }
     }
