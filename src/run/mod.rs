@@ -758,7 +758,7 @@ async fn boot_cold(ctx: &mut Ctx, spec: &mut VmSpec, choice: &mut AccelChoice, c
         match crate::snapshot::Staged::new(&ctx.cache) {
             Err(e) => save_error = Some(format!("cannot make a scratch directory in the cache: {e}")),
             Ok(stage) => {
-                let qmp = ctx.qmp.clone().ok_or_else(|| RunError::Join("no QMP connection after boot".into()))?;
+                let qmp = ctx.qmp.clone().ok_or_else(|| RunError::SnapshotSave("no QMP connection after boot".into()))?;
                 match snapshot::save(&qmp, &ctx.dir.path, &stage.state()).await {
                     Ok(secs) => {
                         // The boot that later runs restore, for their console.log.
@@ -767,8 +767,8 @@ async fn boot_cold(ctx: &mut Ctx, spec: &mut VmSpec, choice: &mut AccelChoice, c
                         }
                         staged = Some((stage, secs))
                     }
-                    Err(e) if e.starts_with("the VM stayed paused") => return Err(RunError::Join(e)),
-                    Err(e) => save_error = Some(e),
+                    Err(snapshot::SaveError::Paused(e)) => return Err(RunError::SnapshotSave(e)),
+                    Err(snapshot::SaveError::NotSaved(e)) => save_error = Some(e),
                 }
             }
         }

@@ -91,6 +91,15 @@ fn bind_in(dir: &Path, name: &str) -> std::io::Result<tokio::net::UnixListener> 
     tokio::net::UnixListener::bind(short)
 }
 
+/// Why a snapshot was not saved.
+#[derive(Debug)]
+pub(crate) enum SaveError {
+    /// Nothing was saved; the guest runs on (a warning).
+    NotSaved(String),
+    /// The guest could not be resumed after `stop`: the run cannot go on.
+    Paused(String),
+}
+
 /// Saves the running VM's state into `state`: `stop`, `migrate` to a unix
 /// socket kernlab reads into the file, until QEMU closes it and says
 /// `completed`; then `cont`, whatever happened, so the run goes on. Returns
@@ -100,16 +109,16 @@ fn bind_in(dir: &Path, name: &str) -> std::io::Result<tokio::net::UnixListener> 
 /// `cat` at once (SIGTERM, then SIGKILL after 10 ms) unless it has already
 /// exited, which can cut off the last buffer of the stream. Reading the
 /// socket here, the end of the stream is known exactly.
-pub(crate) async fn save(qmp: &Qmp, run_dir: &Path, state: &Path) -> Result<f64, String> {
-    let listener = bind_in(run_dir, MIGRATE_SOCKET).map_err(|e| format!("cannot listen on {MIGRATE_SOCKET}: {e}"))?;
+pub(crate) async fn save(qmp: &Qmp, run_dir: &Path, state: &Path) -> Result<f64, SaveError> {
+    let listener = bind_in(run_dir, MIGRATE_SOCKET).map_err(|e| SaveError::NotSaved(format!("cannot listen on {MIGRATE_SOCKET}: {e}")))?;
     let t = Instant::now();
-    qmp.stop().await.map_err(|e| e.to_string())?;
+    qmp.stop().await.map_err(|e| SaveError::NotSaved(e.to_string()))?;
     let saved = write_state(qmp, listener, state).await;
     let _ = std::fs::remove_file(run_dir.join(MIGRATE_SOCKET));
     // The guest must run on whether or not the state was saved.
-    qmp.cont().await.map_err(|e| format!("the VM stayed paused after saving: {e}"))?;
+    qmp.cont().await.map_err(|e| SaveError::Paused(format!("the VM stayed paused after saving: {e}")))?;
     let paused = t.elapsed().as_secs_f64();
-    saved.map(|()| paused)
+    saved.map(|()| paused).map_err(SaveError::NotSaved)
 }
 
 async fn write_state(qmp: &Qmp, listener: tokio::net::UnixListener, state: &Path) -> Result<(), String> {
