@@ -4,8 +4,11 @@
 //! reports medians: the boot floor (QEMU start → the guest's /init
 //! running), QEMU start → SSH banner, QEMU start → first SSH command done,
 //! their ratio to the floor, and `kernlab run` → QEMU start (the warm-cache
-//! overhead). The first run of each kernel and profile warms the cache and
-//! is not counted. With `boots`, it also boots each pair that many times
+//! overhead); these cold boots run with `vm.snapshot: off`. Then the same
+//! lab with snapshots: QEMU start → first command of a guest restored from
+//! the snapshot (warm), and its ratio to the floor. The first run of each
+//! series warms the cache (for the warm series: saves the snapshot) and is
+//! not counted. With `boots`, it also boots each pair that many times
 //! and counts the hangs: boots that needed their one retry, and runs that
 //! failed even so.
 
@@ -66,6 +69,13 @@ pub struct BootBench {
     pub run_to_qemu_start_s: f64,
     /// Boots that hung or died once and were retried, over the counted runs.
     pub retries: u32,
+    /// Restored from the snapshot: QEMU start → first SSH command done.
+    pub warm_first_command_s: f64,
+    pub ratio_warm_first_command_to_floor: f64,
+    /// Restored: QEMU start → the VM running.
+    pub warm_running_s: f64,
+    /// Counted warm runs that really restored (the others fell back).
+    pub warm_restored: usize,
 }
 
 /// The hang check: `boots` boots of one kernel and profile.
@@ -98,10 +108,11 @@ pub fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// The boot-only lab for a kernel and profile, with or without the
-/// fast-boot command-line flags.
-pub fn lab_text(kernel: &str, profile: Profile, fast_boot: bool) -> String {
+/// fast-boot command-line flags, booting cold or (`warm`) from the snapshot.
+pub fn lab_text(kernel: &str, profile: Profile, fast_boot: bool, warm: bool) -> String {
+    let snapshot = if warm { "auto" } else { "off" };
     format!(
-        "name: bench-boot\nkernel: {kernel}\nvm:\n  accel: auto\n  fast_boot: {fast_boot}\n{}monitor:\n  sources: [meminfo]\n",
+        "name: bench-boot\nkernel: {kernel}\nvm:\n  accel: auto\n  fast_boot: {fast_boot}\n  snapshot: {snapshot}\n{}monitor:\n  sources: [meminfo]\n",
         profile.vm_yaml()
     )
 }
@@ -139,7 +150,7 @@ pub async fn boot(
     for kernel in kernels {
         for &profile in profiles {
             let lab_file = work.join(format!("bench-{kernel}-{}.yaml", profile.name()));
-            std::fs::write(&lab_file, lab_text(kernel, profile, fast_boot)).map_err(|e| e.to_string())?;
+            std::fs::write(&lab_file, lab_text(kernel, profile, fast_boot, false)).map_err(|e| e.to_string())?;
             let (mut floor, mut banner, mut first, mut start, mut retries) = (vec![], vec![], vec![], vec![], 0);
             for i in 0..=runs {
                 let dir = work.join(format!("{kernel}-{}-{i}", profile.name()));
@@ -157,8 +168,30 @@ pub async fn boot(
                 start.push(t.qemu_start);
                 retries += t.boot_attempts.saturating_sub(1);
             }
+            // Warm: the first run saves the snapshot (or finds one), the
+            // others restore it.
+            let warm_file = work.join(format!("bench-{kernel}-{}-warm.yaml", profile.name()));
+            std::fs::write(&warm_file, lab_text(kernel, profile, fast_boot, true)).map_err(|e| e.to_string())?;
+            let (mut warm, mut running, mut restored) = (vec![], vec![], 0);
+            for i in 0..=runs {
+                let dir = work.join(format!("{kernel}-{}-warm-{i}", profile.name()));
+                let rep = one_run(&warm_file, dir.clone(), kernel_dirs)
+                    .await
+                    .map_err(|e| format!("warm bench run {i} of {kernel} ({}) failed: {e}", profile.name()))?;
+                let running_s = manifest_snapshot_secs(&dir);
+                let _ = std::fs::remove_dir_all(&dir);
+                if i == 0 {
+                    continue; // saves the snapshot
+                }
+                if rep.snapshot.as_deref() == Some("restored") {
+                    restored += 1;
+                    warm.push(rep.timings.first_command);
+                    running.extend(running_s);
+                }
+            }
             let floor_s = median(floor);
             let first_command_s = median(first);
+            let warm_first_command_s = median(warm);
             out.push(BootBench {
                 kernel: kernel.clone(),
                 profile,
@@ -170,10 +203,21 @@ pub async fn boot(
                 ratio_first_command_to_floor: first_command_s / floor_s,
                 run_to_qemu_start_s: median(start),
                 retries,
+                warm_first_command_s,
+                ratio_warm_first_command_to_floor: warm_first_command_s / floor_s,
+                warm_running_s: median(running),
+                warm_restored: restored,
             });
         }
     }
     Ok(out)
+}
+
+/// `boot.snapshot.secs` of a restored run (QEMU start → running).
+fn manifest_snapshot_secs(run_dir: &std::path::Path) -> Option<f64> {
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(run_dir.join("manifest.json")).ok()?).ok()?;
+    let s = &m["boot"]["snapshot"];
+    (s["mode"] == "restored").then(|| s["secs"].as_f64()).flatten()
 }
 
 /// Boots each kernel and profile `boots` times, counting retries and failures.
@@ -182,7 +226,7 @@ pub async fn hang_check(kernels: &[String], profiles: &[Profile], boots: usize, 
     for kernel in kernels {
         for &profile in profiles {
             let lab_file = work.join(format!("hang-{kernel}-{}.yaml", profile.name()));
-            std::fs::write(&lab_file, lab_text(kernel, profile, true)).map_err(|e| e.to_string())?;
+            std::fs::write(&lab_file, lab_text(kernel, profile, true, false)).map_err(|e| e.to_string())?;
             let mut c = HangCheck { kernel: kernel.clone(), profile, boots, retried: 0, failed: 0, first_command_median_s: 0.0, first_command_max_s: 0.0, errors: vec![] };
             let mut first = Vec::new();
             for i in 0..boots {
@@ -228,11 +272,14 @@ mod tests {
         for p in Profile::ALL {
             assert_eq!(Profile::parse(p.name()), Ok(p));
             for fast in [true, false] {
-                let lab = crate::lab::parse(&lab_text("debian-6.1.0-54-amd64", p, fast), std::path::Path::new("bench.yaml")).unwrap();
+                let lab = crate::lab::parse(&lab_text("debian-6.1.0-54-amd64", p, fast, false), std::path::Path::new("bench.yaml")).unwrap();
                 let microvm = lab.vm.machine == crate::lab::MachineProfile::Microvm;
                 assert_eq!(microvm, p == Profile::MicrovmVmlinux);
                 assert_eq!(lab.vm.fast_boot, fast);
+                assert_eq!(lab.vm.snapshot, crate::lab::SnapshotPolicy::Off, "cold boots are cold");
             }
+            let warm = crate::lab::parse(&lab_text("debian-6.1.0-54-amd64", p, true, true), std::path::Path::new("bench.yaml")).unwrap();
+            assert_eq!(warm.vm.snapshot, crate::lab::SnapshotPolicy::Auto);
         }
         assert!(Profile::parse("q35").unwrap_err().contains("pc-bzimage"));
     }

@@ -1,8 +1,8 @@
 //! The content cache shared by every run on this machine: fetched kernels,
-//! built images, (later) built modules and snapshots. Entries are published
-//! by renaming a complete temporary directory into place, under a per-entry
-//! lock, so two runs fetching the same thing at once neither corrupt it nor
-//! see a partial download.
+//! built images and modules, and snapshots of booted guests (`snapshot`).
+//! Entries are published by renaming a complete temporary directory into
+//! place, under a per-entry lock, so two runs fetching the same thing at
+//! once neither corrupt it nor see a partial download.
 
 use std::fs::{self, File};
 use std::io;
@@ -35,7 +35,7 @@ impl Cache {
     }
 
     pub fn at(root: PathBuf) -> io::Result<Self> {
-        for sub in ["kernels/by-name", "images", "locks", "tmp"] {
+        for sub in ["kernels/by-name", "images", "snapshots", "locks", "tmp"] {
             fsx::private_dir(&root.join(sub))?;
         }
         Ok(Cache { root })

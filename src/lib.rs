@@ -23,6 +23,7 @@ pub mod qmp;
 pub mod report;
 pub mod run;
 pub mod sample;
+pub mod snapshot;
 pub mod stats;
 pub mod triage;
 pub mod ui;

@@ -564,14 +564,14 @@ fn bench_boot(mut kernels: Vec<String>, runs: usize, profiles: Vec<String>, boot
     }
     match rt.block_on(kernlab::bench::boot(&kernels, &profiles, fast_boot, runs, work.path(), dirs)) {
         Ok(rows) => {
-            println!("median of {runs} runs, accel as chosen by `auto`, fast-boot flags {}", if fast_boot { "on" } else { "off" });
+            println!("median of {runs} runs, accel as chosen by `auto`, fast-boot flags {}; warm = restored from the snapshot", if fast_boot { "on" } else { "off" });
             println!(
-                "{:<36} {:<16} {:>8} {:>9} {:>12} {:>6} {:>11} {:>8}",
-                "kernel", "profile", "floor s", "banner s", "first cmd s", "ratio", "run→QEMU s", "retries"
+                "{:<36} {:<16} {:>8} {:>9} {:>12} {:>6} {:>11} {:>8} {:>10} {:>7} {:>11} {:>9}",
+                "kernel", "profile", "floor s", "banner s", "first cmd s", "ratio", "run→QEMU s", "retries", "warm cmd s", "ratio", "running s", "restored"
             );
             for r in &rows {
                 println!(
-                    "{:<36} {:<16} {:>8.2} {:>9.2} {:>12.2} {:>6.2} {:>11.3} {:>8}",
+                    "{:<36} {:<16} {:>8.2} {:>9.2} {:>12.2} {:>6.2} {:>11.3} {:>8} {:>10.2} {:>7.2} {:>11.2} {:>9}",
                     r.kernel,
                     r.profile.name(),
                     r.floor_s,
@@ -579,7 +579,11 @@ fn bench_boot(mut kernels: Vec<String>, runs: usize, profiles: Vec<String>, boot
                     r.first_command_s,
                     r.ratio_first_command_to_floor,
                     r.run_to_qemu_start_s,
-                    r.retries
+                    r.retries,
+                    r.warm_first_command_s,
+                    r.ratio_warm_first_command_to_floor,
+                    r.warm_running_s,
+                    format!("{}/{runs}", r.warm_restored)
                 );
             }
             println!("{}", serde_json::to_string(&rows).unwrap_or_default());

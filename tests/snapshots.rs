@@ -155,7 +155,9 @@ fn arm_events() -> Vec<Event> {
         Event::ImageReady { sha256: "2c26b46".repeat(9), bytes: 7_340_032, modules: 9, secs: 0.05 },
         Event::AccelChosen { accel: "tcg".into(), reason: "/dev/kvm is provided by kvm_pvm, which cannot run a stock distro kernel (KVM emulation failure); using TCG".into() },
         Event::QemuStarted { pid: 41_213, ssh_port: 40_517, attempt: 1 },
+        Event::SnapshotRestored { key: "5feceb6".repeat(9) + "0", bytes: 76_655_543, secs: 0.14 },
         Event::SshReady { secs_since_qemu_start: 3.11 },
+        Event::SnapshotSaved { key: "5feceb6".repeat(9) + "0", bytes: 76_655_543, secs: 0.29, published: true },
         Event::SetupCommand { index: 0, command: "uname -a".into(), status: 0, secs: 0.02 },
         Event::KdumpLoaded { crashkernel: 192 << 20 },
         Event::ModuleLoaded { name: "khm".into(), params, tainted: Some(4096), secs: 0.3 },
@@ -195,6 +197,8 @@ fn other_events() -> Vec<(Option<&'static str>, Event)> {
     vec![
         (None, Event::MatrixStarted { name: "nightly".into(), cells: 8, slots: 2, dir: "/tmp/.tmpA1b2C3".into() }),
         (cell, Event::CellStarted { lab: "leak-lab".into(), kernel: "debian-6.1.0-54-cloud-amd64".into() }),
+        (cell, Event::SnapshotFallback { key: "5feceb6".repeat(9) + "0", reason: "QEMU exited (exit status: 1) before the guest was ready; QEMU: qemu-system-x86_64: Not a migration stream".into() }),
+        (cell, Event::SnapshotSaveFailed { key: "5feceb6".repeat(9) + "0", reason: "migration failed: Unable to write to socket: Broken pipe".into() }),
         (cell, Event::KdumpUnavailable { reason: "kexec -p failed: Cannot load /boot/vmlinuz; using the host dump".into() }),
         (cell, Event::TriageSkipped { reason: "`linux-image-6.1.0-54-cloud-amd64-dbg=6.1.190-1` is not in this machine's apt sources".into() }),
         (cell, Event::Interrupted { signal: "SIGINT/SIGTERM".into() }),

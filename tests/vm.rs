@@ -21,23 +21,37 @@ fn smoke_lab_end_to_end() {
         assert!(run_dir.join(f).is_file(), "missing {f}");
     }
     assert_eq!(mode(&run_dir), 0o700);
-    for f in ["manifest.json", "events.jsonl", "report.json", "keys/client_ed25519", "keys/guest_host_ed25519", "samples/meminfo.csv"] {
+    for f in ["manifest.json", "events.jsonl", "report.json", "samples/meminfo.csv"] {
         assert_eq!(mode(&run_dir.join(f)), 0o600, "{f}");
     }
 
     // Manifest: kernel hash, image hash, QEMU version and argv, accel and why.
     let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join("manifest.json")).unwrap()).unwrap();
+    // The SSH keys: this run's own after a cold boot; a restored run uses
+    // its snapshot's, private in the cache.
+    let snap = &m["boot"]["snapshot"];
+    let keys = match snap["mode"].as_str() {
+        Some("restored") => Path::new(snap["entry"].as_str().unwrap()).join("keys"),
+        Some("saved" | "cold") => run_dir.join("keys"),
+        other => panic!("boot.snapshot.mode {other:?}"),
+    };
+    for f in ["client_ed25519", "guest_host_ed25519"] {
+        assert_eq!(mode(&keys.join(f)), 0o600, "{}", keys.join(f).display());
+    }
     assert_eq!(m["kernel"]["package_sha256"].as_str().unwrap().len(), 64);
     assert_eq!(m["kernel"]["release"], "6.1.0-54-cloud-amd64");
     assert_eq!(m["image_sha256"].as_str().unwrap().len(), 64);
     assert!(m["qemu_version"].as_str().unwrap().starts_with("QEMU emulator version"));
     let argv: Vec<String> = serde_json::from_value(m["qemu_argv"].clone()).unwrap();
     assert!(argv.iter().any(|a| a.contains("hostfwd=tcp:127.0.0.1:")), "{argv:?}");
-    // QMP listens on a unix socket named relative to QEMU's working
-    // directory, which is the private run directory: nowhere else.
+    // QMP listens on a socket inside the private run directory, nowhere
+    // else: a bare name, relative to QEMU's working directory (the run
+    // directory), or a path under it.
     let qmp = argv.iter().position(|a| a == "-qmp").map(|i| argv[i + 1].clone()).unwrap();
-    let sock = qmp.strip_prefix("unix:").and_then(|s| s.split(',').next()).unwrap();
-    assert!(!sock.contains('/') || Path::new(sock).starts_with(&run_dir), "{qmp}");
+    let sock = Path::new(qmp.strip_prefix("unix:").and_then(|s| s.split(',').next()).unwrap());
+    let bare = sock.components().count() == 1 && sock.is_relative();
+    assert!(bare || sock.starts_with(std::fs::canonicalize(&run_dir).unwrap()) || sock.starts_with(&run_dir), "{qmp}");
+    assert!(run_dir.join(sock).starts_with(&run_dir), "{qmp}");
     assert!(m["accel"]["accel"] == "tcg" || m["accel"]["accel"] == "kvm");
     assert!(!m["accel"]["reason"].as_str().unwrap().is_empty());
 
@@ -80,7 +94,8 @@ fn smoke_lab_end_to_end() {
     let balloon = std::fs::read_to_string(run_dir.join("samples/balloon.csv")).unwrap();
     assert!(balloon.lines().any(|l| l.contains("stat-total-memory")), "{balloon}");
 
-    // The console shows the guest's init, and QEMU is gone.
+    // The console shows the guest's init (for a restored run, the boot that
+    // was saved), and QEMU is gone.
     let console = std::fs::read_to_string(run_dir.join("console.log")).unwrap();
     assert!(console.contains("kernlab: sshd started"), "{console}");
     assert_no_qemu_left(&run_dir);

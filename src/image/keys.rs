@@ -69,6 +69,44 @@ impl RunKeys {
         Ok(RunKeys { client_key, client_public, host_key, host_key_blob })
     }
 
+    /// Keys made earlier and kept in `dir` (a snapshot's): the two private
+    /// files by their usual names, and their public halves as OpenSSH lines.
+    pub fn existing(dir: &Path, client_public: &str, host_public: &str) -> Result<Self, KeyError> {
+        let host_key_blob = PublicKey::from_openssh(host_public).and_then(|k| k.to_bytes()).map_err(KeyError::Generate)?;
+        let keys = RunKeys {
+            client_key: dir.join("client_ed25519"),
+            client_public: client_public.trim().to_string(),
+            host_key: dir.join("guest_host_ed25519"),
+            host_key_blob,
+        };
+        for f in [&keys.client_key, &keys.host_key] {
+            std::fs::metadata(f).map_err(|source| KeyError::Write { path: f.clone(), source })?;
+        }
+        Ok(keys)
+    }
+
+    /// The guest's host key as an OpenSSH public key line.
+    pub fn host_public(&self) -> Result<String, KeyError> {
+        PublicKey::from_bytes(&self.host_key_blob).and_then(|k| k.to_openssh()).map_err(KeyError::Generate)
+    }
+
+    /// Copies the two private files into `dir` (made private), by the same names.
+    pub fn copy_to(&self, dir: &Path) -> Result<RunKeys, KeyError> {
+        let write_err = |path: &Path| {
+            let path = path.to_path_buf();
+            move |source| KeyError::Write { path, source }
+        };
+        fsx::private_dir(dir).map_err(write_err(dir))?;
+        let mut copy = self.clone();
+        for (from, to) in [(&self.client_key, &mut copy.client_key), (&self.host_key, &mut copy.host_key)] {
+            let name = from.file_name().unwrap_or_default();
+            *to = dir.join(name);
+            let data = std::fs::read(from).map_err(write_err(from))?;
+            fsx::write_atomic(to, &data).map_err(write_err(to))?;
+        }
+        Ok(copy)
+    }
+
     /// The per-run archive: host key and authorized_keys, with the modes
     /// dropbear insists on.
     pub fn overlay(&self) -> Result<Tree, KeyError> {

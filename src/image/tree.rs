@@ -70,6 +70,14 @@ impl Tree {
         self.nodes.is_empty()
     }
 
+    /// The regular files, in order: absolute guest path, mode, contents.
+    pub fn files(&self) -> impl Iterator<Item = (String, u32, &[u8])> {
+        self.nodes.iter().filter_map(|(path, node)| match node {
+            Node::File { mode, data } => Some((format!("/{path}"), *mode, &data[..])),
+            _ => None,
+        })
+    }
+
     /// Encodes the tree as a cpio newc archive: mtime 0, uid/gid 0, inode
     /// numbers by position, so the bytes depend only on the tree.
     pub fn to_cpio(&self) -> Vec<u8> {
@@ -116,6 +124,8 @@ mod tests {
         assert!(matches!(t.get("etc/kernlab"), Some(Node::Dir { .. })));
         let names: Vec<_> = t.nodes.keys().cloned().collect();
         assert_eq!(names, ["bin", "bin/sh", "etc", "etc/kernlab", "etc/kernlab/modules", "init"]);
+        let files: Vec<_> = t.files().map(|(p, m, _)| (p, m)).collect();
+        assert_eq!(files, [("/etc/kernlab/modules".to_string(), 0o644), ("/init".to_string(), 0o755)]);
     }
 
     #[test]

@@ -25,8 +25,10 @@ use super::Kernel;
 use crate::cache::Cache;
 use crate::util::fsx;
 
-/// Bumped when the extraction or what is cached with it changes.
-const FORMAT: u32 = 1;
+/// Bumped when the extraction or what is cached with it changes (and so
+/// part of a snapshot's key: the vmlinux booted is this extraction of the
+/// bzImage).
+pub const FORMAT: u32 = 1;
 
 /// How a bzImage's payload is compressed (`CONFIG_KERNEL_*`), by its magic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

@@ -185,6 +185,10 @@ pub struct Vm {
     /// Kernel command-line flags that shorten boots under TCG
     /// (`tsc=reliable no_timer_check cryptomgr.notests`). Default: true.
     pub fast_boot: bool,
+    /// Restore a saved snapshot of the booted guest instead of booting
+    /// (`auto`: when the VM can have one, saving it on the first run), or
+    /// always boot cold (`off`). Default: `auto`.
+    pub snapshot: SnapshotPolicy,
 }
 
 impl Default for Vm {
@@ -198,8 +202,21 @@ impl Default for Vm {
             machine: MachineProfile::Auto,
             kernel_format: KernelFormat::Auto,
             fast_boot: true,
+            snapshot: SnapshotPolicy::Auto,
         }
     }
+}
+
+/// Whether a run may restore (and save) a snapshot of the booted guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SnapshotPolicy {
+    /// Restore the cached snapshot for this kernel, image and VM shape, or
+    /// boot cold and save one, when the VM can have one.
+    #[default]
+    Auto,
+    /// Always boot cold, with this run's own keys.
+    Off,
 }
 
 /// QEMU machine profile.

@@ -235,6 +235,21 @@ fn accel_is_an_enum() {
 }
 
 #[test]
+fn snapshot_is_auto_or_off() {
+    assert_eq!(p("name: x\n").unwrap().vm.snapshot, SnapshotPolicy::Auto);
+    assert_eq!(p("name: x\nvm:\n  snapshot: off\n").unwrap().vm.snapshot, SnapshotPolicy::Off);
+    assert_eq!(p("name: x\nvm: {snapshot: auto}\n").unwrap().vm.snapshot, SnapshotPolicy::Auto);
+    // A boolean is not a policy: `false` would read as "no snapshot" to some
+    // and as "not off" to others.
+    for bad in ["always", "false", "no"] {
+        let e = err(&format!("name: x\nvm:\n  snapshot: {bad}\n"));
+        assert!(e.contains("vm.snapshot") && e.contains("auto, off"), "{bad}: {e}");
+    }
+    let lab = p("name: x\nvm:\n  snapshot: off\n").unwrap();
+    assert_eq!(p(&lab.to_yaml()).unwrap(), lab);
+}
+
+#[test]
 fn boot_timeout_limits() {
     p("name: x\nvm: {boot_timeout: 5s}\n").unwrap();
     p("name: x\nvm: {boot_timeout: 10m}\n").unwrap();

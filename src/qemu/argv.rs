@@ -77,6 +77,15 @@ pub struct VmSpec {
     /// Pause the VM on a guest panic (`-action panic=pause`) so the host can
     /// dump its memory, and expose vmcoreinfo for that dump.
     pub pause_on_panic: bool,
+    /// The VM's state may be saved as a snapshot, or is restored from one:
+    /// `-global migration.store-global-state=off`, so a VM restored from
+    /// the saved state runs at once instead of staying paused (the state
+    /// was saved while paused) and waiting for a `cont`.
+    pub snapshot: bool,
+    /// Restore the VM from this migration source instead of booting
+    /// (`-incoming`, e.g. `exec:cat '<state>'`); the rest of the argv must
+    /// be the one the state was saved with.
+    pub incoming: Option<String>,
 }
 
 /// The argv, program first.
@@ -124,7 +133,10 @@ pub fn argv(spec: &VmSpec) -> Vec<OsString> {
     push("-append");
     push(&spec.cmdline);
     push("-chardev");
-    push(&format!("file,id=console,path={}", spec.console_log.to_string_lossy()));
+    // With snapshots the console file is appended to: a restored run's
+    // console starts with the boot that was saved (written by kernlab).
+    let append = if spec.snapshot { ",append=on" } else { "" };
+    push(&format!("file,id=console,path={}{append}", spec.console_log.to_string_lossy()));
     push("-serial");
     push("chardev:console");
     push("-qmp");
@@ -165,7 +177,21 @@ pub fn argv(spec: &VmSpec) -> Vec<OsString> {
         push("-action");
         push("panic=pause");
     }
+    if spec.snapshot {
+        push("-global");
+        push("migration.store-global-state=off");
+    }
+    if let Some(src) = &spec.incoming {
+        push("-incoming");
+        push(src);
+    }
     a
+}
+
+/// The `-incoming` source that restores the state saved in `state`. QEMU
+/// runs it with `/bin/sh -c`, so the path is one quoted word.
+pub fn incoming_from_file(state: &std::path::Path) -> String {
+    format!("exec:cat {}", crate::util::tool::shell_quote(state.as_os_str()))
 }
 
 /// A raw image as a virtio-blk disk; `cache=unsafe` because the image is
@@ -233,6 +259,8 @@ mod tests {
             dump_disk: None,
             churn_disk: None,
             pause_on_panic: false,
+            snapshot: false,
+            incoming: None,
         }
     }
 
@@ -271,6 +299,24 @@ mod tests {
         let a = joined(&s);
         assert!(a.contains("-drive file=dump.img,if=none,id=dump,format=raw,cache=unsafe -device virtio-blk-pci,drive=dump"), "{a}");
         assert!(a.contains("-device vmcoreinfo -action panic=pause"), "{a}");
+    }
+
+    #[test]
+    fn snapshot_flags_and_incoming() {
+        let mut s = spec();
+        let plain = joined(&s);
+        assert!(!plain.contains("-global") && !plain.contains("-incoming"), "{plain}");
+        s.snapshot = true;
+        let saving = joined(&s);
+        assert_eq!(
+            saving,
+            format!("{plain} -global migration.store-global-state=off").replace("path=console.log ", "path=console.log,append=on ")
+        );
+        s.incoming = Some(incoming_from_file(std::path::Path::new("/cache/snapshots/ab c/state")));
+        let restoring = argv(&s).iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>();
+        // The restoring argv is the saving one plus `-incoming`, last, as one word.
+        assert_eq!(restoring[restoring.len() - 2..], ["-incoming", "exec:cat '/cache/snapshots/ab c/state'"]);
+        assert_eq!(restoring[..restoring.len() - 2].join(" "), saving);
     }
 
     #[test]

@@ -133,6 +133,35 @@ impl Qmp {
         self.exec("stop", qmp::stop {}).await.map(|_| ())
     }
 
+    /// Resumes a paused VM (also one whose state has just been saved).
+    pub async fn cont(&self) -> Result<(), QmpError> {
+        self.exec("cont", qmp::cont {}).await.map(|_| ())
+    }
+
+    /// Lifts the migration bandwidth cap (QEMU's default is 128 MiB/s,
+    /// meant for live migration over a network, not a paused VM's state
+    /// written to a local file).
+    pub async fn set_migration_bandwidth(&self, bytes_per_sec: u64) -> Result<(), QmpError> {
+        let params = qmp::MigrateSetParameters { max_bandwidth: Some(bytes_per_sec), ..Default::default() };
+        self.exec("migrate-set-parameters", qmp::migrate_set_parameters(params)).await.map(|_| ())
+    }
+
+    /// Starts migrating the VM's state to `uri`; returns once it started
+    /// (see [`Qmp::migration`]).
+    pub async fn migrate(&self, uri: &str) -> Result<(), QmpError> {
+        let cmd = qmp::migrate { uri: Some(uri.to_string()), channels: None, detach: None, resume: None };
+        self.exec("migrate", cmd).await.map(|_| ())
+    }
+
+    /// The migration's status (`setup`, `active`, `completed`, `failed`, …)
+    /// and QEMU's error message when it failed.
+    pub async fn migration(&self) -> Result<(String, Option<String>), QmpError> {
+        let v = self.exec("query-migrate", QueryMigrate {}).await?;
+        let status = v.get("status").and_then(|s| s.as_str()).unwrap_or("none").to_string();
+        let error = v.get("error-desc").and_then(|s| s.as_str()).map(str::to_string);
+        Ok((status, error))
+    }
+
     /// Sends an NMI to the guest (with `kernel.unknown_nmi_panic=1` it panics).
     pub async fn inject_nmi(&self) -> Result<(), QmpError> {
         self.exec("inject-nmi", qmp::inject_nmi {}).await.map(|_| ())
@@ -185,6 +214,19 @@ impl Qmp {
         .await
     }
 }
+
+/// `query-migrate`, read as plain JSON: the crate's typed reply follows a
+/// newer QEMU's schema, whose required statistics fields QEMU 7.2 lacks.
+#[derive(Serialize)]
+struct QueryMigrate {}
+
+impl qapi::Command for QueryMigrate {
+    type Ok = serde_json::Value;
+    const NAME: &'static str = "query-migrate";
+    const ALLOW_OOB: bool = false;
+}
+
+impl qmp::QmpCommand for QueryMigrate {}
 
 impl Drop for Qmp {
     fn drop(&mut self) {

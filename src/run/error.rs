@@ -66,6 +66,10 @@ pub enum RunError {
     Interrupted(String),
     #[error("internal task failed: {0}")]
     Join(String),
+    /// Saving the fresh guest as a snapshot left it unable to go on (a
+    /// save that merely failed is a warning, not this).
+    #[error("saving the snapshot left the VM unusable: {0}")]
+    SnapshotSave(String),
 }
 
 impl RunError {

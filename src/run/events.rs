@@ -30,6 +30,18 @@ pub enum Event {
     BootRetry { attempt: u32, reason: String },
     QemuStarted { pid: i32, ssh_port: u16, attempt: u32 },
     SshReady { secs_since_qemu_start: f64 },
+    /// The VM was restored from the cached snapshot `key` (`secs`: QEMU
+    /// start → the VM running).
+    SnapshotRestored { key: String, bytes: u64, secs: f64 },
+    /// A restore failed or the entry was unusable: the entry is removed and
+    /// the run boots cold.
+    SnapshotFallback { key: String, reason: String },
+    /// The freshly booted guest's state was saved (`secs`: the guest was
+    /// paused this long) and published as `key` (`published` is false when
+    /// another run published the same key first).
+    SnapshotSaved { key: String, bytes: u64, secs: f64, published: bool },
+    /// Saving failed; the run goes on without a snapshot.
+    SnapshotSaveFailed { key: String, reason: String },
     SetupCommand { index: usize, command: String, status: i32, secs: f64 },
     ModuleLoaded { name: String, params: std::collections::BTreeMap<String, String>, tainted: Option<u64>, secs: f64 },
     KdumpLoaded { crashkernel: u64 },
@@ -151,6 +163,17 @@ impl Terminal {
             }
             Event::QemuStarted { pid, ssh_port, .. } => format!("QEMU pid {pid}, ssh on 127.0.0.1:{ssh_port}"),
             Event::SshReady { secs_since_qemu_start } => format!("guest ready over SSH {secs_since_qemu_start:.2} s after QEMU start"),
+            Event::SnapshotRestored { key, bytes, secs } => {
+                format!("restored snapshot {} ({:.1} MiB) in {secs:.2} s", short(key), *bytes as f64 / 1048576.0)
+            }
+            Event::SnapshotFallback { key, reason } => format!("warning: snapshot {} not restored ({reason}); booting cold", short(key)),
+            Event::SnapshotSaved { key, bytes, secs, published } => format!(
+                "saved snapshot {} ({:.1} MiB, guest paused {secs:.2} s){}",
+                short(key),
+                *bytes as f64 / 1048576.0,
+                if *published { "" } else { "; another run saved it first" }
+            ),
+            Event::SnapshotSaveFailed { key, reason } => format!("warning: snapshot {} not saved: {reason}", short(key)),
             Event::SetupCommand { index, status, command, .. } => format!("setup[{index}] exit {status}: {command}"),
             Event::WorkloadStarted { duration_secs, .. } => format!("workload started for {duration_secs:.0} s"),
             Event::Sample { index, .. } if !self.verbose && index % 10 != 0 => return None,
@@ -211,6 +234,9 @@ impl Terminal {
             Event::BootRetry { .. } => "booting once more",
             Event::QemuStarted { .. } => "booting",
             Event::SshReady { .. } | Event::SetupCommand { .. } => "setup",
+            Event::SnapshotRestored { .. } => "restored: connecting",
+            Event::SnapshotFallback { .. } => "restore failed: booting cold",
+            Event::SnapshotSaved { .. } | Event::SnapshotSaveFailed { .. } => "setup",
             Event::KdumpLoaded { .. } | Event::KdumpUnavailable { .. } => "setup",
             Event::ModuleLoaded { name, .. } => {
                 self.bar.message(format!("module {name} loaded"));
@@ -251,13 +277,19 @@ impl Reporter for Terminal {
     fn report(&mut self, s: &Stamped) {
         self.progress(s);
         let Some(line) = self.line(&s.event) else { return };
-        let loud = matches!(s.event, Event::Error { .. } | Event::Interrupted { .. } | Event::CellFinished { .. });
+        // Errors, and the warnings that say a run went a slower way than asked.
+        let loud = matches!(
+            s.event,
+            Event::Error { .. } | Event::Interrupted { .. } | Event::CellFinished { .. } | Event::SnapshotFallback { .. } | Event::SnapshotSaveFailed { .. }
+        );
         if self.quiet && !loud {
             return;
         }
         let line = match &s.event {
             Event::Error { .. } => console::style(line).red().for_stderr().to_string(),
-            Event::KdumpUnavailable { .. } | Event::SampleFailed { .. } => console::style(line).yellow().for_stderr().to_string(),
+            Event::KdumpUnavailable { .. } | Event::SampleFailed { .. } | Event::SnapshotFallback { .. } | Event::SnapshotSaveFailed { .. } => {
+                console::style(line).yellow().for_stderr().to_string()
+            }
             _ => line,
         };
         let cell = s.cell.as_deref().map(|c| format!("cell {c} ")).unwrap_or_default();
@@ -321,6 +353,11 @@ pub fn top() -> &'static Events {
         e.add(Box::new(Terminal::new(ui::get().quiet, None)));
         e
     })
+}
+
+/// The first 12 hex digits of a cache key, for terminal lines.
+fn short(key: &str) -> &str {
+    &key[..key.len().min(12)]
 }
 
 pub fn round3(x: f64) -> f64 {

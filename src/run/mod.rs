@@ -10,6 +10,7 @@ mod exhaust;
 pub mod events;
 pub mod report;
 pub mod rundir;
+pub mod snapshot;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -24,6 +25,7 @@ pub use error::RunError;
 pub(crate) use ab::duration;
 use events::{Event, Events, JsonLines, JsonStdout, Terminal};
 use rundir::RunDir;
+use snapshot::{SnapshotManifest, SnapshotMode};
 
 use crate::cache::Cache;
 use crate::guest::{wait_for_banner, GuestSession};
@@ -37,6 +39,7 @@ use crate::qemu::{self, accel, Accel, AccelChoice, Device, HostTsc, Machine, Mac
 use crate::qmp::{Qmp, QmpEvent};
 use crate::sample::parse::{self as sparse, Section};
 use crate::sample::sampler::SampleStore;
+use crate::snapshot::{KeyInputs, Lookup};
 use crate::util::{fsx, tool};
 
 /// What `kernlab run` was asked to do.
@@ -116,6 +119,8 @@ pub struct BootManifest {
     /// Boots started (at most 2: one retry), and why each retry happened.
     pub attempts: u32,
     pub retries: Vec<String>,
+    /// Restored from a snapshot, booted cold and saved as one, or cold; why.
+    pub snapshot: Option<SnapshotManifest>,
 }
 
 /// State of a run that outlives any one phase, so teardown and the report
@@ -353,7 +358,7 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
     });
     let machine = profile.machine.machine;
 
-    // Image, plus this run's keys on top.
+    // Image (the SSH keys go on top of it when the guest boots).
     let t = Instant::now();
     let (cache, k) = (ctx.cache.clone(), kernel.clone());
     let devices = devices(&ctx.lab, machine);
@@ -372,15 +377,6 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
         }
         _ => None,
     };
-    let keys = RunKeys::generate(&ctx.dir.join("keys"))?;
-    let initrd = ctx.dir.join("initrd.cpio");
-    let mut bytes = std::fs::read(&image.path).map_err(|source| RunError::Write { path: image.path.clone(), source })?;
-    bytes.extend_from_slice(&keys.overlay()?.to_cpio());
-    if !payload.is_empty() {
-        bytes.extend_from_slice(&payload.to_cpio());
-    }
-    write(&initrd, &bytes)?;
-    drop(bytes);
     ctx.timings.image = t.elapsed().as_secs_f64();
     ctx.events.emit(Event::ImageReady {
         sha256: image.sha256.clone(),
@@ -394,7 +390,8 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
 
     // QEMU.
     let qemu_bin = qemu::binary();
-    ctx.manifest.qemu_version = Some(qemu::qemu_version(&qemu_bin).map_err(RunError::QemuVersion)?);
+    let qemu_version = qemu::qemu_version(&qemu_bin).map_err(RunError::QemuVersion)?;
+    ctx.manifest.qemu_version = Some(qemu_version.clone());
 
     let mut spec = VmSpec {
         qemu: qemu_bin,
@@ -416,6 +413,8 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
         dump_disk,
         churn_disk: churn_disk.clone(),
         pause_on_panic: ctx.lab.exhaustion.as_ref().is_some_and(|x| x.action != lab::DumpAction::None),
+        snapshot: false,
+        incoming: None,
     };
     ctx.manifest.boot = Some(BootManifest {
         machine,
@@ -429,92 +428,63 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
         host_tsc: profile.host_tsc.clone(),
         attempts: 0,
         retries: vec![],
+        snapshot: None,
     });
-    let mut attempt = 0;
-    let boot = loop {
-        attempt += 1;
-        ctx.events.emit(Event::AccelChosen { accel: choice.accel.to_string(), reason: choice.reason.clone() });
-        ctx.manifest.accel = Some(choice.clone());
-        if let Some(b) = ctx.manifest.boot.as_mut() {
-            b.attempts = attempt;
-        }
-        ctx.timings.boot_attempts = attempt;
-        spec.accel = choice.accel;
-        // A fresh fatal flag per attempt: events of a QEMU torn down before
-        // this one go to the old one.
-        let (fatal_tx, fatal) = watch::channel(None);
-        (ctx.fatal_tx, ctx.fatal) = (fatal_tx, fatal);
-        match boot(ctx, &mut spec, &kernel).await {
-            Err(BootFailure::KvmEmulation(console)) if requested == accel::Requested::Auto => {
-                // KVM that cannot run this kernel: say so and boot again under TCG.
-                tracing::warn!("KVM internal error booting {}; retrying with TCG", kernel.name);
-                let _ = console;
-                teardown(ctx).await;
-                choice = AccelChoice {
-                    accel: Accel::Tcg,
-                    reason: "KVM stopped with an internal error (emulation failure) on this kernel; using TCG".into(),
-                };
-            }
-            Err(BootFailure::KvmEmulation(console)) => {
-                return Err(RunError::Boot {
-                    kernel: kernel.name.clone(),
-                    reason: "KVM stopped with an internal error (emulation failure); try `accel: tcg`".into(),
-                    console,
-                })
-            }
-            Err(BootFailure::Retry(e)) if attempt < BOOT_ATTEMPTS => {
-                // A hang (TCG's rare calibrate_delay hang, a stuck device)
-                // or a guest that died after it started: once more, with
-                // the reason logged and the first attempt's logs kept.
-                let reason = match &e {
-                    RunError::Boot { reason, .. } => reason.clone(),
-                    other => other.to_string(),
-                };
-                tracing::warn!("boot attempt {attempt} of {} failed ({reason}); booting once more", kernel.name);
-                ctx.events.emit(Event::BootRetry { attempt, reason: reason.clone() });
-                if let Some(b) = ctx.manifest.boot.as_mut() {
-                    b.retries.push(reason);
-                }
-                teardown(ctx).await;
-                for f in [CONSOLE, "qemu.log"] {
-                    let kept = f.replace(".log", &format!("-attempt{attempt}.log"));
-                    let _ = std::fs::rename(ctx.dir.join(f), ctx.dir.join(&kept));
-                }
-            }
-            Err(BootFailure::Retry(e)) | Err(BootFailure::Other(e)) => return Err(e),
-            Ok(b) => break b,
-        }
-    };
-    ctx.timings.boot_to_ssh = boot.secs;
-    ctx.events.emit(Event::SshReady { secs_since_qemu_start: boot.secs });
 
-    let addr: SocketAddr = ([127, 0, 0, 1], spec.ssh_port).into();
-    let connect = {
-        let keys = keys.clone();
-        let kernel_name = kernel.name.clone();
-        move || {
-            // Right after the banner, dropbear may still be dropping the
-            // probes' connections; a refused handshake is retried briefly.
-            let mut attempt = 0;
-            loop {
-                attempt += 1;
-                match GuestSession::connect(addr, &keys.client_key, &keys.host_key_blob, SSH_TIMEOUT) {
-                    Err(crate::guest::SshError::Handshake { .. }) if attempt < 5 => {
-                        std::thread::sleep(Duration::from_millis(100))
-                    }
-                    r => return r.map_err(|source| RunError::Ssh { kernel: kernel_name.clone(), source }),
-                }
-            }
+    // The guest: restored from the cached snapshot of this kernel, image and
+    // VM shape, or booted cold (and saved as that snapshot when the lab
+    // allows one). A restore that fails falls back to a cold boot.
+    let snapshot_key = match snapshot::allowed(&ctx.lab, &spec) {
+        Ok(()) => {
+            spec.snapshot = true;
+            Some(KeyInputs::new(&spec, kernel_image_id(profile.image, &kernel), &image.sha256, &qemu_version).key())
+        }
+        Err(reason) => {
+            set_snapshot(ctx, SnapshotManifest { mode: SnapshotMode::Cold, reason, key: None, entry: None, state_bytes: None, secs: None, fallback: None });
+            None
         }
     };
-    let control = Arc::new(blocking(connect.clone()).await??);
-    let probe = control.clone();
-    blocking(move || probe.exec("true", Duration::from_secs(10)))
-        .await?
-        .map_err(|source| RunError::Ssh { kernel: kernel.name.clone(), source })?;
-    ctx.timings.first_command = boot.started.elapsed().as_secs_f64();
+    let mut ready = None;
+    let mut fallback = None;
+    if let Some(key) = &snapshot_key {
+        let (cache, k) = (ctx.cache.clone(), key.clone());
+        match blocking(move || crate::snapshot::lookup(&cache, &k)).await? {
+            Lookup::Missing => {}
+            Lookup::Unusable(reason) => fallback = Some(give_up_restore(ctx, key, None, reason).await),
+            Lookup::Found(entry) => match restore(ctx, &mut spec, &kernel, &image, &entry, &choice).await {
+                Ok(r) => ready = Some(r),
+                Err(RestoreFailure::Run(e)) => return Err(e),
+                Err(RestoreFailure::Failed(reason)) => fallback = Some(give_up_restore(ctx, key, Some(&entry.meta), reason).await),
+            },
+        }
+    }
+    let ready = match ready {
+        Some(r) => r,
+        None => {
+            let cold = Cold {
+                kernel: &kernel,
+                kernel_image: kernel_image_id(profile.image, &kernel),
+                image: &image,
+                qemu_version: &qemu_version,
+                payload: &payload,
+                requested,
+                save: snapshot_key.as_deref(),
+                fallback,
+            };
+            boot_cold(ctx, &mut spec, &mut choice, cold).await?
+        }
+    };
+    let Ready { booted: boot, keys, control, upload_payload } = ready;
     ctx.timings.init = boot.init;
     ctx.timings.qemu_start = boot.started.duration_since(ctx.run_start).as_secs_f64();
+    let addr: SocketAddr = ([127, 0, 0, 1], spec.ssh_port).into();
+    let connect = connector(addr, keys, kernel.name.clone(), SSH_TIMEOUT);
+    if upload_payload && !payload.is_empty() {
+        // A snapshot's guest has only the base image: the lab's modules and
+        // programs go in now, where the initrd would have put them.
+        let (c, p) = (control.clone(), payload.clone());
+        blocking(move || upload(&c, &p)).await?.map_err(|source| RunError::Ssh { kernel: kernel.name.clone(), source })?;
+    }
 
     // Setup commands, in order; the first failure stops the run.
     for (index, command) in ctx.lab.setup.clone().into_iter().enumerate() {
@@ -685,6 +655,372 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
     Ok(())
 }
 
+/// A guest answering over SSH, however it came up.
+struct Ready {
+    booted: Booted,
+    /// The keys its sshd knows: this run's, or the snapshot's.
+    keys: RunKeys,
+    control: Arc<GuestSession>,
+    /// The lab's payload is not in the guest yet (a snapshot's guest boots
+    /// from the base image alone).
+    upload_payload: bool,
+}
+
+/// What a cold boot needs besides the run and the VM.
+struct Cold<'a> {
+    kernel: &'a Kernel,
+    /// The kernel image booted, as a snapshot's key names it.
+    kernel_image: String,
+    image: &'a image::Image,
+    qemu_version: &'a str,
+    payload: &'a Tree,
+    requested: accel::Requested,
+    /// Save the fresh guest as the snapshot with this key.
+    save: Option<&'a str>,
+    /// Why a restore was given up before this boot.
+    fallback: Option<String>,
+}
+
+/// Boots the VM from its kernel with this run's own keys (once more after a
+/// hang, under TCG after a KVM failure). When `save` is set, the fresh
+/// guest's state is saved before anything happens in it, and published once
+/// a first command has worked in the guest that goes on running.
+async fn boot_cold(ctx: &mut Ctx, spec: &mut VmSpec, choice: &mut AccelChoice, cold: Cold<'_>) -> Result<Ready, RunError> {
+    let Cold { kernel, kernel_image, image, qemu_version, payload, requested, save, fallback } = cold;
+    let keys = RunKeys::generate(&ctx.dir.join("keys"))?;
+    // A guest that becomes a snapshot boots without the lab's payload (it
+    // is uploaded afterwards, as on a restored guest), so that one snapshot
+    // serves every lab with this kernel and VM shape.
+    write_initrd(ctx, image, &keys, if save.is_some() { None } else { Some(payload) })?;
+    let mut attempt = 0;
+    let boot = loop {
+        attempt += 1;
+        ctx.events.emit(Event::AccelChosen { accel: choice.accel.to_string(), reason: choice.reason.clone() });
+        ctx.manifest.accel = Some(choice.clone());
+        if let Some(b) = ctx.manifest.boot.as_mut() {
+            b.attempts = attempt;
+        }
+        ctx.timings.boot_attempts = attempt;
+        spec.accel = choice.accel;
+        // A fresh fatal flag per attempt: events of a QEMU torn down before
+        // this one go to the old one.
+        let (fatal_tx, fatal) = watch::channel(None);
+        (ctx.fatal_tx, ctx.fatal) = (fatal_tx, fatal);
+        match boot(ctx, spec, kernel).await {
+            Err(BootFailure::KvmEmulation(console)) if requested == accel::Requested::Auto => {
+                // KVM that cannot run this kernel: say so and boot again under TCG.
+                tracing::warn!("KVM internal error booting {}; retrying with TCG", kernel.name);
+                let _ = console;
+                teardown(ctx).await;
+                *choice = AccelChoice {
+                    accel: Accel::Tcg,
+                    reason: "KVM stopped with an internal error (emulation failure) on this kernel; using TCG".into(),
+                };
+            }
+            Err(BootFailure::KvmEmulation(console)) => {
+                return Err(RunError::Boot {
+                    kernel: kernel.name.clone(),
+                    reason: "KVM stopped with an internal error (emulation failure); try `accel: tcg`".into(),
+                    console,
+                })
+            }
+            Err(BootFailure::Retry(e)) if attempt < BOOT_ATTEMPTS => {
+                // A hang (TCG's rare calibrate_delay hang, a stuck device)
+                // or a guest that died after it started: once more, with
+                // the reason logged and the first attempt's logs kept.
+                let reason = match &e {
+                    RunError::Boot { reason, .. } => reason.clone(),
+                    other => other.to_string(),
+                };
+                tracing::warn!("boot attempt {attempt} of {} failed ({reason}); booting once more", kernel.name);
+                ctx.events.emit(Event::BootRetry { attempt, reason: reason.clone() });
+                if let Some(b) = ctx.manifest.boot.as_mut() {
+                    b.retries.push(reason);
+                }
+                teardown(ctx).await;
+                for f in [CONSOLE, "qemu.log"] {
+                    let kept = f.replace(".log", &format!("-attempt{attempt}.log"));
+                    let _ = std::fs::rename(ctx.dir.join(f), ctx.dir.join(&kept));
+                }
+            }
+            Err(BootFailure::Retry(e)) | Err(BootFailure::Other(e)) => return Err(e),
+            Ok(b) => break b,
+        }
+    };
+    ctx.timings.boot_to_ssh = boot.secs;
+    ctx.events.emit(Event::SshReady { secs_since_qemu_start: boot.secs });
+
+    // Save now, while the guest is exactly what every run of this kernel,
+    // image and VM shape boots to: no SSH session yet, nothing run in it.
+    let mut staged = None;
+    let mut save_error = None;
+    if let Some(key) = save {
+        match crate::snapshot::Staged::new(&ctx.cache) {
+            Err(e) => save_error = Some(format!("cannot make a scratch directory in the cache: {e}")),
+            Ok(stage) => {
+                let qmp = ctx.qmp.clone().ok_or_else(|| RunError::SnapshotSave("no QMP connection after boot".into()))?;
+                match snapshot::save(&qmp, &ctx.dir.path, &stage.state()).await {
+                    Ok(secs) => {
+                        // The boot that later runs restore, for their console.log.
+                        if let Err(e) = stage.keep_console(&std::fs::read(ctx.dir.join(CONSOLE)).unwrap_or_default()) {
+                            tracing::debug!("the saved boot's console is not kept: {e}");
+                        }
+                        staged = Some((stage, secs))
+                    }
+                    Err(snapshot::SaveError::Paused(e)) => return Err(RunError::SnapshotSave(e)),
+                    Err(snapshot::SaveError::NotSaved(e)) => save_error = Some(e),
+                }
+            }
+        }
+        if let Some(reason) = &save_error {
+            ctx.events.emit(Event::SnapshotSaveFailed { key: key.to_string(), reason: reason.clone() });
+        }
+    }
+
+    let addr: SocketAddr = ([127, 0, 0, 1], spec.ssh_port).into();
+    let connect = connector(addr, keys.clone(), kernel.name.clone(), SSH_TIMEOUT);
+    let control = Arc::new(blocking(connect).await??);
+    let probe = control.clone();
+    blocking(move || probe.exec("true", Duration::from_secs(10)))
+        .await?
+        .map_err(|source| RunError::Ssh { kernel: kernel.name.clone(), source })?;
+    ctx.timings.first_command = boot.started.elapsed().as_secs_f64();
+
+    let after = match &fallback {
+        Some(_) => "the snapshot could not be restored: booted cold",
+        None => "no snapshot of this kernel, image and VM shape yet: booted cold",
+    };
+    let mut manifest = SnapshotManifest {
+        mode: SnapshotMode::Cold,
+        reason: String::new(),
+        key: save.map(str::to_string),
+        entry: save.map(|k| crate::snapshot::entry_dir(&ctx.cache, k).display().to_string()),
+        state_bytes: None,
+        secs: None,
+        fallback,
+    };
+    match (save, staged) {
+        (Some(_), Some((stage, secs))) => {
+            // The key as looked up, unless a KVM failure moved this boot to TCG.
+            let inputs = KeyInputs::new(spec, kernel_image, &image.sha256, qemu_version);
+            let key = &inputs.key();
+            manifest.key = Some(key.clone());
+            manifest.entry = Some(crate::snapshot::entry_dir(&ctx.cache, key).display().to_string());
+            let meta = crate::snapshot::Meta {
+                key: key.to_string(),
+                inputs,
+                client_public: keys.client_public.clone(),
+                host_public: keys.host_public()?,
+                state_bytes: 0,
+                saved: events::wall_clock(),
+                save_secs: events::round3(secs),
+                kernlab_version: env!("CARGO_PKG_VERSION").to_string(),
+            };
+            let state_bytes = std::fs::metadata(stage.state()).map(|m| m.len()).unwrap_or(0);
+            let (cache, k) = (ctx.cache.clone(), keys.clone());
+            match blocking(move || stage.publish(&cache, &k, meta)).await? {
+                Ok(published) => {
+                    ctx.events.emit(Event::SnapshotSaved { key: key.to_string(), bytes: state_bytes, secs: events::round3(secs), published });
+                    manifest.mode = SnapshotMode::Saved;
+                    manifest.state_bytes = Some(state_bytes);
+                    manifest.secs = Some(events::round3(secs));
+                    manifest.reason = if published {
+                        format!("{after} and saved a snapshot")
+                    } else {
+                        format!("{after}; saved, but another run published the same snapshot first")
+                    };
+                }
+                Err(e) => {
+                    let reason = format!("cannot publish it in the cache: {e}");
+                    ctx.events.emit(Event::SnapshotSaveFailed { key: key.to_string(), reason: reason.clone() });
+                    manifest.reason = format!("{after}; saving the snapshot failed: {reason}");
+                }
+            }
+        }
+        (Some(_), None) => manifest.reason = format!("{after}; saving the snapshot failed: {}", save_error.unwrap_or_default()),
+        (None, _) => {
+            // The lab cannot use snapshots: `allowed` said why already.
+            if let Some(old) = ctx.manifest.boot.as_ref().and_then(|b| b.snapshot.clone()) {
+                manifest = old;
+            }
+        }
+    }
+    set_snapshot(ctx, manifest);
+    Ok(Ready { booted: boot, keys, control, upload_payload: save.is_some() })
+}
+
+/// Why a restore did not give a usable guest.
+enum RestoreFailure {
+    /// Fall back to a cold boot, with this warning.
+    Failed(String),
+    /// Not the snapshot's fault (Ctrl-C, the run directory): end the run.
+    Run(RunError),
+}
+
+/// Starts QEMU on the snapshot's saved state (the same argv as the VM it
+/// was saved from, plus `-incoming`), waits until it runs and its sshd
+/// answers, and runs a first command with the snapshot's keys, all within
+/// [`snapshot::RESTORE_TIMEOUT`] or so.
+async fn restore(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel, image: &image::Image, entry: &crate::snapshot::Entry, choice: &AccelChoice) -> Result<Ready, RestoreFailure> {
+    use RestoreFailure::{Failed, Run};
+    let keys = entry.keys().map_err(Failed)?;
+    // The initrd the saved guest booted from: the same image and keys, so
+    // even what QEMU reads from it at start is what it was.
+    write_initrd(ctx, image, &keys, None).map_err(Run)?;
+    // The console (QEMU appends to it) starts with the boot that was saved.
+    let mut console = std::fs::read(entry.console()).unwrap_or_default();
+    console.extend_from_slice(format!("kernlab: --- restored from snapshot {} saved {}; the lines above are that boot ---\n", entry.meta.key, entry.meta.saved).as_bytes());
+    write(&ctx.dir.join(CONSOLE), &console).map_err(Run)?;
+    let state = std::path::absolute(entry.state()).map_err(|e| Failed(format!("{}: {e}", entry.state().display())))?;
+    spec.incoming = Some(qemu::argv::incoming_from_file(&state));
+    spec.accel = choice.accel;
+    ctx.events.emit(Event::AccelChosen { accel: choice.accel.to_string(), reason: choice.reason.clone() });
+    ctx.manifest.accel = Some(choice.clone());
+    if let Some(b) = ctx.manifest.boot.as_mut() {
+        b.attempts = 1;
+    }
+    ctx.timings.boot_attempts = 1;
+    let (fatal_tx, fatal) = watch::channel(None);
+    (ctx.fatal_tx, ctx.fatal) = (fatal_tx, fatal);
+    let booted = boot(ctx, spec, kernel).await;
+    spec.incoming = None;
+    let booted = match booted {
+        Ok(b) => b,
+        Err(BootFailure::Other(e @ RunError::Interrupted(_))) => return Err(Run(e)),
+        Err(BootFailure::KvmEmulation(_)) => return Err(Failed("KVM stopped with an internal error".into())),
+        Err(BootFailure::Retry(e) | BootFailure::Other(e)) => {
+            let reason = match &e {
+                RunError::Boot { reason, .. } => reason.clone(),
+                other => other.chain(),
+            };
+            // QEMU says what was wrong with the state ("load of migration failed: …").
+            let qemu = fsx::tail_lines(&ctx.dir.join("qemu.log"), 3).trim().replace('\n', "; ");
+            return Err(Failed(if qemu.is_empty() { reason } else { format!("{reason}; QEMU: {qemu}") }));
+        }
+    };
+    let key = entry.meta.key.clone();
+    let running = booted.restored.unwrap_or(booted.secs);
+    ctx.events.emit(Event::SnapshotRestored { key: key.clone(), bytes: entry.meta.state_bytes, secs: events::round3(running) });
+
+    // Ready over SSH is the session itself here: the handshake reads the
+    // banner, within what is left of the restore's deadline.
+    let addr: SocketAddr = ([127, 0, 0, 1], spec.ssh_port).into();
+    let left = snapshot::RESTORE_TIMEOUT.saturating_sub(booted.started.elapsed()).max(Duration::from_secs(2));
+    let connect = connector(addr, keys.clone(), kernel.name.clone(), left);
+    let control = match blocking(connect).await.map_err(Run)? {
+        Ok(s) => Arc::new(s),
+        Err(e) => return Err(Failed(format!("SSH to the restored guest failed: {}", e.chain()))),
+    };
+    let mut booted = booted;
+    booted.secs = booted.started.elapsed().as_secs_f64();
+    tracing::debug!("restore: running {running:.3} s, SSH session {:.3} s after QEMU start", booted.secs);
+    ctx.timings.boot_to_ssh = booted.secs;
+    ctx.events.emit(Event::SshReady { secs_since_qemu_start: booted.secs });
+    let (c, cmd) = (control.clone(), snapshot::after_restore_command());
+    match blocking(move || c.exec(&cmd, Duration::from_secs(5))).await.map_err(Run)? {
+        Ok(out) if out.success() => {}
+        Ok(out) => return Err(Failed(format!("the first command on the restored guest exited {}: {}", out.status, out.stderr.trim()))),
+        Err(e) => return Err(Failed(format!("the first command on the restored guest failed: {e}"))),
+    }
+    ctx.timings.first_command = booted.started.elapsed().as_secs_f64();
+    set_snapshot(
+        ctx,
+        SnapshotManifest {
+            mode: SnapshotMode::Restored,
+            reason: format!("restored the snapshot of this kernel, image and VM shape saved {}", entry.meta.saved),
+            key: Some(key),
+            entry: Some(entry.dir.display().to_string()),
+            state_bytes: Some(entry.meta.state_bytes),
+            secs: Some(events::round3(running)),
+            fallback: None,
+        },
+    );
+    Ok(Ready { booted, keys, control, upload_payload: true })
+}
+
+/// A snapshot that could not be used: warn, stop its QEMU (keeping its logs
+/// as `console-restore.log` and `qemu-restore.log`), and remove the entry
+/// so the cold boot that follows saves a good one. Returns the reason.
+async fn give_up_restore(ctx: &mut Ctx, key: &str, expected: Option<&crate::snapshot::Meta>, reason: String) -> String {
+    ctx.events.emit(Event::SnapshotFallback { key: key.to_string(), reason: reason.clone() });
+    teardown(ctx).await;
+    // Whether or not its QEMU lived long enough to be kept (one that exits
+    // at once is never handed to the run), its logs are there.
+    for f in [CONSOLE, "qemu.log"] {
+        if ctx.dir.join(f).exists() {
+            let _ = std::fs::rename(ctx.dir.join(f), ctx.dir.join(&f.replace(".log", "-restore.log")));
+        }
+    }
+    let (cache, k, m) = (ctx.cache.clone(), key.to_string(), expected.cloned());
+    match blocking(move || crate::snapshot::remove(&cache, &k, m.as_ref())).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e)) => tracing::warn!("cannot remove snapshot {key}: {e}"),
+        Err(e) => tracing::warn!("cannot remove snapshot {key}: {e}"),
+    }
+    reason
+}
+
+fn set_snapshot(ctx: &mut Ctx, s: SnapshotManifest) {
+    if let Some(b) = ctx.manifest.boot.as_mut() {
+        b.snapshot = Some(s);
+    }
+}
+
+/// The kernel image a VM boots, for a snapshot's key: the bzImage by its
+/// hash, or the vmlinux extracted from it (deterministic, so the bzImage's
+/// hash and the extraction's format name it).
+fn kernel_image_id(format: ImageFormat, kernel: &Kernel) -> String {
+    match format {
+        ImageFormat::Bzimage => format!("bzImage sha256:{}", kernel.vmlinuz_sha256),
+        ImageFormat::Vmlinux => format!("vmlinux (extraction {}) of bzImage sha256:{}", vmlinux::FORMAT, kernel.vmlinuz_sha256),
+    }
+}
+
+/// Writes the run's initrd: the cached image, the keys' archive on top,
+/// and the lab's payload when it goes in at boot.
+fn write_initrd(ctx: &Ctx, image: &image::Image, keys: &RunKeys, payload: Option<&Tree>) -> Result<(), RunError> {
+    let mut bytes = std::fs::read(&image.path).map_err(|source| RunError::Write { path: image.path.clone(), source })?;
+    bytes.extend_from_slice(&keys.overlay()?.to_cpio());
+    if let Some(p) = payload.filter(|p| !p.is_empty()) {
+        bytes.extend_from_slice(&p.to_cpio());
+    }
+    write(&ctx.dir.join("initrd.cpio"), &bytes)
+}
+
+/// Opens SSH sessions to the guest as root with `keys`.
+fn connector(addr: SocketAddr, keys: RunKeys, kernel: String, timeout: Duration) -> impl Fn() -> Result<GuestSession, RunError> + Clone + Send + Sync + 'static {
+    move || {
+        // Right after the banner, dropbear may still be dropping the
+        // probes' connections; a refused handshake is retried briefly.
+        let (mut attempt, t) = (0, Instant::now());
+        loop {
+            attempt += 1;
+            match GuestSession::connect(addr, &keys.client_key, &keys.host_key_blob, timeout) {
+                Err(crate::guest::SshError::Handshake { .. }) if attempt < 5 => std::thread::sleep(Duration::from_millis(100)),
+                r => {
+                    tracing::debug!("SSH session to {addr} in {:.3} s ({attempt} attempts)", t.elapsed().as_secs_f64());
+                    return r.map_err(|source| RunError::Ssh { kernel: kernel.clone(), source });
+                }
+            }
+        }
+    }
+}
+
+/// Puts the payload's files in the guest at their paths, with their modes.
+fn upload(session: &GuestSession, payload: &Tree) -> Result<(), crate::guest::SshError> {
+    let dirs: std::collections::BTreeSet<String> =
+        payload.files().filter_map(|(p, _, _)| Path::new(&p).parent().map(|d| tool::shell_quote(d.as_os_str()))).collect();
+    let mkdir = format!("mkdir -p {}", dirs.into_iter().collect::<Vec<_>>().join(" "));
+    let out = session.exec(&mkdir, Duration::from_secs(30))?;
+    if !out.success() {
+        return Err(crate::guest::SshError::Upload { remote: "/".into(), source: std::io::Error::other(format!("`{mkdir}` exited {}: {}", out.status, out.stderr.trim())) });
+    }
+    for (path, mode, data) in payload.files() {
+        session.upload(Path::new(&path), data, mode, Duration::from_secs(60))?;
+    }
+    Ok(())
+}
+
 /// Why the sampler stopped.
 #[derive(Debug, Clone, PartialEq)]
 pub(crate) enum SamplerEnd {
@@ -701,6 +1037,8 @@ pub(crate) enum SamplerEnd {
 struct Booted {
     /// QEMU start → SSH banner.
     secs: f64,
+    /// Restored from a snapshot: QEMU start → the VM running.
+    restored: Option<f64>,
     /// QEMU start → the guest's /init running (the boot floor).
     init: Option<f64>,
     started: Instant,
@@ -806,6 +1144,7 @@ async fn boot(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel) -> Result<Boote
             }
         };
         ctx.qemu = Some(q);
+        tracing::debug!("QMP connected {:.3} s after QEMU start", started.elapsed().as_secs_f64());
         let qmp = Arc::new(qmp);
         ctx.qmp = Some(qmp.clone());
         spawn_router(rx, ctx.events.clone(), ctx.fatal_tx.clone(), ctx.qmp_seen.clone());
@@ -835,7 +1174,11 @@ async fn boot(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel) -> Result<Boote
             })
         };
         let _abort_watcher = AbortOnDrop(watcher);
-        let deadline = started + ctx.lab.vm.boot_timeout;
+        // A restored guest prints nothing: it is up when QEMU has loaded the
+        // state and runs it, and its sshd (already listening) answers.
+        let restoring = spec.incoming.is_some();
+        let timeout = if restoring { snapshot::RESTORE_TIMEOUT } else { ctx.lab.vm.boot_timeout };
+        let deadline = started + timeout;
         let addr: SocketAddr = ([127, 0, 0, 1], spec.ssh_port).into();
         loop {
             // A guest that printed something and then died without a panic
@@ -861,7 +1204,10 @@ async fn boot(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel) -> Result<Boote
                 }
             }
             if Instant::now() >= deadline {
-                let reason = format!("no SSH banner within the boot timeout of {:?}", ctx.lab.vm.boot_timeout);
+                let reason = match restoring {
+                    false => format!("no SSH banner within the boot timeout of {timeout:?}"),
+                    true => format!("the VM was not running within {timeout:?} of QEMU start (still loading the state?)"),
+                };
                 return Err(match boot_fail(ctx, reason) {
                     BootFailure::Other(e) => BootFailure::Retry(e),
                     other => other,
@@ -870,13 +1216,30 @@ async fn boot(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel) -> Result<Boote
             if ctx.cancel.is_cancelled() {
                 return Err(RunError::Interrupted("signal".into()).into());
             }
-            if !marks.lock().unwrap().sshd {
+            if restoring {
+                match qmp.status().await.as_deref() {
+                    // Its sshd is listening already: the caller connects at
+                    // once (a banner probe first would cost a second sshd
+                    // process, which TCG runs slowly until its code is
+                    // translated again).
+                    Ok("running") => {
+                        let secs = started.elapsed().as_secs_f64();
+                        return Ok(Booted { secs, restored: Some(secs), init: None, started });
+                    }
+                    // Still loading the state (a failed load makes QEMU exit).
+                    Ok("inmigrate" | "prelaunch") | Err(_) => {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        continue;
+                    }
+                    Ok(other) => return Err(boot_fail(ctx, format!("the restored VM is `{other}`, not running"))),
+                }
+            } else if !restoring && !marks.lock().unwrap().sshd {
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 continue;
             }
             if wait_for_banner(addr, Duration::from_millis(300)).await {
                 let init = marks.lock().unwrap().init;
-                return Ok(Booted { secs: started.elapsed().as_secs_f64(), init, started });
+                return Ok(Booted { secs: started.elapsed().as_secs_f64(), restored: None, init, started });
             }
         }
     }

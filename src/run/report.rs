@@ -54,6 +54,10 @@ pub struct Report {
     pub sample_gaps: u64,
     #[serde(default)]
     pub timings: Timings,
+    /// How the VM came up: `restored` (from a snapshot), `saved` (booted
+    /// cold and saved as one) or `cold`; absent when it never started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<String>,
     /// First and last value of the headline meminfo fields, bytes.
     #[serde(default)]
     pub meminfo: BTreeMap<String, FirstLast>,
@@ -120,6 +124,7 @@ pub fn build(
         samples,
         sample_gaps,
         timings,
+        snapshot: manifest.boot.as_ref().and_then(|b| b.snapshot.as_ref()).map(|s| s.mode.name().to_string()),
         meminfo,
         top_slab_growth,
         dump: None,
