@@ -237,11 +237,131 @@ pub fn remove(cache: &Cache, key: &str, expected: Option<&Meta>) -> io::Result<b
         None if matches!(lookup(cache, key), Lookup::Found(_)) => return Ok(false),
         None => {}
     }
+    rename_away(cache, &dir)
+}
+
+/// Removes whatever is at `key` (an entry without a readable meta.json),
+/// under the entry's lock.
+fn remove_any(cache: &Cache, key: &str) -> io::Result<bool> {
+    let _lock = cache.lock(&format!("snapshot-{key}"))?;
+    let dir = entry_dir(cache, key);
+    if !dir.exists() {
+        return Ok(false);
+    }
+    rename_away(cache, &dir)
+}
+
+/// Renames `dir` into a scratch directory and removes it there, so no run
+/// finds it half removed.
+fn rename_away(cache: &Cache, dir: &std::path::Path) -> io::Result<bool> {
     let doomed = cache.scratch("snapshot-removed-")?;
     let to = doomed.path().join("entry");
-    fs::rename(&dir, &to)?;
+    fs::rename(dir, &to)?;
     drop(doomed); // removes it, and the entry with it
     Ok(true)
+}
+
+/// Marks an entry as just used (a restore), for eviction: the mtime of its
+/// `used` file. Best effort: an entry that cannot be marked is only evicted
+/// sooner.
+pub fn mark_used(entry: &Entry) {
+    if let Err(e) = fsx::write_atomic(&entry.dir.join("used"), b"") {
+        tracing::debug!("cannot mark snapshot {} used: {e}", entry.meta.key);
+    }
+}
+
+/// The default cap on the bytes all snapshots take together (`state` files):
+/// 4 GiB, some 40-55 kernels and VM shapes of 512 MiB guests.
+pub const DEFAULT_MAX_BYTES: u64 = 4 << 30;
+
+/// The cap: `$KERNLAB_SNAPSHOTS_MAX_MIB` (0 keeps only the newest entry),
+/// else [`DEFAULT_MAX_BYTES`].
+pub fn max_bytes_from_env() -> Result<u64, String> {
+    max_bytes(std::env::var("KERNLAB_SNAPSHOTS_MAX_MIB").ok().as_deref())
+}
+
+/// The cap from the variable's value, if set; a value that is not a whole
+/// number of MiB is an error naming the variable.
+pub fn max_bytes(var: Option<&str>) -> Result<u64, String> {
+    match var {
+        None => Ok(DEFAULT_MAX_BYTES),
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .map(|mib| mib.saturating_mul(1 << 20))
+            .map_err(|_| format!("KERNLAB_SNAPSHOTS_MAX_MIB={v:?} is not a whole number of MiB")),
+    }
+}
+
+/// One entry as eviction sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Held {
+    pub key: String,
+    pub bytes: u64,
+    /// Last restored, else saved: seconds since the epoch.
+    pub last_used: u64,
+}
+
+/// Which entries to evict so the rest fit in `max_bytes`: the least
+/// recently used first, never `keep` (the entry just saved, which a run is
+/// about to rely on). Pure; ties go by key so the plan is stable.
+pub fn plan_eviction(held: &[Held], max_bytes: u64, keep: &str) -> Vec<String> {
+    let mut total: u64 = held.iter().map(|h| h.bytes).sum();
+    let mut order: Vec<&Held> = held.iter().filter(|h| h.key != keep).collect();
+    order.sort_by(|a, b| a.last_used.cmp(&b.last_used).then_with(|| a.key.cmp(&b.key)));
+    let mut out = Vec::new();
+    for h in order {
+        if total <= max_bytes {
+            break;
+        }
+        total -= h.bytes;
+        out.push(h.key.clone());
+    }
+    out
+}
+
+/// The entries in the cache, with their sizes and when they were last used.
+/// Entries too broken to describe count with the size of their `state`.
+fn held(cache: &Cache) -> io::Result<Vec<(Held, Option<Meta>)>> {
+    let mut out = Vec::new();
+    let secs = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
+    for e in fs::read_dir(cache.path("snapshots"))? {
+        let e = e?;
+        let Some(key) = e.file_name().to_str().map(str::to_string) else { continue };
+        let dir = e.path();
+        if !dir.is_dir() {
+            continue;
+        }
+        let meta: Option<Meta> = fs::read(dir.join("meta.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+        let bytes = fs::metadata(dir.join("state")).map(|m| m.len()).unwrap_or(0);
+        let last_used = ["used", "meta.json", "state"]
+            .iter()
+            .find_map(|f| fs::metadata(dir.join(f)).and_then(|m| m.modified()).ok())
+            .map(secs)
+            .unwrap_or(0);
+        out.push((Held { key, bytes, last_used }, meta));
+    }
+    Ok(out)
+}
+
+/// Evicts the least recently used entries until all fit in `max_bytes`,
+/// keeping `keep`; returns what was removed (key, bytes). An entry
+/// replaced by another run since it was listed stays.
+pub fn evict(cache: &Cache, max_bytes: u64, keep: &str) -> io::Result<Vec<(String, u64)>> {
+    let held = held(cache)?;
+    let plan = plan_eviction(&held.iter().map(|(h, _)| h.clone()).collect::<Vec<_>>(), max_bytes, keep);
+    let mut removed = Vec::new();
+    for key in plan {
+        let Some((h, meta)) = held.iter().find(|(h, _)| h.key == key) else { continue };
+        let gone = match meta {
+            Some(m) => remove(cache, &key, Some(m))?,
+            None => remove_any(cache, &key)?,
+        };
+        if gone {
+            removed.push((key, h.bytes));
+        }
+    }
+    Ok(removed)
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -418,6 +538,68 @@ mod tests {
         assert!(!remove(&cache, &key, Some(&other)).unwrap());
         assert!(remove(&cache, &key, Some(&entry.meta)).unwrap());
         assert!(matches!(lookup(&cache, &key), Lookup::Missing));
+        assert_eq!(fs::read_dir(cache.path("tmp")).unwrap().count(), 0);
+    }
+
+    fn h(key: &str, mib: u64, last_used: u64) -> Held {
+        Held { key: key.into(), bytes: mib << 20, last_used }
+    }
+
+    #[test]
+    fn eviction_removes_the_least_recently_used_until_the_rest_fit() {
+        let held = vec![h("a", 100, 30), h("b", 100, 10), h("c", 100, 20), h("new", 100, 5)];
+        assert_eq!(plan_eviction(&held, 400 << 20, "new"), Vec::<String>::new(), "everything fits");
+        assert_eq!(plan_eviction(&held, 350 << 20, "new"), vec!["b"]);
+        assert_eq!(plan_eviction(&held, 200 << 20, "new"), vec!["b", "c"]);
+        // The entry just saved stays even when it alone is over the cap.
+        assert_eq!(plan_eviction(&held, 0, "new"), vec!["b", "c", "a"]);
+        // Ties by key, so two runs plan alike.
+        let tie = vec![h("y", 1, 7), h("x", 1, 7), h("k", 1, 9)];
+        assert_eq!(plan_eviction(&tie, 1 << 20, "k"), vec!["x", "y"]);
+    }
+
+    #[test]
+    fn the_cap_is_the_variable_in_mib_or_4_gib() {
+        assert_eq!(max_bytes(None), Ok(4 << 30));
+        assert_eq!(max_bytes(Some("256")), Ok(256 << 20));
+        assert_eq!(max_bytes(Some("0")), Ok(0));
+        assert!(max_bytes(Some("lots")).unwrap_err().contains("KERNLAB_SNAPSHOTS_MAX_MIB=\"lots\""));
+        assert!(max_bytes(Some("-1")).is_err());
+    }
+
+    #[test]
+    fn evict_in_the_cache_keeps_the_recently_used_and_the_new() {
+        let d = tempfile::tempdir().unwrap();
+        let cache = Cache::at(d.path().join("cache")).unwrap();
+        let keys = fake_keys(&d.path().join("run-keys"));
+        let mut entries = vec![];
+        for (i, name) in ["old", "used", "new"].iter().enumerate() {
+            let key = name.repeat(64 / name.len() + 1)[..64].to_string();
+            let staged = Staged::new(&cache).unwrap();
+            fs::write(staged.state(), vec![i as u8; 3000]).unwrap();
+            assert!(staged.publish(&cache, &keys.0, meta(&key, &keys)).unwrap());
+            // Saved a minute apart, oldest first.
+            let t = std::time::SystemTime::now() - std::time::Duration::from_secs(600 - 60 * i as u64);
+            for f in ["meta.json", "state"] {
+                fs::File::options().write(true).open(entry_dir(&cache, &key).join(f)).unwrap().set_modified(t).unwrap();
+            }
+            entries.push(key);
+        }
+        // A broken entry (no meta.json) counts by its state and can go too.
+        let broken = entry_dir(&cache, &"f".repeat(64));
+        fsx::private_dir(&broken).unwrap();
+        fs::write(broken.join("state"), vec![0u8; 3000]).unwrap();
+        fs::File::options().write(true).open(broken.join("state")).unwrap().set_modified(std::time::SystemTime::UNIX_EPOCH).unwrap();
+        // "old" was saved before "used", but "used" was restored just now.
+        match lookup(&cache, &entries[1]) {
+            Lookup::Found(e) => mark_used(&e),
+            other => panic!("{other:?}"),
+        }
+        let removed = evict(&cache, 6000, &entries[2]).unwrap();
+        assert_eq!(removed, vec![("f".repeat(64), 3000), (entries[0].clone(), 3000)]);
+        assert!(matches!(lookup(&cache, &entries[0]), Lookup::Missing));
+        assert!(matches!(lookup(&cache, &entries[1]), Lookup::Found(_)));
+        assert!(matches!(lookup(&cache, &entries[2]), Lookup::Found(_)));
         assert_eq!(fs::read_dir(cache.path("tmp")).unwrap().count(), 0);
     }
 

@@ -209,3 +209,82 @@ fn a_lab_that_asks_for_a_cold_boot_gets_one_even_with_a_snapshot_there() {
     let log = std::fs::read_to_string(cold.join("workload.log")).unwrap();
     assert!(log.contains("/usr/bin/churn"), "the payload came in the initrd: {log}");
 }
+
+/// A cache of its own whose kernels, images and built things are the
+/// normal cache's (symlinked, so nothing is fetched or built again) and
+/// whose snapshots are its own, so capping them touches no one else's. It
+/// lives inside the normal cache's `tmp/`: the same file system, so what a
+/// run publishes through a symlink is still one rename.
+fn private_snapshot_cache() -> tempfile::TempDir {
+    let real = Cache::from_env().unwrap();
+    let d = tempfile::Builder::new().prefix("test-cache-").tempdir_in(real.path("tmp")).unwrap();
+    for e in std::fs::read_dir(real.root()).unwrap() {
+        let name = e.unwrap().file_name();
+        if !["snapshots", "locks", "tmp"].contains(&name.to_str().unwrap()) {
+            std::os::unix::fs::symlink(real.path(&name), d.path().join(&name)).unwrap();
+        }
+    }
+    d
+}
+
+#[test]
+fn snapshots_over_the_cap_are_evicted_least_recently_used_first() {
+    let _one = one_vm();
+    let d = tempfile::tempdir().unwrap();
+    let cache = private_snapshot_cache();
+    let run_in = |lab: &Path, out: &str, cap_mib: &str| {
+        let run_dir = d.path().join(out);
+        let o = kernlab()
+            .args(["run", lab.to_str().unwrap(), "--out", run_dir.to_str().unwrap(), "-q"])
+            .env("KERNLAB_CACHE", cache.path())
+            .env("KERNLAB_SNAPSHOTS_MAX_MIB", cap_mib)
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{out}: {}", text(&o.stderr));
+        run_dir
+    };
+    let private = Cache::at(cache.path().to_path_buf()).unwrap();
+    let entry = |run_dir: &Path| kernlab::snapshot::entry_dir(&private, snapshot_of(run_dir)["key"].as_str().unwrap());
+
+    // Two VM shapes (two command-line words), each saved once; the cap
+    // holds both (each is ~75 MiB).
+    let (a, b) = (unique_lab(d.path(), "a", ""), unique_lab(d.path(), "b", ""));
+    let a1 = run_in(&a, "a1", "1024");
+    let b1 = run_in(&b, "b1", "1024");
+    assert_eq!((snapshot_of(&a1)["mode"].as_str(), snapshot_of(&b1)["mode"].as_str()), (Some("saved"), Some("saved")));
+    let (ea, eb) = (entry(&a1), entry(&b1));
+    assert!(ea.is_dir() && eb.is_dir());
+    assert!(!event_names(&b1).contains(&"snapshot-evicted".to_string()), "{:?}", event_names(&b1));
+
+    // A restores (and so is the most recently used); then a third shape is
+    // saved under a cap that holds two: B, used least recently, goes.
+    let a2 = run_in(&a, "a2", "1024");
+    assert_eq!(snapshot_of(&a2)["mode"], "restored");
+    let state = std::fs::metadata(ea.join("state")).unwrap().len();
+    let two = (2 * state + (state / 2)) >> 20; // MiB for two entries, not three
+    let c = unique_lab(d.path(), "c", "");
+    let c1 = run_in(&c, "c1", &two.to_string());
+    assert_eq!(snapshot_of(&c1)["mode"], "saved");
+    let evicted: Vec<serde_json::Value> = events(&c1).into_iter().filter(|e| e["event"] == "snapshot-evicted").collect();
+    assert_eq!(evicted.len(), 1, "{evicted:?}");
+    assert_eq!(evicted[0]["key"], snapshot_of(&b1)["key"]);
+    assert!(evicted[0]["bytes"].as_u64().unwrap() > 1 << 20);
+    assert!(!eb.exists(), "B is evicted");
+    assert!(ea.is_dir() && entry(&c1).is_dir(), "A (restored last) and C (just saved) stay");
+
+    // B boots cold again and saves anew; A still restores.
+    assert_eq!(snapshot_of(&run_in(&b, "b2", "1024"))["mode"], "saved");
+    assert_eq!(snapshot_of(&run_in(&a, "a3", "1024"))["mode"], "restored");
+
+    // A cap that is not a number is refused before anything boots, naming
+    // the variable.
+    let o = kernlab()
+        .args(["run", a.to_str().unwrap(), "--out", d.path().join("bad").to_str().unwrap(), "-q"])
+        .env("KERNLAB_CACHE", cache.path())
+        .env("KERNLAB_SNAPSHOTS_MAX_MIB", "4G")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o.stderr));
+    assert!(text(&o.stderr).contains("KERNLAB_SNAPSHOTS_MAX_MIB=\"4G\""), "{}", text(&o.stderr));
+    assert!(qemu_pids(&d.path().join("bad")).is_empty(), "nothing booted");
+}

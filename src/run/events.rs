@@ -42,6 +42,9 @@ pub enum Event {
     SnapshotSaved { key: String, bytes: u64, secs: f64, published: bool },
     /// Saving failed; the run goes on without a snapshot.
     SnapshotSaveFailed { key: String, reason: String },
+    /// A least recently used snapshot was removed to keep all of them under
+    /// the cache's cap (`KERNLAB_SNAPSHOTS_MAX_MIB`).
+    SnapshotEvicted { key: String, bytes: u64 },
     SetupCommand { index: usize, command: String, status: i32, secs: f64 },
     ModuleLoaded { name: String, params: std::collections::BTreeMap<String, String>, tainted: Option<u64>, secs: f64 },
     KdumpLoaded { crashkernel: u64 },
@@ -174,6 +177,9 @@ impl Terminal {
                 if *published { "" } else { "; another run saved it first" }
             ),
             Event::SnapshotSaveFailed { key, reason } => format!("warning: snapshot {} not saved: {reason}", short(key)),
+            Event::SnapshotEvicted { key, bytes } => {
+                format!("evicted snapshot {} ({:.1} MiB, least recently used) to stay under the cap", short(key), *bytes as f64 / 1048576.0)
+            }
             Event::SetupCommand { index, status, command, .. } => format!("setup[{index}] exit {status}: {command}"),
             Event::WorkloadStarted { duration_secs, .. } => format!("workload started for {duration_secs:.0} s"),
             Event::Sample { index, .. } if !self.verbose && index % 10 != 0 => return None,
@@ -236,7 +242,7 @@ impl Terminal {
             Event::SshReady { .. } | Event::SetupCommand { .. } => "setup",
             Event::SnapshotRestored { .. } => "restored: connecting",
             Event::SnapshotFallback { .. } => "restore failed: booting cold",
-            Event::SnapshotSaved { .. } | Event::SnapshotSaveFailed { .. } => "setup",
+            Event::SnapshotSaved { .. } | Event::SnapshotSaveFailed { .. } | Event::SnapshotEvicted { .. } => "setup",
             Event::KdumpLoaded { .. } | Event::KdumpUnavailable { .. } => "setup",
             Event::ModuleLoaded { name, .. } => {
                 self.bar.message(format!("module {name} loaded"));

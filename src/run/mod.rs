@@ -436,6 +436,8 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
     // allows one). A restore that fails falls back to a cold boot.
     let snapshot_key = match snapshot::allowed(&ctx.lab, &spec) {
         Ok(()) => {
+            // A bad cap is the user's error, said before anything is booted.
+            crate::snapshot::max_bytes_from_env().map_err(RunError::Usage)?;
             spec.snapshot = true;
             Some(KeyInputs::new(&spec, kernel_image_id(profile.image, &kernel), &image.sha256, &qemu_version).key())
         }
@@ -821,6 +823,9 @@ async fn boot_cold(ctx: &mut Ctx, spec: &mut VmSpec, choice: &mut AccelChoice, c
             match blocking(move || stage.publish(&cache, &k, meta)).await? {
                 Ok(published) => {
                     ctx.events.emit(Event::SnapshotSaved { key: key.to_string(), bytes: state_bytes, secs: events::round3(secs), published });
+                    if published {
+                        evict_snapshots(ctx, key).await?;
+                    }
                     manifest.mode = SnapshotMode::Saved;
                     manifest.state_bytes = Some(state_bytes);
                     manifest.secs = Some(events::round3(secs));
@@ -923,6 +928,7 @@ async fn restore(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel, image: &imag
         Err(e) => return Err(Failed(format!("the first command on the restored guest failed: {e}"))),
     }
     ctx.timings.first_command = booted.started.elapsed().as_secs_f64();
+    crate::snapshot::mark_used(entry);
     set_snapshot(
         ctx,
         SnapshotManifest {
@@ -958,6 +964,23 @@ async fn give_up_restore(ctx: &mut Ctx, key: &str, expected: Option<&crate::snap
         Err(e) => tracing::warn!("cannot remove snapshot {key}: {e}"),
     }
     reason
+}
+
+/// Keeps the cache's snapshots under their cap after `keep` was published:
+/// the least recently used go, each with an event. A failure to evict is a
+/// warning in the log, not the run's failure.
+async fn evict_snapshots(ctx: &mut Ctx, keep: &str) -> Result<(), RunError> {
+    let max = crate::snapshot::max_bytes_from_env().map_err(RunError::Usage)?;
+    let (cache, k) = (ctx.cache.clone(), keep.to_string());
+    match blocking(move || crate::snapshot::evict(&cache, max, &k)).await? {
+        Ok(removed) => {
+            for (key, bytes) in removed {
+                ctx.events.emit(Event::SnapshotEvicted { key, bytes });
+            }
+        }
+        Err(e) => tracing::warn!("cannot evict old snapshots: {e}"),
+    }
+    Ok(())
 }
 
 fn set_snapshot(ctx: &mut Ctx, s: SnapshotManifest) {
