@@ -62,16 +62,24 @@ pub struct BootBench {
     pub profile: Profile,
     pub fast_boot: bool,
     pub runs: usize,
+    /// The design notes' boot floor: QEMU start → exit, the same kernel,
+    /// machine and command line booting a bare busybox initramfs whose
+    /// /init powers off at once.
+    pub bare_floor_s: f64,
+    /// QEMU start → kernlab's /init running (the image's own floor).
     pub floor_s: f64,
     pub ssh_banner_s: f64,
     pub first_command_s: f64,
     pub ratio_first_command_to_floor: f64,
+    /// First command (cold) over the bare floor.
+    pub ratio_first_command_to_bare_floor: f64,
     pub run_to_qemu_start_s: f64,
     /// Boots that hung or died once and were retried, over the counted runs.
     pub retries: u32,
     /// Restored from the snapshot: QEMU start → first SSH command done.
     pub warm_first_command_s: f64,
     pub ratio_warm_first_command_to_floor: f64,
+    pub ratio_warm_first_command_to_bare_floor: f64,
     /// Restored: QEMU start → the VM running.
     pub warm_running_s: f64,
     /// Counted warm runs that really restored (the others fell back).
@@ -147,16 +155,22 @@ pub async fn boot(
     kernel_dirs: &[PathBuf],
 ) -> Result<Vec<BootBench>, String> {
     let mut out = Vec::new();
+    let bare_initrd = work.join("bare.cpio");
+    std::fs::write(&bare_initrd, crate::image::bare_cpio().map_err(|e| format!("the bare initramfs: {e}"))?).map_err(|e| e.to_string())?;
     for kernel in kernels {
         for &profile in profiles {
             let lab_file = work.join(format!("bench-{kernel}-{}.yaml", profile.name()));
             std::fs::write(&lab_file, lab_text(kernel, profile, fast_boot, false)).map_err(|e| e.to_string())?;
             let (mut floor, mut banner, mut first, mut start, mut retries) = (vec![], vec![], vec![], vec![], 0);
+            let mut argv = None;
             for i in 0..=runs {
                 let dir = work.join(format!("{kernel}-{}-{i}", profile.name()));
                 let rep = one_run(&lab_file, dir.clone(), kernel_dirs)
                     .await
                     .map_err(|e| format!("bench run {i} of {kernel} ({}) failed: {e}", profile.name()))?;
+                if i == 0 {
+                    argv = manifest_argv(&dir);
+                }
                 let _ = std::fs::remove_dir_all(&dir);
                 if i == 0 {
                     continue; // cache warm-up
@@ -167,6 +181,14 @@ pub async fn boot(
                 first.push(t.first_command);
                 start.push(t.qemu_start);
                 retries += t.boot_attempts.saturating_sub(1);
+            }
+            // The bare floor, on the argv the warm-up run booted with.
+            let argv = argv.ok_or_else(|| format!("the warm-up run of {kernel} ({}) left no qemu_argv in its manifest", profile.name()))?;
+            let mut bare = vec![];
+            for i in 0..runs {
+                let dir = work.join(format!("bare-{kernel}-{}-{i}", profile.name()));
+                bare.push(bare_floor(&argv, &bare_initrd, &dir).await.map_err(|e| format!("bare floor of {kernel} ({}): {e}", profile.name()))?);
+                let _ = std::fs::remove_dir_all(&dir);
             }
             // Warm: the first run saves the snapshot (or finds one), the
             // others restore it.
@@ -190,6 +212,7 @@ pub async fn boot(
                 }
             }
             let floor_s = median(floor);
+            let bare_floor_s = median(bare);
             let first_command_s = median(first);
             let warm_first_command_s = median(warm);
             out.push(BootBench {
@@ -197,20 +220,83 @@ pub async fn boot(
                 profile,
                 fast_boot,
                 runs,
+                bare_floor_s,
                 floor_s,
                 ssh_banner_s: median(banner),
                 first_command_s,
                 ratio_first_command_to_floor: first_command_s / floor_s,
+                ratio_first_command_to_bare_floor: first_command_s / bare_floor_s,
                 run_to_qemu_start_s: median(start),
                 retries,
                 warm_first_command_s,
                 ratio_warm_first_command_to_floor: warm_first_command_s / floor_s,
+                ratio_warm_first_command_to_bare_floor: warm_first_command_s / bare_floor_s,
                 warm_running_s: median(running),
                 warm_restored: restored,
             });
         }
     }
     Ok(out)
+}
+
+/// The QEMU argv a run booted with, from its manifest.
+fn manifest_argv(run_dir: &std::path::Path) -> Option<Vec<String>> {
+    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(run_dir.join("manifest.json")).ok()?).ok()?;
+    serde_json::from_value(m["qemu_argv"].clone()).ok()
+}
+
+/// A run's argv made into the bare floor's: the bare initramfs, no QMP, no
+/// incoming state, no port forward; the console and everything else as
+/// they were (relative paths land in the bare run's own directory).
+pub fn bare_argv(argv: &[String], initrd: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = argv.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-qmp" | "-incoming" => {
+                it.next();
+            }
+            "-initrd" => {
+                it.next();
+                out.push(a.clone());
+                out.push(initrd.display().to_string());
+            }
+            "-netdev" => {
+                out.push(a.clone());
+                if let Some(v) = it.next() {
+                    out.push(v.split(',').filter(|p| !p.starts_with("hostfwd=")).collect::<Vec<_>>().join(","));
+                }
+            }
+            _ => out.push(a.clone()),
+        }
+    }
+    out
+}
+
+/// QEMU start → exit of one bare boot, in `dir` (made here); 30 s at most,
+/// then QEMU is killed and it is an error.
+async fn bare_floor(argv: &[String], initrd: &std::path::Path, dir: &std::path::Path) -> Result<f64, String> {
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let a = bare_argv(argv, initrd);
+    let (program, args) = a.split_first().ok_or("an empty qemu_argv")?;
+    let t = std::time::Instant::now();
+    let mut child = tokio::process::Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start {program}: {e}"))?;
+    match tokio::time::timeout(std::time::Duration::from_secs(30), child.wait()).await {
+        Ok(Ok(_)) => Ok(t.elapsed().as_secs_f64()),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(_) => {
+            let _ = child.kill().await;
+            Err(format!("the bare guest did not power off within 30 s (console in {})", dir.display()))
+        }
+    }
 }
 
 /// `boot.snapshot.secs` of a restored run (QEMU start → running).
@@ -265,6 +351,16 @@ mod tests {
         assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
         assert!(median(vec![]).is_nan());
+    }
+
+    #[test]
+    fn the_bare_argv_keeps_the_machine_and_drops_the_run() {
+        let argv: Vec<String> = "qemu-system-x86_64 -machine microvm -kernel /k/vmlinux -initrd initrd.cpio -append console=ttyS0 -qmp unix:qmp.sock,server=on,wait=off -netdev user,id=n0,hostfwd=tcp:127.0.0.1:4022-:22 -device virtio-net-device,netdev=n0"
+            .split(' ')
+            .map(String::from)
+            .collect();
+        let bare = bare_argv(&argv, std::path::Path::new("/w/bare.cpio")).join(" ");
+        assert_eq!(bare, "qemu-system-x86_64 -machine microvm -kernel /k/vmlinux -initrd /w/bare.cpio -append console=ttyS0 -netdev user,id=n0 -device virtio-net-device,netdev=n0");
     }
 
     #[test]

@@ -124,6 +124,19 @@ pub fn capture_cpio(kernel: &Kernel, dump_level: u8) -> Result<Vec<u8>, ImageErr
     Ok(t.to_cpio())
 }
 
+/// The bare initramfs of the boot floor (`kernlab bench boot`): the static
+/// busybox and an /init that powers the machine off at once, so QEMU start
+/// → QEMU exit is the kernel's own boot and nothing of kernlab's image.
+pub fn bare_cpio() -> Result<Vec<u8>, ImageError> {
+    let mut t = Tree::new();
+    for d in ["bin", "proc", "dev"] {
+        t.dir(d, 0o755);
+    }
+    t.file("/init", 0o755, b"#!/bin/busybox sh\n/bin/busybox poweroff -f || /bin/busybox reboot -f\n".to_vec());
+    add_program(&mut t, "/bin/busybox", "/bin/busybox")?;
+    Ok(t.to_cpio())
+}
+
 /// Puts one module into the tree as a plain `.ko` (compressed modules, as
 /// 6.12 and SUSE kernels ship them, are decompressed on the host) and
 /// returns its line for `/etc/kernlab/modules`.
