@@ -65,6 +65,28 @@ pub struct AccelChoice {
     pub reason: String,
 }
 
+/// The accelerator for a lab's request on this host. `kvm_failed` is what
+/// an earlier run recorded when KVM stopped with an emulation failure on
+/// this very kernel (see [`kvm_failed_marker`]): `auto` then goes straight
+/// to TCG instead of failing under KVM again first, and its snapshots are
+/// the TCG ones that fallback saved.
+pub fn choose_for_kernel(requested: Requested, host: &HostAccel, kvm_failed: Option<&str>) -> AccelChoice {
+    match (requested, kvm_failed) {
+        (Requested::Auto, Some(when)) if host.kvm_usable => AccelChoice {
+            accel: Accel::Tcg,
+            reason: format!("KVM stopped with an emulation failure on this kernel before ({}); using TCG", when.trim()),
+        },
+        _ => choose(requested, host),
+    }
+}
+
+/// Where a run records that KVM failed on a kernel, by its bzImage's sha256:
+/// `accel/kvm-failed-<sha256>` in the cache, holding when. Removing it makes
+/// `auto` try KVM on that kernel again.
+pub fn kvm_failed_marker(cache: &crate::cache::Cache, vmlinuz_sha256: &str) -> std::path::PathBuf {
+    cache.path("accel").join(format!("kvm-failed-{vmlinuz_sha256}"))
+}
+
 pub fn choose(requested: Requested, host: &HostAccel) -> AccelChoice {
     let pick = |accel, reason: &str| AccelChoice { accel, reason: reason.to_string() };
     match requested {
@@ -113,5 +135,19 @@ mod tests {
             assert_eq!(c.accel, want, "{req:?} {h:?}");
             assert!(c.reason.contains(reason), "{}", c.reason);
         }
+    }
+
+    #[test]
+    fn a_kernel_kvm_failed_on_before_goes_to_tcg_under_auto_only() {
+        let hw = host(true, true, false);
+        let when = Some("2026-11-26T10:00:00Z\n");
+        let c = choose_for_kernel(Requested::Auto, &hw, when);
+        assert_eq!(c.accel, Accel::Tcg);
+        assert!(c.reason.contains("before (2026-11-26T10:00:00Z)"), "{}", c.reason);
+        assert_eq!(choose_for_kernel(Requested::Auto, &hw, None).accel, Accel::Kvm);
+        // An explicit request is the lab's to make.
+        assert_eq!(choose_for_kernel(Requested::Kvm, &hw, when).accel, Accel::Kvm);
+        // No usable KVM: the usual reason, not the marker's.
+        assert!(choose_for_kernel(Requested::Auto, &host(false, false, false), when).reason.contains("not usable"));
     }
 }

@@ -336,7 +336,9 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
         lab::Accel::Kvm => accel::Requested::Kvm,
         lab::Accel::Tcg => accel::Requested::Tcg,
     };
-    let mut choice = accel::choose(requested, &host);
+    let marker = accel::kvm_failed_marker(&ctx.cache, &kernel.vmlinuz_sha256);
+    let kvm_failed = std::fs::read_to_string(&marker).ok();
+    let mut choice = accel::choose_for_kernel(requested, &host, kvm_failed.as_deref());
     ctx.manifest.host_accel = Some(host);
     let images = if ctx.lab.vm.kernel_format == lab::KernelFormat::Bzimage {
         BootImages {
@@ -714,6 +716,13 @@ async fn boot_cold(ctx: &mut Ctx, spec: &mut VmSpec, choice: &mut AccelChoice, c
                 tracing::warn!("KVM internal error booting {}; retrying with TCG", kernel.name);
                 let _ = console;
                 teardown(ctx).await;
+                // Later runs of this kernel go to TCG at once (and find the
+                // snapshot this boot saves under TCG's key).
+                let marker = accel::kvm_failed_marker(&ctx.cache, &kernel.vmlinuz_sha256);
+                let written = marker.parent().map_or(Ok(()), crate::util::fsx::private_dir).and_then(|()| crate::util::fsx::write_atomic(&marker, format!("{}\n", events::wall_clock()).as_bytes()));
+                if let Err(e) = written {
+                    tracing::warn!("cannot record the KVM failure in {}: {e}", marker.display());
+                }
                 *choice = AccelChoice {
                     accel: Accel::Tcg,
                     reason: "KVM stopped with an internal error (emulation failure) on this kernel; using TCG".into(),
