@@ -1,0 +1,208 @@
+//! The sampler: reads the guest's `/proc` sections over SSH every
+//! interval, stores them as time series, watches for exhaustion and hangs,
+//! and reconnects with backoff when the session drops.
+
+use super::*;
+
+/// Why the sampler stopped.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) enum SamplerEnd {
+    /// The duration is over.
+    Done,
+    /// MemAvailable fell below the lab's headroom.
+    Exhausted { mem_available: u64 },
+    /// No sample for this many intervals in a row.
+    Hung { gaps: u32 },
+    /// The workload exited non-zero before its duration was over.
+    WorkloadFailed { status: i32, secs: f64 },
+}
+
+pub(super) struct Sampler {
+    pub(super) events: Events,
+    pub(super) store: Arc<Mutex<SampleStore>>,
+    pub(super) qmp: Option<Arc<Qmp>>,
+    pub(super) command: String,
+    pub(super) session: Option<Arc<GuestSession>>,
+    pub(super) connect: Box<dyn Fn() -> Result<GuestSession, RunError> + Send + Sync>,
+    pub(super) gaps: Arc<Mutex<u64>>,
+    /// End with `Exhausted` when MemAvailable falls below this.
+    pub(super) headroom: Option<u64>,
+    /// End with `Hung` after this many failed samples in a row.
+    pub(super) hang_intervals: Option<u32>,
+    /// Reconnects after a lost SSH session back off (see [`Backoff`]).
+    pub(super) backoff: Backoff,
+    /// When the current run of failed samples began (run time), if one is on.
+    pub(super) gap_since: Option<(f64, u64)>,
+}
+
+/// Exponential backoff for SSH reconnects: the first retry at the next
+/// sample, then waits of 0.5, 1, 2, 4, 8 s at most between attempts, so a
+/// guest whose sshd is gone is not hammered and one that comes back is
+/// found within 8 s. Pure: the caller passes the time.
+#[derive(Debug, Default, Clone)]
+pub struct Backoff {
+    failures: u32,
+    next: Option<f64>,
+}
+
+impl Backoff {
+    pub const MAX_WAIT: f64 = 8.0;
+
+    /// May a reconnect be tried at run time `now`?
+    pub fn ready(&self, now: f64) -> bool {
+        self.next.is_none_or(|n| now >= n)
+    }
+
+    /// A reconnect failed at `now`; returns the wait before the next one.
+    pub fn failed(&mut self, now: f64) -> f64 {
+        let wait = (0.5 * 2f64.powi(self.failures as i32)).min(Self::MAX_WAIT);
+        self.failures = self.failures.saturating_add(1);
+        self.next = Some(now + wait);
+        wait
+    }
+
+    pub fn succeeded(&mut self) {
+        *self = Backoff::default();
+    }
+}
+
+impl Sampler {
+    /// Samples at `interval` from now until `duration` has passed (at least
+    /// once, and once more at the end). A failed sample is recorded as a gap
+    /// and the session is re-made at the next tick; the run goes on.
+    pub(super) async fn run(mut self, interval: Duration, duration: Duration) -> Result<SamplerEnd, String> {
+        let start = tokio::time::Instant::now();
+        let mut tick = tokio::time::interval(interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut index = 0u64;
+        let mut failed_in_a_row = 0u32;
+        loop {
+            tick.tick().await;
+            let last = start.elapsed() >= duration;
+            match self.sample(index, interval).await {
+                Some(mem_available) => {
+                    failed_in_a_row = 0;
+                    if let (Some(h), Some(avail)) = (self.headroom, mem_available) {
+                        if avail < h {
+                            return Ok(SamplerEnd::Exhausted { mem_available: avail });
+                        }
+                    }
+                }
+                None => {
+                    failed_in_a_row += 1;
+                    if self.hang_intervals.is_some_and(|n| failed_in_a_row >= n) {
+                        return Ok(SamplerEnd::Hung { gaps: failed_in_a_row });
+                    }
+                }
+            }
+            index += 1;
+            if last {
+                return Ok(SamplerEnd::Done);
+            }
+        }
+    }
+
+    /// Takes one sample; `Some(MemAvailable)` when the guest answered.
+    async fn sample(&mut self, index: u64, interval: Duration) -> Option<Option<u64>> {
+        let t = self.events.now();
+        let _ = self.store.lock().unwrap().append_self(t);
+        if let Some(q) = &self.qmp {
+            if let Ok(stats) = q.balloon_stats().await {
+                let _ = self.store.lock().unwrap().append_balloon(t, &stats);
+            }
+        }
+        let session = match self.session.clone() {
+            Some(s) => s,
+            None if !self.backoff.ready(t) => {
+                self.gap(t, "reconnect: backing off".into());
+                return None;
+            }
+            None => {
+                let connect = &self.connect;
+                match connect() {
+                    Ok(s) => {
+                        self.backoff.succeeded();
+                        let s = Arc::new(s);
+                        self.session = Some(s.clone());
+                        s
+                    }
+                    Err(e) => {
+                        let wait = self.backoff.failed(self.events.now());
+                        self.gap(t, format!("reconnect: {} (next try in {wait:.1} s)", e.chain()));
+                        return None;
+                    }
+                }
+            }
+        };
+        let cmd = self.command.clone();
+        let timeout = (interval * 3).max(Duration::from_secs(10));
+        let out = match tokio::task::spawn_blocking(move || session.exec(&cmd, timeout)).await {
+            Ok(Ok(out)) if out.success() => out,
+            Ok(Ok(out)) => {
+                self.gap(t, format!("capture exited {}: {}", out.status, out.stderr.trim()));
+                return None;
+            }
+            Ok(Err(e)) => {
+                self.session = None;
+                self.gap(t, e.to_string());
+                return None;
+            }
+            Err(e) => {
+                self.gap(t, e.to_string());
+                return None;
+            }
+        };
+        match sparse::parse_capture(&out.stdout) {
+            Ok(c) => {
+                let written = self.store.lock().unwrap().append_capture(t, &c);
+                if let Err(e) = written {
+                    self.gap(t, format!("writing samples: {e}"));
+                    return None;
+                }
+                let m = c.meminfo.as_ref();
+                if let Some((since, gaps)) = self.gap_since.take() {
+                    self.events.emit(Event::SamplingResumed { gaps, secs: events::round3(t - since) });
+                }
+                self.events.emit(Event::Sample {
+                    index,
+                    t: events::round3(t),
+                    uptime: c.uptime_s,
+                    mem_available: m.and_then(|m| m.get("MemAvailable")),
+                    slab: m.and_then(|m| m.get("Slab")),
+                    s_unreclaim: m.and_then(|m| m.get("SUnreclaim")),
+                    nr_dentry: c.dentry.map(|d| d.nr_dentry),
+                    caches: c.slabinfo.as_ref().map(|s| s.len()),
+                });
+                Some(m.and_then(|m| m.get("MemAvailable")))
+            }
+            Err(e) => {
+                self.gap(t, format!("unparsable capture: {e}"));
+                None
+            }
+        }
+    }
+
+    fn gap(&mut self, t: f64, reason: String) {
+        *self.gaps.lock().unwrap() += 1;
+        let (since, n) = self.gap_since.unwrap_or((t, 0));
+        self.gap_since = Some((since, n + 1));
+        self.events.emit(Event::SampleFailed { t: events::round3(t), reason });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reconnects_back_off_up_to_eight_seconds_and_reset() {
+        let mut b = Backoff::default();
+        assert!(b.ready(0.0));
+        let waits: Vec<f64> = (0..7).map(|i| b.failed(i as f64 * 10.0)).collect();
+        assert_eq!(waits, [0.5, 1.0, 2.0, 4.0, 8.0, 8.0, 8.0]);
+        assert!(!b.ready(61.0) && b.ready(68.0));
+        b.succeeded();
+        assert!(b.ready(0.0));
+        assert_eq!(b.failed(0.0), 0.5);
+    }
+}
