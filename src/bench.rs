@@ -98,6 +98,10 @@ pub struct HangCheck {
     pub failed: usize,
     pub first_command_median_s: f64,
     pub first_command_max_s: f64,
+    /// With `warm`: the boots restored from the snapshot (the others fell
+    /// back to a cold boot, or failed).
+    pub warm: bool,
+    pub restored: usize,
     /// The first few failures' messages.
     pub errors: Vec<String>,
 }
@@ -307,13 +311,31 @@ fn manifest_snapshot_secs(run_dir: &std::path::Path) -> Option<f64> {
 }
 
 /// Boots each kernel and profile `boots` times, counting retries and failures.
-pub async fn hang_check(kernels: &[String], profiles: &[Profile], boots: usize, work: &std::path::Path, kernel_dirs: &[PathBuf]) -> Result<Vec<HangCheck>, String> {
+/// With `warm`, every counted boot restores the snapshot a first,
+/// uncounted run saves: the restore path's own hang check.
+pub async fn hang_check(kernels: &[String], profiles: &[Profile], boots: usize, warm: bool, work: &std::path::Path, kernel_dirs: &[PathBuf]) -> Result<Vec<HangCheck>, String> {
     let mut out = Vec::new();
     for kernel in kernels {
         for &profile in profiles {
             let lab_file = work.join(format!("hang-{kernel}-{}.yaml", profile.name()));
-            std::fs::write(&lab_file, lab_text(kernel, profile, true, false)).map_err(|e| e.to_string())?;
-            let mut c = HangCheck { kernel: kernel.clone(), profile, boots, retried: 0, failed: 0, first_command_median_s: 0.0, first_command_max_s: 0.0, errors: vec![] };
+            std::fs::write(&lab_file, lab_text(kernel, profile, true, warm)).map_err(|e| e.to_string())?;
+            let mut c = HangCheck {
+                kernel: kernel.clone(),
+                profile,
+                boots,
+                retried: 0,
+                failed: 0,
+                first_command_median_s: 0.0,
+                first_command_max_s: 0.0,
+                warm,
+                restored: 0,
+                errors: vec![],
+            };
+            if warm {
+                let dir = work.join(format!("hang-{kernel}-{}-save", profile.name()));
+                one_run(&lab_file, dir.clone(), kernel_dirs).await.map_err(|e| format!("the run saving the snapshot of {kernel} ({}) failed: {e}", profile.name()))?;
+                let _ = std::fs::remove_dir_all(&dir);
+            }
             let mut first = Vec::new();
             for i in 0..boots {
                 let dir = work.join(format!("hang-{kernel}-{}-{i}", profile.name()));
@@ -321,6 +343,9 @@ pub async fn hang_check(kernels: &[String], profiles: &[Profile], boots: usize, 
                     Ok(rep) => {
                         if rep.timings.boot_attempts > 1 {
                             c.retried += 1;
+                        }
+                        if rep.snapshot.as_deref() == Some("restored") {
+                            c.restored += 1;
                         }
                         first.push(rep.timings.first_command);
                         let _ = std::fs::remove_dir_all(&dir);

@@ -145,6 +145,10 @@ enum BenchCommand {
         /// Time the boots without the fast-boot command-line flags (`vm.fast_boot: false`).
         #[arg(long)]
         no_fast_boot: bool,
+        /// With --boots: restore the snapshot each time (a first run saves it)
+        /// instead of booting cold.
+        #[arg(long, requires = "boots")]
+        warm: bool,
     },
 }
 
@@ -182,8 +186,8 @@ fn main() -> ExitCode {
         },
         Command::Kernel(KernelCommand::List) => kernel_list(&cli.kernel_dirs),
         Command::Kernel(KernelCommand::Fetch { name }) => kernel_fetch(&name, &cli.kernel_dirs),
-        Command::Bench(BenchCommand::Boot { kernels, runs, profiles, boots, no_fast_boot }) => {
-            bench_boot(kernels, runs, profiles, boots, !no_fast_boot, &cli.kernel_dirs)
+        Command::Bench(BenchCommand::Boot { kernels, runs, profiles, boots, no_fast_boot, warm }) => {
+            bench_boot(kernels, runs, profiles, boots, !no_fast_boot, warm, &cli.kernel_dirs)
         }
         Command::Bench(BenchCommand::Samples { run }) => bench_samples(&run),
         Command::Matrix { file, list, partition, jobs, out } => matrix(&file, list, json, partition, jobs, out, &cli.kernel_dirs),
@@ -514,7 +518,7 @@ fn bench_samples(run: &std::path::Path) -> i32 {
     exit::OK
 }
 
-fn bench_boot(mut kernels: Vec<String>, runs: usize, profiles: Vec<String>, boots: Option<usize>, fast_boot: bool, dirs: &[PathBuf]) -> i32 {
+fn bench_boot(mut kernels: Vec<String>, runs: usize, profiles: Vec<String>, boots: Option<usize>, fast_boot: bool, warm: bool, dirs: &[PathBuf]) -> i32 {
     use kernlab::bench::Profile;
     if kernels.is_empty() {
         kernels = vec!["debian-6.1.0-54-cloud-amd64".into(), "debian-6.1.0-54-amd64".into()];
@@ -536,14 +540,21 @@ fn bench_boot(mut kernels: Vec<String>, runs: usize, profiles: Vec<String>, boot
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     if let Some(n) = boots {
-        return match rt.block_on(kernlab::bench::hang_check(&kernels, &profiles, n, work.path(), dirs)) {
+        return match rt.block_on(kernlab::bench::hang_check(&kernels, &profiles, n, warm, work.path(), dirs)) {
             Ok(rows) => {
-                println!("hang check: {n} boots per kernel and profile, accel as chosen by `auto`");
-                println!("{:<36} {:<16} {:>6} {:>8} {:>7} {:>14} {:>11}", "kernel", "profile", "boots", "retried", "failed", "first cmd med", "max");
+                println!("hang check: {n} {} boots per kernel and profile, accel as chosen by `auto`", if warm { "restored" } else { "cold" });
+                println!("{:<36} {:<16} {:>6} {:>8} {:>7} {:>9} {:>14} {:>11}", "kernel", "profile", "boots", "retried", "failed", "restored", "first cmd med", "max");
                 for r in &rows {
                     println!(
-                        "{:<36} {:<16} {:>6} {:>8} {:>7} {:>14.2} {:>11.2}",
-                        r.kernel, r.profile.name(), r.boots, r.retried, r.failed, r.first_command_median_s, r.first_command_max_s
+                        "{:<36} {:<16} {:>6} {:>8} {:>7} {:>9} {:>14.2} {:>11.2}",
+                        r.kernel,
+                        r.profile.name(),
+                        r.boots,
+                        r.retried,
+                        r.failed,
+                        if r.warm { r.restored.to_string() } else { "-".into() },
+                        r.first_command_median_s,
+                        r.first_command_max_s
                     );
                     for e in &r.errors {
                         println!("  {e}");
