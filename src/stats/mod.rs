@@ -23,6 +23,12 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+pub mod multiple;
+#[cfg(test)]
+pub mod sim;
+pub mod student;
+pub mod trend;
+
 /// The smallest series `fit` accepts. Below five points the Mann–Kendall
 /// normal approximation is meaningless and Sen's interval covers every slope.
 pub const MIN_POINTS: usize = 5;
