@@ -494,7 +494,7 @@ fn bench_samples(run: &std::path::Path) -> i32 {
         Ok(l) => l,
         Err(e) => return fail(&e),
     };
-    let Some(policy) = lab.leak else {
+    if lab.leak.is_none() {
         eprintln!("kernlab: `{}` is not an A/B leak run (its lab has no `leak` section)", run.display());
         return exit::USAGE;
     };
@@ -503,18 +503,22 @@ fn bench_samples(run: &std::path::Path) -> i32 {
         ArmSeries::parse(&f("meminfo.csv"), &f("slabinfo.csv"), &f("ops.csv"))
     };
     let (a, b) = (read("module"), read("baseline"));
-    let full = leak::analyze(&a, &b, &policy.metric, policy.floor_per_hour as f64, policy.alpha);
-    let n = a.metric(&policy.metric).len();
+    let full = leak::analyze(&a, &b, &kernlab::run::ab::policy_of(&lab), true);
     let interval = lab.monitor.interval.as_secs_f64();
-    match leak::samples_to_verdict(&a, &b, &policy.metric, policy.floor_per_hour as f64, policy.alpha, full.verdict) {
-        Some(k) => println!(
-            "{}: verdict {:?} with all {n} samples; reached with the first {k} ({:.0} s of workload at a {interval} s interval)",
-            lab.name,
-            full.verdict,
-            (k - 1) as f64 * interval
-        ),
-        None => println!("{}: verdict {:?} with all {n} samples; no prefix reaches it", lab.name, full.verdict),
+    let q = &full.sequential;
+    for (k, l) in q.looks.iter().enumerate() {
+        println!("{}: look {} of {} planned: {} samples per arm ({:.0} s of workload), α {:.2e} → {:?}", lab.name, k + 1, q.planned.len(), l.samples, (l.samples.saturating_sub(1)) as f64 * interval, l.alpha, l.verdict);
     }
+    let l = &q.looks[q.decided_at.min(q.looks.len().saturating_sub(1))];
+    println!(
+        "{}: verdict {:?} at look {} ({} samples per arm, {:.0} s of workload at a {interval} s interval){}",
+        lab.name,
+        full.verdict,
+        q.decided_at + 1,
+        l.samples,
+        (l.samples.saturating_sub(1)) as f64 * interval,
+        if q.early { ", before the planned duration" } else { "" }
+    );
     exit::OK
 }
 

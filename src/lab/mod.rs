@@ -311,6 +311,27 @@ pub struct Module {
     pub params: BTreeMap<String, String>,
 }
 
+/// The fewest samples per arm a leak lab may plan: the first look of the
+/// analysis is taken there.
+pub const MIN_LEAK_SAMPLES: usize = 8;
+
+/// Samples per arm a workload of `duration` sampled every `interval` gives
+/// (one at the start, one per interval).
+pub fn planned_samples(duration: Duration, interval: Duration) -> usize {
+    if interval.is_zero() {
+        return 0;
+    }
+    (duration.as_secs_f64() / interval.as_secs_f64()).floor() as usize + 1
+}
+
+/// Samples a warm-up of `warmup` covers at `interval` (rounded up).
+pub fn warmup_samples(warmup: Duration, interval: Duration) -> usize {
+    if interval.is_zero() {
+        return 0;
+    }
+    (warmup.as_secs_f64() / interval.as_secs_f64()).ceil() as usize
+}
+
 /// What a leak lab expects.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -332,13 +353,27 @@ pub struct LeakPolicy {
     /// Default: `slab`.
     #[serde(default = "default_metric")]
     pub metric: String,
-    /// The practical floor, as growth per hour: a difference below it is not
-    /// a leak worth the name. Default: 16MiB (per hour). A freshly booted
-    /// guest's slab drifts by up to ~2.3 KB/s (8 MiB/h) over a 30 s
-    /// window with no leak at all (kmalloc caches warming, the sampler's own
-    /// sessions), so the floor must sit above what two leak-free arms differ by.
+    /// The practical floor per operation for one slab cache, in objects: a
+    /// difference below it is not a leak worth the name. Default: 0.0005
+    /// (one object per 2,000 operations), from A/A calibration on this
+    /// kind of guest (`kernlab calibrate`, see docs/method.md).
+    #[serde(default = "default_floor_objects")]
+    pub floor_objects_per_op: f64,
+    /// The practical floor per operation in bytes, for the metric and for
+    /// a cache of large objects (a cache's floor is the smaller of
+    /// `floor_objects_per_op` and this over its object size). Default: 4.
+    #[serde(default = "default_floor_bytes")]
+    pub floor_bytes_per_op: f64,
+    /// The practical floor per hour, used only when the workload counts no
+    /// operations (commands only): the rates are then per second. Default:
+    /// 16MiB (per hour).
     #[serde(default = "default_floor", with = "units::size")]
     pub floor_per_hour: u64,
+    /// Left out of the analysis at the start of the workload: its own
+    /// set-up is a step in both arms, not a rate. Default: 2s; less than
+    /// the workload's duration.
+    #[serde(default = "default_warmup", with = "units::duration")]
+    pub warmup: Duration,
     /// One-sided significance level of the verdict. Default: 0.01; 0 < alpha < 0.5.
     #[serde(default = "default_alpha")]
     pub alpha: f64,
@@ -429,6 +464,23 @@ fn default_floor() -> u64 {
     16 * MIB
 }
 
+/// The default per-cache floor, objects per operation (see `LeakPolicy`).
+pub const DEFAULT_FLOOR_OBJECTS_PER_OP: f64 = 0.0005;
+/// The default floor in bytes per operation (see `LeakPolicy`).
+pub const DEFAULT_FLOOR_BYTES_PER_OP: f64 = 4.0;
+
+fn default_warmup() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_floor_objects() -> f64 {
+    DEFAULT_FLOOR_OBJECTS_PER_OP
+}
+
+fn default_floor_bytes() -> f64 {
+    DEFAULT_FLOOR_BYTES_PER_OP
+}
+
 fn default_alpha() -> f64 {
     0.01
 }
@@ -450,6 +502,20 @@ pub struct Monitor {
     /// Drop reclaimable caches (`echo 2 > /proc/sys/vm/drop_caches`) before
     /// each sample, so what is left is what is held. Default: false.
     pub reclaim: bool,
+    /// Flush every cache's per-CPU slabs (`/sys/kernel/slab/*/shrink`)
+    /// before each sample. SLUB counts the free objects of a CPU's slab as
+    /// active, so without it a cache's count moves in whole slabs (16 or
+    /// 32 objects at a time) and a rare leak hides in the steps; with it
+    /// the count is exact. Default: true.
+    pub shrink: bool,
+    /// Pause the workload (SIGSTOP to its process group) this long before
+    /// each sample and resume it after: objects in flight and frees still
+    /// waiting for an RCU grace period settle, so the counts are what the
+    /// workload holds, not where it happened to be. 0s = never pause.
+    /// Default: 0s (on the tmpfs churn 100ms did not measurably lower the
+    /// noise of dentry or lsm_inode_cache); at most half the interval.
+    #[serde(with = "units::duration")]
+    pub quiesce: Duration,
 }
 
 impl Default for Monitor {
@@ -458,6 +524,8 @@ impl Default for Monitor {
             interval: Duration::from_secs(2),
             sources: Source::ALL.to_vec(),
             reclaim: false,
+            shrink: true,
+            quiesce: Duration::ZERO,
         }
     }
 }
@@ -815,6 +883,9 @@ impl Lab {
                 return bad("monitor.interval", m);
             }
         }
+        if mon.quiesce * 2 > mon.interval {
+            return bad("monitor.quiesce", format!("must be at most half of monitor.interval ({}), got {}", humantime::format_duration(mon.interval), humantime::format_duration(mon.quiesce)));
+        }
         if mon.sources.is_empty() {
             return bad(
                 "monitor.sources",
@@ -830,8 +901,31 @@ impl Lab {
             if !(l.alpha > 0.0 && l.alpha < 0.5) {
                 return bad("leak.alpha", format!("must be between 0 and 0.5 (exclusive), got {}", l.alpha));
             }
-            if self.workload.is_none() {
+            for (field, v) in [("leak.floor_objects_per_op", l.floor_objects_per_op), ("leak.floor_bytes_per_op", l.floor_bytes_per_op)] {
+                if !(v.is_finite() && v > 0.0) {
+                    return bad(field, format!("must be a number above 0, got {v}"));
+                }
+            }
+            if l.floor_per_hour == 0 {
+                return bad("leak.floor_per_hour", "must be above 0 (a floor of 0 calls any difference a leak)".into());
+            }
+            let Some(w) = &self.workload else {
                 return bad("leak", "a leak lab needs a workload to measure".into());
+            };
+            if l.warmup >= w.duration {
+                return bad("leak.warmup", format!("must be shorter than workload.duration ({})", humantime::format_duration(w.duration)));
+            }
+            let planned = planned_samples(w.duration, mon.interval).saturating_sub(warmup_samples(l.warmup, mon.interval));
+            if planned < MIN_LEAK_SAMPLES {
+                return bad(
+                    "workload.duration",
+                    format!(
+                        "a leak lab needs at least {MIN_LEAK_SAMPLES} samples per arm after the warm-up: {} at a {} interval, less {} of warm-up, gives {planned}",
+                        humantime::format_duration(w.duration),
+                        humantime::format_duration(mon.interval),
+                        humantime::format_duration(l.warmup)
+                    ),
+                );
             }
             let needs = if m == "slab" || m == "sunreclaim" { Source::Meminfo } else { Source::Slabinfo };
             if !mon.sources.contains(&needs) {

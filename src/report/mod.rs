@@ -157,7 +157,8 @@ pub fn detect(dir: &Path) -> Result<DirKind, ReportError> {
     let schema = read_json(&dir.join("report.json"))?.and_then(|v| v["schema"].as_str().map(str::to_string));
     match schema.as_deref() {
         Some(MATRIX_SCHEMA) => return Ok(DirKind::Matrix),
-        Some(ab::SCHEMA) => return Ok(DirKind::Ab),
+        // Older A/B reports (schema 1) are re-analysed from their samples.
+        Some(s) if s.starts_with("kernlab.leak-report/") => return Ok(DirKind::Ab),
         Some(report::SCHEMA) => return Ok(DirKind::Run),
         _ => {}
     }

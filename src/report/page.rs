@@ -6,7 +6,7 @@ use std::path::Path;
 use super::html::{self, Cell};
 use super::plot::{self, Chart, Line, Marker, Trend};
 use super::{EventRow, RunData};
-use crate::analysis::leak::ArmSeries;
+use crate::analysis::leak::{num, ArmSeries};
 use crate::matrix::CellResult;
 use crate::run::ab::{self, LeakReport};
 use crate::stats;
@@ -15,10 +15,6 @@ const MIB: f64 = 1048576.0;
 
 fn mib(b: f64) -> String {
     format!("{:.2} MiB", b / MIB)
-}
-
-fn mib_h(bytes_per_s: f64) -> String {
-    format!("{:.2} MiB/h", bytes_per_s * 3600.0 / MIB)
 }
 
 fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
@@ -315,13 +311,6 @@ fn verdict_text(r: &LeakReport) -> (&'static str, &'static str) {
     ab::verdict_words(r)
 }
 
-fn fit_cell(f: Option<&stats::Fit>, samples: usize) -> Cell {
-    match f {
-        Some(f) => Cell::Text(format!("{} [{} .. {}], {samples} samples", mib_h(f.slope), mib_h(f.lower), mib_h(f.upper))),
-        None => Cell::Text(format!("no fit ({samples} samples)")),
-    }
-}
-
 /// The page of an A/B leak lab: the verdict, both arms' series with their
 /// fits, the culprit caches, the module arm's crash, both manifests.
 pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData, footer: &str) -> String {
@@ -339,18 +328,47 @@ pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData,
         ("exit code", Cell::Text(r.exit_code.to_string())),
     ];
     if let Some(a) = &r.analysis {
-        if let Some(c) = &a.comparison {
-            rows.push((
-                "growth, module − baseline",
-                Cell::Text(format!("{} of {}, one-sided interval [{} .. {}]", mib_h(c.delta), a.metric, mib_h(c.lower), mib_h(c.upper))),
-            ));
-            rows.push(("floor, α", Cell::Text(format!("{}, α {}", mib_h(c.floor), c.alpha))));
-        }
+        let u = ab::per(a);
         rows.push(("why", Cell::Text(a.reason.clone())));
-        rows.push(("module arm", fit_cell(a.module.fit.as_ref(), a.module.samples)));
-        rows.push(("baseline arm", fit_cell(a.baseline.fit.as_ref(), a.baseline.samples)));
-        if let (Some(p), Some(rate)) = (&a.module.per_op, a.module.ops_per_s) {
-            rows.push(("per operation", Cell::Text(format!("{:.0} bytes/op [{:.0} .. {:.0}] at {rate:.0} ops/s", p.slope, p.lower, p.upper))));
+        rows.push(("stopped", Cell::Text(r.stopped.clone())));
+        rows.push((
+            "method",
+            Cell::Text(format!(
+                "{} hypotheses (the {} and every cache that changed), Holm at α {} spent over {} of {} planned looks; fits per {}",
+                a.family,
+                a.metric,
+                a.alpha,
+                a.sequential.looks.len(),
+                a.sequential.planned.len(),
+                if u == "op" { "operation" } else { "second" }
+            )),
+        ));
+        if let Some(t) = &a.total {
+            rows.push((
+                "metric, module − baseline",
+                Cell::Text(format!("{} bytes/{u} [{} .. {}] of {}, floor {} bytes/{u}", num(t.delta), num(t.lower), num(t.upper), a.metric, num(t.floor))),
+            ));
+        }
+        if a.verdict != stats::Verdict::Leak {
+            if let Some(d) = &a.detectable {
+                rows.push((
+                    "rules out (80 % power)",
+                    Cell::Text(format!(
+                        "{} bytes/{u}{} in the noisiest cache ({}); {} objects/{u} into a cache of the module's own",
+                        num(d.bytes),
+                        d.objects.map(|o| format!(" ({} objects/{u})", num(o))).unwrap_or_default(),
+                        d.name,
+                        num(d.own_cache_objects)
+                    )),
+                ));
+            }
+        }
+        if let Some(n) = &a.needs {
+            rows.push(("needs", Cell::Text(n.clone())));
+        }
+        rows.push(("samples per arm", Cell::Text(format!("module {}, baseline {}", a.samples[0], a.samples[1]))));
+        if let Some(rate) = a.ops_per_s[0] {
+            rows.push(("operations", Cell::Text(format!("{rate:.0} ops/s in the module arm"))));
         }
     }
     for (name, o) in [("module arm error", &r.module), ("baseline arm error", &r.baseline)] {
@@ -362,26 +380,32 @@ pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData,
     rows.push(("duration", Cell::Text(format!("{:.1} s", r.secs))));
     let mut verdict = html::pairs("verdict", &rows);
     if let Some(a) = &r.analysis {
+        let u = ab::per(a);
         let caches: Vec<Vec<Cell>> = a
-            .top_caches
+            .caches
             .iter()
+            .filter(|c| c.leak || c.bytes[0] > 0.0)
+            .take(12)
             .map(|c| {
                 vec![
-                    Cell::Text(c.cache.clone()),
+                    Cell::Text(c.name.clone()),
                     Cell::Num(format!("{:.0}", c.objsize)),
-                    Cell::Num(format!("{:.0}", c.objects_first)),
-                    Cell::Num(format!("{:.0}", c.objects_last)),
-                    Cell::Num(opt(c.objects_per_op, |v| format!("{v:.3}"))),
-                    Cell::Num(opt(c.bytes_per_op, |v| format!("{v:.0}"))),
-                    Cell::Num(format!("{:.1} MiB", c.bytes_per_hour / MIB)),
-                    Cell::Num(opt(c.baseline_bytes_per_s, |b| format!("{:.1} MiB", b * 3600.0 / MIB))),
+                    Cell::Num(format!("{:.0} → {:.0}", c.module.first, c.module.last)),
+                    Cell::Num(format!("{:.0} → {:.0}", c.baseline.first, c.baseline.last)),
+                    Cell::Num(format!("{} [{} .. {}]", num(c.delta), num(c.lower), num(c.upper))),
+                    Cell::Num(num(c.bytes[0])),
+                    Cell::Num(c.bytes_per_hour.map(|h| format!("{:.2} MiB", h[0] / MIB)).unwrap_or_else(|| "-".into())),
+                    Cell::Num(format!("{:.1e}", c.p_holm)),
+                    Cell::Text(if c.leak { "LEAK".into() } else { "-".into() }),
                 ]
             })
             .collect();
         if !caches.is_empty() {
+            let h1 = format!("Δ objs/{u} [interval]");
+            let h2 = format!("Δ bytes/{u}");
             verdict.push_str(&html::table(
                 "caches",
-                &["cache", "objsize", "objs then", "objs now", "objs/op", "bytes/op", "growth/h", "baseline growth/h"],
+                &["cache", "objsize", "module objs", "baseline objs", &h1, &h2, "Δ per hour", "Holm p", "verdict"],
                 &caches,
             ));
         }
@@ -397,45 +421,41 @@ pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData,
     verdict.push_str(&format!("<details><summary>terminal summary</summary>\n{}</details>\n", html::pre(&ab::summary(r, top))));
     body.push_str(&html::section("verdict", "Verdict", &verdict));
 
-    // The primary endpoint in both arms, the fits the verdict compares.
+    // The metric and the leading caches in both arms against the regressor
+    // the verdict used, with each arm's fitted line.
     let mut charts = String::new();
     if let Some(a) = &r.analysis {
+        let per_op = a.basis == crate::analysis::leak::Basis::PerOp;
+        let xlabel = if per_op { "cumulative operations" } else { "run time (s)" };
+        let against = |pts: &[(f64, f64)], arm: &ArmSeries| if per_op { against_ops(pts, arm) } else { pts.to_vec() };
         let (m, b) = (module.series.metric(&a.metric), baseline.series.metric(&a.metric));
-        let mut c = Chart::new(&format!("{} over time", a.metric), "run time (s)", &a.metric);
-        for (label, color, pts, fit) in [("module", plot::MODULE, &m, &a.module.fit), ("baseline", plot::BASELINE, &b, &a.baseline.fit)] {
+        let mut c = Chart::new(&format!("{} in both arms", a.metric), xlabel, &a.metric);
+        let fits = a.total.as_ref().map(|t| (t.module.trend.clone(), t.baseline.trend.clone())).unwrap_or_default();
+        for (label, color, arm, pts, fit) in [("module", plot::MODULE, &module.series, &m, fits.0), ("baseline", plot::BASELINE, &baseline.series, &b, fits.1)] {
+            let p = against(pts, arm);
             if let Some(f) = fit {
-                c.trends.extend(Trend::fit(&band_label(label, f.alpha), color, pts, f.slope, f.lower, f.upper));
+                let t = stats::student::t_quantile(1.0 - a.alpha, f.df);
+                c.trends.extend(Trend::fit(&format!("{label} fit ± t·se"), color, &p, f.slope, f.slope - t * f.se, f.slope + t * f.se));
             }
-            c.lines.push(Line { label: format!("{label} arm"), color, points: pts.clone() });
+            c.lines.push(Line { label: format!("{label} arm"), color, points: p });
         }
-        c.markers = marks.clone();
-        charts.push_str(&figure(&c, "The primary endpoint in both arms with each arm's Theil–Sen line and the band of Sen's interval; the verdict compares the two slopes."));
-
-        if !module.series.ops.is_empty() {
-            let mut c = Chart::new(&format!("{} against workload operations", a.metric), "cumulative operations", &a.metric);
-            for (label, color, arm, pts, fit) in [
-                ("module", plot::MODULE, &module.series, &m, &a.module.per_op),
-                ("baseline", plot::BASELINE, &baseline.series, &b, &a.baseline.per_op),
-            ] {
-                let p = against_ops(pts, arm);
-                if let Some(f) = fit {
-                    c.trends.extend(Trend::fit(&band_label(label, f.alpha), color, &p, f.slope, f.lower, f.upper));
-                }
-                c.lines.push(Line { label: format!("{label} arm"), color, points: p });
-            }
-            charts.push_str(&figure(&c, "The same endpoint against the cumulative operation count: the slope is bytes per operation."));
-        }
-        for f in a.top_caches.iter().take(4) {
-            let m = module.series.caches.get(&f.cache).map(|r| cache_bytes(r)).unwrap_or_default();
-            let b = baseline.series.caches.get(&f.cache).map(|r| cache_bytes(r)).unwrap_or_default();
-            let mut c = Chart::new(&format!("slab cache {}", f.cache), "run time (s)", "active bytes");
-            c.height = 320;
-            let [slope, lo, hi] = f.bytes_per_s;
-            c.trends.extend(Trend::fit(&band_label("module", a.module.fit.as_ref().map(|f| f.alpha).unwrap_or(0.02)), plot::MODULE, &m, slope, lo, hi));
-            c.lines.push(Line { label: "module arm".into(), color: plot::MODULE, points: m });
-            c.lines.push(Line { label: "baseline arm".into(), color: plot::BASELINE, points: b });
+        if !per_op {
             c.markers = marks.clone();
-            charts.push_str(&figure(&c, &format!("Active bytes of {} in both arms, with the module arm's Theil–Sen line and band.", f.cache)));
+        }
+        charts.push_str(&figure(&c, "The lab's metric in both arms with each arm's fitted line (GLS with AR(1) noise, or first differences) and its band; the verdict tests the difference of the slopes."));
+        for f in a.caches.iter().filter(|c| c.leak || c.bytes[0] > 0.0).take(4) {
+            let objs = |arm: &ArmSeries| arm.caches.get(&f.name).map(|r| r.iter().map(|&(t, o, _)| (t, o)).collect::<Vec<_>>()).unwrap_or_default();
+            let (m, b) = (against(&objs(&module.series), &module.series), against(&objs(&baseline.series), &baseline.series));
+            let mut c = Chart::new(&format!("slab cache {}", f.name), xlabel, "active objects");
+            c.height = 320;
+            for (label, color, pts, fit) in [("module", plot::MODULE, &m, &f.module.trend), ("baseline", plot::BASELINE, &b, &f.baseline.trend)] {
+                if let Some(fit) = fit {
+                    let t = stats::student::t_quantile(1.0 - a.alpha, fit.df);
+                    c.trends.extend(Trend::fit(&format!("{label} fit ± t·se"), color, pts, fit.slope, fit.slope - t * fit.se, fit.slope + t * fit.se));
+                }
+                c.lines.push(Line { label: format!("{label} arm"), color, points: pts.clone() });
+            }
+            charts.push_str(&figure(&c, &format!("Active objects of {} in both arms; Δ {} objects per {} [{} .. {}].", f.name, num(f.delta), ab::per(a), num(f.lower), num(f.upper))));
         }
     } else {
         charts.push_str("<p class=\"none\">No analysis: an arm failed. Each arm's own report has its series.</p>\n");
@@ -627,7 +647,15 @@ mod tests {
         baseline.dir = "/runs/x/baseline".into();
         let flat = |v: &mut Vec<(f64, f64)>| v.iter_mut().for_each(|p| p.1 = 30_000_000.0 + (p.0 * 7.0) % 3.0 * 1000.0);
         flat(baseline.series.meminfo.get_mut("Slab").unwrap());
-        let an = crate::analysis::leak::analyze(&module.series, &baseline.series, "slab", 16.0 * MIB, 0.01);
+        let policy = crate::analysis::leak::Policy {
+            metric: "slab".into(),
+            floors: crate::analysis::leak::Floors { objects_per_op: 0.0005, bytes_per_op: 4.0, bytes_per_hour: 16.0 * MIB },
+            alpha: 0.01,
+            planned_samples: 30,
+            warmup_samples: 0,
+            interval_s: 1.0,
+        };
+        let an = crate::analysis::leak::analyze(&module.series, &baseline.series, &policy, true);
         assert_eq!(an.verdict, crate::stats::Verdict::Leak, "{}", an.reason);
         let outcome = |dir: &str| ab::ArmOutcome { dir: dir.into(), exit_code: 0, error: None, sample_gaps: 0 };
         let r = LeakReport {
@@ -638,8 +666,9 @@ mod tests {
             verdict: Some(an.verdict),
             expectation_held: Some(true),
             exit_code: 0,
-            floor_per_hour: 16 << 20,
+            floors: policy.floors,
             alpha: 0.01,
+            stopped: "duration".into(),
             module: outcome("/runs/x/module"),
             baseline: outcome("/runs/x/baseline"),
             analysis: Some(an),
@@ -649,13 +678,13 @@ mod tests {
         let page = ab_page(&r, Path::new("/runs/x"), &module, &baseline, "f");
         assert!(page.contains("<span class=\"badge ok\">LEAK</span> as expected"));
         assert!(page.contains("href=\"module/report.html\"") && page.contains("href=\"baseline/report.html\""));
-        // slab over time, against operations, the dentry cache, two memory charts.
-        assert_eq!(page.matches("<svg").count(), 5);
+        // slab in both arms and two memory charts (no cache grew in the module arm).
+        assert_eq!(page.matches("<svg").count(), 3, "{page}");
         let slab = page.split("<figure>").nth(1).unwrap();
-        assert!(slab.contains(&plot::svg_text("slab over time")));
+        assert!(slab.contains(&plot::svg_text("slab in both arms")));
         assert!(slab.contains("stroke=\"#D62728\"") && slab.contains("stroke=\"#1F77B4\""), "both arms drawn");
         assert_eq!(slab.matches("<polygon").count(), 2, "a band per arm");
-        assert!(slab.contains(&plot::svg_text("module khm loaded")));
+        assert!(page.contains(&plot::svg_text("module khm loaded")), "events mark the memory charts");
         assert!(page.contains("LEAK as expected (expect Leak, exit 0)"), "the terminal summary");
     }
 
@@ -675,6 +704,7 @@ mod tests {
             delta_per_hour: Some(3.0 * MIB),
             delta_interval_per_hour: None,
             bytes_per_op: None,
+            rules_out: None,
             exhaustion_s: (verdict == "leak").then_some(388.0),
             exhaustion: (verdict == "leak").then(|| "predicted".into()),
         };

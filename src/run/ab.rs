@@ -13,14 +13,17 @@ use tokio_util::sync::CancellationToken;
 use super::events::{Event, Events, JsonStdout};
 use super::rundir::RunDir;
 use super::{run_arm, Arm, RunEnd};
-use crate::analysis::leak::{self, ArmSeries, LeakAnalysis};
+use crate::analysis::leak::{self, ArmSeries, Floors, LeakAnalysis, Policy};
 use crate::exit;
 use crate::lab::{Expect, Lab};
 use crate::report::ReportError;
 use crate::stats::Verdict;
 use crate::util::fsx;
 
-pub const SCHEMA: &str = "kernlab.leak-report/1";
+/// Version 2: per-cache evidence per operation, Holm over caches, looks
+/// with α spending, the smallest detectable leak (version 1 had one
+/// Theil–Sen slope per arm of a metric and a floor per hour).
+pub const SCHEMA: &str = "kernlab.leak-report/2";
 
 #[derive(Debug, Serialize)]
 pub struct ArmOutcome {
@@ -42,8 +45,10 @@ pub struct LeakReport {
     pub verdict: Option<Verdict>,
     pub expectation_held: Option<bool>,
     pub exit_code: i32,
-    pub floor_per_hour: u64,
+    pub floors: Floors,
     pub alpha: f64,
+    /// Why the workloads ended: `decided` at a look, or `duration`.
+    pub stopped: String,
     pub module: ArmOutcome,
     pub baseline: ArmOutcome,
     pub analysis: Option<LeakAnalysis>,
@@ -84,6 +89,7 @@ pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) 
     let _ = fsx::write_atomic(&top.join("lab.yaml"), arm.lab.to_yaml().as_bytes());
     let mut base_lab = arm.lab.clone();
     base_lab.modules = policy.baseline.modules.clone();
+    let decided = CancellationToken::new();
     let make = |name: &str, lab: crate::lab::Lab| -> Result<Arm, RunEnd> {
         let dir = RunDir::create(Some(&top.path.join(name)), &lab.name, &lab.kernel).map_err(|e| RunEnd {
             dir: Some(top.path.clone()),
@@ -101,6 +107,7 @@ pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) 
             summary: false,
             label: Some(name.to_string()),
             cell: arm.cell.clone(),
+            decided: decided.clone(),
         })
     };
     let (a, b) = match (make("module", arm.lab.clone()), make("baseline", base_lab)) {
@@ -109,7 +116,9 @@ pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) 
     };
     let (a_dir, b_dir) = (a.dir.path.clone(), b.dir.path.clone());
     // Under TCG each VM keeps one core busy; the two arms together use two.
+    let watcher = tokio::spawn(watch_looks(arm.lab.clone(), a_dir.clone(), b_dir.clone(), decided.clone(), stream.clone()));
     let (ra, rb) = tokio::join!(run_arm(a, cancel.clone(), start), run_arm(b, cancel.clone(), start));
+    watcher.abort();
 
     let outcome = |r: &RunEnd, dir: &Path| ArmOutcome {
         dir: dir.display().to_string(),
@@ -129,8 +138,8 @@ pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) 
         verdict: report.verdict.map(|v| kebab(&v)),
         expect: kebab(&report.expect),
         expectation_held: report.expectation_held,
-        delta_bytes_per_hour: an.and_then(|a| a.comparison.as_ref()).map(|c| c.delta * 3600.0),
-        bytes_per_op: an.and_then(|a| a.module.per_op.as_ref()).map(|p| p.slope),
+        delta_bytes_per_hour: an.and_then(|a| a.total.as_ref()).and_then(|t| t.bytes_per_hour).map(|h| h[0]),
+        bytes_per_op: an.and_then(|a| a.total.as_ref().filter(|_| a.basis == leak::Basis::PerOp)).map(|t| t.bytes[0]),
         report: top.join("report.json").display().to_string(),
     });
     crate::report::write_or_warn(&top.path, || crate::report::write_ab(&top.path, &report));
@@ -159,6 +168,62 @@ fn arm_gaps(dir: &Path) -> u64 {
         .unwrap_or(0)
 }
 
+/// The analysis policy of a leak lab: its floors and α, and the looks
+/// placed against the samples its duration plans.
+pub fn policy_of(lab: &Lab) -> Policy {
+    let l = lab.leak.as_ref().expect("policy_of is called for leak labs");
+    let interval = lab.monitor.interval;
+    let duration = lab.workload.as_ref().map(|w| w.duration).unwrap_or_default();
+    Policy {
+        metric: l.metric.clone(),
+        floors: Floors { objects_per_op: l.floor_objects_per_op, bytes_per_op: l.floor_bytes_per_op, bytes_per_hour: l.floor_per_hour as f64 },
+        alpha: l.alpha,
+        planned_samples: crate::lab::planned_samples(duration, interval),
+        warmup_samples: crate::lab::warmup_samples(l.warmup, interval),
+        interval_s: interval.as_secs_f64(),
+    }
+}
+
+fn read_arm(dir: &Path) -> ArmSeries {
+    let f = |n: &str| std::fs::read_to_string(dir.join("samples").join(n)).unwrap_or_default();
+    ArmSeries::parse(&f("meminfo.csv"), &f("slabinfo.csv"), &f("ops.csv"))
+}
+
+/// Takes the planned looks while the arms run: once a second, the samples
+/// both arms have written (less the newest, which may be half written) are
+/// analysed as `kernlab report` will replay them; when a look decides, both
+/// arms are told to end.
+async fn watch_looks(lab: Lab, a_dir: PathBuf, b_dir: PathBuf, decided: CancellationToken, stream: Events) {
+    let policy = policy_of(&lab);
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_n = 0;
+    // Bounded: a lab's duration plus boot; the task is aborted when the arms end.
+    loop {
+        tick.tick().await;
+        let (a, b) = (read_arm(&a_dir), read_arm(&b_dir));
+        let n = a.times().len().min(b.times().len()).saturating_sub(1);
+        if n < leak::MIN_SAMPLES + policy.warmup_samples || n == last_n {
+            continue;
+        }
+        last_n = n;
+        let (a, b) = (a.truncated(n), b.truncated(n));
+        let p = policy.clone();
+        let Ok(an) = tokio::task::spawn_blocking(move || leak::analyze(&a, &b, &p, false)).await else { return };
+        if an.sequential.early {
+            let q = &an.sequential;
+            stream.emit(Event::LeakDecided {
+                look: q.decided_at + 1,
+                looks: q.planned.len(),
+                samples: q.looks[q.decided_at].samples,
+                verdict: kebab(&an.verdict),
+            });
+            decided.cancel();
+            return;
+        }
+    }
+}
+
 /// The report of the two arms, from what they left on disk (the samples)
 /// and how each ended: an arm that failed leaves no verdict.
 fn assemble(lab: &Lab, module: ArmOutcome, baseline: ArmOutcome, a_dir: &Path, b_dir: &Path, secs: f64) -> LeakReport {
@@ -168,13 +233,10 @@ fn assemble(lab: &Lab, module: ArmOutcome, baseline: ArmOutcome, a_dir: &Path, b
         let code = if code == exit::INTERRUPTED { code } else { exit::INFRA };
         (None, None, None, code)
     } else {
-        let read = |d: &Path| {
-            let f = |n: &str| std::fs::read_to_string(d.join("samples").join(n)).unwrap_or_default();
-            ArmSeries::parse(&f("meminfo.csv"), &f("slabinfo.csv"), &f("ops.csv"))
-        };
-        let mut an = leak::analyze(&read(a_dir), &read(b_dir), &policy.metric, policy.floor_per_hour as f64, policy.alpha);
-        let holes = leak::gaps_overrule("module", an.module.samples, module.sample_gaps)
-            .or_else(|| leak::gaps_overrule("baseline", an.baseline.samples, baseline.sample_gaps));
+        let read = read_arm;
+        let mut an = leak::analyze(&read(a_dir), &read(b_dir), &policy_of(lab), true);
+        let holes = leak::gaps_overrule("module", an.samples[0], module.sample_gaps)
+            .or_else(|| leak::gaps_overrule("baseline", an.samples[1], baseline.sample_gaps));
         if let Some(why) = holes {
             an.verdict = Verdict::Inconclusive;
             an.reason = why;
@@ -192,10 +254,14 @@ fn assemble(lab: &Lab, module: ArmOutcome, baseline: ArmOutcome, a_dir: &Path, b
         lab: lab.name.clone(),
         kernel: lab.kernel.clone(),
         expect: policy.expect,
+        stopped: match analysis.as_ref().map(|a| &a.sequential) {
+            Some(q) if q.early => format!("decided at look {} of {} ({} samples per arm)", q.decided_at + 1, q.planned.len(), q.looks[q.decided_at].samples),
+            _ => "duration".into(),
+        },
         verdict,
         expectation_held: held,
         exit_code,
-        floor_per_hour: policy.floor_per_hour,
+        floors: policy_of(lab).floors,
         alpha: policy.alpha,
         module,
         baseline,
@@ -263,8 +329,6 @@ pub(crate) fn duration(s: f64) -> String {
     }
 }
 
-/// The terminal summary of an A/B lab: the verdict, the rates, the
-/// culprit caches laid out like crash's `kmem -s`, the crash view.
 /// The verdict and whether it was expected, as words: (`LEAK`, `as expected`).
 pub fn verdict_words(r: &LeakReport) -> (&'static str, &'static str) {
     let v = match r.verdict {
@@ -281,6 +345,96 @@ pub fn verdict_words(r: &LeakReport) -> (&'static str, &'static str) {
     (v, held)
 }
 
+/// The unit of a rate on this basis: `op` or `s`.
+pub fn per(a: &LeakAnalysis) -> &'static str {
+    match a.basis {
+        leak::Basis::PerOp => "op",
+        leak::Basis::PerSecond => "s",
+    }
+}
+
+/// `12.3 MiB/h`, or `-`.
+fn per_hour(v: Option<f64>) -> String {
+    v.map(|v| format!("{:.2} MiB/h", v / 1048576.0)).unwrap_or_else(|| "-".into())
+}
+
+/// The analysis as terminal lines (shared by the summary and `kernlab report`):
+/// how it was decided, the metric, the culprit table (module − baseline,
+/// with intervals), what a NO-LEAK rules out, what an INCONCLUSIVE needs,
+/// and time to exhaustion for a LEAK.
+pub fn analysis_lines(a: &LeakAnalysis, stopped: &str) -> Vec<String> {
+    use leak::num;
+    let mut out = Vec::new();
+    let u = per(a);
+    let rate = a.ops_per_s[0].map(|r| format!(" at {r:.0} ops/s")).unwrap_or_default();
+    out.push(format!(
+        "{}: {} (α {} over {} hypotheses and {} look{}; stopped: {stopped})",
+        match a.verdict {
+            Verdict::Leak => "why",
+            Verdict::NoLeak => "why",
+            Verdict::Inconclusive => "undecided",
+        },
+        a.reason,
+        a.alpha,
+        a.family,
+        a.sequential.looks.len(),
+        if a.sequential.looks.len() == 1 { "" } else { "s" }
+    ));
+    if let Some(t) = &a.total {
+        out.push(format!(
+            "{} module − baseline: {} bytes/{u} [{} .. {}], {}{rate}; floor {} bytes/{u}",
+            t.name,
+            num(t.delta),
+            num(t.lower),
+            num(t.upper),
+            per_hour(t.bytes_per_hour.map(|h| h[0])),
+            num(t.floor)
+        ));
+    }
+    let shown: Vec<&leak::Evidence> = a.caches.iter().filter(|c| c.leak || c.bytes[0] > 0.0).take(6).collect();
+    if !shown.is_empty() {
+        // Laid out like crash's `kmem -s`, with the difference beside it.
+        out.push(format!(
+            "{:<22} {:>7} {:>15} {:>15} {:>28} {:>10} {:>12} {:>5}",
+            "CACHE", "OBJSIZE", "MODULE OBJS", "BASELINE OBJS", format!("Δ OBJS/{} [interval]", u.to_uppercase()), format!("Δ BYTES/{}", u.to_uppercase()), "Δ MiB/H", "LEAK"
+        ));
+        for c in shown {
+            out.push(format!(
+                "{:<22} {:>7.0} {:>15} {:>15} {:>28} {:>10} {:>12} {:>5}",
+                c.name,
+                c.objsize,
+                format!("{:.0}→{:.0}", c.module.first, c.module.last),
+                format!("{:.0}→{:.0}", c.baseline.first, c.baseline.last),
+                format!("{} [{} .. {}]", num(c.delta), num(c.lower), num(c.upper)),
+                num(c.bytes[0]),
+                c.bytes_per_hour.map(|h| format!("{:.2}", h[0] / 1048576.0)).unwrap_or_else(|| "-".into()),
+                if c.leak { "yes" } else { "no" }
+            ));
+        }
+    }
+    if a.verdict != Verdict::Leak {
+        if let Some(d) = &a.detectable {
+            let what = match d.objects {
+                Some(o) => format!("{} objects/{u} ({} bytes/{u}, {})", num(o), num(d.bytes), per_hour(d.bytes_per_hour)),
+                None => format!("{} bytes/{u} ({})", num(d.bytes), per_hour(d.bytes_per_hour)),
+            };
+            out.push(format!(
+                "rules out (80 % power): a leak of {what} in the noisiest cache ({}), {} objects/{u} into a cache of the module's own{}",
+                d.name,
+                num(d.own_cache_objects),
+                d.total_bytes.map(|b| format!(", {} bytes/{u} in {}", num(b), a.metric)).unwrap_or_default()
+            ));
+        }
+    }
+    if let Some(n) = &a.needs {
+        out.push(format!("needs: {n}"));
+    }
+    for e in &a.exhaustion {
+        out.push(format!("exhausts {}: in {} to {}", e.memory, duration(e.fastest_s), duration(e.slowest_s)));
+    }
+    out
+}
+
 pub fn summary(r: &LeakReport, dir: &Path) -> String {
     use std::fmt::Write;
     let mut s = String::new();
@@ -288,51 +442,18 @@ pub fn summary(r: &LeakReport, dir: &Path) -> String {
     let v = if held.is_empty() { v.to_string() } else { format!("{v} {held}") };
     let _ = writeln!(s, "lab {} on {}: {v} (expect {:?}, exit {})", r.lab, r.kernel, r.expect, r.exit_code);
     if let Some(a) = &r.analysis {
-        if let Some(c) = &a.comparison {
-            let _ = writeln!(s, 
-                "  {} growth, module − baseline: {:.2} MiB/h, one-sided interval [{:.2} .. {:.2}] MiB/h (floor {:.2} MiB/h, α {})",
-                a.metric,
-                c.delta * 3600.0 / 1048576.0,
-                c.lower * 3600.0 / 1048576.0,
-                c.upper * 3600.0 / 1048576.0,
-                c.floor * 3600.0 / 1048576.0,
-                c.alpha
-            );
-        } else {
-            let _ = writeln!(s, "  {}", a.reason);
-        }
-        if let (Some(p), Some(rate)) = (&a.module.per_op, a.module.ops_per_s) {
-            let _ = writeln!(s, "  per operation: {:.0} bytes/op [{:.0} .. {:.0}] at {rate:.0} ops/s", p.slope, p.lower, p.upper);
+        for line in analysis_lines(a, &r.stopped) {
+            let _ = writeln!(s, "  {line}");
         }
         if r.module.sample_gaps + r.baseline.sample_gaps > 0 {
             let _ = writeln!(
                 s,
                 "  sample gaps: module {} of {}, baseline {} of {} (the fits use the samples' own times)",
                 r.module.sample_gaps,
-                a.module.samples as u64 + r.module.sample_gaps,
+                a.samples[0] as u64 + r.module.sample_gaps,
                 r.baseline.sample_gaps,
-                a.baseline.samples as u64 + r.baseline.sample_gaps
+                a.samples[1] as u64 + r.baseline.sample_gaps
             );
-        }
-        if !a.top_caches.is_empty() {
-            // Laid out like crash's `kmem -s`, with the growth beside it.
-            let _ = writeln!(s, "  {:<24} {:>7} {:>9} {:>9} {:>10} {:>10} {:>13}", "CACHE", "OBJSIZE", "OBJS THEN", "OBJS NOW", "OBJS/OP", "BYTES/OP", "GROWTH/H");
-            for c in a.top_caches.iter().take(6) {
-                let opt = |v: Option<f64>, p: usize| v.map(|v| format!("{v:.p$}")).unwrap_or_else(|| "-".into());
-                let _ = writeln!(s, 
-                    "  {:<24} {:>7.0} {:>9.0} {:>9.0} {:>10} {:>10} {:>9.1} MiB",
-                    c.cache,
-                    c.objsize,
-                    c.objects_first,
-                    c.objects_last,
-                    opt(c.objects_per_op, 3),
-                    opt(c.bytes_per_op, 0),
-                    c.bytes_per_hour / 1048576.0
-                );
-            }
-        }
-        for e in &a.exhaustion {
-            let _ = writeln!(s, "  exhausts {}: in {} to {}", e.memory, duration(e.fastest_s), duration(e.slowest_s));
         }
     }
     if let Some(c) = &r.crash {

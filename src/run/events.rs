@@ -65,6 +65,9 @@ pub enum Event {
     Teardown { how: String, secs: f64 },
     Error { message: String },
     RunFinished { outcome: String, exit_code: i32 },
+    /// An A/B lab's verdict was decided at a look before its duration: both
+    /// arms take one last sample and end their workloads.
+    LeakDecided { look: usize, looks: usize, samples: usize, verdict: String },
     /// An A/B lab's verdict, after both arms finished.
     LeakVerdict {
         verdict: Option<String>,
@@ -209,6 +212,9 @@ impl Terminal {
             Event::Interrupted { signal } => format!("interrupted by {signal}; tearing down (again to force)"),
             Event::Teardown { how, secs } => format!("VM stopped by {how} in {secs:.2} s"),
             Event::Error { message } => format!("error: {message}"),
+            Event::LeakDecided { look, looks, samples, verdict } => {
+                format!("verdict {verdict} decided at look {look} of {looks} ({samples} samples per arm): ending both workloads")
+            }
             Event::CellStarted { .. } => "started".into(),
             Event::CellFinished { verdict, exit_code, error, .. } => {
                 let why = error.as_deref().map(|w| format!(": {w}")).unwrap_or_default();

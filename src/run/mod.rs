@@ -153,6 +153,8 @@ struct Ctx {
     store: Option<Arc<Mutex<SampleStore>>>,
     timings: report::Timings,
     cancel: CancellationToken,
+    /// See [`Arm::decided`].
+    decided: CancellationToken,
     gaps: Arc<Mutex<u64>>,
     run_start: Instant,
 }
@@ -199,7 +201,7 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> RunEnd {
         Ok(d) => d,
         Err(e) => return fail_early(RunError::RunDir(e)),
     };
-    let arm = Arm { lab, lab_file: opts.lab_file.clone(), desc, cache, dir, quiet: opts.quiet, summary: opts.summary, label: None, cell: opts.cell };
+    let arm = Arm { lab, lab_file: opts.lab_file.clone(), desc, cache, dir, quiet: opts.quiet, summary: opts.summary, label: None, cell: opts.cell, decided: CancellationToken::new() };
     if arm.lab.leak.is_some() {
         return ab::run_ab(arm, cancel, start).await;
     }
@@ -221,11 +223,15 @@ pub(crate) struct Arm {
     pub label: Option<String>,
     /// The matrix cell, when the run is one.
     pub cell: Option<String>,
+    /// Fired when an A/B lab's verdict is decided before its duration: the
+    /// sampler takes one last sample and the workload ends as at its
+    /// duration.
+    pub decided: CancellationToken,
 }
 
 pub(crate) async fn run_arm(arm: Arm, cancel: CancellationToken, start: Instant) -> RunEnd {
     let fail_early = |e: RunError| RunEnd { dir: None, exit_code: e.exit_code(), error: Some(e.chain()), summary: None };
-    let Arm { lab, lab_file, desc, cache, dir, quiet, label, cell, .. } = arm;
+    let Arm { lab, lab_file, desc, cache, dir, quiet, label, cell, decided, .. } = arm;
     let events = Events::new(start).within(cell.as_deref(), label.as_deref());
     match fsx::append_private(&dir.join("events.jsonl")) {
         Ok(f) => events.add(Box::new(JsonLines(f))),
@@ -266,6 +272,7 @@ pub(crate) async fn run_arm(arm: Arm, cancel: CancellationToken, start: Instant)
         store: None,
         timings: report::Timings::default(),
         cancel: cancel.clone(),
+        decided,
         gaps: Arc::new(Mutex::new(0)),
         run_start: start,
     };
@@ -568,6 +575,7 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
         hang_intervals: ctx.lab.exhaustion.as_ref().filter(|x| x.action != lab::DumpAction::None).map(|x| x.hang_intervals),
         backoff: Backoff::default(),
         gap_since: None,
+        decided: ctx.decided.clone(),
     };
     let duration = ctx.lab.workload.as_ref().map(|w| w.duration).unwrap_or_default();
     let mut workload_done: Option<tokio::sync::oneshot::Receiver<(Option<i32>, f64)>> = None;
@@ -763,12 +771,27 @@ fn extra_cmdline(lab: &Lab) -> Vec<String> {
 /// The sampling command: optionally drop reclaimable caches first, so what
 /// the sample sees is what is held.
 fn capture_command(lab: &Lab, sections: &[Section]) -> String {
-    let capture = sparse::capture_command(sections);
-    if lab.monitor.reclaim {
-        format!("sync; echo 2 > /proc/sys/vm/drop_caches; {capture}")
-    } else {
-        capture
+    let mut cmd = String::new();
+    let quiesce = lab.workload.is_some() && !lab.monitor.quiesce.is_zero();
+    if quiesce {
+        cmd.push_str(&format!(
+            "w=$(cat {WORKLOAD_PID} 2>/dev/null); [ -n \"$w\" ] && kill -STOP -- -$w 2>/dev/null; sleep {:.3}; ",
+            lab.monitor.quiesce.as_secs_f64()
+        ));
     }
+    if lab.monitor.reclaim {
+        cmd.push_str("sync; echo 2 > /proc/sys/vm/drop_caches; ");
+    }
+    if lab.monitor.shrink {
+        // After the reclaim, so that what it freed is flushed too.
+        cmd.push_str("for f in /sys/kernel/slab/*/shrink; do echo 1 > $f; done 2>/dev/null; ");
+    }
+    cmd.push_str(&sparse::capture_command(sections));
+    if quiesce {
+        // Resume whatever the capture did; its status is the command's.
+        cmd = format!("{{ {cmd}; }}; rc=$?; [ -n \"$w\" ] && kill -CONT -- -$w 2>/dev/null; exit $rc");
+    }
+    cmd
 }
 
 /// The kernel's panic line in console text (`Kernel panic - not syncing: …`),

@@ -33,6 +33,8 @@ pub(super) struct Sampler {
     pub(super) backoff: Backoff,
     /// When the current run of failed samples began (run time), if one is on.
     pub(super) gap_since: Option<(f64, u64)>,
+    /// The verdict is decided: this sample is the last.
+    pub(super) decided: CancellationToken,
 }
 
 /// Exponential backoff for SSH reconnects: the first retry at the next
@@ -78,7 +80,7 @@ impl Sampler {
         let mut failed_in_a_row = 0u32;
         loop {
             tick.tick().await;
-            let last = start.elapsed() >= duration;
+            let last = start.elapsed() >= duration || self.decided.is_cancelled();
             match self.sample(index, interval).await {
                 Some(mem_available) => {
                     failed_in_a_row = 0;
