@@ -144,6 +144,38 @@ fn leak_lab_summary_when_an_arm_failed() {
     insta::assert_snapshot!(normalize(&run::ab::summary(&r, d.path()), d.path(), "[run_dir]"));
 }
 
+#[test]
+fn leak_lab_summary_says_when_the_module_arm_did_not_exhaust() {
+    let d = tempfile::tempdir().unwrap();
+    ab_dir(d.path(), 0);
+    // The module arm ran until exhaustion and reached its max instead.
+    let arm = d.path().join("module/report.json");
+    let mut r: serde_json::Value = serde_json::from_slice(&std::fs::read(&arm).unwrap()).unwrap();
+    r["exhaustion"] = serde_json::json!({"until": true, "reached": false, "within_secs": 600.0});
+    std::fs::write(&arm, r.to_string()).unwrap();
+    let rep = run::ab::rebuild(d.path()).unwrap();
+    let x = rep.crash.as_ref().and_then(|c| c.exhaustion.as_ref()).expect("read back from the arm's report.json");
+    assert!(x.until && !x.reached && x.within_secs == 600.0, "{x:?}");
+    let s = run::ab::summary(&rep, d.path());
+    assert!(s.contains("\n  module arm: no exhaustion within 600 s (exhaustion.max): no vmcore\n"), "{s}");
+    // Reached, it says nothing of the kind (the vmcore lines speak).
+    r["exhaustion"] = serde_json::json!({"until": true, "reached": true, "within_secs": 600.0, "after_secs": 23.4, "trigger": "oom"});
+    std::fs::write(&arm, r.to_string()).unwrap();
+    assert!(!run::ab::summary(&run::ab::rebuild(d.path()).unwrap(), d.path()).contains("no exhaustion"));
+}
+
+#[test]
+fn run_summary_says_no_exhaustion_within_the_max() {
+    let d = tempfile::tempdir().unwrap();
+    write_arm(d.path(), false);
+    let mut rep = report::build(d.path(), &smoke_lab(), &manifest(), "completed", 0, None, 31, 0, timings());
+    rep.exhaustion = Some(report::ExhaustionOutcome { until: true, reached: false, within_secs: 600.0, after_secs: None, trigger: None });
+    let s = report::summary(&rep, None);
+    assert!(s.contains("\n  no exhaustion within 600 s (exhaustion.max): the guest did not run out of memory\n"), "{s}");
+    let json = serde_json::to_value(&rep).unwrap();
+    assert_eq!(json["exhaustion"], serde_json::json!({"until": true, "reached": false, "within_secs": 600.0}));
+}
+
 /// One arm of a leak lab in a matrix cell, as its events come: every type
 /// a run without a dump emits, then a dump's.
 fn arm_events() -> Vec<Event> {
@@ -161,7 +193,7 @@ fn arm_events() -> Vec<Event> {
         Event::SetupCommand { index: 0, command: "uname -a".into(), status: 0, secs: 0.02 },
         Event::KdumpLoaded { crashkernel: 192 << 20 },
         Event::ModuleLoaded { name: "khm".into(), params, tainted: Some(4096), secs: 0.3 },
-        Event::WorkloadStarted { commands: 0, duration_secs: 30.0 },
+        Event::WorkloadStarted { commands: 0, duration_secs: 30.0, until_exhaustion: false },
         Event::Sample { index: 0, t: 8.01, uptime: Some(5.2), mem_available: Some(430_000_000), slab: Some(20_000_000), s_unreclaim: Some(9_000_000), nr_dentry: Some(10_000), caches: Some(160) },
         Event::Sample { index: 1, t: 9.01, uptime: Some(6.2), mem_available: Some(428_930_000), slab: Some(21_070_000), s_unreclaim: Some(10_070_000), nr_dentry: Some(11_000), caches: Some(160) },
         Event::SampleFailed { t: 10.01, reason: "ssh: timed out".into() },
@@ -199,6 +231,9 @@ fn other_events() -> Vec<(Option<&'static str>, Event)> {
         (cell, Event::CellStarted { lab: "leak-lab".into(), kernel: "debian-6.1.0-54-cloud-amd64".into() }),
         (cell, Event::SnapshotFallback { key: "5feceb6".repeat(9) + "0", reason: "QEMU exited (exit status: 1) before the guest was ready; QEMU: qemu-system-x86_64: Not a migration stream".into() }),
         (cell, Event::SnapshotSaveFailed { key: "5feceb6".repeat(9) + "0", reason: "migration failed: Unable to write to socket: Broken pipe".into() }),
+        (cell, Event::WorkloadStarted { commands: 0, duration_secs: 600.0, until_exhaustion: true }),
+        (cell, Event::NoExhaustion { within_secs: 600.0, until_exhaustion: true }),
+        (cell, Event::NoExhaustion { within_secs: 60.0, until_exhaustion: false }),
         (cell, Event::KdumpUnavailable { reason: "kexec -p failed: Cannot load /boot/vmlinuz; using the host dump".into() }),
         (cell, Event::TriageSkipped { reason: "`linux-image-6.1.0-54-cloud-amd64-dbg=6.1.190-1` is not in this machine's apt sources".into() }),
         (cell, Event::Interrupted { signal: "SIGINT/SIGTERM".into() }),

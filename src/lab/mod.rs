@@ -429,6 +429,45 @@ pub struct Exhaustion {
     /// kernel's debug vmlinux, fetched and cached. Default: true.
     #[serde(default = "default_true")]
     pub crash: bool,
+    /// Run until exhaustion: the workload and the sampling go on past
+    /// `workload.duration` until the guest runs out of memory (the OOM
+    /// panic, MemAvailable below `headroom`, a hang), at most `max`. In an
+    /// A/B lab only the module arm does; the baseline runs
+    /// `workload.duration`. Default: false (the phase lasts
+    /// `workload.duration`, exhausted or not).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub until: bool,
+    /// The most an `until` run goes on without running out of memory;
+    /// reaching it ends the run with `no exhaustion within N s`. Only with
+    /// `until: true`. Default: 10m; 1s..=7d and at least `workload.duration`.
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "units::opt_duration")]
+    pub max: Option<Duration>,
+}
+
+/// How long a lab that runs until exhaustion may go on without reaching it,
+/// when it does not say (`exhaustion.max`). A 512 MiB guest churning flat
+/// out with the leak runs out in ~22 s on tmpfs, ~49 s on ext4 with a core
+/// to itself, 38 s on tmpfs with other VMs sharing 2 cores: ten minutes leaves
+/// room for a loaded host and slower leaks without letting a run that will
+/// never get there go on for long.
+pub const DEFAULT_EXHAUSTION_MAX: Duration = Duration::from_secs(600);
+
+impl Exhaustion {
+    /// Whether anything can end a run by exhaustion: a dump action (the
+    /// guest panics on OOM) or a headroom kernlab watches.
+    pub fn watched(&self) -> bool {
+        self.action != DumpAction::None || self.headroom > 0
+    }
+
+    /// The limit of a run until exhaustion (`max`, else its default), or
+    /// `None` when the lab does not run until exhaustion.
+    pub fn until_max(&self) -> Option<Duration> {
+        self.until.then(|| self.max.unwrap_or(DEFAULT_EXHAUSTION_MAX))
+    }
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 fn default_crashkernel() -> u64 {
@@ -660,6 +699,11 @@ pub fn parse(text: &str, file: &Path) -> Result<Lab, LabError> {
     let mut lab: Lab =
         serde_saphyr::from_str(text).map_err(|e| syntax_error(&e, file, Some(&locations)))?;
     lab.locations = locations;
+    // The resolved form names every default: `max` when the lab runs until
+    // exhaustion (without `until` it must stay unset, see validate).
+    if let Some(x) = lab.exhaustion.as_mut().filter(|x| x.until) {
+        x.max.get_or_insert(DEFAULT_EXHAUSTION_MAX);
+    }
     lab.validate(file)?;
     Ok(lab)
 }
@@ -722,6 +766,16 @@ fn syntax_error(e: &serde_saphyr::Error, file: &Path, map: Option<&SourceMap>) -
 }
 
 impl Lab {
+    /// How long the workload phase may last: `exhaustion.max` for a lab that
+    /// runs until exhaustion, else `workload.duration` (zero without a
+    /// workload).
+    pub fn phase_limit(&self) -> Duration {
+        match self.exhaustion.as_ref().and_then(Exhaustion::until_max) {
+            Some(max) => max,
+            None => self.workload.as_ref().map(|w| w.duration).unwrap_or_default(),
+        }
+    }
+
     /// A lab with the given name and every other field at its default.
     pub fn new(name: impl Into<String>) -> Lab {
         Lab {
@@ -958,6 +1012,35 @@ impl Lab {
             }
             if x.hang_intervals < 2 {
                 return bad("exhaustion.hang_intervals", format!("must be at least 2, got {}", x.hang_intervals));
+            }
+            if x.until {
+                if self.workload.is_none() {
+                    return bad("exhaustion.until", "a lab that runs until exhaustion needs a workload".into());
+                }
+                if !x.watched() {
+                    return bad(
+                        "exhaustion.until",
+                        "nothing would end the run: with action `none` the guest does not panic on OOM; use `kdump` or `host-dump`, or set a `headroom`".into(),
+                    );
+                }
+            }
+            if let Some(max) = x.max {
+                if !x.until {
+                    return bad("exhaustion.max", "only applies with `exhaustion.until: true`; without it the run lasts workload.duration".into());
+                }
+                if let Err(m) = check_range(max, MIN_WORKLOAD, MAX_WORKLOAD) {
+                    return bad("exhaustion.max", m);
+                }
+                if let Some(w) = self.workload.as_ref().filter(|w| max < w.duration) {
+                    return bad(
+                        "exhaustion.max",
+                        format!(
+                            "must be at least workload.duration ({}), which an A/B lab's baseline arm runs, got {}",
+                            human_duration(w.duration),
+                            human_duration(max)
+                        ),
+                    );
+                }
             }
         }
         let mut seen = HashSet::new();

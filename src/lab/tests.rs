@@ -300,6 +300,51 @@ fn workload_rules() {
 }
 
 #[test]
+fn until_exhaustion_has_a_max_and_resolves_to_it() {
+    let base = "name: x\nworkload:\n  commands: [\"sleep 1\"]\n  duration: 60s\nexhaustion:\n  action: kdump\n";
+    // Without `until`, the phase is the workload's duration and there is no max.
+    let lab = p(base).unwrap();
+    let x = lab.exhaustion.as_ref().unwrap();
+    assert!(!x.until && x.max.is_none() && x.until_max().is_none());
+    assert_eq!(lab.phase_limit(), Duration::from_secs(60));
+    assert!(!lab.to_yaml().contains("until") && !lab.to_yaml().contains("max"), "{}", lab.to_yaml());
+    // `until` alone: the default max, written out in the resolved form.
+    let lab = p(&format!("{base}  until: true\n")).unwrap();
+    assert_eq!(lab.exhaustion.as_ref().unwrap().max, Some(DEFAULT_EXHAUSTION_MAX));
+    assert_eq!(lab.phase_limit(), Duration::from_secs(600));
+    let yaml = lab.to_yaml();
+    assert!(yaml.contains("until: true") && yaml.contains("max: 10m"), "{yaml}");
+    assert_eq!(p(&yaml).unwrap(), lab);
+    // An explicit max; a lab built in code without one gets the default.
+    let lab = p(&format!("{base}  until: true\n  max: 90s\n")).unwrap();
+    assert_eq!(lab.phase_limit(), Duration::from_secs(90));
+    let mut coded = lab.clone();
+    coded.exhaustion.as_mut().unwrap().max = None;
+    assert_eq!(coded.phase_limit(), DEFAULT_EXHAUSTION_MAX);
+    // A headroom is a trigger too, with no dump action.
+    assert!(p("name: x\nworkload:\n  commands: [\"sleep 1\"]\nexhaustion:\n  action: none\n  headroom: 64M\n  until: true\n").is_ok());
+}
+
+#[test]
+fn until_exhaustion_rules() {
+    let base = "name: x\nworkload:\n  commands: [\"sleep 1\"]\n  duration: 60s\nexhaustion:\n";
+    for (tail, field, message) in [
+        ("  action: kdump\n  max: 5m\n", "exhaustion.max", "only applies with `exhaustion.until: true`"),
+        ("  action: kdump\n  until: true\n  max: 30s\n", "exhaustion.max", "must be at least workload.duration (1m)"),
+        ("  action: kdump\n  until: true\n  max: 8d\n", "exhaustion.max", "must be at most 7days"),
+        ("  action: none\n  until: true\n", "exhaustion.until", "nothing would end the run"),
+        ("  action: kdump\n  until: true\n  max: soon\n", "exhaustion.max", "invalid duration"),
+        ("  action: kdump\n  until: 1\n", "exhaustion.until", ""),
+    ] {
+        let e = err(&format!("{base}{tail}"));
+        assert!(e.contains(&format!("{field}: ")) && e.contains(message), "{tail:?}: {e}");
+        assert!(e.starts_with("t.yaml:"), "{e}");
+    }
+    let e = err("name: x\nexhaustion:\n  action: kdump\n  until: true\n");
+    assert!(e.contains("t.yaml:4:10: exhaustion.until: a lab that runs until exhaustion needs a workload"), "{e}");
+}
+
+#[test]
 fn monitor_rules() {
     p("name: x\nmonitor: {interval: 100ms}\n").unwrap();
     p("name: x\nmonitor: {interval: 1h}\n").unwrap();

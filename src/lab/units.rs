@@ -193,6 +193,23 @@ pub mod duration {
     }
 }
 
+/// Serde helper for an optional `Duration` field (`#[serde(default)]` makes
+/// an absent key `None`); the same forms as [`duration`].
+pub mod opt_duration {
+    use super::*;
+
+    pub fn serialize<S: Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+        match d {
+            Some(d) => s.serialize_str(&human_duration(*d)),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Duration>, D::Error> {
+        duration::deserialize(d).map(Some)
+    }
+}
+
 /// Serde helper for small counts (`u32`), so that `-1` or `"two"` get a
 /// message about the count rather than the parser's bare "invalid u32".
 pub mod count {

@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::events::{Event, Events, JsonStdout};
 use super::rundir::RunDir;
+use super::report::ExhaustionOutcome;
 use super::{run_arm, Arm, RunEnd};
 use crate::analysis::leak::{self, ArmSeries, Floors, LeakAnalysis, Policy};
 use crate::exit;
@@ -53,7 +54,8 @@ pub struct LeakReport {
     pub baseline: ArmOutcome,
     pub analysis: Option<LeakAnalysis>,
     /// The module arm's vmcore and its triage, when it ran out of memory:
-    /// the crash-time view beside the growth measured during the run.
+    /// the crash-time view beside the growth measured during the run; and
+    /// for a lab with an `exhaustion` section, whether it ran out at all.
     pub crash: Option<CrashView>,
     pub secs: f64,
 }
@@ -63,6 +65,9 @@ pub struct CrashView {
     pub dump: Option<serde_json::Value>,
     pub triage: Option<serde_json::Value>,
     pub triage_skipped: Option<serde_json::Value>,
+    /// The arm's `exhaustion`: reached, or "no exhaustion within N s".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exhaustion: Option<ExhaustionOutcome>,
 }
 
 /// The dump part of an arm's report.json, if it took one.
@@ -72,8 +77,9 @@ fn crash_view(arm_dir: &Path) -> Option<CrashView> {
         dump: r.get("dump").cloned(),
         triage: r.get("triage").cloned(),
         triage_skipped: r.get("triage_skipped").cloned(),
+        exhaustion: r.get("exhaustion").and_then(|x| serde_json::from_value(x.clone()).ok()),
     };
-    v.dump.is_some().then_some(v)
+    (v.dump.is_some() || v.exhaustion.is_some()).then_some(v)
 }
 
 pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) -> RunEnd {
@@ -90,6 +96,14 @@ pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) 
     let mut base_lab = arm.lab.clone();
     base_lab.modules = policy.baseline.modules.clone();
     let decided = CancellationToken::new();
+    // Only the module arm runs until exhaustion: the baseline is not
+    // expected to get there, so it runs its workload.duration, not the max.
+    if let Some(x) = base_lab.exhaustion.as_mut() {
+        (x.until, x.max) = (false, None);
+    }
+    // A module arm that runs until exhaustion goes on past the verdict (its
+    // dump is the point); only the baseline stops when the looks decide.
+    let until = arm.lab.exhaustion.as_ref().is_some_and(|x| x.until);
     let make = |name: &str, lab: crate::lab::Lab| -> Result<Arm, RunEnd> {
         let dir = RunDir::create(Some(&top.path.join(name)), &lab.name, &lab.kernel).map_err(|e| RunEnd {
             dir: Some(top.path.clone()),
@@ -107,7 +121,7 @@ pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) 
             summary: false,
             label: Some(name.to_string()),
             cell: arm.cell.clone(),
-            decided: decided.clone(),
+            decided: if until && name == "module" { CancellationToken::new() } else { decided.clone() },
         })
     };
     let (a, b) = match (make("module", arm.lab.clone()), make("baseline", base_lab)) {
@@ -457,6 +471,9 @@ pub fn summary(r: &LeakReport, dir: &Path) -> String {
         }
     }
     if let Some(c) = &r.crash {
+        if let Some(no) = c.exhaustion.as_ref().and_then(ExhaustionOutcome::not_reached) {
+            let _ = writeln!(s, "  module arm: {no}: no vmcore");
+        }
         if let Some(d) = &c.dump {
             let _ = writeln!(s, 
                 "  vmcore by {}: {} ({:.1} MiB)",

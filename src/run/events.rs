@@ -49,7 +49,9 @@ pub enum Event {
     ModuleLoaded { name: String, params: std::collections::BTreeMap<String, String>, tainted: Option<u64>, secs: f64 },
     KdumpLoaded { crashkernel: u64 },
     KdumpUnavailable { reason: String },
-    WorkloadStarted { commands: usize, duration_secs: f64 },
+    /// `duration_secs`: how long the phase lasts; with `until_exhaustion`,
+    /// the most it lasts (`exhaustion.max`) unless the guest runs out first.
+    WorkloadStarted { commands: usize, duration_secs: f64, until_exhaustion: bool },
     Sample { index: u64, t: f64, uptime: Option<f64>, mem_available: Option<u64>, slab: Option<u64>, s_unreclaim: Option<u64>, nr_dentry: Option<u64>, caches: Option<usize> },
     SampleFailed { t: f64, reason: String },
     /// Samples arrive again after `gaps` failed ones spanning `secs`.
@@ -57,6 +59,10 @@ pub enum Event {
     WorkloadFinished { status: Option<i32>, secs: f64 },
     Qmp { name: String, data: serde_json::Value },
     Exhaustion { trigger: String },
+    /// The phase reached its limit (`within_secs`) and nothing triggered:
+    /// the guest did not run out of memory. `until_exhaustion`: the lab ran
+    /// until exhaustion, so its `exhaustion.max` was reached.
+    NoExhaustion { within_secs: f64, until_exhaustion: bool },
     PanicTriggered { how: String },
     DumpWritten { via: String, path: String, bytes: u64, secs: f64 },
     Triage { secs: f64, top_cache: Option<String>, panic: Option<String> },
@@ -184,7 +190,10 @@ impl Terminal {
                 format!("evicted snapshot {} ({:.1} MiB, least recently used) to stay under the cap", short(key), *bytes as f64 / 1048576.0)
             }
             Event::SetupCommand { index, status, command, .. } => format!("setup[{index}] exit {status}: {command}"),
-            Event::WorkloadStarted { duration_secs, .. } => format!("workload started for {duration_secs:.0} s"),
+            Event::WorkloadStarted { duration_secs, until_exhaustion: false, .. } => format!("workload started for {duration_secs:.0} s"),
+            Event::WorkloadStarted { duration_secs, until_exhaustion: true, .. } => {
+                format!("workload started: until exhaustion, at most {duration_secs:.0} s")
+            }
             Event::Sample { index, .. } if !self.verbose && index % 10 != 0 => return None,
             Event::Sample { index, mem_available, s_unreclaim, nr_dentry, .. } => format!(
                 "sample {index}: MemAvailable {} KiB, SUnreclaim {} KiB, dentries {}",
@@ -201,6 +210,9 @@ impl Terminal {
             Event::KdumpLoaded { crashkernel } => format!("kdump loaded ({} MiB reserved)", crashkernel >> 20),
             Event::KdumpUnavailable { reason } => format!("warning: {reason}"),
             Event::Exhaustion { trigger } => format!("exhaustion: {trigger}"),
+            Event::NoExhaustion { within_secs, until_exhaustion } => {
+                format!("{}: the guest did not run out of memory", super::report::no_exhaustion(*within_secs, *until_exhaustion))
+            }
             Event::PanicTriggered { how } => format!("panicking the guest: {how}"),
             Event::DumpWritten { via, path, bytes, secs } => {
                 format!("vmcore by {via}: {path} ({:.1} MiB, {secs:.1} s after the trigger)", *bytes as f64 / 1048576.0)
@@ -270,6 +282,7 @@ impl Terminal {
             }
             Event::WorkloadFinished { .. } => "workload done; stopping",
             Event::Exhaustion { .. } | Event::PanicTriggered { .. } => "out of memory: taking the dump",
+            Event::NoExhaustion { .. } => "no exhaustion: stopping",
             Event::DumpWritten { .. } => "crash triage (debug vmlinux, crash)",
             Event::Triage { .. } | Event::TriageSkipped { .. } => "stopping the VM",
             Event::Interrupted { .. } => "interrupted: tearing down",
@@ -299,7 +312,11 @@ impl Reporter for Terminal {
         }
         let line = match &s.event {
             Event::Error { .. } => console::style(line).red().for_stderr().to_string(),
-            Event::KdumpUnavailable { .. } | Event::SampleFailed { .. } | Event::SnapshotFallback { .. } | Event::SnapshotSaveFailed { .. } => {
+            Event::KdumpUnavailable { .. }
+            | Event::SampleFailed { .. }
+            | Event::SnapshotFallback { .. }
+            | Event::SnapshotSaveFailed { .. }
+            | Event::NoExhaustion { until_exhaustion: true, .. } => {
                 console::style(line).yellow().for_stderr().to_string()
             }
             _ => line,

@@ -121,7 +121,7 @@ impl Trigger {
         }
     }
 
-    fn describe(&self) -> String {
+    pub(super) fn describe(&self) -> String {
         match self {
             Trigger::Exhausted { mem_available } => format!("MemAvailable fell to {} KiB, below the lab's headroom", mem_available / 1024),
             Trigger::Hung { gaps } => format!("the guest gave no sample for {gaps} intervals"),

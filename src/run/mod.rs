@@ -150,6 +150,8 @@ struct Ctx {
     dump: Option<crate::dump::DumpRecord>,
     triage: Option<crate::triage::CrashReport>,
     triage_skipped: Option<String>,
+    /// Whether the guest ran out of memory, once the workload phase is over.
+    exhaustion: Option<report::ExhaustionOutcome>,
     store: Option<Arc<Mutex<SampleStore>>>,
     timings: report::Timings,
     cancel: CancellationToken,
@@ -269,6 +271,7 @@ pub(crate) async fn run_arm(arm: Arm, cancel: CancellationToken, start: Instant)
         dump: None,
         triage: None,
         triage_skipped: None,
+        exhaustion: None,
         store: None,
         timings: report::Timings::default(),
         cancel: cancel.clone(),
@@ -577,13 +580,16 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
         gap_since: None,
         decided: ctx.decided.clone(),
     };
-    let duration = ctx.lab.workload.as_ref().map(|w| w.duration).unwrap_or_default();
+    // The workload phase's limit: its duration, or for a lab that runs until
+    // exhaustion the most it may take to get there (`exhaustion.max`).
+    let limit = ctx.lab.phase_limit();
+    let until = ctx.lab.exhaustion.as_ref().is_some_and(|x| x.until);
     let mut workload_done: Option<tokio::sync::oneshot::Receiver<(Option<i32>, f64)>> = None;
     let workload = match &ctx.lab.workload {
         Some(w) => {
             let session = Arc::new(blocking(connect.clone()).await??);
-            ctx.events.emit(Event::WorkloadStarted { commands: w.commands.len(), duration_secs: w.duration.as_secs_f64() });
-            let body = workload_file(&workload_commands(w));
+            ctx.events.emit(Event::WorkloadStarted { commands: w.commands.len(), duration_secs: limit.as_secs_f64(), until_exhaustion: until });
+            let body = workload_file(&workload_commands(w, limit));
             let s = session.clone();
             blocking(move || s.upload(Path::new(WORKLOAD_SCRIPT), body.as_bytes(), 0o700, Duration::from_secs(30)))
                 .await?
@@ -595,7 +601,7 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
             workload_done = Some(done_rx);
             Some(tokio::task::spawn_blocking(move || {
                 let t = Instant::now();
-                let res = session.exec(&script, duration + Duration::from_secs(60));
+                let res = session.exec(&script, limit + Duration::from_secs(60));
                 let status = match &res {
                     Ok(out) => {
                         let text = session
@@ -619,7 +625,8 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
     };
     let mut fatal = ctx.fatal.clone();
     let interval = ctx.lab.monitor.interval;
-    let sampling = sampler.run(interval, duration);
+    let phase_start = Instant::now();
+    let sampling = sampler.run(interval, limit);
     tokio::pin!(sampling);
     let sampled = loop {
         tokio::select! {
@@ -652,6 +659,21 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
         (Ok(end), false) => Some(exhaust::Trigger::from_sampler(end)),
         (Err(_), false) => None,
     };
+    // A guest that died without a dump to take fails the run below; every
+    // other end of a watched phase says whether the guest ran out of memory.
+    let watched = ctx.lab.exhaustion.as_ref().is_some_and(lab::Exhaustion::watched);
+    if watched && ctx.lab.workload.is_some() && (sampled.is_ok() || dumps) {
+        if trigger.is_none() {
+            ctx.events.emit(Event::NoExhaustion { within_secs: limit.as_secs_f64(), until_exhaustion: until });
+        }
+        ctx.exhaustion = Some(report::ExhaustionOutcome {
+            until,
+            reached: trigger.is_some(),
+            within_secs: limit.as_secs_f64(),
+            after_secs: trigger.as_ref().map(|_| events::round3(phase_start.elapsed().as_secs_f64())),
+            trigger: trigger.as_ref().map(exhaust::Trigger::describe),
+        });
+    }
     if let (Some(t), true) = (&trigger, dumps) {
         exhaust::collect(ctx, &control, t.clone(), kdump_loaded).await?;
     }
@@ -824,8 +846,10 @@ pub fn insmod_command(name: &str, params: &std::collections::BTreeMap<String, St
 }
 
 /// The workload's guest commands: the churn program (in the background when
-/// there are commands too) on a fresh tmpfs, then the lab's commands.
-pub fn workload_commands(w: &lab::Workload) -> Vec<String> {
+/// there are commands too) on a fresh tmpfs, then the lab's commands. The
+/// churn stops by itself after `limit` (the phase's, see
+/// [`Lab::phase_limit`]), in case kernlab's stop at that moment is lost.
+pub fn workload_commands(w: &lab::Workload, limit: Duration) -> Vec<String> {
     let mut cmds = Vec::new();
     if let Some(c) = &w.churn {
         cmds.push(match c.fs {
@@ -834,7 +858,7 @@ pub fn workload_commands(w: &lab::Workload) -> Vec<String> {
                 format!("mkdir -p /mnt/churn && mount -t ext4 \"$(findfs LABEL={CHURN_LABEL})\" /mnt/churn || exit 90")
             }
         });
-        let mut churn = format!("churn -d /mnt/churn -c {} -t {}", sparse::OPS_FILE, w.duration.as_secs().max(1));
+        let mut churn = format!("churn -d /mnt/churn -c {} -t {}", sparse::OPS_FILE, limit.as_secs().max(1));
         if c.rate > 0 {
             churn.push_str(&format!(" -r {}", c.rate));
         }
@@ -926,6 +950,7 @@ fn finish(ctx: Ctx, result: Result<(), RunError>, start: Instant) -> RunEnd {
     rep.dump = ctx.dump.clone();
     rep.triage = ctx.triage.clone();
     rep.triage_skipped = ctx.triage_skipped.clone();
+    rep.exhaustion = ctx.exhaustion.clone();
     if let Err(e) = fsx::write_atomic(&ctx.dir.join("report.json"), &serde_json::to_vec_pretty(&rep).unwrap_or_default()) {
         tracing::error!("cannot write report.json: {e}");
     }

@@ -73,6 +73,43 @@ pub struct Report {
     /// Why there is a vmcore but no triage.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub triage_skipped: Option<String>,
+    /// Whether the guest ran out of memory, for a lab with an `exhaustion`
+    /// section that can end a run (a dump action or a headroom); absent
+    /// when the run ended before its workload phase did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exhaustion: Option<ExhaustionOutcome>,
+}
+
+/// How a run watching for exhaustion ended its workload phase.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct ExhaustionOutcome {
+    /// The run was to go on until exhaustion (`exhaustion.until`).
+    pub until: bool,
+    /// The guest ran out of memory, panicked or hung: the trigger fired.
+    pub reached: bool,
+    /// The phase's limit, seconds: `exhaustion.max` with `until`, else
+    /// `workload.duration`. Unreached: "no exhaustion within N s".
+    pub within_secs: f64,
+    /// Workload start → the trigger, seconds, when reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub after_secs: Option<f64>,
+    /// What fired, when reached.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trigger: Option<String>,
+}
+
+impl ExhaustionOutcome {
+    /// `no exhaustion within 600 s (exhaustion.max)` when unreached.
+    pub fn not_reached(&self) -> Option<String> {
+        (!self.reached).then(|| no_exhaustion(self.within_secs, self.until))
+    }
+}
+
+/// `no exhaustion within 600 s (exhaustion.max)`: the phase's limit and
+/// which field set it. One wording for the event line and the summaries.
+pub fn no_exhaustion(within_secs: f64, until: bool) -> String {
+    let limit = if until { "exhaustion.max" } else { "workload.duration" };
+    format!("no exhaustion within {within_secs:.0} s ({limit})")
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -130,6 +167,7 @@ pub fn build(
         dump: None,
         triage: None,
         triage_skipped: None,
+        exhaustion: None,
     }
 }
 
@@ -202,6 +240,9 @@ pub fn summary(rep: &Report, dir: Option<&Path>) -> String {
     }
     for g in rep.top_slab_growth.iter().take(3).filter(|g| g.delta_bytes > 0) {
         let _ = writeln!(s, "  slab {:<24} {:+} KiB ({:+} objects)", g.cache, g.delta_bytes / 1024, g.delta_objs);
+    }
+    if let Some(no) = rep.exhaustion.as_ref().and_then(ExhaustionOutcome::not_reached) {
+        let _ = writeln!(s, "  {no}: the guest did not run out of memory");
     }
     if let Some(d) = &rep.dump {
         let _ = writeln!(s, "  vmcore by {}: {} ({:.1} MiB)", d.via, d.vmcore.display(), d.bytes as f64 / 1048576.0);
