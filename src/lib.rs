@@ -8,6 +8,7 @@
 
 pub mod analysis;
 pub mod bench;
+pub mod calibrate;
 pub mod cache;
 pub mod doctor;
 pub mod dump;

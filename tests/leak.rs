@@ -26,31 +26,38 @@ fn leak_lab_reproduces_the_customer_leak_with_numbers() {
     assert!(stdout.contains("LEAK as expected"), "{stdout}");
 
     let r = report(&dir);
-    assert_eq!(r["schema"], "kernlab.leak-report/1");
+    assert_eq!(r["schema"], "kernlab.leak-report/2");
     assert_eq!(r["verdict"], "leak");
     assert_eq!(r["expectation_held"], true);
     let a = &r["analysis"];
+    assert_eq!(a["basis"], "per-op");
     // One dentry plus one shmem inode (and its LSM blob) per created-and-
-    // deleted file: about 1 KB per operation on tmpfs.
-    let per_op = a["module"]["per_op"]["slope"].as_f64().unwrap();
+    // deleted file: about 1 KB per operation on tmpfs, module − baseline.
+    let per_op = a["total"]["delta"].as_f64().unwrap();
     assert!((800.0..1400.0).contains(&per_op), "bytes/op {per_op}");
-    let ops_rate = a["module"]["ops_per_s"].as_f64().unwrap();
+    let ops_rate = a["ops_per_s"][0].as_f64().unwrap();
     assert!((800.0..1100.0).contains(&ops_rate), "ops/s {ops_rate}");
-    // The culprits are named, at about one object per operation.
-    let caches = a["top_caches"].as_array().unwrap();
+    // The culprits are named, at about one object per operation more than
+    // in the baseline, each with its interval above the floor.
+    let caches = a["caches"].as_array().unwrap();
     for want in ["dentry", "shmem_inode_cache"] {
-        let c = caches.iter().find(|c| c["cache"] == want).unwrap_or_else(|| panic!("{want} not among {caches:?}"));
-        let per = c["objects_per_op"].as_f64().unwrap();
+        let c = caches.iter().find(|c| c["name"] == want).unwrap_or_else(|| panic!("{want} not among {caches:?}"));
+        let per = c["delta"].as_f64().unwrap();
         assert!((0.9..1.2).contains(&per), "{want}: {per} objects/op");
+        assert_eq!(c["leak"], true, "{c}");
+        assert!(c["lower"].as_f64().unwrap() > c["floor"].as_f64().unwrap(), "{c}");
     }
-    // The baseline (leak=0) grows by background noise only (kmalloc, the
-    // sampler's own sessions): under 1 % of the leak.
-    let base = &a["baseline"]["fit"];
-    let module_slope = a["module"]["fit"]["slope"].as_f64().unwrap();
-    assert!(base["slope"].as_f64().unwrap() < module_slope / 100.0, "baseline grows like the module: {base}");
-    // The interval of the difference is above the floor.
-    assert!(a["comparison"]["lower"].as_f64().unwrap() > a["comparison"]["floor"].as_f64().unwrap());
+    // The baseline (leak=0) grows by background noise only: under 1 % of the leak.
+    let base = a["total"]["baseline"]["trend"]["slope"].as_f64().unwrap();
+    assert!(base < per_op / 100.0, "baseline grows like the module: {base}");
     assert!(!a["exhaustion"].as_array().unwrap().is_empty());
+    // A leak this size is decided at the first look, and both workloads end there.
+    let q = &a["sequential"];
+    assert_eq!(q["early"], true, "{q}");
+    assert!(r["stopped"].as_str().unwrap().starts_with("decided at look"), "{}", r["stopped"]);
+    let samples = q["looks"][q["decided_at"].as_u64().unwrap() as usize]["samples"].as_u64().unwrap();
+    assert!(samples < 20, "decided at {samples} samples of a planned 31");
+    assert!(stdout.contains("stopped: decided at look"), "{stdout}");
 
     // Each arm loaded its module with its own parameter, and the kernel
     // notes an out-of-tree, unsigned module (taint bits O and E).
@@ -72,10 +79,22 @@ fn no_leak_lab_passes_the_regression_gate() {
     let dir = d.path().join("noleak");
     let out = run(&["run", "labs/no-leak-lab.yaml", "--out", dir.to_str().unwrap()]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
-    assert!(stdout.contains("NO-LEAK as expected"), "{stdout}");
+    // No false LEAK. Within the lab's 30 s the busiest caches of the churn
+    // (dentry, shmem_inode_cache, lsm_inode_cache, ±50–100 objects from
+    // one sample to the next) may not yet rule out the floor: then the
+    // verdict is INCONCLUSIVE (102) and says what it would take.
+    let code = out.status.code();
+    assert!(code == Some(0) || code == Some(102), "stdout:\n{stdout}\nstderr:\n{stderr}");
     let r = report(&dir);
-    assert_eq!(r["verdict"], "no-leak");
+    assert_ne!(r["verdict"], "leak", "{stdout}");
+    let a = &r["analysis"];
+    assert!(a["detectable"]["bytes"].as_f64().unwrap() > 0.0, "a NO-LEAK or INCONCLUSIVE states what it rules out: {a}");
+    assert!(stdout.contains("rules out (80 % power)"), "{stdout}");
+    if r["verdict"] == "inconclusive" {
+        assert!(a["needs"].as_str().unwrap().contains("samples per arm"), "{}", a["needs"]);
+    } else {
+        assert!(stdout.contains("NO-LEAK as expected"), "{stdout}");
+    }
     // The module arm loaded the fixed module; the baseline none.
     assert!(arm_events(&dir, "module").iter().any(|e| e["event"] == "module-loaded" && e["params"]["leak"] == "0"));
     assert!(!arm_events(&dir, "baseline").iter().any(|e| e["event"] == "module-loaded"));
@@ -100,9 +119,10 @@ fn a_a_comparison_is_no_leak_and_rmmod_works_under_load() {
     let dir = d.path().join("aa-run");
     let out = run(&["run", f.to_str().unwrap(), "--out", dir.to_str().unwrap()]);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
-    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let code = out.status.code();
+    assert!(code == Some(0) || code == Some(102), "stdout:\n{stdout}\nstderr:\n{stderr}");
     let r = report(&dir);
-    assert_eq!(r["verdict"], "no-leak", "{r}");
+    assert_ne!(r["verdict"], "leak", "{r}");
     for arm in ["module", "baseline"] {
         let log = std::fs::read_to_string(dir.join(arm).join("workload.log")).unwrap();
         assert!(log.contains("rmmod-ok"), "{arm}: {log}");
@@ -115,8 +135,7 @@ fn a_a_comparison_is_no_leak_and_rmmod_works_under_load() {
 }
 
 #[test]
-fn too_few_samples_is_inconclusive_with_exit_102() {
-    let _one = ONE_AB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+fn a_leak_lab_too_short_for_a_verdict_is_refused_before_it_boots() {
     let d = tempfile::tempdir().unwrap();
     copy_khm(d.path(), false);
     let f = lab(
@@ -124,12 +143,34 @@ fn too_few_samples_is_inconclusive_with_exit_102() {
         "short",
         "name: short\nmodules:\n  - source: khm\n    params: {leak: 1}\nworkload:\n  churn: {rate: 1000}\n  duration: 2s\nmonitor:\n  interval: 1s\nleak:\n  expect: leak\n",
     );
-    let dir = d.path().join("short-run");
-    let out = run(&["run", f.to_str().unwrap(), "--out", dir.to_str().unwrap(), "-q"]);
-    let stdout = text(&out.stdout);
-    assert_eq!(out.status.code(), Some(102), "{stdout}\n{}", text(&out.stderr));
-    assert!(stdout.contains("INCONCLUSIVE") && stdout.contains("too few"), "{stdout}");
-    assert_eq!(report(&dir)["verdict"], "inconclusive");
+    let out = run(&["run", f.to_str().unwrap(), "--out", d.path().join("short-run").to_str().unwrap(), "-q"]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("short.yaml:7") && stderr.contains("workload.duration") && stderr.contains("at least 8 samples"), "{stderr}");
+    assert!(!d.path().join("short-run").join("module").exists(), "nothing booted");
+}
+
+/// A leak that is not khm's: the fixture module keeps one 256-byte object
+/// of its own cache per 1,000 unlinks. Found from the cache alone (the
+/// total Slab cannot see 0.26 bytes per operation), and the run stops as
+/// soon as it is decided.
+#[test]
+fn a_rare_leak_into_a_cache_of_its_own_is_found_and_named() {
+    let _one = ONE_AB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("rare");
+    let out = run(&["run", "labs/leaky-rare.yaml", "--out", dir.to_str().unwrap(), "-q"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let r = report(&dir);
+    let a = &r["analysis"];
+    assert_eq!(r["verdict"], "leak");
+    let c = a["caches"].as_array().unwrap().iter().find(|c| c["name"] == "leaky_obj").expect("leaky_obj evidence");
+    assert_eq!(c["leak"], true);
+    let per = c["delta"].as_f64().unwrap();
+    assert!((0.0008..0.0012).contains(&per), "{per} objects/op");
+    assert_eq!((c["baseline"]["first"].as_f64(), c["baseline"]["last"].as_f64()), (Some(0.0), Some(0.0)), "absent from the baseline");
+    assert_eq!(a["sequential"]["early"], true, "decided before the planned 120 s: {}", a["sequential"]);
 }
 
 #[test]

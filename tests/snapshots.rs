@@ -357,6 +357,7 @@ fn cells(dir: &Path) -> Vec<CellResult> {
         delta_per_hour: None,
         delta_interval_per_hour: None,
         bytes_per_op: None,
+        rules_out: None,
         exhaustion_s: None,
         exhaustion: None,
     };
@@ -364,7 +365,7 @@ fn cells(dir: &Path) -> Vec<CellResult> {
     let k612 = "debian-6.12.117+deb12-cloud-amd64";
     let mut v = vec![
         CellResult { delta_per_hour: Some(3.84e9), delta_interval_per_hour: Some((3.83e9, 3.85e9)), bytes_per_op: Some(1066.4), exhaustion_s: Some(410.0), exhaustion: Some("predicted".into()), ..cell("leak-lab", k61, 0, "leak") },
-        CellResult { bytes_per_op: Some(1.2), exhaustion_s: Some(259_200.0), exhaustion: Some("predicted".into()), ..cell("no-leak-lab", k61, 0, "no-leak") },
+        CellResult { bytes_per_op: Some(1.2), rules_out: Some("0.000636 objects/op in task_struct".into()), ..cell("no-leak-lab", k61, 0, "no-leak") },
         CellResult { delta_per_hour: Some(3.9e9), bytes_per_op: Some(1087.0), reason: Some("module − baseline above the floor".into()), ..cell("no-leak-lab", k612, 100, "leak") },
         CellResult { reason: Some("too few samples: 3 (need 5)".into()), ..cell("crash-lab", k61, 102, "inconclusive") },
         CellResult {

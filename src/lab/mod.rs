@@ -966,9 +966,6 @@ impl Lab {
             let Some(w) = &self.workload else {
                 return bad("leak", "a leak lab needs a workload to measure".into());
             };
-            if l.warmup >= w.duration {
-                return bad("leak.warmup", format!("must be shorter than workload.duration ({})", humantime::format_duration(w.duration)));
-            }
             let planned = planned_samples(w.duration, mon.interval).saturating_sub(warmup_samples(l.warmup, mon.interval));
             if planned < MIN_LEAK_SAMPLES {
                 return bad(
@@ -980,6 +977,9 @@ impl Lab {
                         humantime::format_duration(l.warmup)
                     ),
                 );
+            }
+            if l.warmup >= w.duration {
+                return bad("leak.warmup", format!("must be shorter than workload.duration ({})", humantime::format_duration(w.duration)));
             }
             let needs = if m == "slab" || m == "sunreclaim" { Source::Meminfo } else { Source::Slabinfo };
             if !mon.sources.contains(&needs) {

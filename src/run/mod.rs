@@ -858,7 +858,10 @@ pub fn workload_commands(w: &lab::Workload, limit: Duration) -> Vec<String> {
                 format!("mkdir -p /mnt/churn && mount -t ext4 \"$(findfs LABEL={CHURN_LABEL})\" /mnt/churn || exit 90")
             }
         });
-        let mut churn = format!("churn -d /mnt/churn -c {} -t {}", sparse::OPS_FILE, limit.as_secs().max(1));
+        // The churn outlives the sampling by a margin (the run ends it when
+        // sampling is over): its exit (the last closes, a hook module's
+        // deferred work) must not land in the last samples as a step.
+        let mut churn = format!("churn -d /mnt/churn -c {} -t {}", sparse::OPS_FILE, limit.as_secs().max(1) + CHURN_MARGIN_SECS);
         if c.rate > 0 {
             churn.push_str(&format!(" -r {}", c.rate));
         }
@@ -884,6 +887,9 @@ pub fn workload_commands(w: &lab::Workload, limit: Duration) -> Vec<String> {
 /// The workload as a guest shell script: the lab's commands, one per line.
 /// It is uploaded as a file, so the lab's text reaches the guest as data and
 /// is never pasted into a command line of kernlab's own.
+/// Seconds the churn runs past the sampling.
+const CHURN_MARGIN_SECS: u64 = 15;
+
 pub fn workload_file(commands: &[String]) -> String {
     format!("# written by kernlab: the lab's workload commands\n{}\n", commands.join("\n"))
 }

@@ -1,0 +1,324 @@
+//! `kernlab calibrate LAB --runs N`: measures the A/A noise of a leak lab
+//! on the real guest. Each run is the lab with both arms the same (the
+//! lab's baseline, its module arm, or the lab as written), analysed as any
+//! A/B run; the report is what the floors are set from: per cache, how far
+//! module − baseline strays and with what standard error, how often a run
+//! said LEAK (each one false, with its exact binomial bound), and the
+//! smallest leak each run could have detected.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::analysis::leak::{num, LeakAnalysis};
+use crate::lab::{self, Lab};
+use crate::stats::Verdict;
+use crate::util::fsx;
+
+/// Which configuration both arms of a calibration run get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Arms {
+    /// The lab's baseline in both arms (e.g. no module against no module).
+    Baseline,
+    /// The lab's module arm in both arms (e.g. khm leak=0 against itself).
+    Module,
+    /// The lab as written: an A/B lab whose module is known not to leak.
+    Lab,
+}
+
+impl Arms {
+    pub fn parse(s: &str) -> Option<Arms> {
+        match s {
+            "baseline" => Some(Arms::Baseline),
+            "module" => Some(Arms::Module),
+            "lab" => Some(Arms::Lab),
+            _ => None,
+        }
+    }
+}
+
+/// The lab a calibration runs: both arms alike (module sources made
+/// absolute, since the file is written elsewhere), expecting no leak.
+pub fn aa_lab(lab: &Lab, lab_file: &Path, arms: Arms) -> Lab {
+    let mut l = lab.clone();
+    let base = lab_file.parent().unwrap_or(Path::new("."));
+    let absolute = |m: &mut Vec<lab::Module>| {
+        for x in m.iter_mut() {
+            if x.source.is_relative() {
+                x.source = std::fs::canonicalize(base.join(&x.source)).unwrap_or_else(|_| base.join(&x.source));
+            }
+        }
+    };
+    absolute(&mut l.modules);
+    if let Some(p) = l.leak.as_mut() {
+        absolute(&mut p.baseline.modules);
+        p.expect = lab::Expect::NoLeak;
+        match arms {
+            Arms::Baseline => l.modules = p.baseline.modules.clone(),
+            Arms::Module => p.baseline.modules = l.modules.clone(),
+            Arms::Lab => {}
+        }
+    }
+    l.name = format!("{}-aa", lab.name);
+    l
+}
+
+/// One calibration run, as its report.json left it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunResult {
+    pub dir: String,
+    pub exit_code: i32,
+    pub verdict: Option<Verdict>,
+    pub secs: f64,
+    pub samples: Option<usize>,
+    /// The noisiest cache's smallest detectable leak, objects per op.
+    pub detectable_objects: Option<f64>,
+    pub detectable_cache: Option<String>,
+    /// The caches a false LEAK named.
+    pub false_culprits: Vec<String>,
+}
+
+/// Per cache, over the runs that tested it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CacheNoise {
+    pub cache: String,
+    pub runs: usize,
+    /// Median |module − baseline| and median standard error, objects per op.
+    pub median_abs_delta: f64,
+    pub median_se: f64,
+    /// The largest upper bound seen (objects per op).
+    pub max_upper: f64,
+    /// Median smallest detectable leak (80 % power), objects per op.
+    pub median_detectable: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Calibration {
+    pub schema: &'static str,
+    pub lab: String,
+    pub arms: Arms,
+    pub runs: Vec<RunResult>,
+    pub verdicts: [usize; 4],
+    /// False LEAKs, and the exact (Clopper–Pearson) one-sided 95 % upper
+    /// bound of the false-LEAK rate they allow.
+    pub false_leaks: usize,
+    pub false_leak_rate_upper95: f64,
+    pub caches: Vec<CacheNoise>,
+    /// Median and 90th percentile over runs of the noisiest cache's
+    /// detectable leak: what a floor must be above for this lab to reach
+    /// NO-LEAK in half (or 90 %) of clean runs.
+    pub detectable_median: Option<f64>,
+    pub detectable_p90: Option<f64>,
+    pub secs: f64,
+}
+
+/// Exact one-sided 95 % upper bound for a rate with `k` events in `n` trials
+/// (Clopper–Pearson), by bisection on the binomial tail.
+pub fn clopper_pearson_upper(k: usize, n: usize) -> f64 {
+    if n == 0 {
+        return 1.0;
+    }
+    if k >= n {
+        return 1.0;
+    }
+    // P(X ≤ k | p) = 0.05.
+    let cdf = |p: f64| {
+        let mut term = (1.0 - p).powi(n as i32);
+        let mut sum = term;
+        for i in 0..k {
+            term *= (n - i) as f64 / (i + 1) as f64 * p / (1.0 - p);
+            sum += term;
+        }
+        sum
+    };
+    let (mut lo, mut hi) = (0.0, 1.0);
+    for _ in 0..100 {
+        let mid = 0.5 * (lo + hi);
+        if cdf(mid) > 0.05 {
+            lo = mid;
+        } else {
+            hi = mid;
+        }
+    }
+    hi
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    if n % 2 == 1 {
+        v[n / 2]
+    } else {
+        0.5 * (v[n / 2 - 1] + v[n / 2])
+    }
+}
+
+fn quantile(v: &mut [f64], q: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(f64::total_cmp);
+    v[((v.len() - 1) as f64 * q).round() as usize]
+}
+
+/// Reads one finished calibration run.
+pub fn read_run(dir: &Path, exit_code: i32, secs: f64) -> (RunResult, Option<LeakAnalysis>) {
+    let rep: Option<serde_json::Value> = std::fs::read(dir.join("report.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let an: Option<LeakAnalysis> = rep.as_ref().and_then(|r| serde_json::from_value(r["analysis"].clone()).ok());
+    let r = RunResult {
+        dir: dir.display().to_string(),
+        exit_code,
+        verdict: an.as_ref().map(|a| a.verdict),
+        secs,
+        samples: an.as_ref().map(|a| a.samples[0]),
+        detectable_objects: an.as_ref().and_then(|a| a.detectable.as_ref()).and_then(|d| d.objects),
+        detectable_cache: an.as_ref().and_then(|a| a.detectable.as_ref()).map(|d| d.name.clone()),
+        false_culprits: an.as_ref().map(|a| a.culprits().map(|c| c.name.clone()).collect()).unwrap_or_default(),
+    };
+    (r, an)
+}
+
+/// Summarises the runs.
+pub fn summarise(lab: &str, arms: Arms, runs: Vec<(RunResult, Option<LeakAnalysis>)>, secs: f64) -> Calibration {
+    use std::collections::BTreeMap;
+    let mut per: BTreeMap<String, (Vec<f64>, Vec<f64>, f64, Vec<f64>)> = BTreeMap::new();
+    let mut verdicts = [0usize; 4];
+    let mut det = Vec::new();
+    for (r, an) in &runs {
+        let i = match r.verdict {
+            Some(Verdict::Leak) => 0,
+            Some(Verdict::NoLeak) => 1,
+            Some(Verdict::Inconclusive) => 2,
+            None => 3,
+        };
+        verdicts[i] += 1;
+        if let Some(d) = r.detectable_objects {
+            det.push(d);
+        }
+        let Some(a) = an else { continue };
+        for c in &a.caches {
+            let e = per.entry(c.name.clone()).or_insert_with(|| (Vec::new(), Vec::new(), f64::NEG_INFINITY, Vec::new()));
+            e.0.push(c.delta.abs());
+            e.1.push(c.se);
+            e.2 = e.2.max(c.upper);
+            e.3.push(c.detectable);
+        }
+    }
+    let mut caches: Vec<CacheNoise> = per
+        .into_iter()
+        .map(|(cache, (mut d, mut s, up, mut m))| CacheNoise {
+            cache,
+            runs: d.len(),
+            median_abs_delta: median(&mut d),
+            median_se: median(&mut s),
+            max_upper: up,
+            median_detectable: median(&mut m),
+        })
+        .collect();
+    caches.sort_by(|a, b| b.median_detectable.total_cmp(&a.median_detectable));
+    let n = runs.iter().filter(|(r, _)| r.verdict.is_some()).count();
+    Calibration {
+        schema: "kernlab.calibration/1",
+        lab: lab.into(),
+        arms,
+        false_leaks: verdicts[0],
+        false_leak_rate_upper95: clopper_pearson_upper(verdicts[0], n),
+        verdicts,
+        caches,
+        detectable_median: (!det.is_empty()).then(|| median(&mut det.clone())),
+        detectable_p90: (!det.is_empty()).then(|| quantile(&mut det, 0.9)),
+        runs: runs.into_iter().map(|(r, _)| r).collect(),
+        secs,
+    }
+}
+
+/// The terminal report of a calibration.
+pub fn render(c: &Calibration) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let n: usize = c.verdicts.iter().sum();
+    let _ = writeln!(
+        s,
+        "calibration of {} ({:?} in both arms): {n} A/A runs in {:.0} s: {} LEAK, {} NO-LEAK, {} INCONCLUSIVE, {} failed",
+        c.lab, c.arms, c.secs, c.verdicts[0], c.verdicts[1], c.verdicts[2], c.verdicts[3]
+    );
+    let _ = writeln!(
+        s,
+        "  false LEAKs: {} of {} (rate ≤ {:.1} % at 95 %, Clopper–Pearson)",
+        c.false_leaks,
+        n - c.verdicts[3],
+        c.false_leak_rate_upper95 * 100.0
+    );
+    if let (Some(m), Some(p)) = (c.detectable_median, c.detectable_p90) {
+        let _ = writeln!(s, "  smallest detectable leak in the noisiest cache (80 % power): median {} objects/op, 90th percentile {}", num(m), num(p));
+    }
+    let _ = writeln!(s, "  {:<24} {:>5} {:>14} {:>12} {:>12} {:>14}", "CACHE", "RUNS", "MEDIAN |Δ|", "MEDIAN SE", "MAX UPPER", "MEDIAN MDE");
+    for x in c.caches.iter().take(12) {
+        let _ = writeln!(
+            s,
+            "  {:<24} {:>5} {:>14} {:>12} {:>12} {:>14}",
+            x.cache,
+            x.runs,
+            num(x.median_abs_delta),
+            num(x.median_se),
+            num(x.max_upper),
+            num(x.median_detectable)
+        );
+    }
+    for r in &c.runs {
+        let _ = writeln!(
+            s,
+            "  run {}: {} in {:.0} s, {} samples{}",
+            r.dir,
+            r.verdict.map(|v| format!("{v:?}")).unwrap_or_else(|| format!("failed (exit {})", r.exit_code)),
+            r.secs,
+            r.samples.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
+            if r.false_culprits.is_empty() { String::new() } else { format!(", false LEAK in {}", r.false_culprits.join(", ")) }
+        );
+    }
+    s
+}
+
+/// Writes `calibration.json` into `out`.
+pub fn write(out: &Path, c: &Calibration) -> std::io::Result<PathBuf> {
+    let p = out.join("calibration.json");
+    fsx::write_atomic(&p, &serde_json::to_vec_pretty(c).unwrap_or_default())?;
+    Ok(p)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clopper_pearson_matches_the_rule_of_three_and_a_table_value() {
+        // 0 of n: 1 − 0.05^{1/n} (≈ 3/n, the rule of three).
+        assert!((clopper_pearson_upper(0, 20) - (1.0 - 0.05f64.powf(1.0 / 20.0))).abs() < 1e-9);
+        // 1 of 20: the one-sided 95 % upper bound is 0.2161 (R binom.test, conf 0.90 two-sided).
+        assert!((clopper_pearson_upper(1, 20) - 0.2161).abs() < 1e-3, "{}", clopper_pearson_upper(1, 20));
+        assert_eq!(clopper_pearson_upper(3, 3), 1.0);
+    }
+
+    #[test]
+    fn an_aa_lab_has_the_same_modules_in_both_arms_and_expects_no_leak() {
+        let mut l = Lab::new("x");
+        l.modules = vec![lab::Module { source: "khm".into(), params: [("leak".to_string(), "1".to_string())].into() }];
+        l.leak = Some(serde_saphyr::from_str("expect: leak\nbaseline:\n  modules:\n    - source: khm\n      params: {leak: 0}\n").unwrap());
+        let f = Path::new("/labs/x.yaml");
+        let b = aa_lab(&l, f, Arms::Baseline);
+        let p = b.leak.as_ref().unwrap();
+        assert_eq!(p.expect, lab::Expect::NoLeak);
+        assert_eq!(b.modules, p.baseline.modules);
+        assert_eq!(b.modules[0].params["leak"], "0");
+        assert!(b.modules[0].source.is_absolute());
+        let m = aa_lab(&l, f, Arms::Module);
+        assert_eq!(m.modules, m.leak.as_ref().unwrap().baseline.modules);
+        assert_eq!(m.modules[0].params["leak"], "1");
+        let a = aa_lab(&l, f, Arms::Lab);
+        assert_ne!(a.modules, a.leak.as_ref().unwrap().baseline.modules);
+    }
+}
