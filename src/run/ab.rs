@@ -408,10 +408,7 @@ pub fn analysis_lines(a: &LeakAnalysis, stopped: &str) -> Vec<String> {
     let shown: Vec<&leak::Evidence> = a.caches.iter().filter(|c| c.leak || c.bytes[0] > 0.0).take(6).collect();
     if !shown.is_empty() {
         // Laid out like crash's `kmem -s`, with the difference beside it.
-        out.push(format!(
-            "{:<22} {:>7} {:>15} {:>15} {:>28} {:>10} {:>12} {:>5}",
-            "CACHE", "OBJSIZE", "MODULE OBJS", "BASELINE OBJS", format!("Δ OBJS/{} [interval]", u.to_uppercase()), format!("Δ BYTES/{}", u.to_uppercase()), "Δ MiB/H", "LEAK"
-        ));
+        out.push(analysis_lines_header(u));
         for c in shown {
             out.push(format!(
                 "{:<22} {:>7.0} {:>15} {:>15} {:>28} {:>10} {:>12} {:>5}",
@@ -447,6 +444,21 @@ pub fn analysis_lines(a: &LeakAnalysis, stopped: &str) -> Vec<String> {
         out.push(format!("exhausts {}: in {} to {}", e.memory, duration(e.fastest_s), duration(e.slowest_s)));
     }
     out
+}
+
+/// The culprit table's header for rates per `u` (`op` or `s`).
+fn analysis_lines_header(u: &str) -> String {
+    format!(
+        "{:<22} {:>7} {:>15} {:>15} {:>28} {:>10} {:>12} {:>5}",
+        "CACHE",
+        "OBJSIZE",
+        "MODULE OBJS",
+        "BASELINE OBJS",
+        format!("Δ OBJS/{} [interval]", u.to_uppercase()),
+        format!("Δ BYTES/{}", u.to_uppercase()),
+        "Δ MiB/H",
+        "LEAK"
+    )
 }
 
 pub fn summary(r: &LeakReport, dir: &Path) -> String {
@@ -498,4 +510,55 @@ pub fn summary(r: &LeakReport, dir: &Path) -> String {
     }
     let _ = writeln!(s, "  run directory: {}", dir.display());
     s
+}
+
+#[cfg(test)]
+mod readme {
+    /// The line shapes the A/B summary prints: the prefix of each kind of
+    /// line, or the whole table header.
+    fn shapes() -> Vec<String> {
+        let mut v: Vec<String> = ["lab ", "  why: ", "  undecided: ", "  rules out (80 % power): ", "  needs: ", "  exhausts ", "  vmcore by ", "  crash: ", "  crash triage skipped: ", "  sample gaps: ", "  module arm: ", "  run directory: "]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.push("  slab module − baseline: ".into());
+        v.push("  sunreclaim module − baseline: ".into());
+        v
+    }
+
+    /// Every A/B output block in the README (a fenced block whose first
+    /// line is `lab … : LEAK|NO-LEAK|INCONCLUSIVE …`) has only lines this
+    /// code prints: a block pasted from an older kernlab fails here.
+    #[test]
+    fn the_readme_output_blocks_are_what_the_summary_prints() {
+        let readme = include_str!("../../README.md");
+        let header = super::analysis_lines_header("op");
+        let mut blocks = 0;
+        for block in readme.split("```").skip(1).step_by(2) {
+            let body = block.trim_start_matches(|c: char| c != '\n').trim_start_matches('\n');
+            let first = body.lines().next().unwrap_or("");
+            if !(first.starts_with("lab ") && [": LEAK", ": NO-LEAK", ": INCONCLUSIVE"].iter().any(|v| first.contains(v))) {
+                continue;
+            }
+            blocks += 1;
+            let mut in_table = false;
+            for line in body.lines() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                if line == format!("  {header}") {
+                    in_table = true;
+                    continue;
+                }
+                let known = shapes().iter().any(|p| line.starts_with(p.as_str()));
+                if known {
+                    in_table = false;
+                    continue;
+                }
+                // A culprit table row: the cache name, then eight columns.
+                assert!(in_table && line.starts_with("  ") && line.split_whitespace().count() >= 8, "README line not printed by this kernlab:\n{line}\nin block:\n{body}");
+            }
+        }
+        assert!(blocks >= 2, "the README shows at least the leak lab's and the leak-to-crash lab's output ({blocks} found)");
+    }
 }
