@@ -161,7 +161,7 @@ fn ab_lab_json_stream_marks_arms_and_ends_with_the_verdict() {
     let f = lab(
         d.path(),
         "ab",
-        "name: ab\nkernel: gone-6.1.0-999\nworkload:\n  commands: ['true']\n  duration: 3s\nleak:\n  expect: no-leak\n",
+        "name: ab\nkernel: gone-6.1.0-999\nworkload:\n  commands: ['true']\n  duration: 20s\nmonitor:\n  interval: 1s\nleak:\n  expect: no-leak\n",
     );
     let dir = d.path().join("run");
     let out = run(&["--kernels", kdir.to_str().unwrap(), "run", f.to_str().unwrap(), "--out", dir.to_str().unwrap(), "--message-format", "json"]);

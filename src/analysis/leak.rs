@@ -213,6 +213,9 @@ pub struct Policy {
     /// set-up (its directory, the first slabs of each cache it touches)
     /// is a step in both arms that is not a rate.
     pub warmup_samples: usize,
+    /// Take the looks before the end (`leak.stop_early`); else one look at
+    /// the end with all of α.
+    pub stop_early: bool,
     /// The sampling interval, seconds (to say how long a run would need).
     pub interval_s: f64,
 }
@@ -297,8 +300,8 @@ pub struct Sequential {
 /// The smallest leak this run would have caught with 80 % power.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Detectable {
-    /// The noisiest cache of the family (largest detectable bytes), or the
-    /// total when no cache was sampled.
+    /// The noisiest cache of the family (largest detectable objects per
+    /// op), or the total when no cache was sampled.
     pub name: String,
     /// Objects per op (or per second) for a cache.
     pub objects: Option<f64>,
@@ -558,7 +561,7 @@ fn look(module: &ArmSeries, baseline: &ArmSeries, policy: &Policy, a: f64) -> Lo
         )
     };
     let detectable = {
-        let noisiest = ev.iter().max_by(|x, y| x.bytes[3].total_cmp(&y.bytes[3]));
+        let noisiest = ev.iter().max_by(|x, y| x.detectable.total_cmp(&y.detectable));
         let base = noisiest.or(total.as_ref());
         base.map(|e| Detectable {
             name: e.name.clone(),
@@ -617,7 +620,8 @@ const MACHINES: [(&str, f64); 2] = [("a 4 GiB server", 4.0 * 1073741824.0), ("a 
 /// planned looks the data reach are taken (the watcher of a running lab).
 pub fn analyze(module: &ArmSeries, baseline: &ArmSeries, policy: &Policy, finished: bool) -> LeakAnalysis {
     let (module, baseline) = (&module.skipped(policy.warmup_samples), &baseline.skipped(policy.warmup_samples));
-    let planned = looks(MIN_SAMPLES, policy.planned_samples.saturating_sub(policy.warmup_samples).max(MIN_SAMPLES));
+    let n_max = policy.planned_samples.saturating_sub(policy.warmup_samples).max(MIN_SAMPLES);
+    let planned = if policy.stop_early { looks(MIN_SAMPLES, n_max) } else { vec![n_max] };
     let n_avail = module.times().len().min(baseline.times().len());
     let mut taken: Vec<Look> = Vec::new();
     let mut spent = 0.0;
@@ -734,6 +738,7 @@ mod tests {
             alpha: 0.01,
             planned_samples: planned,
             warmup_samples: 0,
+            stop_early: true,
             interval_s: 1.0,
         }
     }

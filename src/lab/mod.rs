@@ -374,6 +374,11 @@ pub struct LeakPolicy {
     /// the workload's duration.
     #[serde(default = "default_warmup", with = "units::duration")]
     pub warmup: Duration,
+    /// Look at the run as it goes and end both arms as soon as the verdict
+    /// is decided (α spent over the looks). `false`: one look, at the end
+    /// of `workload.duration`, with all of α. Default: true.
+    #[serde(default = "default_true")]
+    pub stop_early: bool,
     /// One-sided significance level of the verdict. Default: 0.01; 0 < alpha < 0.5.
     #[serde(default = "default_alpha")]
     pub alpha: f64,

@@ -653,6 +653,7 @@ mod tests {
             alpha: 0.01,
             planned_samples: 30,
             warmup_samples: 0,
+            stop_early: true,
             interval_s: 1.0,
         };
         let an = crate::analysis::leak::analyze(&module.series, &baseline.series, &policy, true);

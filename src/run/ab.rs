@@ -194,6 +194,7 @@ pub fn policy_of(lab: &Lab) -> Policy {
         alpha: l.alpha,
         planned_samples: crate::lab::planned_samples(duration, interval),
         warmup_samples: crate::lab::warmup_samples(l.warmup, interval),
+        stop_early: l.stop_early,
         interval_s: interval.as_secs_f64(),
     }
 }
