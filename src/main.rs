@@ -128,6 +128,9 @@ enum Command {
         /// for a module known not to leak).
         #[arg(long, default_value = "baseline")]
         arms: String,
+        /// Run each workload this long instead of the lab's duration.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        duration: Option<std::time::Duration>,
         /// Where the runs and calibration.json go. Default:
         /// runs/<lab>-calibration/<UTC timestamp>.
         #[arg(long, value_name = "DIR")]
@@ -213,7 +216,7 @@ fn main() -> ExitCode {
         Command::Merge { dirs, out } => merge(&dirs, &out),
         Command::Triage { vmcore, kernel, out } => triage(&vmcore, &kernel, out, &cli.kernel_dirs),
         Command::Report { dir } => report(&dir),
-        Command::Calibrate { lab, runs, arms, out } => calibrate(&lab, runs, &arms, out, cli.kernel_dirs, cli.quiet),
+        Command::Calibrate { lab, runs, arms, duration, out } => calibrate(&lab, runs, &arms, duration, out, cli.kernel_dirs, cli.quiet),
     };
     ExitCode::from(code as u8)
 }
@@ -632,7 +635,7 @@ fn bench_boot(mut kernels: Vec<String>, runs: usize, profiles: Vec<String>, boot
     }
 }
 
-fn calibrate(lab_file: &std::path::Path, runs: usize, arms: &str, out: Option<PathBuf>, kernel_dirs: Vec<PathBuf>, quiet: bool) -> i32 {
+fn calibrate(lab_file: &std::path::Path, runs: usize, arms: &str, duration: Option<std::time::Duration>, out: Option<PathBuf>, kernel_dirs: Vec<PathBuf>, quiet: bool) -> i32 {
     use kernlab::calibrate::{self, Arms};
     let Some(arms) = Arms::parse(arms) else {
         eprintln!("kernlab: --arms {arms:?}: must be `baseline`, `module` or `lab`");
@@ -673,7 +676,7 @@ fn calibrate(lab_file: &std::path::Path, runs: usize, arms: &str, out: Option<Pa
         for k in 1..=runs {
             let dir = out.join(format!("run-{k:02}"));
             let t = std::time::Instant::now();
-            let end = run::run(run::RunOptions { lab_file: aa_file.clone(), out: Some(dir.clone()), kernel_dirs: kernel_dirs.clone(), quiet, summary: false, kernel: None, duration: None, cell: None }, cancel.clone()).await;
+            let end = run::run(run::RunOptions { lab_file: aa_file.clone(), out: Some(dir.clone()), kernel_dirs: kernel_dirs.clone(), quiet, summary: false, kernel: None, duration, cell: None }, cancel.clone()).await;
             let (r, an) = calibrate::read_run(&dir, end.exit_code, t.elapsed().as_secs_f64());
             kernlab::ui::human(&format!("calibration run {k} of {runs}: {}\n", r.verdict.map(|v| format!("{v:?}")).unwrap_or_else(|| format!("failed: {}", end.error.as_deref().unwrap_or("?")))));
             results.push((r, an));

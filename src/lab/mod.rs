@@ -550,14 +550,15 @@ pub struct Monitor {
     /// before each sample. SLUB counts the free objects of a CPU's slab as
     /// active, so without it a cache's count moves in whole slabs (16 or
     /// 32 objects at a time) and a rare leak hides in the steps; with it
-    /// the count is exact. Default: true.
+    /// the count is exact. The workload is paused (SIGSTOP to its process
+    /// group) from the flush to the end of the read, else its next
+    /// allocation takes a fresh CPU slab that counts whole. Default: true.
     pub shrink: bool,
-    /// Pause the workload (SIGSTOP to its process group) this long before
-    /// each sample and resume it after: objects in flight and frees still
-    /// waiting for an RCU grace period settle, so the counts are what the
-    /// workload holds, not where it happened to be. 0s = never pause.
-    /// Default: 0s (on the tmpfs churn 100ms did not measurably lower the
-    /// noise of dentry or lsm_inode_cache); at most half the interval.
+    /// Wait this long with the workload paused before each sample: objects
+    /// in flight and frees waiting for an RCU grace period settle. 0s = no
+    /// wait (the workload is still paused for the read when `shrink` is
+    /// on). Default: 0s (100ms did not measurably lower the noise of the
+    /// tmpfs churn's dentry or lsm_inode_cache); at most half the interval.
     #[serde(with = "units::duration")]
     pub quiesce: Duration,
 }

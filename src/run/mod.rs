@@ -794,21 +794,23 @@ fn extra_cmdline(lab: &Lab) -> Vec<String> {
 /// the sample sees is what is held.
 fn capture_command(lab: &Lab, sections: &[Section]) -> String {
     let mut cmd = String::new();
-    let quiesce = lab.workload.is_some() && !lab.monitor.quiesce.is_zero();
+    // The workload is paused while the slabs are flushed and read: an
+    // allocation between the flush and the read would take a fresh CPU
+    // slab and count it whole again.
+    let quiesce = lab.workload.is_some() && (lab.monitor.shrink || !lab.monitor.quiesce.is_zero());
     if quiesce {
-        cmd.push_str(&format!(
-            "w=$(cat {WORKLOAD_PID} 2>/dev/null); [ -n \"$w\" ] && kill -STOP -- -$w 2>/dev/null; sleep {:.3}; ",
-            lab.monitor.quiesce.as_secs_f64()
-        ));
+        cmd.push_str(&format!("w=$(cat {WORKLOAD_PID} 2>/dev/null); [ -n \"$w\" ] && kill -STOP -- -$w 2>/dev/null; "));
+        if !lab.monitor.quiesce.is_zero() {
+            cmd.push_str(&format!("sleep {:.3}; ", lab.monitor.quiesce.as_secs_f64()));
+        }
     }
     if lab.monitor.reclaim {
         cmd.push_str("sync; echo 2 > /proc/sys/vm/drop_caches; ");
     }
-    if lab.monitor.shrink {
-        // After the reclaim, so that what it freed is flushed too.
-        cmd.push_str("for f in /sys/kernel/slab/*/shrink; do echo 1 > $f; done 2>/dev/null; ");
-    }
-    cmd.push_str(&sparse::capture_command(sections));
+    // After the reclaim, so that what it freed is flushed too, and right
+    // before the slab section.
+    let shrink = if lab.monitor.shrink { "for f in /sys/kernel/slab/*/shrink; do echo 1 > $f; done 2>/dev/null; " } else { "" };
+    cmd.push_str(&sparse::capture_command_with(sections, shrink));
     if quiesce {
         // Resume whatever the capture did; its status is the command's.
         cmd = format!("{{ {cmd}; }}; rc=$?; [ -n \"$w\" ] && kill -CONT -- -$w 2>/dev/null; exit $rc");

@@ -596,6 +596,14 @@ impl fmt::Display for Section {
 /// paths are fixed, so nothing here needs escaping. A failing `cat` leaves
 /// its section empty, which `parse_capture` reports against that section.
 pub fn capture_command(sections: &[Section]) -> String {
+    capture_command_with(sections, "")
+}
+
+/// [`capture_command`], with `before_slabinfo` run right before the slab
+/// section, which is then read by the shell itself (no `cat`): a process
+/// started between a per-CPU slab flush and the read would allocate small
+/// kmalloc objects and count a fresh slab whole again.
+pub fn capture_command_with(sections: &[Section], before_slabinfo: &str) -> String {
     let mut order = vec![Section::Uptime];
     for &s in sections {
         if !order.contains(&s) {
@@ -607,6 +615,9 @@ pub fn capture_command(sections: &[Section]) -> String {
         .map(|s| match s {
             // The count file appears only once the workload runs.
             Section::Ops => format!("echo '{SECTION_MARKER}{}'; cat {} 2>/dev/null || echo 0", s.name(), s.path()),
+            Section::Slabinfo if !before_slabinfo.is_empty() => {
+                format!("echo '{SECTION_MARKER}{}'; {before_slabinfo}while IFS= read -r l; do echo \"$l\"; done < {}", s.name(), s.path())
+            }
             _ => format!("echo '{SECTION_MARKER}{}'; cat {}", s.name(), s.path()),
         })
         .collect::<Vec<_>>()
