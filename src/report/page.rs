@@ -290,7 +290,7 @@ pub fn run_page(d: &RunData, footer: &str) -> String {
         let mut c = Chart::new("Slab against workload operations", "cumulative operations", "Slab");
         c.height = 320;
         let (n, y): (Vec<f64>, Vec<f64>) = plot::thin(&pts, 1000).into_iter().unzip();
-        if let Ok(f) = stats::fit_per_op(&n, &y, stats::DEFAULT_FIT_ALPHA) {
+        if let Ok(f) = stats::fit(&n, &y, stats::DEFAULT_FIT_ALPHA) {
             c.trends.extend(Trend::fit(&band_label("fit", f.alpha), plot::MODULE, &pts, f.slope, f.lower, f.upper));
         }
         c.lines.push(Line { label: "Slab".into(), color: plot::MODULE, points: pts });

@@ -908,7 +908,9 @@ pub fn workload_command() -> String {
 
 /// The guest command that ends the workload's whole process group.
 pub fn workload_stop() -> String {
-    format!("[ -s {WORKLOAD_PID} ] && kill -TERM -- -$(cat {WORKLOAD_PID}) 2>/dev/null; true")
+    // CONT after TERM: a workload a broken sample left paused would keep
+    // the TERM pending.
+    format!("[ -s {WORKLOAD_PID} ] && {{ w=$(cat {WORKLOAD_PID}); kill -TERM -- -$w; kill -CONT -- -$w; }} 2>/dev/null; true")
 }
 
 /// Where the workload's output and process id go in the guest.

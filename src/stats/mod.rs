@@ -1,12 +1,14 @@
 //! Statistics that decide whether a kernel module leaks memory.
 //!
 //! This module owns the arithmetic between "a time series of memory readings
-//! sampled in a guest VM" and "leak / no leak / inconclusive". It fits a
-//! robust trend to each series (Theil–Sen slope with Sen's distribution-free
-//! confidence interval, Mann–Kendall trend test), then compares the slope of
-//! a run with the module loaded against a baseline run without it, using a
-//! practical floor below which growth is not worth calling a leak. It also
-//! turns slopes into rates (per hour, per operation) and projections (time
+//! sampled in a guest VM" and "leak / no leak / inconclusive". The verdict's
+//! own pieces are the submodules: `trend` (a slope whose interval holds
+//! under autocorrelated noise), `student` (Student's t), `multiple` (Holm,
+//! alpha spent over looks) and `sim` (the Monte Carlo checks of their error
+//! rates). This file keeps the Theil–Sen slope with Sen's interval and the
+//! Mann–Kendall test, which the report's plots draw, and schema 1's
+//! comparison, which `sim` shows failing. It also turns slopes into rates
+//! (per hour, per operation) and projections (time
 //! until a memory budget is exhausted). It does no I/O and knows nothing about
 //! where the samples came from.
 //!
@@ -233,15 +235,9 @@ pub fn fit(t: &[f64], y: &[f64], alpha: f64) -> Result<Fit, StatsError> {
     })
 }
 
-/// Fits y against the cumulative operation count instead of time. The slope
-/// (and its interval) is then in units of y per operation, e.g. bytes per
-/// operation. This is the better measure when the workload's throughput
-/// varies, since a leak is usually tied to operations, not to seconds.
-pub fn fit_per_op(ops: &[f64], y: &[f64], alpha: f64) -> Result<Fit, StatsError> {
-    fit(ops, y, alpha)
-}
-
-/// Decides whether `module` grows faster than `baseline` by more than
+/// Schema 1's verdict, kept as the foil of `sim`'s Monte Carlo checks (it
+/// breaks α under autocorrelated noise; `analysis::leak` no longer uses
+/// it). Decides whether `module` grows faster than `baseline` by more than
 /// `floor` (in the slopes' units), at one-sided level `alpha`.
 ///
 /// The slope difference Δ gets a standard error from the two intervals,
@@ -1105,21 +1101,6 @@ mod tests {
     }
 
     #[test]
-    fn per_op_fit_is_bytes_per_operation() {
-        // 64 B per operation, with a throughput that wanders.
-        let mut rng = Lcg(3);
-        let mut ops = 0.0;
-        let mut cum = Vec::new();
-        for _ in 0..40 {
-            ops += 100.0 + 50.0 * rng.next_u01();
-            cum.push(ops);
-        }
-        let y: Vec<f64> = cum.iter().map(|o| 8192.0 + 64.0 * o).collect();
-        let f = fit_per_op(&cum, &y, 0.05).unwrap();
-        assert_close(f.slope, 64.0, 1e-12);
-    }
-
-    #[test]
     fn property_interval_brackets_slope() {
         let mut rng = Lcg(2024);
         for case in 0..200 {
@@ -1163,8 +1144,6 @@ mod tests {
             assert!(f.se() >= 0.0 && f.var_s >= 0.0, "case {case}");
             assert!((0.0..=1.0).contains(&f.p_increasing), "case {case}");
             assert!((0.0..=1.0).contains(&f.p_two_sided), "case {case}");
-            let c = compare(&f, &f, 1.0, 0.01);
-            assert!(c.lower <= c.delta && c.delta <= c.upper, "case {case}");
         }
     }
 }
