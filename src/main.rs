@@ -143,7 +143,7 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchCommand {
-    /// Replay a finished leak run's samples: how many were needed for its verdict.
+    /// Replay a finished leak run's looks: the verdict at each, and where it was decided.
     Samples {
         /// The run directory of an A/B leak lab (with module/ and baseline/).
         run: PathBuf,
