@@ -8,12 +8,12 @@
 #
 #   scripts/bench-sensitivity.sh [KERNLAB] [OUT]
 #
-# KERNLAB defaults to target/release/kernlab; OUT to a new temporary
-# directory. Needs python3 to read the reports.
+# KERNLAB defaults to target/release/kernlab; OUT to
+# runs/sensitivity/<UTC timestamp>. Needs python3 to read the reports.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kl=${1:-target/release/kernlab}
-out=${2:-$(mktemp -d /tmp/kernlab-sensitivity.XXXXXX)}
+out=${2:-runs/sensitivity/$(date -u +%Y%m%dT%H%M%SZ)}
 mkdir -p "$out"
 # every alloc size duration
 cases=(

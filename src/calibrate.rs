@@ -144,19 +144,6 @@ pub fn clopper_pearson_upper(k: usize, n: usize) -> f64 {
     hi
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(f64::total_cmp);
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        0.5 * (v[n / 2 - 1] + v[n / 2])
-    }
-}
-
 fn quantile(v: &mut [f64], q: f64) -> f64 {
     if v.is_empty() {
         return f64::NAN;
@@ -185,7 +172,9 @@ pub fn read_run(dir: &Path, exit_code: i32, secs: f64) -> (RunResult, Option<Lea
 /// Summarises the runs.
 pub fn summarise(lab: &str, arms: Arms, runs: Vec<(RunResult, Option<LeakAnalysis>)>, secs: f64) -> Calibration {
     use std::collections::BTreeMap;
-    let mut per: BTreeMap<String, (Vec<f64>, Vec<f64>, f64, Vec<f64>)> = BTreeMap::new();
+    // Per cache: |Δ|s, SEs, the largest upper bound, detectable leaks.
+    type Seen = (Vec<f64>, Vec<f64>, f64, Vec<f64>);
+    let mut per: BTreeMap<String, Seen> = BTreeMap::new();
     let mut verdicts = [0usize; 4];
     let mut det = Vec::new();
     for (r, an) in &runs {
@@ -210,13 +199,13 @@ pub fn summarise(lab: &str, arms: Arms, runs: Vec<(RunResult, Option<LeakAnalysi
     }
     let mut caches: Vec<CacheNoise> = per
         .into_iter()
-        .map(|(cache, (mut d, mut s, up, mut m))| CacheNoise {
+        .map(|(cache, (d, s, up, m))| CacheNoise {
             cache,
             runs: d.len(),
-            median_abs_delta: median(&mut d),
-            median_se: median(&mut s),
+            median_abs_delta: crate::stats::median(&d),
+            median_se: crate::stats::median(&s),
             max_upper: up,
-            median_detectable: median(&mut m),
+            median_detectable: crate::stats::median(&m),
         })
         .collect();
     caches.sort_by(|a, b| b.median_detectable.total_cmp(&a.median_detectable));
@@ -229,7 +218,7 @@ pub fn summarise(lab: &str, arms: Arms, runs: Vec<(RunResult, Option<LeakAnalysi
         false_leak_rate_upper95: clopper_pearson_upper(verdicts[0], n),
         verdicts,
         caches,
-        detectable_median: (!det.is_empty()).then(|| median(&mut det.clone())),
+        detectable_median: (!det.is_empty()).then(|| crate::stats::median(&det)),
         detectable_p90: (!det.is_empty()).then(|| quantile(&mut det, 0.9)),
         runs: runs.into_iter().map(|(r, _)| r).collect(),
         secs,

@@ -138,7 +138,7 @@ impl ArmSeries {
     /// Total operations over the run.
     pub fn ops_total(&self) -> Option<f64> {
         let (a, b) = (self.ops.first()?, self.ops.last()?);
-        (b.1 > a.1).then(|| b.1 - a.1)
+        (b.1 > a.1).then_some(b.1 - a.1)
     }
 
     /// The regressor of every fit: the cumulative op count at each sample
@@ -615,13 +615,24 @@ fn needs<'a>(ev: impl Iterator<Item = &'a Evidence>, n: usize, policy: &Policy, 
 /// Named machine sizes for the time-to-exhaustion projection.
 const MACHINES: [(&str, f64); 2] = [("a 4 GiB server", 4.0 * 1073741824.0), ("a 64 GiB server", 64.0 * 1073741824.0)];
 
+/// The planned looks, in samples per arm after the warm-up: ×1.5 from
+/// `MIN_SAMPLES` up to the lab's planned samples, or that one look alone
+/// without `stop_early`.
+pub fn planned_looks(policy: &Policy) -> Vec<usize> {
+    let n_max = policy.planned_samples.saturating_sub(policy.warmup_samples).max(MIN_SAMPLES);
+    if policy.stop_early {
+        looks(MIN_SAMPLES, n_max)
+    } else {
+        vec![n_max]
+    }
+}
+
 /// Analyses the two arms look by look. `finished`: the run is over, so the
 /// last look uses every sample and spends what α is left; otherwise only the
 /// planned looks the data reach are taken (the watcher of a running lab).
 pub fn analyze(module: &ArmSeries, baseline: &ArmSeries, policy: &Policy, finished: bool) -> LeakAnalysis {
     let (module, baseline) = (&module.skipped(policy.warmup_samples), &baseline.skipped(policy.warmup_samples));
-    let n_max = policy.planned_samples.saturating_sub(policy.warmup_samples).max(MIN_SAMPLES);
-    let planned = if policy.stop_early { looks(MIN_SAMPLES, n_max) } else { vec![n_max] };
+    let planned = planned_looks(policy);
     let n_avail = module.times().len().min(baseline.times().len());
     let mut taken: Vec<Look> = Vec::new();
     let mut spent = 0.0;

@@ -204,24 +204,33 @@ fn read_arm(dir: &Path) -> ArmSeries {
     ArmSeries::parse(&f("meminfo.csv"), &f("slabinfo.csv"), &f("ops.csv"))
 }
 
-/// Takes the planned looks while the arms run: once a second, the samples
-/// both arms have written (less the newest, which may be half written) are
-/// analysed as `kernlab report` will replay them; when a look decides, both
-/// arms are told to end.
+/// Takes the planned looks while the arms run. The arms' samples are read
+/// only when enough time has passed for the next look (one sample per
+/// interval), so a long lab is read about once per look, not once per
+/// sample; the newest sample, which may be half written, is left out. The
+/// looks are analysed as `kernlab report` will replay them; when one
+/// decides, both arms are told to end.
 async fn watch_looks(lab: Lab, a_dir: PathBuf, b_dir: PathBuf, decided: CancellationToken, stream: Events) {
     let policy = policy_of(&lab);
-    let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut last_n = 0;
-    // Bounded: a lab's duration plus boot; the task is aborted when the arms end.
-    loop {
-        tick.tick().await;
+    let planned = leak::planned_looks(&policy);
+    // The last planned look is the end of the run: nothing to stop early for.
+    let mut pending: Vec<usize> = planned[..planned.len() - 1].iter().map(|n| n + policy.warmup_samples).collect();
+    pending.reverse();
+    let interval = lab.monitor.interval;
+    let mut wait = interval;
+    // Bounded by the planned looks; the task is aborted when the arms end.
+    while let Some(&next) = pending.last() {
+        tokio::time::sleep(wait.max(std::time::Duration::from_secs(1))).await;
         let (a, b) = (read_arm(&a_dir), read_arm(&b_dir));
         let n = a.times().len().min(b.times().len()).saturating_sub(1);
-        if n < leak::MIN_SAMPLES + policy.warmup_samples || n == last_n {
+        if n < next {
+            wait = interval * (next - n) as u32;
             continue;
         }
-        last_n = n;
+        while pending.last().is_some_and(|&k| k <= n) {
+            pending.pop();
+        }
+        wait = interval;
         let (a, b) = (a.truncated(n), b.truncated(n));
         let p = policy.clone();
         let Ok(an) = tokio::task::spawn_blocking(move || leak::analyze(&a, &b, &p, false)).await else { return };

@@ -537,6 +537,17 @@ pub fn erfc(x: f64) -> f64 {
 
 /// Median of an already sorted, non-empty slice; the mean of the two middle
 /// values when the length is even, as numpy and R do.
+/// The median of `v` (NaN when empty), on a sorted copy.
+pub fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    if s.is_empty() {
+        f64::NAN
+    } else {
+        median_sorted(&s)
+    }
+}
+
 fn median_sorted(v: &[f64]) -> f64 {
     let n = v.len();
     if n % 2 == 1 {

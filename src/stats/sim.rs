@@ -99,8 +99,14 @@ pub fn old_method_leak(m: &(Vec<f64>, Vec<f64>), b: &(Vec<f64>, Vec<f64>), floor
     Some(super::compare(&fm, &fb, floor, alpha).verdict == super::Verdict::Leak)
 }
 
+/// A simulated arm: (cumulative ops, objects).
+pub type SimArm = (Vec<f64>, Vec<f64>);
+
+/// A verdict on two arms at (floor, α): `Some(true)` for LEAK.
+pub type Method = fn(&SimArm, &SimArm, f64, f64) -> Option<bool>;
+
 /// False-LEAK rate over `runs` simulated A/A pairs of `n` samples a side.
-pub fn aa_rate(method: fn(&(Vec<f64>, Vec<f64>), &(Vec<f64>, Vec<f64>), f64, f64) -> Option<bool>, noise: Noise, n: usize, runs: u64, alpha: f64) -> f64 {
+pub fn aa_rate(method: Method, noise: Noise, n: usize, runs: u64, alpha: f64) -> f64 {
     let mut hits = 0u64;
     for seed in 0..runs {
         let mut rng = Rng::new(seed * 7919 + n as u64);
