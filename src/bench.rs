@@ -129,21 +129,14 @@ pub fn lab_text(kernel: &str, profile: Profile, fast_boot: bool, warm: bool) -> 
     )
 }
 
-async fn one_run(lab_file: &std::path::Path, out: PathBuf, kernel_dirs: &[PathBuf]) -> Result<run::report::Report, String> {
-    let opts = RunOptions {
-        lab_file: lab_file.to_path_buf(),
-        out: Some(out),
-        kernel_dirs: kernel_dirs.to_vec(),
-        quiet: true,
-        summary: false,
-        kernel: None,
-        duration: None,
-        cell: None,
-    };
-    let end = run::run(opts, CancellationToken::new()).await;
+async fn one_run(lab_file: &std::path::Path, out: PathBuf, kernel_dirs: &[PathBuf]) -> Result<crate::outcome::run::RunOutcome, String> {
+    let opts = RunOptions { lab_file: lab_file.to_path_buf(), out: Some(out), kernel_dirs: kernel_dirs.to_vec(), kernel: None, duration: None };
+    // No reporters: a benchmark boot needs only its outcome (its timings),
+    // not an event log or a page per boot.
+    let end = run::run(opts, &crate::outcome::event::Events::new(std::time::Instant::now()), CancellationToken::new()).await;
     // A run directory per boot would fill the disk over a long hang check;
     // what is kept is the report.
-    match (end.exit_code, end.summary) {
+    match (end.exit_code, end.outcome) {
         (0, Some(r)) => Ok(r),
         (code, _) => Err(format!("exit {code}: {}", end.error.unwrap_or_default())),
     }

@@ -18,6 +18,7 @@ pub mod image;
 pub mod kernel;
 pub mod lab;
 pub mod matrix;
+pub mod outcome;
 pub mod payload;
 pub mod qemu;
 pub mod qmp;

@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
+use kernlab::outcome::event::{Event, Events};
 use kernlab::{cache::Cache, exit, kernel, lab, run};
 use tokio_util::sync::CancellationToken;
 
@@ -222,12 +223,7 @@ fn main() -> ExitCode {
 }
 
 fn fail(e: &dyn std::error::Error) -> i32 {
-    eprintln!("kernlab: {e}");
-    let mut src = e.source();
-    while let Some(s) = src {
-        eprintln!("  caused by: {s}");
-        src = s.source();
-    }
+    eprintln!("kernlab: {}", kernlab::util::error_causes(e));
     exit::USAGE
 }
 
@@ -359,8 +355,8 @@ fn matrix(
     let vm_mem = cells.iter().map(|c| c.memory).max().unwrap_or(512 << 20);
     let slots = jobs.or(m.jobs).unwrap_or_else(|| matrix::auto_slots(cores, mem_available, vm_mem)).max(1);
     kernlab::ui::eprintln(&format!("matrix {}: {} cells, up to {slots} VMs at once → {}", m.name, cells.len(), dir.display()));
-    let stream = kernlab::run::events::top();
-    stream.emit(kernlab::run::events::Event::MatrixStarted {
+    let stream = outputs(kernlab::ui::get().quiet, false);
+    stream.emit(Event::MatrixStarted {
         name: m.name.clone(),
         cells: cells.len(),
         slots,
@@ -371,47 +367,43 @@ fn matrix(
     let results = rt.block_on(async {
         let cancel = tokio_util::sync::CancellationToken::new();
         spawn_signal_handler(cancel.clone());
-        matrix::run_cells(cells, &dir, slots, dirs.to_vec(), cancel).await
+        matrix::run_cells(cells, &dir, slots, dirs.to_vec(), &stream, cancel).await
     });
     let timing = matrix::Timing::new(started.elapsed().as_secs_f64(), slots, &results);
-    let extra = serde_json::json!({"partition": part.map(|p| format!("{p:?}")), "timing": timing});
-    let code = matrix::write_outputs(&dir, &m.name, &results, extra);
-    kernlab::ui::human(&format!("{}\nmatrix {}: exit {code}; {}\n", timing.line(), m.name, dir.display()));
-    stream.emit(kernlab::run::events::Event::MatrixFinished { exit_code: code, report: dir.join("report.json").display().to_string() });
-    code
+    let report = matrix::report(&m.name, results, part.map(|p| format!("{p:?}")), Some(timing), None);
+    finish_matrix(&dir, &report, &stream);
+    kernlab::ui::human(&format!("{}\nmatrix {}: exit {}; {}\n", timing.line(), m.name, report.exit_code, dir.display()));
+    report.exit_code
+}
+
+/// Writes a matrix's `report.json` and tells the stream, whose reporters
+/// write the JUnit, KTAP, page and table from it.
+fn finish_matrix(dir: &std::path::Path, report: &kernlab::outcome::matrix::MatrixReport, stream: &Events) {
+    match kernlab::matrix::write_report(dir, report) {
+        Ok(path) => stream.emit(Event::MatrixFinished { exit_code: report.exit_code, report: path.display().to_string() }),
+        Err(e) => eprintln!("kernlab: cannot write `{}`: {e}", dir.join("report.json").display()),
+    }
 }
 
 fn merge(dirs: &[PathBuf], out: &std::path::Path) -> i32 {
     use kernlab::matrix;
     let mut reports = Vec::new();
-    let mut name = String::from("merged");
     for d in dirs {
-        let path = d.join("report.json");
-        let v: serde_json::Value = match std::fs::read(&path).map_err(|e| e.to_string()).and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string())) {
-            Ok(v) => v,
-            Err(e) => {
-                eprintln!("kernlab: cannot read `{}`: {e}", path.display());
-                return exit::USAGE;
-            }
-        };
-        if let Some(n) = v["name"].as_str() {
-            name = n.to_string();
+        match kernlab::outcome::read::<kernlab::outcome::matrix::MatrixReport>(&d.join("report.json")) {
+            Ok(r) => reports.push(r),
+            Err(e) => return fail(&e),
         }
-        reports.push(v);
     }
-    let results = match matrix::merge(&reports) {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("kernlab: {e}");
-            return exit::USAGE;
-        }
-    };
+    let name = reports.last().map(|r| r.name.clone()).unwrap_or_else(|| "merged".into());
+    let results = matrix::merge(&reports);
     if let Err(e) = kernlab::util::fsx::private_dir(out) {
         return fail(&e);
     }
-    let code = matrix::write_outputs(out, &name, &results, serde_json::json!({"merged_from": dirs}));
-    println!("merged {} reports, {} cells: exit {code}; {}", dirs.len(), results.len(), out.display());
-    code
+    let n = results.len();
+    let report = matrix::report(&name, results, None, None, Some(dirs.to_vec()));
+    finish_matrix(out, &report, &outputs(kernlab::ui::get().quiet, false));
+    println!("merged {} reports, {n} cells: exit {}; {}", dirs.len(), report.exit_code, out.display());
+    report.exit_code
 }
 
 fn triage(vmcore: &std::path::Path, name: &str, out: Option<PathBuf>, dirs: &[PathBuf]) -> i32 {
@@ -668,6 +660,7 @@ fn calibrate(lab_file: &std::path::Path, runs: usize, arms: &str, duration: Opti
         return exit::INFRA;
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let events = outputs(quiet, false);
     rt.block_on(async move {
         let cancel = CancellationToken::new();
         spawn_signal_handler(cancel.clone());
@@ -676,7 +669,7 @@ fn calibrate(lab_file: &std::path::Path, runs: usize, arms: &str, duration: Opti
         for k in 1..=runs {
             let dir = out.join(format!("run-{k:02}"));
             let t = std::time::Instant::now();
-            let end = run::run(run::RunOptions { lab_file: aa_file.clone(), out: Some(dir.clone()), kernel_dirs: kernel_dirs.clone(), quiet, summary: false, kernel: None, duration, cell: None }, cancel.clone()).await;
+            let end = run::run(run::RunOptions { lab_file: aa_file.clone(), out: Some(dir.clone()), kernel_dirs: kernel_dirs.clone(), kernel: None, duration }, &events, cancel.clone()).await;
             let (r, an) = calibrate::read_run(&dir, end.exit_code, t.elapsed().as_secs_f64());
             kernlab::ui::human(&format!("calibration run {k} of {runs}: {}\n", r.verdict.map(|v| format!("{v:?}")).unwrap_or_else(|| format!("failed: {}", end.error.as_deref().unwrap_or("?")))));
             results.push((r, an));
@@ -694,17 +687,35 @@ fn calibrate(lab_file: &std::path::Path, runs: usize, arms: &str, duration: Opti
     })
 }
 
+/// The process's one event stream and every output on it: the terminal
+/// (quiet: errors and warnings only), JSON lines on stdout in JSON mode,
+/// each run directory's `events.jsonl` and page, `kernlab run`'s summary,
+/// a matrix's JUnit, KTAP, page and table.
+fn outputs(quiet: bool, summaries: bool) -> Events {
+    use kernlab::report::{outputs, terminal};
+    let events = Events::new(std::time::Instant::now());
+    events.add(Box::new(outputs::RunLogs::default()));
+    if kernlab::ui::get().json {
+        events.add(Box::new(terminal::JsonStdout));
+    }
+    events.add(Box::new(terminal::Terminal::new(quiet)));
+    events.add(Box::new(outputs::Pages::default()));
+    if summaries {
+        events.add(Box::new(outputs::Summaries::default()));
+    }
+    events.add(Box::new(outputs::MatrixOutputs));
+    events
+}
+
 fn run_lab(lab: PathBuf, out: Option<PathBuf>, kernel: Option<String>, duration: Option<std::time::Duration>, kernel_dirs: Vec<PathBuf>, quiet: bool) -> i32 {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let events = outputs(quiet, true);
     rt.block_on(async move {
         let cancel = CancellationToken::new();
         spawn_signal_handler(cancel.clone());
-        let end = run::run(run::RunOptions { lab_file: lab, out, kernel_dirs, quiet, summary: true, kernel, duration, cell: None }, cancel).await;
+        let end = run::run(run::RunOptions { lab_file: lab, out, kernel_dirs, kernel, duration }, &events, cancel).await;
         if let Some(e) = &end.error {
             kernlab::ui::eprintln(&format!("kernlab: {e}"));
-        }
-        if let Some(rep) = &end.summary {
-            kernlab::ui::human(&run::report::summary(rep, end.dir.as_deref()));
         }
         end.exit_code
     })

@@ -11,9 +11,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
-use kernlab::matrix::{self, CellResult};
-use kernlab::run::events::{Event, Events, JsonLines, Stamped, Terminal};
-use kernlab::run::{self, report};
+use kernlab::outcome::event::{Event, Events, Stamped};
+use kernlab::outcome::matrix::CellResult;
+use kernlab::outcome::run as report;
+use kernlab::report::matrix;
+use kernlab::report::summary;
+use kernlab::report::terminal::{JsonLines, Terminal};
+use kernlab::run;
 
 /// Replaces a temporary directory's path with a fixed word.
 fn normalize(text: &str, dir: &Path, word: &str) -> String {
@@ -77,15 +81,15 @@ fn timings() -> report::Timings {
 fn run_summary() {
     let d = tempfile::tempdir().unwrap();
     write_arm(d.path(), true);
-    let rep = report::build(d.path(), &smoke_lab(), &manifest(), "completed", 0, None, 31, 0, timings());
-    insta::assert_snapshot!(report::summary(&rep, Some(Path::new("runs/smoke/20250101T100000Z-debian-6.1.0-54-cloud-amd64"))));
+    let rep = run::record::build(d.path(), &smoke_lab(), &manifest(), "completed", 0, None, 31, 0, timings());
+    insta::assert_snapshot!(summary::run_summary(&rep, Some(Path::new("runs/smoke/20250101T100000Z-debian-6.1.0-54-cloud-amd64"))));
 }
 
 #[test]
 fn run_summary_after_a_crash() {
     let d = tempfile::tempdir().unwrap();
     write_arm(d.path(), true);
-    let mut rep = report::build(d.path(), &smoke_lab(), &manifest(), "completed", 0, None, 31, 1, timings());
+    let mut rep = run::record::build(d.path(), &smoke_lab(), &manifest(), "completed", 0, None, 31, 1, timings());
     let crash = PathBuf::from("runs/leak-to-crash/X/crash/2025-01-01-10:00");
     rep.dump = Some(kernlab::dump::DumpRecord {
         via: "kdump".into(),
@@ -109,7 +113,7 @@ fn run_summary_after_a_crash() {
         text: crash.join("crash.txt"),
         secs: 7.4,
     });
-    insta::assert_snapshot!(report::summary(&rep, Some(Path::new("runs/leak-to-crash/X"))));
+    insta::assert_snapshot!(summary::run_summary(&rep, Some(Path::new("runs/leak-to-crash/X"))));
 }
 
 /// An A/B run directory as a leak lab leaves it: the resolved lab, each
@@ -122,7 +126,9 @@ fn ab_dir(top: &Path, baseline_exit: i32) {
         let dir = top.join(arm);
         write_arm(&dir, leaking);
         let error = (code != 0).then_some("failed to boot kernel `debian-6.1.0-54-cloud-amd64`: no SSH banner within the boot timeout of 60s");
-        std::fs::write(dir.join("report.json"), serde_json::json!({"exit_code": code, "error": error}).to_string()).unwrap();
+        let outcome = if code == 0 { "completed" } else { "failed" };
+        let rep = serde_json::json!({"schema": report::SCHEMA, "lab": lab.name, "kernel": lab.kernel, "outcome": outcome, "exit_code": code, "error": error});
+        std::fs::write(dir.join("report.json"), rep.to_string()).unwrap();
     }
 }
 
@@ -130,18 +136,18 @@ fn ab_dir(top: &Path, baseline_exit: i32) {
 fn leak_lab_summary() {
     let d = tempfile::tempdir().unwrap();
     ab_dir(d.path(), 0);
-    let r = run::ab::rebuild(d.path()).unwrap();
+    let r = run::ab::recover(d.path()).unwrap();
     assert_eq!(r.exit_code, 0);
-    insta::assert_snapshot!(normalize(&run::ab::summary(&r, d.path()), d.path(), "[run_dir]"));
+    insta::assert_snapshot!(normalize(&summary::leak_summary(&r, d.path()), d.path(), "[run_dir]"));
 }
 
 #[test]
 fn leak_lab_summary_when_an_arm_failed() {
     let d = tempfile::tempdir().unwrap();
     ab_dir(d.path(), 101);
-    let r = run::ab::rebuild(d.path()).unwrap();
+    let r = run::ab::recover(d.path()).unwrap();
     assert_eq!(r.exit_code, 101);
-    insta::assert_snapshot!(normalize(&run::ab::summary(&r, d.path()), d.path(), "[run_dir]"));
+    insta::assert_snapshot!(normalize(&summary::leak_summary(&r, d.path()), d.path(), "[run_dir]"));
 }
 
 #[test]
@@ -153,24 +159,24 @@ fn leak_lab_summary_says_when_the_module_arm_did_not_exhaust() {
     let mut r: serde_json::Value = serde_json::from_slice(&std::fs::read(&arm).unwrap()).unwrap();
     r["exhaustion"] = serde_json::json!({"until": true, "reached": false, "within_secs": 600.0});
     std::fs::write(&arm, r.to_string()).unwrap();
-    let rep = run::ab::rebuild(d.path()).unwrap();
+    let rep = run::ab::recover(d.path()).unwrap();
     let x = rep.crash.as_ref().and_then(|c| c.exhaustion.as_ref()).expect("read back from the arm's report.json");
     assert!(x.until && !x.reached && x.within_secs == 600.0, "{x:?}");
-    let s = run::ab::summary(&rep, d.path());
+    let s = summary::leak_summary(&rep, d.path());
     assert!(s.contains("\n  module arm: no exhaustion within 600 s (exhaustion.max): no vmcore\n"), "{s}");
     // Reached, it says nothing of the kind (the vmcore lines speak).
     r["exhaustion"] = serde_json::json!({"until": true, "reached": true, "within_secs": 600.0, "after_secs": 23.4, "trigger": "oom"});
     std::fs::write(&arm, r.to_string()).unwrap();
-    assert!(!run::ab::summary(&run::ab::rebuild(d.path()).unwrap(), d.path()).contains("no exhaustion"));
+    assert!(!summary::leak_summary(&run::ab::recover(d.path()).unwrap(), d.path()).contains("no exhaustion"));
 }
 
 #[test]
 fn run_summary_says_no_exhaustion_within_the_max() {
     let d = tempfile::tempdir().unwrap();
     write_arm(d.path(), false);
-    let mut rep = report::build(d.path(), &smoke_lab(), &manifest(), "completed", 0, None, 31, 0, timings());
+    let mut rep = run::record::build(d.path(), &smoke_lab(), &manifest(), "completed", 0, None, 31, 0, timings());
     rep.exhaustion = Some(report::ExhaustionOutcome { until: true, reached: false, within_secs: 600.0, after_secs: None, trigger: None });
-    let s = report::summary(&rep, None);
+    let s = summary::run_summary(&rep, None);
     assert!(s.contains("\n  no exhaustion within 600 s (exhaustion.max): the guest did not run out of memory\n"), "{s}");
     let json = serde_json::to_value(&rep).unwrap();
     assert_eq!(json["exhaustion"], serde_json::json!({"until": true, "reached": false, "within_secs": 600.0}));
@@ -324,11 +330,11 @@ fn json_event_lines() {
 
 #[test]
 fn terminal_event_lines() {
-    let term = Terminal::new(false, Some("module"));
+    let term = Terminal::new(false);
     let mut out = String::new();
     for e in arm_events().into_iter().chain(other_events().into_iter().map(|(_, e)| e)) {
         if let Some(line) = term.line(&e) {
-            out.push_str(&format!("{}{line}\n", term.prefix));
+            out.push_str(&format!("module: {line}\n"));
         }
     }
     // Every tenth sample only, unless -v: index 1 is not shown.
@@ -338,7 +344,7 @@ fn terminal_event_lines() {
 
 #[test]
 fn stamped_serializes_without_cell_or_arm_outside_a_matrix() {
-    let s = Stamped { schema: "kernlab.event/1", t: 1.5, wall: "2025-01-01T10:00:00Z".into(), cell: None, arm: None, event: Event::SshReady { secs_since_qemu_start: 3.11 } };
+    let s = Stamped { schema: "kernlab.event/1".into(), t: 1.5, wall: "2025-01-01T10:00:00Z".into(), cell: None, arm: None, event: Event::SshReady { secs_since_qemu_start: 3.11 } };
     insta::assert_snapshot!(serde_json::to_string(&s).unwrap(), @r#"{"schema":"kernlab.event/1","t":1.5,"wall":"2025-01-01T10:00:00Z","event":"ssh-ready","secs_since_qemu_start":3.11}"#);
 }
 

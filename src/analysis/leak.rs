@@ -190,6 +190,16 @@ pub enum Basis {
     PerSecond,
 }
 
+impl Basis {
+    /// The unit of a rate on this basis: `op` or `s`.
+    pub fn per(self) -> &'static str {
+        match self {
+            Basis::PerOp => "op",
+            Basis::PerSecond => "s",
+        }
+    }
+}
+
 /// The practical floors: a difference below them is not a leak worth the
 /// name. Per operation when the workload counts operations, else per hour.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]

@@ -3,4 +3,5 @@
 //! INCONCLUSIVE with the in-house statistics in `crate::stats`. Pure over the
 //! CSV text, so a verdict can be recomputed from any run directory.
 
+pub mod growth;
 pub mod leak;

@@ -14,10 +14,15 @@ use std::time::Instant;
 use serde::{Deserialize, Serialize};
 use tokio_util::sync::CancellationToken;
 
+use crate::analysis::leak::{Basis, LeakAnalysis};
 use crate::exit;
 use crate::kernel::Registry;
 use crate::lab;
+use crate::outcome::event::{round3, Event, Events};
+use crate::outcome::leak::{self as leak_report, LeakReport};
+use crate::outcome::run::{self as run_outcome, RunOutcome};
 use crate::run::{self, RunOptions};
+pub use crate::outcome::matrix::{CellResult, MatrixReport, TableEntry, Timing, SCHEMA};
 use crate::util::fsx;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -269,234 +274,173 @@ pub fn auto_slots(cores: usize, mem_available: u64, vm_memory: u64) -> usize {
     cores.min(by_mem).max(1)
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct CellResult {
-    pub id: String,
-    pub lab: String,
-    pub kernel: String,
-    pub exit_code: i32,
-    /// `leak`/`no-leak`/`inconclusive` for leak labs, else the run's outcome.
-    pub verdict: String,
-    pub error: Option<String>,
-    /// Why the analysis decided as it did (leak labs).
-    #[serde(default)]
-    pub reason: Option<String>,
-    pub dir: PathBuf,
-    pub secs: f64,
-    /// VMs the cell ran at once.
-    #[serde(default = "one")]
-    pub vms: usize,
-    /// Leak numbers, when the cell is a leak lab: bytes/h (module − baseline), bytes/op.
-    pub delta_per_hour: Option<f64>,
-    /// The one-sided interval of `delta_per_hour` (bytes/h), at the lab's α.
-    #[serde(default)]
-    pub delta_interval_per_hour: Option<(f64, f64)>,
-    pub bytes_per_op: Option<f64>,
-    /// For a NO-LEAK or INCONCLUSIVE leak cell: the smallest leak it would
-    /// have caught (80 % power), e.g. `0.0004 objects/op in kmalloc-64`.
-    #[serde(default)]
-    pub rules_out: Option<String>,
-    /// Seconds of workload until the guest runs out of memory: measured
-    /// when the cell ran into exhaustion, else predicted from the leak rate
-    /// and the guest's MemAvailable (the fastest end of the interval).
-    #[serde(default)]
-    pub exhaustion_s: Option<f64>,
-    /// `measured` or `predicted`, with `exhaustion_s`.
-    #[serde(default)]
-    pub exhaustion: Option<String>,
-}
-
-fn one() -> usize {
-    1
-}
-
-/// The arm directory whose logs speak for a cell: `module/` of an A/B run,
-/// else the run directory itself.
-fn arm_dir(dir: &Path) -> PathBuf {
-    let module = dir.join("module");
-    if module.join("events.jsonl").is_file() { module } else { dir.to_path_buf() }
-}
-
-/// Time to exhaustion of a finished cell, from its report and events.
-fn exhaustion_of(dir: &Path, rep: &serde_json::Value) -> (Option<f64>, Option<String>) {
-    let events = std::fs::read_to_string(arm_dir(dir).join("events.jsonl")).unwrap_or_default();
+/// Time to exhaustion of a finished cell: measured from its events, else
+/// predicted by its leak analysis.
+fn exhaustion_of(dir: &Path, analysis: Option<&LeakAnalysis>) -> (Option<f64>, Option<String>) {
+    let events = std::fs::read_to_string(crate::outcome::matrix::log_dir(dir).join("events.jsonl")).unwrap_or_default();
     if let Some(s) = measured_exhaustion(&events) {
         return (Some(s), Some("measured".into()));
     }
-    let predicted = rep["analysis"]["exhaustion"].as_array().and_then(|a| a.first()).and_then(|e| e["fastest_s"].as_f64());
+    let predicted = analysis.and_then(|a| a.exhaustion.first()).map(|e| e.fastest_s);
     (predicted, predicted.map(|_| "predicted".into()))
 }
 
 /// Seconds from `workload-started` to `exhaustion` in an events.jsonl text.
 pub fn measured_exhaustion(events_jsonl: &str) -> Option<f64> {
     let mut start = None;
-    for line in events_jsonl.lines() {
-        let Ok(v) = serde_json::from_str::<serde_json::Value>(line) else { continue };
-        match v["event"].as_str() {
-            Some("workload-started") => start = v["t"].as_f64(),
-            Some("exhaustion") => return Some(v["t"].as_f64()? - start?),
+    for s in crate::outcome::read_events(events_jsonl) {
+        match s.event {
+            Event::WorkloadStarted { .. } => start = Some(s.t),
+            Event::Exhaustion { .. } => return Some(s.t - start?),
             _ => {}
         }
     }
     None
 }
 
+/// What a finished cell's directory says: its verdict (an A/B lab's) or
+/// outcome (a plain run's), and the leak analysis when there is one.
+fn read_cell(out: &Path) -> (Option<String>, Option<LeakAnalysis>) {
+    let path = out.join("report.json");
+    match crate::outcome::schema_of(&path).ok().flatten().as_deref() {
+        Some(leak_report::SCHEMA) => match crate::outcome::read::<LeakReport>(&path) {
+            Ok(r) => (Some(r.verdict.map(|v| v.word().to_string()).unwrap_or_else(|| "failed".into())), r.analysis),
+            Err(_) => (None, None),
+        },
+        Some(run_outcome::SCHEMA) => match crate::outcome::read::<RunOutcome>(&path) {
+            Ok(r) => (Some(r.outcome), None),
+            Err(_) => (None, None),
+        },
+        _ => (None, None),
+    }
+}
+
+/// A cell's result from how its run ended and what its directory says.
+fn cell_result(c: Cell, out: PathBuf, end: &run::RunEnd, secs: f64) -> CellResult {
+    let (verdict, analysis) = read_cell(&out);
+    let typed = analysis.as_ref();
+    let reason = typed.map(|a| a.reason.clone());
+    let (exhaustion_s, exhaustion) = exhaustion_of(&out, typed);
+    CellResult {
+        id: c.id,
+        lab: c.lab,
+        kernel: c.kernel,
+        exit_code: end.exit_code,
+        verdict: verdict.unwrap_or_else(|| "failed".into()),
+        error: end.error.clone(),
+        reason,
+        dir: out,
+        secs,
+        vms: c.vms,
+        delta_per_hour: typed.and_then(|a| a.total.as_ref()).and_then(|t| t.bytes_per_hour).map(|h| h[0]),
+        delta_interval_per_hour: typed.and_then(|a| a.total.as_ref()).and_then(|t| t.bytes_per_hour).map(|h| (h[1], h[2])),
+        bytes_per_op: typed.filter(|a| a.basis == Basis::PerOp).and_then(|a| a.total.as_ref()).map(|t| t.bytes[0]),
+        rules_out: typed.filter(|a| a.verdict != crate::stats::Verdict::Leak).and_then(|a| {
+            let d = a.detectable.as_ref()?;
+            let u = a.basis.per();
+            Some(match d.objects {
+                Some(o) => format!("{} objects/{u} in {}", crate::analysis::leak::num(o), d.name),
+                None => format!("{} bytes/{u} in {}", crate::analysis::leak::num(d.bytes), d.name),
+            })
+        }),
+        exhaustion_s,
+        exhaustion,
+    }
+}
+
+/// A cell whose run never returned (its task panicked or was lost): an
+/// error cell in every output, never a missing one.
+fn lost_cell(c: Cell, out: PathBuf, why: String) -> CellResult {
+    CellResult {
+        id: c.id,
+        lab: c.lab,
+        kernel: c.kernel,
+        exit_code: exit::INFRA,
+        verdict: "error".into(),
+        error: Some(why),
+        reason: None,
+        dir: out,
+        secs: 0.0,
+        vms: c.vms,
+        delta_per_hour: None,
+        delta_interval_per_hour: None,
+        bytes_per_op: None,
+        rules_out: None,
+        exhaustion_s: None,
+        exhaustion: None,
+    }
+}
+
 /// Runs `cells` with at most `slots` VMs at a time; results in cell order.
-pub async fn run_cells(cells: Vec<Cell>, dir: &Path, slots: usize, kernel_dirs: Vec<PathBuf>, cancel: CancellationToken) -> Vec<CellResult> {
+/// Every cell has a result: one whose run panics is an error cell (exit
+/// 101) with the panic's message.
+pub async fn run_cells(cells: Vec<Cell>, dir: &Path, slots: usize, kernel_dirs: Vec<PathBuf>, events: &Events, cancel: CancellationToken) -> Vec<CellResult> {
     let sem = Arc::new(tokio::sync::Semaphore::new(slots));
     let mut tasks = Vec::new();
     for c in cells {
         let (sem, dir, kernel_dirs, cancel) = (sem.clone(), dir.to_path_buf(), kernel_dirs.clone(), cancel.clone());
-        tasks.push(tokio::spawn(async move {
+        let stream = events.within(Some(&c.id), None);
+        let out = dir.join("cells").join(&c.id);
+        let (cell, cell_out, cell_stream) = (c.clone(), out.clone(), stream.clone());
+        let task = tokio::spawn(async move {
             let weight = c.vms.min(slots) as u32;
             let _permit = sem.acquire_many(weight).await.expect("semaphore stays open");
             let start = Instant::now();
-            let out = dir.join("cells").join(&c.id);
-            let stream = run::events::top().within(Some(&c.id), None);
-            stream.emit(run::events::Event::CellStarted { lab: c.lab.clone(), kernel: c.kernel.clone() });
-            let end = run::run(
-                RunOptions { lab_file: c.lab_file.clone(), out: Some(out.clone()), kernel_dirs, quiet: true, summary: false, kernel: Some(c.kernel.clone()), duration: None, cell: Some(c.id.clone()) },
-                cancel,
-            )
-            .await;
-            let rep: serde_json::Value = std::fs::read(out.join("report.json"))
-                .ok()
-                .and_then(|b| serde_json::from_slice(&b).ok())
-                .unwrap_or_default();
-            let verdict = rep["verdict"].as_str().or(rep["outcome"].as_str()).unwrap_or("failed").to_string();
-            let an = &rep["analysis"];
-            let typed: Option<crate::analysis::leak::LeakAnalysis> = serde_json::from_value(an.clone()).ok();
-            let reason = an["reason"].as_str().map(str::to_string);
-            let why = end.error.as_deref().or(reason.as_deref()).map(str::to_string);
-            stream.emit(run::events::Event::CellFinished {
-                verdict: verdict.clone(),
-                exit_code: end.exit_code,
-                secs: run::events::round3(start.elapsed().as_secs_f64()),
-                error: why,
-                dir: out.display().to_string(),
-            });
-            let (exhaustion_s, exhaustion) = exhaustion_of(&out, &rep);
-            CellResult {
-                id: c.id,
-                lab: c.lab,
-                kernel: c.kernel,
-                exit_code: end.exit_code,
-                verdict,
-                error: end.error,
-                reason,
-                dir: out,
-                secs: start.elapsed().as_secs_f64(),
-                vms: c.vms,
-                delta_per_hour: typed.as_ref().and_then(|a| a.total.as_ref()).and_then(|t| t.bytes_per_hour).map(|h| h[0]),
-                delta_interval_per_hour: typed.as_ref().and_then(|a| a.total.as_ref()).and_then(|t| t.bytes_per_hour).map(|h| (h[1], h[2])),
-                bytes_per_op: typed.as_ref().filter(|a| a.basis == crate::analysis::leak::Basis::PerOp).and_then(|a| a.total.as_ref()).map(|t| t.bytes[0]),
-                rules_out: typed.as_ref().filter(|a| a.verdict != crate::stats::Verdict::Leak).and_then(|a| {
-                    let d = a.detectable.as_ref()?;
-                    let u = crate::run::ab::per(a);
-                    Some(match d.objects {
-                        Some(o) => format!("{} objects/{u} in {}", crate::analysis::leak::num(o), d.name),
-                        None => format!("{} bytes/{u} in {}", crate::analysis::leak::num(d.bytes), d.name),
-                    })
-                }),
-                exhaustion_s,
-                exhaustion,
-            }
-        }));
+            stream.emit(Event::CellStarted { lab: c.lab.clone(), kernel: c.kernel.clone() });
+            let opts = RunOptions { lab_file: c.lab_file.clone(), out: Some(out.clone()), kernel_dirs, kernel: Some(c.kernel.clone()), duration: None };
+            let end = run::run(opts, &stream, cancel).await;
+            cell_result(c, out, &end, start.elapsed().as_secs_f64())
+        });
+        tasks.push((task, cell, cell_out, cell_stream));
     }
     let mut results = Vec::new();
-    for t in tasks {
-        if let Ok(r) = t.await {
-            results.push(r);
-        }
+    for (task, cell, out, stream) in tasks {
+        let r = match task.await {
+            Ok(r) => r,
+            Err(e) => {
+                let why = match e.try_into_panic() {
+                    Ok(p) => format!("the cell's run panicked: {}", panic_text(&*p)),
+                    Err(e) => format!("the cell's run was lost: {e}"),
+                };
+                lost_cell(cell, out, why)
+            }
+        };
+        stream.emit(Event::CellFinished {
+            verdict: r.verdict.clone(),
+            exit_code: r.exit_code,
+            secs: round3(r.secs),
+            error: r.error.clone().or_else(|| r.reason.clone()),
+            dir: r.dir.display().to_string(),
+        });
+        results.push(r);
     }
     results
 }
 
-/// Wall time against the sum of the cells' own times.
-#[derive(Debug, Clone, Copy, Serialize)]
-pub struct Timing {
-    pub wall_secs: f64,
-    pub cells_secs: f64,
-    /// Sum over cells of their time × their VMs (an A/B cell runs 2).
-    pub vm_secs: f64,
-    pub slots: usize,
-    /// cells_secs / wall_secs: how many cells ran at once on average.
-    pub speedup: f64,
-    /// speedup / slots.
-    pub parallel_efficiency: f64,
-    /// vm_secs / wall_secs / slots: how busy the VM slots were.
-    pub slot_utilisation: f64,
+/// The message of a panic payload.
+fn panic_text(p: &(dyn std::any::Any + Send)) -> String {
+    p.downcast_ref::<&str>().map(|s| s.to_string()).or_else(|| p.downcast_ref::<String>().cloned()).unwrap_or_else(|| "(no message)".into())
 }
 
-impl Timing {
-    pub fn new(wall_secs: f64, slots: usize, results: &[CellResult]) -> Timing {
-        let cells_secs: f64 = results.iter().map(|r| r.secs).sum();
-        let vm_secs: f64 = results.iter().map(|r| r.secs * r.vms as f64).sum();
-        let per = |x: f64| if wall_secs > 0.0 { x / wall_secs } else { 0.0 };
-        let speedup = per(cells_secs);
-        let slots_f = slots.max(1) as f64;
-        Timing { wall_secs, cells_secs, vm_secs, slots, speedup, parallel_efficiency: speedup / slots_f, slot_utilisation: per(vm_secs) / slots_f }
-    }
-
-    pub fn line(&self) -> String {
-        format!(
-            "wall {:.1} s for {:.1} s of cells: speedup {:.2} on {} slots (parallel efficiency {:.0} %, VM slots busy {:.0} %)",
-            self.wall_secs,
-            self.cells_secs,
-            self.speedup,
-            self.slots,
-            self.parallel_efficiency * 100.0,
-            self.slot_utilisation * 100.0
-        )
+/// The matrix's `report.json` from its cells.
+pub fn report(name: &str, cells: Vec<CellResult>, partition: Option<String>, timing: Option<Timing>, merged_from: Option<Vec<PathBuf>>) -> MatrixReport {
+    MatrixReport {
+        schema: SCHEMA.to_string(),
+        name: name.to_string(),
+        exit_code: exit_code(&cells),
+        table: crate::outcome::matrix::table(&cells),
+        cells,
+        partition,
+        timing,
+        merged_from,
     }
 }
 
-/// Writes a matrix directory's `report.json` (with `extra`'s fields),
-/// `junit.xml` and `ktap.txt`, prints the table, returns the exit code.
-pub fn write_outputs(dir: &Path, name: &str, results: &[CellResult], extra: serde_json::Value) -> i32 {
-    let code = exit_code(results);
-    let mut report = serde_json::json!({
-        "schema": "kernlab.matrix-report/1",
-        "name": name,
-        "exit_code": code,
-        "table": table_json(results),
-        "cells": results,
-    });
-    if let (Some(r), Some(e)) = (report.as_object_mut(), extra.as_object()) {
-        r.extend(e.clone());
-    }
-    let writes = [
-        ("report.json", serde_json::to_vec_pretty(&report).unwrap_or_default()),
-        ("junit.xml", junit(name, results).into_bytes()),
-        ("ktap.txt", ktap(results).into_bytes()),
-    ];
-    for (file, bytes) in writes {
-        if let Err(e) = fsx::write_atomic(&dir.join(file), &bytes) {
-            eprintln!("kernlab: cannot write `{}`: {e}", dir.join(file).display());
-        }
-    }
-    crate::report::write_or_warn(dir, || crate::report::write_matrix(dir));
-    crate::ui::human(&table(results));
-    code
-}
-
-/// The kernels × labs table as JSON: kernel → lab → the cell's verdict,
-/// exit code, bytes per operation and time to exhaustion.
-pub fn table_json(results: &[CellResult]) -> serde_json::Value {
-    let mut t = serde_json::Map::new();
-    for r in results {
-        let row = t.entry(r.kernel.clone()).or_insert_with(|| serde_json::json!({}));
-        row[&r.lab] = serde_json::json!({
-            "id": r.id,
-            "verdict": r.verdict,
-            "exit_code": r.exit_code,
-            "bytes_per_op": r.bytes_per_op,
-            "rules_out": r.rules_out,
-            "exhaustion_s": r.exhaustion_s,
-            "exhaustion": r.exhaustion,
-        });
-    }
-    serde_json::Value::Object(t)
+/// Writes the matrix's `report.json` into `dir`.
+pub fn write_report(dir: &Path, r: &MatrixReport) -> std::io::Result<PathBuf> {
+    let path = dir.join("report.json");
+    fsx::write_atomic(&path, &serde_json::to_vec_pretty(r).unwrap_or_default())?;
+    Ok(path)
 }
 
 /// The matrix's exit code: an infrastructure or lab error anywhere wins,
@@ -514,147 +458,22 @@ pub fn exit_code(results: &[CellResult]) -> i32 {
     }
 }
 
-/// JUnit: one test case per cell, named by lab and kernel. A lab whose
-/// expectation did not hold is a failure, a broken run an error, an
-/// inconclusive cell skipped with its reason.
-pub fn junit(name: &str, results: &[CellResult]) -> String {
-    use quick_junit::{NonSuccessKind, Report, TestCase, TestCaseStatus, TestSuite};
-    let mut report = Report::new(format!("kernlab {name}"));
-    let mut suite = TestSuite::new(name);
-    for r in results {
-        let mut status = match r.exit_code {
-            exit::OK => TestCaseStatus::success(),
-            exit::EXPECTATION_FAILED => TestCaseStatus::non_success(NonSuccessKind::Failure),
-            exit::INCONCLUSIVE => TestCaseStatus::skipped(),
-            _ => TestCaseStatus::non_success(NonSuccessKind::Error),
-        };
-        if r.exit_code != exit::OK {
-            let why = r.reason.as_ref().map(|w| format!(": {w}")).unwrap_or_default();
-            status.set_message(r.error.clone().unwrap_or_else(|| format!("verdict {}{why}", r.verdict)));
-        }
-        let mut tc = TestCase::new(format!("{}@{}", r.lab, r.kernel), status);
-        tc.set_classname(r.lab.clone());
-        tc.set_time(std::time::Duration::from_secs_f64(r.secs));
-        tc.add_property(("verdict", r.verdict.as_str()));
-        tc.add_property(("run_dir", r.dir.to_string_lossy().as_ref()));
-        if let Some(d) = r.delta_per_hour {
-            tc.add_property(("delta_bytes_per_hour", format!("{d:.0}").as_str()));
-        }
-        if let Some((l, u)) = r.delta_interval_per_hour {
-            tc.add_property(("delta_lower_bytes_per_hour", format!("{l:.0}").as_str()));
-            tc.add_property(("delta_upper_bytes_per_hour", format!("{u:.0}").as_str()));
-        }
-        if let Some(b) = r.bytes_per_op {
-            tc.add_property(("bytes_per_op", format!("{b:.1}").as_str()));
-        }
-        if let Some(d) = &r.rules_out {
-            tc.add_property(("rules_out", d.as_str()));
-        }
-        if let (Some(e), Some(how)) = (r.exhaustion_s, &r.exhaustion) {
-            tc.add_property(("time_to_exhaustion_s", format!("{e:.0}").as_str()));
-            tc.add_property(("time_to_exhaustion", how.as_str()));
-        }
-        let console = fsx::tail_lines(&arm_dir(&r.dir).join("console.log"), 20);
-        if !console.is_empty() {
-            tc.set_system_out(console);
-        }
-        suite.add_test_case(tc);
-    }
-    report.add_test_suite(suite);
-    report.to_string().unwrap_or_default()
-}
-
-/// KTAP (the kernel's test output format): one line per cell; an
-/// inconclusive cell is a SKIP with its verdict.
-pub fn ktap(results: &[CellResult]) -> String {
-    let mut s = format!("KTAP version 1\n1..{}\n", results.len());
-    for (i, r) in results.iter().enumerate() {
-        let n = i + 1;
-        match r.exit_code {
-            exit::OK => s.push_str(&format!("ok {n} {}\n", r.id)),
-            exit::INCONCLUSIVE => {
-                let why = r.reason.as_ref().map(|w| format!(": {w}")).unwrap_or_default();
-                s.push_str(&format!("ok {n} {} # SKIP {}{why}\n", r.id, r.verdict))
-            }
-            code => {
-                s.push_str(&format!("not ok {n} {}\n", r.id));
-                let reason = r.reason.as_ref().map(|w| format!(": {w}")).unwrap_or_default();
-                let why = r.error.clone().unwrap_or_else(|| format!("verdict {} (exit {code}){reason}", r.verdict));
-                for line in why.lines().take(5) {
-                    s.push_str(&format!("# {line}\n"));
-                }
-            }
-        }
-    }
-    s
-}
-
 /// Joins the cell results of several shards' matrix reports; a cell that
 /// appears twice (a shard rerun) keeps its last result. Sorted by id.
-pub fn merge(reports: &[serde_json::Value]) -> Result<Vec<CellResult>, String> {
+pub fn merge(reports: &[MatrixReport]) -> Vec<CellResult> {
     let mut by_id: std::collections::BTreeMap<String, CellResult> = std::collections::BTreeMap::new();
-    for (i, r) in reports.iter().enumerate() {
-        if r["schema"] != "kernlab.matrix-report/1" {
-            return Err(format!("report {} is not a kernlab matrix report (schema {})", i + 1, r["schema"]));
-        }
-        let cells: Vec<CellResult> = serde_json::from_value(r["cells"].clone()).map_err(|e| format!("report {}: {e}", i + 1))?;
-        for c in cells {
-            by_id.insert(c.id.clone(), c);
+    for r in reports {
+        for c in &r.cells {
+            by_id.insert(c.id.clone(), c.clone());
         }
     }
-    Ok(by_id.into_values().collect())
+    by_id.into_values().collect()
 }
-
-/// The kernels × labs table: each cell's verdict and exit code, then for a
-/// leak lab its bytes per operation and time to exhaustion (`~` predicted,
-/// `=` measured).
-pub fn table(results: &[CellResult]) -> String {
-    let mut labs: Vec<&str> = results.iter().map(|r| r.lab.as_str()).collect();
-    labs.sort();
-    labs.dedup();
-    let mut kernels: Vec<&str> = results.iter().map(|r| r.kernel.as_str()).collect();
-    kernels.sort();
-    kernels.dedup();
-    let texts: Vec<String> = results.iter().map(cell_text).collect();
-    let width = texts.iter().map(|t| t.chars().count()).chain(labs.iter().map(|l| l.len())).max().unwrap_or(8);
-    let kwidth = kernels.iter().map(|k| k.len()).max().unwrap_or(0).max(12);
-    let mut s = format!("{:<kwidth$}", "kernel \\ lab");
-    for l in &labs {
-        s.push_str(&format!("  {l:<width$}"));
-    }
-    s.push('\n');
-    for k in &kernels {
-        s.push_str(&format!("{k:<kwidth$}"));
-        for l in &labs {
-            let text = results.iter().position(|r| r.lab == *l && r.kernel == *k).map(|i| texts[i].as_str()).unwrap_or("-");
-            s.push_str(&format!("  {text:<width$}"));
-        }
-        s.push('\n');
-    }
-    s.lines().map(|l| format!("{}\n", l.trim_end())).collect()
-}
-
-fn cell_text(r: &CellResult) -> String {
-    let mut t = format!("{} ({})", r.verdict, r.exit_code);
-    if let Some(b) = r.bytes_per_op.filter(|_| r.rules_out.is_none()) {
-        t.push_str(&format!(" {b:.0} B/op"));
-    }
-    if let Some(d) = &r.rules_out {
-        // The number and unit; the cache is in the JUnit property and the page.
-        let short = d.split(" in ").next().unwrap_or(d).replace("objects", "obj");
-        t.push_str(&format!(" rules out ≥{short}"));
-    }
-    if let (Some(e), Some(how)) = (r.exhaustion_s, &r.exhaustion) {
-        let mark = if how == "measured" { "=" } else { "~" };
-        t.push_str(&format!(" OOM{mark}{}", crate::run::duration(e)));
-    }
-    t
-}
-
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::report::matrix::{junit, ktap, table};
 
     fn cells(n: usize) -> Vec<Cell> {
         (0..n)
@@ -720,9 +539,12 @@ mod tests {
 
     #[test]
     fn exhaustion_is_measured_from_the_events() {
-        let ev = "{\"t\":1.0,\"event\":\"run-started\"}\n{\"t\":10.5,\"event\":\"workload-started\"}\nnot json\n{\"t\":100.5,\"event\":\"exhaustion\",\"trigger\":\"oom\"}\n";
-        assert_eq!(measured_exhaustion(ev), Some(90.0));
-        assert_eq!(measured_exhaustion("{\"t\":1.0,\"event\":\"exhaustion\"}\n"), None);
+        let line = |t: f64, e: Event| serde_json::to_string(&crate::outcome::event::Stamped { schema: "kernlab.event/1".into(), t, wall: "w".into(), cell: None, arm: None, event: e }).unwrap() + "\n";
+        let started = line(10.5, Event::WorkloadStarted { commands: 1, duration_secs: 60.0, until_exhaustion: false });
+        let oom = line(100.5, Event::Exhaustion { trigger: "oom".into() });
+        let ev = format!("{}{started}not json\n{oom}", line(1.0, Event::Teardown { how: "exit".into(), secs: 0.1 }));
+        assert_eq!(measured_exhaustion(&ev), Some(90.0));
+        assert_eq!(measured_exhaustion(&oom), None);
     }
 
     #[test]
@@ -770,8 +592,8 @@ mod tests {
         let t = Timing::new(50.0, 2, &[r(40.0), r(40.0)]);
         assert!((t.speedup - 1.6).abs() < 1e-9 && (t.parallel_efficiency - 0.8).abs() < 1e-9, "{t:?}");
         assert!(t.line().contains("speedup 1.60 on 2 slots (parallel efficiency 80 %, VM slots busy 80 %)"), "{}", t.line());
-        let j = table_json(&[r(1.0)]);
-        assert_eq!(j["k"]["a"]["verdict"], "x");
+        let j = crate::outcome::matrix::table(&[r(1.0)]);
+        assert_eq!(j["k"]["a"].verdict, "x");
     }
 
     #[test]
@@ -809,10 +631,14 @@ mod tests {
         let r = |id: &str, c: i32| CellResult { id: id.into(), lab: "a".into(), kernel: id.into(), exit_code: c, verdict: "v".into(), error: None, reason: None, dir: "d".into(), secs: 0.0, vms: 1, delta_per_hour: None, delta_interval_per_hour: None, bytes_per_op: None, rules_out: None, exhaustion_s: None, exhaustion: None };
         let k = ktap(&[r("a@k1", 0), r("a@k2", 100), r("a@k3", 102)]);
         assert_eq!(k, "KTAP version 1\n1..3\nok 1 a@k1\nnot ok 2 a@k2\n# verdict v (exit 100)\nok 3 a@k3 # SKIP v\n");
-        let rep = |cells: Vec<CellResult>| serde_json::json!({"schema": "kernlab.matrix-report/1", "cells": cells});
-        let merged = merge(&[rep(vec![r("a@k2", 101), r("a@k1", 0)]), rep(vec![r("a@k2", 0)])]).unwrap();
+        let rep = |cells: Vec<CellResult>| report("m", cells, None, None, None);
+        let merged = merge(&[rep(vec![r("a@k2", 101), r("a@k1", 0)]), rep(vec![r("a@k2", 0)])]);
         assert_eq!(merged.iter().map(|c| (c.id.as_str(), c.exit_code)).collect::<Vec<_>>(), [("a@k1", 0), ("a@k2", 0)]);
-        assert!(merge(&[serde_json::json!({"schema": "other"})]).is_err());
+        // A report of another schema is refused when read, by name.
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(d.path().join("report.json"), r#"{"schema": "other", "cells": []}"#).unwrap();
+        let e = crate::outcome::read::<MatrixReport>(&d.path().join("report.json")).unwrap_err().to_string();
+        assert!(e.contains("`other`") && e.contains(SCHEMA), "{e}");
     }
 
     #[test]

@@ -7,9 +7,9 @@
 
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Accel {
     Kvm,
@@ -34,7 +34,7 @@ pub enum Requested {
 }
 
 /// Host facts that decide the accelerator.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostAccel {
     /// `/dev/kvm` exists and opens read-write.
     pub kvm_usable: bool,
@@ -59,7 +59,7 @@ impl HostAccel {
 }
 
 /// The accelerator to use and the reason, for the log and the manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccelChoice {
     pub accel: Accel,
     pub reason: String,

@@ -9,12 +9,12 @@
 //! is a pure function of those facts, so every rule is a table test; the
 //! facts are gathered separately.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::accel::Accel;
 
 /// The QEMU machine a VM runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Machine {
     Pc,
@@ -108,7 +108,7 @@ pub fn choose(kernel: &KernelFacts, lab: &LabNeeds, tsc_khz: Option<u64>) -> Res
 }
 
 /// The host's TSC rate and where it came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HostTsc {
     pub khz: u64,
     pub source: String,

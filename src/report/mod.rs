@@ -6,22 +6,41 @@
 //! the one `kernlab report` rebuilds later from the same files are the same.
 //! A page that cannot be rendered is a warning, never a lost run.
 
+//! The outputs: everything kernlab shows or writes besides a run's own
+//! records. Reporters on the event stream ([`terminal`]: lines, progress
+//! bars, JSON lines; [`outputs`]: `events.jsonl` per run directory, the
+//! pages, the summaries, a matrix's JUnit/KTAP/table), and the renderers
+//! they use: `report.html` pages ([`page`], [`plot`], [`html`]), terminal
+//! summaries ([`summary`]), matrix formats ([`matrix`]).
+//!
+//! Pages are pure functions of what a directory holds, read here as types
+//! ([`RunData::load`], [`detect`]) so the page written at the end of a run
+//! and the one `kernlab report` renders later from the same files are the
+//! same; nothing re-runs the statistics. A page that cannot be rendered is
+//! a warning, never a lost run.
+
 pub mod html;
+pub mod matrix;
+pub mod outputs;
 pub mod page;
 pub mod plot;
+pub mod summary;
+pub mod terminal;
 
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Component, Path, PathBuf};
 
+use crate::analysis::growth::slab_growth;
 use crate::analysis::leak::ArmSeries;
-use crate::matrix::CellResult;
-use crate::run::ab::{self, LeakReport};
-use crate::run::report::{self, CacheGrowth, Report};
+use crate::outcome::event::Stamped;
+use crate::outcome::leak::LeakReport;
+use crate::outcome::matrix::{self as matrix_record, CellResult, MatrixReport};
+use crate::outcome::run::{CacheGrowth, Manifest, RunOutcome};
+use crate::outcome::{self, ReadError};
 use crate::util::fsx;
 
 pub const FILE: &str = "report.html";
-const MATRIX_SCHEMA: &str = "kernlab.matrix-report/1";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -29,16 +48,14 @@ pub enum ReportError {
     NoDir(PathBuf),
     #[error("`{}` is neither a run directory nor a matrix directory (it has no report.json, manifest.json or events.jsonl)", .0.display())]
     NotARun(PathBuf),
-    #[error("`{}` is not an A/B run directory: its lab.yaml has no `leak` section", .0.display())]
-    NotAb(PathBuf),
+    #[error(transparent)]
+    Record(#[from] ReadError),
     #[error("cannot read `{}`", path.display())]
     Read {
         path: PathBuf,
         #[source]
         source: io::Error,
     },
-    #[error("cannot parse `{}`: {message}", path.display())]
-    Parse { path: PathBuf, message: String },
     #[error("the lab of this run")]
     Lab(#[from] crate::lab::LabError),
     #[error("cannot write `{}`", path.display())]
@@ -60,22 +77,14 @@ pub enum DirKind {
     Matrix,
 }
 
-/// One timestamped event from `events.jsonl`: its name and its other fields.
-#[derive(Debug, Clone)]
-pub struct EventRow {
-    pub t: f64,
-    pub event: String,
-    pub fields: serde_json::Map<String, serde_json::Value>,
-}
-
 /// Everything a run directory holds that its page shows.
 #[derive(Debug, Clone)]
 pub struct RunData {
     pub dir: PathBuf,
     /// `report.json`; None when the run did not get to write it (killed).
-    pub report: Option<Report>,
-    pub manifest: Option<serde_json::Value>,
-    pub events: Vec<EventRow>,
+    pub report: Option<RunOutcome>,
+    pub manifest: Option<Manifest>,
+    pub events: Vec<Stamped>,
     pub series: ArmSeries,
     /// The balloon's statistics: key → (t, bytes).
     pub balloon: BTreeMap<String, Vec<(f64, f64)>>,
@@ -83,19 +92,20 @@ pub struct RunData {
     pub slab_growth: Vec<CacheGrowth>,
 }
 
-fn read_json(path: &Path) -> Result<Option<serde_json::Value>, ReportError> {
-    match std::fs::read(path) {
-        Ok(b) => serde_json::from_slice(&b).map(Some).map_err(|e| ReportError::Parse { path: path.into(), message: e.to_string() }),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
-        Err(source) => Err(ReportError::Read { path: path.into(), source }),
-    }
-}
-
 fn read_text(path: &Path) -> Result<String, ReportError> {
     match std::fs::read(path) {
         Ok(b) => Ok(String::from_utf8_lossy(&b).into_owned()),
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(String::new()),
         Err(source) => Err(ReportError::Read { path: path.into(), source }),
+    }
+}
+
+/// A record that may be missing (a killed run): None then.
+fn optional<T>(r: Result<T, ReadError>) -> Result<Option<T>, ReportError> {
+    match r {
+        Ok(v) => Ok(Some(v)),
+        Err(ReadError::Missing(_)) => Ok(None),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -111,40 +121,18 @@ pub fn parse_balloon(csv: &str) -> BTreeMap<String, Vec<(f64, f64)>> {
     out
 }
 
-/// The events of `events.jsonl`; a line that is not an event is skipped.
-pub fn parse_events(jsonl: &str) -> Vec<EventRow> {
-    jsonl
-        .lines()
-        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-        .filter_map(|v| {
-            let mut fields = v.as_object()?.clone();
-            let t = fields.remove("t")?.as_f64()?;
-            let event = fields.remove("event")?.as_str()?.to_string();
-            // Where the line comes from is the page itself: not a detail.
-            for k in ["wall", "schema", "cell", "arm"] {
-                fields.remove(k);
-            }
-            Some(EventRow { t, event, fields })
-        })
-        .collect()
-}
-
 impl RunData {
     pub fn load(dir: &Path) -> Result<RunData, ReportError> {
-        let report = match read_json(&dir.join("report.json"))? {
-            Some(v) => Some(serde_json::from_value::<Report>(v).map_err(|e| ReportError::Parse { path: dir.join("report.json"), message: e.to_string() })?),
-            None => None,
-        };
         let samples = dir.join("samples");
         let slab = read_text(&samples.join("slabinfo.csv"))?;
         Ok(RunData {
             dir: dir.to_path_buf(),
-            report,
-            manifest: read_json(&dir.join("manifest.json"))?,
-            events: parse_events(&read_text(&dir.join("events.jsonl"))?),
+            report: optional(outcome::read::<RunOutcome>(&dir.join("report.json")))?,
+            manifest: optional(outcome::read_manifest(&dir.join("manifest.json")))?,
+            events: outcome::read_events(&read_text(&dir.join("events.jsonl"))?),
             series: ArmSeries::parse(&read_text(&samples.join("meminfo.csv"))?, &slab, &read_text(&samples.join("ops.csv"))?),
             balloon: parse_balloon(&read_text(&samples.join("balloon.csv"))?),
-            slab_growth: report::slab_growth(&slab, 10),
+            slab_growth: slab_growth(&slab, 10),
         })
     }
 }
@@ -154,12 +142,11 @@ pub fn detect(dir: &Path) -> Result<DirKind, ReportError> {
     if !dir.is_dir() {
         return Err(ReportError::NoDir(dir.into()));
     }
-    let schema = read_json(&dir.join("report.json"))?.and_then(|v| v["schema"].as_str().map(str::to_string));
+    let schema = outcome::schema_of(&dir.join("report.json"))?;
     match schema.as_deref() {
-        Some(MATRIX_SCHEMA) => return Ok(DirKind::Matrix),
-        // Older A/B reports (schema 1) are re-analysed from their samples.
+        Some(matrix_record::SCHEMA) => return Ok(DirKind::Matrix),
         Some(s) if s.starts_with("kernlab.leak-report/") => return Ok(DirKind::Ab),
-        Some(report::SCHEMA) => return Ok(DirKind::Run),
+        Some(s) if s.starts_with("kernlab.report/") => return Ok(DirKind::Run),
         _ => {}
     }
     // A run killed before its report: the files it had by then.
@@ -173,7 +160,7 @@ pub fn detect(dir: &Path) -> Result<DirKind, ReportError> {
 }
 
 fn footer(dir: &Path) -> String {
-    format!("written by kernlab {} at {} from {}", env!("CARGO_PKG_VERSION"), crate::run::events::wall_clock(), dir.display())
+    format!("written by kernlab {} at {} from {}", env!("CARGO_PKG_VERSION"), crate::outcome::event::wall_clock(), dir.display())
 }
 
 fn write_page(dir: &Path, text: &str) -> Result<PathBuf, ReportError> {
@@ -194,13 +181,15 @@ pub fn write_ab(top: &Path, r: &LeakReport) -> Result<PathBuf, ReportError> {
     write_page(top, &page::ab_page(r, top, &m, &b, &footer(top)))
 }
 
-/// The matrix report's name, exit code and cells.
-fn read_matrix(dir: &Path) -> Result<(String, i32, Vec<CellResult>), ReportError> {
-    let path = dir.join("report.json");
-    let v = read_json(&path)?.ok_or_else(|| ReportError::Read { path: path.clone(), source: io::ErrorKind::NotFound.into() })?;
-    let cells: Vec<CellResult> =
-        serde_json::from_value(v["cells"].clone()).map_err(|e| ReportError::Parse { path: path.clone(), message: e.to_string() })?;
-    Ok((v["name"].as_str().unwrap_or("matrix").to_string(), v["exit_code"].as_i64().unwrap_or(0) as i32, cells))
+/// An A/B lab's record: its `report.json`, or for a run killed before it
+/// wrote one, the verdict from what its arms left (the only case where
+/// `kernlab report` analyses samples).
+fn leak_report(top: &Path) -> Result<LeakReport, ReportError> {
+    match outcome::read::<LeakReport>(&top.join("report.json")) {
+        Ok(r) => Ok(r),
+        Err(ReadError::Missing(_)) => Ok(crate::run::ab::recover(top)?),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Where a cell's run directory is, seen from the matrix directory: its
@@ -263,10 +252,9 @@ fn cell_href(matrix: &Path, c: &CellResult) -> String {
 }
 
 /// Writes the matrix directory's index page.
-pub fn write_matrix(dir: &Path) -> Result<PathBuf, ReportError> {
-    let (name, code, cells) = read_matrix(dir)?;
-    let linked: Vec<(CellResult, String)> = cells.into_iter().map(|c| (cell_href(dir, &c), c)).map(|(h, c)| (c, h)).collect();
-    write_page(dir, &page::matrix_page(&name, code, &linked, &footer(dir)))
+pub fn write_matrix(dir: &Path, r: &MatrixReport) -> Result<PathBuf, ReportError> {
+    let linked: Vec<(CellResult, String)> = r.cells.iter().map(|c| (c.clone(), cell_href(dir, c))).collect();
+    write_page(dir, &page::matrix_page(&r.name, r.exit_code, &linked, &footer(dir)))
 }
 
 /// Renders and writes a page at the end of a run or matrix. A failure, a
@@ -281,14 +269,7 @@ pub fn write_or_warn(dir: &Path, f: impl FnOnce() -> Result<PathBuf, ReportError
 }
 
 fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        src = c.source();
-    }
-    s
+    crate::util::error_chain(e)
 }
 
 /// What `kernlab report` rebuilt: the page and the terminal summary.
@@ -299,8 +280,9 @@ pub struct Rebuilt {
     pub summary: String,
 }
 
-/// Rebuilds `report.html` of a run, A/B or matrix directory from its files
-/// alone (and those of its arms or cells), with the terminal summary.
+/// Renders `report.html` of a run, A/B or matrix directory again from its
+/// records and samples (and those of its arms or cells), with the terminal
+/// summary. The verdicts are the records': nothing is analysed again.
 pub fn rebuild(dir: &Path) -> Result<Rebuilt, ReportError> {
     let kind = detect(dir)?;
     match kind {
@@ -308,7 +290,7 @@ pub fn rebuild(dir: &Path) -> Result<Rebuilt, ReportError> {
             let d = RunData::load(dir)?;
             let html = write_page(dir, &page::run_page(&d, &footer(dir)))?;
             let summary = match &d.report {
-                Some(r) => report::summary(r, Some(dir)),
+                Some(r) => summary::run_summary(r, Some(dir)),
                 None => format!("run {}: no report.json (the run did not finish)\n", dir.display()),
             };
             Ok(Rebuilt { kind, html, summary })
@@ -320,22 +302,22 @@ pub fn rebuild(dir: &Path) -> Result<Rebuilt, ReportError> {
                     write_run(&d)?;
                 }
             }
-            let r = ab::rebuild(dir)?;
+            let r = leak_report(dir)?;
             let html = write_ab(dir, &r)?;
-            Ok(Rebuilt { kind, html, summary: ab::summary(&r, dir) })
+            Ok(Rebuilt { kind, html, summary: summary::leak_summary(&r, dir) })
         }
         DirKind::Matrix => {
-            let (name, code, cells) = read_matrix(dir)?;
+            let r: MatrixReport = outcome::read(&dir.join("report.json"))?;
             // Each cell's own page first, so the index's links lead somewhere;
             // a cell that cannot be rebuilt is a warning.
-            for c in &cells {
+            for c in &r.cells {
                 let d = cell_dir(dir, c);
                 if let Err(e) = rebuild(&d) {
                     tracing::warn!("cell {}: {}", c.id, chain(&e));
                 }
             }
-            let html = write_matrix(dir)?;
-            let summary = format!("{}matrix {name}: exit {code}; {}\n", crate::matrix::table(&cells), dir.display());
+            let html = write_matrix(dir, &r)?;
+            let summary = format!("{}matrix {}: exit {}; {}\n", matrix::table(&r.cells), r.name, r.exit_code, dir.display());
             Ok(Rebuilt { kind, html, summary })
         }
     }
@@ -354,12 +336,10 @@ mod tests {
 
     #[test]
     fn events_and_balloon_parse_from_their_files() {
-        let ev = parse_events("{\"t\":1.5,\"wall\":\"w\",\"event\":\"module-loaded\",\"name\":\"khm\"}\nnot json\n{\"t\":2}\n");
-        assert_eq!(ev.len(), 1);
-        assert_eq!((ev[0].t, ev[0].event.as_str(), ev[0].fields["name"].as_str()), (1.5, "module-loaded", Some("khm")));
-        assert!(!ev[0].fields.contains_key("wall"));
-        let ev = parse_events("{\"schema\":\"kernlab.event/1\",\"t\":1,\"wall\":\"w\",\"cell\":\"l@k\",\"arm\":\"module\",\"event\":\"ssh-ready\",\"secs_since_qemu_start\":3.1}\n");
-        assert_eq!(ev[0].fields.keys().collect::<Vec<_>>(), ["secs_since_qemu_start"]);
+        let ev = outcome::read_events("{\"schema\":\"kernlab.event/1\",\"t\":1,\"wall\":\"w\",\"cell\":\"l@k\",\"arm\":\"module\",\"event\":\"ssh-ready\",\"secs_since_qemu_start\":3.1}\nnot json\n{\"t\":2}\n");
+        assert_eq!(ev.len(), 1, "a torn or foreign line is skipped");
+        assert_eq!((ev[0].t, ev[0].arm.as_deref()), (1.0, Some("module")));
+        assert_eq!(ev[0].event, crate::outcome::event::Event::SshReady { secs_since_qemu_start: 3.1 });
         let b = parse_balloon("t,key,value\n1.0,stat-free-memory,1024\nbad\n2.0,stat-free-memory,512\n");
         assert_eq!(b["stat-free-memory"], [(1.0, 1024.0), (2.0, 512.0)]);
     }
@@ -372,7 +352,7 @@ mod tests {
         assert!(detect(&d.path().join("nope")).unwrap_err().to_string().contains("does not exist"));
         std::fs::write(d.path().join("events.jsonl"), "").unwrap();
         assert_eq!(detect(d.path()).unwrap(), DirKind::Run);
-        std::fs::write(d.path().join("report.json"), format!("{{\"schema\": \"{MATRIX_SCHEMA}\", \"cells\": []}}")).unwrap();
+        std::fs::write(d.path().join("report.json"), format!("{{\"schema\": \"{}\", \"cells\": []}}", matrix_record::SCHEMA)).unwrap();
         assert_eq!(detect(d.path()).unwrap(), DirKind::Matrix);
         std::fs::write(d.path().join("report.json"), "{\"schema\": \"kernlab.leak-report/1\"}").unwrap();
         assert_eq!(detect(d.path()).unwrap(), DirKind::Ab);
@@ -383,7 +363,7 @@ mod tests {
         let m = tempfile::tempdir().unwrap();
         let cell = m.path().join("cells").join("smoke@k 1");
         std::fs::create_dir_all(cell.join("samples")).unwrap();
-        std::fs::write(cell.join("events.jsonl"), "{\"t\":0.5,\"event\":\"workload-started\",\"commands\":1,\"duration_secs\":3}\n").unwrap();
+        std::fs::write(cell.join("events.jsonl"), "{\"schema\":\"kernlab.event/1\",\"t\":0.5,\"wall\":\"w\",\"event\":\"workload-started\",\"commands\":1,\"duration_secs\":3,\"until_exhaustion\":false}\n").unwrap();
         std::fs::write(
             cell.join("samples/meminfo.csv"),
             "t,uptime,key,bytes\n1,0,MemAvailable,100000000\n2,0,MemAvailable,99000000\n3,0,MemAvailable,98000000\n",
@@ -395,7 +375,7 @@ mod tests {
         assert!(page.contains("<svg") && page.contains(&plot::svg_text("workload started")), "{page}");
         assert!(r.summary.contains("no report.json"));
 
-        let results = serde_json::json!({"schema": MATRIX_SCHEMA, "name": "n", "exit_code": 0, "cells": [
+        let results = serde_json::json!({"schema": matrix_record::SCHEMA, "name": "n", "exit_code": 0, "cells": [
             {"id": "smoke@k 1", "lab": "smoke", "kernel": "k 1", "exit_code": 0, "verdict": "completed", "error": null,
              "dir": "relative/elsewhere", "secs": 1.0, "delta_per_hour": null, "bytes_per_op": null}]});
         std::fs::write(m.path().join("report.json"), results.to_string()).unwrap();

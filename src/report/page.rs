@@ -5,10 +5,13 @@ use std::path::Path;
 
 use super::html::{self, Cell};
 use super::plot::{self, Chart, Line, Marker, Trend};
-use super::{EventRow, RunData};
+use super::RunData;
+use crate::outcome::event::{Event, Stamped};
+use crate::outcome::run::Manifest;
 use crate::analysis::leak::{num, ArmSeries};
-use crate::matrix::CellResult;
-use crate::run::ab::{self, LeakReport};
+use super::summary as ab;
+use crate::outcome::leak::LeakReport;
+use crate::outcome::matrix::CellResult;
 use crate::stats;
 
 const MIB: f64 = 1048576.0;
@@ -22,20 +25,17 @@ fn opt<T>(v: Option<T>, f: impl Fn(T) -> String) -> String {
 }
 
 /// The event markers of a run: the moments that explain a bend in a curve.
-pub fn markers(events: &[EventRow]) -> Vec<Marker> {
+pub fn markers(events: &[Stamped]) -> Vec<Marker> {
     let mut v = Vec::new();
     for e in events {
-        let s = |k: &str| e.fields.get(k).and_then(|v| v.as_str()).unwrap_or("").to_string();
-        let (label, color) = match e.event.as_str() {
-            "module-loaded" => (format!("module {} loaded", s("name")), plot::PURPLE),
-            "workload-started" => ("workload started".to_string(), plot::GREEN),
-            "workload-finished" => ("workload finished".to_string(), plot::Rgb(0x1a, 0x6b, 0x1a)),
-            "exhaustion" => (format!("exhaustion: {}", short(&s("trigger"), 48)), plot::ORANGE),
-            "panic-triggered" => (format!("panic: {}", short(&s("how"), 48)), plot::DARK_RED),
-            "qmp" if matches!(s("name").as_str(), "GUEST_PANICKED" | "GUEST_CRASHLOADED") => {
-                ("guest panicked".to_string(), plot::DARK_RED)
-            }
-            "dump-written" => (format!("dump written ({})", s("via")), plot::BROWN),
+        let (label, color) = match &e.event {
+            Event::ModuleLoaded { name, .. } => (format!("module {name} loaded"), plot::PURPLE),
+            Event::WorkloadStarted { .. } => ("workload started".to_string(), plot::GREEN),
+            Event::WorkloadFinished { .. } => ("workload finished".to_string(), plot::Rgb(0x1a, 0x6b, 0x1a)),
+            Event::Exhaustion { trigger } => (format!("exhaustion: {}", short(trigger, 48)), plot::ORANGE),
+            Event::PanicTriggered { how } => (format!("panic: {}", short(how, 48)), plot::DARK_RED),
+            Event::Qmp { name, .. } if matches!(name.as_str(), "GUEST_PANICKED" | "GUEST_CRASHLOADED") => ("guest panicked".to_string(), plot::DARK_RED),
+            Event::DumpWritten { via, .. } => (format!("dump written ({via})"), plot::BROWN),
             _ => continue,
         };
         v.push(Marker { x: e.t, label, color });
@@ -107,18 +107,25 @@ fn meminfo_chart(title: &str, d: &RunData, markers: &[Marker]) -> Chart {
     c
 }
 
-fn events_table(events: &[EventRow]) -> String {
+/// An event's name and its fields as `key=value` text, for the table.
+fn event_detail(e: &Event) -> (String, String) {
+    let serde_json::Value::Object(mut fields) = serde_json::to_value(e).unwrap_or_default() else { return (String::new(), String::new()) };
+    let name = match fields.remove("event") {
+        Some(serde_json::Value::String(n)) => n,
+        _ => String::new(),
+    };
+    let detail: Vec<String> = fields.iter().map(|(k, v)| format!("{k}={}", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string()))).collect();
+    (name, detail.join(", "))
+}
+
+fn events_table(events: &[Stamped]) -> String {
     let rows: Vec<Vec<Cell>> = events
         .iter()
-        .filter(|e| e.event != "sample")
+        .filter(|e| !matches!(e.event, Event::Sample { .. }))
         .take(300)
         .map(|e| {
-            let detail: Vec<String> = e
-                .fields
-                .iter()
-                .map(|(k, v)| format!("{k}={}", v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string())))
-                .collect();
-            vec![Cell::Num(format!("{:.3}", e.t)), Cell::Text(e.event.clone()), Cell::Text(short(&detail.join(", "), 400))]
+            let (name, detail) = event_detail(&e.event);
+            vec![Cell::Num(format!("{:.3}", e.t)), Cell::Text(name), Cell::Text(short(&detail, 400))]
         })
         .collect();
     if rows.is_empty() {
@@ -127,18 +134,12 @@ fn events_table(events: &[EventRow]) -> String {
     html::table("events", &["t (s)", "event", "detail"], &rows)
 }
 
-fn manifest_table(m: Option<&serde_json::Value>) -> String {
+fn manifest_table(m: Option<&Manifest>) -> String {
     let Some(m) = m else { return "<p class=\"none\">No manifest.json.</p>\n".into() };
-    let s = |v: &serde_json::Value| match v {
-        serde_json::Value::Null => "-".to_string(),
-        serde_json::Value::String(s) => s.clone(),
-        v => v.to_string(),
-    };
-    let k = &m["kernel"];
-    let argv: Vec<String> = m["qemu_argv"].as_array().map(|a| a.iter().map(s).collect()).unwrap_or_default();
+    let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     // One option and its value per line, quoted as a shell would need them.
     let mut argv_text = String::new();
-    for a in &argv {
+    for a in &m.qemu_argv {
         if a.starts_with('-') && !argv_text.is_empty() {
             argv_text.push_str(" \\\n  ");
         } else if !argv_text.is_empty() {
@@ -146,21 +147,22 @@ fn manifest_table(m: Option<&serde_json::Value>) -> String {
         }
         argv_text.push_str(&crate::util::tool::shell_quote(a));
     }
-    let modules = m["image_modules"].as_array().map(|a| a.iter().map(s).collect::<Vec<_>>().join(" ")).unwrap_or_default();
+    let k = m.kernel.as_ref();
+    let kernel = k.map(|k| format!("{} (release {}, {} {})", k.name, k.release, k.source, k.version)).unwrap_or_else(|| "-".into());
     let rows: Vec<(&str, Cell)> = vec![
-        ("kernlab", Cell::Text(s(&m["kernlab_version"]))),
-        ("lab", Cell::Text(format!("{} ({}, sha256 {})", s(&m["lab_name"]), s(&m["lab_file"]), s(&m["lab_sha256"])))),
-        ("kernel", Cell::Text(format!("{} (release {}, {} {})", s(&k["name"]), s(&k["release"]), s(&k["source"]), s(&k["version"])))),
-        ("kernel package sha256", Cell::Html(html::code(&s(&k["package_sha256"])))),
-        ("vmlinuz sha256", Cell::Html(html::code(&s(&k["vmlinuz_sha256"])))),
-        ("image", Cell::Html(format!("{} ({} bytes)", html::code(&s(&m["image_sha256"])), html::escape(&s(&m["image_bytes"]))))),
-        ("image modules", Cell::Text(modules)),
-        ("accelerator", Cell::Text(format!("{}: {}", s(&m["accel"]["accel"]), s(&m["accel"]["reason"])))),
-        ("QEMU", Cell::Text(s(&m["qemu_version"]))),
+        ("kernlab", Cell::Text(m.kernlab_version.clone())),
+        ("lab", Cell::Text(format!("{} ({}, sha256 {})", m.lab_name, m.lab_file, m.lab_sha256))),
+        ("kernel", Cell::Text(kernel)),
+        ("kernel package sha256", Cell::Html(html::code(&or_dash(k.map(|k| k.package_sha256.clone()))))),
+        ("vmlinuz sha256", Cell::Html(html::code(&or_dash(k.map(|k| k.vmlinuz_sha256.clone()))))),
+        ("image", Cell::Html(format!("{} ({} bytes)", html::code(&or_dash(m.image_sha256.clone())), html::escape(&or_dash(m.image_bytes.map(|b| b.to_string())))))),
+        ("image modules", Cell::Text(m.image_modules.join(" "))),
+        ("accelerator", Cell::Text(m.accel.as_ref().map(|a| format!("{}: {}", a.accel, a.reason)).unwrap_or_else(|| "-: -".into()))),
+        ("QEMU", Cell::Text(or_dash(m.qemu_version.clone()))),
         ("QEMU argv", Cell::Html(html::pre(&argv_text))),
-        ("SSH port", Cell::Text(s(&m["ssh_port"]))),
-        ("host kernel", Cell::Text(s(&m["host_kernel"]))),
-        ("started", Cell::Text(s(&m["started"]))),
+        ("SSH port", Cell::Text(or_dash(m.ssh_port.map(|p| p.to_string())))),
+        ("host kernel", Cell::Text(m.host_kernel.clone())),
+        ("started", Cell::Text(m.started.clone())),
     ];
     html::pairs("manifest", &rows)
 }
@@ -266,7 +268,7 @@ pub fn run_page(d: &RunData, footer: &str) -> String {
         if !slab.is_empty() {
             v.push_str(&html::table("slab-growth", &["slab cache", "first", "last", "growth", "objects"], &slab));
         }
-        v.push_str(&format!("<details><summary>terminal summary</summary>\n{}</details>\n", html::pre(&crate::run::report::summary(r, Some(&d.dir)))));
+        v.push_str(&format!("<details><summary>terminal summary</summary>\n{}</details>\n", html::pre(&super::summary::run_summary(r, Some(&d.dir)))));
         body.push_str(&html::section("verdict", "Summary", &v));
     }
 
@@ -418,7 +420,7 @@ pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData,
             verdict.push_str(&html::table("exhaustion", &["exhausts", "at the fastest", "at the slowest"], &ex));
         }
     }
-    verdict.push_str(&format!("<details><summary>terminal summary</summary>\n{}</details>\n", html::pre(&ab::summary(r, top))));
+    verdict.push_str(&format!("<details><summary>terminal summary</summary>\n{}</details>\n", html::pre(&ab::leak_summary(r, top))));
     body.push_str(&html::section("verdict", "Verdict", &verdict));
 
     // The metric and the leading caches in both arms against the regressor
@@ -519,7 +521,7 @@ pub fn matrix_page(name: &str, exit_code: i32, cells: &[(CellResult, String)], f
                 Cell::Num(opt(c.delta_per_hour, |d| format!("{:.2} MiB/h", d / MIB))),
                 Cell::Num(opt(c.bytes_per_op, |b| format!("{b:.0}"))),
                 Cell::Text(match (c.exhaustion_s, &c.exhaustion) {
-                    (Some(e), Some(how)) => format!("{} ({how})", crate::run::duration(e)),
+                    (Some(e), Some(how)) => format!("{} ({how})", super::summary::duration(e)),
                     _ => String::new(),
                 }),
                 Cell::Text(c.error.as_deref().or(c.reason.as_deref()).and_then(|e| e.lines().next()).unwrap_or("").to_string()),
@@ -529,7 +531,7 @@ pub fn matrix_page(name: &str, exit_code: i32, cells: &[(CellResult, String)], f
     let header = ["cell", "verdict (exit)", "time", "growth Δ", "bytes/op", "time to exhaustion", "error or reason"];
     body.push_str(&html::section("cells", "Cells", &html::table("cells", &header, &list)));
     let results: Vec<CellResult> = cells.iter().map(|(c, _)| c.clone()).collect();
-    body.push_str(&html::section("text", "Terminal table", &html::pre(&crate::matrix::table(&results))));
+    body.push_str(&html::section("text", "Terminal table", &html::pre(&super::matrix::table(&results))));
     html::page(&format!("matrix {name}: exit {exit_code}"), &format!("{} cells", cells.len()), &body, footer)
 }
 
@@ -538,8 +540,8 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
-    fn ev(t: f64, event: &str, fields: serde_json::Value) -> EventRow {
-        EventRow { t, event: event.into(), fields: fields.as_object().cloned().unwrap_or_default() }
+    fn ev(t: f64, event: Event) -> Stamped {
+        Stamped { schema: crate::outcome::event::SCHEMA.into(), t, wall: "w".into(), cell: None, arm: None, event }
     }
 
     fn run_data() -> RunData {
@@ -565,16 +567,29 @@ mod tests {
         RunData {
             dir: "/runs/x <y>".into(),
             report: None,
-            manifest: Some(serde_json::json!({"kernlab_version": "0.1.0", "qemu_argv": ["qemu-system-x86_64", "-m", "512", "-append", "console=ttyS0 slub_nomerge"], "kernel": {"name": "k<1>"}})),
+            manifest: Some(Manifest {
+                kernlab_version: "0.1.0".into(),
+                qemu_argv: ["qemu-system-x86_64", "-m", "512", "-append", "console=ttyS0 slub_nomerge"].map(String::from).to_vec(),
+                kernel: Some(crate::kernel::Kernel {
+                    name: "k<1>".into(),
+                    release: String::new(),
+                    source: String::new(),
+                    version: String::new(),
+                    package_sha256: String::new(),
+                    vmlinuz_sha256: String::new(),
+                    root: "/".into(),
+                }),
+                ..Default::default()
+            }),
             events: vec![
-                ev(8.0, "module-loaded", serde_json::json!({"name": "khm", "params": {"leak": "1"}})),
-                ev(9.5, "workload-started", serde_json::json!({"commands": 0})),
-                ev(20.0, "sample", serde_json::json!({"index": 1})),
-                ev(39.5, "exhaustion", serde_json::json!({"trigger": "MemAvailable below <headroom>"})),
-                ev(40.0, "qmp", serde_json::json!({"name": "GUEST_PANICKED"})),
-                ev(45.0, "dump-written", serde_json::json!({"via": "kdump"})),
+                ev(8.0, Event::ModuleLoaded { name: "khm".into(), params: [("leak".to_string(), "1".to_string())].into(), tainted: None, secs: 0.1 }),
+                ev(9.5, Event::WorkloadStarted { commands: 0, duration_secs: 30.0, until_exhaustion: false }),
+                ev(20.0, Event::Sample { index: 1, t: 20.0, uptime: None, mem_available: None, slab: None, s_unreclaim: None, nr_dentry: None, caches: None }),
+                ev(39.5, Event::Exhaustion { trigger: "MemAvailable below <headroom>".into() }),
+                ev(40.0, Event::Qmp { name: "GUEST_PANICKED".into(), data: serde_json::Value::Null }),
+                ev(45.0, Event::DumpWritten { via: "kdump".into(), path: "/v".into(), bytes: 1, secs: 1.0 }),
             ],
-            slab_growth: crate::run::report::slab_growth(&slab, 10),
+            slab_growth: crate::analysis::growth::slab_growth(&slab, 10),
             series: ArmSeries::parse(&mem, &slab, &ops),
             balloon: balloon_map,
         }
@@ -616,7 +631,7 @@ mod tests {
         let mut d = run_data();
         d.report = Some(
             serde_json::from_value(serde_json::json!({
-                "lab": "leak-to-crash", "kernel": "debian-6.1", "kernel_release": "6.1.0-54-cloud-amd64", "accel": "tcg",
+                "schema": "kernlab.report/1", "lab": "leak-to-crash", "kernel": "debian-6.1", "kernel_release": "6.1.0-54-cloud-amd64", "accel": "tcg",
                 "outcome": "completed", "exit_code": 0, "error": null, "samples": 30, "sample_gaps": 1,
                 "timings": {"boot_to_ssh": 3.1, "total": 70.0},
                 "meminfo": {"Slab": {"first": 30000000, "last": 59000000, "delta": 29000000}},
@@ -658,9 +673,9 @@ mod tests {
         };
         let an = crate::analysis::leak::analyze(&module.series, &baseline.series, &policy, true);
         assert_eq!(an.verdict, crate::stats::Verdict::Leak, "{}", an.reason);
-        let outcome = |dir: &str| ab::ArmOutcome { dir: dir.into(), exit_code: 0, error: None, sample_gaps: 0 };
+        let outcome = |dir: &str| crate::outcome::leak::ArmOutcome { dir: dir.into(), exit_code: 0, error: None, sample_gaps: 0 };
         let r = LeakReport {
-            schema: ab::SCHEMA,
+            schema: crate::outcome::leak::SCHEMA.into(),
             lab: "leak-lab".into(),
             kernel: "debian-6.1".into(),
             expect: crate::lab::Expect::Leak,

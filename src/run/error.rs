@@ -88,12 +88,6 @@ impl RunError {
 
     /// The message with its whole cause chain, one cause per line.
     pub fn chain(&self) -> String {
-        let mut s = self.to_string();
-        let mut src = std::error::Error::source(self);
-        while let Some(e) = src {
-            s.push_str(&format!("\n  caused by: {e}"));
-            src = e.source();
-        }
-        s
+        crate::util::error_causes(self)
     }
 }

@@ -8,8 +8,7 @@ pub mod ab;
 mod boot;
 pub mod error;
 mod exhaust;
-pub mod events;
-pub mod report;
+pub mod record;
 pub mod rundir;
 mod sampler;
 pub mod snapshot;
@@ -19,13 +18,12 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 pub use error::RunError;
-pub(crate) use ab::duration;
-use events::{Event, Events, JsonLines, JsonStdout, Terminal};
+use crate::outcome::event::{self as events, Event, Events};
+pub use crate::outcome::run::{BootManifest, Manifest, RunOutcome};
 use rundir::RunDir;
 use snapshot::{SnapshotManifest, SnapshotMode};
 use boot::{boot_cold, connector, give_up_restore, kernel_image_id, restore, set_snapshot, upload, Cold, Ready, RestoreFailure};
@@ -54,26 +52,23 @@ pub struct RunOptions {
     pub lab_file: PathBuf,
     pub out: Option<PathBuf>,
     pub kernel_dirs: Vec<PathBuf>,
-    pub quiet: bool,
-    /// Print an A/B lab's verdict summary on stdout (not for matrix cells,
-    /// whose table speaks for them).
-    pub summary: bool,
     /// Run on this kernel instead of the lab's (a matrix cell).
     pub kernel: Option<String>,
     /// Run the workload this long instead of the lab's `workload.duration`
     /// (a soak: `kernlab run LAB --duration 2h`).
     pub duration: Option<Duration>,
-    /// The matrix cell this run is (`<lab>@<kernel>`), marked on its events.
-    pub cell: Option<String>,
 }
 
-/// How a run ended, for the summary and the exit code.
+/// How a run ended, for the exit code and the caller's own use; what it
+/// found is in its run directory's records (see `crate::outcome`).
 #[derive(Debug)]
 pub struct RunEnd {
     pub dir: Option<PathBuf>,
     pub exit_code: i32,
     pub error: Option<String>,
-    pub summary: Option<report::Report>,
+    /// A plain run's `report.json`, as written (None for an A/B lab, whose
+    /// record is its `LeakReport`, and for a run that never started).
+    pub outcome: Option<RunOutcome>,
 }
 
 /// The devices every VM of the minimal image gets.
@@ -84,50 +79,6 @@ const SSH_TIMEOUT: Duration = Duration::from_secs(20);
 /// A boot that hangs or dies once is tried again once, with the reason logged.
 const BOOT_ATTEMPTS: u32 = 2;
 const PORT_ATTEMPTS: u32 = 5;
-
-#[derive(Debug, Clone, Serialize, Default)]
-pub struct Manifest {
-    pub kernlab_version: String,
-    pub lab_name: String,
-    pub lab_file: String,
-    pub lab_sha256: String,
-    pub kernel: Option<Kernel>,
-    pub image_sha256: Option<String>,
-    pub image_bytes: Option<u64>,
-    pub image_modules: Vec<String>,
-    pub qemu_version: Option<String>,
-    pub qemu_argv: Vec<String>,
-    pub accel: Option<AccelChoice>,
-    pub host_accel: Option<qemu::HostAccel>,
-    pub host_kernel: String,
-    pub ssh_port: Option<u16>,
-    pub started: String,
-    /// How the VM booted: machine profile, kernel image, and why.
-    pub boot: Option<BootManifest>,
-}
-
-/// The boot profile of a run, with the reason for each choice.
-#[derive(Debug, Clone, Serialize)]
-pub struct BootManifest {
-    pub machine: Machine,
-    pub machine_reason: String,
-    /// `vmlinux` (the extracted PVH ELF) or `bzimage`.
-    pub kernel_image: ImageFormat,
-    pub kernel_image_path: String,
-    pub kernel_image_reason: String,
-    /// What kernlab found out about the kernel's images (PVH, compression).
-    pub images: BootImages,
-    /// `vm.fast_boot`, and the flags it put on the command line.
-    pub fast_boot: bool,
-    pub fast_boot_flags: Vec<String>,
-    /// The host TSC rate given to a microvm guest as `tsc_early_khz`.
-    pub host_tsc: Option<HostTsc>,
-    /// Boots started (at most 2: one retry), and why each retry happened.
-    pub attempts: u32,
-    pub retries: Vec<String>,
-    /// Restored from a snapshot, booted cold and saved as one, or cold; why.
-    pub snapshot: Option<SnapshotManifest>,
-}
 
 /// State of a run that outlives any one phase, so teardown and the report
 /// see what the phases got to.
@@ -151,9 +102,9 @@ struct Ctx {
     triage: Option<crate::triage::CrashReport>,
     triage_skipped: Option<String>,
     /// Whether the guest ran out of memory, once the workload phase is over.
-    exhaustion: Option<report::ExhaustionOutcome>,
+    exhaustion: Option<crate::outcome::run::ExhaustionOutcome>,
     store: Option<Arc<Mutex<SampleStore>>>,
-    timings: report::Timings,
+    timings: crate::outcome::run::Timings,
     cancel: CancellationToken,
     /// See [`Arm::decided`].
     decided: CancellationToken,
@@ -161,9 +112,14 @@ struct Ctx {
     run_start: Instant,
 }
 
-pub async fn run(opts: RunOptions, cancel: CancellationToken) -> RunEnd {
+/// Runs one lab: a plain lab as one arm, an A/B leak lab as two. Its events
+/// go to `events` (whose clock is the run's); what it found is on disk in
+/// its run directory when this returns, on every path out.
+pub async fn run(opts: RunOptions, events: &Events, cancel: CancellationToken) -> RunEnd {
     let start = Instant::now();
-    let fail_early = |e: RunError| RunEnd { dir: None, exit_code: e.exit_code(), error: Some(e.chain()), summary: None };
+    let events = &events.restarted(start);
+    // Nothing started, no run directory: the caller says the error.
+    let fail_early = |e: RunError| RunEnd { dir: None, exit_code: e.exit_code(), error: Some(e.chain()), outcome: None };
     let mut lab = match lab::load(&opts.lab_file) {
         Ok(l) => l,
         Err(e) => return fail_early(e.into()),
@@ -203,7 +159,7 @@ pub async fn run(opts: RunOptions, cancel: CancellationToken) -> RunEnd {
         Ok(d) => d,
         Err(e) => return fail_early(RunError::RunDir(e)),
     };
-    let arm = Arm { lab, lab_file: opts.lab_file.clone(), desc, cache, dir, quiet: opts.quiet, summary: opts.summary, label: None, cell: opts.cell, decided: CancellationToken::new() };
+    let arm = Arm { lab, lab_file: opts.lab_file.clone(), desc, cache, dir, events: events.clone(), decided: CancellationToken::new() };
     if arm.lab.leak.is_some() {
         return ab::run_ab(arm, cancel, start).await;
     }
@@ -218,13 +174,8 @@ pub(crate) struct Arm {
     pub desc: kernel::Descriptor,
     pub cache: Cache,
     pub dir: RunDir,
-    pub quiet: bool,
-    /// See [`RunOptions::summary`].
-    pub summary: bool,
-    /// Prefix for terminal lines (`module`, `baseline`), when arms run side by side.
-    pub label: Option<String>,
-    /// The matrix cell, when the run is one.
-    pub cell: Option<String>,
+    /// Where the arm's events go, marked with its cell and arm.
+    pub events: Events,
     /// Fired when an A/B lab's verdict is decided before its duration: the
     /// sampler takes one last sample and the workload ends as at its
     /// duration.
@@ -232,17 +183,7 @@ pub(crate) struct Arm {
 }
 
 pub(crate) async fn run_arm(arm: Arm, cancel: CancellationToken, start: Instant) -> RunEnd {
-    let fail_early = |e: RunError| RunEnd { dir: None, exit_code: e.exit_code(), error: Some(e.chain()), summary: None };
-    let Arm { lab, lab_file, desc, cache, dir, quiet, label, cell, decided, .. } = arm;
-    let events = Events::new(start).within(cell.as_deref(), label.as_deref());
-    match fsx::append_private(&dir.join("events.jsonl")) {
-        Ok(f) => events.add(Box::new(JsonLines(f))),
-        Err(e) => return fail_early(RunError::Write { path: dir.join("events.jsonl"), source: e }),
-    }
-    if crate::ui::get().json {
-        events.add(Box::new(JsonStdout));
-    }
-    events.add(Box::new(Terminal::new(quiet, label.as_deref())));
+    let Arm { lab, lab_file, desc, cache, dir, events, decided } = arm;
     events.emit(Event::RunStarted { lab: lab.name.clone(), kernel: lab.kernel.clone(), run_dir: dir.path.display().to_string() });
 
     let (fatal_tx, fatal) = watch::channel(None);
@@ -273,7 +214,7 @@ pub(crate) async fn run_arm(arm: Arm, cancel: CancellationToken, start: Instant)
         triage_skipped: None,
         exhaustion: None,
         store: None,
-        timings: report::Timings::default(),
+        timings: Default::default(),
         cancel: cancel.clone(),
         decided,
         gaps: Arc::new(Mutex::new(0)),
@@ -666,7 +607,7 @@ async fn execute(ctx: &mut Ctx, desc: &kernel::Descriptor) -> Result<(), RunErro
         if trigger.is_none() {
             ctx.events.emit(Event::NoExhaustion { within_secs: limit.as_secs_f64(), until_exhaustion: until });
         }
-        ctx.exhaustion = Some(report::ExhaustionOutcome {
+        ctx.exhaustion = Some(crate::outcome::run::ExhaustionOutcome {
             until,
             reached: trigger.is_some(),
             within_secs: limit.as_secs_f64(),
@@ -956,7 +897,7 @@ fn finish(ctx: Ctx, result: Result<(), RunError>, start: Instant) -> RunEnd {
     let samples = ctx.store.as_ref().map(|s| s.lock().unwrap().count).unwrap_or(0);
     let gaps = *ctx.gaps.lock().unwrap();
     let _ = fsx::write_atomic(&ctx.dir.join("manifest.json"), &serde_json::to_vec_pretty(&ctx.manifest).unwrap_or_default());
-    let mut rep = report::build(&ctx.dir.path, &ctx.lab, &ctx.manifest, outcome, exit_code, error.clone(), samples, gaps, timings);
+    let mut rep = record::build(&ctx.dir.path, &ctx.lab, &ctx.manifest, outcome, exit_code, error.clone(), samples, gaps, timings);
     rep.dump = ctx.dump.clone();
     rep.triage = ctx.triage.clone();
     rep.triage_skipped = ctx.triage_skipped.clone();
@@ -964,10 +905,9 @@ fn finish(ctx: Ctx, result: Result<(), RunError>, start: Instant) -> RunEnd {
     if let Err(e) = fsx::write_atomic(&ctx.dir.join("report.json"), &serde_json::to_vec_pretty(&rep).unwrap_or_default()) {
         tracing::error!("cannot write report.json: {e}");
     }
+    // Last: the reporters (the page, the summary) read the records now complete.
     ctx.events.emit(Event::RunFinished { outcome: outcome.into(), exit_code });
-    // Last, from the files now complete; a page that fails is only a warning.
-    crate::report::write_or_warn(&ctx.dir.path, || crate::report::write_run(&ctx.dir.path));
-    RunEnd { dir: Some(ctx.dir.path.clone()), exit_code, error, summary: Some(rep) }
+    RunEnd { dir: Some(ctx.dir.path.clone()), exit_code, error, outcome: Some(rep) }
 }
 
 fn write(path: &Path, data: &[u8]) -> Result<(), RunError> {

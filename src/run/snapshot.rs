@@ -6,7 +6,6 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
 
 use crate::lab::{Lab, SnapshotPolicy};
 use crate::qemu::{Device, VmSpec};
@@ -24,44 +23,7 @@ const SAVE_TIMEOUT: Duration = Duration::from_secs(120);
 /// The migration stream's socket, in the run directory (QEMU's cwd).
 const MIGRATE_SOCKET: &str = "migrate.sock";
 
-/// How the run's VM came up, for `manifest.json` (`boot.snapshot`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum SnapshotMode {
-    /// From a snapshot in the cache.
-    Restored,
-    /// Booted cold, and its state saved as the snapshot for later runs.
-    Saved,
-    /// Booted cold, nothing saved.
-    Cold,
-}
-
-impl SnapshotMode {
-    pub fn name(self) -> &'static str {
-        match self {
-            SnapshotMode::Restored => "restored",
-            SnapshotMode::Saved => "saved",
-            SnapshotMode::Cold => "cold",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct SnapshotManifest {
-    pub mode: SnapshotMode,
-    /// Why this mode: the lab's choice, what kept the VM from a snapshot,
-    /// a failed restore.
-    pub reason: String,
-    /// The cache entry's key and directory, when a snapshot was looked up.
-    pub key: Option<String>,
-    pub entry: Option<String>,
-    /// Size of the saved state, bytes.
-    pub state_bytes: Option<u64>,
-    /// Restored: QEMU start → the VM running. Saved: `stop` → `cont`.
-    pub secs: Option<f64>,
-    /// Why a restore was given up before this cold boot, if one was.
-    pub fallback: Option<String>,
-}
+pub use crate::outcome::run::{SnapshotManifest, SnapshotMode};
 
 /// May this lab's VM restore and save snapshots? `Err` says why not. Only a
 /// guest that nothing in the lab changes before setup qualifies: its kernel

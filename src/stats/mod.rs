@@ -111,6 +111,17 @@ pub enum Verdict {
     Inconclusive,
 }
 
+impl Verdict {
+    /// The verdict as in the JSON records and events (`no-leak`).
+    pub fn word(self) -> &'static str {
+        match self {
+            Verdict::Leak => "leak",
+            Verdict::NoLeak => "no-leak",
+            Verdict::Inconclusive => "inconclusive",
+        }
+    }
+}
+
 /// The difference in slopes between a module run and a baseline run, its
 /// one-sided bounds, and the verdict they imply.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

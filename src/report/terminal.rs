@@ -1,113 +1,12 @@
-//! The run's one event stream. Every phase emits [`Event`]s; each reporter
-//! (the JSON-lines file in the run directory, the terminal and its progress
-//! line, the JSON lines on stdout of `--message-format json`) consumes the
-//! same stamped events, and none re-derives state. The JSON-lines log is
-//! flushed per event, so a killed run keeps every event up to that moment.
-//! Every line has the schema [`SCHEMA`], documented in `docs/events.md`.
+//! The reporters that turn the event stream into lines: the terminal's
+//! lines and progress bars, JSON lines on stdout (`--message-format
+//! json`), and JSON lines in a file.
 
 use std::io::Write;
-use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Instant;
 
-use serde::Serialize;
-
+use crate::outcome::event::{Event, Reporter, Stamped};
+use crate::outcome::run::no_exhaustion;
 use crate::ui::{self, Bar};
-
-/// The schema of an event line, in `events.jsonl` and on stdout. A new
-/// event or a new field keeps the version; a renamed or removed one, or a
-/// changed meaning, bumps it.
-pub const SCHEMA: &str = "kernlab.event/1";
-
-#[derive(Debug, Clone, Serialize)]
-#[serde(tag = "event", rename_all = "kebab-case")]
-pub enum Event {
-    RunStarted { lab: String, kernel: String, run_dir: String },
-    KernelReady { name: String, release: String, package_sha256: String, secs: f64 },
-    ImageReady { sha256: String, bytes: u64, modules: usize, secs: f64 },
-    ModuleBuilt { name: String, sha256: String, cached: bool, secs: f64 },
-    AccelChosen { accel: String, reason: String },
-    BootProfile { machine: String, kernel_image: String, reason: String },
-    BootRetry { attempt: u32, reason: String },
-    QemuStarted { pid: i32, ssh_port: u16, attempt: u32 },
-    SshReady { secs_since_qemu_start: f64 },
-    /// The VM was restored from the cached snapshot `key` (`secs`: QEMU
-    /// start → the VM running).
-    SnapshotRestored { key: String, bytes: u64, secs: f64 },
-    /// A restore failed or the entry was unusable: the entry is removed and
-    /// the run boots cold.
-    SnapshotFallback { key: String, reason: String },
-    /// The freshly booted guest's state was saved (`secs`: the guest was
-    /// paused this long) and published as `key` (`published` is false when
-    /// another run published the same key first).
-    SnapshotSaved { key: String, bytes: u64, secs: f64, published: bool },
-    /// Saving failed; the run goes on without a snapshot.
-    SnapshotSaveFailed { key: String, reason: String },
-    /// A least recently used snapshot was removed to keep all of them under
-    /// the cache's cap (`KERNLAB_SNAPSHOTS_MAX_MIB`).
-    SnapshotEvicted { key: String, bytes: u64 },
-    SetupCommand { index: usize, command: String, status: i32, secs: f64 },
-    ModuleLoaded { name: String, params: std::collections::BTreeMap<String, String>, tainted: Option<u64>, secs: f64 },
-    KdumpLoaded { crashkernel: u64 },
-    KdumpUnavailable { reason: String },
-    /// `duration_secs`: how long the phase lasts; with `until_exhaustion`,
-    /// the most it lasts (`exhaustion.max`) unless the guest runs out first.
-    WorkloadStarted { commands: usize, duration_secs: f64, until_exhaustion: bool },
-    Sample { index: u64, t: f64, uptime: Option<f64>, mem_available: Option<u64>, slab: Option<u64>, s_unreclaim: Option<u64>, nr_dentry: Option<u64>, caches: Option<usize> },
-    SampleFailed { t: f64, reason: String },
-    /// Samples arrive again after `gaps` failed ones spanning `secs`.
-    SamplingResumed { gaps: u64, secs: f64 },
-    WorkloadFinished { status: Option<i32>, secs: f64 },
-    Qmp { name: String, data: serde_json::Value },
-    Exhaustion { trigger: String },
-    /// The phase reached its limit (`within_secs`) and nothing triggered:
-    /// the guest did not run out of memory. `until_exhaustion`: the lab ran
-    /// until exhaustion, so its `exhaustion.max` was reached.
-    NoExhaustion { within_secs: f64, until_exhaustion: bool },
-    PanicTriggered { how: String },
-    DumpWritten { via: String, path: String, bytes: u64, secs: f64 },
-    Triage { secs: f64, top_cache: Option<String>, panic: Option<String> },
-    TriageSkipped { reason: String },
-    Interrupted { signal: String },
-    Teardown { how: String, secs: f64 },
-    Error { message: String },
-    RunFinished { outcome: String, exit_code: i32 },
-    /// An A/B lab's verdict was decided at a look before its duration: both
-    /// arms take one last sample and end their workloads.
-    LeakDecided { look: usize, looks: usize, samples: usize, verdict: String },
-    /// An A/B lab's verdict, after both arms finished.
-    LeakVerdict {
-        verdict: Option<String>,
-        expect: String,
-        expectation_held: Option<bool>,
-        delta_bytes_per_hour: Option<f64>,
-        bytes_per_op: Option<f64>,
-        report: String,
-    },
-    MatrixStarted { name: String, cells: usize, slots: usize, dir: String },
-    CellStarted { lab: String, kernel: String },
-    CellFinished { verdict: String, exit_code: i32, secs: f64, error: Option<String>, dir: String },
-    MatrixFinished { exit_code: i32, report: String },
-}
-
-/// An event with its time since the run (or matrix) started, its
-/// wall-clock time, and where it comes from: the matrix cell and the arm of
-/// an A/B lab, when it comes from one.
-#[derive(Debug, Clone, Serialize)]
-pub struct Stamped {
-    pub schema: &'static str,
-    pub t: f64,
-    pub wall: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub cell: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub arm: Option<String>,
-    #[serde(flatten)]
-    pub event: Event,
-}
-
-pub trait Reporter: Send {
-    fn report(&mut self, e: &Stamped);
-}
 
 /// Appends each event as one JSON line and flushes.
 pub struct JsonLines<W: Write + Send>(pub W);
@@ -132,28 +31,29 @@ impl<W: Write + Send> Reporter for JsonLines<W> {
     }
 }
 
-/// Short human lines on stderr, and on a terminal one progress line for
-/// the run that says what it is doing now (kernel, image, boot, workload
-/// with its samples, dump).
+/// Short human lines on stderr, and on a terminal one progress line per
+/// run that says what it is doing now (kernel, image, boot, workload with
+/// its samples, dump). One reporter serves every run of the process: the
+/// arms of an A/B lab side by side (each line prefixed with its arm) and
+/// the cells of a matrix (only their start, end and errors are shown).
 pub struct Terminal {
     pub quiet: bool,
-    /// Put before every line, e.g. `baseline: ` when arms run side by side.
-    pub prefix: String,
     /// Every sample, not every tenth (`-v`).
     pub verbose: bool,
+    /// The progress of each run, by (cell, arm).
+    runs: std::collections::HashMap<(Option<String>, Option<String>), Progress>,
+}
+
+/// One run's progress line.
+#[derive(Default)]
+struct Progress {
     bar: Bar,
     workload_t: Option<f64>,
 }
 
 impl Terminal {
-    pub fn new(quiet: bool, label: Option<&str>) -> Terminal {
-        Terminal {
-            quiet,
-            prefix: label.map(|l| format!("{l}: ")).unwrap_or_default(),
-            verbose: ui::get().verbose > 0,
-            bar: Bar::default(),
-            workload_t: None,
-        }
+    pub fn new(quiet: bool) -> Terminal {
+        Terminal { quiet, verbose: ui::get().verbose > 0, runs: Default::default() }
     }
 
     /// The plain line for an event, if it has one.
@@ -211,7 +111,7 @@ impl Terminal {
             Event::KdumpUnavailable { reason } => format!("warning: {reason}"),
             Event::Exhaustion { trigger } => format!("exhaustion: {trigger}"),
             Event::NoExhaustion { within_secs, until_exhaustion } => {
-                format!("{}: the guest did not run out of memory", super::report::no_exhaustion(*within_secs, *until_exhaustion))
+                format!("{}: the guest did not run out of memory", no_exhaustion(*within_secs, *until_exhaustion))
             }
             Event::PanicTriggered { how } => format!("panicking the guest: {how}"),
             Event::DumpWritten { via, path, bytes, secs } => {
@@ -240,18 +140,30 @@ impl Terminal {
 
     /// What the run is doing after this event, for its progress line.
     fn progress(&mut self, s: &Stamped) {
-        let phase = match &s.event {
-            Event::RunStarted { lab, kernel, .. } => {
-                let arm = self.prefix.trim_end_matches(": ");
-                let name = if arm.is_empty() { format!("{lab}@{kernel}") } else { format!("{lab}@{kernel} {arm}") };
-                self.bar = Bar::spinner(&name, "kernel: from the cache or apt-get download");
-                return;
+        let key = (s.cell.clone(), s.arm.clone());
+        if let Event::RunStarted { lab, kernel, .. } = &s.event {
+            // An A/B lab's arms have their own lines: not the lab's.
+            if s.arm.is_some() {
+                self.runs.remove(&(s.cell.clone(), None));
             }
+            let name = match &s.arm {
+                Some(arm) => format!("{lab}@{kernel} {arm}"),
+                None => format!("{lab}@{kernel}"),
+            };
+            self.runs.insert(key, Progress { bar: Bar::spinner(&name, "kernel: from the cache or apt-get download"), workload_t: None });
+            return;
+        }
+        if let Event::RunFinished { .. } = &s.event {
+            self.runs.remove(&key);
+            return;
+        }
+        let Some(p) = self.runs.get_mut(&key) else { return };
+        let phase = match &s.event {
             Event::KernelReady { .. } => "building modules, workload and image",
             Event::ModuleBuilt { .. } => "building the image",
             Event::ImageReady { .. } => "starting QEMU",
             Event::AccelChosen { accel, .. } => {
-                self.bar.message(format!("starting QEMU ({accel})"));
+                p.bar.message(format!("starting QEMU ({accel})"));
                 return;
             }
             Event::BootProfile { .. } => "building the image",
@@ -263,21 +175,21 @@ impl Terminal {
             Event::SnapshotSaved { .. } | Event::SnapshotSaveFailed { .. } | Event::SnapshotEvicted { .. } => "setup",
             Event::KdumpLoaded { .. } | Event::KdumpUnavailable { .. } => "setup",
             Event::ModuleLoaded { name, .. } => {
-                self.bar.message(format!("module {name} loaded"));
+                p.bar.message(format!("module {name} loaded"));
                 return;
             }
             Event::WorkloadStarted { duration_secs, .. } => {
-                self.workload_t = Some(s.t);
-                self.bar.steps(duration_secs.ceil() as u64, "s");
-                self.bar.message("workload");
+                p.workload_t = Some(s.t);
+                p.bar.steps(duration_secs.ceil() as u64, "s");
+                p.bar.message("workload");
                 return;
             }
             Event::Sample { t, mem_available, slab, .. } => {
-                if let Some(w) = self.workload_t {
-                    self.bar.position((t - w).max(0.0) as u64);
+                if let Some(w) = p.workload_t {
+                    p.bar.position((t - w).max(0.0) as u64);
                 }
                 let mib = |b: &Option<u64>| b.map(|b| format!("{:.0}", b as f64 / 1048576.0)).unwrap_or("-".into());
-                self.bar.message(format!("MemAvailable {} MiB, Slab {} MiB", mib(mem_available), mib(slab)));
+                p.bar.message(format!("MemAvailable {} MiB, Slab {} MiB", mib(mem_available), mib(slab)));
                 return;
             }
             Event::WorkloadFinished { .. } => "workload done; stopping",
@@ -287,14 +199,10 @@ impl Terminal {
             Event::Triage { .. } | Event::TriageSkipped { .. } => "stopping the VM",
             Event::Interrupted { .. } => "interrupted: tearing down",
             Event::Teardown { .. } => "writing the report",
-            Event::RunFinished { .. } => {
-                self.bar = Bar::default();
-                return;
-            }
             _ => return,
         };
-        self.bar.spin();
-        self.bar.message(phase);
+        p.bar.spin();
+        p.bar.message(phase);
     }
 }
 
@@ -307,7 +215,10 @@ impl Reporter for Terminal {
             s.event,
             Event::Error { .. } | Event::Interrupted { .. } | Event::CellFinished { .. } | Event::SnapshotFallback { .. } | Event::SnapshotSaveFailed { .. }
         );
-        if self.quiet && !loud {
+        // A matrix cell's run speaks only when it is loud; the cell's own
+        // start and end lines are the matrix's.
+        let quiet = self.quiet || (s.cell.is_some() && !matches!(s.event, Event::CellStarted { .. }));
+        if quiet && !loud {
             return;
         }
         let line = match &s.event {
@@ -327,61 +238,10 @@ impl Reporter for Terminal {
             // The matrix's own lines, as before: `cell <id> started`.
             ui::eprintln(&format!("{cell}{line}"));
         } else {
-            ui::eprintln(&format!("{t} {cell}{}{line}", self.prefix));
+            let prefix = s.arm.as_deref().map(|a| format!("{a}: ")).unwrap_or_default();
+            ui::eprintln(&format!("{t} {cell}{prefix}{line}"));
         }
     }
-}
-
-/// The fan-out to reporters, shared by every task of the run.
-#[derive(Clone)]
-pub struct Events {
-    start: Instant,
-    cell: Option<String>,
-    arm: Option<String>,
-    reporters: Arc<Mutex<Vec<Box<dyn Reporter>>>>,
-}
-
-impl Events {
-    pub fn new(start: Instant) -> Self {
-        Events { start, cell: None, arm: None, reporters: Arc::new(Mutex::new(Vec::new())) }
-    }
-
-    /// The same stream, its events marked as the matrix cell's and the arm's.
-    pub fn within(&self, cell: Option<&str>, arm: Option<&str>) -> Events {
-        Events { cell: cell.map(str::to_string), arm: arm.map(str::to_string), ..self.clone() }
-    }
-
-    pub fn add(&self, r: Box<dyn Reporter>) {
-        self.reporters.lock().unwrap().push(r);
-    }
-
-    /// Seconds since the run started.
-    pub fn now(&self) -> f64 {
-        self.start.elapsed().as_secs_f64()
-    }
-
-    pub fn emit(&self, event: Event) {
-        let stamped =
-            Stamped { schema: SCHEMA, t: round3(self.now()), wall: wall_clock(), cell: self.cell.clone(), arm: self.arm.clone(), event };
-        for r in self.reporters.lock().unwrap().iter_mut() {
-            r.report(&stamped);
-        }
-    }
-}
-
-/// The process's own stream, for what belongs to no one run directory (a
-/// matrix and its cells): the terminal, and JSON lines on stdout in JSON
-/// mode. Its clock starts at the first use.
-pub fn top() -> &'static Events {
-    static TOP: OnceLock<Events> = OnceLock::new();
-    TOP.get_or_init(|| {
-        let e = Events::new(Instant::now());
-        if ui::get().json {
-            e.add(Box::new(JsonStdout));
-        }
-        e.add(Box::new(Terminal::new(ui::get().quiet, None)));
-        e
-    })
 }
 
 /// The first 12 hex digits of a cache key, for terminal lines.
@@ -389,12 +249,3 @@ fn short(key: &str) -> &str {
     &key[..key.len().min(12)]
 }
 
-pub fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
-}
-
-/// RFC 3339 UTC with milliseconds.
-pub fn wall_clock() -> String {
-    let now = time::OffsetDateTime::now_utc();
-    now.format(&time::format_description::well_known::Rfc3339).unwrap_or_default()
-}

@@ -1,0 +1,61 @@
+//! An A/B leak lab's top-level `report.json`: the verdict, the analysis
+//! that made it, and how each arm ended.
+
+use serde::{Deserialize, Serialize};
+
+use super::run::ExhaustionOutcome;
+use crate::analysis::leak::{Floors, LeakAnalysis};
+use crate::dump::DumpRecord;
+use crate::lab::Expect;
+use crate::stats::Verdict;
+use crate::triage::CrashReport;
+
+/// Version 2: per-cache evidence per operation, Holm over caches, looks
+/// with α spending, the smallest detectable leak (version 1 had one
+/// Theil–Sen slope per arm of a metric and a floor per hour).
+pub const SCHEMA: &str = "kernlab.leak-report/2";
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ArmOutcome {
+    pub dir: String,
+    pub exit_code: i32,
+    pub error: Option<String>,
+    /// Failed samples in the arm (its report.json's `sample_gaps`).
+    pub sample_gaps: u64,
+}
+
+/// The top-level `report.json` of an A/B lab.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeakReport {
+    pub schema: String,
+    pub lab: String,
+    pub kernel: String,
+    pub expect: Expect,
+    /// `leak`, `no-leak`, `inconclusive`, or absent when an arm failed.
+    pub verdict: Option<Verdict>,
+    pub expectation_held: Option<bool>,
+    pub exit_code: i32,
+    pub floors: Floors,
+    pub alpha: f64,
+    /// Why the workloads ended: `decided` at a look, or `duration`.
+    pub stopped: String,
+    pub module: ArmOutcome,
+    pub baseline: ArmOutcome,
+    pub analysis: Option<LeakAnalysis>,
+    /// The module arm's vmcore and its triage, when it ran out of memory:
+    /// the crash-time view beside the growth measured during the run; and
+    /// for a lab with an `exhaustion` section, whether it ran out at all.
+    pub crash: Option<CrashView>,
+    pub secs: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+pub struct CrashView {
+    pub dump: Option<DumpRecord>,
+    pub triage: Option<CrashReport>,
+    pub triage_skipped: Option<String>,
+    /// The arm's `exhaustion`: reached, or "no exhaustion within N s".
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub exhaustion: Option<ExhaustionOutcome>,
+}
+

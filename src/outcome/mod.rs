@@ -1,0 +1,113 @@
+//! What runs produce, as types: the event stream ([`event`]), a run's
+//! `report.json` and `manifest.json` ([`run`]), an A/B lab's verdict
+//! ([`leak`]) and a matrix's cells ([`matrix`]). Everything that reads a
+//! run directory back (`kernlab report`, the matrix, the pages) reads these
+//! types with [`read`]; nothing indexes the JSON by key. This layer sits
+//! below the run, the matrix and the reporters, and imports none of them.
+
+pub mod event;
+pub mod leak;
+pub mod matrix;
+pub mod run;
+
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+
+/// A record file with a versioned schema.
+pub trait Record: DeserializeOwned {
+    /// The schema this kernlab writes and reads (`kernlab.report/1`).
+    const SCHEMA: &'static str;
+}
+
+impl Record for run::RunOutcome {
+    const SCHEMA: &'static str = run::SCHEMA;
+}
+impl Record for leak::LeakReport {
+    const SCHEMA: &'static str = leak::SCHEMA;
+}
+impl Record for matrix::MatrixReport {
+    const SCHEMA: &'static str = matrix::SCHEMA;
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReadError {
+    #[error("`{}` does not exist", .0.display())]
+    Missing(PathBuf),
+    #[error("cannot read `{}`", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("cannot parse `{}`: {message}", path.display())]
+    Parse { path: PathBuf, message: String },
+    #[error("`{}` has schema `{found}`, and this kernlab reads `{wanted}`: it was written by another kernlab version; run the lab again (or use the kernlab that wrote it)", path.display())]
+    Schema { path: PathBuf, found: String, wanted: &'static str },
+}
+
+/// Only the `schema` field of a record, to check it before the rest.
+#[derive(Deserialize)]
+struct SchemaOnly {
+    #[serde(default)]
+    schema: Option<String>,
+}
+
+/// The schema named in a record file, if it has one (`Ok(None)`: no file).
+pub fn schema_of(path: &Path) -> Result<Option<String>, ReadError> {
+    let bytes = match std::fs::read(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(ReadError::Io { path: path.into(), source }),
+    };
+    let s: SchemaOnly = serde_json::from_slice(&bytes).map_err(|e| ReadError::Parse { path: path.into(), message: e.to_string() })?;
+    Ok(s.schema)
+}
+
+/// Reads a record, checking its schema first: a file of another schema
+/// version is a clear error, not a half-read value.
+pub fn read<T: Record>(path: &Path) -> Result<T, ReadError> {
+    let bytes = std::fs::read(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => ReadError::Missing(path.into()),
+        _ => ReadError::Io { path: path.into(), source },
+    })?;
+    let parse = |e: serde_json::Error| ReadError::Parse { path: path.into(), message: e.to_string() };
+    let found = serde_json::from_slice::<SchemaOnly>(&bytes).map_err(parse)?.schema.unwrap_or_default();
+    if found != T::SCHEMA {
+        return Err(ReadError::Schema { path: path.into(), found, wanted: T::SCHEMA });
+    }
+    serde_json::from_slice(&bytes).map_err(parse)
+}
+
+/// Reads a manifest (it has no schema field of its own; its fields default).
+pub fn read_manifest(path: &Path) -> Result<run::Manifest, ReadError> {
+    let bytes = std::fs::read(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => ReadError::Missing(path.into()),
+        _ => ReadError::Io { path: path.into(), source },
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| ReadError::Parse { path: path.into(), message: e.to_string() })
+}
+
+/// The events of an `events.jsonl`; a line that is not an event of this
+/// schema (a torn last line of a killed run) is skipped.
+pub fn read_events(text: &str) -> Vec<event::Stamped> {
+    text.lines().filter_map(|l| serde_json::from_str::<event::Stamped>(l).ok()).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_record_of_another_schema_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("report.json");
+        std::fs::write(&p, r#"{"schema": "kernlab.leak-report/1", "lab": "x"}"#).unwrap();
+        let e = read::<leak::LeakReport>(&p).unwrap_err().to_string();
+        assert!(e.contains("kernlab.leak-report/1") && e.contains("kernlab.leak-report/2") && e.contains("report.json"), "{e}");
+        assert!(matches!(read::<leak::LeakReport>(&dir.path().join("none.json")), Err(ReadError::Missing(_))));
+        std::fs::write(&p, "{not json").unwrap();
+        assert!(matches!(read::<leak::LeakReport>(&p), Err(ReadError::Parse { .. })));
+    }
+}

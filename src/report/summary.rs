@@ -1,0 +1,279 @@
+//! The terminal summaries `kernlab run` and `kernlab report` print: a
+//! plain run's, and an A/B lab's verdict with its culprit table.
+
+use std::path::Path;
+
+use crate::analysis::leak::{self, LeakAnalysis};
+use crate::outcome::leak::LeakReport;
+use crate::outcome::run::{ExhaustionOutcome, RunOutcome};
+use crate::stats::Verdict;
+
+/// The terminal summary of a run, as `kernlab run` prints it.
+pub fn run_summary(rep: &RunOutcome, dir: Option<&Path>) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(s, "lab {} on {} ({}): {}", rep.lab, rep.kernel, rep.accel.as_deref().unwrap_or("-"), rep.outcome);
+    let _ = writeln!(
+        s,
+        "  samples {} (gaps {}), boot to SSH {:.2} s, total {:.1} s",
+        rep.samples, rep.sample_gaps, rep.timings.boot_to_ssh, rep.timings.total
+    );
+    for key in ["MemAvailable", "Slab", "SUnreclaim"] {
+        if let Some(v) = rep.meminfo.get(key) {
+            let _ = writeln!(s, "  {key:<13} {:>10} KiB → {:>10} KiB ({:+} KiB)", v.first / 1024, v.last / 1024, v.delta / 1024);
+        }
+    }
+    for g in rep.top_slab_growth.iter().take(3).filter(|g| g.delta_bytes > 0) {
+        let _ = writeln!(s, "  slab {:<24} {:+} KiB ({:+} objects)", g.cache, g.delta_bytes / 1024, g.delta_objs);
+    }
+    if let Some(no) = rep.exhaustion.as_ref().and_then(ExhaustionOutcome::not_reached) {
+        let _ = writeln!(s, "  {no}: the guest did not run out of memory");
+    }
+    if let Some(d) = &rep.dump {
+        let _ = writeln!(s, "  vmcore by {}: {} ({:.1} MiB)", d.via, d.vmcore.display(), d.bytes as f64 / 1048576.0);
+        let _ = writeln!(s, "    {}", d.reason);
+    }
+    if let Some(t) = &rep.triage {
+        if let Some(p) = &t.panic {
+            let _ = writeln!(s, "  crash: {p}");
+        }
+        let top: Vec<String> = t.top_caches.iter().take(4).map(|c| format!("{} {:.1} MiB", c.name, c.bytes as f64 / 1048576.0)).collect();
+        let _ = writeln!(s, "  crash: largest slab caches: {}", top.join(", "));
+    }
+    if let Some(why) = &rep.triage_skipped {
+        let _ = writeln!(s, "  crash triage skipped: {why}");
+    }
+    if let Some(d) = dir {
+        let _ = writeln!(s, "  run directory: {}", d.display());
+    }
+    s
+}
+
+pub fn mib(b: f64) -> String {
+    format!("{:.2} MiB", b / 1048576.0)
+}
+
+/// `95 s`, `6 min`, `17.6 h`, `3.2 days`, `never`.
+pub fn duration(s: f64) -> String {
+    if !s.is_finite() {
+        "never".into()
+    } else if s < 120.0 {
+        format!("{s:.0} s")
+    } else if s < 7200.0 {
+        format!("{:.0} min", s / 60.0)
+    } else if s < 172800.0 {
+        format!("{:.1} h", s / 3600.0)
+    } else {
+        format!("{:.1} days", s / 86400.0)
+    }
+}
+
+/// The verdict and whether it was expected, as words: (`LEAK`, `as expected`).
+pub fn verdict_words(r: &LeakReport) -> (&'static str, &'static str) {
+    let v = match r.verdict {
+        Some(Verdict::Leak) => "LEAK",
+        Some(Verdict::NoLeak) => "NO-LEAK",
+        Some(Verdict::Inconclusive) => "INCONCLUSIVE",
+        None => "no verdict (an arm failed)",
+    };
+    let held = match r.expectation_held {
+        Some(true) => "as expected",
+        Some(false) => "NOT as expected",
+        None => "",
+    };
+    (v, held)
+}
+
+/// The unit of a rate on this basis: `op` or `s`.
+pub fn per(a: &LeakAnalysis) -> &'static str {
+    a.basis.per()
+}
+
+/// `12.3 MiB/h`, or `-`.
+fn per_hour(v: Option<f64>) -> String {
+    v.map(|v| format!("{:.2} MiB/h", v / 1048576.0)).unwrap_or_else(|| "-".into())
+}
+
+/// The analysis as terminal lines (shared by the summary and `kernlab report`):
+/// how it was decided, the metric, the culprit table (module − baseline,
+/// with intervals), what a NO-LEAK rules out, what an INCONCLUSIVE needs,
+/// and time to exhaustion for a LEAK.
+pub fn analysis_lines(a: &LeakAnalysis, stopped: &str) -> Vec<String> {
+    use leak::num;
+    let mut out = Vec::new();
+    let u = per(a);
+    let rate = a.ops_per_s[0].map(|r| format!(" at {r:.0} ops/s")).unwrap_or_default();
+    out.push(format!(
+        "{}: {} (α {} over {} hypotheses and {} look{}; stopped: {stopped})",
+        match a.verdict {
+            Verdict::Leak => "why",
+            Verdict::NoLeak => "why",
+            Verdict::Inconclusive => "undecided",
+        },
+        a.reason,
+        a.alpha,
+        a.family,
+        a.sequential.looks.len(),
+        if a.sequential.looks.len() == 1 { "" } else { "s" }
+    ));
+    if let Some(t) = &a.total {
+        out.push(format!(
+            "{} module − baseline: {} bytes/{u} [{} .. {}], {}{rate}; floor {} bytes/{u}",
+            t.name,
+            num(t.delta),
+            num(t.lower),
+            num(t.upper),
+            per_hour(t.bytes_per_hour.map(|h| h[0])),
+            num(t.floor)
+        ));
+    }
+    let shown: Vec<&leak::Evidence> = a.caches.iter().filter(|c| c.leak || c.bytes[0] > 0.0).take(6).collect();
+    if !shown.is_empty() {
+        // Laid out like crash's `kmem -s`, with the difference beside it.
+        out.push(analysis_lines_header(u));
+        for c in shown {
+            out.push(format!(
+                "{:<22} {:>7.0} {:>15} {:>15} {:>28} {:>10} {:>12} {:>5}",
+                c.name,
+                c.objsize,
+                format!("{:.0}→{:.0}", c.module.first, c.module.last),
+                format!("{:.0}→{:.0}", c.baseline.first, c.baseline.last),
+                format!("{} [{} .. {}]", num(c.delta), num(c.lower), num(c.upper)),
+                num(c.bytes[0]),
+                c.bytes_per_hour.map(|h| format!("{:.2}", h[0] / 1048576.0)).unwrap_or_else(|| "-".into()),
+                if c.leak { "yes" } else { "no" }
+            ));
+        }
+    }
+    if a.verdict != Verdict::Leak {
+        if let Some(d) = &a.detectable {
+            let what = match d.objects {
+                Some(o) => format!("{} objects/{u} ({} bytes/{u}, {})", num(o), num(d.bytes), per_hour(d.bytes_per_hour)),
+                None => format!("{} bytes/{u} ({})", num(d.bytes), per_hour(d.bytes_per_hour)),
+            };
+            out.push(format!(
+                "rules out (80 % power): a leak of {what} in the noisiest cache ({}), {} objects/{u} into a cache of the module's own{}",
+                d.name,
+                num(d.own_cache_objects),
+                d.total_bytes.map(|b| format!(", {} bytes/{u} in {}", num(b), a.metric)).unwrap_or_default()
+            ));
+        }
+    }
+    if let Some(n) = &a.needs {
+        out.push(format!("needs: {n}"));
+    }
+    for e in &a.exhaustion {
+        out.push(format!("exhausts {}: in {} to {}", e.memory, duration(e.fastest_s), duration(e.slowest_s)));
+    }
+    out
+}
+
+/// The culprit table's header for rates per `u` (`op` or `s`).
+fn analysis_lines_header(u: &str) -> String {
+    format!(
+        "{:<22} {:>7} {:>15} {:>15} {:>28} {:>10} {:>12} {:>5}",
+        "CACHE",
+        "OBJSIZE",
+        "MODULE OBJS",
+        "BASELINE OBJS",
+        format!("Δ OBJS/{} [interval]", u.to_uppercase()),
+        format!("Δ BYTES/{}", u.to_uppercase()),
+        "Δ MiB/H",
+        "LEAK"
+    )
+}
+
+/// The terminal summary of an A/B lab, as `kernlab run` prints it.
+pub fn leak_summary(r: &LeakReport, dir: &Path) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let (v, held) = verdict_words(r);
+    let v = if held.is_empty() { v.to_string() } else { format!("{v} {held}") };
+    let _ = writeln!(s, "lab {} on {}: {v} (expect {:?}, exit {})", r.lab, r.kernel, r.expect, r.exit_code);
+    if let Some(a) = &r.analysis {
+        for line in analysis_lines(a, &r.stopped) {
+            let _ = writeln!(s, "  {line}");
+        }
+        if r.module.sample_gaps + r.baseline.sample_gaps > 0 {
+            let _ = writeln!(
+                s,
+                "  sample gaps: module {} of {}, baseline {} of {} (the fits use the samples' own times)",
+                r.module.sample_gaps,
+                a.samples[0] as u64 + r.module.sample_gaps,
+                r.baseline.sample_gaps,
+                a.samples[1] as u64 + r.baseline.sample_gaps
+            );
+        }
+    }
+    if let Some(c) = &r.crash {
+        if let Some(no) = c.exhaustion.as_ref().and_then(ExhaustionOutcome::not_reached) {
+            let _ = writeln!(s, "  module arm: {no}: no vmcore");
+        }
+        if let Some(d) = &c.dump {
+            let _ = writeln!(s, "  vmcore by {}: {} ({:.1} MiB)", d.via, d.vmcore.display(), d.bytes as f64 / 1048576.0);
+        }
+        if let Some(t) = &c.triage {
+            if let Some(p) = &t.panic {
+                let _ = writeln!(s, "  crash: {p}");
+            }
+            let caches: Vec<String> = t.top_caches.iter().take(4).map(|c| format!("{} {}", c.name, mib(c.bytes as f64))).collect();
+            let _ = writeln!(s, "  crash: largest slab caches at the panic: {}", caches.join(", "));
+        }
+        if let Some(why) = &c.triage_skipped {
+            let _ = writeln!(s, "  crash triage skipped: {why}");
+        }
+    }
+    let _ = writeln!(s, "  run directory: {}", dir.display());
+    s
+}
+
+#[cfg(test)]
+mod readme {
+    /// The line shapes the A/B summary prints: the prefix of each kind of
+    /// line, or the whole table header.
+    fn shapes() -> Vec<String> {
+        let mut v: Vec<String> = ["lab ", "  why: ", "  undecided: ", "  rules out (80 % power): ", "  needs: ", "  exhausts ", "  vmcore by ", "  crash: ", "  crash triage skipped: ", "  sample gaps: ", "  module arm: ", "  run directory: "]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        v.push("  slab module − baseline: ".into());
+        v.push("  sunreclaim module − baseline: ".into());
+        v
+    }
+
+    /// Every A/B output block in the README (a fenced block whose first
+    /// line is `lab … : LEAK|NO-LEAK|INCONCLUSIVE …`) has only lines this
+    /// code prints: a block pasted from an older kernlab fails here.
+    #[test]
+    fn the_readme_output_blocks_are_what_the_summary_prints() {
+        let readme = include_str!("../../README.md");
+        let header = super::analysis_lines_header("op");
+        let mut blocks = 0;
+        for block in readme.split("```").skip(1).step_by(2) {
+            let body = block.trim_start_matches(|c: char| c != '\n').trim_start_matches('\n');
+            let first = body.lines().next().unwrap_or("");
+            if !(first.starts_with("lab ") && [": LEAK", ": NO-LEAK", ": INCONCLUSIVE"].iter().any(|v| first.contains(v))) {
+                continue;
+            }
+            blocks += 1;
+            let mut in_table = false;
+            for line in body.lines() {
+                if line.trim().is_empty() {
+                    continue;
+                }
+                if line == format!("  {header}") {
+                    in_table = true;
+                    continue;
+                }
+                let known = shapes().iter().any(|p| line.starts_with(p.as_str()));
+                if known {
+                    in_table = false;
+                    continue;
+                }
+                // A culprit table row: the cache name, then eight columns.
+                assert!(in_table && line.starts_with("  ") && line.split_whitespace().count() >= 8, "README line not printed by this kernlab:\n{line}\nin block:\n{body}");
+            }
+        }
+        assert!(blocks >= 2, "the README shows at least the leak lab's and the leak-to-crash lab's output ({blocks} found)");
+    }
+}
