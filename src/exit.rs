@@ -1,4 +1,4 @@
-//! kernlab's exit codes, documented in the README. Scripts and CI rely on
+//! kernlab's exit codes, documented in docs/exit-codes.md. Scripts and CI rely on
 //! them; change none without a major version.
 
 /// The run completed and the lab's expectation held.

@@ -1,4 +1,4 @@
-//! The `kernlab` command line. Exit codes are in `kernlab::exit` and the README.
+//! The `kernlab` command line. Exit codes are in `kernlab::exit` and docs/exit-codes.md.
 
 use std::path::PathBuf;
 use std::process::ExitCode;

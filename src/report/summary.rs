@@ -241,15 +241,18 @@ mod readme {
         v
     }
 
-    /// Every A/B output block in the README (a fenced block whose first
-    /// line is `lab … : LEAK|NO-LEAK|INCONCLUSIVE …`) has only lines this
-    /// code prints: a block pasted from an older kernlab fails here.
+    /// The pages that show A/B outputs: the README (the leak lab), the
+    /// method (the no-leak lab, calibration) and dumps (leak-to-crash).
+    const PAGES: [&str; 3] = [include_str!("../../README.md"), include_str!("../../docs/method.md"), include_str!("../../docs/dumps.md")];
+
+    /// Every A/B output block in the README and the docs (a fenced block
+    /// whose first line is `lab … : LEAK|NO-LEAK|INCONCLUSIVE …`) has only
+    /// lines this code prints: a block pasted from an older kernlab fails here.
     #[test]
     fn the_readme_output_blocks_are_what_the_summary_prints() {
-        let readme = include_str!("../../README.md");
         let header = super::analysis_lines_header("op");
         let mut blocks = 0;
-        for block in readme.split("```").skip(1).step_by(2) {
+        for block in PAGES.iter().flat_map(|page| page.split("```").skip(1).step_by(2)) {
             let body = block.trim_start_matches(|c: char| c != '\n').trim_start_matches('\n');
             let first = body.lines().next().unwrap_or("");
             if !(first.starts_with("lab ") && [": LEAK", ": NO-LEAK", ": INCONCLUSIVE"].iter().any(|v| first.contains(v))) {
@@ -271,9 +274,9 @@ mod readme {
                     continue;
                 }
                 // A culprit table row: the cache name, then eight columns.
-                assert!(in_table && line.starts_with("  ") && line.split_whitespace().count() >= 8, "README line not printed by this kernlab:\n{line}\nin block:\n{body}");
+                assert!(in_table && line.starts_with("  ") && line.split_whitespace().count() >= 8, "README or docs line not printed by this kernlab:\n{line}\nin block:\n{body}");
             }
         }
-        assert!(blocks >= 2, "the README shows at least the leak lab's and the leak-to-crash lab's output ({blocks} found)");
+        assert!(blocks >= 2, "the README and docs/dumps.md show at least the leak lab's and the leak-to-crash lab's output ({blocks} found)");
     }
 }
