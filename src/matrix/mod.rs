@@ -375,10 +375,28 @@ fn lost_cell(c: Cell, out: PathBuf, why: String) -> CellResult {
 /// Every cell has a result: one whose run panics is an error cell (exit
 /// 101) with the panic's message.
 pub async fn run_cells(cells: Vec<Cell>, dir: &Path, slots: usize, kernel_dirs: Vec<PathBuf>, events: &Events, cancel: CancellationToken) -> Vec<CellResult> {
+    let runner = |opts: RunOptions, stream: Events, cancel: CancellationToken| async move { run::run(opts, &stream, cancel).await };
+    run_cells_with(cells, dir, slots, kernel_dirs, events, cancel, runner).await
+}
+
+/// [`run_cells`] with the run itself given: `runner` runs one cell's lab.
+pub async fn run_cells_with<F, Fut>(
+    cells: Vec<Cell>,
+    dir: &Path,
+    slots: usize,
+    kernel_dirs: Vec<PathBuf>,
+    events: &Events,
+    cancel: CancellationToken,
+    runner: F,
+) -> Vec<CellResult>
+where
+    F: Fn(RunOptions, Events, CancellationToken) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = run::RunEnd> + Send,
+{
     let sem = Arc::new(tokio::sync::Semaphore::new(slots));
     let mut tasks = Vec::new();
     for c in cells {
-        let (sem, dir, kernel_dirs, cancel) = (sem.clone(), dir.to_path_buf(), kernel_dirs.clone(), cancel.clone());
+        let (sem, dir, kernel_dirs, cancel, runner) = (sem.clone(), dir.to_path_buf(), kernel_dirs.clone(), cancel.clone(), runner.clone());
         let stream = events.within(Some(&c.id), None);
         let out = dir.join("cells").join(&c.id);
         let (cell, cell_out, cell_stream) = (c.clone(), out.clone(), stream.clone());
@@ -388,8 +406,10 @@ pub async fn run_cells(cells: Vec<Cell>, dir: &Path, slots: usize, kernel_dirs: 
             let start = Instant::now();
             stream.emit(Event::CellStarted { lab: c.lab.clone(), kernel: c.kernel.clone() });
             let opts = RunOptions { lab_file: c.lab_file.clone(), out: Some(out.clone()), kernel_dirs, kernel: Some(c.kernel.clone()), duration: None };
-            let end = run::run(opts, &stream, cancel).await;
-            cell_result(c, out, &end, start.elapsed().as_secs_f64())
+            let end = runner(opts, stream.clone(), cancel).await;
+            let r = cell_result(c, out, &end, start.elapsed().as_secs_f64());
+            cell_finished(&stream, &r);
+            r
         });
         tasks.push((task, cell, cell_out, cell_stream));
     }
@@ -402,19 +422,24 @@ pub async fn run_cells(cells: Vec<Cell>, dir: &Path, slots: usize, kernel_dirs: 
                     Ok(p) => format!("the cell's run panicked: {}", panic_text(&*p)),
                     Err(e) => format!("the cell's run was lost: {e}"),
                 };
-                lost_cell(cell, out, why)
+                let r = lost_cell(cell, out, why);
+                cell_finished(&stream, &r);
+                r
             }
         };
-        stream.emit(Event::CellFinished {
-            verdict: r.verdict.clone(),
-            exit_code: r.exit_code,
-            secs: round3(r.secs),
-            error: r.error.clone().or_else(|| r.reason.clone()),
-            dir: r.dir.display().to_string(),
-        });
         results.push(r);
     }
     results
+}
+
+fn cell_finished(stream: &Events, r: &CellResult) {
+    stream.emit(Event::CellFinished {
+        verdict: r.verdict.clone(),
+        exit_code: r.exit_code,
+        secs: round3(r.secs),
+        error: r.error.clone().or_else(|| r.reason.clone()),
+        dir: r.dir.display().to_string(),
+    });
 }
 
 /// The message of a panic payload.
@@ -639,6 +664,41 @@ mod tests {
         std::fs::write(d.path().join("report.json"), r#"{"schema": "other", "cells": []}"#).unwrap();
         let e = crate::outcome::read::<MatrixReport>(&d.path().join("report.json")).unwrap_err().to_string();
         assert!(e.contains("`other`") && e.contains(SCHEMA), "{e}");
+    }
+
+    /// Collects the stream's events.
+    struct Collect(Arc<std::sync::Mutex<Vec<crate::outcome::event::Stamped>>>);
+    impl crate::outcome::event::Reporter for Collect {
+        fn report(&mut self, e: &crate::outcome::event::Stamped) {
+            self.0.lock().unwrap().push(e.clone());
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cell_whose_run_panics_is_an_error_cell_in_every_output() {
+        let d = tempfile::tempdir().unwrap();
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let events = Events::new(Instant::now());
+        events.add(Box::new(Collect(seen.clone())));
+        let cells = cells(2);
+        let runner = |opts: RunOptions, _: Events, _: CancellationToken| async move {
+            if opts.kernel.as_deref() == Some("k1") {
+                panic!("boom in the cell");
+            }
+            run::RunEnd { dir: opts.out, exit_code: exit::OK, error: None, outcome: None }
+        };
+        let results = run_cells_with(cells, d.path(), 2, vec![], &events, CancellationToken::new(), runner).await;
+        assert_eq!(results.len(), 2, "no cell vanishes");
+        let lost = results.iter().find(|r| r.kernel == "k1").unwrap();
+        assert_eq!((lost.exit_code, lost.verdict.as_str()), (exit::INFRA, "error"));
+        assert!(lost.error.as_deref().unwrap().contains("panicked: boom in the cell"), "{lost:?}");
+        let finished: Vec<_> = seen.lock().unwrap().iter().filter(|s| matches!(s.event, Event::CellFinished { .. })).map(|s| s.cell.clone().unwrap()).collect();
+        assert_eq!(finished.len(), 2, "the lost cell's end is an event too: {finished:?}");
+        let report = report("m", results, None, None, None);
+        assert_eq!(report.exit_code, exit::INFRA);
+        let x = junit("m", &report.cells);
+        assert!(x.contains("<error") && x.contains("boom in the cell"), "{x}");
+        assert!(ktap(&report.cells).contains("not ok") && table(&report.cells).contains("error (101)"));
     }
 
     #[test]

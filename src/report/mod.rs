@@ -389,6 +389,17 @@ mod tests {
     }
 
     #[test]
+    fn a_run_directory_of_an_older_schema_is_a_clear_error() {
+        let d = tempfile::tempdir().unwrap();
+        for arm in ["module", "baseline"] {
+            std::fs::create_dir_all(d.path().join(arm)).unwrap();
+        }
+        std::fs::write(d.path().join("report.json"), r#"{"schema": "kernlab.leak-report/1", "verdict": "leak"}"#).unwrap();
+        let e = crate::util::error_chain(&rebuild(d.path()).unwrap_err());
+        assert!(e.contains("kernlab.leak-report/1") && e.contains(crate::outcome::leak::SCHEMA) && e.contains("report.json"), "{e}");
+    }
+
+    #[test]
     fn a_failed_render_is_a_warning_not_a_panic() {
         write_or_warn(Path::new("/x"), || panic!("boom"));
         write_or_warn(Path::new("/x"), || Err(ReportError::NotARun("/x".into())));

@@ -1,0 +1,132 @@
+//! `kernlab bench boot` and `kernlab bench samples`.
+
+use std::path::PathBuf;
+
+use super::fail;
+use crate::exit;
+
+pub fn bench_samples(run: &std::path::Path) -> i32 {
+    use crate::analysis::leak::{self, ArmSeries};
+    let lab = match crate::lab::load(&run.join("lab.yaml")) {
+        Ok(l) => l,
+        Err(e) => return fail(&e),
+    };
+    if lab.leak.is_none() {
+        eprintln!("kernlab: `{}` is not an A/B leak run (its lab has no `leak` section)", run.display());
+        return exit::USAGE;
+    };
+    let read = |arm: &str| {
+        let f = |n: &str| std::fs::read_to_string(run.join(arm).join("samples").join(n)).unwrap_or_default();
+        ArmSeries::parse(&f("meminfo.csv"), &f("slabinfo.csv"), &f("ops.csv"))
+    };
+    let (a, b) = (read("module"), read("baseline"));
+    let full = leak::analyze(&a, &b, &crate::run::ab::policy_of(&lab), true);
+    let interval = lab.monitor.interval.as_secs_f64();
+    let q = &full.sequential;
+    for (k, l) in q.looks.iter().enumerate() {
+        println!("{}: look {} of {} planned: {} samples per arm ({:.0} s of workload), α {:.2e} → {:?}", lab.name, k + 1, q.planned.len(), l.samples, (l.samples.saturating_sub(1)) as f64 * interval, l.alpha, l.verdict);
+    }
+    let l = &q.looks[q.decided_at.min(q.looks.len().saturating_sub(1))];
+    println!(
+        "{}: verdict {:?} at look {} ({} samples per arm, {:.0} s of workload at a {interval} s interval){}",
+        lab.name,
+        full.verdict,
+        q.decided_at + 1,
+        l.samples,
+        (l.samples.saturating_sub(1)) as f64 * interval,
+        if q.early { ", before the planned duration" } else { "" }
+    );
+    exit::OK
+}
+
+pub fn bench_boot(mut kernels: Vec<String>, runs: usize, profiles: Vec<String>, boots: Option<usize>, fast_boot: bool, warm: bool, dirs: &[PathBuf]) -> i32 {
+    use crate::bench::Profile;
+    if kernels.is_empty() {
+        kernels = vec!["debian-6.1.0-54-cloud-amd64".into(), "debian-6.1.0-54-amd64".into()];
+    }
+    let profiles: Vec<Profile> = if profiles.is_empty() {
+        Profile::ALL.to_vec()
+    } else {
+        match profiles.iter().map(|p| Profile::parse(p)).collect::<Result<_, _>>() {
+            Ok(p) => p,
+            Err(e) => {
+                eprintln!("kernlab: --profile: {e}");
+                return exit::USAGE;
+            }
+        }
+    };
+    let work = match tempfile::tempdir() {
+        Ok(w) => w,
+        Err(e) => return fail(&e),
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    if let Some(n) = boots {
+        return match rt.block_on(crate::bench::hang_check(&kernels, &profiles, n, warm, work.path(), dirs)) {
+            Ok(rows) => {
+                println!("hang check: {n} {} boots per kernel and profile, accel as chosen by `auto`", if warm { "restored" } else { "cold" });
+                println!("{:<36} {:<16} {:>6} {:>8} {:>7} {:>9} {:>14} {:>11}", "kernel", "profile", "boots", "retried", "failed", "restored", "first cmd med", "max");
+                for r in &rows {
+                    println!(
+                        "{:<36} {:<16} {:>6} {:>8} {:>7} {:>9} {:>14.2} {:>11.2}",
+                        r.kernel,
+                        r.profile.name(),
+                        r.boots,
+                        r.retried,
+                        r.failed,
+                        if r.warm { r.restored.to_string() } else { "-".into() },
+                        r.first_command_median_s,
+                        r.first_command_max_s
+                    );
+                    for e in &r.errors {
+                        println!("  {e}");
+                    }
+                }
+                println!("{}", serde_json::to_string(&rows).unwrap_or_default());
+                // Failed runs keep their directories for a look.
+                if rows.iter().any(|r| r.failed > 0) {
+                    let _ = work.keep();
+                }
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("kernlab: {e}");
+                exit::INFRA
+            }
+        };
+    }
+    match rt.block_on(crate::bench::boot(&kernels, &profiles, fast_boot, runs, work.path(), dirs)) {
+        Ok(rows) => {
+            println!("median of {runs} runs, accel as chosen by `auto`, fast-boot flags {}; warm = restored from the snapshot", if fast_boot { "on" } else { "off" });
+            println!("bare = the same kernel, machine and command line booting a bare busybox initramfs that powers off (the design notes' floor)");
+            println!(
+                "{:<36} {:<16} {:>7} {:>7} {:>8} {:>8} {:>6} {:>6} {:>9} {:>7} {:>6} {:>8} {:>8}",
+                "kernel", "profile", "bare s", "init s", "banner s", "first s", "/bare", "/init", "run→QEMU", "retries", "warm s", "w/bare", "restored"
+            );
+            for r in &rows {
+                println!(
+                    "{:<36} {:<16} {:>7.2} {:>7.2} {:>8.2} {:>8.2} {:>6.2} {:>6.2} {:>9.3} {:>7} {:>6.2} {:>8.2} {:>8}",
+                    r.kernel,
+                    r.profile.name(),
+                    r.bare_floor_s,
+                    r.floor_s,
+                    r.ssh_banner_s,
+                    r.first_command_s,
+                    r.ratio_first_command_to_bare_floor,
+                    r.ratio_first_command_to_floor,
+                    r.run_to_qemu_start_s,
+                    r.retries,
+                    r.warm_first_command_s,
+                    r.ratio_warm_first_command_to_bare_floor,
+                    format!("{}/{runs}", r.warm_restored)
+                );
+            }
+            println!("{}", serde_json::to_string(&rows).unwrap_or_default());
+            exit::OK
+        }
+        Err(e) => {
+            eprintln!("kernlab: {e}");
+            exit::INFRA
+        }
+    }
+}
+

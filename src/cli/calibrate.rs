@@ -1,0 +1,69 @@
+//! `kernlab calibrate`: A/A runs of a leak lab, and its false-LEAK rate.
+
+use std::path::PathBuf;
+
+use tokio_util::sync::CancellationToken;
+
+use super::{fail, outputs, spawn_signal_handler};
+use crate::exit;
+
+pub fn calibrate(lab_file: &std::path::Path, runs: usize, arms: &str, duration: Option<std::time::Duration>, out: Option<PathBuf>, kernel_dirs: Vec<PathBuf>, quiet: bool) -> i32 {
+    use crate::calibrate::{self, Arms};
+    let Some(arms) = Arms::parse(arms) else {
+        eprintln!("kernlab: --arms {arms:?}: must be `baseline`, `module` or `lab`");
+        return exit::USAGE;
+    };
+    if runs == 0 {
+        eprintln!("kernlab: --runs must be at least 1");
+        return exit::USAGE;
+    }
+    let lab = match crate::lab::load(lab_file) {
+        Ok(l) => l,
+        Err(e) => return fail(&e),
+    };
+    if lab.leak.is_none() {
+        eprintln!("kernlab: {}: calibration needs a leak lab (one with a `leak` section)", lab_file.display());
+        return exit::USAGE;
+    }
+    let out = out.unwrap_or_else(|| {
+        let stamp = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default().replace(':', "");
+        PathBuf::from("runs").join(format!("{}-calibration", lab.name)).join(stamp)
+    });
+    if let Err(e) = std::fs::create_dir_all(&out) {
+        eprintln!("kernlab: cannot create {}: {e}", out.display());
+        return exit::INFRA;
+    }
+    let aa = calibrate::aa_lab(&lab, lab_file, arms);
+    let aa_file = out.join("aa.yaml");
+    if let Err(e) = std::fs::write(&aa_file, aa.to_yaml()) {
+        eprintln!("kernlab: cannot write {}: {e}", aa_file.display());
+        return exit::INFRA;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let events = outputs(quiet, false);
+    rt.block_on(async move {
+        let cancel = CancellationToken::new();
+        spawn_signal_handler(cancel.clone());
+        let start = std::time::Instant::now();
+        let mut results = Vec::new();
+        for k in 1..=runs {
+            let dir = out.join(format!("run-{k:02}"));
+            let t = std::time::Instant::now();
+            let end = crate::run::run(crate::run::RunOptions { lab_file: aa_file.clone(), out: Some(dir.clone()), kernel_dirs: kernel_dirs.clone(), kernel: None, duration }, &events, cancel.clone()).await;
+            let (r, an) = calibrate::read_run(&dir, end.exit_code, t.elapsed().as_secs_f64());
+            crate::ui::human(&format!("calibration run {k} of {runs}: {}\n", r.verdict.map(|v| format!("{v:?}")).unwrap_or_else(|| format!("failed: {}", end.error.as_deref().unwrap_or("?")))));
+            results.push((r, an));
+            if end.exit_code == exit::INTERRUPTED {
+                break;
+            }
+        }
+        let c = calibrate::summarise(&lab.name, arms, results, start.elapsed().as_secs_f64());
+        crate::ui::human(&calibrate::render(&c));
+        match calibrate::write(&out, &c) {
+            Ok(p) => crate::ui::human(&format!("  written: {}\n", p.display())),
+            Err(e) => eprintln!("kernlab: cannot write calibration.json: {e}"),
+        }
+        if c.verdicts[3] > 0 { exit::INFRA } else if c.false_leaks > 0 { exit::EXPECTATION_FAILED } else { exit::OK }
+    })
+}
+

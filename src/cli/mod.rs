@@ -1,0 +1,111 @@
+//! The commands behind `kernlab`'s command line (`src/main.rs` parses it):
+//! each builds its inputs, runs with the process's one event stream
+//! ([`outputs`]) and returns the exit code (`crate::exit`,
+//! docs/exit-codes.md).
+
+mod bench;
+mod calibrate;
+mod doctor;
+mod kernels;
+mod matrix;
+mod triage;
+
+pub use bench::{bench_boot, bench_samples};
+pub use calibrate::calibrate;
+pub use doctor::doctor;
+pub use kernels::{kernel_fetch, kernel_list};
+pub use matrix::{matrix, merge};
+pub use triage::triage;
+
+use std::path::PathBuf;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::outcome::event::Events;
+use crate::exit;
+
+pub fn fail(e: &dyn std::error::Error) -> i32 {
+    eprintln!("kernlab: {}", crate::util::error_causes(e));
+    exit::USAGE
+}
+
+pub fn registry(dirs: &[PathBuf]) -> Result<crate::kernel::Registry, crate::kernel::DescriptorError> {
+    let mut all = dirs.to_vec();
+    all.extend(crate::kernel::descriptor_dirs(None));
+    crate::kernel::Registry::load(&all)
+}
+
+pub fn report(dir: &std::path::Path) -> i32 {
+    match crate::report::rebuild(dir) {
+        Ok(r) => {
+            print!("{}", r.summary);
+            println!("  report: {}", r.html.display());
+            exit::OK
+        }
+        Err(e @ (crate::report::ReportError::Write { .. } | crate::report::ReportError::Read { .. })) => {
+            fail(&e);
+            exit::INFRA
+        }
+        Err(e) => fail(&e),
+    }
+}
+
+/// The process's one event stream and every output on it: the terminal
+/// (quiet: errors and warnings only), JSON lines on stdout in JSON mode,
+/// each run directory's `events.jsonl` and page, `kernlab run`'s summary,
+/// a matrix's JUnit, KTAP, page and table.
+pub fn outputs(quiet: bool, summaries: bool) -> Events {
+    use crate::report::{outputs, terminal};
+    let events = Events::new(std::time::Instant::now());
+    events.add(Box::new(outputs::RunLogs::default()));
+    if crate::ui::get().json {
+        events.add(Box::new(terminal::JsonStdout));
+    }
+    events.add(Box::new(terminal::Terminal::new(quiet)));
+    events.add(Box::new(outputs::Pages::default()));
+    if summaries {
+        events.add(Box::new(outputs::Summaries::default()));
+    }
+    events.add(Box::new(outputs::MatrixOutputs));
+    events
+}
+
+pub fn run_lab(lab: PathBuf, out: Option<PathBuf>, kernel: Option<String>, duration: Option<std::time::Duration>, kernel_dirs: Vec<PathBuf>, quiet: bool) -> i32 {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let events = outputs(quiet, true);
+    rt.block_on(async move {
+        let cancel = CancellationToken::new();
+        spawn_signal_handler(cancel.clone());
+        let end = crate::run::run(crate::run::RunOptions { lab_file: lab, out, kernel_dirs, kernel, duration }, &events, cancel).await;
+        if let Some(e) = &end.error {
+            crate::ui::eprintln(&format!("kernlab: {e}"));
+        }
+        end.exit_code
+    })
+}
+
+/// First SIGINT/SIGTERM: cancel the run, which tears down and keeps what it
+/// has. Second: kill every QEMU now and exit.
+pub fn spawn_signal_handler(cancel: CancellationToken) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+            return;
+        };
+        let mut seen = 0;
+        loop {
+            tokio::select! {
+                _ = int.recv() => {},
+                _ = term.recv() => {},
+            }
+            seen += 1;
+            if seen == 1 {
+                cancel.cancel();
+            } else {
+                eprintln!("kernlab: second signal: killing every VM now");
+                crate::qemu::process::kill_all();
+                std::process::exit(exit::INTERRUPTED);
+            }
+        }
+    });
+}

@@ -1,0 +1,63 @@
+//! `kernlab triage`: read a vmcore with `crash`.
+
+use std::path::PathBuf;
+
+use super::{fail, registry};
+use crate::cache::Cache;
+use crate::exit;
+
+pub fn triage(vmcore: &std::path::Path, name: &str, out: Option<PathBuf>, dirs: &[PathBuf]) -> i32 {
+    if !vmcore.is_file() {
+        eprintln!("kernlab: vmcore `{}` is not a readable file", vmcore.display());
+        return exit::USAGE;
+    }
+    let desc = match registry(dirs).and_then(|r| r.get(name).cloned()) {
+        Ok(d) => d,
+        Err(e) => return fail(&e),
+    };
+    let out = out.unwrap_or_else(|| {
+        let stamp = time::OffsetDateTime::now_utc()
+            .format(time::macros::format_description!("[year][month][day]T[hour][minute][second]Z"))
+            .unwrap_or_default();
+        PathBuf::from(format!("triage-{stamp}"))
+    });
+    if let Err(e) = crate::util::fsx::private_dir(&out) {
+        return fail(&e);
+    }
+    let infra = |e: &dyn std::error::Error| {
+        fail(e);
+        exit::INFRA
+    };
+    let cache = match Cache::from_env() {
+        Ok(c) => c,
+        Err(e) => return infra(&e),
+    };
+    let kernel = match crate::kernel::fetch(&cache, &desc) {
+        Ok(k) => k,
+        Err(e) => return infra(&e),
+    };
+    let vmlinux = match crate::triage::debug_vmlinux(&cache, &desc, &kernel) {
+        Ok(v) => v,
+        Err(e) => return infra(&e),
+    };
+    let report = match crate::triage::run_crash(&kernel.name, &vmlinux, vmcore, &out.join("crash.txt")) {
+        Ok(r) => r,
+        Err(e) => return infra(&e),
+    };
+    let _ = crate::util::fsx::write_atomic(&out.join("triage.json"), &serde_json::to_vec_pretty(&report).unwrap_or_default());
+    println!("vmcore {} (kernel {}), read by crash in {:.1} s", vmcore.display(), kernel.name, report.secs);
+    if let Some(p) = &report.panic {
+        println!("  panic: {p}");
+    }
+    println!("  memory (kmem -i):");
+    for (label, bytes) in &report.memory {
+        println!("    {label:<12} {:>10.1} MiB", *bytes as f64 / 1048576.0);
+    }
+    println!("  largest slab caches (kmem -s):");
+    for c in &report.top_caches {
+        println!("    {:<28} {:>10.1} MiB  {:>9} objects of {} B", c.name, c.bytes as f64 / 1048576.0, c.allocated, c.objsize);
+    }
+    println!("  full text: {}", out.join("crash.txt").display());
+    exit::OK
+}
+
