@@ -21,9 +21,10 @@ use crate::outcome::run::RunOutcome;
 use crate::stats::Verdict;
 use crate::util::fsx;
 
-/// The dump part of an arm's report.json, if it took one.
-fn crash_view(arm_dir: &Path) -> Option<CrashView> {
-    let r: crate::outcome::run::RunOutcome = crate::outcome::read(&arm_dir.join("report.json")).ok()?;
+/// The dump part of the module arm's outcome, if it took one or watched
+/// for exhaustion.
+fn crash_view(r: Option<&RunOutcome>) -> Option<CrashView> {
+    let r = r?.clone();
     let v = CrashView { dump: r.dump, triage: r.triage, triage_skipped: r.triage_skipped, exhaustion: r.exhaustion };
     (v.dump.is_some() || v.exhaustion.is_some()).then_some(v)
 }
@@ -77,9 +78,10 @@ pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) 
         dir: dir.display().to_string(),
         exit_code: r.exit_code,
         error: r.error.clone(),
-        sample_gaps: arm_gaps(dir),
+        sample_gaps: r.outcome.as_ref().map_or(0, |o| o.sample_gaps),
     };
-    let report = assemble(&arm.lab, outcome(&ra, &a_dir), outcome(&rb, &b_dir), &a_dir, &b_dir, start.elapsed().as_secs_f64());
+    let crash = crash_view(ra.outcome.as_ref());
+    let report = assemble(&arm.lab, outcome(&ra, &a_dir), outcome(&rb, &b_dir), crash, &a_dir, &b_dir, start.elapsed().as_secs_f64());
     let exit_code = report.exit_code;
     let failed = [&ra, &rb].into_iter().any(|r| r.exit_code != exit::OK);
     let _ = fsx::write_atomic(&top.join("report.json"), &serde_json::to_vec_pretty(&report).unwrap_or_default());
@@ -106,11 +108,6 @@ pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) 
     };
     stream.emit(Event::RunFinished { outcome: outcome.into(), exit_code });
     RunEnd { dir: Some(top.path.clone()), exit_code, error, outcome: None }
-}
-
-/// An arm's failed samples, from the report.json it wrote when it ended.
-fn arm_gaps(dir: &Path) -> u64 {
-    crate::outcome::read::<RunOutcome>(&dir.join("report.json")).map(|r| r.sample_gaps).unwrap_or(0)
 }
 
 /// The analysis policy of a leak lab: its floors and α, and the looks
@@ -181,7 +178,7 @@ async fn watch_looks(lab: Lab, a_dir: PathBuf, b_dir: PathBuf, decided: Cancella
 
 /// The report of the two arms, from what they left on disk (the samples)
 /// and how each ended: an arm that failed leaves no verdict.
-fn assemble(lab: &Lab, module: ArmOutcome, baseline: ArmOutcome, a_dir: &Path, b_dir: &Path, secs: f64) -> LeakReport {
+fn assemble(lab: &Lab, module: ArmOutcome, baseline: ArmOutcome, crash: Option<CrashView>, a_dir: &Path, b_dir: &Path, secs: f64) -> LeakReport {
     let policy = lab.leak.clone().expect("assemble is called for leak labs");
     let failed = [module.exit_code, baseline.exit_code].into_iter().find(|c| *c != exit::OK);
     let (analysis, verdict, held, exit_code) = if let Some(code) = failed {
@@ -221,7 +218,7 @@ fn assemble(lab: &Lab, module: ArmOutcome, baseline: ArmOutcome, a_dir: &Path, b
         module,
         baseline,
         analysis,
-        crash: crash_view(a_dir),
+        crash,
         secs,
     }
 }
@@ -236,17 +233,21 @@ pub fn recover(top: &Path) -> Result<LeakReport, crate::lab::LabError> {
         let dir = top.join(name);
         let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
         match crate::outcome::read::<RunOutcome>(&dir.join("report.json")) {
-            Ok(r) => ArmOutcome { exit_code: r.exit_code, error: r.error, sample_gaps: r.sample_gaps, dir: dir.display().to_string() },
-            Err(e) => ArmOutcome {
-                exit_code: exit::INFRA,
-                error: Some(format!("the {name} arm left no report (it did not finish): {e}")),
-                sample_gaps: 0,
-                dir: dir.display().to_string(),
-            },
+            Ok(r) => (ArmOutcome { exit_code: r.exit_code, error: r.error.clone(), sample_gaps: r.sample_gaps, dir: dir.display().to_string() }, Some(r)),
+            Err(e) => (
+                ArmOutcome {
+                    exit_code: exit::INFRA,
+                    error: Some(format!("the {name} arm left no report (it did not finish): {e}")),
+                    sample_gaps: 0,
+                    dir: dir.display().to_string(),
+                },
+                None,
+            ),
         }
     };
-    let (module, baseline) = (arm("module"), arm("baseline"));
-    Ok(assemble(&lab, module, baseline, &top.join("module"), &top.join("baseline"), 0.0))
+    let ((module, m), (baseline, _)) = (arm("module"), arm("baseline"));
+    let crash = crash_view(m.as_ref());
+    Ok(assemble(&lab, module, baseline, crash, &top.join("module"), &top.join("baseline"), 0.0))
 }
 
 /// A unit enum as it is in the JSON (`no-leak`).
