@@ -18,6 +18,8 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::run::{self, RunOptions};
+use crate::stats::median;
+use crate::util::tool::Tool;
 
 /// A machine profile and kernel image, as a lab asks for them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -104,19 +106,6 @@ pub struct HangCheck {
     pub restored: usize,
     /// The first few failures' messages.
     pub errors: Vec<String>,
-}
-
-pub fn median(mut v: Vec<f64>) -> f64 {
-    if v.is_empty() {
-        return f64::NAN;
-    }
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
-    }
 }
 
 /// The boot-only lab for a kernel and profile, with or without the
@@ -208,10 +197,10 @@ pub async fn boot(
                     running.extend(running_s);
                 }
             }
-            let floor_s = median(floor);
-            let bare_floor_s = median(bare);
-            let first_command_s = median(first);
-            let warm_first_command_s = median(warm);
+            let floor_s = median(&floor);
+            let bare_floor_s = median(&bare);
+            let first_command_s = median(&first);
+            let warm_first_command_s = median(&warm);
             out.push(BootBench {
                 kernel: kernel.clone(),
                 profile,
@@ -219,16 +208,16 @@ pub async fn boot(
                 runs,
                 bare_floor_s,
                 floor_s,
-                ssh_banner_s: median(banner),
+                ssh_banner_s: median(&banner),
                 first_command_s,
                 ratio_first_command_to_floor: first_command_s / floor_s,
                 ratio_first_command_to_bare_floor: first_command_s / bare_floor_s,
-                run_to_qemu_start_s: median(start),
+                run_to_qemu_start_s: median(&start),
                 retries,
                 warm_first_command_s,
                 ratio_warm_first_command_to_floor: warm_first_command_s / floor_s,
                 ratio_warm_first_command_to_bare_floor: warm_first_command_s / bare_floor_s,
-                warm_running_s: median(running),
+                warm_running_s: median(&running),
                 warm_restored: restored,
             });
         }
@@ -277,22 +266,12 @@ async fn bare_floor(argv: &[String], initrd: &std::path::Path, dir: &std::path::
     let a = bare_argv(argv, initrd);
     let (program, args) = a.split_first().ok_or("an empty qemu_argv")?;
     let t = std::time::Instant::now();
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .stdin(std::process::Stdio::null())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot start {program}: {e}"))?;
-    match tokio::time::timeout(std::time::Duration::from_secs(30), child.wait()).await {
-        Ok(Ok(_)) => Ok(t.elapsed().as_secs_f64()),
-        Ok(Err(e)) => Err(e.to_string()),
-        Err(_) => {
-            let _ = child.kill().await;
-            Err(format!("the bare guest did not power off within 30 s (console in {})", dir.display()))
-        }
+    // Through the tool runner: its own process group, in the registry (a
+    // second Ctrl-C kills it), killed at the deadline.
+    match Tool::new(program, std::time::Duration::from_secs(30)).args(args).current_dir(dir).output_async().await {
+        Ok(_) => Ok(t.elapsed().as_secs_f64()),
+        Err(e) if e.is_deadline() => Err(format!("the bare guest did not power off within 30 s (console in {})", dir.display())),
+        Err(e) => Err(e.to_string()),
     }
 }
 
@@ -353,7 +332,7 @@ pub async fn hang_check(kernels: &[String], profiles: &[Profile], boots: usize, 
                 }
             }
             c.first_command_max_s = first.iter().copied().fold(0.0, f64::max);
-            c.first_command_median_s = median(first);
+            c.first_command_median_s = median(&first);
             out.push(c);
         }
     }
@@ -363,13 +342,6 @@ pub async fn hang_check(kernels: &[String], profiles: &[Profile], boots: usize, 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn median_odd_even_empty() {
-        assert_eq!(median(vec![3.0, 1.0, 2.0]), 2.0);
-        assert_eq!(median(vec![4.0, 1.0, 2.0, 3.0]), 2.5);
-        assert!(median(vec![]).is_nan());
-    }
 
     #[test]
     fn the_bare_argv_keeps_the_machine_and_drops_the_run() {

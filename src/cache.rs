@@ -1,5 +1,20 @@
-//! The content cache shared by every run on this machine: fetched kernels,
-//! built images and modules, and snapshots of booted guests (`snapshot`).
+//! The content cache shared by every run on this machine, and the one place
+//! that knows its layout:
+//!
+//! ```text
+//! kernels/<package sha256>/           an unpacked kernel (kernel.json inside)
+//! kernels/by-name/<name>.json         descriptor name → entry
+//! kernels/local-boot/<vmlinuz sha>/   the ELF extracted from a local kernel
+//! headers/<key>/                      unpacked header packages
+//! headers/by-kernel/<sha>.txt         kernel package → headers key
+//! debug/<kernel package sha>/vmlinux  the debug vmlinux crash reads
+//! images/minimal-<sha256>.cpio        built guest images
+//! modules/<key>/  programs/<key>/     built payload
+//! snapshots/<key>/                    snapshots of booted guests
+//! accel/kvm-failed-<vmlinuz sha>      kernels KVM could not boot
+//! locks/<entry>.lock  tmp/            per-entry locks, scratch space
+//! ```
+//!
 //! Entries are published by renaming a complete temporary directory into
 //! place, under a per-entry lock, so two runs fetching the same thing at
 //! once neither corrupt it nor see a partial download.
@@ -15,6 +30,35 @@ use crate::util::fsx;
 #[derive(Debug, Clone)]
 pub struct Cache {
     root: PathBuf,
+}
+
+/// The entry a lock guards; two holders of the same one exclude each other.
+#[derive(Debug, Clone, Copy)]
+pub enum Lock<'a> {
+    /// A kernel by descriptor name: its fetch and its vmlinux extraction.
+    Kernel(&'a str),
+    /// A kernel's headers, by descriptor name.
+    Headers(&'a str),
+    /// The debug vmlinux, by kernel package sha256.
+    Debug(&'a str),
+    Module(&'a str),
+    Program(&'a str),
+    Snapshot(&'a str),
+}
+
+impl Lock<'_> {
+    /// The lock file's name (without `.lock`), as it has always been.
+    fn name(self) -> String {
+        let (kind, key) = match self {
+            Lock::Kernel(k) => ("kernel", k),
+            Lock::Headers(k) => ("headers", k),
+            Lock::Debug(k) => ("debug", k),
+            Lock::Module(k) => ("module", k),
+            Lock::Program(k) => ("program", k),
+            Lock::Snapshot(k) => ("snapshot", k),
+        };
+        format!("{kind}-{key}").chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect()
+    }
 }
 
 impl Cache {
@@ -45,36 +89,96 @@ impl Cache {
         &self.root
     }
 
-    pub fn path(&self, rel: impl AsRef<Path>) -> PathBuf {
-        self.root.join(rel)
+    /// An unpacked kernel, by its package key.
+    pub fn kernel_dir(&self, key: &str) -> PathBuf {
+        self.root.join("kernels").join(key)
+    }
+
+    /// The pointers from descriptor names to kernel entries.
+    pub fn kernel_pointers(&self) -> PathBuf {
+        self.root.join("kernels/by-name")
+    }
+
+    pub fn kernel_pointer(&self, name: &str) -> PathBuf {
+        self.kernel_pointers().join(format!("{name}.json"))
+    }
+
+    /// Where the ELF extracted from a local kernel (not the cache's to write
+    /// into) lives, by the vmlinuz's hash.
+    pub fn local_boot_dir(&self, vmlinuz_sha256: &str) -> PathBuf {
+        self.root.join("kernels/local-boot").join(vmlinuz_sha256)
+    }
+
+    /// Unpacked header packages, by the packages' key.
+    pub fn headers_dir(&self, key: &str) -> PathBuf {
+        self.root.join("headers").join(key)
+    }
+
+    /// The pointer from a kernel package to its headers' key.
+    pub fn headers_pointer(&self, kernel_sha256: &str) -> PathBuf {
+        self.root.join("headers/by-kernel").join(format!("{kernel_sha256}.txt"))
+    }
+
+    /// The directory holding the debug `vmlinux` of a kernel package.
+    pub fn debug_dir(&self, kernel_sha256: &str) -> PathBuf {
+        self.root.join("debug").join(kernel_sha256)
+    }
+
+    /// A built guest image.
+    pub fn image(&self, sha256: &str) -> PathBuf {
+        self.root.join("images").join(format!("minimal-{sha256}.cpio"))
+    }
+
+    pub fn module_dir(&self, key: &str) -> PathBuf {
+        self.root.join("modules").join(key)
+    }
+
+    pub fn program_dir(&self, key: &str) -> PathBuf {
+        self.root.join("programs").join(key)
+    }
+
+    pub fn snapshots(&self) -> PathBuf {
+        self.root.join("snapshots")
+    }
+
+    pub fn snapshot_dir(&self, key: &str) -> PathBuf {
+        self.snapshots().join(key)
+    }
+
+    /// The marker of a kernel KVM failed to boot.
+    pub fn kvm_failed_marker(&self, vmlinuz_sha256: &str) -> PathBuf {
+        self.root.join("accel").join(format!("kvm-failed-{vmlinuz_sha256}"))
+    }
+
+    /// Scratch space (same file system as the entries).
+    pub fn tmp(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    pub fn locks(&self) -> PathBuf {
+        self.root.join("locks")
     }
 
     /// A scratch directory inside the cache (same file system, so the final
     /// rename is atomic); removed on drop unless persisted by renaming.
     pub fn scratch(&self, prefix: &str) -> io::Result<tempfile::TempDir> {
-        tempfile::Builder::new().prefix(prefix).tempdir_in(self.root.join("tmp"))
+        tempfile::Builder::new().prefix(prefix).tempdir_in(self.tmp())
     }
 
-    /// Takes the exclusive lock for `key`, blocking until it is free. The
+    /// Takes the exclusive lock on `entry`, blocking until it is free. The
     /// lock is released when the guard is dropped (or the process dies).
-    pub fn lock(&self, key: &str) -> io::Result<CacheLock> {
-        let safe: String =
-            key.chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect();
-        let file = fsx::append_private(&self.root.join("locks").join(format!("{safe}.lock")))?;
+    pub fn lock(&self, entry: Lock) -> io::Result<CacheLock> {
+        let file = fsx::append_private(&self.locks().join(format!("{}.lock", entry.name())))?;
         // flock(2) belongs to the open file description, so it excludes other
         // processes and other threads of this one alike, and the kernel drops
         // it if we die.
-        use std::os::fd::AsRawFd;
         loop {
-            if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                break;
-            }
-            let err = io::Error::last_os_error();
-            if err.kind() != io::ErrorKind::Interrupted {
-                return Err(err);
+            match rustix::fs::flock(&file, rustix::fs::FlockOperation::LockExclusive) {
+                Ok(()) => return Ok(CacheLock { _file: file }),
+                Err(rustix::io::Errno::INTR) => continue,
+                Err(e) => return Err(e.into()),
             }
         }
-        Ok(CacheLock { _file: file })
     }
 }
 
@@ -84,10 +188,14 @@ pub struct CacheLock {
 }
 
 /// Publishes `staged` as `dest` unless another process published it first, in
-/// which case `staged` is discarded. Callers hold the entry's lock.
+/// which case `staged` is discarded. Callers hold the entry's lock. `dest`'s
+/// parent is made (private) if missing.
 pub fn publish_dir(staged: &Path, dest: &Path) -> io::Result<()> {
     if dest.exists() {
         return Ok(());
+    }
+    if let Some(parent) = dest.parent().filter(|p| !p.exists()) {
+        fsx::private_dir(parent)?;
     }
     fs::rename(staged, dest)
 }
@@ -108,7 +216,7 @@ mod tests {
             .map(|_| {
                 let (cache, inside, max_seen) = (cache.clone(), inside.clone(), max_seen.clone());
                 std::thread::spawn(move || {
-                    let _g = cache.lock("kernel-x").unwrap();
+                    let _g = cache.lock(Lock::Kernel("x")).unwrap();
                     let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
                     max_seen.fetch_max(now, Ordering::SeqCst);
                     std::thread::sleep(std::time::Duration::from_millis(20));
@@ -120,5 +228,44 @@ mod tests {
             h.join().unwrap();
         }
         assert_eq!(max_seen.load(Ordering::SeqCst), 1);
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+
+    /// The layout is what caches on disk already hold: these paths must not move.
+    #[test]
+    fn paths_are_the_existing_layout() {
+        let c = Cache { root: PathBuf::from("/c") };
+        let cases = [
+            (c.kernel_dir("abc"), "/c/kernels/abc"),
+            (c.kernel_pointer("debian-6.1"), "/c/kernels/by-name/debian-6.1.json"),
+            (c.local_boot_dir("v"), "/c/kernels/local-boot/v"),
+            (c.headers_dir("k"), "/c/headers/k"),
+            (c.headers_pointer("p"), "/c/headers/by-kernel/p.txt"),
+            (c.debug_dir("p"), "/c/debug/p"),
+            (c.image("s"), "/c/images/minimal-s.cpio"),
+            (c.module_dir("m"), "/c/modules/m"),
+            (c.program_dir("p"), "/c/programs/p"),
+            (c.snapshot_dir("s"), "/c/snapshots/s"),
+            (c.kvm_failed_marker("v"), "/c/accel/kvm-failed-v"),
+            (c.tmp(), "/c/tmp"),
+        ];
+        for (got, want) in cases {
+            assert_eq!(got, Path::new(want));
+        }
+        let names = [
+            (Lock::Kernel("debian-6.12.117+deb12-amd64"), "kernel-debian-6.12.117_deb12-amd64"),
+            (Lock::Headers("k"), "headers-k"),
+            (Lock::Debug("p"), "debug-p"),
+            (Lock::Module("m"), "module-m"),
+            (Lock::Program("p"), "program-p"),
+            (Lock::Snapshot("s"), "snapshot-s"),
+        ];
+        for (lock, want) in names {
+            assert_eq!(lock.name(), want);
+        }
     }
 }

@@ -8,12 +8,11 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde::Serialize;
 
 use crate::exit;
-use crate::kernel::{Registry, Source};
+use crate::kernel::{apt, PackageSource, Registry};
 use crate::lab::{self, DumpAction, Lab};
 use crate::qemu::accel::{self, Accel, HostAccel};
 
@@ -42,8 +41,6 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("mkfs.ext4", "e2fsprogs"),
     ("debugfs", "e2fsprogs"),
     ("crash", "crash"),
-    ("tar", "tar"),
-    ("timeout", "coreutils"),
     ("chromium", "chromium"),
 ];
 const FILES: &[(&str, &str)] = &[
@@ -96,7 +93,7 @@ impl Needs {
 
 /// The lab's kernel as the cache and apt see it.
 #[derive(Debug, Clone, Default, Serialize)]
-pub struct KernelFacts {
+pub struct KernelCheck {
     pub name: String,
     /// Not a known descriptor: why.
     pub unknown: Option<String>,
@@ -138,7 +135,7 @@ pub struct Facts {
     /// Its `--version` first line, or why it did not run.
     pub qemu_version: Result<String, String>,
     pub host_accel: HostAccel,
-    pub kernel: KernelFacts,
+    pub kernel: KernelCheck,
     pub cache: CacheFacts,
     pub disks: Vec<Disk>,
 }
@@ -158,8 +155,8 @@ impl Facts {
             Err(e) => CacheFacts { error: Some(e.to_string()), ..Default::default() },
             Ok(c) => {
                 let root = c.root().to_path_buf();
-                let error = tempfile::tempfile_in(c.path("tmp")).err().map(|e| format!("`{}` is not writable: {e}", root.display()));
-                let mut kernels: Vec<String> = std::fs::read_dir(c.path("kernels/by-name"))
+                let error = tempfile::tempfile_in(c.tmp()).err().map(|e| format!("`{}` is not writable: {e}", root.display()));
+                let mut kernels: Vec<String> = std::fs::read_dir(c.kernel_pointers())
                     .map(|rd| {
                         rd.filter_map(|e| e.ok())
                             .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".json")).map(str::to_string))
@@ -170,13 +167,13 @@ impl Facts {
                 CacheFacts { bytes: crate::ui::dir_bytes(&root), root: Some(root), error, kernels }
             }
         };
-        let mut kernel = KernelFacts { name: lab.kernel.clone(), cached: cache.kernels.contains(&lab.kernel), ..Default::default() };
+        let mut kernel = KernelCheck { name: lab.kernel.clone(), cached: cache.kernels.contains(&lab.kernel), ..Default::default() };
         match registry.get(&lab.kernel) {
             Err(e) => kernel.unknown = Some(e.to_string()),
             Ok(d) => {
-                if let Source::Debian(s) = &d.source {
+                if let PackageSource::Debian(s) = &d.source {
                     kernel.package = Some(s.package.clone());
-                    kernel.candidate = Some(apt_candidate(&s.package));
+                    kernel.candidate = Some(apt::candidate(&s.package).map_err(|e| e.to_string()));
                 }
             }
         }
@@ -207,31 +204,13 @@ pub fn on_path(prog: &str, path: &std::ffi::OsStr) -> Option<PathBuf> {
         .find(|p| std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0))
 }
 
-fn apt_candidate(package: &str) -> Result<Option<String>, String> {
-    let out = Command::new("apt-cache").args(["policy", package]).output().map_err(|e| format!("cannot run apt-cache: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("apt-cache policy {package}: {}", String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    Ok(parse_candidate(&String::from_utf8_lossy(&out.stdout)))
-}
-
-/// The `Candidate:` of `apt-cache policy PKG`; None for `(none)` or a
-/// package apt does not know (empty output).
-pub fn parse_candidate(policy: &str) -> Option<String> {
-    let c = policy.lines().find_map(|l| l.trim().strip_prefix("Candidate:"))?.trim();
-    (c != "(none)" && !c.is_empty()).then(|| c.to_string())
-}
-
 /// Free space at `path` or its nearest existing ancestor.
 fn free_bytes(path: &Path) -> Option<u64> {
     let mut p = path;
     while !p.exists() {
         p = p.parent()?;
     }
-    let c = std::ffi::CString::new(p.as_os_str().as_encoded_bytes()).ok()?;
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: `c` is a NUL-terminated path and `st` a valid out-pointer.
-    (unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0).then(|| st.f_bavail as u64 * st.f_frsize as u64)
+    crate::util::fsx::free_bytes(p).ok()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -414,7 +393,7 @@ pub fn checks(needs: &Needs, f: &Facts) -> Vec<Check> {
         required(needs.kdump || needs.ext4),
         "kexec, makedumpfile, mkfs.ext4, debugfs",
     ));
-    out.push(tools(f, "crash", &["crash", "tar", "timeout"], "vmcores are read with crash", required(needs.dumps), "crash"));
+    out.push(tools(f, "crash", &["crash"], "vmcores are read with crash", required(needs.dumps), "crash"));
     out.push(tools(f, "chromium", &["chromium"], "optional: only the report test (tests/report.rs) opens report.html in it", Status::Warn, "chromium (for the report test)"));
 
     let vmcore = needs.memory + DUMP_SLACK;
@@ -455,7 +434,7 @@ pub fn checks(needs: &Needs, f: &Facts) -> Vec<Check> {
 
 /// `kernlab doctor`'s answer.
 #[derive(Debug, Clone, Serialize)]
-pub struct Report {
+pub struct DoctorReport {
     pub schema: &'static str,
     /// The lab checked for (a path, or `labs/leak-lab.yaml`).
     pub lab: String,
@@ -470,15 +449,15 @@ pub struct Report {
     pub install: Option<String>,
 }
 
-impl Report {
-    pub fn new(lab_name: &str, lab: &Lab, facts: &Facts) -> Report {
+impl DoctorReport {
+    pub fn new(lab_name: &str, lab: &Lab, facts: &Facts) -> DoctorReport {
         let needs = Needs::of(lab);
         let checks = checks(&needs, facts);
         let can_run = checks.iter().all(|c| c.status != Status::Missing);
         let mut pkgs: Vec<&str> = checks.iter().flat_map(|c| c.packages.iter().map(String::as_str)).collect();
         pkgs.sort();
         pkgs.dedup();
-        Report {
+        DoctorReport {
             schema: SCHEMA,
             lab: lab_name.to_string(),
             kernel: lab.kernel.clone(),
@@ -532,7 +511,7 @@ mod tests {
             qemu: "qemu-system-x86_64".into(),
             qemu_version: Ok("QEMU emulator version 7.2.0".into()),
             host_accel: HostAccel { kvm_usable: true, kvm_error: None, hardware_kvm: false, pvm: true },
-            kernel: KernelFacts {
+            kernel: KernelCheck {
                 name: "debian-6.1.0-54-cloud-amd64".into(),
                 package: Some("linux-image-6.1.0-54-cloud-amd64".into()),
                 candidate: Some(Ok(Some("6.1.190-1".into()))),
@@ -564,7 +543,7 @@ mod tests {
 
     #[test]
     fn a_full_machine_can_run_and_says_why_not_kvm() {
-        let r = Report::new("labs/leak-lab.yaml", &default_lab().unwrap(), &facts());
+        let r = DoctorReport::new("labs/leak-lab.yaml", &default_lab().unwrap(), &facts());
         assert!(r.can_run && r.exit_code == 0, "{}", r.render());
         let a = by_name(&r.checks, "accelerator");
         assert_eq!(a.status, Status::Warn);
@@ -576,7 +555,7 @@ mod tests {
     fn missing_qemu_blocks_with_the_install_command() {
         let mut f = facts();
         f.qemu_version = Err("`qemu-system-x86_64` is not on PATH".into());
-        let r = Report::new("labs/leak-lab.yaml", &default_lab().unwrap(), &f);
+        let r = DoctorReport::new("labs/leak-lab.yaml", &default_lab().unwrap(), &f);
         assert!(!r.can_run && r.exit_code == exit::INFRA);
         let q = by_name(&r.checks, "qemu");
         assert_eq!((q.status, q.fix.as_deref()), (Status::Missing, Some("apt-get install -y qemu-system-x86")));
@@ -653,14 +632,6 @@ mod tests {
         let cs = checks(&leak_lab(), &f);
         let a = by_name(&cs, "accelerator");
         assert!(a.status == Status::Warn && a.detail.contains("No such file"), "{}", a.detail);
-    }
-
-    #[test]
-    fn apt_policy_candidate() {
-        let text = "linux-image-6.1.0-54-cloud-amd64:\n  Installed: (none)\n  Candidate: 6.1.190-1\n  Version table:\n";
-        assert_eq!(parse_candidate(text).as_deref(), Some("6.1.190-1"));
-        assert_eq!(parse_candidate("x:\n  Installed: (none)\n  Candidate: (none)\n"), None);
-        assert_eq!(parse_candidate(""), None);
     }
 
     #[test]

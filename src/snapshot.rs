@@ -27,7 +27,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cache::Cache;
+use crate::cache::{Cache, Lock};
 use crate::image::RunKeys;
 use crate::qemu::VmSpec;
 use crate::util::fsx;
@@ -139,7 +139,7 @@ pub enum Lookup {
 
 /// The entry directory for `key`.
 pub fn entry_dir(cache: &Cache, key: &str) -> PathBuf {
-    cache.path("snapshots").join(key)
+    cache.snapshot_dir(key)
 }
 
 /// Finds the entry for `key` and checks what can be checked without QEMU:
@@ -203,8 +203,8 @@ impl Staged {
         meta.state_bytes = f.metadata()?.len();
         keys.copy_to(&self.dir.path().join("keys")).map_err(|e| io::Error::other(error_chain(&e)))?;
         fsx::write_atomic(&self.dir.path().join("meta.json"), &serde_json::to_vec_pretty(&meta).expect("plain data serializes"))?;
-        fsx::private_dir(&cache.path("snapshots"))?;
-        let _lock = cache.lock(&format!("snapshot-{}", meta.key))?;
+        fsx::private_dir(&cache.snapshots())?;
+        let _lock = cache.lock(Lock::Snapshot(&meta.key))?;
         let dest = entry_dir(cache, &meta.key);
         if dest.exists() {
             return Ok(false);
@@ -221,7 +221,7 @@ impl Staged {
 /// broken to describe). Under the entry's lock; the directory is first
 /// renamed away, so no run finds it half removed. True when removed.
 pub fn remove(cache: &Cache, key: &str, expected: Option<&Meta>) -> io::Result<bool> {
-    let _lock = cache.lock(&format!("snapshot-{key}"))?;
+    let _lock = cache.lock(Lock::Snapshot(key))?;
     let dir = entry_dir(cache, key);
     if !dir.exists() {
         return Ok(false);
@@ -243,7 +243,7 @@ pub fn remove(cache: &Cache, key: &str, expected: Option<&Meta>) -> io::Result<b
 /// Removes whatever is at `key` (an entry without a readable meta.json),
 /// under the entry's lock.
 fn remove_any(cache: &Cache, key: &str) -> io::Result<bool> {
-    let _lock = cache.lock(&format!("snapshot-{key}"))?;
+    let _lock = cache.lock(Lock::Snapshot(key))?;
     let dir = entry_dir(cache, key);
     if !dir.exists() {
         return Ok(false);
@@ -325,7 +325,7 @@ pub fn plan_eviction(held: &[Held], max_bytes: u64, keep: &str) -> Vec<String> {
 fn held(cache: &Cache) -> io::Result<Vec<(Held, Option<Meta>)>> {
     let mut out = Vec::new();
     let secs = |t: std::time::SystemTime| t.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-    for e in fs::read_dir(cache.path("snapshots"))? {
+    for e in fs::read_dir(cache.snapshots())? {
         let e = e?;
         let Some(key) = e.file_name().to_str().map(str::to_string) else { continue };
         let dir = e.path();
@@ -513,7 +513,7 @@ mod tests {
         assert!(staged.publish(&cache, &keys.0, meta(&key, &keys)).unwrap());
         let dir = entry_dir(&cache, &key);
         let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
-        for p in [cache.path("snapshots"), dir.clone(), dir.join("keys")] {
+        for p in [cache.snapshots(), dir.clone(), dir.join("keys")] {
             assert_eq!(mode(&p), 0o700, "{}", p.display());
         }
         for f in ["state", "meta.json", "console.log", "keys/client_ed25519", "keys/guest_host_ed25519"] {
@@ -530,7 +530,7 @@ mod tests {
         let late = Staged::new(&cache).unwrap();
         fs::write(late.state(), b"other").unwrap();
         assert!(!late.publish(&cache, &keys.0, meta(&key, &keys)).unwrap());
-        assert_eq!(fs::read_dir(cache.path("tmp")).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(cache.tmp()).unwrap().count(), 0);
 
         // A removal that expects another entry leaves this one alone.
         let mut other = entry.meta.clone();
@@ -538,7 +538,7 @@ mod tests {
         assert!(!remove(&cache, &key, Some(&other)).unwrap());
         assert!(remove(&cache, &key, Some(&entry.meta)).unwrap());
         assert!(matches!(lookup(&cache, &key), Lookup::Missing));
-        assert_eq!(fs::read_dir(cache.path("tmp")).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(cache.tmp()).unwrap().count(), 0);
     }
 
     fn h(key: &str, mib: u64, last_used: u64) -> Held {
@@ -600,7 +600,7 @@ mod tests {
         assert!(matches!(lookup(&cache, &entries[0]), Lookup::Missing));
         assert!(matches!(lookup(&cache, &entries[1]), Lookup::Found(_)));
         assert!(matches!(lookup(&cache, &entries[2]), Lookup::Found(_)));
-        assert_eq!(fs::read_dir(cache.path("tmp")).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(cache.tmp()).unwrap().count(), 0);
     }
 
     #[test]

@@ -217,11 +217,11 @@ fn a_lab_that_asks_for_a_cold_boot_gets_one_even_with_a_snapshot_there() {
 /// run publishes through a symlink is still one rename.
 fn private_snapshot_cache() -> tempfile::TempDir {
     let real = Cache::from_env().unwrap();
-    let d = tempfile::Builder::new().prefix("test-cache-").tempdir_in(real.path("tmp")).unwrap();
+    let d = tempfile::Builder::new().prefix("test-cache-").tempdir_in(real.tmp()).unwrap();
     for e in std::fs::read_dir(real.root()).unwrap() {
         let name = e.unwrap().file_name();
         if !["snapshots", "locks", "tmp"].contains(&name.to_str().unwrap()) {
-            std::os::unix::fs::symlink(real.path(&name), d.path().join(&name)).unwrap();
+            std::os::unix::fs::symlink(real.root().join(&name), d.path().join(&name)).unwrap();
         }
     }
     d

@@ -21,7 +21,7 @@ pub fn doctor(lab: Option<&std::path::Path>, json: bool, dirs: &[PathBuf]) -> i3
         Err(e) => return fail(&e),
     };
     let facts = doctor::Facts::gather(&lab, &registry);
-    let report = doctor::Report::new(&lab_name, &lab, &facts);
+    let report = doctor::DoctorReport::new(&lab_name, &lab, &facts);
     if json {
         crate::ui::json_line(&serde_json::to_string(&report).unwrap_or_default());
     } else {

@@ -15,7 +15,7 @@ pub fn kernel_list(dirs: &[PathBuf]) -> i32 {
     for d in r.iter() {
         let cached = cache
             .as_ref()
-            .map(|c| c.path(format!("kernels/by-name/{}.json", d.name)).exists())
+            .map(|c| c.kernel_pointer(&d.name).exists())
             .unwrap_or(false);
         println!(
             "{:<32} {:<8} {:<56} {}",

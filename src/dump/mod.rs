@@ -7,11 +7,16 @@
 //! `crash/<YYYY-MM-DD-HH:MM>/{vmcore,dmesg.txt}`, private.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::util::{fsx, tool};
+use crate::util::fsx;
+use crate::util::tool::{self, Tool};
+
+/// `mkfs.ext4` of a sparse disk, or `debugfs` copying a vmcore out of one
+/// (a guest's memory, up to a few GiB).
+const DISK_DEADLINE: Duration = Duration::from_secs(10 * 60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum DumpError {
@@ -63,13 +68,12 @@ pub fn make_disk(path: &Path, size: u64, files: &[(&str, &[u8])]) -> Result<(), 
     let f = fsx::create_private(path).map_err(io(path))?;
     f.set_len(size).map_err(io(path))?;
     drop(f);
-    tool::run(
-        Command::new("mkfs.ext4")
-            .args(["-F", "-q", "-L", "kernlab-dump", "-E", "root_owner=0:0", "-d"])
-            .arg(staging.path())
-            .arg(path),
-    )
-    .map_err(|source| DumpError::Disk { path: path.to_path_buf(), source })?;
+    Tool::new("mkfs.ext4", DISK_DEADLINE)
+        .args(["-F", "-q", "-L", "kernlab-dump", "-E", "root_owner=0:0", "-d"])
+        .arg(staging.path())
+        .arg(path)
+        .run()
+        .map_err(|source| DumpError::Disk { path: path.to_path_buf(), source })?;
     Ok(())
 }
 
@@ -80,14 +84,21 @@ pub fn make_ext4(path: &Path, size: u64, label: &str) -> Result<(), DumpError> {
     let f = fsx::create_private(path).map_err(|source| DumpError::Io { path: path.to_path_buf(), source })?;
     f.set_len(size).map_err(|source| DumpError::Io { path: path.to_path_buf(), source })?;
     drop(f);
-    tool::run(Command::new("mkfs.ext4").args(["-F", "-q", "-L", label, "-i", "2048", "-I", "128"]).arg(path))
+    Tool::new("mkfs.ext4", DISK_DEADLINE)
+        .args(["-F", "-q", "-L", label, "-i", "2048", "-I", "128"])
+        .arg(path)
+        .run()
         .map_err(|source| DumpError::Disk { path: path.to_path_buf(), source })?;
     Ok(())
 }
 
 /// Copies `/<name>` from the ext4 disk image to `out` (0600).
 pub fn extract(disk: &Path, name: &str, out: &Path) -> Result<u64, DumpError> {
-    tool::run(Command::new("debugfs").arg("-R").arg(format!("dump /{name} {}", out.display())).arg(disk))
+    Tool::new("debugfs", DISK_DEADLINE)
+        .arg("-R")
+        .arg(format!("dump /{name} {}", out.display()))
+        .arg(disk)
+        .run()
         .map_err(|source| DumpError::Disk { path: disk.to_path_buf(), source })?;
     // debugfs reports a missing file on stderr and exits 0.
     match std::fs::metadata(out) {
@@ -123,7 +134,7 @@ mod tests {
 
     #[test]
     fn disk_round_trip_with_mkfs_and_debugfs() {
-        if Command::new("mkfs.ext4").arg("-V").output().is_err() {
+        if Tool::new("mkfs.ext4", Duration::from_secs(30)).arg("-V").output().is_err() {
             panic!("mkfs.ext4 is missing: scripts/setup.sh installs e2fsprogs");
         }
         let d = tempfile::tempdir().unwrap();

@@ -3,13 +3,14 @@
 //! and write the cpio into the cache unless an identical one is there.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::time::Duration;
 
 use super::modules::{DepTable, ModuleError};
 use super::tree::Tree;
 use crate::cache::Cache;
 use crate::kernel::Kernel;
-use crate::util::{decompress, fsx, tool};
+use crate::util::tool::{self, Tool};
+use crate::util::{decompress, fsx};
 
 /// Bumped whenever the layout of the image changes in a way its inputs do not show.
 const FORMAT: &str = "kernlab-minimal-1";
@@ -23,8 +24,9 @@ const CAPTURE_INIT: &str = include_str!("../../images/capture/init");
 /// library path is set up and provides every other command.
 const PROGRAMS: &[(&str, &str)] = &[("/bin/busybox", "/bin/busybox"), ("/usr/sbin/dropbear", "/usr/sbin/dropbear")];
 
+/// A guest image built (or found) in the cache.
 #[derive(Debug, Clone)]
-pub struct Image {
+pub struct BuiltImage {
     /// The cached cpio archive.
     pub path: PathBuf,
     /// sha256 of the archive (equal to the hash of its inputs, as the encoding is deterministic).
@@ -80,14 +82,14 @@ pub enum ImageError {
 /// driver modules `early` (loaded before SSH starts: the network) and `late`
 /// (loaded after), plus their dependencies, and the host programs `extra`
 /// (e.g. `/usr/sbin/kexec` for kdump labs) at their host paths.
-pub fn build_minimal(cache: &Cache, kernel: &Kernel, early: &[&str], late: &[&str], extra: &[&str]) -> Result<Image, ImageError> {
+pub fn build_minimal(cache: &Cache, kernel: &Kernel, early: &[&str], late: &[&str], extra: &[&str]) -> Result<BuiltImage, ImageError> {
     let mut tree = minimal_tree(kernel, early, late)?;
     for program in extra {
         add_program(&mut tree, program, program)?;
     }
     let cpio = tree.to_cpio();
     let sha256 = fsx::sha256_bytes(&cpio);
-    let path = cache.path(format!("images/minimal-{sha256}.cpio"));
+    let path = cache.image(&sha256);
     if !path.exists() {
         fsx::write_atomic(&path, &cpio).map_err(|source| ImageError::Write { path: path.clone(), source })?;
     }
@@ -97,7 +99,7 @@ pub fn build_minimal(cache: &Cache, kernel: &Kernel, early: &[&str], late: &[&st
         }
         _ => Vec::new(),
     };
-    Ok(Image { path, sha256, modules, size: cpio.len() as u64 })
+    Ok(BuiltImage { path, sha256, modules, size: cpio.len() as u64 })
 }
 
 /// The capture kernel's initramfs for in-guest kdump: busybox, makedumpfile
@@ -216,10 +218,10 @@ fn add_program(t: &mut Tree, host: &str, guest: &str) -> Result<(), ImageError> 
 
 /// The absolute library paths `ldd` prints for `program`; none for a static one.
 fn libraries(program: &str) -> Result<Vec<String>, ImageError> {
-    let out = Command::new("ldd").arg(program).output().map_err(|source| ImageError::Ldd {
-        path: program.to_string(),
-        source: tool::ToolError::Spawn { program: "ldd".into(), hint: tool::package_hint("ldd"), source },
-    })?;
+    let out = Tool::new("ldd", Duration::from_secs(60))
+        .arg(program)
+        .output()
+        .map_err(|source| ImageError::Ldd { path: program.to_string(), source })?;
     // ldd exits 1 for static binaries ("not a dynamic executable").
     Ok(parse_ldd(&String::from_utf8_lossy(&out.stdout)))
 }

@@ -6,12 +6,13 @@
 //! SSH connection is authenticated both ways.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::time::Duration;
 
 use ssh_key::{rand_core::OsRng, Algorithm, LineEnding, PrivateKey, PublicKey};
 
 use super::tree::Tree;
-use crate::util::{fsx, tool};
+use crate::util::fsx;
+use crate::util::tool::{self, Tool};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
@@ -56,7 +57,10 @@ impl RunKeys {
         let client_public = client.public_key().to_openssh().map_err(KeyError::Generate)?;
 
         let host_key = dir.join("guest_host_ed25519");
-        let out = tool::run(Command::new("dropbearkey").args(["-t", "ed25519", "-f"]).arg(&host_key))
+        let out = Tool::new("dropbearkey", Duration::from_secs(60))
+            .args(["-t", "ed25519", "-f"])
+            .arg(&host_key)
+            .run()
             .map_err(KeyError::HostKey)?;
         let stdout = String::from_utf8_lossy(&out.stdout);
         let line = stdout

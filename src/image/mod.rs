@@ -12,5 +12,5 @@ pub mod keys;
 pub mod modules;
 pub mod tree;
 
-pub use build::{bare_cpio, build_minimal, capture_cpio, Image, ImageError};
+pub use build::{bare_cpio, build_minimal, capture_cpio, BuiltImage, ImageError};
 pub use keys::{RunKeys, KeyError};

@@ -33,12 +33,12 @@ pub struct Descriptor {
     #[serde(default)]
     pub description: String,
     /// Where the kernel comes from.
-    pub source: Source,
+    pub source: PackageSource,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
-pub enum Source {
+pub enum PackageSource {
     /// A Debian binary package fetched with `apt-get download`.
     Debian(DebianSource),
     /// An unpacked kernel in a local directory, laid out like a package:
@@ -100,7 +100,7 @@ impl Descriptor {
             .map_err(|e| DescriptorError::Parse { origin: origin.to_string(), message: e.to_string() })?;
         let bad = |m: &str| DescriptorError::Parse { origin: origin.to_string(), message: m.to_string() };
         match &d.source {
-            Source::Debian(s) => {
+            PackageSource::Debian(s) => {
                 if !is_package_name(&s.package) {
                     return Err(bad(&format!("source.debian.package: `{}` is not a Debian package name", s.package)));
                 }
@@ -110,12 +110,12 @@ impl Descriptor {
                     }
                 }
             }
-            Source::Local(l) => {
+            PackageSource::Local(l) => {
                 if l.dir.as_os_str().is_empty() {
                     return Err(bad("source.local.dir: must not be empty"));
                 }
             }
-            Source::Rpm(r) => {
+            PackageSource::Rpm(r) => {
                 if r.package.as_os_str().is_empty() {
                     return Err(bad("source.rpm.package: must not be empty"));
                 }
@@ -132,12 +132,12 @@ impl Descriptor {
     /// A stable one-line summary of where the kernel comes from.
     pub fn source_summary(&self) -> String {
         match &self.source {
-            Source::Debian(s) => match &s.version {
+            PackageSource::Debian(s) => match &s.version {
                 Some(v) => format!("debian {}={}", s.package, v),
                 None => format!("debian {}", s.package),
             },
-            Source::Local(l) => format!("local {}", l.dir.display()),
-            Source::Rpm(r) => {
+            PackageSource::Local(l) => format!("local {}", l.dir.display()),
+            PackageSource::Rpm(r) => {
                 let mut s = format!("rpm {}", r.package.display());
                 for d in &r.devel {
                     s.push_str(&format!(" + {}", d.display()));
@@ -193,12 +193,12 @@ impl Registry {
                     }
                 };
                 match &mut d.source {
-                    Source::Local(l) => beside(&mut l.dir),
-                    Source::Rpm(r) => {
+                    PackageSource::Local(l) => beside(&mut l.dir),
+                    PackageSource::Rpm(r) => {
                         beside(&mut r.package);
                         r.devel.iter_mut().for_each(beside);
                     }
-                    Source::Debian(_) => {}
+                    PackageSource::Debian(_) => {}
                 }
                 r.kernels.insert(name, d);
             }
@@ -276,14 +276,14 @@ mod tests {
         .unwrap();
         std::fs::write(d.path().join("nodevel.yaml"), "source:\n  rpm:\n    package: k.rpm\n").unwrap();
         let r = Registry::load(&[d.path().to_path_buf()]).unwrap();
-        let Source::Rpm(s) = &r.get("sles").unwrap().source else { panic!("not an rpm source") };
+        let PackageSource::Rpm(s) = &r.get("sles").unwrap().source else { panic!("not an rpm source") };
         assert_eq!(s.package.as_os_str(), d.path().join("kernel-default-6.4.0-150600.23.25.1.x86_64.rpm").as_os_str());
         assert_eq!(
             s.devel,
             [d.path().join("./kernel-default-devel-6.4.0-150600.23.25.1.x86_64.rpm"), PathBuf::from("/srv/rpms/kernel-devel-6.4.0-150600.23.25.1.noarch.rpm")]
         );
         assert!(r.get("sles").unwrap().source_summary().starts_with("rpm /"));
-        let Source::Rpm(s) = &r.get("nodevel").unwrap().source else { panic!("not an rpm source") };
+        let PackageSource::Rpm(s) = &r.get("nodevel").unwrap().source else { panic!("not an rpm source") };
         assert!(s.devel.is_empty());
     }
 

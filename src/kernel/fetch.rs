@@ -1,76 +1,43 @@
-//! Fetching a kernel into the cache. A Debian kernel is downloaded with
-//! `apt-get download` into a scratch directory, hashed, unpacked with
-//! `dpkg-deb -x`; a kernel RPM on this machine (with its `-devel` packages)
-//! is hashed and unpacked with the `rpm` crate (see `rpm.rs`). Either is
-//! given a `modules.dep` by `depmod -b` (neither package ships one), and only
-//! then renamed into `kernels/<key>/`, the key being the sha256 of the
-//! package (or of the packages' hashes, for an RPM with `-devel`); a pointer
-//! `kernels/by-name/<name>.json` is written last. A crash at any step leaves
-//! at most a scratch directory, never an entry that looks complete.
+//! Fetching a kernel into the cache, through the one package path
+//! (`package.rs`). A Debian kernel is downloaded with `apt-get download`,
+//! hashed, unpacked with `dpkg-deb -x`; a kernel RPM on this machine (with
+//! its `-devel` packages) is hashed and unpacked with the `rpm` crate (see
+//! `rpm.rs`). Either is given a `modules.dep` by `depmod -b` (neither
+//! package ships one), and only then renamed into `kernels/<key>/`, the key
+//! being the sha256 of the package (or of the packages' hashes, for an RPM
+//! with `-devel`); a pointer `kernels/by-name/<name>.json` is written last.
+//! A crash at any step leaves at most a scratch directory, never an entry
+//! that looks complete.
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use super::descriptor::{DebianSource, Descriptor, RpmSource, Source};
+use super::apt::AptError;
+use super::descriptor::{DebianSource, Descriptor, PackageSource, RpmSource};
+use super::package::{self, Fetch, Package, PackageError};
 use super::rpm::{self, UnpackError};
+use super::types::Kernel;
 use super::{headers, tree};
-use crate::cache::{self, Cache};
-use crate::util::{fsx, tool};
+use crate::cache::{Cache, Lock};
+use crate::util::fsx;
+use crate::util::tool::{Tool, ToolError};
 
-/// A kernel unpacked in the cache, ready to boot.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct Kernel {
-    /// Descriptor name, e.g. `debian-6.1.0-54-cloud-amd64`.
-    pub name: String,
-    /// `uname -r` of the kernel, e.g. `6.1.0-54-cloud-amd64`.
-    pub release: String,
-    /// Where it came from, e.g. `debian linux-image-…=6.1.190-1`.
-    pub source: String,
-    /// The package version that was fetched.
-    pub version: String,
-    /// sha256 of the fetched package: the cache key. For an RPM kernel with
-    /// `-devel` packages, the sha256 of the packages' hashes (one per line,
-    /// kernel package first); for a local kernel, the vmlinuz's.
-    pub package_sha256: String,
-    /// sha256 of the bootable image.
-    pub vmlinuz_sha256: String,
-    /// The unpacked package root in the cache.
-    pub root: PathBuf,
-}
-
-impl Kernel {
-    pub fn vmlinuz(&self) -> PathBuf {
-        self.root.join(format!("boot/vmlinuz-{}", self.release))
-    }
-    pub fn config(&self) -> PathBuf {
-        self.root.join(format!("boot/config-{}", self.release))
-    }
-    /// `lib/modules/<release>` inside the unpacked package.
-    pub fn modules_dir(&self) -> PathBuf {
-        self.root.join("lib/modules").join(&self.release)
-    }
-}
+/// `depmod` over a kernel's module tree.
+const DEPMOD_DEADLINE: Duration = Duration::from_secs(5 * 60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum FetchError {
     #[error("kernel `{name}`: package `{package}` is not in this machine's apt sources (run `apt-get update`, or pin a version the archive has): {detail}")]
     NotInArchive { name: String, package: String, detail: String },
-    #[error("kernel `{name}`: download of `{package}` failed")]
-    Download {
+    #[error("kernel `{name}`: fetching `{package}`")]
+    Package {
         name: String,
         package: String,
         #[source]
-        source: tool::ToolError,
-    },
-    #[error("kernel `{name}`: cannot unpack `{}`", deb.display())]
-    Unpack {
-        name: String,
-        deb: PathBuf,
-        #[source]
-        source: tool::ToolError,
+        source: Box<PackageError>,
     },
     #[error("kernel `{name}`: package `{package}` holds no boot/vmlinuz-*; is it a linux-image package?")]
     NoVmlinuz { name: String, package: String },
@@ -97,7 +64,7 @@ pub enum FetchError {
         name: String,
         release: String,
         #[source]
-        source: tool::ToolError,
+        source: ToolError,
     },
     #[error("kernel `{name}`: cache I/O on `{}`", path.display())]
     Io {
@@ -106,6 +73,18 @@ pub enum FetchError {
         #[source]
         source: std::io::Error,
     },
+}
+
+impl FetchError {
+    /// A failure of the package path for kernel `name`'s `package`; a
+    /// package apt does not have keeps its own, actionable message.
+    fn package(name: &str, package: &str) -> impl FnOnce(PackageError) -> FetchError {
+        let (name, package) = (name.to_string(), package.to_string());
+        move |source| match source {
+            PackageError::Apt(AptError::NotInArchive { detail, .. }) => FetchError::NotInArchive { name, package, detail },
+            source => FetchError::Package { name, package, source: Box::new(source) },
+        }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -123,9 +102,9 @@ struct Pointer {
 /// second caller wait and then find the entry.
 pub fn fetch(cache: &Cache, desc: &Descriptor) -> Result<Kernel, FetchError> {
     match &desc.source {
-        Source::Local(l) => local(desc, &l.dir),
-        Source::Debian(s) => into_cache(cache, desc, String::new(), |scratch| download_deb(desc, s, scratch)),
-        Source::Rpm(r) => into_cache(cache, desc, rpm_stamp(desc, r)?, |_| stage_rpm(desc, r)),
+        PackageSource::Local(l) => local(desc, &l.dir),
+        PackageSource::Debian(s) => into_cache(cache, desc, String::new(), |f| download_deb(desc, s, f)),
+        PackageSource::Rpm(r) => into_cache(cache, desc, rpm_stamp(desc, r)?, |_| stage_rpm(desc, r)),
     }
 }
 
@@ -137,47 +116,48 @@ struct Staged<'a> {
 }
 
 enum Packages<'a> {
-    Deb(PathBuf),
+    Deb(Package),
     Rpm(&'a RpmSource),
 }
 
 /// The common path of every source that lands in the cache: lock, find or
-/// stage the packages (`stage` gets a scratch directory for downloads),
-/// unpack into scratch, `depmod`, publish, point.
+/// stage the packages (`stage` may download them), unpack into scratch,
+/// `depmod`, publish, point.
 fn into_cache<'a>(
     cache: &Cache,
     desc: &Descriptor,
     stamp: String,
-    stage: impl FnOnce(&Path) -> Result<Staged<'a>, FetchError>,
+    stage: impl FnOnce(&mut Fetch) -> Result<Staged<'a>, FetchError>,
 ) -> Result<Kernel, FetchError> {
     let name = desc.name.as_str();
     let io_err = |path: &Path| {
         let (name, path) = (name.to_string(), path.to_path_buf());
         move |source| FetchError::Io { name, path, source }
     };
-    let _lock = cache.lock(&format!("kernel-{name}")).map_err(io_err(&cache.path("locks")))?;
+    let pkg_err = || FetchError::package(name, &desc.source_summary());
+    let mut f = Fetch::begin(cache, Lock::Kernel(name), "fetch-").map_err(pkg_err())?;
 
-    let pointer_path = cache.path(format!("kernels/by-name/{name}.json"));
+    let pointer_path = cache.kernel_pointer(name);
     if let Some(k) = cached(cache, &pointer_path, desc, &stamp) {
         return Ok(k);
     }
-    let scratch = cache.scratch("fetch-").map_err(io_err(&cache.path("tmp")))?;
-    let staged = stage(scratch.path())?;
+    let staged = stage(&mut f)?;
     let sha = staged.key.clone();
-    let entry = cache.path(format!("kernels/{sha}"));
+    let entry = cache.kernel_dir(&sha);
     if !entry.join("kernel.json").exists() {
-        let root = scratch.path().join("root");
+        let root = f.root().map_err(pkg_err())?;
         match &staged.packages {
-            Packages::Deb(deb) => {
-                tool::run(Command::new("dpkg-deb").arg("-x").arg(deb).arg(&root))
-                    .map_err(|source| FetchError::Unpack { name: name.into(), deb: deb.clone(), source })?;
-            }
+            Packages::Deb(deb) => f.unpack_debs(std::slice::from_ref(deb), &root).map_err(pkg_err())?,
             Packages::Rpm(r) => unpack_rpm(desc, r, &root, &entry)?,
         }
         let release = find_release(&root).ok_or_else(|| FetchError::NoVmlinuz { name: name.into(), package: desc.source_summary() })?;
         let modules = root.join("lib/modules").join(&release);
         if modules.is_dir() && !modules.join("modules.dep").exists() {
-            tool::run(Command::new("depmod").arg("-b").arg(&root).arg(&release))
+            Tool::new("depmod", DEPMOD_DEADLINE)
+                .arg("-b")
+                .arg(&root)
+                .arg(&release)
+                .run()
                 .map_err(|source| FetchError::Depmod { name: name.into(), release: release.clone(), source })?;
         }
         let vmlinuz = root.join(format!("boot/vmlinuz-{release}"));
@@ -192,7 +172,7 @@ fn into_cache<'a>(
         };
         let meta = serde_json::to_vec_pretty(&kernel).expect("kernel metadata serializes");
         fsx::write_atomic(&root.join("kernel.json"), &meta).map_err(io_err(&root))?;
-        cache::publish_dir(&root, &entry).map_err(io_err(&entry))?;
+        f.publish(&root, &entry).map_err(pkg_err())?;
     }
     let pointer = Pointer { package_sha256: sha, source: desc.source_summary(), stamp };
     fsx::write_atomic(&pointer_path, &serde_json::to_vec_pretty(&pointer).expect("pointer serializes"))
@@ -204,52 +184,24 @@ fn into_cache<'a>(
     })
 }
 
-/// `apt-get download` of the descriptor's package into `scratch`.
-fn download_deb(desc: &Descriptor, src: &DebianSource, scratch: &Path) -> Result<Staged<'static>, FetchError> {
+/// `apt-get download` of the descriptor's package.
+fn download_deb(desc: &Descriptor, src: &DebianSource, f: &mut Fetch) -> Result<Staged<'static>, FetchError> {
     let name = desc.name.as_str();
-    let io_err = |path: &Path| {
-        let (name, path) = (name.to_string(), path.to_path_buf());
-        move |source| FetchError::Io { name, path, source }
-    };
     let spec = match &src.version {
         Some(v) => format!("{}={}", src.package, v),
         None => src.package.clone(),
     };
     tracing::info!(kernel = name, package = %spec, "downloading kernel package with apt-get");
     let bar = crate::ui::Bar::bytes(name, &format!("downloading {spec}"), None);
-    let out = crate::ui::follow_bytes(&bar, scratch, || {
-        Command::new("apt-get").args(["download", "-q", "-o", "APT::Sandbox::User=root"]).arg(&spec).current_dir(scratch).output()
-    })
-    .map_err(|source| FetchError::Download {
-            name: name.into(),
-            package: spec.clone(),
-            source: tool::ToolError::Spawn { program: "apt-get".into(), hint: tool::package_hint("apt-get"), source },
-        })?;
-    if !out.status.success() {
-        let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-        let missing = ["Unable to locate package", "Can't select version", "was not found", "has no installation candidate"];
-        if missing.iter().any(|m| stderr.contains(m)) {
-            return Err(FetchError::NotInArchive { name: name.into(), package: spec, detail: stderr });
-        }
-        return Err(FetchError::Download {
-            name: name.into(),
-            package: spec.clone(),
-            source: tool::ToolError::Failed { command: format!("apt-get download {spec}"), status: out.status, stderr },
-        });
-    }
-    let deb = fs::read_dir(scratch)
-        .map_err(io_err(scratch))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .ok_or_else(|| FetchError::NoVmlinuz { name: name.into(), package: spec.clone() })?;
-    let key = fsx::sha256_file(&deb).map_err(io_err(&deb))?;
+    let deb = f.download(std::slice::from_ref(&spec), &bar).map_err(FetchError::package(name, &spec))?.remove(0);
     let version = deb
+        .path
         .file_name()
         .and_then(|f| f.to_str())
         .and_then(|f| f.split('_').nth(1))
         .unwrap_or("unknown")
         .replace("%3a", ":");
-    Ok(Staged { key, version, packages: Packages::Deb(deb) })
+    Ok(Staged { key: deb.sha256.clone(), version, packages: Packages::Deb(deb) })
 }
 
 /// The RPM kernel's packages, in order: the kernel package, then `devel`.
@@ -278,21 +230,16 @@ fn rpm_stamp(desc: &Descriptor, r: &RpmSource) -> Result<String, FetchError> {
 
 /// Checks that every package is a binary RPM, then hashes them all.
 fn stage_rpm<'a>(desc: &Descriptor, r: &'a RpmSource) -> Result<Staged<'a>, FetchError> {
-    let rpm_err = |path: &Path| {
-        let (name, origin, path) = (desc.name.clone(), desc.origin.clone(), path.to_path_buf());
-        move |source| FetchError::Rpm { name, origin, path, source }
-    };
     let mut version = String::new();
-    let mut hashes = Vec::new();
     for p in rpm_files(r) {
-        let (nvr, meta) = rpm::identify(p).map_err(rpm_err(p))?;
+        let (nvr, meta) = rpm::identify(p).map_err(|source| FetchError::Rpm { name: desc.name.clone(), origin: desc.origin.clone(), path: p.clone(), source })?;
         if version.is_empty() {
             version = format!("{}-{}", meta.get_version().unwrap_or("unknown"), meta.get_release().unwrap_or("unknown"));
         }
         tracing::info!(kernel = %desc.name, package = %nvr, "hashing kernel RPM");
-        let source = |source| UnpackError::Io { path: p.clone(), source };
-        hashes.push(fsx::sha256_file(p).map_err(|e| rpm_err(p)(source(e)))?);
     }
+    let files: Vec<PathBuf> = rpm_files(r).cloned().collect();
+    let hashes: Vec<String> = package::hash(&files).map_err(FetchError::package(&desc.name, &desc.source_summary()))?.into_iter().map(|p| p.sha256).collect();
     let key = if hashes.len() == 1 { hashes[0].clone() } else { fsx::sha256_bytes(format!("{}\n", hashes.join("\n")).as_bytes()) };
     Ok(Staged { key, version, packages: Packages::Rpm(r) })
 }
@@ -337,7 +284,7 @@ fn cached(cache: &Cache, pointer_path: &Path, desc: &Descriptor, stamp: &str) ->
     if pointer.source != desc.source_summary() || pointer.stamp != stamp {
         return None;
     }
-    let entry = cache.path(format!("kernels/{}", pointer.package_sha256));
+    let entry = cache.kernel_dir(&pointer.package_sha256);
     let mut k: Kernel = serde_json::from_slice(&fs::read(entry.join("kernel.json")).ok()?).ok()?;
     // The entry may have been renamed into place from a scratch path.
     k.root = entry;
@@ -440,11 +387,11 @@ mod tests {
         assert_eq!(k.release, R);
         assert_eq!(k.version, "6.4.0-150600.23.25.1");
         assert!(k.source.starts_with("rpm ") && k.source.contains(" + "), "{}", k.source);
-        assert_eq!(k.root, cache.path(format!("kernels/{}", k.package_sha256)));
+        assert_eq!(k.root, cache.kernel_dir(&k.package_sha256));
         assert_ne!(k.package_sha256, fsx::sha256_file(&d.path().join("kernels/kernel-default.rpm")).unwrap(), "the key covers the devel packages");
         assert_eq!(fs::read(k.vmlinuz()).unwrap(), b"not really a kernel");
         assert!(k.modules_dir().join("modules.dep").is_file(), "depmod ran");
-        assert_eq!(fs::read_dir(cache.path("tmp")).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(cache.tmp()).unwrap().count(), 0);
 
         // The build tree is the unpacked obj directory; its Makefile includes
         // the unpacked source tree's.
@@ -502,8 +449,8 @@ mod tests {
             let err = fetch(&cache, &desc).unwrap_err();
             let text = format!("{err}: {}", std::error::Error::source(&err).map(|s| s.to_string()).unwrap_or_default());
             assert!(text.contains("kernels/bad.yaml") && text.contains(&format!("kernels/{file}")) && text.contains(want), "{src}: {text}");
-            assert_eq!(fs::read_dir(cache.path("tmp")).unwrap().count(), 0, "{src}: scratch left behind");
-            assert!(!cache.path("kernels/by-name/bad.json").exists());
+            assert_eq!(fs::read_dir(cache.tmp()).unwrap().count(), 0, "{src}: scratch left behind");
+            assert!(!cache.kernel_pointer("bad").exists());
         }
     }
 

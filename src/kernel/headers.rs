@@ -11,24 +11,25 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use super::descriptor::{Descriptor, Source};
-use super::fetch::Kernel;
+use super::apt::{self, AptError};
+use super::descriptor::{Descriptor, PackageSource};
+use super::package::{Fetch, PackageError};
 use super::tree;
-use crate::cache::{self, Cache};
-use crate::util::{fsx, tool};
+use super::types::Kernel;
+use crate::cache::{Cache, Lock};
+use crate::util::fsx;
 
 #[derive(Debug, thiserror::Error)]
 pub enum HeadersError {
     #[error("kernel `{name}`: cannot find the headers package `{package}` in this machine's apt sources: {detail}")]
     NotInArchive { name: String, package: String, detail: String },
     #[error("kernel `{name}`: {step}")]
-    Tool {
+    Package {
         name: String,
         step: String,
         #[source]
-        source: tool::ToolError,
+        source: Box<PackageError>,
     },
     #[error("kernel `{name}`: the local tree `{}` has no build directory (lib/modules/<release>/build); build its modules elsewhere", dir.display())]
     NoLocalBuild { name: String, dir: PathBuf },
@@ -47,6 +48,18 @@ pub enum HeadersError {
     },
 }
 
+impl HeadersError {
+    /// A failure of the package path at `step`; a package apt does not have
+    /// keeps its own message.
+    fn package(name: &str, step: &str) -> impl FnOnce(PackageError) -> HeadersError {
+        let (name, step) = (name.to_string(), step.to_string());
+        move |source| match source {
+            PackageError::Apt(AptError::NotInArchive { package, detail }) => HeadersError::NotInArchive { name, package, detail },
+            source => HeadersError::Package { name, step, source: Box::new(source) },
+        }
+    }
+}
+
 /// The directory to run `make -C` in for `kernel`'s out-of-tree modules,
 /// fetching the headers into the cache if needed.
 pub fn build_dir(cache: &Cache, desc: &Descriptor, kernel: &Kernel) -> Result<PathBuf, HeadersError> {
@@ -57,7 +70,7 @@ pub fn build_dir(cache: &Cache, desc: &Descriptor, kernel: &Kernel) -> Result<Pa
     };
     let build = Path::new("lib/modules").join(&kernel.release).join("build");
     let src = match &desc.source {
-        Source::Local(l) => {
+        PackageSource::Local(l) => {
             // A tree unpacked from packages names its build tree by absolute
             // path inside the tree (Debian: `build -> /usr/src/linux-headers-…`);
             // a self-built one (`make modules_install`) by its path on this
@@ -69,7 +82,7 @@ pub fn build_dir(cache: &Cache, desc: &Descriptor, kernel: &Kernel) -> Result<Pa
                 .find(|b| b.join("Makefile").is_file())
                 .ok_or_else(|| HeadersError::NoLocalBuild { name: name.into(), dir: l.dir.clone() });
         }
-        Source::Rpm(r) => {
+        PackageSource::Rpm(r) => {
             if r.devel.is_empty() {
                 return Err(HeadersError::NoDevel { name: name.into(), origin: desc.origin.clone() });
             }
@@ -80,73 +93,42 @@ pub fn build_dir(cache: &Cache, desc: &Descriptor, kernel: &Kernel) -> Result<Pa
                 release: kernel.release.clone(),
             });
         }
-        Source::Debian(s) => s,
+        PackageSource::Debian(s) => s,
     };
     let flavour = src.package.replacen("linux-image-", "linux-headers-", 1);
-    let _lock = cache.lock(&format!("headers-{name}")).map_err(io(&cache.path("locks")))?;
-    let pointer = cache.path(format!("headers/by-kernel/{}.txt", kernel.package_sha256));
+    let mut f = Fetch::begin(cache, Lock::Headers(name), "headers-").map_err(HeadersError::package(name, "locking the headers"))?;
+    let pointer = cache.headers_pointer(&kernel.package_sha256);
+    let tree_in = |entry: &Path| entry.join(format!("usr/src/linux-headers-{}", kernel.release));
     if let Ok(key) = fs::read_to_string(&pointer) {
-        let dir = cache.path(format!("headers/{}/usr/src/linux-headers-{}", key.trim(), kernel.release));
+        let dir = tree_in(&cache.headers_dir(key.trim()));
         if dir.join("Makefile").exists() {
             return Ok(dir);
         }
     }
-    fsx::private_dir(&cache.path("headers/by-kernel")).map_err(io(&cache.path("headers")))?;
+    let pointers = pointer.parent().expect("a pointer has a directory");
+    fsx::private_dir(pointers).map_err(io(pointers))?;
 
     // The flavour package at the kernel's exact version, and what it depends on.
     let spec = format!("{flavour}={}", kernel.version);
-    let show = Command::new("apt-cache").args(["show", "--no-all-versions", &spec]).output();
-    let show = match show {
-        Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
-        Ok(o) => {
-            return Err(HeadersError::NotInArchive {
-                name: name.into(),
-                package: spec,
-                detail: String::from_utf8_lossy(&o.stderr).trim().to_string(),
-            })
-        }
-        Err(e) => {
-            return Err(HeadersError::Tool {
-                name: name.into(),
-                step: "apt-cache show".into(),
-                source: tool::ToolError::Spawn { program: "apt-cache".into(), hint: tool::package_hint("apt-get"), source: e },
-            })
-        }
-    };
+    let record = apt::show(&spec).map_err(|e| HeadersError::package(name, "apt-cache show")(e.into()))?;
     let mut specs = vec![spec.clone()];
-    specs.extend(header_dependencies(&show));
+    specs.extend(header_dependencies(&record));
 
-    let scratch = cache.scratch("headers-").map_err(io(&cache.path("tmp")))?;
-    let mut cmd = Command::new("apt-get");
-    cmd.args(["download", "-q", "-o", "APT::Sandbox::User=root"]).args(&specs).current_dir(scratch.path());
     tracing::info!(kernel = name, "downloading headers: {}", specs.join(" "));
     let bar = crate::ui::Bar::bytes(name, "downloading headers", None);
-    crate::ui::follow_bytes(&bar, scratch.path(), || tool::run(&mut cmd))
-        .map_err(|source| HeadersError::Tool { name: name.into(), step: format!("downloading {}", specs.join(" ")), source })?;
+    let debs = f.download(&specs, &bar).map_err(HeadersError::package(name, &format!("downloading {}", specs.join(" "))))?;
     bar.message("unpacking headers");
-    let mut debs: Vec<PathBuf> = fs::read_dir(scratch.path())
-        .map_err(io(scratch.path()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|x| x == "deb"))
-        .collect();
-    debs.sort();
-    let mut hashes = String::new();
-    for d in &debs {
-        hashes.push_str(&fsx::sha256_file(d).map_err(io(d))?);
-    }
+    let hashes: String = debs.iter().map(|d| d.sha256.as_str()).collect();
     let key = fsx::sha256_bytes(hashes.as_bytes());
-    let entry = cache.path(format!("headers/{key}"));
-    let build = entry.join(format!("usr/src/linux-headers-{}", kernel.release));
+    let entry = cache.headers_dir(&key);
+    let build = tree_in(&entry);
     if !build.join("Makefile").exists() {
-        let root = scratch.path().join("root");
-        for d in &debs {
-            tool::run(Command::new("dpkg-deb").arg("-x").arg(d).arg(&root))
-                .map_err(|source| HeadersError::Tool { name: name.into(), step: format!("unpacking {}", d.display()), source })?;
-        }
-        let makefile = root.join(format!("usr/src/linux-headers-{}/Makefile", kernel.release));
+        let root = f.root().map_err(HeadersError::package(name, "unpacking the headers"))?;
+        f.unpack_debs(&debs, &root).map_err(HeadersError::package(name, "unpacking the headers"))?;
+        let makefile = tree_in(&root).join("Makefile");
         let text = fs::read_to_string(&makefile).map_err(|_| HeadersError::Layout { name: name.into(), path: makefile.clone() })?;
         fs::write(&makefile, rewrite_includes(&text, &entry)).map_err(io(&makefile))?;
-        cache::publish_dir(&root, &entry).map_err(io(&entry))?;
+        f.publish(&root, &entry).map_err(HeadersError::package(name, "publishing the headers"))?;
     }
     fsx::write_atomic(&pointer, key.as_bytes()).map_err(io(&pointer))?;
     Ok(build)
@@ -157,8 +139,8 @@ pub fn build_dir(cache: &Cache, desc: &Descriptor, kernel: &Kernel) -> Result<Pa
 /// where the dependency says `(= version)`. The compiler package is not
 /// needed: the host's gcc of the same major version builds the modules.
 pub fn header_dependencies(record: &str) -> Vec<String> {
-    let Some(line) = record.lines().find(|l| l.starts_with("Depends:")) else { return Vec::new() };
-    line["Depends:".len()..]
+    let Some(depends) = apt::field(record, "Depends") else { return Vec::new() };
+    depends
         .split(',')
         .filter_map(|dep| {
             let dep = dep.split('|').next()?.trim();

@@ -22,7 +22,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::Kernel;
-use crate::cache::Cache;
+use crate::cache::{Cache, Lock};
 use crate::util::fsx;
 
 /// Bumped when the extraction or what is cached with it changes (and so
@@ -367,7 +367,7 @@ fn dir_for(cache: &Cache, kernel: &Kernel) -> PathBuf {
     if kernel.root.starts_with(cache.root()) {
         kernel.root.join("kernlab")
     } else {
-        cache.path("kernels/local-boot").join(&kernel.vmlinuz_sha256)
+        cache.local_boot_dir(&kernel.vmlinuz_sha256)
     }
 }
 
@@ -418,7 +418,7 @@ pub fn boot_images(cache: &Cache, kernel: &Kernel) -> BootImages {
         done(&mut out, &m);
         return out;
     }
-    let _lock = match cache.lock(&format!("kernel-{}", kernel.name)) {
+    let _lock = match cache.lock(Lock::Kernel(&kernel.name)) {
         Ok(l) => l,
         Err(e) => {
             out.note = format!("cannot lock the kernel's cache entry ({e}); booting the bzImage");
@@ -462,11 +462,6 @@ fn error_chain(e: &dyn std::error::Error) -> String {
         src = c.source();
     }
     s
-}
-
-/// Where the extracted ELF of `kernel` is cached (whether or not it exists yet).
-pub fn cached_path(cache: &Cache, kernel: &Kernel) -> PathBuf {
-    dir_for(cache, kernel).join("vmlinux")
 }
 
 /// True when `path` looks like a bzImage (used to check what a VM was given).
@@ -641,7 +636,7 @@ pub(crate) mod tests {
     }
 
     fn fake_kernel(d: &Path, cache: &Cache, config: Option<&str>, vmlinuz: &[u8]) -> Kernel {
-        let root = cache.path("kernels/abc");
+        let root = cache.kernel_dir("abc");
         std::fs::create_dir_all(root.join("boot")).unwrap();
         std::fs::write(root.join("boot/vmlinuz-6.1.0-test"), vmlinuz).unwrap();
         if let Some(c) = config {

@@ -42,8 +42,7 @@ const MAX_NAME: usize = 64;
 // what every filesystem accepts.
 const MAX_KERNEL_NAME: usize = 200;
 
-/// Kernel descriptor used when a lab names none.
-pub const DEFAULT_KERNEL: &str = "debian-6.1.0-54-cloud-amd64";
+pub use crate::kernel::DEFAULT_KERNEL;
 
 /// Command-line parameters that kernlab sets itself (the console carries the
 /// guest agent's channel, init is kernlab's own); a lab overriding them would

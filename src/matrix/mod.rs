@@ -153,9 +153,7 @@ pub const ARCHIVE_PREFIX: &str = "debian:";
 /// (`debian-<release>` for `linux-image-<release>`; meta, -dbg and
 /// -unsigned packages left out).
 pub fn archive_kernels() -> Vec<String> {
-    let out = std::process::Command::new("apt-cache").args(["pkgnames", "linux-image-"]).output();
-    let text = out.map(|o| String::from_utf8_lossy(&o.stdout).into_owned()).unwrap_or_default();
-    archive_names(&text)
+    archive_names(&crate::kernel::apt::pkgnames("linux-image-").unwrap_or_default().join("\n"))
 }
 
 /// Pure part of [`archive_kernels`].

@@ -7,10 +7,18 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::time::Duration;
 
-use crate::cache::{self, Cache};
-use crate::util::{fsx, tool};
+use crate::cache::{self, Cache, Lock};
+use crate::util::fsx;
+use crate::util::tool::{Tool, ToolError};
+
+/// `make modules` of one module against a kernel's headers.
+const MAKE_DEADLINE: Duration = Duration::from_secs(10 * 60);
+/// `gcc` of one workload program.
+const GCC_DEADLINE: Duration = Duration::from_secs(5 * 60);
+/// A quick query (`gcc --version`, `modinfo`).
+const QUERY_DEADLINE: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
 pub enum PayloadError {
@@ -26,13 +34,8 @@ pub enum PayloadError {
     NoModule { dir: PathBuf, kernel: String },
     #[error("building `{}` failed:\n{output}", source_file.display())]
     ProgramBuild { source_file: PathBuf, output: String },
-    #[error("cannot run `{program}` ({hint})")]
-    Spawn {
-        program: String,
-        hint: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("building the payload")]
+    Tool(#[source] ToolError),
     #[error("payload cache I/O on `{}`", path.display())]
     Io {
         path: PathBuf,
@@ -80,33 +83,31 @@ pub fn build_module(cache: &Cache, kernel: &str, kernel_key: &str, build_dir: &P
         h.push_str(&format!("{}\n{}\n", f.file_name().unwrap().to_string_lossy(), fsx::sha256_file(f).map_err(io(f))?));
     }
     let key = fsx::sha256_bytes(h.as_bytes());
-    let entry = cache.path(format!("modules/{key}"));
+    let entry = cache.module_dir(&key);
     if let Some(m) = find_ko(&entry, true)? {
         return Ok(m);
     }
-    let _lock = cache.lock(&format!("module-{key}")).map_err(io(&cache.path("locks")))?;
+    let _lock = cache.lock(Lock::Module(&key)).map_err(io(&cache.locks()))?;
     if let Some(m) = find_ko(&entry, true)? {
         return Ok(m);
     }
-    fsx::private_dir(&cache.path("modules")).map_err(io(&cache.path("modules")))?;
     // make writes its objects next to the sources: build in a copy.
-    let scratch = cache.scratch("module-").map_err(io(&cache.path("tmp")))?;
+    let scratch = cache.scratch("module-").map_err(io(&cache.tmp()))?;
     let work = scratch.path().join("src");
     fs::create_dir(&work).map_err(io(&work))?;
     for f in &files {
         fs::copy(f, work.join(f.file_name().unwrap())).map_err(io(f))?;
     }
-    let out = Command::new("make")
+    let out = Tool::new("make", MAKE_DEADLINE)
         .arg("-C")
         .arg(build_dir)
         .arg(format!("M={}", work.display()))
         .arg("modules")
         .output()
-        .map_err(|source| PayloadError::Spawn { program: "make".into(), hint: "`apt-get install make gcc` provides it".into(), source })?;
+        .map_err(PayloadError::Tool)?;
     if !out.status.success() {
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        let tail: Vec<&str> = text.lines().rev().take(40).collect::<Vec<_>>().into_iter().rev().collect();
-        return Err(PayloadError::ModuleBuild { dir: dir.to_path_buf(), kernel: kernel.into(), output: tail.join("\n") });
+        return Err(PayloadError::ModuleBuild { dir: dir.to_path_buf(), kernel: kernel.into(), output: crate::util::tool::tail(text.as_bytes()) });
     }
     let built = work.join("out");
     fs::create_dir(&built).map_err(io(&built))?;
@@ -126,7 +127,7 @@ pub fn build_module(cache: &Cache, kernel: &str, kernel_key: &str, build_dir: &P
 
 /// The parameter names a built module declares (`modinfo -p`).
 pub fn module_params(ko: &Path) -> Result<Vec<String>, PayloadError> {
-    let out = tool::run(Command::new("modinfo").arg("-p").arg(ko)).map_err(|e| PayloadError::ProgramBuild {
+    let out = Tool::new("modinfo", QUERY_DEADLINE).arg("-p").arg(ko).run().map_err(|e| PayloadError::ProgramBuild {
         source_file: ko.to_path_buf(),
         output: e.to_string(),
     })?;
@@ -151,35 +152,34 @@ fn find_ko(entry: &Path, cached: bool) -> Result<Option<BuiltModule>, PayloadErr
 /// Builds a static workload program `name` from C source `src`, or takes it from the cache.
 pub fn build_program(cache: &Cache, name: &str, src: &[u8]) -> Result<PathBuf, PayloadError> {
     let source_file = PathBuf::from(format!("{name}.c"));
-    let gcc = tool::run(Command::new("gcc").arg("--version")).map_err(|e| PayloadError::ProgramBuild {
+    let gcc = Tool::new("gcc", QUERY_DEADLINE).arg("--version").run().map_err(|e| PayloadError::ProgramBuild {
         source_file: source_file.clone(),
         output: e.to_string(),
     })?;
     let key = fsx::sha256_bytes(&[b"program-v1\n".as_slice(), &gcc.stdout, src].concat());
-    let dest = cache.path(format!("programs/{key}/{name}"));
+    let entry = cache.program_dir(&key);
+    let dest = entry.join(name);
     if dest.exists() {
         return Ok(dest);
     }
-    fsx::private_dir(&cache.path("programs")).map_err(io(&cache.path("programs")))?;
-    let scratch = cache.scratch("program-").map_err(io(&cache.path("tmp")))?;
+    let scratch = cache.scratch("program-").map_err(io(&cache.tmp()))?;
     let dir = scratch.path().join("out");
     fs::create_dir(&dir).map_err(io(&dir))?;
     let c_file = scratch.path().join(&source_file);
     fs::write(&c_file, src).map_err(io(&c_file))?;
-    let out = Command::new("gcc")
+    let out = Tool::new("gcc", GCC_DEADLINE)
         .args(["-O2", "-static", "-Wall", "-Wextra", "-o"])
         .arg(dir.join(name))
         .arg(&c_file)
         .output()
-        .map_err(|source| PayloadError::Spawn { program: "gcc".into(), hint: "`apt-get install gcc` provides it".into(), source })?;
+        .map_err(PayloadError::Tool)?;
     if !out.status.success() {
         return Err(PayloadError::ProgramBuild {
             source_file,
             output: String::from_utf8_lossy(&out.stderr).into_owned(),
         });
     }
-    let entry = cache.path(format!("programs/{key}"));
-    let _lock = cache.lock(&format!("program-{key}")).map_err(io(&cache.path("locks")))?;
+    let _lock = cache.lock(Lock::Program(&key)).map_err(io(&cache.locks()))?;
     cache::publish_dir(&dir, &entry).map_err(io(&entry))?;
     Ok(dest)
 }

@@ -84,7 +84,7 @@ pub fn choose_for_kernel(requested: Requested, host: &HostAccel, kvm_failed: Opt
 /// `accel/kvm-failed-<sha256>` in the cache, holding when. Removing it makes
 /// `auto` try KVM on that kernel again.
 pub fn kvm_failed_marker(cache: &crate::cache::Cache, vmlinuz_sha256: &str) -> std::path::PathBuf {
-    cache.path("accel").join(format!("kvm-failed-{vmlinuz_sha256}"))
+    cache.kvm_failed_marker(vmlinuz_sha256)
 }
 
 pub fn choose(requested: Requested, host: &HostAccel) -> AccelChoice {

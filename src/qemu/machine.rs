@@ -122,10 +122,9 @@ impl HostTsc {
     pub fn detect() -> Option<HostTsc> {
         static ONCE: std::sync::OnceLock<Option<HostTsc>> = std::sync::OnceLock::new();
         ONCE.get_or_init(|| {
-            let log = std::process::Command::new("dmesg")
-                .output()
+            let log = crate::util::tool::Tool::new("dmesg", std::time::Duration::from_secs(10))
+                .run()
                 .ok()
-                .filter(|o| o.status.success())
                 .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
                 .unwrap_or_default();
             from_kernel_log(&log).or_else(from_cpuid).or_else(measure)

@@ -1,30 +1,23 @@
-//! The QEMU child. It runs in its own process group, dies with kernlab
-//! (`PR_SET_PDEATHSIG`, so even a `kill -9` of kernlab leaves no QEMU), is
-//! registered in a process-wide table so a second Ctrl-C can kill every VM at
-//! once, and is killed by process group on drop. Orderly teardown (QMP
-//! `quit`, grace, SIGKILL, reap) is driven by the run; this type gives it the
-//! pieces.
+//! The QEMU child. Like every child kernlab starts it is owned through
+//! [`crate::util::process`]: its own process group, dead with kernlab
+//! (`PR_SET_PDEATHSIG`, so even a `kill -9` of kernlab leaves no QEMU),
+//! registered so a second Ctrl-C kills every VM at once ([`kill_all`]), and
+//! killed by process group on drop. Orderly teardown (QMP `quit`, grace,
+//! SIGKILL, reap) is driven by the run; this type gives it the pieces.
+//!
+//! tokio's `Child` is the one reaper: exit is seen on the group's pidfd
+//! (before reaping), the group is released, then tokio reaps; a `Qemu`
+//! dropped unreaped has its group killed and leaves the zombie to tokio's
+//! background reaping.
 
-use std::collections::BTreeSet;
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::Mutex;
 use std::time::Duration;
 
+pub use crate::util::process::kill_all;
+use crate::util::process::{self, Group};
 use crate::util::{fsx, tool};
-
-static LIVE_GROUPS: Mutex<BTreeSet<i32>> = Mutex::new(BTreeSet::new());
-
-/// SIGKILLs every QEMU process group this process started and has not reaped.
-/// Safe to call from a signal-handling task.
-pub fn kill_all() {
-    if let Ok(groups) = LIVE_GROUPS.lock() {
-        for pgid in groups.iter() {
-            unsafe { libc::killpg(*pgid, libc::SIGKILL) };
-        }
-    }
-}
 
 #[derive(Debug, thiserror::Error)]
 pub enum QemuError {
@@ -45,7 +38,7 @@ pub enum QemuError {
 
 pub struct Qemu {
     child: tokio::process::Child,
-    pid: i32,
+    group: Group,
     exit: Option<ExitStatus>,
     log: PathBuf,
 }
@@ -57,35 +50,28 @@ impl Qemu {
         let out = fsx::append_private(log).map_err(|source| QemuError::Log { path: log.into(), source })?;
         let err = out.try_clone().map_err(|source| QemuError::Log { path: log.into(), source })?;
         let mut cmd = tokio::process::Command::new(&argv[0]);
-        cmd.args(&argv[1..])
-            .current_dir(dir)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .process_group(0)
-            .kill_on_drop(true);
-        unsafe {
-            cmd.pre_exec(|| {
-                // Die with kernlab, whatever kills it.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
+        cmd.args(&argv[1..]).current_dir(dir).stdin(Stdio::null()).stdout(out).stderr(err);
+        process::own_tokio(&mut cmd);
         let program = PathBuf::from(&argv[0]);
-        let child = cmd.spawn().map_err(|source| QemuError::Spawn {
-            hint: tool::package_hint("qemu-system-x86_64"),
-            program,
-            source,
-        })?;
-        let pid = child.id().expect("a just-spawned child has a pid") as i32;
-        LIVE_GROUPS.lock().unwrap().insert(pid);
-        Ok(Qemu { child, pid, exit: None, log: log.into() })
+        let spawn_err = |program: PathBuf| {
+            let hint = tool::package_hint("qemu-system-x86_64");
+            move |source| QemuError::Spawn { program, hint, source }
+        };
+        let mut child = cmd.spawn().map_err(spawn_err(program.clone()))?;
+        let pid = child.id().expect("a just-spawned child has a pid");
+        let group = match Group::register(pid) {
+            Ok(g) => g,
+            Err(e) => {
+                // Not watchable: do not leave it running. tokio reaps it.
+                let _ = child.start_kill();
+                return Err(spawn_err(program)(e));
+            }
+        };
+        Ok(Qemu { child, group, exit: None, log: log.into() })
     }
 
     pub fn pid(&self) -> i32 {
-        self.pid
+        self.group.pid()
     }
 
     /// QEMU's own output so far (for errors).
@@ -95,9 +81,10 @@ impl Qemu {
 
     /// The exit status if QEMU has exited; never blocks.
     pub fn try_exited(&mut self) -> Option<ExitStatus> {
-        if self.exit.is_none() {
+        if self.exit.is_none() && self.group.exited() {
+            self.group.release();
             if let Ok(Some(st)) = self.child.try_wait() {
-                self.reaped(st);
+                self.exit = Some(st);
             }
         }
         self.exit
@@ -105,11 +92,8 @@ impl Qemu {
 
     /// Waits up to `grace` for QEMU to exit by itself.
     pub async fn wait_exit(&mut self, grace: Duration) -> Option<ExitStatus> {
-        if self.exit.is_some() {
-            return self.exit;
-        }
-        if let Ok(Ok(st)) = tokio::time::timeout(grace, self.child.wait()).await {
-            self.reaped(st);
+        if self.exit.is_none() && self.group.wait_exited_async(grace).await {
+            self.reap().await;
         }
         self.exit
     }
@@ -117,37 +101,38 @@ impl Qemu {
     /// SIGKILL to the whole process group, then reap.
     pub async fn kill(&mut self) -> Option<ExitStatus> {
         if self.exit.is_none() {
-            unsafe { libc::killpg(self.pid, libc::SIGKILL) };
-            if let Ok(st) = self.child.wait().await {
-                self.reaped(st);
-            }
+            self.group.kill();
+            // SIGKILL ends it at once unless it is stuck in the kernel;
+            // the reap below waits for that either way.
+            self.group.wait_exited_async(Duration::from_secs(10)).await;
+            self.reap().await;
         }
         self.exit
     }
 
-    fn reaped(&mut self, st: ExitStatus) {
-        self.exit = Some(st);
-        // Anything QEMU left in its group (helpers) goes too.
-        unsafe { libc::killpg(self.pid, libc::SIGKILL) };
-        LIVE_GROUPS.lock().unwrap().remove(&self.pid);
+    /// The leader has exited: release its group, then reap it.
+    async fn reap(&mut self) {
+        self.group.release();
+        if let Ok(st) = self.child.wait().await {
+            self.exit = Some(st);
+        }
     }
 }
 
 impl Drop for Qemu {
     fn drop(&mut self) {
         if self.exit.is_none() {
-            unsafe { libc::killpg(self.pid, libc::SIGKILL) };
-            // Reap synchronously so no zombie outlives the Qemu value.
-            let mut status = 0;
-            unsafe { libc::waitpid(self.pid, &mut status, 0) };
-            LIVE_GROUPS.lock().unwrap().remove(&self.pid);
+            // SIGKILL the group and leave the registry; tokio's `Child`,
+            // dropped next, reaps the zombie in the background.
+            self.group.kill();
+            self.group.release();
         }
     }
 }
 
 /// The first line of `qemu --version`, for the manifest.
 pub fn qemu_version(qemu: &Path) -> Result<String, tool::ToolError> {
-    let out = tool::run(std::process::Command::new(qemu).arg("--version"))?;
+    let out = tool::Tool::new(qemu, Duration::from_secs(30)).arg("--version").run()?;
     Ok(String::from_utf8_lossy(&out.stdout).lines().next().unwrap_or("").trim().to_string())
 }
 

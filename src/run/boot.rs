@@ -22,7 +22,7 @@ pub(super) struct Cold<'a> {
     pub(super) kernel: &'a Kernel,
     /// The kernel image booted, as a snapshot's key names it.
     pub(super) kernel_image: String,
-    pub(super) image: &'a image::Image,
+    pub(super) image: &'a image::BuiltImage,
     pub(super) qemu_version: &'a str,
     pub(super) payload: &'a Tree,
     pub(super) requested: accel::Requested,
@@ -222,7 +222,7 @@ pub(super) enum RestoreFailure {
 /// was saved from, plus `-incoming`), waits until it runs and its sshd
 /// answers, and runs a first command with the snapshot's keys, all within
 /// [`snapshot::RESTORE_TIMEOUT`] or so.
-pub(super) async fn restore(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel, image: &image::Image, entry: &crate::snapshot::Entry, choice: &AccelChoice) -> Result<Ready, RestoreFailure> {
+pub(super) async fn restore(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel, image: &image::BuiltImage, entry: &crate::snapshot::Entry, choice: &AccelChoice) -> Result<Ready, RestoreFailure> {
     use RestoreFailure::{Failed, Run};
     let keys = entry.keys().map_err(Failed)?;
     // The initrd the saved guest booted from: the same image and keys, so
@@ -357,7 +357,7 @@ pub(super) fn kernel_image_id(format: ImageFormat, kernel: &Kernel) -> String {
 
 /// Writes the run's initrd: the cached image, the keys' archive on top,
 /// and the lab's payload when it goes in at boot.
-pub(super) fn write_initrd(ctx: &Ctx, image: &image::Image, keys: &RunKeys, payload: Option<&Tree>) -> Result<(), RunError> {
+pub(super) fn write_initrd(ctx: &Ctx, image: &image::BuiltImage, keys: &RunKeys, payload: Option<&Tree>) -> Result<(), RunError> {
     let mut bytes = std::fs::read(&image.path).map_err(|source| RunError::Write { path: image.path.clone(), source })?;
     bytes.extend_from_slice(&keys.overlay()?.to_cpio());
     if let Some(p) = payload.filter(|p| !p.is_empty()) {

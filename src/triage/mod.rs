@@ -5,16 +5,21 @@
 //! that one member is extracted (the package is ~280 MB, the vmlinux ~590
 //! MB) and it is cached by the kernel package's hash.
 
-use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::cache::{self, Cache};
-use crate::kernel::{Descriptor, Kernel, Source};
+use crate::cache::{Cache, Lock};
+use crate::kernel::apt::{self, AptError};
+use crate::kernel::package::{Fetch, PackageError};
+use crate::kernel::{Descriptor, Kernel, PackageSource};
 use crate::ui::Bar;
-use crate::util::{fsx, tool};
+use crate::util::fsx;
+use crate::util::tool::{Tool, ToolError};
+
+/// `crash` reading a vmcore in batch mode.
+const CRASH_DEADLINE: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TriageError {
@@ -24,14 +29,10 @@ pub enum TriageError {
     Fetch {
         kernel: String,
         #[source]
-        source: tool::ToolError,
+        source: PackageError,
     },
-    #[error("cannot run `crash` ({hint})")]
-    CrashMissing {
-        hint: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("reading the vmcore with `crash`")]
+    Crash(#[source] ToolError),
     #[error("`crash` could not read `{}` with the debug vmlinux of kernel `{kernel}` (is it this kernel's dump?): {detail}", vmcore.display())]
     CrashFailed { kernel: String, vmcore: PathBuf, detail: String },
     #[error("triage I/O on `{}`", path.display())]
@@ -68,13 +69,9 @@ pub struct CacheAtCrash {
 /// The kernel's debug vmlinux, fetched and extracted into the cache once.
 pub fn debug_vmlinux(cache: &Cache, desc: &Descriptor, kernel: &Kernel) -> Result<PathBuf, TriageError> {
     let name = kernel.name.clone();
-    let io = |p: &Path| {
-        let p = p.to_path_buf();
-        move |source| TriageError::Io { path: p, source }
-    };
     let src = match &desc.source {
-        Source::Debian(s) => s,
-        Source::Local(l) => {
+        PackageSource::Debian(s) => s,
+        PackageSource::Local(l) => {
             let v = l.dir.join(format!("usr/lib/debug/boot/vmlinux-{}", kernel.release));
             let alt = l.dir.join("vmlinux");
             return [v, alt].into_iter().find(|p| p.exists()).ok_or(TriageError::NoDebugInfo {
@@ -82,86 +79,48 @@ pub fn debug_vmlinux(cache: &Cache, desc: &Descriptor, kernel: &Kernel) -> Resul
                 reason: "a local kernel needs `vmlinux` (with debug info) in its directory".into(),
             });
         }
-        Source::Rpm(_) => {
+        PackageSource::Rpm(_) => {
             return Err(TriageError::NoDebugInfo {
                 kernel: name,
                 reason: "the debug vmlinux of an RPM kernel (kernel-default-debuginfo) is not supported yet".into(),
             })
         }
     };
-    let dest = cache.path(format!("debug/{}/vmlinux", kernel.package_sha256));
+    let entry = cache.debug_dir(&kernel.package_sha256);
+    let dest = entry.join("vmlinux");
     if dest.exists() {
         return Ok(dest);
     }
-    let _lock = cache.lock(&format!("debug-{}", kernel.package_sha256)).map_err(io(&cache.path("locks")))?;
+    let fetch_err = |source| TriageError::Fetch { kernel: kernel.name.clone(), source };
+    let mut f = Fetch::begin(cache, Lock::Debug(&kernel.package_sha256), "debug-").map_err(fetch_err)?;
     if dest.exists() {
         return Ok(dest);
     }
     let spec = format!("{}-dbg={}", src.package, kernel.version);
-    let size = Command::new("apt-cache")
-        .args(["show", "--no-all-versions", &spec])
-        .output()
-        .ok()
-        .filter(|o| o.status.success())
-        .and_then(|o| {
-            String::from_utf8_lossy(&o.stdout).lines().find_map(|l| l.strip_prefix("Size: ").and_then(|v| v.trim().parse::<u64>().ok()))
-        })
-        .ok_or_else(|| TriageError::NoDebugInfo { kernel: name.clone(), reason: format!("`{spec}` is not in this machine's apt sources") })?;
-    tracing::info!("fetching the debug vmlinux: {spec} ({} MiB download, ~2x that unpacked; cached afterwards)", size >> 20);
-    let scratch = cache.scratch("debug-").map_err(io(&cache.path("tmp")))?;
-    // apt-get stays quiet; on a terminal a bar follows the download (apt's
-    // own progress would fight the run's progress lines).
-    let mut apt = Command::new("apt-get");
-    apt.args(["download", "-q", "-o", "APT::Sandbox::User=root", &spec]).current_dir(scratch.path());
-    let bar = Bar::bytes(&kernel.name, &format!("downloading {spec}"), Some(size));
-    crate::ui::follow_bytes(&bar, scratch.path(), || tool::run(&mut apt)).map_err(|source| TriageError::Fetch { kernel: name.clone(), source })?;
-    drop(bar);
-    let deb = std::fs::read_dir(scratch.path())
-        .map_err(io(scratch.path()))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .find(|p| p.extension().is_some_and(|x| x == "deb"))
-        .ok_or_else(|| TriageError::NoDebugInfo { kernel: name.clone(), reason: "apt-get download gave no .deb".into() })?;
-    tracing::info!("extracting vmlinux-{} from {}", kernel.release, deb.display());
-    let out_dir = scratch.path().join("out");
-    fsx::private_dir(&out_dir).map_err(io(&out_dir))?;
-    let out = out_dir.join("vmlinux");
-    let mut dpkg = Command::new("dpkg-deb")
-        .arg("--fsys-tarfile")
-        .arg(&deb)
-        .stdout(Stdio::piped())
-        .spawn()
-        .map_err(io(&deb))?;
-    let member = format!("./usr/lib/debug/boot/vmlinux-{}", kernel.release);
-    let mut tar = Command::new("tar")
-        .args(["-xO", &member])
-        .stdin(dpkg.stdout.take().expect("piped"))
-        .stdout(File::create(&out).map_err(io(&out))?)
-        .spawn()
-        .map_err(io(&out))?;
-    // Progress: the extraction streams the whole package (~25 s for the
-    // cloud kernel's): a bar on a terminal, else a log line every few seconds.
-    let bar = Bar::bytes(&kernel.name, "extracting the debug vmlinux", None);
-    let mut last_report = std::time::Instant::now();
-    let status = loop {
-        if let Some(st) = tar.try_wait().map_err(io(&out))? {
-            break st;
-        }
-        let done = std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0);
-        bar.position(done);
-        if !bar.is_shown() && last_report.elapsed() >= std::time::Duration::from_secs(5) {
-            tracing::info!("extracting the debug vmlinux: {} MiB written", done >> 20);
-            last_report = std::time::Instant::now();
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
+    let not_there = |detail: String| TriageError::NoDebugInfo { kernel: name.clone(), reason: format!("`{spec}` is not in this machine's apt sources{detail}") };
+    let size = match apt::show(&spec) {
+        Ok(record) => apt::field(&record, "Size").and_then(|v| v.parse::<u64>().ok()),
+        Err(AptError::NotInArchive { .. }) => return Err(not_there(String::new())),
+        Err(e) => return Err(not_there(format!(" (apt-cache: {e})"))),
     };
+    tracing::info!("fetching the debug vmlinux: {spec} ({} MiB download, ~2x that unpacked; cached afterwards)", size.unwrap_or(0) >> 20);
+    let bar = Bar::bytes(&kernel.name, &format!("downloading {spec}"), size);
+    let deb = f.download(std::slice::from_ref(&spec), &bar).map_err(fetch_err)?.remove(0);
     drop(bar);
-    let _ = dpkg.wait();
-    if !status.success() || std::fs::metadata(&out).map(|m| m.len()).unwrap_or(0) == 0 {
-        return Err(TriageError::NoDebugInfo { kernel: name, reason: format!("{} holds no {member}", deb.display()) });
+    tracing::info!("extracting vmlinux-{} from {}", kernel.release, deb.path.display());
+    let out_dir = f.root().map_err(fetch_err)?;
+    fsx::private_dir(&out_dir).map_err(|source| TriageError::Io { path: out_dir.clone(), source })?;
+    let member = format!("./usr/lib/debug/boot/vmlinux-{}", kernel.release);
+    let bar = Bar::bytes(&kernel.name, "extracting the debug vmlinux", None);
+    match f.extract_member(&deb, &member, &out_dir.join("vmlinux"), &bar) {
+        Ok(_) => {}
+        Err(PackageError::NoMember { deb, member }) => {
+            return Err(TriageError::NoDebugInfo { kernel: name, reason: format!("{} holds no {member}", deb.display()) })
+        }
+        Err(e) => return Err(fetch_err(e)),
     }
-    let entry = dest.parent().expect("has a parent");
-    std::fs::create_dir_all(entry.parent().expect("has a parent")).map_err(io(entry))?;
-    cache::publish_dir(&out_dir, entry).map_err(io(entry))?;
+    drop(bar);
+    f.publish(&out_dir, &entry).map_err(fetch_err)?;
     Ok(dest)
 }
 
@@ -173,24 +132,13 @@ pub fn run_crash(kernel: &str, vmlinux: &Path, vmcore: &Path, out: &Path) -> Res
     let t = std::time::Instant::now();
     let cmds = out.with_extension("cmds");
     std::fs::write(&cmds, COMMANDS).map_err(|source| TriageError::Io { path: cmds.clone(), source })?;
-    let o = Command::new("timeout")
-        .args(["300", "crash", "-s"])
-        .arg(vmlinux)
-        .arg(vmcore)
-        .arg("-i")
-        .arg(&cmds)
-        .stdin(Stdio::null())
-        .output()
-        .map_err(|source| TriageError::CrashMissing { hint: "`apt-get install crash` provides it".into(), source })?;
+    // crash's exit status says little (it is 0 after `quit` even when the
+    // dump could not be read): the text is judged below.
+    let o = Tool::new("crash", CRASH_DEADLINE).arg("-s").arg(vmlinux).arg(vmcore).arg("-i").arg(&cmds).output();
     let _ = std::fs::remove_file(&cmds);
+    let o = o.map_err(TriageError::Crash)?;
     let text = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
     fsx::write_atomic(out, text.as_bytes()).map_err(|source| TriageError::Io { path: out.to_path_buf(), source })?;
-    if o.status.code() == Some(127) || text.contains("timeout: failed to run command") {
-        return Err(TriageError::CrashMissing {
-            hint: "`apt-get install crash` provides it".into(),
-            source: std::io::Error::new(std::io::ErrorKind::NotFound, "crash not found"),
-        });
-    }
     let memory = parse_kmem_i(&text);
     if memory.is_empty() {
         let detail: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).take(6).collect();

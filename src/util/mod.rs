@@ -1,9 +1,11 @@
 //! Small host-side helpers shared by every layer: private files and
-//! directories, atomic writes, content hashes, and running host tools with
-//! their stderr kept for error messages.
+//! directories, atomic writes, content hashes, free space, and every child
+//! process: the process registry (`process`) and host tools run with a
+//! deadline, their stderr kept for error messages (`tool`).
 
 pub mod decompress;
 pub mod fsx;
+pub mod process;
 pub mod tool;
 
 /// An error and its sources on one line, `: `-joined (logs, one-line

@@ -1,0 +1,40 @@
+//! The kernel as the rest of kernlab sees it: unpacked in the cache (or a
+//! local tree used in place), ready to boot and to build modules against.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+/// A kernel unpacked in the cache, ready to boot.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Kernel {
+    /// Descriptor name, e.g. `debian-6.1.0-54-cloud-amd64`.
+    pub name: String,
+    /// `uname -r` of the kernel, e.g. `6.1.0-54-cloud-amd64`.
+    pub release: String,
+    /// Where it came from, e.g. `debian linux-image-…=6.1.190-1`.
+    pub source: String,
+    /// The package version that was fetched.
+    pub version: String,
+    /// sha256 of the fetched package: the cache key. For an RPM kernel with
+    /// `-devel` packages, the sha256 of the packages' hashes (one per line,
+    /// kernel package first); for a local kernel, the vmlinuz's.
+    pub package_sha256: String,
+    /// sha256 of the bootable image.
+    pub vmlinuz_sha256: String,
+    /// The unpacked package root in the cache.
+    pub root: PathBuf,
+}
+
+impl Kernel {
+    pub fn vmlinuz(&self) -> PathBuf {
+        self.root.join(format!("boot/vmlinuz-{}", self.release))
+    }
+    pub fn config(&self) -> PathBuf {
+        self.root.join(format!("boot/config-{}", self.release))
+    }
+    /// `lib/modules/<release>` inside the unpacked package.
+    pub fn modules_dir(&self) -> PathBuf {
+        self.root.join("lib/modules").join(&self.release)
+    }
+}
