@@ -142,7 +142,7 @@ impl<'c> Fetch<'c> {
                     continue;
                 }
                 let file = fsx::create_private(out).map_err(io_at(out))?;
-                let mut w = Progress { inner: file, bar, done: 0, last_log: Instant::now() };
+                let mut w = Progress { inner: file, bar, what: member, done: 0, last_log: Instant::now() };
                 written = Some(io::copy(&mut entry, &mut w).map_err(member_err)?);
                 w.inner.sync_all().map_err(io_at(out))?;
                 break;
@@ -183,6 +183,7 @@ fn same_member(a: &Path, b: &str) -> bool {
 struct Progress<'b, W> {
     inner: W,
     bar: &'b Bar,
+    what: &'b str,
     done: u64,
     last_log: Instant,
 }
@@ -193,7 +194,7 @@ impl<W: Write> Write for Progress<'_, W> {
         self.done += n as u64;
         self.bar.position(self.done);
         if !self.bar.is_shown() && self.last_log.elapsed() >= Duration::from_secs(5) {
-            tracing::info!("{} MiB written", self.done >> 20);
+            tracing::info!("extracting {}: {} MiB written", self.what, self.done >> 20);
             self.last_log = Instant::now();
         }
         Ok(n)
