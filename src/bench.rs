@@ -343,6 +343,16 @@ pub async fn hang_check(kernels: &[String], profiles: &[Profile], boots: usize, 
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn the_bare_floor_runs_its_program_through_the_tool_runner() {
+        let d = tempfile::tempdir().unwrap();
+        let initrd = d.path().join("bare.cpio");
+        let secs = bare_floor(&["true".to_string()], &initrd, &d.path().join("bare")).await.unwrap();
+        assert!(secs < 30.0);
+        let err = bare_floor(&["/nonexistent/qemu".to_string()], &initrd, &d.path().join("bare2")).await.unwrap_err();
+        assert!(err.contains("/nonexistent/qemu"), "{err}");
+    }
+
     #[test]
     fn the_bare_argv_keeps_the_machine_and_drops_the_run() {
         let argv: Vec<String> = "qemu-system-x86_64 -machine microvm -kernel /k/vmlinux -initrd initrd.cpio -append console=ttyS0 -qmp unix:qmp.sock,server=on,wait=off -netdev user,id=n0,hostfwd=tcp:127.0.0.1:4022-:22 -device virtio-net-device,netdev=n0"
