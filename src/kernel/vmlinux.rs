@@ -23,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Kernel;
 use crate::cache::{Cache, Lock};
-use crate::util::fsx;
+use crate::util::{error_chain, fsx};
 
 /// Bumped when the extraction or what is cached with it changes (and so
 /// part of a snapshot's key: the vmlinux booted is this extraction of the
@@ -452,16 +452,6 @@ pub fn boot_images(cache: &Cache, kernel: &Kernel) -> BootImages {
     let _ = fsx::private_dir(&dir).and_then(|_| fsx::write_atomic(&meta_path, &serde_json::to_vec_pretty(&meta).unwrap_or_default()));
     done(&mut out, &meta);
     out
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(&format!(": {c}"));
-        src = c.source();
-    }
-    s
 }
 
 /// True when `path` looks like a bzImage (used to check what a VM was given).
