@@ -227,8 +227,7 @@ pub async fn boot(
 
 /// The QEMU argv a run booted with, from its manifest.
 fn manifest_argv(run_dir: &std::path::Path) -> Option<Vec<String>> {
-    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(run_dir.join("manifest.json")).ok()?).ok()?;
-    serde_json::from_value(m["qemu_argv"].clone()).ok()
+    Some(crate::outcome::read_manifest(&run_dir.join("manifest.json")).ok()?.qemu_argv)
 }
 
 /// A run's argv made into the bare floor's: the bare initramfs, no QMP, no
@@ -277,9 +276,8 @@ async fn bare_floor(argv: &[String], initrd: &std::path::Path, dir: &std::path::
 
 /// `boot.snapshot.secs` of a restored run (QEMU start → running).
 fn manifest_snapshot_secs(run_dir: &std::path::Path) -> Option<f64> {
-    let m: serde_json::Value = serde_json::from_slice(&std::fs::read(run_dir.join("manifest.json")).ok()?).ok()?;
-    let s = &m["boot"]["snapshot"];
-    (s["mode"] == "restored").then(|| s["secs"].as_f64()).flatten()
+    let s = crate::outcome::read_manifest(&run_dir.join("manifest.json")).ok()?.boot?.snapshot?;
+    (s.mode == crate::outcome::run::SnapshotMode::Restored).then_some(s.secs).flatten()
 }
 
 /// Boots each kernel and profile `boots` times, counting retries and failures.
