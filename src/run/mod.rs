@@ -42,7 +42,7 @@ use crate::qemu::machine::{self as qmachine, Driver, KernelFacts, LabNeeds};
 use crate::qemu::{self, accel, Accel, AccelChoice, Device, HostTsc, Machine, MachineChoice, Qemu, VmSpec};
 use crate::qmp::{Qmp, QmpEvent};
 use crate::sample::parse::{self as sparse, Section};
-use crate::sample::sampler::SampleStore;
+use crate::sample::store::SampleStore;
 use crate::snapshot::{KeyInputs, Lookup};
 use crate::util::{fsx, tool};
 

@@ -1,7 +1,8 @@
-//! Sampling the guest: the parsers for what the guest prints (`parse`), and
-//! the sampler that captures it over SSH and the host-side balloon figures
-//! over QMP at the lab's interval, appending every sample to disk as it
-//! arrives (`sampler`).
+//! Sampling the guest: the parsers for what the guest prints (`parse`), the
+//! rows of the series a run keeps in `samples/` (`rows`, the one definition
+//! every writer and reader uses), and the store that appends every sample to
+//! disk as it arrives (`store`).
 
 pub mod parse;
-pub mod sampler;
+pub mod rows;
+pub mod store;

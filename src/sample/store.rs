@@ -1,83 +1,104 @@
-//! The sampler: at each interval, one SSH command captures the guest's
-//! `/proc` files (one round trip), and QMP gives the balloon's view of guest
-//! memory, which needs no working guest network. Every sample is appended to
-//! the CSV series in `samples/` and flushed before the next one is taken.
-//! Series are in long format, one row per (time, key).
+//! The sample store: at each interval the sampler (`run::sampler`) captures
+//! the guest's `/proc` files with one SSH command (one round trip), and QMP
+//! gives the balloon's view of guest memory, which needs no working guest
+//! network. Every sample is appended here to the CSV series in `samples/`
+//! and flushed before the next one is taken.
+//! Series are in long format, one row per (time, key), the rows of
+//! [`super::rows`].
 
 use std::fs::File;
 use std::io::Write;
+use std::marker::PhantomData;
 use std::path::Path;
 
 use super::parse::{Capture, Section};
+use super::rows::{self, BalloonRow, DentryRow, HostRow, MeminfoRow, OpsRow, Row, SlabRow};
 use crate::util::fsx;
+
+/// One series file open for appending: each sample's rows go out in one
+/// write, flushed before the next sample is taken.
+struct Series<R> {
+    file: File,
+    row: PhantomData<R>,
+}
+
+impl<R: Row> Series<R> {
+    /// Opens `dir/R::FILE`, creating it with its header.
+    fn open(dir: &Path) -> std::io::Result<Self> {
+        let path = dir.join(R::FILE);
+        let fresh = !path.exists();
+        let mut file = fsx::append_private(&path)?;
+        if fresh {
+            writeln!(file, "{}", R::HEADER)?;
+        }
+        Ok(Series { file, row: PhantomData })
+    }
+
+    /// Appends one sample's rows and flushes them.
+    fn append<'a>(&mut self, rows: impl IntoIterator<Item = &'a R>) -> std::io::Result<()>
+    where
+        R: 'a,
+    {
+        let bytes = rows::to_csv(rows).map_err(std::io::Error::other)?;
+        self.file.write_all(&bytes)?;
+        self.file.flush()
+    }
+}
 
 /// The open series files of a run.
 pub struct SampleStore {
-    slab: Option<File>,
-    meminfo: Option<File>,
-    dentry: Option<File>,
-    balloon: Option<File>,
-    ops: Option<File>,
+    slab: Option<Series<SlabRow>>,
+    meminfo: Option<Series<MeminfoRow>>,
+    dentry: Option<Series<DentryRow>>,
+    balloon: Option<Series<BalloonRow>>,
+    ops: Option<Series<OpsRow>>,
     /// kernlab's own footprint: a soak's memory and descriptors must stay flat.
-    host: Option<File>,
+    host: Option<Series<HostRow>>,
     pub count: u64,
 }
 
 impl SampleStore {
     /// Opens (creating with headers) the series for the enabled sources.
     pub fn open(dir: &Path, sections: &[Section], balloon: bool) -> std::io::Result<Self> {
-        let open = |name: &str, header: &str| -> std::io::Result<File> {
-            let path = dir.join(name);
-            let fresh = !path.exists();
-            let mut f = fsx::append_private(&path)?;
-            if fresh {
-                writeln!(f, "{header}")?;
-            }
-            Ok(f)
-        };
+        let has = |s: Section| sections.contains(&s);
         Ok(SampleStore {
-            slab: sections
-                .contains(&Section::Slabinfo)
-                .then(|| open("slabinfo.csv", "t,uptime,cache,active_objs,num_objs,objsize"))
-                .transpose()?,
-            meminfo: sections.contains(&Section::Meminfo).then(|| open("meminfo.csv", "t,uptime,key,bytes")).transpose()?,
-            dentry: sections
-                .contains(&Section::DentryState)
-                .then(|| open("dentry-state.csv", "t,uptime,nr_dentry,nr_unused,age_limit,want_pages,nr_negative"))
-                .transpose()?,
-            balloon: balloon.then(|| open("balloon.csv", "t,key,value")).transpose()?,
-            ops: sections.contains(&Section::Ops).then(|| open("ops.csv", "t,uptime,ops")).transpose()?,
-            host: Some(open("kernlab.csv", "t,rss_bytes,fds,threads")?),
+            slab: has(Section::Slabinfo).then(|| Series::open(dir)).transpose()?,
+            meminfo: has(Section::Meminfo).then(|| Series::open(dir)).transpose()?,
+            dentry: has(Section::DentryState).then(|| Series::open(dir)).transpose()?,
+            balloon: balloon.then(|| Series::open(dir)).transpose()?,
+            ops: has(Section::Ops).then(|| Series::open(dir)).transpose()?,
+            host: Some(Series::open(dir)?),
             count: 0,
         })
     }
 
     /// Appends one guest capture taken at run time `t`.
     pub fn append_capture(&mut self, t: f64, c: &Capture) -> std::io::Result<()> {
-        let up = c.uptime_s.map(|u| format!("{u:.2}")).unwrap_or_default();
+        let uptime = c.uptime_s;
         if let (Some(f), Some(caches)) = (self.slab.as_mut(), c.slabinfo.as_ref()) {
-            let mut buf = String::with_capacity(caches.len() * 48);
-            for s in caches {
-                buf.push_str(&format!("{t:.3},{up},{},{},{},{}\n", s.name, s.active_objs, s.num_objs, s.objsize));
-            }
-            f.write_all(buf.as_bytes())?;
-            f.flush()?;
+            let rows: Vec<SlabRow> = caches
+                .iter()
+                .map(|s| SlabRow { t, uptime, cache: s.name.clone(), active_objs: s.active_objs, num_objs: s.num_objs, objsize: s.objsize })
+                .collect();
+            f.append(&rows)?;
         }
         if let (Some(f), Some(m)) = (self.meminfo.as_mut(), c.meminfo.as_ref()) {
-            let mut buf = String::new();
-            for (k, v) in &m.fields {
-                buf.push_str(&format!("{t:.3},{up},{k},{v}\n"));
-            }
-            f.write_all(buf.as_bytes())?;
-            f.flush()?;
+            let rows: Vec<MeminfoRow> = m.fields.iter().map(|(k, v)| MeminfoRow { t, uptime, key: k.clone(), bytes: *v }).collect();
+            f.append(&rows)?;
         }
         if let (Some(f), Some(d)) = (self.dentry.as_mut(), c.dentry.as_ref()) {
-            writeln!(f, "{t:.3},{up},{},{},{},{},{}", d.nr_dentry, d.nr_unused, d.age_limit, d.want_pages, d.nr_negative)?;
-            f.flush()?;
+            f.append(&[DentryRow {
+                t,
+                uptime,
+                nr_dentry: d.nr_dentry,
+                nr_unused: d.nr_unused,
+                age_limit: d.age_limit,
+                want_pages: d.want_pages,
+                nr_negative: d.nr_negative,
+            }])?;
         }
-        if let (Some(f), Some(n)) = (self.ops.as_mut(), c.ops) {
-            writeln!(f, "{t:.3},{up},{n}")?;
-            f.flush()?;
+        if let (Some(f), Some(ops)) = (self.ops.as_mut(), c.ops) {
+            f.append(&[OpsRow { t, uptime, ops }])?;
         }
         self.count += 1;
         Ok(())
@@ -89,24 +110,18 @@ impl SampleStore {
         let Some(f) = self.host.as_mut() else { return Ok(()) };
         let status = std::fs::read_to_string("/proc/self/status")?;
         let (rss, threads) = self_status(&status);
-        let fds = std::fs::read_dir("/proc/self/fd")?.count();
-        writeln!(f, "{t:.3},{},{fds},{}", rss.unwrap_or(0), threads.unwrap_or(0))?;
-        f.flush()
+        let fds = std::fs::read_dir("/proc/self/fd")?.count() as u64;
+        f.append(&[HostRow { t, rss_bytes: rss.unwrap_or(0), fds, threads: threads.unwrap_or(0) }])
     }
 
     /// Appends the balloon's guest statistics (`stat-*` keys, bytes).
     pub fn append_balloon(&mut self, t: f64, stats: &serde_json::Value) -> std::io::Result<()> {
         let Some(f) = self.balloon.as_mut() else { return Ok(()) };
         let Some(map) = stats.get("stats").and_then(|s| s.as_object()) else { return Ok(()) };
-        let mut buf = String::new();
-        for (k, v) in map {
-            // QEMU reports -1 for statistics the guest has not supplied yet.
-            if let Some(v) = v.as_i64().filter(|v| *v >= 0) {
-                buf.push_str(&format!("{t:.3},{k},{v}\n"));
-            }
-        }
-        f.write_all(buf.as_bytes())?;
-        f.flush()
+        // QEMU reports -1 for statistics the guest has not supplied yet.
+        let rows: Vec<BalloonRow> =
+            map.iter().filter_map(|(k, v)| v.as_i64().and_then(|v| u64::try_from(v).ok()).map(|value| BalloonRow { t, key: k.clone(), value })).collect();
+        f.append(&rows)
     }
 }
 
@@ -132,9 +147,8 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let mut store = SampleStore::open(d.path(), &[], false).unwrap();
         store.append_self(1.5).unwrap();
-        let csv = std::fs::read_to_string(d.path().join("kernlab.csv")).unwrap();
-        let row: Vec<u64> = csv.lines().nth(1).unwrap().split(',').skip(1).map(|v| v.parse().unwrap()).collect();
-        assert!(row[0] > 1 << 20 && row[1] >= 3 && row[2] >= 1, "{csv}");
+        let row = &rows::read::<HostRow>(d.path()).unwrap()[0];
+        assert!(row.t == 1.5 && row.rss_bytes > 1 << 20 && row.fds >= 3 && row.threads >= 1, "{row:?}");
     }
     use crate::sample::parse::parse_capture;
 
