@@ -5,6 +5,8 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use crate::sample::rows::{self, MeminfoRow, SlabRow};
+
 /// A meminfo field's first and last value in a run, bytes.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct FirstLast {
@@ -25,16 +27,12 @@ pub struct CacheGrowth {
 
 const HEADLINE: [&str; 5] = ["MemAvailable", "MemFree", "Slab", "SReclaimable", "SUnreclaim"];
 
-/// From `t,uptime,key,bytes` rows: first and last value of the headline keys.
+/// From `meminfo.csv` text: first and last value of the headline keys.
 pub fn meminfo_first_last(csv: &str) -> BTreeMap<String, FirstLast> {
     let mut out: BTreeMap<String, FirstLast> = BTreeMap::new();
-    for line in csv.lines().skip(1) {
-        let f: Vec<&str> = line.split(',').collect();
-        if f.len() != 4 || !HEADLINE.contains(&f[2]) {
-            continue;
-        }
-        let Ok(v) = f[3].parse::<u64>() else { continue };
-        out.entry(f[2].to_string())
+    for row in rows::parse::<MeminfoRow>(csv).filter(|r| HEADLINE.contains(&r.key.as_str())) {
+        let v = row.bytes;
+        out.entry(row.key)
             .and_modify(|e| {
                 e.last = v;
                 e.delta = v as i64 - e.first as i64;
@@ -44,30 +42,26 @@ pub fn meminfo_first_last(csv: &str) -> BTreeMap<String, FirstLast> {
     out
 }
 
-/// From `t,uptime,cache,active_objs,num_objs,objsize` rows: the `top` caches
-/// by growth of active bytes between the first and the last sample time.
+/// From `slabinfo.csv` text: the `top` caches by growth of active bytes
+/// between the first and the last sample time.
 pub fn slab_growth(csv: &str, top: usize) -> Vec<CacheGrowth> {
     // cache -> (first (objs, bytes), last (objs, bytes)); rows come in time order.
-    let mut first_t: Option<&str> = None;
+    let mut first_t: Option<f64> = None;
     // (objects, bytes) at the first and the last sample.
     type Span = ((u64, u64), (u64, u64));
-    let mut per: BTreeMap<&str, Span> = BTreeMap::new();
-    for line in csv.lines().skip(1) {
-        let f: Vec<&str> = line.split(',').collect();
-        if f.len() != 6 {
-            continue;
-        }
-        let (Ok(objs), Ok(size)) = (f[3].parse::<u64>(), f[5].parse::<u64>()) else { continue };
-        let cur = (objs, objs.saturating_mul(size));
-        let t0 = *first_t.get_or_insert(f[0]);
-        per.entry(f[2])
+    let mut per: BTreeMap<String, Span> = BTreeMap::new();
+    for row in rows::parse::<SlabRow>(csv) {
+        let objs = row.active_objs;
+        let cur = (objs, objs.saturating_mul(row.objsize));
+        let t0 = *first_t.get_or_insert(row.t);
+        per.entry(row.cache)
             .and_modify(|e| e.1 = cur)
-            .or_insert(if f[0] == t0 { (cur, cur) } else { ((0, 0), cur) });
+            .or_insert(if row.t == t0 { (cur, cur) } else { ((0, 0), cur) });
     }
     let mut v: Vec<CacheGrowth> = per
         .into_iter()
         .map(|(cache, (a, b))| CacheGrowth {
-            cache: cache.to_string(),
+            cache,
             first_bytes: a.1,
             last_bytes: b.1,
             delta_bytes: b.1 as i64 - a.1 as i64,

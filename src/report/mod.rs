@@ -38,6 +38,7 @@ use crate::outcome::leak::LeakReport;
 use crate::outcome::matrix::{self as matrix_record, CellResult, MatrixReport};
 use crate::outcome::run::{CacheGrowth, Manifest, RunOutcome};
 use crate::outcome::{self, ReadError};
+use crate::sample::rows::{self, BalloonRow, MeminfoRow, OpsRow, Row, SlabRow};
 use crate::util::fsx;
 
 pub const FILE: &str = "report.html";
@@ -109,14 +110,11 @@ fn optional<T>(r: Result<T, ReadError>) -> Result<Option<T>, ReportError> {
     }
 }
 
-/// `t,key,value` rows of `balloon.csv`.
+/// The balloon's statistics from `balloon.csv` text: key → (t, bytes).
 pub fn parse_balloon(csv: &str) -> BTreeMap<String, Vec<(f64, f64)>> {
     let mut out: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-    for l in csv.lines().skip(1) {
-        let f: Vec<&str> = l.split(',').collect();
-        if let (3, Ok(t), Ok(v)) = (f.len(), f[0].parse::<f64>(), f.get(2).unwrap_or(&"").parse::<f64>()) {
-            out.entry(f[1].to_string()).or_default().push((t, v));
-        }
+    for r in rows::parse::<BalloonRow>(csv) {
+        out.entry(r.key).or_default().push((r.t, r.value as f64));
     }
     out
 }
@@ -124,14 +122,14 @@ pub fn parse_balloon(csv: &str) -> BTreeMap<String, Vec<(f64, f64)>> {
 impl RunData {
     pub fn load(dir: &Path) -> Result<RunData, ReportError> {
         let samples = dir.join("samples");
-        let slab = read_text(&samples.join("slabinfo.csv"))?;
+        let slab = read_text(&samples.join(SlabRow::FILE))?;
         Ok(RunData {
             dir: dir.to_path_buf(),
             report: optional(outcome::read::<RunOutcome>(&dir.join("report.json")))?,
             manifest: optional(outcome::read_manifest(&dir.join("manifest.json")))?,
             events: outcome::read_events(&read_text(&dir.join("events.jsonl"))?),
-            series: ArmSeries::parse(&read_text(&samples.join("meminfo.csv"))?, &slab, &read_text(&samples.join("ops.csv"))?),
-            balloon: parse_balloon(&read_text(&samples.join("balloon.csv"))?),
+            series: ArmSeries::parse(&read_text(&samples.join(MeminfoRow::FILE))?, &slab, &read_text(&samples.join(OpsRow::FILE))?),
+            balloon: parse_balloon(&read_text(&samples.join(BalloonRow::FILE))?),
             slab_growth: slab_growth(&slab, 10),
         })
     }

@@ -538,7 +538,6 @@ pub fn matrix_page(name: &str, exit_code: i32, cells: &[(CellResult, String)], f
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::BTreeMap;
 
     fn ev(t: f64, event: Event) -> Stamped {
         Stamped { schema: crate::outcome::event::SCHEMA.into(), t, wall: "w".into(), cell: None, arm: None, event }
@@ -558,11 +557,6 @@ mod tests {
             slab.push_str(&format!("{t},0,kmalloc-64,500,500,64\n"));
             ops.push_str(&format!("{t},0,{}\n", i * 1000));
             balloon.push_str(&format!("{t},stat-available-memory,{}\n", 410_000_000 - i * 1_000_000));
-        }
-        let mut balloon_map: BTreeMap<String, Vec<(f64, f64)>> = BTreeMap::new();
-        for l in balloon.lines().skip(1) {
-            let f: Vec<&str> = l.split(',').collect();
-            balloon_map.entry(f[1].into()).or_default().push((f[0].parse().unwrap(), f[2].parse().unwrap()));
         }
         RunData {
             dir: "/runs/x <y>".into(),
@@ -591,7 +585,7 @@ mod tests {
             ],
             slab_growth: crate::analysis::growth::slab_growth(&slab, 10),
             series: ArmSeries::parse(&mem, &slab, &ops),
-            balloon: balloon_map,
+            balloon: super::super::parse_balloon(&balloon),
         }
     }
 

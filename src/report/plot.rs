@@ -4,9 +4,12 @@
 //! as SVG `<text>` elements laid out by plotters' estimate, so no font file
 //! is read on the host and the browser draws the text with its own fonts.
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::coord::Shift;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use crate::stats::median;
 
 /// An sRGB colour.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,8 +65,8 @@ impl Trend {
         if pts.is_empty() || ![slope, lower, upper].iter().all(|s| s.is_finite()) {
             return None;
         }
-        let intercept = median(pts.iter().map(|(x, y)| y - slope * x).collect());
-        let xm = median(pts.iter().map(|p| p.0).collect());
+        let intercept = median(&pts.iter().map(|(x, y)| y - slope * x).collect::<Vec<_>>());
+        let xm = median(&pts.iter().map(|p| p.0).collect::<Vec<_>>());
         let ym = intercept + slope * xm;
         let x0 = pts.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
         let x1 = pts.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max);
@@ -97,18 +100,6 @@ impl Trend {
 
     pub fn line(&self) -> [(f64, f64); 2] {
         [(self.x0, Trend::at(self.mid, self.x0)), (self.x1, Trend::at(self.mid, self.x1))]
-    }
-}
-
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let n = v.len();
-    if n == 0 {
-        f64::NAN
-    } else if n % 2 == 1 {
-        v[n / 2]
-    } else {
-        (v[n / 2 - 1] + v[n / 2]) / 2.0
     }
 }
 
@@ -268,11 +259,14 @@ fn draw(
         .y_label_area_size(72)
         .build_cartesian_2d(x0..x1, y0..y1)?;
     let y_desc = format!("{} ({unit})", chart.y_desc);
+    let (xd, yd) = (tick_decimals(x0, x1), tick_decimals(y0, y1));
     c.configure_mesh()
+        .x_labels(TICKS)
+        .y_labels(TICKS)
         .x_desc(chart.x_desc.as_str())
         .y_desc(y_desc.as_str())
-        .x_label_formatter(&|x| fmt_tick(*x))
-        .y_label_formatter(&|y| fmt_tick(*y))
+        .x_label_formatter(&|x| fmt_tick(*x, xd))
+        .y_label_formatter(&|y| fmt_tick(*y, yd))
         .light_line_style(RGBColor(0xee, 0xee, 0xee))
         .label_style(("sans-serif", 12))
         .draw()?;
@@ -323,15 +317,29 @@ fn draw(
     Ok(())
 }
 
-/// Axis numbers: no more digits than the scale needs.
-fn fmt_tick(v: f64) -> String {
-    let a = v.abs();
-    if a >= 100.0 || a == 0.0 {
-        format!("{v:.0}")
-    } else if a >= 10.0 {
-        format!("{v:.1}")
-    } else {
-        format!("{v:.2}")
+/// Labelled ticks per axis, at most (plotters places them at 1, 2 or 5 ×
+/// a power of ten).
+const TICKS: usize = 11;
+
+/// The ticks plotters labels on an axis over `lo..hi`.
+fn ticks(lo: f64, hi: f64) -> Vec<f64> {
+    RangedCoordf64::from(lo..hi).key_points(TICKS)
+}
+
+/// Decimals for an axis's labels: the fewest that tell every two adjacent
+/// ticks apart, so the precision follows the range (a 0.25 MiB range at
+/// 15 MiB needs two, a 400 MiB one none).
+fn tick_decimals(lo: f64, hi: f64) -> usize {
+    let t = ticks(lo, hi);
+    (0..=9).find(|&d| t.windows(2).all(|w| fmt_tick(w[0], d) != fmt_tick(w[1], d))).unwrap_or(9)
+}
+
+/// An axis number with `decimals` digits after the point (never `-0`).
+fn fmt_tick(v: f64, decimals: usize) -> String {
+    let s = format!("{v:.decimals$}");
+    match s.strip_prefix('-') {
+        Some(rest) if rest.bytes().all(|b| b == b'0' || b == b'.') => rest.to_string(),
+        _ => s,
     }
 }
 
@@ -410,6 +418,28 @@ mod tests {
         assert!(s.contains("<svg") && !s.contains("NaN"));
         assert!(Trend::fit("x", GREY, &[], 1.0, 0.0, 2.0).is_none());
         assert!(Trend::fit("x", GREY, &[(0.0, 1.0)], f64::NAN, 0.0, 2.0).is_none());
+    }
+
+    #[test]
+    fn tick_labels_follow_the_range() {
+        // A 0.25 MiB range at 15.5 MiB: one decimal would repeat labels
+        // (15.5, 15.5, 15.5, 15.6); every adjacent pair differs.
+        let (lo, hi) = (15.4, 15.65);
+        let d = tick_decimals(lo, hi);
+        let labels: Vec<String> = ticks(lo, hi).iter().map(|&v| fmt_tick(v, d)).collect();
+        assert!(labels.len() >= 4, "{labels:?}");
+        assert!(labels.windows(2).all(|w| w[0] != w[1]), "{labels:?}");
+        assert_eq!(d, 2, "{labels:?}");
+        // No more digits than the step needs.
+        assert_eq!(tick_decimals(0.0, 400.0), 0);
+        assert_eq!(tick_decimals(0.0, 1.0), 1);
+        assert_eq!(fmt_tick(-0.0001, 2), "0.00");
+        // The drawn chart has the same distinct labels.
+        let mut c = Chart::new("Slab", "run time (s)", "bytes");
+        c.lines.push(Line { label: "Slab".into(), color: MODULE, points: (0..20).map(|i| (i as f64, (15.42 + 0.01 * i as f64) * 1048576.0)).collect() });
+        let s = svg(&c).unwrap();
+        let y_labels: Vec<&str> = s.split("</text>").filter_map(|t| t.rsplit(">\n").next()).map(str::trim).filter(|t| t.starts_with("15.")).collect();
+        assert!(y_labels.len() >= 4 && y_labels.windows(2).all(|w| w[0] != w[1]), "{y_labels:?}");
     }
 
     #[test]

@@ -1,0 +1,198 @@
+//! What the analysis decides on and records: the basis, floors and policy
+//! it is given, and the evidence, looks and verdict it returns (the
+//! `analysis` of an A/B lab's `report.json`).
+
+use serde::{Deserialize, Serialize};
+
+use crate::stats::trend::Trend;
+use crate::stats::Verdict;
+
+/// What the fits are against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Basis {
+    /// Against the workload's cumulative operation count: rates per op.
+    PerOp,
+    /// Against time (no operation count): rates per second.
+    PerSecond,
+}
+
+impl Basis {
+    /// The unit of a rate on this basis: `op` or `s`.
+    pub fn per(self) -> &'static str {
+        match self {
+            Basis::PerOp => "op",
+            Basis::PerSecond => "s",
+        }
+    }
+}
+
+/// The practical floors: a difference below them is not a leak worth the
+/// name. Per operation when the workload counts operations, else per hour.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Floors {
+    pub objects_per_op: f64,
+    pub bytes_per_op: f64,
+    pub bytes_per_hour: f64,
+}
+
+/// What the analysis needs of the lab.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    pub metric: String,
+    pub floors: Floors,
+    /// One-sided, family-wise over caches and looks.
+    pub alpha: f64,
+    /// Samples per arm the lab plans (duration / interval + 1): the looks
+    /// are placed and α spent against it.
+    pub planned_samples: usize,
+    /// Samples left out at the start of each arm: the workload's own
+    /// set-up (its directory, the first slabs of each cache it touches)
+    /// is a step in both arms that is not a rate.
+    pub warmup_samples: usize,
+    /// Take the looks before the end (`leak.stop_early`); else one look at
+    /// the end with all of α.
+    pub stop_early: bool,
+    /// The sampling interval, seconds (to say how long a run would need).
+    pub interval_s: f64,
+}
+
+/// One arm's fit of one hypothesis.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ArmFit {
+    pub samples: usize,
+    /// The value in the first and the last sample (objects, or bytes for
+    /// the total).
+    pub first: f64,
+    pub last: f64,
+    /// The trend per op (or per second); None when it could not be fitted.
+    pub trend: Option<Trend>,
+}
+
+/// What kind of hypothesis a piece of evidence is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kind {
+    /// The lab's metric, in bytes.
+    Total,
+    /// One slab cache, in objects.
+    Cache,
+}
+
+/// The evidence on one hypothesis: module − baseline against its floor.
+/// Rates are per op (basis `per-op`) or per second (`per-second`), in
+/// objects for a cache and bytes for the total.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    pub name: String,
+    pub kind: Kind,
+    /// Bytes per object (1 for the total).
+    pub objsize: f64,
+    pub module: ArmFit,
+    pub baseline: ArmFit,
+    /// Module − baseline, with its standard error and degrees of freedom.
+    pub delta: f64,
+    pub se: f64,
+    pub df: f64,
+    /// One-sided bounds at the look's level α_k each (a 1 − 2α_k interval).
+    pub lower: f64,
+    pub upper: f64,
+    pub floor: f64,
+    /// One-sided p-value of "at most the floor", and Holm-adjusted over the family.
+    pub p: f64,
+    pub p_holm: f64,
+    /// Holm rejects "at most the floor": this is a leak.
+    pub leak: bool,
+    /// The smallest leak a look at this level finds with 80 % power, at
+    /// this run's noise (same unit as `delta`).
+    pub detectable: f64,
+    /// `delta`, `lower`, `upper` and `detectable` in bytes.
+    pub bytes: [f64; 4],
+    /// Bytes per hour at the module arm's operation rate: delta, lower, upper.
+    pub bytes_per_hour: Option<[f64; 3]>,
+}
+
+/// One look at the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Look {
+    /// Samples per arm the look used.
+    pub samples: usize,
+    /// The α this look spent.
+    pub alpha: f64,
+    pub verdict: Verdict,
+}
+
+/// The looks taken and where the run was decided.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Sequential {
+    /// The planned looks (samples per arm); the last is the lab's duration.
+    pub planned: Vec<usize>,
+    pub looks: Vec<Look>,
+    /// The look (index into `looks`) that gave the verdict.
+    pub decided_at: usize,
+    /// Decided before the last planned look: the run may stop here.
+    pub early: bool,
+}
+
+/// The smallest leak this run would have caught with 80 % power.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Detectable {
+    /// The noisiest cache of the family (largest detectable objects per
+    /// op), or the total when no cache was sampled.
+    pub name: String,
+    /// Objects per op (or per second) for a cache.
+    pub objects: Option<f64>,
+    /// Bytes per op (or per second).
+    pub bytes: f64,
+    /// Bytes per hour at the module arm's rate.
+    pub bytes_per_hour: Option<f64>,
+    /// The same for the lab's metric (the total), in bytes.
+    pub total_bytes: Option<f64>,
+    /// A leak into a cache that only the module has (no baseline noise).
+    pub own_cache_objects: f64,
+}
+
+/// How soon a leak at the measured rate would exhaust a memory size.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ExhaustionForecast {
+    /// What memory the projection is for, e.g. `guest MemAvailable (402 MiB)` or `4 GiB`.
+    pub memory: String,
+    pub headroom_bytes: f64,
+    /// Fastest and slowest time to exhaustion from the interval, seconds
+    /// (slowest is infinite when the interval reaches zero).
+    pub fastest_s: f64,
+    pub slowest_s: f64,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LeakAnalysis {
+    pub metric: String,
+    pub basis: Basis,
+    pub floors: Floors,
+    pub alpha: f64,
+    /// Samples per arm at the deciding look: module, baseline.
+    pub samples: [usize; 2],
+    /// Operations per second: module, baseline.
+    pub ops_per_s: [Option<f64>; 2],
+    pub verdict: Verdict,
+    pub reason: String,
+    /// The lab's metric.
+    pub total: Option<Evidence>,
+    /// Every cache of the family, the largest difference in bytes first.
+    pub caches: Vec<Evidence>,
+    /// Hypotheses tested (the total and every cache that changed in either arm).
+    pub family: usize,
+    pub detectable: Option<Detectable>,
+    /// For an INCONCLUSIVE: what more would likely decide it.
+    pub needs: Option<String>,
+    pub sequential: Sequential,
+    /// Time to exhaustion, for a LEAK only.
+    pub exhaustion: Vec<ExhaustionForecast>,
+}
+
+impl LeakAnalysis {
+    /// The caches Holm found leaking, largest first.
+    pub fn culprits(&self) -> impl Iterator<Item = &Evidence> {
+        self.caches.iter().filter(|c| c.leak)
+    }
+}

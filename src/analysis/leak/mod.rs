@@ -1,0 +1,418 @@
+//! The leak analysis of an A/B lab, from the two arms' sample series.
+//!
+//! Every slab cache is a hypothesis: its active objects in each arm are
+//! fitted against the workload's cumulative operation count (against time
+//! when the lab has no operation count) with the autocorrelation-robust
+//! trend of `stats::trend`; module − baseline is tested against the
+//! practical floor, a cache missing from an arm being zero there. The lab's
+//! metric (meminfo `Slab`, `SUnreclaim` or one cache's bytes) is one more
+//! hypothesis, in bytes. Holm's procedure over that family keeps the chance
+//! of any false LEAK at α; NO-LEAK needs every hypothesis' upper bound below
+//! its floor at the Bonferroni level α/m.
+//!
+//! The run is looked at more than once: at planned sample counts (×1.5 from
+//! 10) with α spent over the looks (`stats::multiple`), and the first look
+//! that decides is the verdict, so a lab may stop as soon as it is decided.
+//! Replaying the looks over the recorded series gives the same verdict
+//! afterwards (`kernlab report`).
+//!
+//! Pure over the series, so a verdict can be recomputed from any run
+//! directory.
+
+mod evidence;
+mod series;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeSet;
+
+pub use evidence::{ArmFit, Basis, Detectable, Evidence, ExhaustionForecast, Floors, Kind, LeakAnalysis, Look, Policy, Sequential};
+pub use series::ArmSeries;
+use series::at_times;
+
+use crate::stats::multiple::{holm_adjusted, looks, spend};
+use crate::stats::trend::{difference, trend, Difference, Trend, MIN_TREND_POINTS};
+use crate::stats::{self, Verdict};
+
+/// The first look needs this many samples per arm (after the warm-up); a
+/// leak lab must plan at least this many.
+pub const MIN_SAMPLES: usize = 8;
+
+/// Power at which the smallest detectable leak is stated.
+pub const POWER: f64 = 0.8;
+
+/// One look's outcome, before the sequential bookkeeping.
+struct LookResult {
+    basis: Basis,
+    samples: [usize; 2],
+    ops_per_s: [Option<f64>; 2],
+    total: Option<Evidence>,
+    caches: Vec<Evidence>,
+    verdict: Verdict,
+    reason: String,
+    detectable: Option<Detectable>,
+    needs: Option<String>,
+}
+
+fn arm_fit(x: &[f64], y: &[f64]) -> ArmFit {
+    ArmFit {
+        samples: y.len(),
+        first: y.first().copied().unwrap_or(0.0),
+        last: y.last().copied().unwrap_or(0.0),
+        trend: trend(x, y).ok(),
+    }
+}
+
+/// The trend of an arm, or exact zero when the series is all zeros (a
+/// cache this arm never had).
+fn arm_trend(f: &ArmFit, ys: &[f64]) -> Option<Trend> {
+    if ys.iter().all(|v| *v == 0.0) {
+        return Some(Trend::zero(ys.len()));
+    }
+    f.trend.clone()
+}
+
+/// Which basis the two arms allow: per op when both count operations at
+/// every sample.
+pub fn basis_of(module: &ArmSeries, baseline: &ArmSeries) -> Basis {
+    let counts = |a: &ArmSeries| {
+        let t = a.times();
+        a.ops_total().is_some() && a.x(&t, Basis::PerOp).is_some()
+    };
+    if counts(module) && counts(baseline) {
+        Basis::PerOp
+    } else {
+        Basis::PerSecond
+    }
+}
+
+fn look(module: &ArmSeries, baseline: &ArmSeries, policy: &Policy, a: f64) -> LookResult {
+    let basis = basis_of(module, baseline);
+    let (tm, tb) = (module.times(), baseline.times());
+    let samples = [tm.len(), tb.len()];
+    let ops_per_s = [module.ops_rate(), baseline.ops_rate()];
+    let inconclusive = |reason: String| LookResult {
+        basis,
+        samples,
+        ops_per_s,
+        total: None,
+        caches: Vec::new(),
+        verdict: Verdict::Inconclusive,
+        reason,
+        detectable: None,
+        needs: None,
+    };
+    let (Some(xm), Some(xb)) = (module.x(&tm, basis), baseline.x(&tb, basis)) else {
+        return inconclusive("the operation counts do not cover the samples".into());
+    };
+    if tm.len() < MIN_TREND_POINTS || tb.len() < MIN_TREND_POINTS {
+        return inconclusive(format!(
+            "too little data: {} module and {} baseline samples (a fit needs {MIN_TREND_POINTS})",
+            tm.len(),
+            tb.len()
+        ));
+    }
+    let per_hour_of = |v: f64| match basis {
+        Basis::PerOp => ops_per_s[0].map(|r| v * r * 3600.0),
+        Basis::PerSecond => Some(v * 3600.0),
+    };
+    let floor_bytes = match basis {
+        Basis::PerOp => policy.floors.bytes_per_op,
+        Basis::PerSecond => policy.floors.bytes_per_hour / 3600.0,
+    };
+
+    // The family: the metric (in bytes) and every cache that changed in
+    // either arm. A cache constant in both cannot show a leak at all.
+    let mut raw: Vec<(String, Kind, f64, ArmFit, ArmFit, Difference, f64)> = Vec::new();
+    let metric_values = |arm: &ArmSeries, times: &[f64]| -> Vec<f64> {
+        at_times(arm.metric(&policy.metric).into_iter(), times).into_iter().map(|v| v.unwrap_or(0.0)).collect()
+    };
+    let (ym, yb) = (metric_values(module, &tm), metric_values(baseline, &tb));
+    let (fm, fb) = (arm_fit(&xm, &ym), arm_fit(&xb, &yb));
+    let mut errors = Vec::new();
+    match (arm_trend(&fm, &ym), arm_trend(&fb, &yb)) {
+        (Some(a_), Some(b_)) => raw.push((policy.metric.clone(), Kind::Total, 1.0, fm, fb, difference(&a_, &b_), floor_bytes)),
+        _ => errors.push(format!("the {} series could not be fitted", policy.metric)),
+    }
+    let names: BTreeSet<&String> = module.caches.keys().chain(baseline.caches.keys()).collect();
+    for name in names {
+        let (om, ob) = (module.objects(name, &tm), baseline.objects(name, &tb));
+        let changed = |v: &[f64]| v.iter().any(|x| *x != v[0]);
+        if !changed(&om) && !changed(&ob) {
+            continue;
+        }
+        let objsize = module.objsize(name).or_else(|| baseline.objsize(name)).unwrap_or(1.0).max(1.0);
+        let (fm, fb) = (arm_fit(&xm, &om), arm_fit(&xb, &ob));
+        let (Some(a_), Some(b_)) = (arm_trend(&fm, &om), arm_trend(&fb, &ob)) else { continue };
+        let floor = match basis {
+            Basis::PerOp => policy.floors.objects_per_op.min(policy.floors.bytes_per_op / objsize),
+            Basis::PerSecond => floor_bytes / objsize,
+        };
+        raw.push((name.clone(), Kind::Cache, objsize, fm, fb, difference(&a_, &b_), floor));
+    }
+    if raw.is_empty() {
+        return inconclusive(format!("too little data: {}", errors.join("; ")));
+    }
+    let m = raw.len();
+    let p: Vec<f64> = raw.iter().map(|r| r.5.p_above(r.6)).collect();
+    let adj = holm_adjusted(&p);
+    let bonf = a / m as f64;
+    let mut ev: Vec<Evidence> = raw
+        .into_iter()
+        .zip(p.iter().zip(&adj))
+        .map(|((name, kind, objsize, module, baseline, d, floor), (&p, &p_holm))| {
+            let (lower, upper) = d.bounds(a);
+            let detectable = d.detectable(floor, bonf, POWER);
+            let bytes = [d.delta * objsize, lower * objsize, upper * objsize, detectable * objsize];
+            let bytes_per_hour = match (per_hour_of(bytes[0]), per_hour_of(bytes[1]), per_hour_of(bytes[2])) {
+                (Some(x), Some(y), Some(z)) => Some([x, y, z]),
+                _ => None,
+            };
+            Evidence {
+                name,
+                kind,
+                objsize,
+                module,
+                baseline,
+                delta: d.delta,
+                se: d.se,
+                df: d.df,
+                lower,
+                upper,
+                floor,
+                p,
+                p_holm,
+                leak: p_holm <= a,
+                detectable,
+                bytes,
+                bytes_per_hour,
+            }
+        })
+        .collect();
+    // Simultaneous upper bounds for NO-LEAK: every hypothesis below its
+    // floor at α/m.
+    let all_below = ev.iter().all(|e| {
+        let d = Difference { delta: e.delta, se: e.se, df: e.df };
+        d.bounds(bonf).1 < e.floor
+    });
+    let total = ev.iter().position(|e| e.kind == Kind::Total).map(|i| ev.remove(i));
+    ev.sort_by(|x, y| y.bytes[0].total_cmp(&x.bytes[0]));
+    let unit = match basis {
+        Basis::PerOp => "op",
+        Basis::PerSecond => "s",
+    };
+    let leaking: Vec<&Evidence> = total.iter().chain(ev.iter()).filter(|e| e.leak).collect();
+    let (verdict, reason) = if let Some(first) = leaking.iter().min_by(|x, y| x.p_holm.total_cmp(&y.p_holm)) {
+        let what = if first.kind == Kind::Cache { "objects" } else { "bytes" };
+        (
+            Verdict::Leak,
+            format!(
+                "{} {} grows {} {what}/{unit} [{} .. {}] more than in the baseline, above its floor {} (Holm-adjusted p {:.1e} over {m} hypotheses at α {:.2e}){}",
+                if first.kind == Kind::Cache { "cache" } else { "metric" },
+                first.name,
+                num(first.delta),
+                num(first.lower),
+                num(first.upper),
+                num(first.floor),
+                first.p_holm,
+                a,
+                if leaking.len() > 1 { format!("; {} hypotheses above their floors", leaking.len()) } else { String::new() }
+            ),
+        )
+    } else if all_below {
+        (Verdict::NoLeak, format!("all {m} hypotheses (the {} and every cache that changed) stay below their floors at α {:.2e} each", policy.metric, bonf))
+    } else {
+        // The hypothesis furthest from a decision, in standard errors.
+        let z = |e: &Evidence| if e.se == 0.0 { f64::NEG_INFINITY } else { (e.upper - e.floor) / e.se };
+        let worst = total
+            .iter()
+            .chain(ev.iter())
+            .max_by(|x, y| z(x).total_cmp(&z(y)))
+            .expect("the family is not empty");
+        let what = if worst.kind == Kind::Cache { "objects" } else { "bytes" };
+        (
+            Verdict::Inconclusive,
+            format!(
+                "{} is {} {what}/{unit} [{} .. {}] against a floor of {}: neither surely above nor surely below",
+                worst.name,
+                num(worst.delta),
+                num(worst.lower),
+                num(worst.upper),
+                num(worst.floor)
+            ),
+        )
+    };
+    let detectable = {
+        let noisiest = ev.iter().max_by(|x, y| x.detectable.total_cmp(&y.detectable));
+        let base = noisiest.or(total.as_ref());
+        base.map(|e| Detectable {
+            name: e.name.clone(),
+            objects: (e.kind == Kind::Cache).then_some(e.detectable),
+            bytes: e.bytes[3],
+            bytes_per_hour: per_hour_of(e.bytes[3]),
+            total_bytes: total.as_ref().map(|t| t.bytes[3]),
+            own_cache_objects: match basis {
+                Basis::PerOp => policy.floors.objects_per_op,
+                Basis::PerSecond => floor_bytes,
+            },
+        })
+    };
+    let needs = (verdict == Verdict::Inconclusive).then(|| needs(total.iter().chain(ev.iter()), samples[0].min(samples[1]), policy, bonf)).flatten();
+    LookResult { basis, samples, ops_per_s, total, caches: ev, verdict, reason, detectable, needs }
+}
+
+/// What more would likely decide an INCONCLUSIVE: the hypothesis furthest
+/// from a decision, and the samples at which its interval would clear its
+/// floor if the standard error fell like 1/n (between a random walk's
+/// 1/√n and independent noise's 1/n^1.5 against a growing regressor).
+fn needs<'a>(ev: impl Iterator<Item = &'a Evidence>, n: usize, policy: &Policy, a: f64) -> Option<String> {
+    let mut worst: Option<(f64, &Evidence)> = None;
+    for e in ev {
+        let gap = (e.delta - e.floor).abs();
+        if e.se == 0.0 {
+            continue;
+        }
+        let t = stats::student::t_quantile(1.0 - a, e.df);
+        let factor = if gap == 0.0 { f64::INFINITY } else { (t * e.se / gap).max(1.0) };
+        let blocks = if e.delta > e.floor { !e.leak } else { e.delta + t * e.se >= e.floor };
+        if blocks && worst.is_none_or(|(f, _)| factor > f) {
+            worst = Some((factor, e));
+        }
+    }
+    let (factor, e) = worst?;
+    if !factor.is_finite() || factor > 1000.0 {
+        return Some(format!("{} sits on its floor: no practical run length would decide it; widen leak.floor or change the workload", e.name));
+    }
+    let samples = (n as f64 * factor).ceil() as usize;
+    let secs = samples.saturating_sub(1) as f64 * policy.interval_s;
+    let side = if e.delta > e.floor { "LEAK" } else { "NO-LEAK" };
+    Some(format!(
+        "{}: about {samples} samples per arm ({:.1}× this run; workload.duration ≈ {}) would likely decide it ({side} by the estimate so far)",
+        e.name,
+        factor,
+        humantime::format_duration(std::time::Duration::from_secs(secs.ceil() as u64))
+    ))
+}
+
+/// Named machine sizes for the time-to-exhaustion projection.
+const MACHINES: [(&str, f64); 2] = [("a 4 GiB server", 4.0 * 1073741824.0), ("a 64 GiB server", 64.0 * 1073741824.0)];
+
+/// The planned looks, in samples per arm after the warm-up: ×1.5 from
+/// `MIN_SAMPLES` up to the lab's planned samples, or that one look alone
+/// without `stop_early`.
+pub fn planned_looks(policy: &Policy) -> Vec<usize> {
+    let n_max = policy.planned_samples.saturating_sub(policy.warmup_samples).max(MIN_SAMPLES);
+    if policy.stop_early {
+        looks(MIN_SAMPLES, n_max)
+    } else {
+        vec![n_max]
+    }
+}
+
+/// Analyses the two arms look by look. `finished`: the run is over, so the
+/// last look uses every sample and spends what α is left; otherwise only the
+/// planned looks the data reach are taken (the watcher of a running lab).
+pub fn analyze(module: &ArmSeries, baseline: &ArmSeries, policy: &Policy, finished: bool) -> LeakAnalysis {
+    let (module, baseline) = (&module.skipped(policy.warmup_samples), &baseline.skipped(policy.warmup_samples));
+    let planned = planned_looks(policy);
+    let n_avail = module.times().len().min(baseline.times().len());
+    let mut taken: Vec<Look> = Vec::new();
+    let mut spent = 0.0;
+    let mut result: Option<(LookResult, f64, usize)> = None;
+    for k in 0..planned.len().saturating_sub(1) {
+        let n = planned[k];
+        if n > n_avail || (finished && n == n_avail) {
+            break;
+        }
+        let a = spend(policy.alpha, &planned, k);
+        spent += a;
+        let r = look(&module.truncated(n), &baseline.truncated(n), policy, a);
+        taken.push(Look { samples: n, alpha: a, verdict: r.verdict });
+        if r.verdict != Verdict::Inconclusive {
+            result = Some((r, a, taken.len() - 1));
+            break;
+        }
+    }
+    let mut early = result.is_some();
+    if result.is_none() {
+        let a = (policy.alpha - spent).max(0.0);
+        let r = look(module, baseline, policy, a);
+        if finished || n_avail >= *planned.last().unwrap_or(&0) {
+            taken.push(Look { samples: n_avail, alpha: a, verdict: r.verdict });
+            early = false;
+        }
+        let at = taken.len().saturating_sub(1);
+        result = Some((r, a, at));
+    }
+    let (r, _a, decided_at) = result.expect("set above");
+    let exhaustion = if r.verdict == Verdict::Leak { exhaustion(module, &r) } else { Vec::new() };
+    let family = r.caches.len() + usize::from(r.total.is_some());
+    LeakAnalysis {
+        metric: policy.metric.clone(),
+        basis: r.basis,
+        floors: policy.floors,
+        alpha: policy.alpha,
+        samples: r.samples,
+        ops_per_s: r.ops_per_s,
+        verdict: r.verdict,
+        reason: r.reason,
+        total: r.total,
+        caches: r.caches,
+        family,
+        detectable: r.detectable,
+        needs: r.needs,
+        sequential: Sequential { planned, looks: taken, decided_at, early },
+        exhaustion,
+    }
+}
+
+/// Time to exhaustion for a LEAK: from the metric's interval when the
+/// metric itself is above its floor, else from the leaking caches' bytes
+/// (their lower bounds added, as are their upper ones), per op × the
+/// module arm's rate, or per second.
+fn exhaustion(module: &ArmSeries, r: &LookResult) -> Vec<ExhaustionForecast> {
+    let (lo, hi) = match &r.total {
+        Some(t) if t.leak => (t.lower, t.upper),
+        _ => r.caches.iter().filter(|c| c.leak).fold((0.0, 0.0), |(l, u), c| (l + c.bytes[1], u + c.bytes[2])),
+    };
+    if hi <= 0.0 {
+        return Vec::new();
+    }
+    let rate = match r.basis {
+        Basis::PerOp => r.ops_per_s[0].unwrap_or(0.0),
+        Basis::PerSecond => 1.0,
+    };
+    let (lo, hi) = (lo * rate, hi * rate);
+    let mut out = Vec::new();
+    if let Some(avail) = module.meminfo.get("MemAvailable").and_then(|v| v.last()) {
+        let mut sizes = vec![(format!("guest MemAvailable ({:.0} MiB)", avail.1 / 1048576.0), avail.1)];
+        sizes.extend(MACHINES.iter().map(|(n, b)| (n.to_string(), *b)));
+        for (memory, headroom) in sizes {
+            if let Some((fastest_s, slowest_s)) = stats::time_to_exhaustion(headroom, lo, hi) {
+                out.push(ExhaustionForecast { memory, headroom_bytes: headroom, fastest_s, slowest_s });
+            }
+        }
+    }
+    out
+}
+
+/// A number with the digits a rate needs: 3 significant figures.
+pub fn num(v: f64) -> String {
+    if v == 0.0 || !v.is_finite() {
+        return format!("{v}");
+    }
+    let mag = v.abs().log10().floor() as i32;
+    if !(-5..6).contains(&mag) {
+        return format!("{v:.2e}");
+    }
+    let decimals = (2 - mag).max(0) as usize;
+    format!("{v:.decimals$}")
+}
+
+/// A verdict needs most of an arm's samples: when more than a third of the
+/// sampling attempts failed (SSH lost, a hung guest), the arm's series is
+/// too holey to trust and the reason says which arm and how many.
+pub fn gaps_overrule(arm: &str, samples: usize, gaps: u64) -> Option<String> {
+    let attempts = samples as u64 + gaps;
+    (gaps * 3 > attempts).then(|| format!("the {arm} arm missed {gaps} of {attempts} samples (more than a third): too many gaps for a verdict"))
+}
