@@ -12,6 +12,9 @@ use serde::Serialize;
 
 use crate::analysis::leak::{num, LeakAnalysis};
 use crate::lab::{self, Lab};
+use crate::outcome::leak::LeakReport;
+use crate::outcome::ReadError;
+use crate::report::columns::{self, Column};
 use crate::stats::Verdict;
 use crate::util::fsx;
 
@@ -154,8 +157,16 @@ fn quantile(v: &mut [f64], q: f64) -> f64 {
 
 /// Reads one finished calibration run.
 pub fn read_run(dir: &Path, exit_code: i32, secs: f64) -> (RunResult, Option<LeakAnalysis>) {
-    let rep: Option<serde_json::Value> = std::fs::read(dir.join("report.json")).ok().and_then(|b| serde_json::from_slice(&b).ok());
-    let an: Option<LeakAnalysis> = rep.as_ref().and_then(|r| serde_json::from_value(r["analysis"].clone()).ok());
+    // A run that failed before its report has none; a report that cannot
+    // be read is said, and the run counts as failed.
+    let an: Option<LeakAnalysis> = match crate::outcome::read::<LeakReport>(&dir.join("report.json")) {
+        Ok(r) => r.analysis,
+        Err(ReadError::Missing(_)) => None,
+        Err(e) => {
+            tracing::warn!("calibration run {}: {}", dir.display(), crate::util::error_chain(&e));
+            None
+        }
+    };
     let r = RunResult {
         dir: dir.display().to_string(),
         exit_code,
@@ -245,18 +256,22 @@ pub fn render(c: &Calibration) -> String {
     if let (Some(m), Some(p)) = (c.detectable_median, c.detectable_p90) {
         let _ = writeln!(s, "  smallest detectable leak in the noisiest cache (80 % power): median {} objects/op, 90th percentile {}", num(m), num(p));
     }
-    let _ = writeln!(s, "  {:<24} {:>5} {:>14} {:>12} {:>12} {:>14}", "CACHE", "RUNS", "MEDIAN |Δ|", "MEDIAN SE", "MAX UPPER", "MEDIAN MDE");
-    for x in c.caches.iter().take(12) {
-        let _ = writeln!(
-            s,
-            "  {:<24} {:>5} {:>14} {:>12} {:>12} {:>14}",
-            x.cache,
-            x.runs,
-            num(x.median_abs_delta),
-            num(x.median_se),
-            num(x.max_upper),
-            num(x.median_detectable)
-        );
+    let columns = [
+        Column::left("CACHE", 24),
+        Column::right("RUNS", 5),
+        Column::right("MEDIAN |Δ|", 14),
+        Column::right("MEDIAN SE", 12),
+        Column::right("MAX UPPER", 12),
+        Column::right("MEDIAN MDE", 14),
+    ];
+    let rows: Vec<Vec<String>> = c
+        .caches
+        .iter()
+        .take(12)
+        .map(|x| vec![x.cache.clone(), x.runs.to_string(), num(x.median_abs_delta), num(x.median_se), num(x.max_upper), num(x.median_detectable)])
+        .collect();
+    for line in columns::lines(&columns, &rows, 1) {
+        let _ = writeln!(s, "  {line}");
     }
     for r in &c.runs {
         let _ = writeln!(
@@ -309,5 +324,38 @@ mod tests {
         assert_eq!(m.modules[0].params["leak"], "1");
         let a = aa_lab(&l, f, Arms::Lab);
         assert_ne!(a.modules, a.leak.as_ref().unwrap().baseline.modules);
+    }
+
+    /// The calibration output in docs/method.md is laid out as `render`
+    /// lays out the same numbers.
+    #[test]
+    fn the_docs_calibration_block_is_what_render_prints() {
+        let doc = include_str!("../docs/method.md");
+        let block = doc.split("```").find(|b| b.trim_start().starts_with("calibration of ")).expect("a calibration block in docs/method.md");
+        let table: Vec<&str> = block.lines().skip_while(|l| !l.starts_with("  CACHE ")).filter(|l| !l.trim().is_empty()).collect();
+        let caches: Vec<CacheNoise> = table[1..]
+            .iter()
+            .map(|l| {
+                let w: Vec<&str> = l.split_whitespace().collect();
+                let v: Vec<f64> = w[2..6].iter().map(|x| x.parse().unwrap()).collect();
+                assert_eq!(w[2..6].to_vec(), v.iter().map(|x| num(*x)).collect::<Vec<_>>(), "numbers as num() prints them");
+                CacheNoise { cache: w[0].into(), runs: w[1].parse().unwrap(), median_abs_delta: v[0], median_se: v[1], max_upper: v[2], median_detectable: v[3] }
+            })
+            .collect();
+        let c = Calibration {
+            schema: "kernlab.calibration/1",
+            lab: "l".into(),
+            arms: Arms::Baseline,
+            runs: Vec::new(),
+            verdicts: [0, 0, 7, 0],
+            false_leaks: 0,
+            false_leak_rate_upper95: 0.348,
+            caches,
+            detectable_median: None,
+            detectable_p90: None,
+            secs: 1.0,
+        };
+        let printed: Vec<String> = render(&c).lines().skip_while(|l| !l.starts_with("  CACHE ")).map(str::to_string).collect();
+        assert_eq!(table, printed);
     }
 }

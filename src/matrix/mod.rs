@@ -92,7 +92,8 @@ pub fn load(path: &Path, registry: &Registry) -> Result<(MatrixFile, Vec<Cell>),
             Some(g) => (&archive, format!("debian-{g}")),
             None => (&known, body.to_string()),
         };
-        let mut hits: Vec<&String> = pool.iter().filter(|k| glob_match(&glob, k)).collect();
+        let matcher = self::glob(&glob);
+        let mut hits: Vec<&String> = pool.iter().filter(|k| matcher.is_match(k)).collect();
         if newest {
             hits = hits.into_iter().max_by(|a, b| version_cmp(a, b)).into_iter().collect();
         }
@@ -180,17 +181,30 @@ pub fn archive_descriptor(name: &str) -> Option<String> {
     ))
 }
 
-/// `*` matches any run of characters, `?` one character; nothing else is special.
-pub fn glob_match(pattern: &str, name: &str) -> bool {
-    fn go(p: &[char], n: &[char]) -> bool {
-        match p.split_first() {
-            None => n.is_empty(),
-            Some(('*', rest)) => (0..=n.len()).any(|i| go(rest, &n[i..])),
-            Some(('?', rest)) => !n.is_empty() && go(rest, &n[1..]),
-            Some((c, rest)) => n.first() == Some(c) && go(rest, &n[1..]),
+/// A kernel pattern as a matcher (globset): `*` matches any run of
+/// characters, `?` one character; nothing else is special (`[`, `{` and
+/// `\\` match themselves).
+pub fn glob(pattern: &str) -> globset::GlobMatcher {
+    let mut glob = String::new();
+    for c in pattern.chars() {
+        match c {
+            // `**` would be globset's any-directories: one `*` is the same here.
+            '*' if glob.ends_with('*') => {}
+            '*' | '?' => glob.push(c),
+            c => glob.push_str(&globset::escape(c.encode_utf8(&mut [0; 4]))),
         }
     }
-    go(&pattern.chars().collect::<Vec<_>>(), &name.chars().collect::<Vec<_>>())
+    globset::GlobBuilder::new(&glob)
+        .literal_separator(false)
+        .backslash_escape(false)
+        .build()
+        .expect("a pattern with its other metacharacters escaped is a valid glob")
+        .compile_matcher()
+}
+
+/// Whether `name` matches the kernel pattern (see [`glob`]).
+pub fn glob_match(pattern: &str, name: &str) -> bool {
+    glob(pattern).is_match(name)
 }
 
 /// Which shard to run.
@@ -577,6 +591,10 @@ mod tests {
         assert!(!glob_match("debian-6.12.*", "debian-6.1.0-54-amd64"));
         assert!(glob_match("debian-6.1.0-5?-amd64", "debian-6.1.0-54-amd64"));
         assert!(glob_match("exact", "exact") && !glob_match("exact", "exactly"));
+        assert!(glob_match("a**b", "axyb") && glob_match("*", "") && !glob_match("?", ""));
+        // Nothing else is special.
+        assert!(glob_match("k[1]{a,b}\\x", "k[1]{a,b}\\x") && !glob_match("k[1]", "k1") && !glob_match("{a,b}", "a"));
+        assert!(glob_match("debian-*", "debian-6.1/x"), "a name is not a path");
     }
 
     #[test]

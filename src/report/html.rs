@@ -1,25 +1,12 @@
-//! HTML building blocks for the reports: escaping, tables, the page frame.
-//! Every piece of text from a run (cache names, commands, errors, paths)
-//! goes through [`escape`]; only SVG from [`super::plot`] (which escapes its
-//! own text) and markup made here are inserted as they are.
+//! HTML building blocks for the reports, made with maud: tables, the page
+//! frame. maud escapes every piece of text from a run (cache names,
+//! commands, errors, paths) where it is inserted; only SVG from
+//! [`super::plot`] (which escapes its own text) is inserted as it is
+//! ([`figure`]).
 
 use std::fmt::Write;
 
-/// Escapes text for HTML element content and quoted attribute values.
-pub fn escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
+use maud::{html, Markup, PreEscaped, Render, DOCTYPE};
 
 /// Percent-encodes one path segment of a relative link (cell ids hold `@`,
 /// `+` and may hold anything a lab name allows).
@@ -35,13 +22,13 @@ pub fn url_segment(s: &str) -> String {
     out
 }
 
-/// A table cell: text (escaped), or markup made by this module.
-#[derive(Debug, Clone, PartialEq)]
+/// A table cell: text, or markup.
+#[derive(Debug, Clone)]
 pub enum Cell {
     Text(String),
     /// Right-aligned text, for numbers.
     Num(String),
-    Html(String),
+    Html(Markup),
 }
 
 impl From<&str> for Cell {
@@ -56,70 +43,91 @@ impl From<String> for Cell {
     }
 }
 
-/// A link to a relative `href` with escaped text.
-pub fn link(href: &str, text: &str) -> String {
-    format!("<a href=\"{}\">{}</a>", escape(href), escape(text))
+impl From<Markup> for Cell {
+    fn from(m: Markup) -> Cell {
+        Cell::Html(m)
+    }
 }
 
-pub fn code(text: &str) -> String {
-    format!("<code>{}</code>", escape(text))
+impl Cell {
+    /// The cell as a `<td>`.
+    fn td(&self) -> Markup {
+        match self {
+            Cell::Text(t) => html! { td { (t) } },
+            Cell::Num(t) => html! { td.num { (t) } },
+            Cell::Html(h) => html! { td { (h) } },
+        }
+    }
+}
+
+impl Render for Cell {
+    /// The cell's content alone.
+    fn render(&self) -> Markup {
+        match self {
+            Cell::Text(t) | Cell::Num(t) => html! { (t) },
+            Cell::Html(h) => h.clone(),
+        }
+    }
+}
+
+/// A line break in the page source, between block elements: the source
+/// stays readable, and the footer keeps a line of its own.
+const NL: PreEscaped<&str> = PreEscaped("\n");
+
+/// A link to a relative `href`.
+pub fn link(href: &str, text: &str) -> Markup {
+    html! { a href=(href) { (text) } }
+}
+
+pub fn code(text: &str) -> Markup {
+    html! { code { (text) } }
 }
 
 /// A table with a header row; `class` styles it.
-pub fn table(class: &str, header: &[&str], rows: &[Vec<Cell>]) -> String {
-    let mut s = format!("<table class=\"{}\">\n<thead><tr>", escape(class));
-    for h in header {
-        let _ = write!(s, "<th>{}</th>", escape(h));
-    }
-    s.push_str("</tr></thead>\n<tbody>\n");
-    for r in rows {
-        s.push_str("<tr>");
-        for c in r {
-            match c {
-                Cell::Text(t) => {
-                    let _ = write!(s, "<td>{}</td>", escape(t));
-                }
-                Cell::Num(t) => {
-                    let _ = write!(s, "<td class=\"num\">{}</td>", escape(t));
-                }
-                Cell::Html(h) => {
-                    let _ = write!(s, "<td>{h}</td>");
-                }
-            }
+pub fn table(class: &str, header: &[&str], rows: &[Vec<Cell>]) -> Markup {
+    html! {
+        table class=(class) {
+            (NL) thead { tr { @for h in header { th { (h) } } } } (NL)
+            tbody { (NL) @for r in rows { tr { @for c in r { (c.td()) } } (NL) } }
         }
-        s.push_str("</tr>\n");
+        (NL)
     }
-    s.push_str("</tbody></table>\n");
-    s
 }
 
 /// A two-column table of labelled values.
-pub fn pairs(class: &str, rows: &[(&str, Cell)]) -> String {
-    let mut s = format!("<table class=\"{} pairs\">\n<tbody>\n", escape(class));
-    for (k, v) in rows {
-        let v = match v {
-            Cell::Text(t) | Cell::Num(t) => escape(t),
-            Cell::Html(h) => h.clone(),
-        };
-        let _ = writeln!(s, "<tr><th>{}</th><td>{v}</td></tr>", escape(k));
+pub fn pairs(class: &str, rows: &[(&str, Cell)]) -> Markup {
+    html! {
+        table class={ (class) " pairs" } {
+            (NL) tbody { (NL) @for (k, v) in rows { tr { th { (k) } td { (v) } } (NL) } }
+        }
+        (NL)
     }
-    s.push_str("</tbody></table>\n");
-    s
 }
 
-/// A section with an id and a heading around `body` (markup).
-pub fn section(id: &str, heading: &str, body: &str) -> String {
-    format!("<section id=\"{}\">\n<h2>{}</h2>\n{body}</section>\n", escape(id), escape(heading))
+/// A section with an id and a heading around `body`.
+pub fn section(id: &str, heading: &str, body: Markup) -> Markup {
+    html! { section id=(id) { (NL) h2 { (heading) } (NL) (body) } (NL) }
 }
 
-/// An inline SVG chart in a figure with a caption.
-pub fn figure(svg: &str, caption: &str) -> String {
-    format!("<figure>\n{svg}\n<figcaption>{}</figcaption>\n</figure>\n", escape(caption))
+/// An inline SVG chart (from [`super::plot`], which escapes its own text)
+/// in a figure with a caption.
+pub fn figure(svg: &str, caption: &str) -> Markup {
+    html! { figure { (NL) (PreEscaped(svg)) (NL) figcaption { (caption) } (NL) } (NL) }
 }
 
 /// Pre-formatted text (terminal output, argv).
-pub fn pre(text: &str) -> String {
-    format!("<pre>{}</pre>\n", escape(text))
+pub fn pre(text: &str) -> Markup {
+    html! { pre { (text) } (NL) }
+}
+
+/// A paragraph of class `class` (`none`, `bad`, `warn`).
+pub fn note(class: &str, text: &str) -> Markup {
+    html! { p class=(class) { (text) } (NL) }
+}
+
+/// A badge coloured by an exit code, around `text`.
+pub fn badge(code: i32, text: &str) -> Markup {
+    html! { span class={ "badge " (exit_class(code)) } { (text) } }
 }
 
 const STYLE: &str = "\
@@ -140,17 +148,26 @@ footer{margin-top:2em;color:#888;font-size:.8em}";
 /// The whole page: no script, no external resource. The content security
 /// policy makes that hold in the browser too: anything that tried to load
 /// from elsewhere would be blocked, and reported on the console.
-pub fn page(title: &str, subtitle: &str, body: &str, footer: &str) -> String {
-    format!(
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
-         <meta http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; style-src 'unsafe-inline'; img-src data:\">\n\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\n\
-         <title>{t}</title>\n<style>{STYLE}</style>\n</head>\n<body>\n<h1>{t}</h1>\n<p class=\"sub\">{s}</p>\n{body}\
-         <footer>{f}</footer>\n</body>\n</html>\n",
-        t = escape(title),
-        s = escape(subtitle),
-        f = escape(footer),
-    )
+pub fn page(title: &str, subtitle: &str, body: Markup, footer: &str) -> String {
+    html! {
+        (DOCTYPE) (NL)
+        html lang="en" {
+            (NL) head {
+                (NL) meta charset="utf-8";
+                (NL) meta http-equiv="Content-Security-Policy" content="default-src 'none'; style-src 'unsafe-inline'; img-src data:";
+                (NL) meta name="viewport" content="width=device-width, initial-scale=1";
+                (NL) title { (title) }
+                (NL) style { (PreEscaped(STYLE)) } (NL)
+            } (NL)
+            body {
+                (NL) h1 { (title) }
+                (NL) p.sub { (subtitle) } (NL)
+                (body) (NL)
+                footer { (footer) } (NL)
+            } (NL)
+        } (NL)
+    }
+    .into_string()
 }
 
 /// The CSS class for an exit code: green for OK, red for an expectation
@@ -169,15 +186,18 @@ mod tests {
 
     #[test]
     fn text_is_escaped_everywhere_it_goes() {
-        assert_eq!(escape("<script>alert('x') & \"y\"</script>"), "&lt;script&gt;alert(&#39;x&#39;) &amp; &quot;y&quot;&lt;/script&gt;");
-        let t = table("c", &["<h>"], &[vec![Cell::Text("a<b".into()), Cell::Num("1&2".into()), Cell::Html("<b>x</b>".into())]]);
+        let t = table("c", &["<h>"], &[vec![Cell::Text("a<b".into()), Cell::Num("1&2".into()), Cell::Html(html! { b { "x" } })]]).into_string();
         assert!(t.contains("<th>&lt;h&gt;</th>") && t.contains("<td>a&lt;b</td>") && t.contains("<td class=\"num\">1&amp;2</td>"), "{t}");
         assert!(t.contains("<td><b>x</b></td>"));
-        let p = pairs("m", &[("k<", Cell::Text("v\"".into()))]);
-        assert!(p.contains("<th>k&lt;</th><td>v&quot;</td>"), "{p}");
-        assert_eq!(link("cells/a@b/report.html", "x<y"), "<a href=\"cells/a@b/report.html\">x&lt;y</a>");
-        let page = page("lab <x>", "on 'k'", "<p>body</p>", "f&g");
-        assert!(page.contains("<title>lab &lt;x&gt;</title>") && page.contains("on &#39;k&#39;") && page.contains("f&amp;g"));
+        let p = pairs("m", &[("k<", Cell::Text("v\"".into()))]).into_string();
+        assert!(p.contains("<table class=\"m pairs\">") && p.contains("<th>k&lt;</th><td>v&quot;</td>"), "{p}");
+        assert_eq!(link("cells/a@b/report.html", "x<y").into_string(), "<a href=\"cells/a@b/report.html\">x&lt;y</a>");
+        assert_eq!(link("a\"><script>", "x").into_string(), "<a href=\"a&quot;&gt;&lt;script&gt;\">x</a>");
+        assert_eq!(figure("<svg></svg>", "a<b").into_string(), "<figure>\n<svg></svg>\n<figcaption>a&lt;b</figcaption>\n</figure>\n");
+        let page = page("lab <x>", "on 'k' & \"j\"", html! { p { "body" } }, "f&g");
+        assert!(page.starts_with("<!DOCTYPE html>\n<html lang=\"en\">"), "{page}");
+        assert!(page.contains("<title>lab &lt;x&gt;</title>") && page.contains("on 'k' &amp; &quot;j&quot;") && page.contains("\n<footer>f&amp;g</footer>\n"), "{page}");
+        assert!(page.contains("content=\"default-src 'none'; style-src 'unsafe-inline'; img-src data:\""), "{page}");
         assert!(!page.contains("<script"), "no script in a report");
     }
 

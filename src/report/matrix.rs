@@ -1,6 +1,7 @@
 //! A matrix directory's outputs beside its `report.json`: `junit.xml`
 //! (quick-junit), `ktap.txt`, and the kernels × labs table.
 
+use super::columns::{self, Column};
 use crate::exit;
 use crate::outcome::matrix::{log_dir, CellResult};
 use crate::util::fsx;
@@ -90,23 +91,17 @@ pub fn table(results: &[CellResult]) -> String {
     let mut kernels: Vec<&str> = results.iter().map(|r| r.kernel.as_str()).collect();
     kernels.sort();
     kernels.dedup();
-    let texts: Vec<String> = results.iter().map(cell_text).collect();
-    let width = texts.iter().map(|t| t.chars().count()).chain(labs.iter().map(|l| l.len())).max().unwrap_or(8);
-    let kwidth = kernels.iter().map(|k| k.len()).max().unwrap_or(0).max(12);
-    let mut s = format!("{:<kwidth$}", "kernel \\ lab");
-    for l in &labs {
-        s.push_str(&format!("  {l:<width$}"));
-    }
-    s.push('\n');
-    for k in &kernels {
-        s.push_str(&format!("{k:<kwidth$}"));
-        for l in &labs {
-            let text = results.iter().position(|r| r.lab == *l && r.kernel == *k).map(|i| texts[i].as_str()).unwrap_or("-");
-            s.push_str(&format!("  {text:<width$}"));
-        }
-        s.push('\n');
-    }
-    s.lines().map(|l| format!("{}\n", l.trim_end())).collect()
+    let mut columns = vec![Column::left("kernel \\ lab", 12)];
+    columns.extend(labs.iter().map(|l| Column::left(*l, 0)));
+    let rows: Vec<Vec<String>> = kernels
+        .iter()
+        .map(|k| {
+            let mut row = vec![k.to_string()];
+            row.extend(labs.iter().map(|l| results.iter().find(|r| r.lab == *l && r.kernel == *k).map(cell_text).unwrap_or_else(|| "-".into())));
+            row
+        })
+        .collect();
+    columns::lines(&columns, &rows, 2).into_iter().map(|l| l + "\n").collect()
 }
 
 fn cell_text(r: &CellResult) -> String {
@@ -125,5 +120,3 @@ fn cell_text(r: &CellResult) -> String {
     }
     t
 }
-
-

@@ -3,6 +3,8 @@
 
 use std::path::Path;
 
+use maud::{html, Markup};
+
 use super::html::{self, Cell};
 use super::plot::{self, Chart, Line, Marker, Trend};
 use super::RunData;
@@ -53,13 +55,13 @@ fn short(s: &str, n: usize) -> String {
 
 /// A chart as a figure, or a note saying why it could not be drawn: a
 /// chart never takes the rest of the page down with it.
-fn figure(chart: &Chart, caption: &str) -> String {
+fn figure(chart: &Chart, caption: &str) -> Markup {
     if chart.is_empty() {
-        return format!("<p class=\"none\">{}: no samples.</p>\n", html::escape(&chart.title));
+        return html::note("none", &format!("{}: no samples.", chart.title));
     }
     match plot::svg(chart) {
         Ok(svg) => html::figure(&svg, caption),
-        Err(e) => format!("<p class=\"bad\">{}: chart not drawn: {}</p>\n", html::escape(&chart.title), html::escape(&e)),
+        Err(e) => html::note("bad", &format!("{}: chart not drawn: {e}", chart.title)),
     }
 }
 
@@ -118,7 +120,7 @@ fn event_detail(e: &Event) -> (String, String) {
     (name, detail.join(", "))
 }
 
-fn events_table(events: &[Stamped]) -> String {
+fn events_table(events: &[Stamped]) -> Markup {
     let rows: Vec<Vec<Cell>> = events
         .iter()
         .filter(|e| !matches!(e.event, Event::Sample { .. }))
@@ -129,13 +131,13 @@ fn events_table(events: &[Stamped]) -> String {
         })
         .collect();
     if rows.is_empty() {
-        return "<p class=\"none\">No events recorded.</p>\n".into();
+        return html::note("none", "No events recorded.");
     }
     html::table("events", &["t (s)", "event", "detail"], &rows)
 }
 
-fn manifest_table(m: Option<&Manifest>) -> String {
-    let Some(m) = m else { return "<p class=\"none\">No manifest.json.</p>\n".into() };
+fn manifest_table(m: Option<&Manifest>) -> Markup {
+    let Some(m) = m else { return html::note("none", "No manifest.json.") };
     let or_dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     // One option and its value per line, quoted as a shell would need them.
     let mut argv_text = String::new();
@@ -155,7 +157,7 @@ fn manifest_table(m: Option<&Manifest>) -> String {
         ("kernel", Cell::Text(kernel)),
         ("kernel package sha256", Cell::Html(html::code(&or_dash(k.map(|k| k.package_sha256.clone()))))),
         ("vmlinuz sha256", Cell::Html(html::code(&or_dash(k.map(|k| k.vmlinuz_sha256.clone()))))),
-        ("image", Cell::Html(format!("{} ({} bytes)", html::code(&or_dash(m.image_sha256.clone())), html::escape(&or_dash(m.image_bytes.map(|b| b.to_string())))))),
+        ("image", Cell::Html(html! { (html::code(&or_dash(m.image_sha256.clone()))) " (" (or_dash(m.image_bytes.map(|b| b.to_string()))) " bytes)" })),
         ("image modules", Cell::Text(m.image_modules.join(" "))),
         ("accelerator", Cell::Text(m.accel.as_ref().map(|a| format!("{}: {}", a.accel, a.reason)).unwrap_or_else(|| "-: -".into()))),
         ("QEMU", Cell::Text(or_dash(m.qemu_version.clone()))),
@@ -168,14 +170,13 @@ fn manifest_table(m: Option<&Manifest>) -> String {
 }
 
 /// The vmcore and `crash`'s reading of it, when the run took one.
-fn crash_section(d: &RunData) -> String {
-    let Some(r) = &d.report else { return String::new() };
+fn crash_section(d: &RunData) -> Markup {
+    let Some(r) = &d.report else { return html! {} };
     if r.dump.is_none() && r.triage.is_none() && r.triage_skipped.is_none() {
-        return String::new();
+        return html! {};
     }
-    let mut body = String::new();
-    if let Some(dump) = &r.dump {
-        body.push_str(&html::pairs(
+    let dump = r.dump.as_ref().map(|dump| {
+        html::pairs(
             "dump",
             &[
                 ("vmcore", Cell::Html(html::code(&dump.vmcore.display().to_string()))),
@@ -184,15 +185,10 @@ fn crash_section(d: &RunData) -> String {
                 ("size", Cell::Text(mib(dump.bytes as f64))),
                 ("trigger → vmcore", Cell::Text(format!("{:.1} s", dump.secs))),
             ],
-        ));
-    }
-    if let Some(t) = &r.triage {
-        if let Some(p) = &t.panic {
-            body.push_str(&format!("<p><strong>Panic:</strong> {}</p>\n", html::escape(p)));
-        }
+        )
+    });
+    let triage = r.triage.as_ref().map(|t| {
         let mem: Vec<Vec<Cell>> = t.memory.iter().map(|(k, b)| vec![Cell::Text(k.clone()), Cell::Num(mib(*b as f64))]).collect();
-        body.push_str("<h3>Memory at the crash (<code>kmem -i</code>)</h3>\n");
-        body.push_str(&html::table("kmem-i", &["", "size"], &mem));
         let caches: Vec<Vec<Cell>> = t
             .top_caches
             .iter()
@@ -206,20 +202,28 @@ fn crash_section(d: &RunData) -> String {
                 ]
             })
             .collect();
-        body.push_str("<h3>Largest slab caches at the crash (<code>kmem -s</code>)</h3>\n");
-        body.push_str(&html::table("kmem-s", &["cache", "objsize", "allocated", "total", "size"], &caches));
-        body.push_str(&format!("<p>crash's full output: {}</p>\n", html::code(&t.text.display().to_string())));
-    }
-    if let Some(why) = &r.triage_skipped {
-        body.push_str(&format!("<p class=\"warn\">Triage skipped: {}</p>\n", html::escape(why)));
-    }
-    html::section("crash", "Crash dump and triage", &body)
+        html! {
+            @if let Some(p) = &t.panic { p { strong { "Panic:" } " " (p) } "\n" }
+            h3 { "Memory at the crash (" code { "kmem -i" } ")" } "\n"
+            (html::table("kmem-i", &["", "size"], &mem))
+            h3 { "Largest slab caches at the crash (" code { "kmem -s" } ")" } "\n"
+            (html::table("kmem-s", &["cache", "objsize", "allocated", "total", "size"], &caches))
+            p { "crash's full output: " (html::code(&t.text.display().to_string())) } "\n"
+        }
+    });
+    let skipped = r.triage_skipped.as_ref().map(|why| html::note("warn", &format!("Triage skipped: {why}")));
+    html::section("crash", "Crash dump and triage", html! { (dump.unwrap_or_default()) (triage.unwrap_or_default()) (skipped.unwrap_or_default()) })
+}
+
+/// The terminal summary, folded.
+fn terminal_summary(text: &str) -> Markup {
+    html! { details { summary { "terminal summary" } "\n" (html::pre(text)) } "\n" }
 }
 
 /// The page of one run directory: a plain lab, or one arm of an A/B lab.
 pub fn run_page(d: &RunData, footer: &str) -> String {
     let marks = markers(&d.events);
-    let mut body = String::new();
+    let mut body: Vec<Markup> = Vec::new();
 
     // The verdict table: what the terminal summary says, laid out.
     let (title, subtitle) = match &d.report {
@@ -231,7 +235,7 @@ pub fn run_page(d: &RunData, footer: &str) -> String {
     };
     if let Some(r) = &d.report {
         let mut rows = vec![
-            ("outcome", Cell::Html(format!("<span class=\"badge {}\">{}</span>", html::exit_class(r.exit_code), html::escape(&r.outcome)))),
+            ("outcome", Cell::Html(html::badge(r.exit_code, &r.outcome))),
             ("exit code", Cell::Text(r.exit_code.to_string())),
         ];
         if let Some(e) = &r.error {
@@ -243,14 +247,14 @@ pub fn run_page(d: &RunData, footer: &str) -> String {
             ("boot to SSH", Cell::Text(format!("{:.2} s (init {})", r.timings.boot_to_ssh, opt(r.timings.init, |s| format!("{s:.2} s"))))),
             ("total", Cell::Text(format!("{:.1} s", r.timings.total))),
         ]);
-        let mut v = html::pairs("verdict", &rows);
+        let mut v = vec![html::pairs("verdict", &rows)];
         let mem: Vec<Vec<Cell>> = r
             .meminfo
             .iter()
             .map(|(k, fl)| vec![Cell::Text(k.clone()), Cell::Num(mib(fl.first as f64)), Cell::Num(mib(fl.last as f64)), Cell::Num(format!("{:+.2} MiB", fl.delta as f64 / MIB))])
             .collect();
         if !mem.is_empty() {
-            v.push_str(&html::table("meminfo", &["meminfo", "first", "last", "change"], &mem));
+            v.push(html::table("meminfo", &["meminfo", "first", "last", "change"], &mem));
         }
         let slab: Vec<Vec<Cell>> = r
             .top_slab_growth
@@ -266,14 +270,14 @@ pub fn run_page(d: &RunData, footer: &str) -> String {
             })
             .collect();
         if !slab.is_empty() {
-            v.push_str(&html::table("slab-growth", &["slab cache", "first", "last", "growth", "objects"], &slab));
+            v.push(html::table("slab-growth", &["slab cache", "first", "last", "growth", "objects"], &slab));
         }
-        v.push_str(&format!("<details><summary>terminal summary</summary>\n{}</details>\n", html::pre(&super::summary::run_summary(r, Some(&d.dir)))));
-        body.push_str(&html::section("verdict", "Summary", &v));
+        v.push(terminal_summary(&super::summary::run_summary(r, Some(&d.dir))));
+        body.push(html::section("verdict", "Summary", join(v)));
     }
 
     // The fastest-growing caches, each with its Theil–Sen line and band.
-    let mut charts = String::new();
+    let mut charts: Vec<Markup> = Vec::new();
     let top: Vec<&str> = d.slab_growth.iter().filter(|g| g.delta_bytes > 0).take(4).map(|g| g.cache.as_str()).collect();
     for name in &top {
         let Some(rows) = d.series.caches.get(*name) else { continue };
@@ -285,7 +289,7 @@ pub fn run_page(d: &RunData, footer: &str) -> String {
         }
         c.lines.push(Line { label: (*name).into(), color: plot::MODULE, points: pts });
         c.markers = marks.clone();
-        charts.push_str(&figure(&c, &format!("Active bytes of {name} at each sample, with the Theil–Sen line and the band of Sen's interval.")));
+        charts.push(figure(&c, &format!("Active bytes of {name} at each sample, with the Theil–Sen line and the band of Sen's interval.")));
     }
     if let Some(slab) = d.series.meminfo.get("Slab").filter(|_| !d.series.ops.is_empty()) {
         let pts = against_ops(slab, &d.series);
@@ -296,17 +300,22 @@ pub fn run_page(d: &RunData, footer: &str) -> String {
             c.trends.extend(Trend::fit(&band_label("fit", f.alpha), plot::MODULE, &pts, f.slope, f.lower, f.upper));
         }
         c.lines.push(Line { label: "Slab".into(), color: plot::MODULE, points: pts });
-        charts.push_str(&figure(&c, "meminfo Slab against the workload's cumulative operation count: the slope is bytes per operation."));
+        charts.push(figure(&c, "meminfo Slab against the workload's cumulative operation count: the slope is bytes per operation."));
     }
     if !charts.is_empty() {
-        body.push_str(&html::section("growth", "Growing slab caches", &charts));
+        body.push(html::section("growth", "Growing slab caches", join(charts)));
     }
     let mem = meminfo_chart("memory", d, &marks);
-    body.push_str(&html::section("memory", "Memory over time", &figure(&mem, "meminfo (and the balloon's host view) at each sample; vertical lines are the run's events.")));
-    body.push_str(&crash_section(d));
-    body.push_str(&html::section("events", "Events", &events_table(&d.events)));
-    body.push_str(&html::section("manifest", "Manifest", &manifest_table(d.manifest.as_ref())));
-    html::page(&title, &subtitle, &body, footer)
+    body.push(html::section("memory", "Memory over time", figure(&mem, "meminfo (and the balloon's host view) at each sample; vertical lines are the run's events.")));
+    body.push(crash_section(d));
+    body.push(html::section("events", "Events", events_table(&d.events)));
+    body.push(html::section("manifest", "Manifest", manifest_table(d.manifest.as_ref())));
+    html::page(&title, &subtitle, join(body), footer)
+}
+
+/// Pieces of a page, one after the other.
+fn join(parts: Vec<Markup>) -> Markup {
+    html! { @for p in parts { (p) } }
 }
 
 fn verdict_text(r: &LeakReport) -> (&'static str, &'static str) {
@@ -321,11 +330,11 @@ pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData,
     let title = format!("{} on {}: {v} {held}", r.lab, r.kernel);
     let subtitle = format!("A/B leak lab, module arm against baseline arm · {}", top.display());
     let marks = markers(&module.events);
-    let mut body = String::new();
+    let mut body: Vec<Markup> = Vec::new();
 
     // The verdict table, line for line what the terminal summary says.
     let mut rows = vec![
-        ("verdict", Cell::Html(format!("<span class=\"badge {}\">{}</span> {}", html::exit_class(r.exit_code), html::escape(v), html::escape(held)))),
+        ("verdict", Cell::Html(html! { (html::badge(r.exit_code, v)) " " (held) })),
         ("expected", Cell::Text(expect)),
         ("exit code", Cell::Text(r.exit_code.to_string())),
     ];
@@ -378,9 +387,9 @@ pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData,
             rows.push((name, Cell::Html(html::pre(e))));
         }
     }
-    rows.push(("arms", Cell::Html(format!("{} · {}", html::link("module/report.html", "module arm report"), html::link("baseline/report.html", "baseline arm report")))));
+    rows.push(("arms", Cell::Html(html! { (html::link("module/report.html", "module arm report")) " · " (html::link("baseline/report.html", "baseline arm report")) })));
     rows.push(("duration", Cell::Text(format!("{:.1} s", r.secs))));
-    let mut verdict = html::pairs("verdict", &rows);
+    let mut verdict = vec![html::pairs("verdict", &rows)];
     if let Some(a) = &r.analysis {
         let u = ab::per(a);
         let caches: Vec<Vec<Cell>> = a
@@ -405,7 +414,7 @@ pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData,
         if !caches.is_empty() {
             let h1 = format!("Δ objs/{u} [interval]");
             let h2 = format!("Δ bytes/{u}");
-            verdict.push_str(&html::table(
+            verdict.push(html::table(
                 "caches",
                 &["cache", "objsize", "module objs", "baseline objs", &h1, &h2, "Δ per hour", "Holm p", "verdict"],
                 &caches,
@@ -417,15 +426,15 @@ pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData,
             .map(|e| vec![Cell::Text(e.memory.clone()), Cell::Text(ab::duration(e.fastest_s)), Cell::Text(ab::duration(e.slowest_s))])
             .collect();
         if !ex.is_empty() {
-            verdict.push_str(&html::table("exhaustion", &["exhausts", "at the fastest", "at the slowest"], &ex));
+            verdict.push(html::table("exhaustion", &["exhausts", "at the fastest", "at the slowest"], &ex));
         }
     }
-    verdict.push_str(&format!("<details><summary>terminal summary</summary>\n{}</details>\n", html::pre(&ab::leak_summary(r, top))));
-    body.push_str(&html::section("verdict", "Verdict", &verdict));
+    verdict.push(terminal_summary(&ab::leak_summary(r, top)));
+    body.push(html::section("verdict", "Verdict", join(verdict)));
 
     // The metric and the leading caches in both arms against the regressor
     // the verdict used, with each arm's fitted line.
-    let mut charts = String::new();
+    let mut charts: Vec<Markup> = Vec::new();
     if let Some(a) = &r.analysis {
         let per_op = a.basis == crate::analysis::leak::Basis::PerOp;
         let xlabel = if per_op { "cumulative operations" } else { "run time (s)" };
@@ -444,7 +453,7 @@ pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData,
         if !per_op {
             c.markers = marks.clone();
         }
-        charts.push_str(&figure(&c, "The lab's metric in both arms with each arm's fitted line (GLS with AR(1) noise, or first differences) and its band; the verdict tests the difference of the slopes."));
+        charts.push(figure(&c, "The lab's metric in both arms with each arm's fitted line (GLS with AR(1) noise, or first differences) and its band; the verdict tests the difference of the slopes."));
         for f in a.caches.iter().filter(|c| c.leak || c.bytes[0] > 0.0).take(4) {
             let objs = |arm: &ArmSeries| arm.caches.get(&f.name).map(|r| r.iter().map(|&(t, o, _)| (t, o)).collect::<Vec<_>>()).unwrap_or_default();
             let (m, b) = (against(&objs(&module.series), &module.series), against(&objs(&baseline.series), &baseline.series));
@@ -457,24 +466,26 @@ pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData,
                 }
                 c.lines.push(Line { label: format!("{label} arm"), color, points: pts.clone() });
             }
-            charts.push_str(&figure(&c, &format!("Active objects of {} in both arms; Δ {} objects per {} [{} .. {}].", f.name, num(f.delta), ab::per(a), num(f.lower), num(f.upper))));
+            charts.push(figure(&c, &format!("Active objects of {} in both arms; Δ {} objects per {} [{} .. {}].", f.name, num(f.delta), ab::per(a), num(f.lower), num(f.upper))));
         }
     } else {
-        charts.push_str("<p class=\"none\">No analysis: an arm failed. Each arm's own report has its series.</p>\n");
+        charts.push(html::note("none", "No analysis: an arm failed. Each arm's own report has its series."));
     }
-    body.push_str(&html::section("growth", "Growth", &charts));
+    body.push(html::section("growth", "Growth", join(charts)));
 
-    let mut mem = figure(&meminfo_chart("memory, module arm", module, &marks), "meminfo of the module arm; vertical lines are its events.");
-    mem.push_str(&figure(&meminfo_chart("memory, baseline arm", baseline, &markers(&baseline.events)), "meminfo of the baseline arm."));
-    body.push_str(&html::section("memory", "Memory over time", &mem));
-    body.push_str(&crash_section(module));
-    body.push_str(&html::section("events", "Events of the module arm", &events_table(&module.events)));
-    let mut man = String::from("<h3>module arm</h3>\n");
-    man.push_str(&manifest_table(module.manifest.as_ref()));
-    man.push_str("<h3>baseline arm</h3>\n");
-    man.push_str(&manifest_table(baseline.manifest.as_ref()));
-    body.push_str(&html::section("manifest", "Manifests", &man));
-    html::page(&title, &subtitle, &body, footer)
+    let mem = html! {
+        (figure(&meminfo_chart("memory, module arm", module, &marks), "meminfo of the module arm; vertical lines are its events."))
+        (figure(&meminfo_chart("memory, baseline arm", baseline, &markers(&baseline.events)), "meminfo of the baseline arm."))
+    };
+    body.push(html::section("memory", "Memory over time", mem));
+    body.push(crash_section(module));
+    body.push(html::section("events", "Events of the module arm", events_table(&module.events)));
+    let man = html! {
+        h3 { "module arm" } "\n" (manifest_table(module.manifest.as_ref()))
+        h3 { "baseline arm" } "\n" (manifest_table(baseline.manifest.as_ref()))
+    };
+    body.push(html::section("manifest", "Manifests", man));
+    html::page(&title, &subtitle, join(body), footer)
 }
 
 /// A matrix's index page: the kernels × labs table, each cell linking to
@@ -486,15 +497,7 @@ pub fn matrix_page(name: &str, exit_code: i32, cells: &[(CellResult, String)], f
     let mut kernels: Vec<&str> = cells.iter().map(|(c, _)| c.kernel.as_str()).collect();
     kernels.sort();
     kernels.dedup();
-    let cell_html = |c: &CellResult, href: &str| {
-        format!(
-            "<a class=\"badge {}\" href=\"{}\">{} ({})</a>",
-            html::exit_class(c.exit_code),
-            html::escape(href),
-            html::escape(&c.verdict),
-            c.exit_code
-        )
-    };
+    let cell_html = |c: &CellResult, href: &str| html! { a class={ "badge " (html::exit_class(c.exit_code)) } href=(href) { (c.verdict) " (" (c.exit_code) ")" } };
     let grid: Vec<Vec<Cell>> = kernels
         .iter()
         .map(|k| {
@@ -510,7 +513,7 @@ pub fn matrix_page(name: &str, exit_code: i32, cells: &[(CellResult, String)], f
         .collect();
     let mut header = vec!["kernel \\ lab"];
     header.extend(labs.iter().copied());
-    let mut body = html::section("table", "Kernels × labs", &html::table("matrix", &header, &grid));
+    let mut body = vec![html::section("table", "Kernels × labs", html::table("matrix", &header, &grid))];
     let list: Vec<Vec<Cell>> = cells
         .iter()
         .map(|(c, href)| {
@@ -529,10 +532,10 @@ pub fn matrix_page(name: &str, exit_code: i32, cells: &[(CellResult, String)], f
         })
         .collect();
     let header = ["cell", "verdict (exit)", "time", "growth Δ", "bytes/op", "time to exhaustion", "error or reason"];
-    body.push_str(&html::section("cells", "Cells", &html::table("cells", &header, &list)));
+    body.push(html::section("cells", "Cells", html::table("cells", &header, &list)));
     let results: Vec<CellResult> = cells.iter().map(|(c, _)| c.clone()).collect();
-    body.push_str(&html::section("text", "Terminal table", &html::pre(&super::matrix::table(&results))));
-    html::page(&format!("matrix {name}: exit {exit_code}"), &format!("{} cells", cells.len()), &body, footer)
+    body.push(html::section("text", "Terminal table", html::pre(&super::matrix::table(&results))));
+    html::page(&format!("matrix {name}: exit {exit_code}"), &format!("{} cells", cells.len()), join(body), footer)
 }
 
 #[cfg(test)]

@@ -3,6 +3,7 @@
 
 use std::path::Path;
 
+use super::columns::{self, Column};
 use crate::analysis::leak::{self, LeakAnalysis};
 use crate::outcome::leak::LeakReport;
 use crate::outcome::run::{ExhaustionOutcome, RunOutcome};
@@ -127,23 +128,26 @@ pub fn analysis_lines(a: &LeakAnalysis, stopped: &str) -> Vec<String> {
             num(t.floor)
         ));
     }
-    let shown: Vec<&leak::Evidence> = a.caches.iter().filter(|c| c.leak || c.bytes[0] > 0.0).take(6).collect();
-    if !shown.is_empty() {
-        // Laid out like crash's `kmem -s`, with the difference beside it.
-        out.push(analysis_lines_header(u));
-        for c in shown {
-            out.push(format!(
-                "{:<22} {:>7.0} {:>15} {:>15} {:>28} {:>10} {:>12} {:>5}",
-                c.name,
-                c.objsize,
+    let shown: Vec<Vec<String>> = a
+        .caches
+        .iter()
+        .filter(|c| c.leak || c.bytes[0] > 0.0)
+        .take(6)
+        .map(|c| {
+            vec![
+                c.name.clone(),
+                format!("{:.0}", c.objsize),
                 format!("{:.0}→{:.0}", c.module.first, c.module.last),
                 format!("{:.0}→{:.0}", c.baseline.first, c.baseline.last),
                 format!("{} [{} .. {}]", num(c.delta), num(c.lower), num(c.upper)),
                 num(c.bytes[0]),
                 c.bytes_per_hour.map(|h| format!("{:.2}", h[0] / 1048576.0)).unwrap_or_else(|| "-".into()),
-                if c.leak { "yes" } else { "no" }
-            ));
-        }
+                (if c.leak { "yes" } else { "no" }).into(),
+            ]
+        })
+        .collect();
+    if !shown.is_empty() {
+        out.extend(culprit_table(u, &shown));
     }
     if a.verdict != Verdict::Leak {
         if let Some(d) = &a.detectable {
@@ -168,19 +172,24 @@ pub fn analysis_lines(a: &LeakAnalysis, stopped: &str) -> Vec<String> {
     out
 }
 
-/// The culprit table's header for rates per `u` (`op` or `s`).
-fn analysis_lines_header(u: &str) -> String {
-    format!(
-        "{:<22} {:>7} {:>15} {:>15} {:>28} {:>10} {:>12} {:>5}",
-        "CACHE",
-        "OBJSIZE",
-        "MODULE OBJS",
-        "BASELINE OBJS",
-        format!("Δ OBJS/{} [interval]", u.to_uppercase()),
-        format!("Δ BYTES/{}", u.to_uppercase()),
-        "Δ MiB/H",
-        "LEAK"
-    )
+/// The culprit table for rates per `u` (`op` or `s`), header first: laid
+/// out like crash's `kmem -s`, with the difference beside it. Each row is
+/// the cache, its object size, module and baseline objects (first→last),
+/// Δ objects per `u` with its interval, Δ bytes per `u`, Δ MiB per hour
+/// and whether it leaks.
+fn culprit_table(u: &str, rows: &[Vec<String>]) -> Vec<String> {
+    let u = u.to_uppercase();
+    let columns = [
+        Column::left("CACHE", 22),
+        Column::right("OBJSIZE", 7),
+        Column::right("MODULE OBJS", 15),
+        Column::right("BASELINE OBJS", 15),
+        Column::right(format!("Δ OBJS/{u} [interval]"), 28),
+        Column::right(format!("Δ BYTES/{u}"), 10),
+        Column::right("Δ MiB/H", 12),
+        Column::right("LEAK", 5),
+    ];
+    columns::lines(&columns, rows, 1)
 }
 
 /// The terminal summary of an A/B lab, as `kernlab run` prints it.
@@ -245,12 +254,25 @@ mod readme {
     /// method (the no-leak lab, calibration) and dumps (leak-to-crash).
     const PAGES: [&str; 3] = [include_str!("../../README.md"), include_str!("../../docs/method.md"), include_str!("../../docs/dumps.md")];
 
+    /// A culprit table's row as the README shows it: eleven words, the
+    /// interval's four (`1.00 [1.00 .. 1.00]`) making one cell.
+    fn cells(line: &str) -> Option<Vec<String>> {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        (w.len() == 11).then(|| {
+            let mut c: Vec<String> = w[..4].iter().map(|s| s.to_string()).collect();
+            c.push(w[4..8].join(" "));
+            c.extend(w[8..].iter().map(|s| s.to_string()));
+            c
+        })
+    }
+
     /// Every A/B output block in the README and the docs (a fenced block
     /// whose first line is `lab … : LEAK|NO-LEAK|INCONCLUSIVE …`) has only
-    /// lines this code prints: a block pasted from an older kernlab fails here.
+    /// lines this code prints, and its culprit table is laid out as this
+    /// code lays out the same cells: a block pasted from an older kernlab
+    /// fails here.
     #[test]
     fn the_readme_output_blocks_are_what_the_summary_prints() {
-        let header = super::analysis_lines_header("op");
         let mut blocks = 0;
         for block in PAGES.iter().flat_map(|page| page.split("```").skip(1).step_by(2)) {
             let body = block.trim_start_matches(|c: char| c != '\n').trim_start_matches('\n');
@@ -259,24 +281,39 @@ mod readme {
                 continue;
             }
             blocks += 1;
-            let mut in_table = false;
-            for line in body.lines() {
-                if line.trim().is_empty() {
+            // The culprit table: its header, then rows until a known line.
+            let mut table: Option<(Vec<&str>, Vec<Vec<String>>)> = None;
+            for line in body.lines().filter(|l| !l.trim().is_empty()) {
+                if line.starts_with("  CACHE ") {
+                    table = Some((vec![line], Vec::new()));
                     continue;
                 }
-                if line == format!("  {header}") {
-                    in_table = true;
+                if shapes().iter().any(|p| line.starts_with(p.as_str())) {
+                    if let Some((lines, rows)) = table.take() {
+                        check_table(&lines, &rows, body);
+                    }
                     continue;
                 }
-                let known = shapes().iter().any(|p| line.starts_with(p.as_str()));
-                if known {
-                    in_table = false;
-                    continue;
+                let row = cells(line).filter(|_| line.starts_with("  "));
+                match (table.as_mut(), row) {
+                    (Some((lines, rows)), Some(r)) => {
+                        lines.push(line);
+                        rows.push(r);
+                    }
+                    _ => panic!("README or docs line not printed by this kernlab:\n{line}\nin block:\n{body}"),
                 }
-                // A culprit table row: the cache name, then eight columns.
-                assert!(in_table && line.starts_with("  ") && line.split_whitespace().count() >= 8, "README or docs line not printed by this kernlab:\n{line}\nin block:\n{body}");
+            }
+            if let Some((lines, rows)) = table.take() {
+                check_table(&lines, &rows, body);
             }
         }
         assert!(blocks >= 2, "the README and docs/dumps.md show at least the leak lab's and the leak-to-crash lab's output ({blocks} found)");
+    }
+
+    /// The table lines of a block are what `culprit_table` prints for the
+    /// same cells (rates per op, as every shown lab counts operations).
+    fn check_table(lines: &[&str], rows: &[Vec<String>], body: &str) {
+        let printed: Vec<String> = super::culprit_table("op", rows).into_iter().map(|l| format!("  {l}")).collect();
+        assert_eq!(lines, printed, "a culprit table in the README or docs is not laid out as this kernlab prints it; in block:\n{body}");
     }
 }
