@@ -5,6 +5,7 @@
 
 mod common;
 use common::*;
+use kernlab::sample::rows::{self, OpsRow};
 use std::sync::Mutex;
 
 static ONE_AB_AT_A_TIME: Mutex<()> = Mutex::new(());
@@ -255,8 +256,7 @@ fn churn_on_an_ext4_disk_leaks_ext4_inodes() {
     let dir = d.path().join("ext4-run");
     let out = run(&["run", f.to_str().unwrap(), "--out", dir.to_str().unwrap(), "-q"]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    let ops = std::fs::read_to_string(dir.join("samples/ops.csv")).unwrap();
-    let last_ops: i64 = ops.lines().last().unwrap().rsplit(',').next().unwrap().parse().unwrap();
+    let last_ops = rows::read::<OpsRow>(&dir.join("samples")).unwrap().last().expect("ops rows").ops;
     assert!(last_ops > 1500, "ops {last_ops}");
     // Each leaked file pins an ext4 inode and its dentry, even after reclaim.
     let growth = report(&dir)["top_slab_growth"].as_array().unwrap().clone();

@@ -4,6 +4,7 @@
 
 mod common;
 use common::*;
+use kernlab::sample::rows::{self, MeminfoRow};
 use std::path::Path;
 use std::time::Duration;
 
@@ -80,8 +81,8 @@ fn smoke_lab_end_to_end() {
     assert!((8..=14).contains(&n), "samples {n}");
     let slab = std::fs::read_to_string(run_dir.join("samples/slabinfo.csv")).unwrap();
     assert!(slab.lines().any(|l| l.contains(",dentry,")), "no dentry cache rows");
-    let mem = std::fs::read_to_string(run_dir.join("samples/meminfo.csv")).unwrap();
-    let total: Vec<u64> = mem.lines().filter(|l| l.contains(",MemTotal,")).map(|l| l.rsplit(',').next().unwrap().parse().unwrap()).collect();
+    let mem = rows::read::<MeminfoRow>(&run_dir.join("samples")).unwrap();
+    let total: Vec<u64> = mem.iter().filter(|r| r.key == "MemTotal").map(|r| r.bytes).collect();
     assert_eq!(total.len() as u64, n);
     // A 512 MiB guest reports a MemTotal a little under 512 MiB.
     assert!(total[0] > 400 << 20 && total[0] <= 512 << 20, "MemTotal {}", total[0]);
@@ -223,7 +224,7 @@ fn kill_9_of_kernlab_takes_qemu_with_it_and_keeps_every_sample() {
     let samples = event_names(&run_dir).iter().filter(|x| *x == "sample").count();
     let mem = std::fs::read_to_string(run_dir.join("samples/meminfo.csv")).unwrap();
     assert!(mem.ends_with('\n'));
-    assert!(mem.lines().skip(1).all(|l| l.split(',').count() == 4), "torn row in meminfo.csv");
+    assert_eq!(rows::parse::<MeminfoRow>(&mem).count(), mem.lines().count() - 1, "torn row in meminfo.csv");
     let rows = mem.lines().filter(|l| l.contains(",MemTotal,")).count();
     assert!(rows >= samples && rows >= 3, "{rows} MemTotal rows for {samples} sample events");
 }
