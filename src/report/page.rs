@@ -457,7 +457,9 @@ pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData,
         for f in a.caches.iter().filter(|c| c.leak || c.bytes[0] > 0.0).take(4) {
             let objs = |arm: &ArmSeries| arm.caches.get(&f.name).map(|r| r.iter().map(|&(t, o, _)| (t, o)).collect::<Vec<_>>()).unwrap_or_default();
             let (m, b) = (against(&objs(&module.series), &module.series), against(&objs(&baseline.series), &baseline.series));
-            let mut c = Chart::new(&format!("slab cache {}", f.name), xlabel, "active objects");
+            // Objects, not bytes: the axis shows the counts as they are.
+            let mut c = Chart::new(&format!("slab cache {}", f.name), xlabel, "active");
+            c.y_unit = plot::YUnit::Plain("objects");
             c.height = 320;
             for (label, color, pts, fit) in [("module", plot::MODULE, &m, &f.module.trend), ("baseline", plot::BASELINE, &b, &f.baseline.trend)] {
                 if let Some(fit) = fit {
