@@ -14,7 +14,7 @@ use crate::analysis::leak::{num, LeakAnalysis};
 use crate::lab::{self, Lab};
 use crate::outcome::leak::LeakReport;
 use crate::outcome::ReadError;
-use crate::report::columns::{self, Column};
+use crate::ui::columns::{self, Column};
 use crate::stats::Verdict;
 use crate::util::fsx;
 

@@ -1,7 +1,7 @@
 //! A matrix directory's outputs beside its `report.json`: `junit.xml`
 //! (quick-junit), `ktap.txt`, and the kernels × labs table.
 
-use super::columns::{self, Column};
+use crate::ui::columns::{self, Column};
 use crate::exit;
 use crate::outcome::matrix::{log_dir, CellResult};
 use crate::util::fsx;

@@ -1,11 +1,3 @@
-//! `report.html`: a self-contained page for every run directory (plots as
-//! inline SVG, tables, no script and no external resource), and an index
-//! page for a matrix directory. This module reads a directory in one place
-//! ([`RunData::load`], [`detect`]); the pages themselves ([`page`]) are pure
-//! functions of what was read, so the page written at the end of a run and
-//! the one `kernlab report` rebuilds later from the same files are the same.
-//! A page that cannot be rendered is a warning, never a lost run.
-
 //! The outputs: everything kernlab shows or writes besides a run's own
 //! records. Reporters on the event stream ([`terminal`]: lines, progress
 //! bars, JSON lines; [`outputs`]: `events.jsonl` per run directory, the
@@ -19,7 +11,6 @@
 //! same; nothing re-runs the statistics. A page that cannot be rendered is
 //! a warning, never a lost run.
 
-pub mod columns;
 pub mod html;
 pub mod matrix;
 pub mod outputs;

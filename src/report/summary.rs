@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use super::columns::{self, Column};
+use crate::ui::columns::{self, Column};
 use crate::analysis::leak::{self, LeakAnalysis};
 use crate::outcome::leak::LeakReport;
 use crate::outcome::run::{ExhaustionOutcome, RunOutcome};

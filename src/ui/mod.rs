@@ -7,6 +7,8 @@
 //! [`StderrWriter`]) goes through the bars' `suspend`, so a log line and a
 //! redrawn bar never tear each other.
 
+pub mod columns;
+
 use std::io::{IsTerminal, Write};
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
