@@ -39,15 +39,22 @@ fn leak_lab_reproduces_the_customer_leak_with_numbers() {
     let ops_rate = a["ops_per_s"][0].as_f64().unwrap();
     assert!((800.0..1100.0).contains(&ops_rate), "ops/s {ops_rate}");
     // The culprits are named, at about one object per operation more than
-    // in the baseline, each with its interval above the floor.
+    // in the baseline. The run stops at the first look that decides the
+    // verdict, so at least one of them is a LEAK there with its interval
+    // above the floor; the other may still be short of its Holm threshold
+    // at that look (seen once on a loaded machine: p 2.5e-4), not wrong.
     let caches = a["caches"].as_array().unwrap();
+    let mut flagged = 0;
     for want in ["dentry", "shmem_inode_cache"] {
         let c = caches.iter().find(|c| c["name"] == want).unwrap_or_else(|| panic!("{want} not among {caches:?}"));
         let per = c["delta"].as_f64().unwrap();
         assert!((0.9..1.2).contains(&per), "{want}: {per} objects/op");
-        assert_eq!(c["leak"], true, "{c}");
-        assert!(c["lower"].as_f64().unwrap() > c["floor"].as_f64().unwrap(), "{c}");
+        if c["leak"] == true {
+            assert!(c["lower"].as_f64().unwrap() > c["floor"].as_f64().unwrap(), "{c}");
+            flagged += 1;
+        }
     }
+    assert!(flagged >= 1, "neither dentry nor shmem_inode_cache is a LEAK: {caches:?}");
     // The baseline (leak=0) grows by background noise only: under 1 % of the leak.
     let base = a["total"]["baseline"]["trend"]["slope"].as_f64().unwrap();
     assert!(base < per_op / 100.0, "baseline grows like the module: {base}");
