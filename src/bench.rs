@@ -367,7 +367,7 @@ mod tests {
             assert_eq!(Profile::parse(p.name()), Ok(p));
             for fast in [true, false] {
                 let lab = crate::lab::parse(&lab_text("debian-6.1.0-54-amd64", p, fast, false), std::path::Path::new("bench.yaml")).unwrap();
-                let microvm = lab.vm.machine == crate::lab::MachineProfile::Microvm;
+                let microvm = lab.vm.machine == crate::qemu::MachineRequest::Microvm;
                 assert_eq!(microvm, p == Profile::MicrovmVmlinux);
                 assert_eq!(lab.vm.fast_boot, fast);
                 assert_eq!(lab.vm.snapshot, crate::lab::SnapshotPolicy::Off, "cold boots are cold");

@@ -85,7 +85,7 @@ impl Needs {
             ext4: churn.is_some_and(|c| c.fs == lab::ChurnFs::Ext4) || action == Some(DumpAction::Kdump),
             kdump: action == Some(DumpAction::Kdump),
             dumps,
-            kvm: lab.vm.accel == lab::Accel::Kvm,
+            kvm: lab.vm.accel == crate::qemu::AccelRequest::Kvm,
             memory: lab.vm.memory,
         }
     }
@@ -297,7 +297,7 @@ pub fn checks(needs: &Needs, f: &Facts) -> Vec<Check> {
         },
     });
 
-    let choice = accel::choose(if needs.kvm { accel::Requested::Kvm } else { accel::Requested::Auto }, &f.host_accel);
+    let choice = accel::choose(if needs.kvm { accel::AccelRequest::Kvm } else { accel::AccelRequest::Auto }, &f.host_accel);
     out.push(match choice.accel {
         Accel::Kvm if needs.kvm && !f.host_accel.kvm_usable => Check {
             name: "accelerator",

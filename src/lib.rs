@@ -11,7 +11,8 @@
 //!    headers), `cache` (the cache and its layout), `image` (the guest
 //!    initramfs), `payload` (modules and programs built for the guest).
 //! 3. **The machine**: `qemu` (argv, accelerator, machine, the process),
-//!    `qmp`, `guest` (SSH), `snapshot` (the VM snapshot cache).
+//!    `qmp`, `vm` (a running guest: QEMU, QMP, console and SSH, and the
+//!    wait that watches them), `snapshot` (the VM snapshot cache).
 //! 4. **Measurement**: `sample` (reading /proc, the sample files),
 //!    `analysis` (growth, the leak verdict), `dump` (vmcores), `triage`
 //!    (`crash`).
@@ -38,10 +39,10 @@ pub mod lab;
 pub mod payload;
 
 // 3. The machine
-pub mod guest;
 pub mod qemu;
 pub mod qmp;
 pub mod snapshot;
+pub mod vm;
 
 // 4. Measurement
 pub mod analysis;

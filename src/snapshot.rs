@@ -5,7 +5,7 @@
 //! found by a key over everything that shapes the state, so any change of
 //! input misses and the run boots cold. This module owns the key, the
 //! layout and an entry's life in the cache; the run saves and restores
-//! (`run::snapshot`).
+//! (`run::restore`, with `vm::state` saving the VM's state).
 //!
 //! Layout, every directory 0700 and every file 0600:
 //!

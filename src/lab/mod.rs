@@ -20,6 +20,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::qemu::{AccelRequest, MachineRequest};
 pub use source::SourceMap;
 pub use units::{format_size, parse_size};
 
@@ -164,8 +165,9 @@ pub struct Vm {
     /// Virtual CPUs. Default: 1; 1..=64.
     #[serde(deserialize_with = "units::count::deserialize")]
     pub cpus: u32,
-    /// Accelerator. Default: `auto` (KVM when usable, else TCG).
-    pub accel: Accel,
+    /// Accelerator: `auto` (KVM when usable, else TCG), `kvm` or `tcg`.
+    /// Default: `auto`.
+    pub accel: AccelRequest,
     /// Extra kernel command-line words, appended after kernlab's own. Each
     /// non-empty, without whitespace or control characters, and not
     /// `console=`, `init=` or `rdinit=` (kernlab owns those). Default: none.
@@ -176,7 +178,7 @@ pub struct Vm {
     pub boot_timeout: Duration,
     /// QEMU machine profile: `auto` (microvm where the kernel and the lab
     /// allow it, else pc), `pc` or `microvm`. Default: `auto`.
-    pub machine: MachineProfile,
+    pub machine: MachineRequest,
     /// Which kernel image to boot: `auto` (the uncompressed PVH vmlinux
     /// when the kernel has CONFIG_PVH, else the bzImage), `bzimage` or
     /// `vmlinux`. Default: `auto`.
@@ -195,10 +197,10 @@ impl Default for Vm {
         Vm {
             memory: 512 * MIB,
             cpus: 1,
-            accel: Accel::Auto,
+            accel: AccelRequest::Auto,
             cmdline: Vec::new(),
             boot_timeout: Duration::from_secs(60),
-            machine: MachineProfile::Auto,
+            machine: MachineRequest::Auto,
             kernel_format: KernelFormat::Auto,
             fast_boot: true,
             snapshot: SnapshotPolicy::Auto,
@@ -216,17 +218,6 @@ pub enum SnapshotPolicy {
     Auto,
     /// Always boot cold, with this run's own keys.
     Off,
-}
-
-/// QEMU machine profile.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MachineProfile {
-    /// microvm where the kernel and the lab allow it, else pc.
-    #[default]
-    Auto,
-    Pc,
-    Microvm,
 }
 
 /// Which kernel image a VM boots.
@@ -457,10 +448,17 @@ pub struct Exhaustion {
 pub const DEFAULT_EXHAUSTION_MAX: Duration = Duration::from_secs(600);
 
 impl Exhaustion {
+    /// Whether a panic becomes a vmcore (`action` other than `none`): the
+    /// guest is set to panic on OOM, pauses on its panic, and a panic is
+    /// the dump path rather than the end of the run.
+    pub fn dumps(&self) -> bool {
+        self.action != DumpAction::None
+    }
+
     /// Whether anything can end a run by exhaustion: a dump action (the
     /// guest panics on OOM) or a headroom kernlab watches.
     pub fn watched(&self) -> bool {
-        self.action != DumpAction::None || self.headroom > 0
+        self.dumps() || self.headroom > 0
     }
 
     /// The limit of a run until exhaustion (`max`, else its default), or
@@ -574,17 +572,6 @@ impl Default for Monitor {
     }
 }
 
-/// Virtual machine accelerator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Accel {
-    /// KVM when `/dev/kvm` is usable, else TCG.
-    #[default]
-    Auto,
-    Kvm,
-    Tcg,
-}
-
 /// Guest root filesystem image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -630,16 +617,6 @@ impl Source {
 impl fmt::Display for Source {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
-    }
-}
-
-impl fmt::Display for Accel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Accel::Auto => "auto",
-            Accel::Kvm => "kvm",
-            Accel::Tcg => "tcg",
-        })
     }
 }
 
@@ -771,6 +748,12 @@ fn syntax_error(e: &serde_saphyr::Error, file: &Path, map: Option<&SourceMap>) -
 }
 
 impl Lab {
+    /// Whether a guest panic in this lab is the dump path (see
+    /// [`Exhaustion::dumps`]) rather than the end of the run.
+    pub fn dumps(&self) -> bool {
+        self.exhaustion.as_ref().is_some_and(Exhaustion::dumps)
+    }
+
     /// How long the workload phase may last: `exhaustion.max` for a lab that
     /// runs until exhaustion, else `workload.duration` (zero without a
     /// workload).
@@ -852,11 +835,11 @@ impl Lab {
         if let Err(m) = check_range(vm.boot_timeout, MIN_BOOT_TIMEOUT, MAX_BOOT_TIMEOUT) {
             return bad("vm.boot_timeout", m);
         }
-        if vm.machine == MachineProfile::Microvm {
+        if vm.machine == MachineRequest::Microvm {
             if vm.kernel_format == KernelFormat::Bzimage {
                 return bad("vm.machine", "microvm boots only the uncompressed vmlinux, but vm.kernel_format is `bzimage`".into());
             }
-            if let Some(x) = self.exhaustion.as_ref().filter(|x| x.action != DumpAction::None) {
+            if let Some(x) = self.exhaustion.as_ref().filter(|x| x.dumps()) {
                 let action = match x.action {
                     DumpAction::Kdump => "kdump",
                     _ => "host-dump",

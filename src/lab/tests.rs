@@ -51,7 +51,7 @@ fn defaults_filled_in() {
     assert_eq!(lab.image, Image::Minimal);
     assert_eq!(lab.vm.memory, 512 * MIB);
     assert_eq!(lab.vm.cpus, 1);
-    assert_eq!(lab.vm.accel, Accel::Auto);
+    assert_eq!(lab.vm.accel, AccelRequest::Auto);
     assert!(lab.vm.cmdline.is_empty());
     assert_eq!(lab.vm.boot_timeout, Duration::from_secs(60));
     assert!(lab.setup.is_empty());
@@ -71,7 +71,7 @@ fn full_lab_parses() {
     let lab = p(FULL).unwrap();
     assert_eq!(lab.vm.memory, GIB);
     assert_eq!(lab.vm.cpus, 2);
-    assert_eq!(lab.vm.accel, Accel::Tcg);
+    assert_eq!(lab.vm.accel, AccelRequest::Tcg);
     assert_eq!(lab.vm.cmdline, ["slub_nomerge", "slab_debug=FZ"]);
     assert_eq!(lab.vm.boot_timeout, Duration::from_secs(90));
     let w = lab.workload.as_ref().unwrap();

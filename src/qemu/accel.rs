@@ -25,12 +25,25 @@ impl std::fmt::Display for Accel {
     }
 }
 
-/// What the lab asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Requested {
+/// The accelerator a lab asks for (`vm.accel`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AccelRequest {
+    /// KVM when `/dev/kvm` is usable, else TCG.
+    #[default]
     Auto,
     Kvm,
     Tcg,
+}
+
+impl std::fmt::Display for AccelRequest {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            AccelRequest::Auto => "auto",
+            AccelRequest::Kvm => "kvm",
+            AccelRequest::Tcg => "tcg",
+        })
+    }
 }
 
 /// Host facts that decide the accelerator.
@@ -70,9 +83,9 @@ pub struct AccelChoice {
 /// this very kernel (see [`kvm_failed_marker`]): `auto` then goes straight
 /// to TCG instead of failing under KVM again first, and its snapshots are
 /// the TCG ones that fallback saved.
-pub fn choose_for_kernel(requested: Requested, host: &HostAccel, kvm_failed: Option<&str>) -> AccelChoice {
+pub fn choose_for_kernel(requested: AccelRequest, host: &HostAccel, kvm_failed: Option<&str>) -> AccelChoice {
     match (requested, kvm_failed) {
-        (Requested::Auto, Some(when)) if host.kvm_usable => AccelChoice {
+        (AccelRequest::Auto, Some(when)) if host.kvm_usable => AccelChoice {
             accel: Accel::Tcg,
             reason: format!("KVM stopped with an emulation failure on this kernel before ({}); using TCG", when.trim()),
         },
@@ -87,23 +100,23 @@ pub fn kvm_failed_marker(cache: &crate::cache::Cache, vmlinuz_sha256: &str) -> s
     cache.kvm_failed_marker(vmlinuz_sha256)
 }
 
-pub fn choose(requested: Requested, host: &HostAccel) -> AccelChoice {
+pub fn choose(requested: AccelRequest, host: &HostAccel) -> AccelChoice {
     let pick = |accel, reason: &str| AccelChoice { accel, reason: reason.to_string() };
     match requested {
-        Requested::Tcg => pick(Accel::Tcg, "the lab asks for tcg"),
-        Requested::Kvm => pick(Accel::Kvm, "the lab asks for kvm"),
-        Requested::Auto if !host.kvm_usable => AccelChoice {
+        AccelRequest::Tcg => pick(Accel::Tcg, "the lab asks for tcg"),
+        AccelRequest::Kvm => pick(Accel::Kvm, "the lab asks for kvm"),
+        AccelRequest::Auto if !host.kvm_usable => AccelChoice {
             accel: Accel::Tcg,
             reason: format!(
                 "KVM is not usable ({}); using TCG",
                 host.kvm_error.as_deref().unwrap_or("no /dev/kvm")
             ),
         },
-        Requested::Auto if host.pvm && !host.hardware_kvm => pick(
+        AccelRequest::Auto if host.pvm && !host.hardware_kvm => pick(
             Accel::Tcg,
             "/dev/kvm is provided by kvm_pvm, which cannot run a stock distro kernel (KVM emulation failure); using TCG",
         ),
-        Requested::Auto => pick(Accel::Kvm, "/dev/kvm is usable hardware KVM"),
+        AccelRequest::Auto => pick(Accel::Kvm, "/dev/kvm is usable hardware KVM"),
     }
 }
 
@@ -123,12 +136,12 @@ mod tests {
     #[test]
     fn table() {
         let cases = [
-            (Requested::Auto, host(true, true, false), Accel::Kvm, "hardware"),
-            (Requested::Auto, host(true, false, true), Accel::Tcg, "kvm_pvm"),
-            (Requested::Auto, host(true, true, true), Accel::Kvm, "hardware"),
-            (Requested::Auto, host(false, false, false), Accel::Tcg, "No such file"),
-            (Requested::Tcg, host(true, true, false), Accel::Tcg, "asks"),
-            (Requested::Kvm, host(true, false, true), Accel::Kvm, "asks"),
+            (AccelRequest::Auto, host(true, true, false), Accel::Kvm, "hardware"),
+            (AccelRequest::Auto, host(true, false, true), Accel::Tcg, "kvm_pvm"),
+            (AccelRequest::Auto, host(true, true, true), Accel::Kvm, "hardware"),
+            (AccelRequest::Auto, host(false, false, false), Accel::Tcg, "No such file"),
+            (AccelRequest::Tcg, host(true, true, false), Accel::Tcg, "asks"),
+            (AccelRequest::Kvm, host(true, false, true), Accel::Kvm, "asks"),
         ];
         for (req, h, want, reason) in cases {
             let c = choose(req, &h);
@@ -141,13 +154,13 @@ mod tests {
     fn a_kernel_kvm_failed_on_before_goes_to_tcg_under_auto_only() {
         let hw = host(true, true, false);
         let when = Some("2026-11-26T10:00:00Z\n");
-        let c = choose_for_kernel(Requested::Auto, &hw, when);
+        let c = choose_for_kernel(AccelRequest::Auto, &hw, when);
         assert_eq!(c.accel, Accel::Tcg);
         assert!(c.reason.contains("before (2026-11-26T10:00:00Z)"), "{}", c.reason);
-        assert_eq!(choose_for_kernel(Requested::Auto, &hw, None).accel, Accel::Kvm);
+        assert_eq!(choose_for_kernel(AccelRequest::Auto, &hw, None).accel, Accel::Kvm);
         // An explicit request is the lab's to make.
-        assert_eq!(choose_for_kernel(Requested::Kvm, &hw, when).accel, Accel::Kvm);
+        assert_eq!(choose_for_kernel(AccelRequest::Kvm, &hw, when).accel, Accel::Kvm);
         // No usable KVM: the usual reason, not the marker's.
-        assert!(choose_for_kernel(Requested::Auto, &host(false, false, false), when).reason.contains("not usable"));
+        assert!(choose_for_kernel(AccelRequest::Auto, &host(false, false, false), when).reason.contains("not usable"));
     }
 }

@@ -30,9 +30,12 @@ impl std::fmt::Display for Machine {
     }
 }
 
-/// What the lab asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Requested {
+/// The machine profile a lab asks for (`vm.machine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MachineRequest {
+    /// microvm where the kernel and the lab allow it, else pc.
+    #[default]
     Auto,
     Pc,
     Microvm,
@@ -59,7 +62,7 @@ pub struct KernelFacts {
 /// What the lab needs of the machine.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LabNeeds {
-    pub requested: Requested,
+    pub requested: MachineRequest,
     /// The lab turns panics into dumps (`exhaustion.action` other than
     /// `none`): pvpanic reports the panic to QMP, vmcoreinfo makes a host
     /// dump readable. kernlab attaches both on `pc` only.
@@ -96,11 +99,11 @@ pub fn choose(kernel: &KernelFacts, lab: &LabNeeds, tsc_khz: Option<u64>) -> Res
         None
     };
     match (lab.requested, blocker) {
-        (Requested::Pc, _) => pick(Machine::Pc, "the lab asks for pc".into()),
-        (Requested::Microvm, Some(why)) => Err(MachineError(why)),
-        (Requested::Microvm, None) => pick(Machine::Microvm, "the lab asks for microvm".into()),
-        (Requested::Auto, Some(why)) => pick(Machine::Pc, format!("pc, because {why}")),
-        (Requested::Auto, None) => pick(
+        (MachineRequest::Pc, _) => pick(Machine::Pc, "the lab asks for pc".into()),
+        (MachineRequest::Microvm, Some(why)) => Err(MachineError(why)),
+        (MachineRequest::Microvm, None) => pick(Machine::Microvm, "the lab asks for microvm".into()),
+        (MachineRequest::Auto, Some(why)) => pick(Machine::Pc, format!("pc, because {why}")),
+        (MachineRequest::Auto, None) => pick(
             Machine::Microvm,
             "microvm: the kernel boots as a PVH vmlinux and has virtio_mmio, and the lab needs no device microvm lacks".into(),
         ),
@@ -218,7 +221,7 @@ mod tests {
     fn kernel(vmlinux: bool, mmio: Driver) -> KernelFacts {
         KernelFacts { vmlinux: if vmlinux { Ok(()) } else { Err("CONFIG_PVH is not set".into()) }, virtio_mmio: mmio }
     }
-    fn lab(requested: Requested, panic_devices: bool) -> LabNeeds {
+    fn lab(requested: MachineRequest, panic_devices: bool) -> LabNeeds {
         LabNeeds { requested, panic_devices, accel: Accel::Tcg }
     }
 
@@ -226,7 +229,7 @@ mod tests {
     fn table() {
         use Driver::*;
         use Machine::*;
-        use Requested::Auto;
+        use MachineRequest::Auto;
         let tsc = Some(2_300_000);
         // kernel, lab, host TSC, the machine (or the error's words), the reason's words
         type Case = (KernelFacts, LabNeeds, Option<u64>, Result<Machine, &'static str>, &'static str);
@@ -237,11 +240,11 @@ mod tests {
             (kernel(false, Module), lab(Auto, false), tsc, Ok(Pc), "CONFIG_PVH is not set"),
             (kernel(true, Absent), lab(Auto, false), tsc, Ok(Pc), "CONFIG_VIRTIO_MMIO"),
             (kernel(true, Module), lab(Auto, false), None, Ok(Pc), "TSC rate is unknown"),
-            (kernel(true, Module), lab(Requested::Pc, false), tsc, Ok(Pc), "asks for pc"),
-            (kernel(false, Absent), lab(Requested::Pc, true), None, Ok(Pc), "asks for pc"),
-            (kernel(true, Module), lab(Requested::Microvm, false), tsc, Ok(Microvm), "asks for microvm"),
-            (kernel(false, Module), lab(Requested::Microvm, false), tsc, Err("CONFIG_PVH"), ""),
-            (kernel(true, Module), lab(Requested::Microvm, true), tsc, Err("pvpanic"), ""),
+            (kernel(true, Module), lab(MachineRequest::Pc, false), tsc, Ok(Pc), "asks for pc"),
+            (kernel(false, Absent), lab(MachineRequest::Pc, true), None, Ok(Pc), "asks for pc"),
+            (kernel(true, Module), lab(MachineRequest::Microvm, false), tsc, Ok(Microvm), "asks for microvm"),
+            (kernel(false, Module), lab(MachineRequest::Microvm, false), tsc, Err("CONFIG_PVH"), ""),
+            (kernel(true, Module), lab(MachineRequest::Microvm, true), tsc, Err("pvpanic"), ""),
         ];
         for (i, (k, l, t, want, reason)) in cases.into_iter().enumerate() {
             match (choose(&k, &l, t), want) {

@@ -7,9 +7,9 @@ pub mod argv;
 pub mod machine;
 pub mod process;
 
-pub use accel::{Accel, AccelChoice, HostAccel};
+pub use accel::{Accel, AccelChoice, AccelRequest, HostAccel};
 pub use argv::{argv, CmdlineOpts, Device, VmSpec};
-pub use machine::{HostTsc, Machine, MachineChoice};
+pub use machine::{HostTsc, Machine, MachineChoice, MachineRequest};
 pub use process::{free_port, qemu_version, Qemu, QemuError};
 
 /// The QEMU binary: `$KERNLAB_QEMU` or `qemu-system-x86_64` on PATH.

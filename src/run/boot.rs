@@ -1,20 +1,79 @@
 //! How the run's guest comes up: restored from the cached snapshot of its
-//! kernel, image and VM shape, or booted cold (with a deadline and one
-//! retry, under TCG after a KVM failure) and saved as that snapshot; then
-//! the SSH session the run drives it with. The snapshot entry itself is
-//! `crate::snapshot`; saving a running guest is `run::snapshot`.
+//! kernel, image and VM shape (see [`super::restore`]), or booted cold
+//! with a deadline and one retry, under TCG after a KVM failure, and saved
+//! as that snapshot. One attempt starts QEMU, hands it to a [`Guest`] and
+//! waits for the guest's sshd, a wait that ends at once if the guest dies.
 
-use super::*;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
 
-/// A guest answering over SSH, however it came up.
+use super::events::{self, Event};
+use super::prepare::Prepared;
+use super::restore::{self, RestoreFailure, RESTORE_TIMEOUT};
+use super::{blocking, fmt_status, stop_guest, write, Ctx, RunError, SnapshotManifest, SnapshotMode, CONSOLE, QMP_SOCKET};
+use crate::image::{self, tree::Tree, RunKeys};
+use crate::kernel::vmlinux::{self, ImageFormat};
+use crate::kernel::Kernel;
+use crate::qemu::{self, accel, Accel, AccelChoice, AccelRequest, Qemu, VmSpec};
+use crate::snapshot::{KeyInputs, Lookup};
+use crate::util::fsx;
+use crate::vm::{self, console, wait_for_banner, AttachFailure, Connector, Guest};
+
+/// A boot that hangs or dies once is tried again once, with the reason logged.
+const BOOT_ATTEMPTS: u32 = 2;
+const PORT_ATTEMPTS: u32 = 5;
+/// Each step of opening an SSH session.
+pub(super) const SSH_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A guest answering over SSH (it is `ctx.guest`), however it came up.
 pub(super) struct Ready {
     pub(super) booted: Booted,
-    /// The keys its sshd knows: this run's, or the snapshot's.
-    pub(super) keys: RunKeys,
-    pub(super) control: Arc<GuestSession>,
     /// The lab's payload is not in the guest yet (a snapshot's guest boots
     /// from the base image alone).
     pub(super) upload_payload: bool,
+}
+
+/// The guest: restored from the cached snapshot of this kernel, image and
+/// VM shape, or booted cold (and saved as that snapshot when the lab
+/// allows one). A restore that fails falls back to a cold boot.
+pub(super) async fn bring_up(ctx: &mut Ctx, p: &mut Prepared) -> Result<Ready, RunError> {
+    let snapshot_key = match restore::allowed(&ctx.lab, &p.spec) {
+        Ok(()) => {
+            // A bad cap is the user's error, said before anything is booted.
+            crate::snapshot::max_bytes_from_env().map_err(RunError::Usage)?;
+            p.spec.snapshot = true;
+            Some(KeyInputs::new(&p.spec, kernel_image_id(p.profile.image, &p.kernel), &p.image.sha256, &p.qemu_version).key())
+        }
+        Err(reason) => {
+            restore::set_snapshot(ctx, SnapshotManifest { mode: SnapshotMode::Cold, reason, key: None, entry: None, state_bytes: None, secs: None, fallback: None });
+            None
+        }
+    };
+    let mut fallback = None;
+    if let Some(key) = &snapshot_key {
+        let (cache, k) = (ctx.cache.clone(), key.clone());
+        match blocking(move || crate::snapshot::lookup(&cache, &k)).await? {
+            Lookup::Missing => {}
+            Lookup::Unusable(reason) => fallback = Some(restore::give_up(ctx, key, None, reason).await),
+            Lookup::Found(entry) => match restore::restore(ctx, &mut p.spec, &p.kernel, &p.image, &entry, &p.choice).await {
+                Ok(r) => return Ok(r),
+                Err(RestoreFailure::Run(e)) => return Err(e),
+                Err(RestoreFailure::Failed(reason)) => fallback = Some(restore::give_up(ctx, key, Some(&entry.meta), reason).await),
+            },
+        }
+    }
+    let cold = Cold {
+        kernel: &p.kernel,
+        kernel_image: kernel_image_id(p.profile.image, &p.kernel),
+        image: &p.image,
+        qemu_version: &p.qemu_version,
+        payload: &p.payload,
+        requested: p.requested,
+        save: snapshot_key.as_deref(),
+        fallback,
+    };
+    boot_cold(ctx, &mut p.spec, &mut p.choice, cold).await
 }
 
 /// What a cold boot needs besides the run and the VM.
@@ -25,7 +84,7 @@ pub(super) struct Cold<'a> {
     pub(super) image: &'a image::BuiltImage,
     pub(super) qemu_version: &'a str,
     pub(super) payload: &'a Tree,
-    pub(super) requested: accel::Requested,
+    pub(super) requested: AccelRequest,
     /// Save the fresh guest as the snapshot with this key.
     pub(super) save: Option<&'a str>,
     /// Why a restore was given up before this boot.
@@ -36,13 +95,14 @@ pub(super) struct Cold<'a> {
 /// hang, under TCG after a KVM failure). When `save` is set, the fresh
 /// guest's state is saved before anything happens in it, and published once
 /// a first command has worked in the guest that goes on running.
-pub(super) async fn boot_cold(ctx: &mut Ctx, spec: &mut VmSpec, choice: &mut AccelChoice, cold: Cold<'_>) -> Result<Ready, RunError> {
+async fn boot_cold(ctx: &mut Ctx, spec: &mut VmSpec, choice: &mut AccelChoice, cold: Cold<'_>) -> Result<Ready, RunError> {
     let Cold { kernel, kernel_image, image, qemu_version, payload, requested, save, fallback } = cold;
-    let keys = RunKeys::generate(&ctx.dir.join("keys"))?;
+    let dir = ctx.dir.join("keys");
+    let keys = blocking(move || RunKeys::generate(&dir)).await??;
     // A guest that becomes a snapshot boots without the lab's payload (it
     // is uploaded afterwards, as on a restored guest), so that one snapshot
     // serves every lab with this kernel and VM shape.
-    write_initrd(ctx, image, &keys, if save.is_some() { None } else { Some(payload) })?;
+    write_initrd(ctx, image, &keys, if save.is_some() { None } else { Some(payload.clone()) }).await?;
     let mut attempt = 0;
     let boot = loop {
         attempt += 1;
@@ -53,20 +113,27 @@ pub(super) async fn boot_cold(ctx: &mut Ctx, spec: &mut VmSpec, choice: &mut Acc
         }
         ctx.timings.boot_attempts = attempt;
         spec.accel = choice.accel;
-        // A fresh fatal flag per attempt: events of a QEMU torn down before
-        // this one go to the old one.
-        let (fatal_tx, fatal) = watch::channel(None);
-        (ctx.fatal_tx, ctx.fatal) = (fatal_tx, fatal);
-        match boot(ctx, spec, kernel).await {
-            Err(BootFailure::KvmEmulation(console)) if requested == accel::Requested::Auto => {
-                // KVM that cannot run this kernel: say so and boot again under TCG.
+        match boot(ctx, spec, kernel, &keys).await {
+            Err(BootFailure::KvmEmulation(console)) if requested == AccelRequest::Auto => {
+                // KVM that cannot run this kernel: say so, keep its console,
+                // and boot again under TCG.
                 tracing::warn!("KVM internal error booting {}; retrying with TCG", kernel.name);
-                let _ = console;
-                teardown(ctx).await;
+                stop_guest(ctx).await;
+                for f in [CONSOLE, "qemu.log"] {
+                    let _ = std::fs::rename(ctx.dir.join(f), ctx.dir.join(&f.replace(".log", "-kvm.log")));
+                }
+                let last = console.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("(nothing)").trim().to_string();
+                let reason = format!(
+                    "KVM stopped with an internal error (emulation failure); booting again under TCG (its console is in console-kvm.log, last line: {last})"
+                );
+                ctx.events.emit(Event::BootRetry { attempt, reason: reason.clone() });
+                if let Some(b) = ctx.manifest.boot.as_mut() {
+                    b.retries.push(reason);
+                }
                 // Later runs of this kernel go to TCG at once (and find the
                 // snapshot this boot saves under TCG's key).
                 let marker = accel::kvm_failed_marker(&ctx.cache, &kernel.vmlinuz_sha256);
-                let written = marker.parent().map_or(Ok(()), crate::util::fsx::private_dir).and_then(|()| crate::util::fsx::write_atomic(&marker, format!("{}\n", events::wall_clock()).as_bytes()));
+                let written = marker.parent().map_or(Ok(()), fsx::private_dir).and_then(|()| fsx::write_atomic(&marker, format!("{}\n", events::wall_clock()).as_bytes()));
                 if let Err(e) = written {
                     tracing::warn!("cannot record the KVM failure in {}: {e}", marker.display());
                 }
@@ -95,7 +162,7 @@ pub(super) async fn boot_cold(ctx: &mut Ctx, spec: &mut VmSpec, choice: &mut Acc
                 if let Some(b) = ctx.manifest.boot.as_mut() {
                     b.retries.push(reason);
                 }
-                teardown(ctx).await;
+                stop_guest(ctx).await;
                 for f in [CONSOLE, "qemu.log"] {
                     let kept = f.replace(".log", &format!("-attempt{attempt}.log"));
                     let _ = std::fs::rename(ctx.dir.join(f), ctx.dir.join(&kept));
@@ -110,239 +177,19 @@ pub(super) async fn boot_cold(ctx: &mut Ctx, spec: &mut VmSpec, choice: &mut Acc
 
     // Save now, while the guest is exactly what every run of this kernel,
     // image and VM shape boots to: no SSH session yet, nothing run in it.
-    let mut staged = None;
-    let mut save_error = None;
-    if let Some(key) = save {
-        match crate::snapshot::Staged::new(&ctx.cache) {
-            Err(e) => save_error = Some(format!("cannot make a scratch directory in the cache: {e}")),
-            Ok(stage) => {
-                let qmp = ctx.qmp.clone().ok_or_else(|| RunError::SnapshotSave("no QMP connection after boot".into()))?;
-                match snapshot::save(&qmp, &ctx.dir.path, &stage.state()).await {
-                    Ok(secs) => {
-                        // The boot that later runs restore, for their console.log.
-                        if let Err(e) = stage.keep_console(&std::fs::read(ctx.dir.join(CONSOLE)).unwrap_or_default()) {
-                            tracing::debug!("the saved boot's console is not kept: {e}");
-                        }
-                        staged = Some((stage, secs))
-                    }
-                    Err(snapshot::SaveError::Paused(e)) => return Err(RunError::SnapshotSave(e)),
-                    Err(snapshot::SaveError::NotSaved(e)) => save_error = Some(e),
-                }
-            }
-        }
-        if let Some(reason) = &save_error {
-            ctx.events.emit(Event::SnapshotSaveFailed { key: key.to_string(), reason: reason.clone() });
-        }
-    }
+    let staged = match save {
+        Some(key) => Some(restore::save(ctx, key).await?),
+        None => None,
+    };
 
-    let addr: SocketAddr = ([127, 0, 0, 1], spec.ssh_port).into();
-    let connect = connector(addr, keys.clone(), kernel.name.clone(), SSH_TIMEOUT);
-    let control = Arc::new(blocking(connect).await??);
-    let probe = control.clone();
-    blocking(move || probe.exec("true", Duration::from_secs(10)))
-        .await?
-        .map_err(|source| RunError::Ssh { kernel: kernel.name.clone(), source })?;
+    let guest = ctx.guest()?;
+    guest.open_control(SSH_TIMEOUT).await.map_err(|e| ctx.guest_error(e, "while opening the first SSH session"))?;
+    guest.exec("true", Duration::from_secs(10)).await.map_err(|e| ctx.guest_error(e, "at the first command"))?;
     ctx.timings.first_command = boot.started.elapsed().as_secs_f64();
 
-    let after = match &fallback {
-        Some(_) => "the snapshot could not be restored: booted cold",
-        None => "no snapshot of this kernel, image and VM shape yet: booted cold",
-    };
-    let mut manifest = SnapshotManifest {
-        mode: SnapshotMode::Cold,
-        reason: String::new(),
-        key: save.map(str::to_string),
-        entry: save.map(|k| crate::snapshot::entry_dir(&ctx.cache, k).display().to_string()),
-        state_bytes: None,
-        secs: None,
-        fallback,
-    };
-    match (save, staged) {
-        (Some(_), Some((stage, secs))) => {
-            // The key as looked up, unless a KVM failure moved this boot to TCG.
-            let inputs = KeyInputs::new(spec, kernel_image, &image.sha256, qemu_version);
-            let key = &inputs.key();
-            manifest.key = Some(key.clone());
-            manifest.entry = Some(crate::snapshot::entry_dir(&ctx.cache, key).display().to_string());
-            let meta = crate::snapshot::Meta {
-                key: key.to_string(),
-                inputs,
-                client_public: keys.client_public.clone(),
-                host_public: keys.host_public()?,
-                state_bytes: 0,
-                saved: events::wall_clock(),
-                save_secs: events::round3(secs),
-                kernlab_version: env!("CARGO_PKG_VERSION").to_string(),
-            };
-            let state_bytes = std::fs::metadata(stage.state()).map(|m| m.len()).unwrap_or(0);
-            let (cache, k) = (ctx.cache.clone(), keys.clone());
-            match blocking(move || stage.publish(&cache, &k, meta)).await? {
-                Ok(published) => {
-                    ctx.events.emit(Event::SnapshotSaved { key: key.to_string(), bytes: state_bytes, secs: events::round3(secs), published });
-                    if published {
-                        evict_snapshots(ctx, key).await?;
-                    }
-                    manifest.mode = SnapshotMode::Saved;
-                    manifest.state_bytes = Some(state_bytes);
-                    manifest.secs = Some(events::round3(secs));
-                    manifest.reason = if published {
-                        format!("{after} and saved a snapshot")
-                    } else {
-                        format!("{after}; saved, but another run published the same snapshot first")
-                    };
-                }
-                Err(e) => {
-                    let reason = format!("cannot publish it in the cache: {e}");
-                    ctx.events.emit(Event::SnapshotSaveFailed { key: key.to_string(), reason: reason.clone() });
-                    manifest.reason = format!("{after}; saving the snapshot failed: {reason}");
-                }
-            }
-        }
-        (Some(_), None) => manifest.reason = format!("{after}; saving the snapshot failed: {}", save_error.unwrap_or_default()),
-        (None, _) => {
-            // The lab cannot use snapshots: `allowed` said why already.
-            if let Some(old) = ctx.manifest.boot.as_ref().and_then(|b| b.snapshot.clone()) {
-                manifest = old;
-            }
-        }
-    }
-    set_snapshot(ctx, manifest);
-    Ok(Ready { booted: boot, keys, control, upload_payload: save.is_some() })
-}
-
-/// Why a restore did not give a usable guest.
-pub(super) enum RestoreFailure {
-    /// Fall back to a cold boot, with this warning.
-    Failed(String),
-    /// Not the snapshot's fault (Ctrl-C, the run directory): end the run.
-    Run(RunError),
-}
-
-/// Starts QEMU on the snapshot's saved state (the same argv as the VM it
-/// was saved from, plus `-incoming`), waits until it runs and its sshd
-/// answers, and runs a first command with the snapshot's keys, all within
-/// [`snapshot::RESTORE_TIMEOUT`] or so.
-pub(super) async fn restore(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel, image: &image::BuiltImage, entry: &crate::snapshot::Entry, choice: &AccelChoice) -> Result<Ready, RestoreFailure> {
-    use RestoreFailure::{Failed, Run};
-    let keys = entry.keys().map_err(Failed)?;
-    // The initrd the saved guest booted from: the same image and keys, so
-    // even what QEMU reads from it at start is what it was.
-    write_initrd(ctx, image, &keys, None).map_err(Run)?;
-    // The console (QEMU appends to it) starts with the boot that was saved.
-    let mut console = std::fs::read(entry.console()).unwrap_or_default();
-    console.extend_from_slice(format!("kernlab: --- restored from snapshot {} saved {}; the lines above are that boot ---\n", entry.meta.key, entry.meta.saved).as_bytes());
-    write(&ctx.dir.join(CONSOLE), &console).map_err(Run)?;
-    let state = std::path::absolute(entry.state()).map_err(|e| Failed(format!("{}: {e}", entry.state().display())))?;
-    spec.incoming = Some(qemu::argv::incoming_from_file(&state));
-    spec.accel = choice.accel;
-    ctx.events.emit(Event::AccelChosen { accel: choice.accel.to_string(), reason: choice.reason.clone() });
-    ctx.manifest.accel = Some(choice.clone());
-    if let Some(b) = ctx.manifest.boot.as_mut() {
-        b.attempts = 1;
-    }
-    ctx.timings.boot_attempts = 1;
-    let (fatal_tx, fatal) = watch::channel(None);
-    (ctx.fatal_tx, ctx.fatal) = (fatal_tx, fatal);
-    let booted = boot(ctx, spec, kernel).await;
-    spec.incoming = None;
-    let booted = match booted {
-        Ok(b) => b,
-        Err(BootFailure::Other(e @ RunError::Interrupted(_))) => return Err(Run(e)),
-        Err(BootFailure::KvmEmulation(_)) => return Err(Failed("KVM stopped with an internal error".into())),
-        Err(BootFailure::Retry(e) | BootFailure::Other(e)) => {
-            let reason = match &e {
-                RunError::Boot { reason, .. } => reason.clone(),
-                other => other.chain(),
-            };
-            // QEMU says what was wrong with the state ("load of migration failed: …").
-            let qemu = fsx::tail_lines(&ctx.dir.join("qemu.log"), 3).trim().replace('\n', "; ");
-            return Err(Failed(if qemu.is_empty() { reason } else { format!("{reason}; QEMU: {qemu}") }));
-        }
-    };
-    let key = entry.meta.key.clone();
-    let running = booted.restored.unwrap_or(booted.secs);
-    ctx.events.emit(Event::SnapshotRestored { key: key.clone(), bytes: entry.meta.state_bytes, secs: events::round3(running) });
-
-    // Ready over SSH is the session itself here: the handshake reads the
-    // banner, within what is left of the restore's deadline.
-    let addr: SocketAddr = ([127, 0, 0, 1], spec.ssh_port).into();
-    let left = snapshot::RESTORE_TIMEOUT.saturating_sub(booted.started.elapsed()).max(Duration::from_secs(2));
-    let connect = connector(addr, keys.clone(), kernel.name.clone(), left);
-    let control = match blocking(connect).await.map_err(Run)? {
-        Ok(s) => Arc::new(s),
-        Err(e) => return Err(Failed(format!("SSH to the restored guest failed: {}", e.chain()))),
-    };
-    let mut booted = booted;
-    booted.secs = booted.started.elapsed().as_secs_f64();
-    tracing::debug!("restore: running {running:.3} s, SSH session {:.3} s after QEMU start", booted.secs);
-    ctx.timings.boot_to_ssh = booted.secs;
-    ctx.events.emit(Event::SshReady { secs_since_qemu_start: booted.secs });
-    let (c, cmd) = (control.clone(), snapshot::after_restore_command());
-    match blocking(move || c.exec(&cmd, Duration::from_secs(5))).await.map_err(Run)? {
-        Ok(out) if out.success() => {}
-        Ok(out) => return Err(Failed(format!("the first command on the restored guest exited {}: {}", out.status, out.stderr.trim()))),
-        Err(e) => return Err(Failed(format!("the first command on the restored guest failed: {e}"))),
-    }
-    ctx.timings.first_command = booted.started.elapsed().as_secs_f64();
-    crate::snapshot::mark_used(entry);
-    set_snapshot(
-        ctx,
-        SnapshotManifest {
-            mode: SnapshotMode::Restored,
-            reason: format!("restored the snapshot of this kernel, image and VM shape saved {}", entry.meta.saved),
-            key: Some(key),
-            entry: Some(entry.dir.display().to_string()),
-            state_bytes: Some(entry.meta.state_bytes),
-            secs: Some(events::round3(running)),
-            fallback: None,
-        },
-    );
-    Ok(Ready { booted, keys, control, upload_payload: true })
-}
-
-/// A snapshot that could not be used: warn, stop its QEMU (keeping its logs
-/// as `console-restore.log` and `qemu-restore.log`), and remove the entry
-/// so the cold boot that follows saves a good one. Returns the reason.
-pub(super) async fn give_up_restore(ctx: &mut Ctx, key: &str, expected: Option<&crate::snapshot::Meta>, reason: String) -> String {
-    ctx.events.emit(Event::SnapshotFallback { key: key.to_string(), reason: reason.clone() });
-    teardown(ctx).await;
-    // Whether or not its QEMU lived long enough to be kept (one that exits
-    // at once is never handed to the run), its logs are there.
-    for f in [CONSOLE, "qemu.log"] {
-        if ctx.dir.join(f).exists() {
-            let _ = std::fs::rename(ctx.dir.join(f), ctx.dir.join(&f.replace(".log", "-restore.log")));
-        }
-    }
-    let (cache, k, m) = (ctx.cache.clone(), key.to_string(), expected.cloned());
-    match blocking(move || crate::snapshot::remove(&cache, &k, m.as_ref())).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(e)) => tracing::warn!("cannot remove snapshot {key}: {e}"),
-        Err(e) => tracing::warn!("cannot remove snapshot {key}: {e}"),
-    }
-    reason
-}
-
-/// Keeps the cache's snapshots under their cap after `keep` was published:
-/// the least recently used go, each with an event. A failure to evict is a
-/// warning in the log, not the run's failure.
-pub(super) async fn evict_snapshots(ctx: &mut Ctx, keep: &str) -> Result<(), RunError> {
-    let max = crate::snapshot::max_bytes_from_env().map_err(RunError::Usage)?;
-    let (cache, k) = (ctx.cache.clone(), keep.to_string());
-    match blocking(move || crate::snapshot::evict(&cache, max, &k)).await? {
-        Ok(removed) => {
-            for (key, bytes) in removed {
-                ctx.events.emit(Event::SnapshotEvicted { key, bytes });
-            }
-        }
-        Err(e) => tracing::warn!("cannot evict old snapshots: {e}"),
-    }
-    Ok(())
-}
-
-pub(super) fn set_snapshot(ctx: &mut Ctx, s: SnapshotManifest) {
-    if let Some(b) = ctx.manifest.boot.as_mut() {
-        b.snapshot = Some(s);
-    }
+    let inputs = KeyInputs::new(spec, kernel_image, &image.sha256, qemu_version);
+    restore::record_cold(ctx, save, staged, inputs, &keys, fallback).await?;
+    Ok(Ready { booted: boot, upload_payload: save.is_some() })
 }
 
 /// The kernel image a VM boots, for a snapshot's key: the bzImage by its
@@ -357,80 +204,27 @@ pub(super) fn kernel_image_id(format: ImageFormat, kernel: &Kernel) -> String {
 
 /// Writes the run's initrd: the cached image, the keys' archive on top,
 /// and the lab's payload when it goes in at boot.
-pub(super) fn write_initrd(ctx: &Ctx, image: &image::BuiltImage, keys: &RunKeys, payload: Option<&Tree>) -> Result<(), RunError> {
-    let mut bytes = std::fs::read(&image.path).map_err(|source| RunError::Write { path: image.path.clone(), source })?;
-    bytes.extend_from_slice(&keys.overlay()?.to_cpio());
-    if let Some(p) = payload.filter(|p| !p.is_empty()) {
-        bytes.extend_from_slice(&p.to_cpio());
-    }
-    write(&ctx.dir.join("initrd.cpio"), &bytes)
-}
-
-/// Opens SSH sessions to the guest as root with `keys`.
-pub(super) fn connector(addr: SocketAddr, keys: RunKeys, kernel: String, timeout: Duration) -> impl Fn() -> Result<GuestSession, RunError> + Clone + Send + Sync + 'static {
-    move || {
-        // Right after the banner, dropbear may still be dropping the
-        // probes' connections; a refused handshake is retried briefly.
-        let (mut attempt, t) = (0, Instant::now());
-        loop {
-            attempt += 1;
-            match GuestSession::connect(addr, &keys.client_key, &keys.host_key_blob, timeout) {
-                Err(crate::guest::SshError::Handshake { .. }) if attempt < 5 => std::thread::sleep(Duration::from_millis(100)),
-                r => {
-                    tracing::debug!("SSH session to {addr} in {:.3} s ({attempt} attempts)", t.elapsed().as_secs_f64());
-                    return r.map_err(|source| RunError::Ssh { kernel: kernel.clone(), source });
-                }
-            }
+pub(super) async fn write_initrd(ctx: &Ctx, image: &image::BuiltImage, keys: &RunKeys, payload: Option<Tree>) -> Result<(), RunError> {
+    let (src, keys, out) = (image.path.clone(), keys.clone(), ctx.dir.join("initrd.cpio"));
+    blocking(move || {
+        let mut bytes = std::fs::read(&src).map_err(|source| RunError::Write { path: src.clone(), source })?;
+        bytes.extend_from_slice(&keys.overlay()?.to_cpio());
+        if let Some(p) = payload.filter(|p| !p.is_empty()) {
+            bytes.extend_from_slice(&p.to_cpio());
         }
-    }
-}
-
-/// Puts the payload's files in the guest at their paths, with their modes.
-pub(super) fn upload(session: &GuestSession, payload: &Tree) -> Result<(), crate::guest::SshError> {
-    let dirs: std::collections::BTreeSet<String> =
-        payload.files().filter_map(|(p, _, _)| Path::new(&p).parent().map(|d| tool::shell_quote(d.as_os_str()))).collect();
-    let mkdir = format!("mkdir -p {}", dirs.into_iter().collect::<Vec<_>>().join(" "));
-    let out = session.exec(&mkdir, Duration::from_secs(30))?;
-    if !out.success() {
-        return Err(crate::guest::SshError::Upload { remote: "/".into(), source: std::io::Error::other(format!("`{mkdir}` exited {}: {}", out.status, out.stderr.trim())) });
-    }
-    for (path, mode, data) in payload.files() {
-        session.upload(Path::new(&path), data, mode, Duration::from_secs(60))?;
-    }
-    Ok(())
+        write(&out, &bytes)
+    })
+    .await?
 }
 
 pub(super) struct Booted {
     /// QEMU start → SSH banner.
-    secs: f64,
+    pub(super) secs: f64,
     /// Restored from a snapshot: QEMU start → the VM running.
-    restored: Option<f64>,
+    pub(super) restored: Option<f64>,
     /// QEMU start → the guest's /init running (the boot floor).
     pub(super) init: Option<f64>,
     pub(super) started: Instant,
-}
-
-/// Lines the guest's /init prints (images/minimal/init): first thing, and
-/// after starting dropbear.
-pub(super) const INIT_MARKER: &[u8] = b"kernlab: init running";
-pub(super) const SSHD_MARKER: &[u8] = b"kernlab: sshd started";
-
-#[derive(Default)]
-pub(super) struct ConsoleMarks {
-    init: Option<f64>,
-    sshd: bool,
-}
-
-pub(super) fn contains(haystack: &[u8], needle: &[u8]) -> bool {
-    haystack.windows(needle.len()).any(|w| w == needle)
-}
-
-pub(super) struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 pub(super) enum BootFailure {
@@ -447,24 +241,45 @@ impl From<RunError> for BootFailure {
     }
 }
 
-/// Starts QEMU (retrying on a port taken by someone else), connects QMP, and
-/// waits for the guest's SSH banner within the lab's boot timeout, watching
-/// QEMU and QMP the whole time.
-pub(super) async fn boot(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel) -> Result<Booted, BootFailure> {
-    let console = ctx.dir.join(CONSOLE);
-    let boot_fail = |ctx: &Ctx, reason: String| {
-        // A panic is the cause, whatever QEMU did next (reset, exit, stop).
-        let reason = match console_panic(&fsx::tail_lines(&ctx.dir.join(CONSOLE), 400)) {
-            Some(line) => format!("the kernel panicked during boot: {line} (then: {reason})"),
-            None => reason,
-        };
-        let mut tail = fsx::tail_lines(&ctx.dir.join(CONSOLE), 30);
-        let qemu_log = fsx::tail_lines(&ctx.dir.join("qemu.log"), 10);
-        if !qemu_log.is_empty() {
-            tail.push_str(&format!("\n--- QEMU ---\n{qemu_log}"));
-        }
-        BootFailure::Other(RunError::Boot { kernel: kernel.name.clone(), reason, console: tail })
+/// Whether a boot whose guest died is worth one more try, from its console:
+/// it printed (the kernel ran) and did not panic.
+fn worth_a_retry(console: &[u8]) -> bool {
+    !console.is_empty() && console::panic_in(&String::from_utf8_lossy(console)).is_none()
+}
+
+/// A failed boot with its console tail and QEMU's own last words. A panic
+/// is the cause, whatever QEMU did next (reset, exit, stop).
+fn boot_fail(ctx: &Ctx, kernel: &Kernel, reason: String) -> BootFailure {
+    let reason = match console::panic_in(&fsx::tail_lines(&ctx.dir.join(CONSOLE), 400)) {
+        Some(line) => format!("the kernel panicked during boot: {line} (then: {reason})"),
+        None => reason,
     };
+    let mut tail = fsx::tail_lines(&ctx.dir.join(CONSOLE), 30);
+    let qemu_log = fsx::tail_lines(&ctx.dir.join("qemu.log"), 10);
+    if !qemu_log.is_empty() {
+        tail.push_str(&format!("\n--- QEMU ---\n{qemu_log}"));
+    }
+    BootFailure::Other(RunError::Boot { kernel: kernel.name.clone(), reason, console: tail })
+}
+
+/// A guest that printed something and then died without a panic may have
+/// met a rare race; one that never printed (QEMU refused the kernel) or
+/// that panicked will do the same a second time, and its panic is the
+/// finding.
+fn retry(e: BootFailure, console: &Path) -> BootFailure {
+    match e {
+        BootFailure::Other(e) if worth_a_retry(&std::fs::read(console).unwrap_or_default()) => BootFailure::Retry(e),
+        e => e,
+    }
+}
+
+/// Starts QEMU (retrying on a port taken by someone else), makes it the
+/// run's [`Guest`], and waits for the guest to be ready within the lab's
+/// boot timeout: its sshd's console line and banner, or for a restored
+/// guest the VM running. The wait ends early when the guest dies, or when
+/// KVM stops with an internal error.
+pub(super) async fn boot(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel, keys: &RunKeys) -> Result<Booted, BootFailure> {
+    let console = ctx.dir.join(CONSOLE);
     for attempt in 1..=PORT_ATTEMPTS {
         spec.ssh_port = qemu::free_port().map_err(|source| RunError::Write { path: "127.0.0.1:0".into(), source })?;
         let argv = qemu::argv(spec);
@@ -473,182 +288,108 @@ pub(super) async fn boot(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel) -> R
         write(&ctx.dir.join("manifest.json"), &serde_json::to_vec_pretty(&ctx.manifest).unwrap_or_default())?;
         let _ = std::fs::remove_file(ctx.dir.join(QMP_SOCKET));
         let started = Instant::now();
-        let mut q = Qemu::spawn(&argv, &ctx.dir.path, &ctx.dir.join("qemu.log")).map_err(RunError::from)?;
+        let q = Qemu::spawn(&argv, &ctx.dir.path, &ctx.dir.join("qemu.log")).map_err(RunError::from)?;
         ctx.events.emit(Event::QemuStarted { pid: q.pid(), ssh_port: spec.ssh_port, attempt });
-
-        // QMP: connect while watching that QEMU is still there.
-        let (tx, rx) = mpsc::unbounded_channel();
-        let connect = Qmp::connect(&ctx.dir.path, QMP_SOCKET, Duration::from_secs(10), tx);
-        tokio::pin!(connect);
-        let qmp = loop {
-            tokio::select! {
-                r = &mut connect => break Some(r),
-                _ = tokio::time::sleep(Duration::from_millis(25)) => {
-                    if q.try_exited().is_some() { break None; }
-                }
+        let addr: SocketAddr = ([127, 0, 0, 1], spec.ssh_port).into();
+        let ssh = Connector { addr, client_key: keys.client_key.clone(), host_key_blob: keys.host_key_blob.clone() };
+        let files = vm::Files { dir: &ctx.dir.path, qmp_socket: QMP_SOCKET, console: console.clone() };
+        let events = ctx.events.clone();
+        let on_event = move |ev: crate::qmp::QmpEvent| events.emit(Event::Qmp { name: ev.name, data: ev.data });
+        let guest = match Guest::attach(q, files, started, ssh, on_event).await {
+            Ok(g) => g,
+            Err(AttachFailure::Qmp(e, mut q)) => {
+                let t = Instant::now();
+                q.kill().await;
+                ctx.events.emit(Event::Teardown { how: "sigkill".into(), secs: t.elapsed().as_secs_f64() });
+                return Err(RunError::Qmp(e).into());
             }
-        };
-        let qmp = match qmp {
-            Some(Ok(qmp)) => qmp,
-            other => {
-                // A QMP failure is often QEMU dying under it (a bad kernel
-                // makes it exit right after opening the socket): give it a
-                // moment to exit, and report the exit, which says more.
-                let status = q.wait_exit(Duration::from_millis(1500)).await;
-                if status.is_none() {
-                    if let Some(Err(e)) = other {
-                        ctx.qemu = Some(q);
-                        return Err(RunError::Qmp(e).into());
-                    }
-                }
-                let log = q.log_tail(10);
+            Err(AttachFailure::Exited { status, log }) => {
                 if log.contains("host forwarding rule") && attempt < PORT_ATTEMPTS {
                     tracing::info!("port {} was taken; retrying", spec.ssh_port);
                     continue;
                 }
-                return Err(boot_fail(ctx, format!("QEMU exited ({}) before the guest was ready", fmt_status(status))));
+                return Err(boot_fail(ctx, kernel, format!("QEMU exited ({}) before the guest was ready", fmt_status(status))));
             }
         };
-        ctx.qemu = Some(q);
-        tracing::debug!("QMP connected {:.3} s after QEMU start", started.elapsed().as_secs_f64());
-        let qmp = Arc::new(qmp);
-        ctx.qmp = Some(qmp.clone());
-        spawn_router(rx, ctx.events.clone(), ctx.fatal_tx.clone(), ctx.qmp_seen.clone());
+        ctx.guest = Some(guest.clone());
 
-        // The guest reports progress on its console: /init running (the
-        // boot floor) and dropbear started (from then on probing the SSH
-        // port cannot hang in QEMU's user-mode network).
-        let marks = Arc::new(Mutex::new(ConsoleMarks::default()));
-        let watcher = {
-            let (console, marks) = (console.clone(), marks.clone());
-            tokio::spawn(async move {
-                loop {
-                    let text = std::fs::read(&console).unwrap_or_default();
-                    let done = {
-                        let mut m = marks.lock().unwrap();
-                        if m.init.is_none() && contains(&text, INIT_MARKER) {
-                            m.init = Some(started.elapsed().as_secs_f64());
-                        }
-                        m.sshd = contains(&text, SSHD_MARKER);
-                        m.sshd
-                    };
-                    if done {
-                        return;
-                    }
-                    tokio::time::sleep(Duration::from_millis(10)).await;
-                }
-            })
-        };
-        let _abort_watcher = AbortOnDrop(watcher);
         // A restored guest prints nothing: it is up when QEMU has loaded the
         // state and runs it, and its sshd (already listening) answers.
         let restoring = spec.incoming.is_some();
-        let timeout = if restoring { snapshot::RESTORE_TIMEOUT } else { ctx.lab.vm.boot_timeout };
-        let deadline = started + timeout;
-        let addr: SocketAddr = ([127, 0, 0, 1], spec.ssh_port).into();
-        loop {
-            // A guest that printed something and then died without a panic
-            // may have met a rare race; one that never printed (QEMU refused
-            // the kernel) or that panicked will do the same a second time,
-            // and its panic is the finding.
-            let retry = |e: BootFailure, console: &Path| match e {
-                BootFailure::Other(e) if worth_a_retry(&std::fs::read(console).unwrap_or_default()) => BootFailure::Retry(e),
-                e => e,
-            };
-            if let Some(st) = ctx.qemu.as_mut().and_then(|q| q.try_exited()) {
-                return Err(retry(boot_fail(ctx, format!("QEMU exited ({}) before the guest was ready", fmt_status(Some(st)))), &console));
-            }
-            let fatal = ctx.fatal.borrow().clone();
-            if let Some(f) = fatal {
-                return Err(retry(boot_fail(ctx, f), &console));
-            }
-            if spec.accel == Accel::Kvm {
-                if let Ok(s) = qmp.status().await {
-                    if s == "internal-error" {
-                        return Err(BootFailure::KvmEmulation(fsx::tail_lines(&console, 30)));
+        let timeout = if restoring { RESTORE_TIMEOUT } else { ctx.lab.vm.boot_timeout };
+        let ready = async {
+            if restoring {
+                loop {
+                    match guest.qmp().status().await.as_deref() {
+                        // Its sshd is listening already: the caller connects
+                        // at once (a banner probe first would cost a second
+                        // sshd process, which TCG runs slowly until its code
+                        // is translated again).
+                        Ok("running") => return Ok(()),
+                        // Still loading the state (a failed load makes QEMU exit).
+                        Ok("inmigrate" | "prelaunch") | Err(_) => tokio::time::sleep(Duration::from_millis(5)).await,
+                        Ok(other) => return Err(format!("the restored VM is `{other}`, not running")),
                     }
                 }
             }
-            if Instant::now() >= deadline {
+            // The guest reports progress on its console: /init running (the
+            // boot floor) and dropbear started (from then on probing the SSH
+            // port cannot hang in QEMU's user-mode network).
+            let _ = guest.console().state().wait_for(|s| s.sshd).await;
+            while !wait_for_banner(addr, Duration::from_millis(300)).await {}
+            Ok(())
+        };
+        let kvm_failed = async {
+            if spec.accel != Accel::Kvm {
+                return std::future::pending().await;
+            }
+            loop {
+                if guest.qmp().status().await.is_ok_and(|s| s == "internal-error") {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        };
+        let outcome = tokio::select! {
+            r = guest.wait(tokio::time::timeout(timeout.saturating_sub(started.elapsed()), ready)) => r,
+            () = kvm_failed => return Err(BootFailure::KvmEmulation(fsx::tail_lines(&console, 30))),
+            () = ctx.cancel.cancelled() => return Err(RunError::Interrupted("signal".into()).into()),
+        };
+        let secs = started.elapsed().as_secs_f64();
+        return match outcome {
+            Ok(Ok(Ok(()))) if restoring => Ok(Booted { secs, restored: Some(secs), init: None, started }),
+            Ok(Ok(Ok(()))) => Ok(Booted { secs, restored: None, init: guest.console().state().borrow().init, started }),
+            Ok(Ok(Err(reason))) => Err(boot_fail(ctx, kernel, reason)),
+            Ok(Err(_)) => {
                 let reason = match restoring {
                     false => format!("no SSH banner within the boot timeout of {timeout:?}"),
                     true => format!("the VM was not running within {timeout:?} of QEMU start (still loading the state?)"),
                 };
-                return Err(match boot_fail(ctx, reason) {
+                Err(match boot_fail(ctx, kernel, reason) {
                     BootFailure::Other(e) => BootFailure::Retry(e),
                     other => other,
-                });
+                })
             }
-            if ctx.cancel.is_cancelled() {
-                return Err(RunError::Interrupted("signal".into()).into());
+            Err(lost) => {
+                let reason = match (&lost.event, &lost.exit) {
+                    (None, Some(status)) => format!("QEMU exited ({status}) before the guest was ready"),
+                    _ => lost.cause(),
+                };
+                Err(retry(boot_fail(ctx, kernel, reason), &console))
             }
-            if restoring {
-                match qmp.status().await.as_deref() {
-                    // Its sshd is listening already: the caller connects at
-                    // once (a banner probe first would cost a second sshd
-                    // process, which TCG runs slowly until its code is
-                    // translated again).
-                    Ok("running") => {
-                        let secs = started.elapsed().as_secs_f64();
-                        return Ok(Booted { secs, restored: Some(secs), init: None, started });
-                    }
-                    // Still loading the state (a failed load makes QEMU exit).
-                    Ok("inmigrate" | "prelaunch") | Err(_) => {
-                        tokio::time::sleep(Duration::from_millis(5)).await;
-                        continue;
-                    }
-                    Ok(other) => return Err(boot_fail(ctx, format!("the restored VM is `{other}`, not running"))),
-                }
-            } else if !restoring && !marks.lock().unwrap().sshd {
-                tokio::time::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-            if wait_for_banner(addr, Duration::from_millis(300)).await {
-                let init = marks.lock().unwrap().init;
-                return Ok(Booted { secs: started.elapsed().as_secs_f64(), restored: None, init, started });
-            }
-        }
+        };
     }
-    Err(boot_fail(ctx, format!("no free loopback port after {PORT_ATTEMPTS} attempts")))
+    Err(boot_fail(ctx, kernel, format!("no free loopback port after {PORT_ATTEMPTS} attempts")))
 }
 
-/// Logs QMP events and raises the run's fatal flag on a guest panic or a
-/// QEMU shutdown, which ends any wait on the guest at once.
-pub(super) fn spawn_router(
-    mut rx: mpsc::UnboundedReceiver<QmpEvent>,
-    events: Events,
-    fatal: watch::Sender<Option<String>>,
-    seen: Arc<Mutex<Vec<String>>>,
-) {
-    tokio::spawn(async move {
-        while let Some(ev) = rx.recv().await {
-            seen.lock().unwrap().push(ev.name.clone());
-            let reason = match ev.name.as_str() {
-                "GUEST_PANICKED" => Some("the guest kernel panicked (QMP GUEST_PANICKED)".to_string()),
-                "GUEST_CRASHLOADED" => Some("the guest kernel panicked into kdump (QMP GUEST_CRASHLOADED)".to_string()),
-                "SHUTDOWN" => Some(format!("QEMU shut down (QMP SHUTDOWN {})", ev.data)),
-                _ => None,
-            };
-            events.emit(Event::Qmp { name: ev.name, data: ev.data });
-            if let Some(r) = reason {
-                raise(&fatal, r);
-            }
-        }
-        // The event stream ends when QEMU's QMP socket closes: QEMU is gone
-        // (killed, crashed) unless the run already quit it.
-        raise(&fatal, "QEMU's QMP connection closed: QEMU exited or was killed".to_string());
-    });
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// Sets the fatal flag unless an earlier reason is already there.
-pub(super) fn raise(fatal: &watch::Sender<Option<String>>, reason: String) {
-    fatal.send_if_modified(|f| {
-        if f.is_none() {
-            *f = Some(reason);
-            true
-        } else {
-            false
-        }
-    });
+    #[test]
+    fn only_a_guest_that_ran_and_did_not_panic_is_booted_again() {
+        assert!(!worth_a_retry(b""), "QEMU refused the kernel: the same again");
+        assert!(worth_a_retry(b"[    0.30] PCI: System does not support PCI\n"));
+        assert!(!worth_a_retry(b"[    1.0] Kernel panic - not syncing: VFS: Unable to mount root fs\n"));
+    }
 }
-

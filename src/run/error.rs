@@ -48,7 +48,7 @@ pub enum RunError {
     Ssh {
         kernel: String,
         #[source]
-        source: crate::guest::SshError,
+        source: crate::vm::SshError,
     },
     #[error("setup command {index} `{command}` exited with {status}: {stderr}")]
     Setup { index: usize, command: String, status: i32, stderr: String },
@@ -58,8 +58,10 @@ pub enum RunError {
     Dump(#[from] crate::dump::DumpError),
     #[error("no vmcore: {reason}\n--- last console lines ---\n{console}")]
     DumpFailed { reason: String, console: String },
-    #[error("the guest died during the run: {reason}\n--- last console lines ---\n{console}")]
-    GuestDied { reason: String, console: String },
+    /// The guest went away under a step (`during`: "during the run",
+    /// "while loading module `x`"): the reason, the kernel's panic line first.
+    #[error("the guest died {during}: {reason}\n--- last console lines ---\n{console}")]
+    GuestDied { during: String, reason: String, console: String },
     #[error("{0}")]
     Usage(String),
     #[error("interrupted by {0}")]

@@ -5,16 +5,17 @@
 //! finish within the deadline. Every path ends with a `DumpRecord` saying
 //! which path produced the vmcore and why.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::events::Event;
-use super::{blocking, Ctx, RunError, SamplerEnd, CONSOLE};
+use super::sampler::SamplerEnd;
+use super::{blocking, Ctx, RunError, CONSOLE};
 use crate::dump::{self, DumpRecord};
-use crate::guest::GuestSession;
 use crate::kernel::Kernel;
 use crate::lab::{DumpAction, Lab};
 use crate::util::{fsx, tool};
+use crate::vm::console::Tail;
+use crate::vm::{Guest, GuestError, SshError};
 
 /// How the guest finds the dump disk (its ext4 label), and what is on it.
 const DUMP_DEV: &str = "\"$(findfs LABEL=kernlab-dump)\"";
@@ -55,16 +56,11 @@ pub(super) async fn prepare_disk(ctx: &Ctx, kernel: &Kernel) -> Result<std::path
 /// Sets the guest up so that exhaustion ends in a panic (OOM, sysrq, NMI),
 /// and loads the capture kernel for kdump. Returns whether kdump is loaded;
 /// when it cannot load, says why and the host dump takes over.
-pub(super) async fn arm(ctx: &mut Ctx, control: &Arc<GuestSession>) -> Result<bool, RunError> {
-    let Some(x) = ctx.lab.exhaustion.clone() else { return Ok(false) };
-    if x.action == DumpAction::None {
-        return Ok(false);
-    }
-    let c = control.clone();
+pub(super) async fn arm(ctx: &mut Ctx, guest: &Guest) -> Result<bool, RunError> {
+    let Some(x) = ctx.lab.exhaustion.clone().filter(|x| x.dumps()) else { return Ok(false) };
+    let during = "while preparing the guest for dumps";
     let sysctl = "sysctl -w vm.panic_on_oom=1 kernel.unknown_nmi_panic=1 kernel.sysrq=1 kernel.panic_on_oops=1 >/dev/null";
-    let out = blocking(move || c.exec(sysctl, Duration::from_secs(30)))
-        .await?
-        .map_err(|source| RunError::Ssh { kernel: ctx_kernel(ctx), source })?;
+    let out = guest.exec(sysctl, Duration::from_secs(30)).await.map_err(|e| ctx.guest_error(e, during))?;
     if !out.success() {
         return Err(RunError::DumpSetup { command: sysctl.into(), status: out.status, stderr: out.stderr.trim().to_string() });
     }
@@ -85,10 +81,7 @@ pub(super) async fn arm(ctx: &mut Ctx, control: &Arc<GuestSession>) -> Result<bo
          {{ echo \"kexec -p exited $s; crash kernel reserved: $(cat /sys/kernel/kexec_crash_size) bytes\" >&2; exit 1; }}",
         tool::shell_quote(append)
     );
-    let c = control.clone();
-    let out = blocking(move || c.exec(&cmd, Duration::from_secs(60)))
-        .await?
-        .map_err(|source| RunError::Ssh { kernel: ctx_kernel(ctx), source })?;
+    let out = guest.exec(&cmd, Duration::from_secs(60)).await.map_err(|e| ctx.guest_error(e, during))?;
     if out.success() {
         ctx.events.emit(Event::KdumpLoaded { crashkernel: x.crashkernel });
         Ok(true)
@@ -97,10 +90,6 @@ pub(super) async fn arm(ctx: &mut Ctx, control: &Arc<GuestSession>) -> Result<bo
         ctx.events.emit(Event::KdumpUnavailable { reason });
         Ok(false)
     }
-}
-
-fn ctx_kernel(ctx: &Ctx) -> String {
-    ctx.lab.kernel.clone()
 }
 
 /// What ended the workload phase early.
@@ -132,19 +121,18 @@ impl Trigger {
 
 /// Panics the guest if it has not panicked yet, waits for the dump path the
 /// lab chose (falling back to the host dump), and triages the vmcore.
-pub(super) async fn collect(ctx: &mut Ctx, control: &Arc<GuestSession>, trigger: Trigger, kdump_loaded: bool) -> Result<(), RunError> {
+pub(super) async fn collect(ctx: &mut Ctx, guest: &Guest, trigger: Trigger, kdump_loaded: bool) -> Result<(), RunError> {
     let x = ctx.lab.exhaustion.clone().expect("collect is called with an exhaustion section");
     let start = Instant::now();
     let why = trigger.describe();
     ctx.events.emit(Event::Exhaustion { trigger: why.clone() });
-    let qmp = ctx.qmp.clone().ok_or_else(|| RunError::Join("no QMP connection".into()))?;
+    let qmp = guest.qmp();
     match &trigger {
         Trigger::Exhausted { .. } => {
             // sysrq-c over SSH; the command never returns, as the guest dies.
-            let c = control.clone();
-            let sent = blocking(move || c.exec("echo c > /proc/sysrq-trigger", Duration::from_secs(3))).await?;
+            let sent = guest.exec("echo c > /proc/sysrq-trigger", Duration::from_secs(3)).await;
             let how = match sent {
-                Err(crate::guest::SshError::Timeout { .. }) | Err(crate::guest::SshError::Read { .. }) | Ok(_) => "sysrq-c over SSH",
+                Err(GuestError::Lost(_)) | Err(GuestError::Ssh(SshError::Timeout { .. } | SshError::Read { .. })) | Ok(_) => "sysrq-c over SSH",
                 Err(_) => {
                     let _ = qmp.inject_nmi().await;
                     "NMI from the host (SSH failed)"
@@ -161,7 +149,6 @@ pub(super) async fn collect(ctx: &mut Ctx, control: &Arc<GuestSession>, trigger:
 
     let crash_dir = dump::crash_dir(&ctx.dir.path)?;
     let deadline = start + x.deadline;
-    let seen = |ctx: &Ctx, name: &str| ctx.qmp_seen.lock().unwrap().iter().any(|n| n == name);
     let mut nmi_sent = matches!(trigger, Trigger::Hung { .. });
     let mut fallback_reason: Option<String> = None;
 
@@ -170,34 +157,38 @@ pub(super) async fn collect(ctx: &mut Ctx, control: &Arc<GuestSession>, trigger:
         // panics instead (a crashkernel too small says "System is
         // deadlocked on memory"), the console shows it and the host dump
         // need not wait for the deadline.
-        let console_path = ctx.dir.join(CONSOLE);
-        let console_start = std::fs::metadata(&console_path).map(|m| m.len() as usize).unwrap_or(0);
-        let mut crashloaded_at: Option<usize> = None;
+        // The console from here on, read as it grows; what the capture
+        // kernel printed starts with its banner after GUEST_CRASHLOADED.
+        let mut console = Tail::at(&ctx.dir.join(CONSOLE), guest.console().bytes_read());
+        let (mut crashloaded, mut capture) = (false, false);
         loop {
-            let console = std::fs::read(&console_path).unwrap_or_default();
-            if crashloaded_at.is_none() && seen(ctx, "GUEST_CRASHLOADED") {
-                crashloaded_at = Some(console.len().max(console_start));
-            }
-            if let Some(from) = crashloaded_at {
-                let after = String::from_utf8_lossy(console.get(from..).unwrap_or_default());
-                // Only what the capture kernel printed: from its banner on.
-                let capture = after.find("Linux version").map(|i| &after[i..]).unwrap_or("");
-                if let Some(line) = capture.lines().find(|l| l.contains("kernlab-capture: FAILED")) {
-                    fallback_reason = Some(format!("the capture kernel could not write the dump ({})", line.trim()));
-                    let _ = qmp.stop().await;
-                    break;
+            crashloaded = crashloaded || guest.seen("GUEST_CRASHLOADED");
+            let mut failed = None;
+            for line in console.lines() {
+                // Lines before the event are the first kernel's.
+                if !crashloaded {
+                    continue;
                 }
-                if let Some(line) = capture.lines().find(|l| l.contains("Kernel panic - not syncing")) {
-                    fallback_reason = Some(format!(
+                capture = capture || line.contains("Linux version");
+                if !capture || failed.is_some() {
+                    continue;
+                }
+                if line.contains("kernlab-capture: FAILED") {
+                    failed = Some(format!("the capture kernel could not write the dump ({})", line.trim()));
+                } else if line.contains("Kernel panic - not syncing") {
+                    failed = Some(format!(
                         "the capture kernel panicked ({}); is exhaustion.crashkernel ({} MiB) too small?",
                         line.trim(),
                         x.crashkernel >> 20
                     ));
-                    let _ = qmp.stop().await;
-                    break;
                 }
             }
-            if ctx.qemu.as_mut().is_some_and(|q| q.try_exited().is_some()) {
+            if failed.is_some() {
+                fallback_reason = failed;
+                let _ = qmp.stop().await;
+                break;
+            }
+            if guest.exited().is_some() {
                 let disk = ctx.dir.join("dump.img");
                 let vmcore = crash_dir.join("vmcore");
                 let (d, v) = (disk.clone(), vmcore.clone());
@@ -223,7 +214,7 @@ pub(super) async fn collect(ctx: &mut Ctx, control: &Arc<GuestSession>, trigger:
                 }, &crash_dir, &x)
                 .await;
             }
-            if seen(ctx, "GUEST_PANICKED") {
+            if guest.seen("GUEST_PANICKED") {
                 fallback_reason = Some("the panic did not reach kdump (pvpanic reported GUEST_PANICKED)".into());
                 break;
             }
@@ -232,7 +223,7 @@ pub(super) async fn collect(ctx: &mut Ctx, control: &Arc<GuestSession>, trigger:
                 let _ = qmp.stop().await;
                 break;
             }
-            if !nmi_sent && !seen(ctx, "GUEST_CRASHLOADED") && start.elapsed() > Duration::from_secs(20) {
+            if !nmi_sent && !guest.seen("GUEST_CRASHLOADED") && start.elapsed() > Duration::from_secs(20) {
                 let _ = qmp.inject_nmi().await;
                 nmi_sent = true;
             }
@@ -241,10 +232,10 @@ pub(super) async fn collect(ctx: &mut Ctx, control: &Arc<GuestSession>, trigger:
     } else {
         // Host dump: the guest pauses on its panic (pvpanic, -action panic=pause).
         loop {
-            if seen(ctx, "GUEST_PANICKED") {
+            if guest.seen("GUEST_PANICKED") {
                 break;
             }
-            if ctx.qemu.as_mut().is_some_and(|q| q.try_exited().is_some()) {
+            if guest.exited().is_some() {
                 let console = fsx::tail_lines(&ctx.dir.join(CONSOLE), 30);
                 return Err(RunError::DumpFailed { reason: "QEMU exited before the host could dump the guest".into(), console });
             }

@@ -1,8 +1,19 @@
 //! The sampler: reads the guest's `/proc` sections over SSH every
 //! interval, stores them as time series, watches for exhaustion and hangs,
-//! and reconnects with backoff when the session drops.
+//! and reconnects with backoff when the session drops. It runs inside the
+//! guest's wait (a lost guest ends it there); its SSH calls run on blocking
+//! threads through the [`Guest`].
 
-use super::*;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+use super::boot::SSH_TIMEOUT;
+use super::events::{self, Event, Events};
+use crate::sample::parse as sparse;
+use crate::sample::store::SampleStore;
+use crate::vm::{Guest, GuestError, Session};
 
 /// Why the sampler stopped.
 #[derive(Debug, Clone, PartialEq)]
@@ -20,10 +31,12 @@ pub(crate) enum SamplerEnd {
 pub(super) struct Sampler {
     pub(super) events: Events,
     pub(super) store: Arc<Mutex<SampleStore>>,
-    pub(super) qmp: Option<Arc<Qmp>>,
+    pub(super) guest: Guest,
+    /// Read the balloon's statistics over QMP too.
+    pub(super) balloon: bool,
     pub(super) command: String,
-    pub(super) session: Option<Arc<GuestSession>>,
-    pub(super) connect: Box<dyn Fn() -> Result<GuestSession, RunError> + Send + Sync>,
+    /// The session samples are read over; `None` after it broke.
+    pub(super) session: Option<Session>,
     pub(super) gaps: Arc<Mutex<u64>>,
     /// End with `Exhausted` when MemAvailable falls below this.
     pub(super) headroom: Option<u64>,
@@ -72,7 +85,7 @@ impl Sampler {
     /// Samples at `interval` from now until `duration` has passed (at least
     /// once, and once more at the end). A failed sample is recorded as a gap
     /// and the session is re-made at the next tick; the run goes on.
-    pub(super) async fn run(mut self, interval: Duration, duration: Duration) -> Result<SamplerEnd, String> {
+    pub(super) async fn run(mut self, interval: Duration, duration: Duration) -> SamplerEnd {
         let start = tokio::time::Instant::now();
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -86,20 +99,20 @@ impl Sampler {
                     failed_in_a_row = 0;
                     if let (Some(h), Some(avail)) = (self.headroom, mem_available) {
                         if avail < h {
-                            return Ok(SamplerEnd::Exhausted { mem_available: avail });
+                            return SamplerEnd::Exhausted { mem_available: avail };
                         }
                     }
                 }
                 None => {
                     failed_in_a_row += 1;
                     if self.hang_intervals.is_some_and(|n| failed_in_a_row >= n) {
-                        return Ok(SamplerEnd::Hung { gaps: failed_in_a_row });
+                        return SamplerEnd::Hung { gaps: failed_in_a_row };
                     }
                 }
             }
             index += 1;
             if last {
-                return Ok(SamplerEnd::Done);
+                return SamplerEnd::Done;
             }
         }
     }
@@ -108,8 +121,8 @@ impl Sampler {
     async fn sample(&mut self, index: u64, interval: Duration) -> Option<Option<u64>> {
         let t = self.events.now();
         let _ = self.store.lock().unwrap().append_self(t);
-        if let Some(q) = &self.qmp {
-            if let Ok(stats) = q.balloon_stats().await {
+        if self.balloon {
+            if let Ok(stats) = self.guest.qmp().balloon_stats().await {
                 let _ = self.store.lock().unwrap().append_balloon(t, &stats);
             }
         }
@@ -119,32 +132,27 @@ impl Sampler {
                 self.gap(t, "reconnect: backing off".into());
                 return None;
             }
-            None => {
-                let connect = &self.connect;
-                match connect() {
-                    Ok(s) => {
-                        self.backoff.succeeded();
-                        let s = Arc::new(s);
-                        self.session = Some(s.clone());
-                        s
-                    }
-                    Err(e) => {
-                        let wait = self.backoff.failed(self.events.now());
-                        self.gap(t, format!("reconnect: {} (next try in {wait:.1} s)", e.chain()));
-                        return None;
-                    }
+            None => match self.guest.reconnect(SSH_TIMEOUT).await {
+                Ok(s) => {
+                    self.backoff.succeeded();
+                    self.session = Some(s.clone());
+                    s
                 }
-            }
+                Err(e) => {
+                    let wait = self.backoff.failed(self.events.now());
+                    self.gap(t, format!("reconnect: {} (next try in {wait:.1} s)", chain(&e)));
+                    return None;
+                }
+            },
         };
-        let cmd = self.command.clone();
         let timeout = (interval * 3).max(Duration::from_secs(10));
-        let out = match tokio::task::spawn_blocking(move || session.exec(&cmd, timeout)).await {
-            Ok(Ok(out)) if out.success() => out,
-            Ok(Ok(out)) => {
+        let out = match self.guest.probe(&session, &self.command, timeout).await {
+            Ok(out) if out.success() => out,
+            Ok(out) => {
                 self.gap(t, format!("capture exited {}: {}", out.status, out.stderr.trim()));
                 return None;
             }
-            Ok(Err(e)) => {
+            Err(e @ GuestError::Ssh(_)) => {
                 self.session = None;
                 self.gap(t, e.to_string());
                 return None;
@@ -190,6 +198,17 @@ impl Sampler {
         self.gap_since = Some((since, n + 1));
         self.events.emit(Event::SampleFailed { t: events::round3(t), reason });
     }
+}
+
+/// An error with its causes, on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(c) = src {
+        s.push_str(&format!(": {c}"));
+        src = c.source();
+    }
+    s
 }
 
 #[cfg(test)]

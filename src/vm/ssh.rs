@@ -1,11 +1,15 @@
-//! One SSH session to the guest. Authentication is both ways: the client key
-//! is the run's, and the server's host key must be the one kernlab made for
-//! this run.
+//! SSH sessions to the guest (the `ssh2` crate, i.e. libssh2): waiting for
+//! readiness by the server's banner, executing commands with exit status
+//! and output, uploading files. Authentication is both ways: the client key
+//! is the run's (or the snapshot's), and the server's host key must be the
+//! one made with it. ssh2 is blocking: everything here but
+//! [`wait_for_banner`] runs on a blocking thread, which [`super::Guest`]
+//! arranges; every read and write has a timeout.
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, thiserror::Error)]
 pub enum SshError {
@@ -162,6 +166,37 @@ impl GuestSession {
                 "`{command}` exited with {st}: {}",
                 String::from_utf8_lossy(&sink).trim()
             )))),
+        }
+    }
+}
+
+/// Opens sessions to one guest as root: its address and the keys its sshd
+/// knows.
+#[derive(Debug, Clone)]
+pub struct Connector {
+    pub addr: SocketAddr,
+    /// The client's private key file.
+    pub client_key: PathBuf,
+    /// The guest's host key as the SSH wire blob, checked on connect.
+    pub host_key_blob: Vec<u8>,
+}
+
+impl Connector {
+    /// A new session, within `timeout` per step. Blocking: call it on a
+    /// blocking thread.
+    pub fn connect(&self, timeout: Duration) -> Result<GuestSession, SshError> {
+        // Right after the banner, dropbear may still be dropping the
+        // probes' connections; a refused handshake is retried briefly.
+        let (mut attempt, t) = (0, Instant::now());
+        loop {
+            attempt += 1;
+            match GuestSession::connect(self.addr, &self.client_key, &self.host_key_blob, timeout) {
+                Err(SshError::Handshake { .. }) if attempt < 5 => std::thread::sleep(Duration::from_millis(100)),
+                r => {
+                    tracing::debug!("SSH session to {} in {:.3} s ({attempt} attempts)", self.addr, t.elapsed().as_secs_f64());
+                    return r;
+                }
+            }
         }
     }
 }

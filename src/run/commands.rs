@@ -1,0 +1,175 @@
+//! The guest commands a run sends, as text: the sampling command, `insmod`
+//! with its parameters, and the workload script with its start and stop.
+//! Pure functions of the lab, so their quoting is unit-tested; a lab's text
+//! reaches the guest as data (quoted words, an uploaded file), never as
+//! kernlab's own shell.
+
+use std::time::Duration;
+
+use crate::lab::{self, Lab};
+use crate::sample::parse::{self as sparse, Section};
+use crate::util::tool;
+
+/// Which `/proc` sections a lab samples (uptime always, to place samples in guest time).
+pub(super) fn sections(lab: &Lab) -> Vec<Section> {
+    let mut s = vec![Section::Uptime];
+    for src in &lab.monitor.sources {
+        match src {
+            lab::Source::Slabinfo => s.push(Section::Slabinfo),
+            lab::Source::Meminfo => s.push(Section::Meminfo),
+            lab::Source::DentryState => s.push(Section::DentryState),
+            lab::Source::Balloon => {}
+        }
+    }
+    if lab.workload.as_ref().is_some_and(|w| w.churn.is_some()) {
+        s.push(Section::Ops);
+    }
+    s
+}
+
+/// The guest directory for the lab's modules.
+pub(super) const GUEST_MODULES: &str = "/opt/kernlab/modules";
+
+/// The churn workload's source, built into a static binary for the guest.
+pub(super) const CHURN_C: &str = include_str!("../../labs/workloads/churn.c");
+
+/// The ext4 label of the churn disk; the guest finds it with `findfs`.
+pub(super) const CHURN_LABEL: &str = "kernlab-churn";
+
+/// The sampling command: optionally drop reclaimable caches first, so what
+/// the sample sees is what is held.
+pub(super) fn capture_command(lab: &Lab, sections: &[Section]) -> String {
+    let mut cmd = String::new();
+    // The workload is paused while the slabs are flushed and read: an
+    // allocation between the flush and the read would take a fresh CPU
+    // slab and count it whole again.
+    let quiesce = lab.workload.is_some() && (lab.monitor.shrink || !lab.monitor.quiesce.is_zero());
+    if quiesce {
+        cmd.push_str(&format!("w=$(cat {WORKLOAD_PID} 2>/dev/null); [ -n \"$w\" ] && kill -STOP -- -$w 2>/dev/null; "));
+        if !lab.monitor.quiesce.is_zero() {
+            cmd.push_str(&format!("sleep {:.3}; ", lab.monitor.quiesce.as_secs_f64()));
+        }
+    }
+    if lab.monitor.reclaim {
+        cmd.push_str("sync; echo 2 > /proc/sys/vm/drop_caches; ");
+    }
+    // After the reclaim, so that what it freed is flushed too, and right
+    // before the slab section.
+    let shrink = if lab.monitor.shrink { "for f in /sys/kernel/slab/*/shrink; do echo 1 > $f; done 2>/dev/null; " } else { "" };
+    cmd.push_str(&sparse::capture_command_with(sections, shrink));
+    if quiesce {
+        // Resume whatever the capture did; its status is the command's.
+        cmd = format!("{{ {cmd}; }}; rc=$?; [ -n \"$w\" ] && kill -CONT -- -$w 2>/dev/null; exit $rc");
+    }
+    cmd
+}
+
+/// `insmod` of a lab module with its parameters. The guest shell sees data only: each `name=value` is one single-quoted
+/// word. The kernel then splits the joined arguments at blanks unless a
+/// value is in double quotes, so a value with blanks is wrapped in them
+/// (lab validation refuses values that contain a double quote).
+pub fn insmod_command(name: &str, params: &std::collections::BTreeMap<String, String>) -> String {
+    let mut cmd = format!("insmod {GUEST_MODULES}/{name}.ko");
+    for (k, v) in params {
+        let v = if v.chars().any(char::is_whitespace) { format!("\"{v}\"") } else { v.clone() };
+        cmd.push(' ');
+        cmd.push_str(&tool::shell_quote(format!("{k}={v}")));
+    }
+    cmd
+}
+
+/// The workload's guest commands: the churn program (in the background when
+/// there are commands too) on a fresh tmpfs, then the lab's commands. The
+/// churn stops by itself after `limit` (the phase's, see
+/// [`Lab::phase_limit`]), in case kernlab's stop at that moment is lost.
+pub fn workload_commands(w: &lab::Workload, limit: Duration) -> Vec<String> {
+    let mut cmds = Vec::new();
+    if let Some(c) = &w.churn {
+        cmds.push(match c.fs {
+            lab::ChurnFs::Tmpfs => "mkdir -p /mnt/churn && mount -t tmpfs -o nr_inodes=0,mode=1777 kernlab-churn /mnt/churn || exit 90".to_string(),
+            lab::ChurnFs::Ext4 => {
+                format!("mkdir -p /mnt/churn && mount -t ext4 \"$(findfs LABEL={CHURN_LABEL})\" /mnt/churn || exit 90")
+            }
+        });
+        // The churn outlives the sampling by a margin (the run ends it when
+        // sampling is over): its exit (the last closes, a hook module's
+        // deferred work) must not land in the last samples as a step.
+        let mut churn = format!("churn -d /mnt/churn -c {} -t {}", sparse::OPS_FILE, limit.as_secs().max(1) + CHURN_MARGIN_SECS);
+        if c.rate > 0 {
+            churn.push_str(&format!(" -r {}", c.rate));
+        }
+        if c.count > 0 {
+            churn.push_str(&format!(" -n {}", c.count));
+        }
+        if c.write > 0 {
+            churn.push_str(&format!(" -w {}", c.write));
+        }
+        if w.commands.is_empty() {
+            cmds.push(churn);
+        } else {
+            cmds.push(format!("{churn} &"));
+        }
+    }
+    cmds.extend(w.commands.iter().cloned());
+    if w.churn.is_some() && !w.commands.is_empty() {
+        cmds.push("wait".into());
+    }
+    cmds
+}
+
+/// Seconds the churn runs past the sampling.
+const CHURN_MARGIN_SECS: u64 = 15;
+
+/// The workload as a guest shell script: the lab's commands, one per line.
+/// It is uploaded as a file, so the lab's text reaches the guest as data and
+/// is never pasted into a command line of kernlab's own.
+pub fn workload_file(commands: &[String]) -> String {
+    format!("# written by kernlab: the lab's workload commands\n{}\n", commands.join("\n"))
+}
+
+/// The guest command that runs the uploaded workload script. It runs in its
+/// own session (`setsid`), so at the end of the duration [`workload_stop`]
+/// can end it and everything it started; the shell that waits for it exits
+/// normally with the workload's status. Output goes to a guest file rather
+/// than the SSH channel, so nothing left behind can hold the channel open;
+/// the file is fetched afterwards.
+pub fn workload_command() -> String {
+    format!("setsid sh {WORKLOAD_SCRIPT} > {WORKLOAD_LOG} 2>&1 < /dev/null & echo $! > {WORKLOAD_PID}; wait $!")
+}
+
+/// The guest command that ends the workload's whole process group.
+pub fn workload_stop() -> String {
+    // CONT after TERM: a workload a broken sample left paused would keep
+    // the TERM pending.
+    format!("[ -s {WORKLOAD_PID} ] && {{ w=$(cat {WORKLOAD_PID}); kill -TERM -- -$w; kill -CONT -- -$w; }} 2>/dev/null; true")
+}
+
+/// Where the workload's output and process id go in the guest.
+pub(super) const WORKLOAD_LOG: &str = "/tmp/kernlab-workload.log";
+const WORKLOAD_PID: &str = "/run/kernlab-workload.pid";
+pub(super) const WORKLOAD_SCRIPT: &str = "/run/kernlab-workload.sh";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workload_text_is_a_file_not_a_command_line() {
+        let cmds = ["echo $(id); rm -rf /x".to_string(), "echo 'a'".to_string()];
+        assert_eq!(workload_file(&cmds), "# written by kernlab: the lab's workload commands\necho $(id); rm -rf /x\necho 'a'\n");
+        assert_eq!(
+            workload_command(),
+            "setsid sh /run/kernlab-workload.sh > /tmp/kernlab-workload.log 2>&1 < /dev/null & echo $! > /run/kernlab-workload.pid; wait $!"
+        );
+    }
+
+    #[test]
+    fn insmod_parameters_are_quoted_words() {
+        let mut p = std::collections::BTreeMap::new();
+        p.insert("leak".to_string(), "1".to_string());
+        p.insert("symbol".to_string(), "x; reboot".to_string());
+        assert_eq!(insmod_command("khm", &p), "insmod /opt/kernlab/modules/khm.ko leak=1 'symbol=\"x; reboot\"'");
+        p.insert("symbol".to_string(), "it's$(x)`y`;z".to_string());
+        assert_eq!(insmod_command("khm", &p), "insmod /opt/kernlab/modules/khm.ko leak=1 'symbol=it'\\''s$(x)`y`;z'");
+    }
+}

@@ -1,0 +1,247 @@
+//! The phases in the guest once it is up: the payload a snapshot's guest
+//! lacks, the setup commands, the dump path's preparation, the modules
+//! under test, then the workload while the sampler reads the guest. Each
+//! step on the guest goes through the [`Guest`]'s wait, so a guest that
+//! dies (a module that panics it at `insmod`) ends the step at once with
+//! the reason and the panic line. For labs whose panics become vmcores, a
+//! panic in the workload phase is the dump path, not an error.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use super::boot::{Ready, SSH_TIMEOUT};
+use super::commands::{capture_command, insmod_command, sections, workload_command, workload_commands, workload_file, workload_stop, WORKLOAD_LOG, WORKLOAD_SCRIPT};
+use super::events::{self, Event};
+use super::exhaust::{self, Trigger};
+use super::prepare::Prepared;
+use super::sampler::{Backoff, Sampler, SamplerEnd};
+use super::{Ctx, RunError};
+use crate::outcome::run::ExhaustionOutcome;
+use crate::image::tree::Tree;
+use crate::lab;
+use crate::payload::BuiltModule;
+use crate::sample::store::SampleStore;
+use crate::util::{fsx, tool};
+use crate::vm::{Guest, GuestError};
+
+/// Everything after the guest is up, to the end of the workload.
+pub(super) async fn run(ctx: &mut Ctx, p: Prepared, ready: Ready) -> Result<(), RunError> {
+    let Ready { booted, upload_payload } = ready;
+    ctx.timings.init = booted.init;
+    ctx.timings.qemu_start = booted.started.duration_since(ctx.run_start).as_secs_f64();
+    let guest = ctx.guest()?;
+    if upload_payload && !p.payload.is_empty() {
+        // A snapshot's guest has only the base image: the lab's modules and
+        // programs go in now, where the initrd would have put them.
+        upload(&guest, &p.payload).await.map_err(|e| ctx.guest_error(e, "while uploading the lab's payload"))?;
+    }
+    setup(ctx, &guest).await?;
+    // Panics become dumps: sysctls, and the capture kernel for kdump.
+    let kdump_loaded = exhaust::arm(ctx, &guest).await?;
+    load_modules(ctx, &guest, &p.modules, kdump_loaded).await?;
+    workload(ctx, &guest, kdump_loaded).await
+}
+
+/// Puts the payload's files in the guest at their paths, with their modes.
+async fn upload(guest: &Guest, payload: &Tree) -> Result<(), GuestError> {
+    let dirs: std::collections::BTreeSet<String> =
+        payload.files().filter_map(|(p, _, _)| Path::new(&p).parent().map(|d| tool::shell_quote(d.as_os_str()))).collect();
+    let mkdir = format!("mkdir -p {}", dirs.into_iter().collect::<Vec<_>>().join(" "));
+    let out = guest.exec(&mkdir, Duration::from_secs(30)).await?;
+    if !out.success() {
+        let e = std::io::Error::other(format!("`{mkdir}` exited {}: {}", out.status, out.stderr.trim()));
+        return Err(GuestError::Ssh(crate::vm::SshError::Upload { remote: "/".into(), source: e }));
+    }
+    for (path, mode, data) in payload.files() {
+        guest.upload(Path::new(&path), data.to_vec(), mode, Duration::from_secs(60)).await?;
+    }
+    Ok(())
+}
+
+/// Setup commands, in order; the first failure stops the run.
+async fn setup(ctx: &mut Ctx, guest: &Guest) -> Result<(), RunError> {
+    for (index, command) in ctx.lab.setup.clone().into_iter().enumerate() {
+        let t = Instant::now();
+        let out = guest
+            .exec(&command, Duration::from_secs(300))
+            .await
+            .map_err(|e| ctx.guest_error(e, &format!("during setup command {index} `{command}`")))?;
+        ctx.events.emit(Event::SetupCommand { index, command: command.clone(), status: out.status, secs: t.elapsed().as_secs_f64() });
+        if !out.success() {
+            return Err(RunError::Setup { index, command, status: out.status, stderr: out.stderr.trim().to_string() });
+        }
+    }
+    Ok(())
+}
+
+/// The modules under test, in order, after setup. A module whose load
+/// kills the guest fails the run with the reason; in a lab whose panics
+/// become vmcores, the dump is taken first.
+async fn load_modules(ctx: &mut Ctx, guest: &Guest, modules: &[(BuiltModule, BTreeMap<String, String>)], kdump_loaded: bool) -> Result<(), RunError> {
+    for (built, params) in modules {
+        let t = Instant::now();
+        let during = format!("while loading module `{}`", built.name);
+        let cmd = format!("{}; s=$?; [ $s = 0 ] || dmesg | tail -n 20 >&2; exit $s", insmod_command(&built.name, params));
+        let out = match guest.exec(&cmd, Duration::from_secs(60)).await {
+            Ok(out) => out,
+            Err(GuestError::Lost(lost)) if ctx.lab.dumps() => {
+                exhaust::collect(ctx, guest, Trigger::Panicked(lost.to_string()), kdump_loaded).await?;
+                return Err(ctx.guest_error(GuestError::Lost(lost), &during));
+            }
+            Err(e) => return Err(ctx.guest_error(e, &during)),
+        };
+        if !out.success() {
+            return Err(RunError::ModuleLoad {
+                name: built.name.clone(),
+                kernel: ctx.kernel_name(),
+                status: out.status,
+                stderr: out.stderr.trim().to_string(),
+            });
+        }
+        let taint = guest.exec("cat /proc/sys/kernel/tainted", Duration::from_secs(10)).await.ok().and_then(|o| o.stdout.trim().parse::<u64>().ok());
+        ctx.events.emit(Event::ModuleLoaded { name: built.name.clone(), params: params.clone(), tainted: taint, secs: t.elapsed().as_secs_f64() });
+    }
+    Ok(())
+}
+
+/// Sampling, alongside the workload when there is one, until the phase's
+/// limit, the workload's failure, exhaustion, a hang, or the guest's loss;
+/// then the dump when the lab takes one.
+async fn workload(ctx: &mut Ctx, guest: &Guest, kdump_loaded: bool) -> Result<(), RunError> {
+    let sections = sections(&ctx.lab);
+    let balloon = ctx.lab.monitor.sources.contains(&lab::Source::Balloon);
+    let store = SampleStore::open(&ctx.dir.join("samples"), &sections, balloon)
+        .map_err(|source| RunError::Write { path: ctx.dir.join("samples"), source })?;
+    let store = Arc::new(Mutex::new(store));
+    ctx.store = Some(store.clone());
+    if balloon {
+        let secs = ctx.lab.monitor.interval.as_secs().max(1);
+        if let Err(e) = guest.qmp().enable_balloon_stats(secs).await {
+            tracing::warn!("balloon statistics unavailable: {e}");
+        }
+    }
+    let dumps = ctx.lab.dumps();
+    let control = guest.control().await.map_err(|e| ctx.guest_error(e, "before sampling"))?;
+    let sampler = Sampler {
+        events: ctx.events.clone(),
+        store,
+        guest: guest.clone(),
+        balloon,
+        command: capture_command(&ctx.lab, &sections),
+        session: Some(control),
+        gaps: ctx.gaps.clone(),
+        headroom: ctx.lab.exhaustion.as_ref().map(|x| x.headroom).filter(|h| *h > 0),
+        hang_intervals: ctx.lab.exhaustion.as_ref().filter(|_| dumps).map(|x| x.hang_intervals),
+        backoff: Backoff::default(),
+        gap_since: None,
+        decided: ctx.decided.clone(),
+    };
+    // The workload phase's limit: its duration, or for a lab that runs until
+    // exhaustion the most it may take to get there (`exhaustion.max`).
+    let limit = ctx.lab.phase_limit();
+    let until = ctx.lab.exhaustion.as_ref().is_some_and(|x| x.until);
+    let mut workload_done: Option<tokio::sync::oneshot::Receiver<(Option<i32>, f64)>> = None;
+    let workload = match ctx.lab.workload.clone() {
+        Some(w) => {
+            let session = guest.connect(SSH_TIMEOUT).await.map_err(|e| ctx.guest_error(e, "while starting the workload"))?;
+            ctx.events.emit(Event::WorkloadStarted { commands: w.commands.len(), duration_secs: limit.as_secs_f64(), until_exhaustion: until });
+            let body = workload_file(&workload_commands(&w, limit));
+            guest
+                .upload(Path::new(WORKLOAD_SCRIPT), body.into_bytes(), 0o700, Duration::from_secs(30))
+                .await
+                .map_err(|e| ctx.guest_error(e, "while uploading the workload"))?;
+            let script = workload_command();
+            let log = ctx.dir.join("workload.log");
+            let events = ctx.events.clone();
+            let (done_tx, done_rx) = tokio::sync::oneshot::channel();
+            workload_done = Some(done_rx);
+            // The workload's SSH exec lasts the whole phase: a blocking
+            // thread of its own, which ends when the command or the session does.
+            Some(tokio::task::spawn_blocking(move || {
+                let t = Instant::now();
+                let res = session.exec(&script, limit + Duration::from_secs(60));
+                let status = match &res {
+                    Ok(out) => {
+                        let text = session
+                            .exec(&format!("tail -c 1048576 {WORKLOAD_LOG}"), Duration::from_secs(30))
+                            .map(|o| o.stdout)
+                            .unwrap_or_else(|e| format!("cannot fetch the workload log: {e}\n"));
+                        let _ = fsx::write_atomic(&log, text.as_bytes());
+                        Some(out.status)
+                    }
+                    Err(e) => {
+                        let _ = fsx::write_atomic(&log, format!("workload lost: {e}: {:?}\n", std::error::Error::source(&e)).as_bytes());
+                        None
+                    }
+                };
+                let secs = t.elapsed().as_secs_f64();
+                events.emit(Event::WorkloadFinished { status, secs });
+                let _ = done_tx.send((status, secs));
+            }))
+        }
+        None => None,
+    };
+    let phase_start = Instant::now();
+    let sampling = guest.wait(sampler.run(ctx.lab.monitor.interval, limit));
+    tokio::pin!(sampling);
+    let sampled = loop {
+        tokio::select! {
+            r = &mut sampling => break r,
+            r = async { workload_done.as_mut().expect("guarded").await }, if workload_done.is_some() => {
+                workload_done = None;
+                // A workload that fails before its duration ends the run;
+                // one that succeeds early leaves the sampling to finish.
+                if let Ok((Some(status), secs)) = r {
+                    if status != 0 {
+                        break Ok(SamplerEnd::WorkloadFailed { status, secs });
+                    }
+                }
+            }
+        }
+    };
+    if let Ok(SamplerEnd::WorkloadFailed { status, secs }) = sampled {
+        if let Some(w) = workload {
+            let _ = tokio::time::timeout(Duration::from_secs(10), w).await;
+        }
+        let log = fsx::tail_lines(&ctx.dir.join("workload.log"), 20);
+        return Err(RunError::Workload { status, secs, log });
+    }
+    let trigger = match (&sampled, dumps) {
+        (Ok(SamplerEnd::Done), _) => None,
+        (Ok(end), _) => Some(Trigger::from_sampler(end)),
+        (Err(lost), true) => Some(Trigger::Panicked(lost.to_string())),
+        (Err(_), false) => None,
+    };
+    // A guest that died without a dump to take fails the run below; every
+    // other end of a watched phase says whether the guest ran out of memory.
+    let watched = ctx.lab.exhaustion.as_ref().is_some_and(lab::Exhaustion::watched);
+    if watched && ctx.lab.workload.is_some() && (sampled.is_ok() || dumps) {
+        if trigger.is_none() {
+            ctx.events.emit(Event::NoExhaustion { within_secs: limit.as_secs_f64(), until_exhaustion: until });
+        }
+        ctx.exhaustion = Some(ExhaustionOutcome {
+            until,
+            reached: trigger.is_some(),
+            within_secs: limit.as_secs_f64(),
+            after_secs: trigger.as_ref().map(|_| events::round3(phase_start.elapsed().as_secs_f64())),
+            trigger: trigger.as_ref().map(Trigger::describe),
+        });
+    }
+    if let (Some(t), true) = (&trigger, dumps) {
+        exhaust::collect(ctx, guest, t.clone(), kdump_loaded).await?;
+    }
+    if let Some(w) = workload {
+        // The duration is over: end the workload's process group, then give
+        // its SSH exec a bounded grace to return.
+        if matches!(sampled, Ok(SamplerEnd::Done)) {
+            let _ = guest.exec(&workload_stop(), Duration::from_secs(10)).await;
+        }
+        let _ = tokio::time::timeout(Duration::from_secs(if trigger.is_some() { 3 } else { 30 }), w).await;
+    }
+    match sampled {
+        Err(lost) if !dumps => Err(ctx.guest_error(GuestError::Lost(lost), "during the run")),
+        _ => Ok(()),
+    }
+}

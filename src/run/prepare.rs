@@ -1,0 +1,264 @@
+//! Everything a run needs before QEMU starts: the kernel, the lab's payload
+//! built against it (modules, workload programs), the accelerator, the boot
+//! profile (machine and kernel image, each with its reason), the image and
+//! the disks, and the VM's spec. Slow steps (downloads, builds, tools run
+//! as child processes) run on blocking threads.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use super::commands::{CHURN_C, CHURN_LABEL, GUEST_MODULES};
+use super::events::Event;
+use super::{blocking, exhaust, write, BootManifest, Ctx, RunError, CONSOLE, QMP_SOCKET};
+use crate::image::{self, tree::Tree};
+use crate::kernel::vmlinux::{self, BootImages, ImageFormat};
+use crate::kernel::{self, Kernel};
+use crate::lab::{self, Lab};
+use crate::payload::{self, BuiltModule};
+use crate::qemu::machine::{self as qmachine, Driver, KernelFacts, LabNeeds};
+use crate::qemu::{self, accel, Accel, AccelChoice, AccelRequest, Device, HostTsc, Machine, MachineChoice, VmSpec};
+
+/// The devices every VM of the minimal image gets.
+const DEVICES: [Device; 3] = [Device::Net, Device::Balloon, Device::Pvpanic];
+
+/// What the run boots, and what it loads once the guest is up.
+pub(super) struct Prepared {
+    pub kernel: Kernel,
+    /// The lab's modules and programs, as files at their guest paths.
+    pub payload: Tree,
+    /// The lab's modules, built, with their parameters.
+    pub modules: Vec<(BuiltModule, BTreeMap<String, String>)>,
+    pub requested: AccelRequest,
+    pub choice: AccelChoice,
+    pub profile: BootProfile,
+    pub image: image::BuiltImage,
+    pub qemu_version: String,
+    pub spec: VmSpec,
+}
+
+/// Kernel, payload, boot profile, image, and the VM's spec.
+pub(super) async fn prepare(ctx: &mut Ctx) -> Result<Prepared, RunError> {
+    let lab_yaml = ctx.lab.to_yaml();
+    write(&ctx.dir.join("lab.yaml"), lab_yaml.as_bytes())?;
+
+    // Kernel.
+    let t = Instant::now();
+    let (cache, d) = (ctx.cache.clone(), ctx.desc.clone());
+    let kernel = blocking(move || kernel::fetch(&cache, &d)).await??;
+    ctx.timings.kernel = t.elapsed().as_secs_f64();
+    ctx.events.emit(Event::KernelReady {
+        name: kernel.name.clone(),
+        release: kernel.release.clone(),
+        package_sha256: kernel.package_sha256.clone(),
+        secs: ctx.timings.kernel,
+    });
+    ctx.manifest.kernel = Some(kernel.clone());
+
+    let (payload, modules) = build_payload(ctx, &kernel).await?;
+
+    // Accelerator, kernel image and machine profile.
+    let requested = ctx.lab.vm.accel;
+    let marker = accel::kvm_failed_marker(&ctx.cache, &kernel.vmlinuz_sha256);
+    let (host, kvm_failed) = blocking(move || (qemu::HostAccel::detect(), std::fs::read_to_string(&marker).ok())).await?;
+    let choice = accel::choose_for_kernel(requested, &host, kvm_failed.as_deref());
+    ctx.manifest.host_accel = Some(host);
+    let images = if ctx.lab.vm.kernel_format == lab::KernelFormat::Bzimage {
+        BootImages {
+            bzimage: kernel.vmlinuz(),
+            vmlinux: None,
+            compression: None,
+            pvh: None,
+            note: "the lab asks for the bzImage (vm.kernel_format)".into(),
+        }
+    } else {
+        let (cache, k) = (ctx.cache.clone(), kernel.clone());
+        blocking(move || vmlinux::boot_images(&cache, &k)).await?
+    };
+    let (lab, k, accel) = (ctx.lab.clone(), kernel.clone(), choice.accel);
+    let profile = blocking(move || boot_profile(&lab, &k, images, accel))
+        .await?
+        .map_err(|reason| RunError::Profile { kernel: kernel.name.clone(), reason })?;
+    ctx.events.emit(Event::BootProfile {
+        machine: profile.machine.machine.to_string(),
+        kernel_image: profile.image.to_string(),
+        reason: format!("{}; {}", profile.machine.reason, profile.image_reason),
+    });
+    let machine = profile.machine.machine;
+
+    // Image (the SSH keys go on top of it when the guest boots), and disks.
+    let t = Instant::now();
+    let (cache, k) = (ctx.cache.clone(), kernel.clone());
+    let devices = devices(&ctx.lab, machine);
+    let early: Vec<&'static str> = Device::Net.driver_modules(machine).to_vec();
+    let late: Vec<&'static str> = devices.iter().flat_map(|d| d.driver_modules(machine).iter().copied()).collect();
+    let kdump = exhaust::kdump_wanted(&ctx.lab);
+    let extra: Vec<&'static str> = if kdump { vec!["/usr/sbin/kexec"] } else { vec![] };
+    let image = blocking(move || image::build_minimal(&cache, &k, &early, &late, &extra)).await??;
+    let dump_disk = if kdump { Some(exhaust::prepare_disk(ctx, &kernel).await?) } else { None };
+    let churn_disk = match ctx.lab.workload.as_ref().and_then(|w| w.churn.as_ref()) {
+        Some(c) if c.fs == lab::ChurnFs::Ext4 => {
+            let path = ctx.dir.join("churn.img");
+            let (p, size) = (path.clone(), c.disk);
+            blocking(move || crate::dump::make_ext4(&p, size, CHURN_LABEL)).await??;
+            Some(path)
+        }
+        _ => None,
+    };
+    ctx.timings.image = t.elapsed().as_secs_f64();
+    ctx.events.emit(Event::ImageReady {
+        sha256: image.sha256.clone(),
+        bytes: image.size,
+        modules: image.modules.len(),
+        secs: ctx.timings.image,
+    });
+    ctx.manifest.image_sha256 = Some(image.sha256.clone());
+    ctx.manifest.image_bytes = Some(image.size);
+    ctx.manifest.image_modules = image.modules.clone();
+
+    // QEMU.
+    let qemu_bin = qemu::binary();
+    let bin = qemu_bin.clone();
+    let qemu_version = blocking(move || qemu::qemu_version(&bin)).await?.map_err(RunError::QemuVersion)?;
+    ctx.manifest.qemu_version = Some(qemu_version.clone());
+    let spec = VmSpec {
+        qemu: qemu_bin,
+        name: format!("kernlab-{}", ctx.lab.name),
+        accel: choice.accel,
+        machine,
+        memory_mib: ctx.lab.vm.memory / (1024 * 1024),
+        cpus: ctx.lab.vm.cpus,
+        kernel: profile.path.clone(),
+        initrd: "initrd.cpio".into(),
+        cmdline: qemu::argv::cmdline(
+            &qemu::CmdlineOpts { fast_boot: ctx.lab.vm.fast_boot, machine, tsc_khz: profile.host_tsc.as_ref().map(|t| t.khz) },
+            &extra_cmdline(&ctx.lab),
+        ),
+        qmp_socket: QMP_SOCKET.into(),
+        console_log: CONSOLE.into(),
+        ssh_port: 0,
+        devices,
+        dump_disk,
+        churn_disk,
+        pause_on_panic: ctx.lab.dumps(),
+        snapshot: false,
+        incoming: None,
+    };
+    ctx.manifest.boot = Some(BootManifest {
+        machine,
+        machine_reason: profile.machine.reason.clone(),
+        kernel_image: profile.image,
+        kernel_image_path: profile.path.display().to_string(),
+        kernel_image_reason: profile.image_reason.clone(),
+        images: profile.images.clone(),
+        fast_boot: ctx.lab.vm.fast_boot,
+        fast_boot_flags: if ctx.lab.vm.fast_boot { qemu::argv::FAST_BOOT_FLAGS.iter().map(|s| s.to_string()).collect() } else { vec![] },
+        host_tsc: profile.host_tsc.clone(),
+        attempts: 0,
+        retries: vec![],
+        snapshot: None,
+    });
+    Ok(Prepared { kernel, payload, modules, requested, choice, profile, image, qemu_version, spec })
+}
+
+/// The lab's payload, built against `kernel`: its modules (with their
+/// parameters checked against what each module has) and the churn program.
+async fn build_payload(ctx: &Ctx, kernel: &Kernel) -> Result<(Tree, Vec<(BuiltModule, BTreeMap<String, String>)>), RunError> {
+    let mut payload = Tree::new();
+    let mut modules = Vec::new();
+    if !ctx.lab.modules.is_empty() {
+        let (cache, d, k) = (ctx.cache.clone(), ctx.desc.clone(), kernel.clone());
+        let build_dir = blocking(move || kernel::headers::build_dir(&cache, &d, &k)).await??;
+        let base = ctx.lab_file.parent().map(Path::to_path_buf).unwrap_or_default();
+        for m in ctx.lab.modules.clone() {
+            let t = Instant::now();
+            let (cache, k, b, src) = (ctx.cache.clone(), kernel.clone(), build_dir.clone(), base.join(&m.source));
+            let built = blocking(move || payload::build_module(&cache, &k.name, &k.package_sha256, &b, &src)).await??;
+            ctx.events.emit(Event::ModuleBuilt {
+                name: built.name.clone(),
+                sha256: built.sha256.clone(),
+                cached: built.cached,
+                secs: t.elapsed().as_secs_f64(),
+            });
+            // insmod ignores parameters a module does not have (with a
+            // warning in dmesg); a typo in a lab must not pass silently.
+            let ko = built.ko.clone();
+            let known = blocking(move || payload::module_params(&ko)).await??;
+            if let Some(p) = m.params.keys().find(|p| !known.contains(p)) {
+                return Err(RunError::ModuleParam { module: built.name.clone(), param: p.clone(), known: known.join(", ") });
+            }
+            let data = std::fs::read(&built.ko).map_err(|source| RunError::Write { path: built.ko.clone(), source })?;
+            payload.file(&format!("{GUEST_MODULES}/{}.ko", built.name), 0o644, data);
+            modules.push((built, m.params));
+        }
+    }
+    if ctx.lab.workload.as_ref().is_some_and(|w| w.churn.is_some()) {
+        let cache = ctx.cache.clone();
+        let churn = blocking(move || payload::build_program(&cache, "churn", CHURN_C.as_bytes())).await??;
+        let data = std::fs::read(&churn).map_err(|source| RunError::Write { path: churn.clone(), source })?;
+        payload.file("/usr/bin/churn", 0o755, data);
+    }
+    Ok((payload, modules))
+}
+
+/// The devices a lab's VM gets on `machine`: the base set that the machine
+/// has, plus the dump disk for kdump and the churn disk.
+fn devices(lab: &Lab, machine: Machine) -> Vec<Device> {
+    let mut d: Vec<Device> = DEVICES.iter().copied().filter(|d| d.available_on(machine)).collect();
+    if exhaust::kdump_wanted(lab) {
+        d.push(Device::DumpDisk);
+    }
+    if lab.workload.as_ref().and_then(|w| w.churn.as_ref()).is_some_and(|c| c.fs == lab::ChurnFs::Ext4) {
+        d.push(Device::ChurnDisk);
+    }
+    d
+}
+
+/// A run's kernel image and machine, each with its reason.
+pub(super) struct BootProfile {
+    pub machine: MachineChoice,
+    pub image: ImageFormat,
+    pub path: PathBuf,
+    pub image_reason: String,
+    pub images: BootImages,
+    pub host_tsc: Option<HostTsc>,
+}
+
+/// Puts the kernel facts, the lab's needs and the host's TSC into the pure
+/// machine choice, then picks the image that machine boots. Blocking (it
+/// reads the kernel's config and may measure the TSC).
+fn boot_profile(lab: &Lab, kernel: &Kernel, images: BootImages, accel: Accel) -> Result<BootProfile, String> {
+    let config = std::fs::read_to_string(kernel.config()).unwrap_or_default();
+    let virtio_mmio = match vmlinux::config_enabled(&config, "CONFIG_VIRTIO_MMIO") {
+        Some('y') => Driver::BuiltIn,
+        Some(_) => Driver::Module,
+        None => Driver::Absent,
+    };
+    let facts = KernelFacts { vmlinux: images.vmlinux.as_ref().map(|_| ()).ok_or_else(|| images.note.clone()), virtio_mmio };
+    let needs = LabNeeds { requested: lab.vm.machine, panic_devices: lab.dumps(), accel };
+    let host_tsc = HostTsc::detect();
+    let machine = qmachine::choose(&facts, &needs, host_tsc.as_ref().map(|t| t.khz)).map_err(|e| e.to_string())?;
+    let (image, image_reason) = match (&images.vmlinux, lab.vm.kernel_format) {
+        (_, lab::KernelFormat::Bzimage) => (ImageFormat::Bzimage, "the lab asks for the bzImage (vm.kernel_format)".to_string()),
+        (Some(_), _) => (ImageFormat::Vmlinux, images.note.clone()),
+        (None, lab::KernelFormat::Vmlinux) => return Err(format!("vm.kernel_format: vmlinux is not possible here: {}", images.note)),
+        (None, _) => (ImageFormat::Bzimage, images.note.clone()),
+    };
+    let path = match image {
+        ImageFormat::Vmlinux => images.vmlinux.clone().expect("matched above"),
+        ImageFormat::Bzimage => images.bzimage.clone(),
+    };
+    Ok(BootProfile { machine, image, path, image_reason, images, host_tsc })
+}
+
+/// Kernel command-line words from the lab, plus `slub_nomerge` for leak labs
+/// (so each slab cache is counted on its own) and the crash kernel
+/// reservation for kdump labs.
+fn extra_cmdline(lab: &Lab) -> Vec<String> {
+    let mut words = exhaust::cmdline(lab);
+    words.extend(lab.vm.cmdline.iter().cloned());
+    if lab.leak.as_ref().is_some_and(|l| l.slub_nomerge) && !words.iter().any(|w| w == "slub_nomerge") {
+        words.push("slub_nomerge".into());
+    }
+    words
+}
