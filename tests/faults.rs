@@ -1,7 +1,8 @@
 //! Faults a long lab must survive, on real QEMU: QEMU killed under the run,
 //! the SSH connection dropped mid-workload, a kernel that panics while
-//! booting, a disk that fills up while the vmcore is written, and lab
-//! values full of shell metacharacters.
+//! booting, a module that panics the guest as it loads, a disk that fills
+//! up while the vmcore is written, and lab values full of shell
+//! metacharacters.
 
 mod common;
 use common::*;
@@ -85,6 +86,45 @@ fn a_kernel_that_panics_while_booting_fails_fast_with_the_panic_text() {
     for p in qemu_pids(&run_dir) {
         assert!(wait_until(Duration::from_secs(5), || !qemu_alive(p)), "QEMU {p} left behind");
     }
+}
+
+/// A module whose init panics the kernel: the run fails at once (the
+/// guest's loss ends the `insmod` wait), within 2 s of the panic by the
+/// run's own clock, with the panic line, and not as an SSH error after a
+/// timeout.
+#[test]
+fn a_module_that_panics_the_guest_at_insmod_fails_the_run_at_once_with_the_panic_line() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("panic")).unwrap();
+    for f in ["panic.c", "Kbuild"] {
+        std::fs::copy(repo("tests/payload/panic").join(f), d.path().join("panic").join(f)).unwrap();
+    }
+    let f = lab(d.path(), "panicky", "name: panicky\nmodules:\n  - source: panic\nworkload:\n  commands: ['sleep 600']\n  duration: 30s\n");
+    let run_dir = d.path().join("run");
+    let out = run(&["run", f.to_str().unwrap(), "--out", run_dir.to_str().unwrap()]);
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(101), "{err}");
+    let ev = events(&run_dir);
+    let names: Vec<&str> = ev.iter().map(|e| e["event"].as_str().unwrap()).collect();
+    // The guest's end as QEMU reports it (pvpanic's event where the machine
+    // has pvpanic, else the reset that panic=-1 makes) and the run's error,
+    // both stamped by the run.
+    let lost = ev
+        .iter()
+        .find(|e| e["event"] == "qmp" && matches!(e["name"].as_str(), Some("GUEST_PANICKED" | "SHUTDOWN")))
+        .unwrap_or_else(|| panic!("no QMP event for the panic: {names:?}"));
+    let error = ev.iter().find(|e| e["event"] == "error").unwrap_or_else(|| panic!("no error event: {names:?}"));
+    let gap = error["t"].as_f64().unwrap() - lost["t"].as_f64().unwrap();
+    eprintln!("QMP {} at {} s, error at {} s: {gap:.3} s", lost["name"], lost["t"], error["t"]);
+    assert!((0.0..2.0).contains(&gap), "the error came {gap:.3} s after the panic: {lost} {error}");
+    let message = error["message"].as_str().unwrap();
+    assert!(message.contains("Kernel panic - not syncing: kernlab test: panic at insmod"), "{message}");
+    assert!(message.contains("while loading module `panic`"), "{message}");
+    assert!(!message.contains("SSH") && !message.contains("ssh:"), "not an SSH error: {message}");
+    assert!(err.contains("kernlab test: panic at insmod"), "{err}");
+    assert!(!names.contains(&"module-loaded") && !names.contains(&"workload-started"), "{names:?}");
+    assert_eq!(report(&run_dir)["outcome"], "failed");
+    assert_no_qemu_left(&run_dir);
 }
 
 #[test]
