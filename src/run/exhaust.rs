@@ -45,11 +45,14 @@ pub(super) async fn prepare_disk(ctx: &Ctx, kernel: &Kernel) -> Result<std::path
     let x = ctx.lab.exhaustion.clone().expect("kdump labs have an exhaustion section");
     let k = kernel.clone();
     let capture = blocking(move || crate::image::capture_cpio(&k, x.dump_level)).await??;
-    let vmlinuz = std::fs::read(kernel.vmlinuz()).map_err(|source| RunError::Write { path: kernel.vmlinuz(), source })?;
     let path = ctx.dir.join("dump.img");
     let size = ctx.lab.vm.memory + (256 << 20);
-    let p = path.clone();
-    blocking(move || dump::make_disk(&p, size, &[(DISK_VMLINUZ, &vmlinuz), (DISK_CAPTURE, &capture)])).await??;
+    let (p, bz) = (path.clone(), kernel.vmlinuz());
+    blocking(move || {
+        let vmlinuz = std::fs::read(&bz).map_err(|source| RunError::Write { path: bz.clone(), source })?;
+        dump::make_disk(&p, size, &[(DISK_VMLINUZ, &vmlinuz), (DISK_CAPTURE, &capture)]).map_err(RunError::from)
+    })
+    .await??;
     Ok(path)
 }
 

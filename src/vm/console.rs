@@ -188,6 +188,13 @@ impl Console {
     }
 }
 
+impl Console {
+    /// Stops watching (the guest is gone; what was read stays).
+    pub(crate) fn stop(&self) {
+        self.task.abort();
+    }
+}
+
 impl Drop for Console {
     fn drop(&mut self) {
         self.task.abort();

@@ -345,6 +345,7 @@ impl Guest {
         for task in &self.inner.tasks {
             task.abort();
         }
+        self.inner.console.stop();
         Stopped { how, secs: t.elapsed().as_secs_f64() }
     }
 }
