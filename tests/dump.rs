@@ -1,7 +1,8 @@
 //! Panics, dumps and triage on the real kernel: in-guest kdump with the
 //! capture kernel and makedumpfile, the host dump over QMP, the NMI path
-//! when SSH is dead, the fallback when the capture kernel cannot run, the
-//! leak run until OOM, and `crash` reading every vmcore. The debug vmlinux
+//! when SSH is dead, the fallback when the capture kernel cannot run, a
+//! module that panics the guest as it loads, the leak run until OOM, and
+//! `crash` reading every vmcore. The debug vmlinux
 //! (a 270 MiB package) is fetched once into the cache and kept.
 
 mod common;
@@ -96,6 +97,32 @@ fn host_dump_when_kdump_is_not_configured() {
     assert!(dump["bytes"].as_u64().unwrap() > 1 << 20);
     let t = &report(&dir)["triage"];
     assert!(t["panic"].as_str().unwrap().contains("sysrq"), "{t}");
+    assert_no_qemu(&dir);
+}
+
+/// In a lab that takes dumps, a module that panics the guest at `insmod`
+/// is a finding like any other panic: the run fails with the panic line,
+/// and the vmcore of that panic is taken first.
+#[test]
+fn a_module_that_panics_at_insmod_in_a_dump_lab_fails_with_the_vmcore_taken() {
+    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let d = tempfile::tempdir().unwrap();
+    std::fs::create_dir(d.path().join("panic")).unwrap();
+    for f in ["panic.c", "Kbuild"] {
+        std::fs::copy(repo("tests/payload/panic").join(f), d.path().join("panic").join(f)).unwrap();
+    }
+    let (out, dir) = run_lab(
+        d.path(),
+        "panicdump",
+        "name: panicdump\nmodules:\n  - source: panic\nexhaustion:\n  action: host-dump\n  crash: false\nworkload:\n  commands: ['sleep 600']\n  duration: 30s\n",
+    );
+    let err = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(101), "{err}");
+    assert!(err.contains("while loading module `panic`") && err.contains("Kernel panic - not syncing: kernlab test: panic at insmod"), "{err}");
+    let dump = dump_of(&dir);
+    assert_eq!(dump["via"], "host-dump", "{dump}");
+    assert!(dump["reason"].as_str().unwrap().contains("kernlab test: panic at insmod"), "{dump}");
+    assert!(dump["bytes"].as_u64().unwrap() > 1 << 20, "{dump}");
     assert_no_qemu(&dir);
 }
 
