@@ -122,10 +122,7 @@ async fn boot_cold(ctx: &mut Ctx, spec: &mut VmSpec, choice: &mut AccelChoice, c
                 for f in [CONSOLE, "qemu.log"] {
                     let _ = std::fs::rename(ctx.dir.join(f), ctx.dir.join(&f.replace(".log", "-kvm.log")));
                 }
-                let last = console.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("(nothing)").trim().to_string();
-                let reason = format!(
-                    "KVM stopped with an internal error (emulation failure); booting again under TCG (its console is in console-kvm.log, last line: {last})"
-                );
+                let reason = kvm_retry_reason(&console);
                 ctx.events.emit(Event::BootRetry { attempt, reason: reason.clone() });
                 if let Some(b) = ctx.manifest.boot.as_mut() {
                     b.retries.push(reason);
@@ -190,6 +187,13 @@ async fn boot_cold(ctx: &mut Ctx, spec: &mut VmSpec, choice: &mut AccelChoice, c
     let inputs = KeyInputs::new(spec, kernel_image, &image.sha256, qemu_version);
     restore::record_cold(ctx, save, staged, inputs, &keys, fallback).await?;
     Ok(Ready { booted: boot, upload_payload: save.is_some() })
+}
+
+/// Why a boot is tried again under TCG after KVM failed it, with the last
+/// line its console got to (the whole console is kept as `console-kvm.log`).
+fn kvm_retry_reason(console_tail: &str) -> String {
+    let last = console_tail.lines().rev().map(str::trim).find(|l| !l.is_empty()).unwrap_or("(nothing)");
+    format!("KVM stopped with an internal error (emulation failure); booting again under TCG (its console is in console-kvm.log, last line: {last})")
 }
 
 /// The kernel image a VM boots, for a snapshot's key: the bzImage by its
@@ -385,6 +389,13 @@ pub(super) async fn boot(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel, keys
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_kvm_failure_says_where_its_console_went_and_how_far_it_got() {
+        let r = kvm_retry_reason("[    0.00] Linux version 6.1\n[    0.12] smpboot: CPU0: AMD EPYC\n\n");
+        assert!(r.contains("console-kvm.log") && r.ends_with("last line: [    0.12] smpboot: CPU0: AMD EPYC)"), "{r}");
+        assert!(kvm_retry_reason("").ends_with("last line: (nothing))"));
+    }
 
     #[test]
     fn only_a_guest_that_ran_and_did_not_panic_is_booted_again() {
