@@ -140,7 +140,7 @@ impl Sampler {
                 }
                 Err(e) => {
                     let wait = self.backoff.failed(self.events.now());
-                    self.gap(t, format!("reconnect: {} (next try in {wait:.1} s)", chain(&e)));
+                    self.gap(t, format!("reconnect: {} (next try in {wait:.1} s)", crate::util::error_chain(&e)));
                     return None;
                 }
             },
@@ -198,17 +198,6 @@ impl Sampler {
         self.gap_since = Some((since, n + 1));
         self.events.emit(Event::SampleFailed { t: events::round3(t), reason });
     }
-}
-
-/// An error with its causes, on one line.
-fn chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut src = e.source();
-    while let Some(c) = src {
-        s.push_str(&format!(": {c}"));
-        src = c.source();
-    }
-    s
 }
 
 #[cfg(test)]
