@@ -165,6 +165,7 @@ fn notifier(path: &Path) -> std::io::Result<tokio::io::unix::AsyncFd<OwnedFd>> {
     if fd < 0 {
         return Err(std::io::Error::last_os_error());
     }
+    // SAFETY: just returned by inotify_init1, owned by this value only.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
     // SAFETY: a valid descriptor and a NUL-terminated path.
     if unsafe { libc::inotify_add_watch(fd.as_raw_fd(), name.as_ptr(), libc::IN_MODIFY) } < 0 {
@@ -228,9 +229,7 @@ impl Console {
         self.refresh();
         self.reader.state.borrow().bytes
     }
-}
 
-impl Console {
     /// Stops watching (the guest is gone; what was read stays).
     pub(crate) fn stop(&self) {
         self.task.abort();
