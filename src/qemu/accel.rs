@@ -9,6 +9,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::lab::AccelRequest;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Accel {
@@ -25,26 +27,7 @@ impl std::fmt::Display for Accel {
     }
 }
 
-/// The accelerator a lab asks for (`vm.accel`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum AccelRequest {
-    /// KVM when `/dev/kvm` is usable, else TCG.
-    #[default]
-    Auto,
-    Kvm,
-    Tcg,
-}
 
-impl std::fmt::Display for AccelRequest {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            AccelRequest::Auto => "auto",
-            AccelRequest::Kvm => "kvm",
-            AccelRequest::Tcg => "tcg",
-        })
-    }
-}
 
 /// Host facts that decide the accelerator.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -13,6 +13,8 @@ use serde::{Deserialize, Serialize};
 
 use super::accel::Accel;
 
+pub use crate::lab::MachineRequest;
+
 /// The QEMU machine a VM runs on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -30,16 +32,6 @@ impl std::fmt::Display for Machine {
     }
 }
 
-/// The machine profile a lab asks for (`vm.machine`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum MachineRequest {
-    /// microvm where the kernel and the lab allow it, else pc.
-    #[default]
-    Auto,
-    Pc,
-    Microvm,
-}
 
 /// How a kernel's driver is available.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]

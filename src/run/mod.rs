@@ -19,6 +19,7 @@ mod phases;
 mod prepare;
 pub mod record;
 mod restore;
+mod start;
 pub mod rundir;
 mod sampler;
 

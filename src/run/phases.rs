@@ -11,7 +11,8 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use super::boot::{Ready, SSH_TIMEOUT};
+use super::boot::SSH_TIMEOUT;
+use super::start::Ready;
 use super::commands::{capture_command, insmod_command, sections, workload_command, workload_commands, workload_file, workload_stop, WORKLOAD_LOG, WORKLOAD_SCRIPT};
 use super::events::{self, Event};
 use super::exhaust::{self, Trigger};

@@ -7,7 +7,7 @@
 
 use std::time::Duration;
 
-use super::boot::{boot, write_initrd, BootFailure, Ready};
+use super::start::{boot, write_initrd, BootFailure, Ready, RESTORE_TIMEOUT};
 use super::events::{self, Event};
 use super::{blocking, stop_guest, write, Ctx, RunError, SnapshotManifest, SnapshotMode, CONSOLE};
 use crate::image::{self, RunKeys};
@@ -18,10 +18,6 @@ use crate::snapshot::{KeyInputs, Staged};
 use crate::util::fsx;
 use crate::vm::SaveError;
 
-/// How long a restore may take from QEMU start to an SSH banner before the
-/// run gives up on it and boots cold. A good restore takes well under a
-/// second; a bad one either fails at once (QEMU exits) or never answers.
-pub(crate) const RESTORE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// May this lab's VM restore and save snapshots? `Err` says why not. Only a
 /// guest that nothing in the lab changes before setup qualifies: its kernel

@@ -1,0 +1,120 @@
+//! `leak:`: an A/B leak lab's policy (baseline, floors, α, looks).
+
+use super::*;
+
+/// The fewest samples per arm a leak lab may plan: the first look of the
+/// analysis is taken there.
+pub const MIN_LEAK_SAMPLES: usize = 8;
+
+/// Samples per arm a workload of `duration` sampled every `interval` gives
+/// (one at the start, one per interval).
+pub fn planned_samples(duration: Duration, interval: Duration) -> usize {
+    if interval.is_zero() {
+        return 0;
+    }
+    (duration.as_secs_f64() / interval.as_secs_f64()).floor() as usize + 1
+}
+
+/// Samples a warm-up of `warmup` covers at `interval` (rounded up).
+pub fn warmup_samples(warmup: Duration, interval: Duration) -> usize {
+    if interval.is_zero() {
+        return 0;
+    }
+    (warmup.as_secs_f64() / interval.as_secs_f64()).ceil() as usize
+}
+
+/// What a leak lab expects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Expect {
+    /// A reproducer: the module leaks; NO-LEAK fails the lab.
+    Leak,
+    /// A regression gate: the module does not leak; LEAK fails the lab.
+    NoLeak,
+}
+
+/// The leak policy of an A/B lab.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeakPolicy {
+    /// What the lab expects. Required.
+    pub expect: Expect,
+    /// The primary endpoint: `slab` (meminfo Slab), `sunreclaim` (meminfo
+    /// SUnreclaim) or `cache:NAME` (one slab cache's active bytes).
+    /// Default: `slab`.
+    #[serde(default = "default_metric")]
+    pub metric: String,
+    /// The practical floor per operation for one slab cache, in objects: a
+    /// difference below it is not a leak worth the name. Default: 0.0005
+    /// (one object per 2,000 operations), from A/A calibration on this
+    /// kind of guest (`kernlab calibrate`, see docs/method.md).
+    #[serde(default = "default_floor_objects")]
+    pub floor_objects_per_op: f64,
+    /// The practical floor per operation in bytes, for the metric and for
+    /// a cache of large objects (a cache's floor is the smaller of
+    /// `floor_objects_per_op` and this over its object size). Default: 4.
+    #[serde(default = "default_floor_bytes")]
+    pub floor_bytes_per_op: f64,
+    /// The practical floor per hour, used only when the workload counts no
+    /// operations (commands only): the rates are then per second. Default:
+    /// 16MiB (per hour).
+    #[serde(default = "default_floor", with = "units::size")]
+    pub floor_per_hour: u64,
+    /// Left out of the analysis at the start of the workload: its own
+    /// set-up is a step in both arms, not a rate. Default: 2s; less than
+    /// the workload's duration.
+    #[serde(default = "default_warmup", with = "units::duration")]
+    pub warmup: Duration,
+    /// Look at the run as it goes and end both arms as soon as the verdict
+    /// is decided (α spent over the looks). `false`: one look, at the end
+    /// of `workload.duration`, with all of α. Default: true.
+    #[serde(default = "default_true")]
+    pub stop_early: bool,
+    /// One-sided significance level of the verdict. Default: 0.01; 0 < alpha < 0.5.
+    #[serde(default = "default_alpha")]
+    pub alpha: f64,
+    /// Boot with `slub_nomerge` so each slab cache stands alone. Default: true.
+    #[serde(default = "default_true")]
+    pub slub_nomerge: bool,
+    /// The B side. Default: the same lab without modules.
+    #[serde(default)]
+    pub baseline: Baseline,
+}
+/// The baseline arm of an A/B lab.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Baseline {
+    /// The baseline's modules (e.g. the same module with `leak: 0`).
+    /// Default: none.
+    pub modules: Vec<Module>,
+}
+
+fn default_metric() -> String {
+    "slab".to_string()
+}
+
+fn default_floor() -> u64 {
+    16 * MIB
+}
+
+/// The default per-cache floor, objects per operation (see `LeakPolicy`).
+pub const DEFAULT_FLOOR_OBJECTS_PER_OP: f64 = 0.0005;
+/// The default floor in bytes per operation (see `LeakPolicy`).
+pub const DEFAULT_FLOOR_BYTES_PER_OP: f64 = 4.0;
+
+fn default_warmup() -> Duration {
+    Duration::from_secs(2)
+}
+
+fn default_floor_objects() -> f64 {
+    DEFAULT_FLOOR_OBJECTS_PER_OP
+}
+
+fn default_floor_bytes() -> f64 {
+    DEFAULT_FLOOR_BYTES_PER_OP
+}
+
+fn default_alpha() -> f64 {
+    0.01
+}
+

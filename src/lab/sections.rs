@@ -1,0 +1,283 @@
+//! The sections of a lab besides `leak` and `exhaustion`: the VM, the
+//! workload and its churn, modules, monitoring, the image.
+
+use super::*;
+
+/// Virtual machine settings.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Vm {
+    /// Guest memory in bytes; written as a size (`512M`, `1GiB`) or integer
+    /// bytes. Default: 512 MiB; 128 MiB..=64 GiB.
+    #[serde(with = "units::size")]
+    pub memory: u64,
+    /// Virtual CPUs. Default: 1; 1..=64.
+    #[serde(deserialize_with = "units::count::deserialize")]
+    pub cpus: u32,
+    /// Accelerator: `auto` (KVM when usable, else TCG), `kvm` or `tcg`.
+    /// Default: `auto`.
+    pub accel: AccelRequest,
+    /// Extra kernel command-line words, appended after kernlab's own. Each
+    /// non-empty, without whitespace or control characters, and not
+    /// `console=`, `init=` or `rdinit=` (kernlab owns those). Default: none.
+    pub cmdline: Vec<String>,
+    /// How long to wait for the guest to come up, per attempt (a boot that
+    /// misses it is tried once more). Default: 60s; 5s..=10m.
+    #[serde(with = "units::duration")]
+    pub boot_timeout: Duration,
+    /// QEMU machine profile: `auto` (microvm where the kernel and the lab
+    /// allow it, else pc), `pc` or `microvm`. Default: `auto`.
+    pub machine: MachineRequest,
+    /// Which kernel image to boot: `auto` (the uncompressed PVH vmlinux
+    /// when the kernel has CONFIG_PVH, else the bzImage), `bzimage` or
+    /// `vmlinux`. Default: `auto`.
+    pub kernel_format: KernelFormat,
+    /// Kernel command-line flags that shorten boots under TCG
+    /// (`tsc=reliable no_timer_check cryptomgr.notests`). Default: true.
+    pub fast_boot: bool,
+    /// Restore a saved snapshot of the booted guest instead of booting
+    /// (`auto`: when the VM can have one, saving it on the first run), or
+    /// always boot cold (`off`). Default: `auto`.
+    pub snapshot: SnapshotPolicy,
+}
+
+impl Default for Vm {
+    fn default() -> Self {
+        Vm {
+            memory: 512 * MIB,
+            cpus: 1,
+            accel: AccelRequest::Auto,
+            cmdline: Vec::new(),
+            boot_timeout: Duration::from_secs(60),
+            machine: MachineRequest::Auto,
+            kernel_format: KernelFormat::Auto,
+            fast_boot: true,
+            snapshot: SnapshotPolicy::Auto,
+        }
+    }
+}
+
+/// Whether a run may restore (and save) a snapshot of the booted guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SnapshotPolicy {
+    /// Restore the cached snapshot for this kernel, image and VM shape, or
+    /// boot cold and save one, when the VM can have one.
+    #[default]
+    Auto,
+    /// Always boot cold, with this run's own keys.
+    Off,
+}
+
+/// Which kernel image a VM boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KernelFormat {
+    /// The PVH vmlinux when the kernel has one, else the bzImage.
+    #[default]
+    Auto,
+    Bzimage,
+    Vmlinux,
+}
+
+/// The workload phase: the built-in file churn and/or commands run in order
+/// in one guest shell.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Workload {
+    /// The built-in file churn workload (`labs/workloads/churn.c`), run
+    /// before and alongside the commands. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub churn: Option<Churn>,
+    /// Guest shell commands, each non-empty. At least one unless `churn` is
+    /// given: a `workload` section must do something.
+    #[serde(default)]
+    pub commands: Vec<String>,
+    /// How long the phase lasts; commands still running at the end are
+    /// stopped. Default: 30s; 1s..=7d.
+    #[serde(default = "default_workload_duration", with = "units::duration")]
+    pub duration: Duration,
+}
+
+/// The file churn workload: each operation creates a unique file (optionally
+/// writes to it), closes it and unlinks it, the pattern that exercises a
+/// close hook on every file's last reference.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Churn {
+    /// Where the files live: `tmpfs`, mounted with `nr_inodes=0` so leaked
+    /// inodes cannot make it run out of inodes before memory, or `ext4` on
+    /// a virtio disk kernlab attaches (one inode per 2 KiB, so leaked,
+    /// unlinked-but-pinned inodes do not exhaust the disk first). Default: tmpfs.
+    pub fs: ChurnFs,
+    /// Size of the ext4 disk (sparse on the host). Default: 2GiB; 64MiB..=64GiB.
+    #[serde(with = "units::size")]
+    pub disk: u64,
+    /// Operations per second; 0 = flat out. Default: 0.
+    pub rate: u64,
+    /// Stop after this many operations; 0 = run for the workload's duration. Default: 0.
+    pub count: u64,
+    /// Bytes written to each file; default 0.
+    #[serde(with = "units::size")]
+    pub write: u64,
+}
+
+impl Default for Churn {
+    fn default() -> Self {
+        Churn { fs: ChurnFs::Tmpfs, disk: 2 * GIB, rate: 0, count: 0, write: 0 }
+    }
+}
+
+/// File systems the churn workload can run on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChurnFs {
+    #[default]
+    Tmpfs,
+    Ext4,
+}
+
+/// A kernel module under test.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Module {
+    /// Directory with the module's source and `Kbuild`, relative to the lab
+    /// file. Built out of tree against the run kernel's headers.
+    pub source: PathBuf,
+    /// Module parameters for insmod, `name: value`. Names are C identifiers;
+    /// values are passed as one shell word each. Default: none.
+    #[serde(default)]
+    pub params: BTreeMap<String, String>,
+}
+/// Sampling of guest memory state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Monitor {
+    /// Sampling interval. Default: 2s; 100ms..=1h, and at most
+    /// `workload.duration` when there is a workload (else it never samples).
+    #[serde(with = "units::duration")]
+    pub interval: Duration,
+    /// What to sample; non-empty, no duplicates. Default: all four.
+    pub sources: Vec<Source>,
+    /// Drop reclaimable caches (`echo 2 > /proc/sys/vm/drop_caches`) before
+    /// each sample, so what is left is what is held. Default: false.
+    pub reclaim: bool,
+    /// Flush every cache's per-CPU slabs (`/sys/kernel/slab/*/shrink`)
+    /// before each sample. SLUB counts the free objects of a CPU's slab as
+    /// active, so without it a cache's count moves in whole slabs (16 or
+    /// 32 objects at a time) and a rare leak hides in the steps; with it
+    /// the count is exact. The workload is paused (SIGSTOP to its process
+    /// group) from the flush to the end of the read, else its next
+    /// allocation takes a fresh CPU slab that counts whole. Default: true.
+    pub shrink: bool,
+    /// Wait this long with the workload paused before each sample: objects
+    /// in flight and frees waiting for an RCU grace period settle. 0s = no
+    /// wait (the workload is still paused for the read when `shrink` is
+    /// on). Default: 0s (100ms did not measurably lower the noise of the
+    /// tmpfs churn's dentry or lsm_inode_cache); at most half the interval.
+    #[serde(with = "units::duration")]
+    pub quiesce: Duration,
+}
+
+impl Default for Monitor {
+    fn default() -> Self {
+        Monitor {
+            interval: Duration::from_secs(2),
+            sources: Source::ALL.to_vec(),
+            reclaim: false,
+            shrink: true,
+            quiesce: Duration::ZERO,
+        }
+    }
+}
+
+/// Guest root filesystem image.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Image {
+    /// The small initramfs-based image kernlab builds itself.
+    #[default]
+    Minimal,
+}
+
+/// A monitor data source in the guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Source {
+    /// `/proc/slabinfo`.
+    Slabinfo,
+    /// `/proc/meminfo`.
+    Meminfo,
+    /// `/proc/sys/fs/dentry-state`.
+    DentryState,
+    /// virtio-balloon statistics.
+    Balloon,
+}
+
+impl Source {
+    pub const ALL: [Source; 4] = [
+        Source::Slabinfo,
+        Source::Meminfo,
+        Source::DentryState,
+        Source::Balloon,
+    ];
+
+    /// The name used in lab files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Slabinfo => "slabinfo",
+            Source::Meminfo => "meminfo",
+            Source::DentryState => "dentry-state",
+            Source::Balloon => "balloon",
+        }
+    }
+}
+
+impl fmt::Display for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl fmt::Display for Image {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Image::Minimal => "minimal",
+        })
+    }
+}
+
+
+
+
+/// The accelerator a lab asks for (`vm.accel`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum AccelRequest {
+    /// KVM when `/dev/kvm` is usable, else TCG.
+    #[default]
+    Auto,
+    Kvm,
+    Tcg,
+}
+
+impl fmt::Display for AccelRequest {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            AccelRequest::Auto => "auto",
+            AccelRequest::Kvm => "kvm",
+            AccelRequest::Tcg => "tcg",
+        })
+    }
+}
+
+/// The machine profile a lab asks for (`vm.machine`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MachineRequest {
+    /// microvm where the kernel and the lab allow it, else pc.
+    #[default]
+    Auto,
+    Pc,
+    Microvm,
+}

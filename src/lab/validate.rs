@@ -1,0 +1,380 @@
+//! A lab's own rules: ranges, names, cross-field checks (each error names
+//! the file, line and field), and the values derived from its fields.
+
+use super::*;
+
+impl Lab {
+    /// Whether a guest panic in this lab is the dump path (see
+    /// [`Exhaustion::dumps`]) rather than the end of the run.
+    pub fn dumps(&self) -> bool {
+        self.exhaustion.as_ref().is_some_and(Exhaustion::dumps)
+    }
+
+    /// How long the workload phase may last: `exhaustion.max` for a lab that
+    /// runs until exhaustion, else `workload.duration` (zero without a
+    /// workload).
+    pub fn phase_limit(&self) -> Duration {
+        match self.exhaustion.as_ref().and_then(Exhaustion::until_max) {
+            Some(max) => max,
+            None => self.workload.as_ref().map(|w| w.duration).unwrap_or_default(),
+        }
+    }
+
+    /// A lab with the given name and every other field at its default.
+    pub fn new(name: impl Into<String>) -> Lab {
+        Lab {
+            name: name.into(),
+            description: String::new(),
+            kernel: default_kernel(),
+            image: Image::default(),
+            vm: Vm::default(),
+            setup: Vec::new(),
+            modules: Vec::new(),
+            workload: None,
+            monitor: Monitor::default(),
+            leak: None,
+            exhaustion: None,
+            locations: SourceMap::default(),
+        }
+    }
+
+    /// Checks ranges, names and cross-field rules; returns the first problem
+    /// in file order. `file` is used only in error messages; positions come
+    /// from `self.locations` (0:0, i.e. omitted, for labs built in code).
+    pub fn validate(&self, file: &Path) -> Result<(), LabError> {
+        let bad = |field: &str, message: String| {
+            let (line, column) = self.locations.position(field);
+            Err(LabError::Invalid {
+                file: file.to_path_buf(),
+                line,
+                column,
+                field: field.to_string(),
+                message,
+            })
+        };
+
+        if let Err(m) = check_name(&self.name) {
+            return bad("name", m);
+        }
+        if let Err(m) = check_kernel(&self.kernel) {
+            return bad("kernel", m);
+        }
+
+        let vm = &self.vm;
+        if vm.memory < MIN_MEMORY {
+            let m = format!(
+                "must be at least {}, got {}",
+                human_size(MIN_MEMORY),
+                human_size(vm.memory)
+            );
+            return bad("vm.memory", m);
+        }
+        if vm.memory > MAX_MEMORY {
+            let m = format!(
+                "must be at most {}, got {}",
+                human_size(MAX_MEMORY),
+                human_size(vm.memory)
+            );
+            return bad("vm.memory", m);
+        }
+        if !(1..=MAX_CPUS).contains(&vm.cpus) {
+            return bad(
+                "vm.cpus",
+                format!("must be between 1 and {MAX_CPUS}, got {}", vm.cpus),
+            );
+        }
+        for (i, word) in vm.cmdline.iter().enumerate() {
+            if let Err(m) = check_cmdline_word(word) {
+                return bad(&format!("vm.cmdline[{i}]"), m);
+            }
+        }
+        if let Err(m) = check_range(vm.boot_timeout, MIN_BOOT_TIMEOUT, MAX_BOOT_TIMEOUT) {
+            return bad("vm.boot_timeout", m);
+        }
+        if vm.machine == MachineRequest::Microvm {
+            if vm.kernel_format == KernelFormat::Bzimage {
+                return bad("vm.machine", "microvm boots only the uncompressed vmlinux, but vm.kernel_format is `bzimage`".into());
+            }
+            if let Some(x) = self.exhaustion.as_ref().filter(|x| x.dumps()) {
+                let action = match x.action {
+                    DumpAction::Kdump => "kdump",
+                    _ => "host-dump",
+                };
+                return bad(
+                    "vm.machine",
+                    format!("microvm has no pvpanic or vmcoreinfo, which exhaustion.action `{action}` needs; use `auto` or `pc`"),
+                );
+            }
+        }
+
+        for (i, cmd) in self.setup.iter().enumerate() {
+            if cmd.trim().is_empty() {
+                return bad(
+                    &format!("setup[{i}]"),
+                    "command must not be empty".to_string(),
+                );
+            }
+        }
+
+        for (list, mods) in [("modules", &self.modules)]
+            .into_iter()
+            .chain(self.leak.as_ref().map(|l| ("leak.baseline.modules", &l.baseline.modules)))
+        {
+            for (i, m) in mods.iter().enumerate() {
+                if m.source.as_os_str().is_empty() {
+                    return bad(&format!("{list}[{i}].source"), "must name the module's source directory".into());
+                }
+                for (k, v) in &m.params {
+                    let ident = k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+                        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                    if !ident {
+                        return bad(&format!("{list}[{i}].params.{k}"), format!("parameter name {k:?} is not a C identifier"));
+                    }
+                    if v.chars().any(|c| c.is_control()) {
+                        return bad(&format!("{list}[{i}].params.{k}"), "value must not contain control characters".into());
+                    }
+                    if v.contains('"') {
+                        // The kernel's argument parser has no escape for it.
+                        return bad(&format!("{list}[{i}].params.{k}"), "value must not contain a double quote (the kernel cannot take one in a module parameter)".into());
+                    }
+                }
+            }
+        }
+
+        if let Some(w) = &self.workload {
+            if w.commands.is_empty() && w.churn.is_none() {
+                return bad(
+                    "workload.commands",
+                    "at least one command (or a `churn` workload) is required when a workload section is present"
+                        .to_string(),
+                );
+            }
+            for (i, cmd) in w.commands.iter().enumerate() {
+                if cmd.trim().is_empty() {
+                    return bad(
+                        &format!("workload.commands[{i}]"),
+                        "command must not be empty".to_string(),
+                    );
+                }
+            }
+            if let Some(c) = &w.churn {
+                if c.fs == ChurnFs::Ext4 && !(64 * MIB..=64 * GIB).contains(&c.disk) {
+                    return bad("workload.churn.disk", format!("must be between 64 MiB and 64 GiB, got {}", human_size(c.disk)));
+                }
+            }
+            if let Err(m) = check_range(w.duration, MIN_WORKLOAD, MAX_WORKLOAD) {
+                return bad("workload.duration", m);
+            }
+        }
+
+        let mon = &self.monitor;
+        if let Err(m) = check_range(mon.interval, MIN_INTERVAL, MAX_INTERVAL) {
+            return bad("monitor.interval", m);
+        }
+        if let Some(w) = &self.workload {
+            if mon.interval > w.duration {
+                let m = format!(
+                    "must not be longer than workload.duration ({}), got {}",
+                    human_duration(w.duration),
+                    human_duration(mon.interval)
+                );
+                return bad("monitor.interval", m);
+            }
+        }
+        if mon.quiesce * 2 > mon.interval {
+            return bad("monitor.quiesce", format!("must be at most half of monitor.interval ({}), got {}", humantime::format_duration(mon.interval), humantime::format_duration(mon.quiesce)));
+        }
+        if mon.sources.is_empty() {
+            return bad(
+                "monitor.sources",
+                "must list at least one source".to_string(),
+            );
+        }
+        if let Some(l) = &self.leak {
+            let m = l.metric.as_str();
+            let ok = m == "slab" || m == "sunreclaim" || m.strip_prefix("cache:").is_some_and(|c| !c.is_empty() && !c.contains(char::is_whitespace));
+            if !ok {
+                return bad("leak.metric", format!("must be `slab`, `sunreclaim` or `cache:NAME`, got {m:?}"));
+            }
+            if !(l.alpha > 0.0 && l.alpha < 0.5) {
+                return bad("leak.alpha", format!("must be between 0 and 0.5 (exclusive), got {}", l.alpha));
+            }
+            for (field, v) in [("leak.floor_objects_per_op", l.floor_objects_per_op), ("leak.floor_bytes_per_op", l.floor_bytes_per_op)] {
+                if !(v.is_finite() && v > 0.0) {
+                    return bad(field, format!("must be a number above 0, got {v}"));
+                }
+            }
+            if l.floor_per_hour == 0 {
+                return bad("leak.floor_per_hour", "must be above 0 (a floor of 0 calls any difference a leak)".into());
+            }
+            let Some(w) = &self.workload else {
+                return bad("leak", "a leak lab needs a workload to measure".into());
+            };
+            let planned = planned_samples(w.duration, mon.interval).saturating_sub(warmup_samples(l.warmup, mon.interval));
+            if planned < MIN_LEAK_SAMPLES {
+                return bad(
+                    "workload.duration",
+                    format!(
+                        "a leak lab needs at least {MIN_LEAK_SAMPLES} samples per arm after the warm-up: {} at a {} interval, less {} of warm-up, gives {planned}",
+                        humantime::format_duration(w.duration),
+                        humantime::format_duration(mon.interval),
+                        humantime::format_duration(l.warmup)
+                    ),
+                );
+            }
+            if l.warmup >= w.duration {
+                return bad("leak.warmup", format!("must be shorter than workload.duration ({})", humantime::format_duration(w.duration)));
+            }
+            let needs = if m == "slab" || m == "sunreclaim" { Source::Meminfo } else { Source::Slabinfo };
+            if !mon.sources.contains(&needs) {
+                return bad("monitor.sources", format!("leak.metric `{m}` needs the `{needs}` source"));
+            }
+        }
+        if let Some(x) = &self.exhaustion {
+            if x.dump_level > 31 {
+                return bad("exhaustion.dump_level", format!("must be 0..=31, got {}", x.dump_level));
+            }
+            if x.action == DumpAction::Kdump {
+                if x.crashkernel < 64 * MIB {
+                    return bad("exhaustion.crashkernel", format!("must be at least 64 MiB, got {}", human_size(x.crashkernel)));
+                }
+                if x.crashkernel + MIN_MEMORY / 2 > vm.memory {
+                    return bad(
+                        "exhaustion.crashkernel",
+                        format!("{} leaves too little of vm.memory ({}) for the kernel under test", human_size(x.crashkernel), human_size(vm.memory)),
+                    );
+                }
+            }
+            if x.headroom >= vm.memory {
+                return bad("exhaustion.headroom", format!("must be below vm.memory ({}), got {}", human_size(vm.memory), human_size(x.headroom)));
+            }
+            if x.headroom > 0 && !mon.sources.contains(&Source::Meminfo) {
+                return bad("monitor.sources", "exhaustion.headroom needs the `meminfo` source".into());
+            }
+            if let Err(m) = check_range(x.deadline, Duration::from_secs(10), Duration::from_secs(3600)) {
+                return bad("exhaustion.deadline", m);
+            }
+            if x.hang_intervals < 2 {
+                return bad("exhaustion.hang_intervals", format!("must be at least 2, got {}", x.hang_intervals));
+            }
+            if x.until {
+                if self.workload.is_none() {
+                    return bad("exhaustion.until", "a lab that runs until exhaustion needs a workload".into());
+                }
+                if !x.watched() {
+                    return bad(
+                        "exhaustion.until",
+                        "nothing would end the run: with action `none` the guest does not panic on OOM; use `kdump` or `host-dump`, or set a `headroom`".into(),
+                    );
+                }
+            }
+            if let Some(max) = x.max {
+                if !x.until {
+                    return bad("exhaustion.max", "only applies with `exhaustion.until: true`; without it the run lasts workload.duration".into());
+                }
+                if let Err(m) = check_range(max, MIN_WORKLOAD, MAX_WORKLOAD) {
+                    return bad("exhaustion.max", m);
+                }
+                if let Some(w) = self.workload.as_ref().filter(|w| max < w.duration) {
+                    return bad(
+                        "exhaustion.max",
+                        format!(
+                            "must be at least workload.duration ({}), which an A/B lab's baseline arm runs, got {}",
+                            human_duration(w.duration),
+                            human_duration(max)
+                        ),
+                    );
+                }
+            }
+        }
+        let mut seen = HashSet::new();
+        for (i, s) in mon.sources.iter().enumerate() {
+            if !seen.insert(*s) {
+                return bad(
+                    &format!("monitor.sources[{i}]"),
+                    format!("duplicate source `{s}`"),
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// The resolved lab as YAML, every default filled in; `parse` of the
+    /// result gives an equal `Lab`.
+    pub fn to_yaml(&self) -> String {
+        // Serializing plain structs, strings, integers and unit enums cannot
+        // fail; a failure here is a bug in this module.
+        serde_saphyr::to_string(self).expect("a lab always serializes to YAML")
+    }
+}
+
+fn check_name(name: &str) -> Result<(), String> {
+    let ok_first = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit();
+    let ok_rest = |c: char| ok_first(c) || matches!(c, '.' | '_' | '-');
+    let mut chars = name.chars();
+    let valid = match chars.next() {
+        None => false,
+        Some(c) => ok_first(c) && chars.all(ok_rest) && name.len() <= MAX_NAME,
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid lab name {name:?}: must be 1 to {MAX_NAME} characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit"
+        ))
+    }
+}
+
+fn check_kernel(name: &str) -> Result<(), String> {
+    let mut chars = name.chars();
+    let valid = match chars.next() {
+        None => false,
+        Some(c) => {
+            c.is_ascii_alphanumeric()
+                && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '+' | '-'))
+                && name.len() <= MAX_KERNEL_NAME
+        }
+    };
+    if valid {
+        Ok(())
+    } else {
+        Err(format!(
+            "invalid kernel name {name:?}: must be up to {MAX_KERNEL_NAME} characters of A-Z, a-z, 0-9, '.', '_', '+', '-', starting with a letter or digit"
+        ))
+    }
+}
+
+fn check_cmdline_word(word: &str) -> Result<(), String> {
+    if word.is_empty() {
+        return Err("command-line word must not be empty".to_string());
+    }
+    if word.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Err(format!(
+            "command-line word {word:?} must not contain whitespace or control characters (use one list item per word)"
+        ));
+    }
+    if let Some(p) = RESERVED_CMDLINE.iter().find(|p| word.starts_with(*p)) {
+        return Err(format!(
+            "`{p}` is set by kernlab and cannot be overridden, got {word:?}"
+        ));
+    }
+    Ok(())
+}
+
+fn check_range(d: Duration, min: Duration, max: Duration) -> Result<(), String> {
+    if d < min {
+        Err(format!(
+            "must be at least {}, got {}",
+            human_duration(min),
+            human_duration(d)
+        ))
+    } else if d > max {
+        Err(format!(
+            "must be at most {}, got {}",
+            human_duration(max),
+            human_duration(d)
+        ))
+    } else {
+        Ok(())
+    }
+}
