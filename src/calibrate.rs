@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::analysis::leak::{num, LeakAnalysis};
 use crate::lab::{self, Lab};
 use crate::outcome::leak::LeakReport;
-use crate::outcome::ReadError;
+use crate::outcome::RecordError;
 use crate::ui::columns::{self, Column};
 use crate::stats::Verdict;
 use crate::util::fsx;
@@ -161,7 +161,7 @@ pub fn read_run(dir: &Path, exit_code: i32, secs: f64) -> (RunResult, Option<Lea
     // be read is said, and the run counts as failed.
     let an: Option<LeakAnalysis> = match crate::outcome::read::<LeakReport>(&dir.join("report.json")) {
         Ok(r) => r.analysis,
-        Err(ReadError::Missing(_)) => None,
+        Err(RecordError::Missing(_)) => None,
         Err(e) => {
             tracing::warn!("calibration run {}: {}", dir.display(), crate::util::error_chain(&e));
             None

@@ -124,7 +124,7 @@ impl Entry {
 
     /// The entry's SSH keys, by path in the cache.
     pub fn keys(&self) -> Result<RunKeys, String> {
-        RunKeys::existing(&self.dir.join("keys"), &self.meta.client_public, &self.meta.host_public).map_err(|e| error_chain(&e))
+        RunKeys::existing(&self.dir.join("keys"), &self.meta.client_public, &self.meta.host_public).map_err(|e| crate::util::error_chain(&e))
     }
 }
 
@@ -201,7 +201,7 @@ impl Staged {
         let f = fs::File::open(&state)?;
         f.sync_all()?;
         meta.state_bytes = f.metadata()?.len();
-        keys.copy_to(&self.dir.path().join("keys")).map_err(|e| io::Error::other(error_chain(&e)))?;
+        keys.copy_to(&self.dir.path().join("keys")).map_err(|e| io::Error::other(crate::util::error_chain(&e)))?;
         fsx::write_atomic(&self.dir.path().join("meta.json"), &serde_json::to_vec_pretty(&meta).expect("plain data serializes"))?;
         fsx::private_dir(&cache.snapshots())?;
         let _lock = cache.lock(Lock::Snapshot(&meta.key))?;
@@ -364,16 +364,6 @@ pub fn evict(cache: &Cache, max_bytes: u64, keep: &str) -> io::Result<Vec<(Strin
     Ok(removed)
 }
 
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
-}
 
 #[cfg(test)]
 mod tests {

@@ -32,7 +32,7 @@ impl Record for matrix::MatrixReport {
 }
 
 #[derive(Debug, thiserror::Error)]
-pub enum ReadError {
+pub enum RecordError {
     #[error("`{}` does not exist", .0.display())]
     Missing(PathBuf),
     #[error("cannot read `{}`", path.display())]
@@ -55,38 +55,38 @@ struct SchemaOnly {
 }
 
 /// The schema named in a record file, if it has one (`Ok(None)`: no file).
-pub fn schema_of(path: &Path) -> Result<Option<String>, ReadError> {
+pub fn schema_of(path: &Path) -> Result<Option<String>, RecordError> {
     let bytes = match std::fs::read(path) {
         Ok(b) => b,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(ReadError::Io { path: path.into(), source }),
+        Err(source) => return Err(RecordError::Io { path: path.into(), source }),
     };
-    let s: SchemaOnly = serde_json::from_slice(&bytes).map_err(|e| ReadError::Parse { path: path.into(), message: e.to_string() })?;
+    let s: SchemaOnly = serde_json::from_slice(&bytes).map_err(|e| RecordError::Parse { path: path.into(), message: e.to_string() })?;
     Ok(s.schema)
 }
 
 /// Reads a record, checking its schema first: a file of another schema
 /// version is a clear error, not a half-read value.
-pub fn read<T: Record>(path: &Path) -> Result<T, ReadError> {
+pub fn read<T: Record>(path: &Path) -> Result<T, RecordError> {
     let bytes = std::fs::read(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => ReadError::Missing(path.into()),
-        _ => ReadError::Io { path: path.into(), source },
+        std::io::ErrorKind::NotFound => RecordError::Missing(path.into()),
+        _ => RecordError::Io { path: path.into(), source },
     })?;
-    let parse = |e: serde_json::Error| ReadError::Parse { path: path.into(), message: e.to_string() };
+    let parse = |e: serde_json::Error| RecordError::Parse { path: path.into(), message: e.to_string() };
     let found = serde_json::from_slice::<SchemaOnly>(&bytes).map_err(parse)?.schema.unwrap_or_default();
     if found != T::SCHEMA {
-        return Err(ReadError::Schema { path: path.into(), found, wanted: T::SCHEMA });
+        return Err(RecordError::Schema { path: path.into(), found, wanted: T::SCHEMA });
     }
     serde_json::from_slice(&bytes).map_err(parse)
 }
 
 /// Reads a manifest (it has no schema field of its own; its fields default).
-pub fn read_manifest(path: &Path) -> Result<run::Manifest, ReadError> {
+pub fn read_manifest(path: &Path) -> Result<run::Manifest, RecordError> {
     let bytes = std::fs::read(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => ReadError::Missing(path.into()),
-        _ => ReadError::Io { path: path.into(), source },
+        std::io::ErrorKind::NotFound => RecordError::Missing(path.into()),
+        _ => RecordError::Io { path: path.into(), source },
     })?;
-    serde_json::from_slice(&bytes).map_err(|e| ReadError::Parse { path: path.into(), message: e.to_string() })
+    serde_json::from_slice(&bytes).map_err(|e| RecordError::Parse { path: path.into(), message: e.to_string() })
 }
 
 /// The events of an `events.jsonl`; a line that is not an event of this
@@ -106,8 +106,8 @@ mod tests {
         std::fs::write(&p, r#"{"schema": "kernlab.leak-report/1", "lab": "x"}"#).unwrap();
         let e = read::<leak::LeakReport>(&p).unwrap_err().to_string();
         assert!(e.contains("kernlab.leak-report/1") && e.contains("kernlab.leak-report/2") && e.contains("report.json"), "{e}");
-        assert!(matches!(read::<leak::LeakReport>(&dir.path().join("none.json")), Err(ReadError::Missing(_))));
+        assert!(matches!(read::<leak::LeakReport>(&dir.path().join("none.json")), Err(RecordError::Missing(_))));
         std::fs::write(&p, "{not json").unwrap();
-        assert!(matches!(read::<leak::LeakReport>(&p), Err(ReadError::Parse { .. })));
+        assert!(matches!(read::<leak::LeakReport>(&p), Err(RecordError::Parse { .. })));
     }
 }

@@ -24,48 +24,48 @@ pub fn url_segment(s: &str) -> String {
 
 /// A table cell: text, or markup.
 #[derive(Debug, Clone)]
-pub enum Cell {
+pub enum TableCell {
     Text(String),
     /// Right-aligned text, for numbers.
     Num(String),
     Html(Markup),
 }
 
-impl From<&str> for Cell {
-    fn from(s: &str) -> Cell {
-        Cell::Text(s.to_string())
+impl From<&str> for TableCell {
+    fn from(s: &str) -> TableCell {
+        TableCell::Text(s.to_string())
     }
 }
 
-impl From<String> for Cell {
-    fn from(s: String) -> Cell {
-        Cell::Text(s)
+impl From<String> for TableCell {
+    fn from(s: String) -> TableCell {
+        TableCell::Text(s)
     }
 }
 
-impl From<Markup> for Cell {
-    fn from(m: Markup) -> Cell {
-        Cell::Html(m)
+impl From<Markup> for TableCell {
+    fn from(m: Markup) -> TableCell {
+        TableCell::Html(m)
     }
 }
 
-impl Cell {
+impl TableCell {
     /// The cell as a `<td>`.
     fn td(&self) -> Markup {
         match self {
-            Cell::Text(t) => html! { td { (t) } },
-            Cell::Num(t) => html! { td.num { (t) } },
-            Cell::Html(h) => html! { td { (h) } },
+            TableCell::Text(t) => html! { td { (t) } },
+            TableCell::Num(t) => html! { td.num { (t) } },
+            TableCell::Html(h) => html! { td { (h) } },
         }
     }
 }
 
-impl Render for Cell {
+impl Render for TableCell {
     /// The cell's content alone.
     fn render(&self) -> Markup {
         match self {
-            Cell::Text(t) | Cell::Num(t) => html! { (t) },
-            Cell::Html(h) => h.clone(),
+            TableCell::Text(t) | TableCell::Num(t) => html! { (t) },
+            TableCell::Html(h) => h.clone(),
         }
     }
 }
@@ -84,7 +84,7 @@ pub fn code(text: &str) -> Markup {
 }
 
 /// A table with a header row; `class` styles it.
-pub fn table(class: &str, header: &[&str], rows: &[Vec<Cell>]) -> Markup {
+pub fn table(class: &str, header: &[&str], rows: &[Vec<TableCell>]) -> Markup {
     html! {
         table class=(class) {
             (NL) thead { tr { @for h in header { th { (h) } } } } (NL)
@@ -95,7 +95,7 @@ pub fn table(class: &str, header: &[&str], rows: &[Vec<Cell>]) -> Markup {
 }
 
 /// A two-column table of labelled values.
-pub fn pairs(class: &str, rows: &[(&str, Cell)]) -> Markup {
+pub fn pairs(class: &str, rows: &[(&str, TableCell)]) -> Markup {
     html! {
         table class={ (class) " pairs" } {
             (NL) tbody { (NL) @for (k, v) in rows { tr { th { (k) } td { (v) } } (NL) } }
@@ -186,10 +186,10 @@ mod tests {
 
     #[test]
     fn text_is_escaped_everywhere_it_goes() {
-        let t = table("c", &["<h>"], &[vec![Cell::Text("a<b".into()), Cell::Num("1&2".into()), Cell::Html(html! { b { "x" } })]]).into_string();
+        let t = table("c", &["<h>"], &[vec![TableCell::Text("a<b".into()), TableCell::Num("1&2".into()), TableCell::Html(html! { b { "x" } })]]).into_string();
         assert!(t.contains("<th>&lt;h&gt;</th>") && t.contains("<td>a&lt;b</td>") && t.contains("<td class=\"num\">1&amp;2</td>"), "{t}");
         assert!(t.contains("<td><b>x</b></td>"));
-        let p = pairs("m", &[("k<", Cell::Text("v\"".into()))]).into_string();
+        let p = pairs("m", &[("k<", TableCell::Text("v\"".into()))]).into_string();
         assert!(p.contains("<table class=\"m pairs\">") && p.contains("<th>k&lt;</th><td>v&quot;</td>"), "{p}");
         assert_eq!(link("cells/a@b/report.html", "x<y").into_string(), "<a href=\"cells/a@b/report.html\">x&lt;y</a>");
         assert_eq!(link("a\"><script>", "x").into_string(), "<a href=\"a&quot;&gt;&lt;script&gt;\">x</a>");

@@ -29,7 +29,7 @@ use crate::outcome::event::Stamped;
 use crate::outcome::leak::LeakReport;
 use crate::outcome::matrix::{self as matrix_record, CellResult, MatrixReport};
 use crate::outcome::run::{CacheGrowth, Manifest, RunOutcome};
-use crate::outcome::{self, ReadError};
+use crate::outcome::{self, RecordError};
 use crate::sample::rows::{self, BalloonRow, MeminfoRow, OpsRow, Row, SlabRow};
 use crate::util::fsx;
 
@@ -42,7 +42,7 @@ pub enum ReportError {
     #[error("`{}` is neither a run directory nor a matrix directory (it has no report.json, manifest.json or events.jsonl)", .0.display())]
     NotARun(PathBuf),
     #[error(transparent)]
-    Record(#[from] ReadError),
+    Record(#[from] RecordError),
     #[error("cannot read `{}`", path.display())]
     Read {
         path: PathBuf,
@@ -94,10 +94,10 @@ fn read_text(path: &Path) -> Result<String, ReportError> {
 }
 
 /// A record that may be missing (a killed run): None then.
-fn optional<T>(r: Result<T, ReadError>) -> Result<Option<T>, ReportError> {
+fn optional<T>(r: Result<T, RecordError>) -> Result<Option<T>, ReportError> {
     match r {
         Ok(v) => Ok(Some(v)),
-        Err(ReadError::Missing(_)) => Ok(None),
+        Err(RecordError::Missing(_)) => Ok(None),
         Err(e) => Err(e.into()),
     }
 }
@@ -177,7 +177,7 @@ pub fn write_ab(top: &Path, r: &LeakReport) -> Result<PathBuf, ReportError> {
 fn leak_report(top: &Path) -> Result<LeakReport, ReportError> {
     match outcome::read::<LeakReport>(&top.join("report.json")) {
         Ok(r) => Ok(r),
-        Err(ReadError::Missing(_)) => Ok(crate::run::ab::recover(top)?),
+        Err(RecordError::Missing(_)) => Ok(crate::run::ab::recover(top)?),
         Err(e) => Err(e.into()),
     }
 }

@@ -5,8 +5,8 @@ use std::path::Path;
 
 use maud::{html, Markup};
 
-use super::html::{self, Cell};
-use super::plot::{self, Chart, Line, Marker, Trend};
+use super::html::{self, TableCell};
+use super::plot::{self, Chart, Line, Marker, FitBand};
 use super::RunData;
 use crate::outcome::event::{Event, Stamped};
 use crate::outcome::run::Manifest;
@@ -121,13 +121,13 @@ fn event_detail(e: &Event) -> (String, String) {
 }
 
 fn events_table(events: &[Stamped]) -> Markup {
-    let rows: Vec<Vec<Cell>> = events
+    let rows: Vec<Vec<TableCell>> = events
         .iter()
         .filter(|e| !matches!(e.event, Event::Sample { .. }))
         .take(300)
         .map(|e| {
             let (name, detail) = event_detail(&e.event);
-            vec![Cell::Num(format!("{:.3}", e.t)), Cell::Text(name), Cell::Text(short(&detail, 400))]
+            vec![TableCell::Num(format!("{:.3}", e.t)), TableCell::Text(name), TableCell::Text(short(&detail, 400))]
         })
         .collect();
     if rows.is_empty() {
@@ -151,20 +151,20 @@ fn manifest_table(m: Option<&Manifest>) -> Markup {
     }
     let k = m.kernel.as_ref();
     let kernel = k.map(|k| format!("{} (release {}, {} {})", k.name, k.release, k.source, k.version)).unwrap_or_else(|| "-".into());
-    let rows: Vec<(&str, Cell)> = vec![
-        ("kernlab", Cell::Text(m.kernlab_version.clone())),
-        ("lab", Cell::Text(format!("{} ({}, sha256 {})", m.lab_name, m.lab_file, m.lab_sha256))),
-        ("kernel", Cell::Text(kernel)),
-        ("kernel package sha256", Cell::Html(html::code(&or_dash(k.map(|k| k.package_sha256.clone()))))),
-        ("vmlinuz sha256", Cell::Html(html::code(&or_dash(k.map(|k| k.vmlinuz_sha256.clone()))))),
-        ("image", Cell::Html(html! { (html::code(&or_dash(m.image_sha256.clone()))) " (" (or_dash(m.image_bytes.map(|b| b.to_string()))) " bytes)" })),
-        ("image modules", Cell::Text(m.image_modules.join(" "))),
-        ("accelerator", Cell::Text(m.accel.as_ref().map(|a| format!("{}: {}", a.accel, a.reason)).unwrap_or_else(|| "-: -".into()))),
-        ("QEMU", Cell::Text(or_dash(m.qemu_version.clone()))),
-        ("QEMU argv", Cell::Html(html::pre(&argv_text))),
-        ("SSH port", Cell::Text(or_dash(m.ssh_port.map(|p| p.to_string())))),
-        ("host kernel", Cell::Text(m.host_kernel.clone())),
-        ("started", Cell::Text(m.started.clone())),
+    let rows: Vec<(&str, TableCell)> = vec![
+        ("kernlab", TableCell::Text(m.kernlab_version.clone())),
+        ("lab", TableCell::Text(format!("{} ({}, sha256 {})", m.lab_name, m.lab_file, m.lab_sha256))),
+        ("kernel", TableCell::Text(kernel)),
+        ("kernel package sha256", TableCell::Html(html::code(&or_dash(k.map(|k| k.package_sha256.clone()))))),
+        ("vmlinuz sha256", TableCell::Html(html::code(&or_dash(k.map(|k| k.vmlinuz_sha256.clone()))))),
+        ("image", TableCell::Html(html! { (html::code(&or_dash(m.image_sha256.clone()))) " (" (or_dash(m.image_bytes.map(|b| b.to_string()))) " bytes)" })),
+        ("image modules", TableCell::Text(m.image_modules.join(" "))),
+        ("accelerator", TableCell::Text(m.accel.as_ref().map(|a| format!("{}: {}", a.accel, a.reason)).unwrap_or_else(|| "-: -".into()))),
+        ("QEMU", TableCell::Text(or_dash(m.qemu_version.clone()))),
+        ("QEMU argv", TableCell::Html(html::pre(&argv_text))),
+        ("SSH port", TableCell::Text(or_dash(m.ssh_port.map(|p| p.to_string())))),
+        ("host kernel", TableCell::Text(m.host_kernel.clone())),
+        ("started", TableCell::Text(m.started.clone())),
     ];
     html::pairs("manifest", &rows)
 }
@@ -179,26 +179,26 @@ fn crash_section(d: &RunData) -> Markup {
         html::pairs(
             "dump",
             &[
-                ("vmcore", Cell::Html(html::code(&dump.vmcore.display().to_string()))),
-                ("written by", Cell::Text(dump.via.clone())),
-                ("why", Cell::Text(dump.reason.clone())),
-                ("size", Cell::Text(mib(dump.bytes as f64))),
-                ("trigger → vmcore", Cell::Text(format!("{:.1} s", dump.secs))),
+                ("vmcore", TableCell::Html(html::code(&dump.vmcore.display().to_string()))),
+                ("written by", TableCell::Text(dump.via.clone())),
+                ("why", TableCell::Text(dump.reason.clone())),
+                ("size", TableCell::Text(mib(dump.bytes as f64))),
+                ("trigger → vmcore", TableCell::Text(format!("{:.1} s", dump.secs))),
             ],
         )
     });
     let triage = r.triage.as_ref().map(|t| {
-        let mem: Vec<Vec<Cell>> = t.memory.iter().map(|(k, b)| vec![Cell::Text(k.clone()), Cell::Num(mib(*b as f64))]).collect();
-        let caches: Vec<Vec<Cell>> = t
+        let mem: Vec<Vec<TableCell>> = t.memory.iter().map(|(k, b)| vec![TableCell::Text(k.clone()), TableCell::Num(mib(*b as f64))]).collect();
+        let caches: Vec<Vec<TableCell>> = t
             .top_caches
             .iter()
             .map(|c| {
                 vec![
-                    Cell::Text(c.name.clone()),
-                    Cell::Num(c.objsize.to_string()),
-                    Cell::Num(c.allocated.to_string()),
-                    Cell::Num(c.total.to_string()),
-                    Cell::Num(mib(c.bytes as f64)),
+                    TableCell::Text(c.name.clone()),
+                    TableCell::Num(c.objsize.to_string()),
+                    TableCell::Num(c.allocated.to_string()),
+                    TableCell::Num(c.total.to_string()),
+                    TableCell::Num(mib(c.bytes as f64)),
                 ]
             })
             .collect();
@@ -235,37 +235,37 @@ pub fn run_page(d: &RunData, footer: &str) -> String {
     };
     if let Some(r) = &d.report {
         let mut rows = vec![
-            ("outcome", Cell::Html(html::badge(r.exit_code, &r.outcome))),
-            ("exit code", Cell::Text(r.exit_code.to_string())),
+            ("outcome", TableCell::Html(html::badge(r.exit_code, &r.outcome))),
+            ("exit code", TableCell::Text(r.exit_code.to_string())),
         ];
         if let Some(e) = &r.error {
-            rows.push(("error", Cell::Html(html::pre(e))));
+            rows.push(("error", TableCell::Html(html::pre(e))));
         }
         rows.extend([
-            ("accelerator", Cell::Text(r.accel.clone().unwrap_or_else(|| "-".into()))),
-            ("samples", Cell::Text(format!("{} ({} gaps)", r.samples, r.sample_gaps))),
-            ("boot to SSH", Cell::Text(format!("{:.2} s (init {})", r.timings.boot_to_ssh, opt(r.timings.init, |s| format!("{s:.2} s"))))),
-            ("total", Cell::Text(format!("{:.1} s", r.timings.total))),
+            ("accelerator", TableCell::Text(r.accel.clone().unwrap_or_else(|| "-".into()))),
+            ("samples", TableCell::Text(format!("{} ({} gaps)", r.samples, r.sample_gaps))),
+            ("boot to SSH", TableCell::Text(format!("{:.2} s (init {})", r.timings.boot_to_ssh, opt(r.timings.init, |s| format!("{s:.2} s"))))),
+            ("total", TableCell::Text(format!("{:.1} s", r.timings.total))),
         ]);
         let mut v = vec![html::pairs("verdict", &rows)];
-        let mem: Vec<Vec<Cell>> = r
+        let mem: Vec<Vec<TableCell>> = r
             .meminfo
             .iter()
-            .map(|(k, fl)| vec![Cell::Text(k.clone()), Cell::Num(mib(fl.first as f64)), Cell::Num(mib(fl.last as f64)), Cell::Num(format!("{:+.2} MiB", fl.delta as f64 / MIB))])
+            .map(|(k, fl)| vec![TableCell::Text(k.clone()), TableCell::Num(mib(fl.first as f64)), TableCell::Num(mib(fl.last as f64)), TableCell::Num(format!("{:+.2} MiB", fl.delta as f64 / MIB))])
             .collect();
         if !mem.is_empty() {
             v.push(html::table("meminfo", &["meminfo", "first", "last", "change"], &mem));
         }
-        let slab: Vec<Vec<Cell>> = r
+        let slab: Vec<Vec<TableCell>> = r
             .top_slab_growth
             .iter()
             .map(|g| {
                 vec![
-                    Cell::Text(g.cache.clone()),
-                    Cell::Num(format!("{:.1} KiB", g.first_bytes as f64 / 1024.0)),
-                    Cell::Num(format!("{:.1} KiB", g.last_bytes as f64 / 1024.0)),
-                    Cell::Num(format!("{:+.1} KiB", g.delta_bytes as f64 / 1024.0)),
-                    Cell::Num(format!("{:+}", g.delta_objs)),
+                    TableCell::Text(g.cache.clone()),
+                    TableCell::Num(format!("{:.1} KiB", g.first_bytes as f64 / 1024.0)),
+                    TableCell::Num(format!("{:.1} KiB", g.last_bytes as f64 / 1024.0)),
+                    TableCell::Num(format!("{:+.1} KiB", g.delta_bytes as f64 / 1024.0)),
+                    TableCell::Num(format!("{:+}", g.delta_objs)),
                 ]
             })
             .collect();
@@ -285,7 +285,7 @@ pub fn run_page(d: &RunData, footer: &str) -> String {
         let mut c = Chart::new(&format!("slab cache {name}"), "run time (s)", "active bytes");
         c.height = 320;
         if let Some(f) = fit_of(&pts, stats::DEFAULT_FIT_ALPHA) {
-            c.trends.extend(Trend::fit(&band_label("fit", f.alpha), plot::MODULE, &pts, f.slope, f.lower, f.upper));
+            c.trends.extend(FitBand::fit(&band_label("fit", f.alpha), plot::MODULE, &pts, f.slope, f.lower, f.upper));
         }
         c.lines.push(Line { label: (*name).into(), color: plot::MODULE, points: pts });
         c.markers = marks.clone();
@@ -297,7 +297,7 @@ pub fn run_page(d: &RunData, footer: &str) -> String {
         c.height = 320;
         let (n, y): (Vec<f64>, Vec<f64>) = plot::thin(&pts, 1000).into_iter().unzip();
         if let Ok(f) = stats::fit(&n, &y, stats::DEFAULT_FIT_ALPHA) {
-            c.trends.extend(Trend::fit(&band_label("fit", f.alpha), plot::MODULE, &pts, f.slope, f.lower, f.upper));
+            c.trends.extend(FitBand::fit(&band_label("fit", f.alpha), plot::MODULE, &pts, f.slope, f.lower, f.upper));
         }
         c.lines.push(Line { label: "Slab".into(), color: plot::MODULE, points: pts });
         charts.push(figure(&c, "meminfo Slab against the workload's cumulative operation count: the slope is bytes per operation."));
@@ -334,17 +334,17 @@ pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData,
 
     // The verdict table, line for line what the terminal summary says.
     let mut rows = vec![
-        ("verdict", Cell::Html(html! { (html::badge(r.exit_code, v)) " " (held) })),
-        ("expected", Cell::Text(expect)),
-        ("exit code", Cell::Text(r.exit_code.to_string())),
+        ("verdict", TableCell::Html(html! { (html::badge(r.exit_code, v)) " " (held) })),
+        ("expected", TableCell::Text(expect)),
+        ("exit code", TableCell::Text(r.exit_code.to_string())),
     ];
     if let Some(a) = &r.analysis {
         let u = ab::per(a);
-        rows.push(("why", Cell::Text(a.reason.clone())));
-        rows.push(("stopped", Cell::Text(r.stopped.clone())));
+        rows.push(("why", TableCell::Text(a.reason.clone())));
+        rows.push(("stopped", TableCell::Text(r.stopped.clone())));
         rows.push((
             "method",
-            Cell::Text(format!(
+            TableCell::Text(format!(
                 "{} hypotheses (the {} and every cache that changed), Holm at α {} spent over {} of {} planned looks; fits per {}",
                 a.family,
                 a.metric,
@@ -357,14 +357,14 @@ pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData,
         if let Some(t) = &a.total {
             rows.push((
                 "metric, module − baseline",
-                Cell::Text(format!("{} bytes/{u} [{} .. {}] of {}, floor {} bytes/{u}", num(t.delta), num(t.lower), num(t.upper), a.metric, num(t.floor))),
+                TableCell::Text(format!("{} bytes/{u} [{} .. {}] of {}, floor {} bytes/{u}", num(t.delta), num(t.lower), num(t.upper), a.metric, num(t.floor))),
             ));
         }
         if a.verdict != stats::Verdict::Leak {
             if let Some(d) = &a.detectable {
                 rows.push((
                     "rules out (80 % power)",
-                    Cell::Text(format!(
+                    TableCell::Text(format!(
                         "{} bytes/{u}{} in the noisiest cache ({}); {} objects/{u} into a cache of the module's own",
                         num(d.bytes),
                         d.objects.map(|o| format!(" ({} objects/{u})", num(o))).unwrap_or_default(),
@@ -375,39 +375,39 @@ pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData,
             }
         }
         if let Some(n) = &a.needs {
-            rows.push(("needs", Cell::Text(n.clone())));
+            rows.push(("needs", TableCell::Text(n.clone())));
         }
-        rows.push(("samples per arm", Cell::Text(format!("module {}, baseline {}", a.samples[0], a.samples[1]))));
+        rows.push(("samples per arm", TableCell::Text(format!("module {}, baseline {}", a.samples[0], a.samples[1]))));
         if let Some(rate) = a.ops_per_s[0] {
-            rows.push(("operations", Cell::Text(format!("{rate:.0} ops/s in the module arm"))));
+            rows.push(("operations", TableCell::Text(format!("{rate:.0} ops/s in the module arm"))));
         }
     }
     for (name, o) in [("module arm error", &r.module), ("baseline arm error", &r.baseline)] {
         if let Some(e) = &o.error {
-            rows.push((name, Cell::Html(html::pre(e))));
+            rows.push((name, TableCell::Html(html::pre(e))));
         }
     }
-    rows.push(("arms", Cell::Html(html! { (html::link("module/report.html", "module arm report")) " · " (html::link("baseline/report.html", "baseline arm report")) })));
-    rows.push(("duration", Cell::Text(format!("{:.1} s", r.secs))));
+    rows.push(("arms", TableCell::Html(html! { (html::link("module/report.html", "module arm report")) " · " (html::link("baseline/report.html", "baseline arm report")) })));
+    rows.push(("duration", TableCell::Text(format!("{:.1} s", r.secs))));
     let mut verdict = vec![html::pairs("verdict", &rows)];
     if let Some(a) = &r.analysis {
         let u = ab::per(a);
-        let caches: Vec<Vec<Cell>> = a
+        let caches: Vec<Vec<TableCell>> = a
             .caches
             .iter()
             .filter(|c| c.leak || c.bytes[0] > 0.0)
             .take(12)
             .map(|c| {
                 vec![
-                    Cell::Text(c.name.clone()),
-                    Cell::Num(format!("{:.0}", c.objsize)),
-                    Cell::Num(format!("{:.0} → {:.0}", c.module.first, c.module.last)),
-                    Cell::Num(format!("{:.0} → {:.0}", c.baseline.first, c.baseline.last)),
-                    Cell::Num(format!("{} [{} .. {}]", num(c.delta), num(c.lower), num(c.upper))),
-                    Cell::Num(num(c.bytes[0])),
-                    Cell::Num(c.bytes_per_hour.map(|h| format!("{:.2} MiB", h[0] / MIB)).unwrap_or_else(|| "-".into())),
-                    Cell::Num(format!("{:.1e}", c.p_holm)),
-                    Cell::Text(if c.leak { "LEAK".into() } else { "-".into() }),
+                    TableCell::Text(c.name.clone()),
+                    TableCell::Num(format!("{:.0}", c.objsize)),
+                    TableCell::Num(format!("{:.0} → {:.0}", c.module.first, c.module.last)),
+                    TableCell::Num(format!("{:.0} → {:.0}", c.baseline.first, c.baseline.last)),
+                    TableCell::Num(format!("{} [{} .. {}]", num(c.delta), num(c.lower), num(c.upper))),
+                    TableCell::Num(num(c.bytes[0])),
+                    TableCell::Num(c.bytes_per_hour.map(|h| format!("{:.2} MiB", h[0] / MIB)).unwrap_or_else(|| "-".into())),
+                    TableCell::Num(format!("{:.1e}", c.p_holm)),
+                    TableCell::Text(if c.leak { "LEAK".into() } else { "-".into() }),
                 ]
             })
             .collect();
@@ -420,10 +420,10 @@ pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData,
                 &caches,
             ));
         }
-        let ex: Vec<Vec<Cell>> = a
+        let ex: Vec<Vec<TableCell>> = a
             .exhaustion
             .iter()
-            .map(|e| vec![Cell::Text(e.memory.clone()), Cell::Text(ab::duration(e.fastest_s)), Cell::Text(ab::duration(e.slowest_s))])
+            .map(|e| vec![TableCell::Text(e.memory.clone()), TableCell::Text(ab::duration(e.fastest_s)), TableCell::Text(ab::duration(e.slowest_s))])
             .collect();
         if !ex.is_empty() {
             verdict.push(html::table("exhaustion", &["exhausts", "at the fastest", "at the slowest"], &ex));
@@ -446,7 +446,7 @@ pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData,
             let p = against(pts, arm);
             if let Some(f) = fit {
                 let t = stats::student::t_quantile(1.0 - a.alpha, f.df);
-                c.trends.extend(Trend::fit(&format!("{label} fit ± t·se"), color, &p, f.slope, f.slope - t * f.se, f.slope + t * f.se));
+                c.trends.extend(FitBand::fit(&format!("{label} fit ± t·se"), color, &p, f.slope, f.slope - t * f.se, f.slope + t * f.se));
             }
             c.lines.push(Line { label: format!("{label} arm"), color, points: p });
         }
@@ -464,7 +464,7 @@ pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData,
             for (label, color, pts, fit) in [("module", plot::MODULE, &m, &f.module.trend), ("baseline", plot::BASELINE, &b, &f.baseline.trend)] {
                 if let Some(fit) = fit {
                     let t = stats::student::t_quantile(1.0 - a.alpha, fit.df);
-                    c.trends.extend(Trend::fit(&format!("{label} fit ± t·se"), color, pts, fit.slope, fit.slope - t * fit.se, fit.slope + t * fit.se));
+                    c.trends.extend(FitBand::fit(&format!("{label} fit ± t·se"), color, pts, fit.slope, fit.slope - t * fit.se, fit.slope + t * fit.se));
                 }
                 c.lines.push(Line { label: format!("{label} arm"), color, points: pts.clone() });
             }
@@ -500,14 +500,14 @@ pub fn matrix_page(name: &str, exit_code: i32, cells: &[(CellResult, String)], f
     kernels.sort();
     kernels.dedup();
     let cell_html = |c: &CellResult, href: &str| html! { a class={ "badge " (html::exit_class(c.exit_code)) } href=(href) { (c.verdict) " (" (c.exit_code) ")" } };
-    let grid: Vec<Vec<Cell>> = kernels
+    let grid: Vec<Vec<TableCell>> = kernels
         .iter()
         .map(|k| {
-            let mut row = vec![Cell::Text(k.to_string())];
+            let mut row = vec![TableCell::Text(k.to_string())];
             for l in &labs {
                 row.push(match cells.iter().find(|(c, _)| c.lab == *l && c.kernel == *k) {
-                    Some((c, href)) => Cell::Html(cell_html(c, href)),
-                    None => Cell::Text("-".into()),
+                    Some((c, href)) => TableCell::Html(cell_html(c, href)),
+                    None => TableCell::Text("-".into()),
                 });
             }
             row
@@ -516,20 +516,20 @@ pub fn matrix_page(name: &str, exit_code: i32, cells: &[(CellResult, String)], f
     let mut header = vec!["kernel \\ lab"];
     header.extend(labs.iter().copied());
     let mut body = vec![html::section("table", "Kernels × labs", html::table("matrix", &header, &grid))];
-    let list: Vec<Vec<Cell>> = cells
+    let list: Vec<Vec<TableCell>> = cells
         .iter()
         .map(|(c, href)| {
             vec![
-                Cell::Html(html::link(href, &c.id)),
-                Cell::Html(cell_html(c, href)),
-                Cell::Num(format!("{:.1} s", c.secs)),
-                Cell::Num(opt(c.delta_per_hour, |d| format!("{:.2} MiB/h", d / MIB))),
-                Cell::Num(opt(c.bytes_per_op, |b| format!("{b:.0}"))),
-                Cell::Text(match (c.exhaustion_s, &c.exhaustion) {
+                TableCell::Html(html::link(href, &c.id)),
+                TableCell::Html(cell_html(c, href)),
+                TableCell::Num(format!("{:.1} s", c.secs)),
+                TableCell::Num(opt(c.delta_per_hour, |d| format!("{:.2} MiB/h", d / MIB))),
+                TableCell::Num(opt(c.bytes_per_op, |b| format!("{b:.0}"))),
+                TableCell::Text(match (c.exhaustion_s, &c.exhaustion) {
                     (Some(e), Some(how)) => format!("{} ({how})", super::summary::duration(e)),
                     _ => String::new(),
                 }),
-                Cell::Text(c.error.as_deref().or(c.reason.as_deref()).and_then(|e| e.lines().next()).unwrap_or("").to_string()),
+                TableCell::Text(c.error.as_deref().or(c.reason.as_deref()).and_then(|e| e.lines().next()).unwrap_or("").to_string()),
             ]
         })
         .collect();

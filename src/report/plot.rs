@@ -42,7 +42,7 @@ pub struct Line {
 /// A fitted straight line `y = intercept + slope·x` over `[x0, x1]`, with
 /// the band between the lines of the interval's two slopes.
 #[derive(Debug, Clone, PartialEq)]
-pub struct Trend {
+pub struct FitBand {
     pub label: String,
     pub color: Rgb,
     pub x0: f64,
@@ -53,14 +53,14 @@ pub struct Trend {
     pub upper: (f64, f64),
 }
 
-impl Trend {
+impl FitBand {
     /// The trend of `points` with the given slope and interval. The line's
     /// intercept is the Theil–Sen one, the median of `y − slope·x`; the
     /// interval's slopes pivot about the line at the median `x`, so the
     /// band shows the slope's uncertainty, which is what the verdict is
     /// about, and always contains the line. None when there are no finite
     /// points or slopes.
-    pub fn fit(label: &str, color: Rgb, points: &[(f64, f64)], slope: f64, lower: f64, upper: f64) -> Option<Trend> {
+    pub fn fit(label: &str, color: Rgb, points: &[(f64, f64)], slope: f64, lower: f64, upper: f64) -> Option<FitBand> {
         let pts: Vec<(f64, f64)> = points.iter().copied().filter(|(x, y)| x.is_finite() && y.is_finite()).collect();
         if pts.is_empty() || ![slope, lower, upper].iter().all(|s| s.is_finite()) {
             return None;
@@ -70,7 +70,7 @@ impl Trend {
         let ym = intercept + slope * xm;
         let x0 = pts.iter().map(|p| p.0).fold(f64::INFINITY, f64::min);
         let x1 = pts.iter().map(|p| p.0).fold(f64::NEG_INFINITY, f64::max);
-        Some(Trend {
+        Some(FitBand {
             label: label.to_string(),
             color,
             x0,
@@ -91,15 +91,15 @@ impl Trend {
     pub fn band(&self) -> Vec<(f64, f64)> {
         const STEPS: usize = 48;
         let xs: Vec<f64> = (0..=STEPS).map(|i| self.x0 + (self.x1 - self.x0) * i as f64 / STEPS as f64).collect();
-        let hi = |x: f64| Trend::at(self.lower, x).max(Trend::at(self.upper, x));
-        let lo = |x: f64| Trend::at(self.lower, x).min(Trend::at(self.upper, x));
+        let hi = |x: f64| FitBand::at(self.lower, x).max(FitBand::at(self.upper, x));
+        let lo = |x: f64| FitBand::at(self.lower, x).min(FitBand::at(self.upper, x));
         let mut poly: Vec<(f64, f64)> = xs.iter().map(|&x| (x, hi(x))).collect();
         poly.extend(xs.iter().rev().map(|&x| (x, lo(x))));
         poly
     }
 
     pub fn line(&self) -> [(f64, f64); 2] {
-        [(self.x0, Trend::at(self.mid, self.x0)), (self.x1, Trend::at(self.mid, self.x1))]
+        [(self.x0, FitBand::at(self.mid, self.x0)), (self.x1, FitBand::at(self.mid, self.x1))]
     }
 }
 
@@ -130,7 +130,7 @@ pub struct Chart {
     /// Start the y axis at zero (levels), or fit it to the data (growth).
     pub y_from_zero: bool,
     pub lines: Vec<Line>,
-    pub trends: Vec<Trend>,
+    pub trends: Vec<FitBand>,
     pub markers: Vec<Marker>,
     pub width: u32,
     pub height: u32,
@@ -193,7 +193,7 @@ pub fn svg(chart: &Chart) -> Result<String, String> {
         .iter()
         .map(|l| Line { points: thin(&l.points.iter().copied().filter(finite).collect::<Vec<_>>(), MAX_POINTS), ..l.clone() })
         .collect();
-    let bands: Vec<(Trend, Vec<(f64, f64)>)> = chart.trends.iter().map(|t| (t.clone(), t.band())).filter(|(_, b)| b.iter().all(finite)).collect();
+    let bands: Vec<(FitBand, Vec<(f64, f64)>)> = chart.trends.iter().map(|t| (t.clone(), t.band())).filter(|(_, b)| b.iter().all(finite)).collect();
 
     // Ranges: every point, band and marker must be inside.
     let mut xs: Vec<f64> = lines.iter().flat_map(|l| l.points.iter().map(|p| p.0)).collect();
@@ -245,7 +245,7 @@ fn draw(
     root: &DrawingArea<SVGBackend<'_>, Shift>,
     chart: &Chart,
     lines: &[Line],
-    bands: &[(Trend, Vec<(f64, f64)>)],
+    bands: &[(FitBand, Vec<(f64, f64)>)],
     (x0, x1): (f64, f64),
     (y0, y1): (f64, f64),
     scale: f64,
@@ -376,7 +376,7 @@ mod tests {
     #[test]
     fn the_band_is_a_filled_polygon_around_the_fitted_line() {
         let pts = growing(30);
-        let t = Trend::fit("module: Theil–Sen, 98 % band", MODULE, &pts, 1e6, 0.98e6, 1.02e6).unwrap();
+        let t = FitBand::fit("module: Theil–Sen, 98 % band", MODULE, &pts, 1e6, 0.98e6, 1.02e6).unwrap();
         // The fitted line passes through the data's middle, and the band
         // contains it everywhere.
         assert!((t.mid.1 - 50.06e6).abs() < 0.1e6, "{t:?}");
@@ -416,8 +416,8 @@ mod tests {
         c.lines.push(Line { label: "one point".into(), color: GREY, points: vec![(3.0, 100.0), (f64::NAN, 1.0)] });
         let s = svg(&c).unwrap();
         assert!(s.contains("<svg") && !s.contains("NaN"));
-        assert!(Trend::fit("x", GREY, &[], 1.0, 0.0, 2.0).is_none());
-        assert!(Trend::fit("x", GREY, &[(0.0, 1.0)], f64::NAN, 0.0, 2.0).is_none());
+        assert!(FitBand::fit("x", GREY, &[], 1.0, 0.0, 2.0).is_none());
+        assert!(FitBand::fit("x", GREY, &[(0.0, 1.0)], f64::NAN, 0.0, 2.0).is_none());
     }
 
     #[test]
