@@ -196,8 +196,11 @@ fn main() -> ExitCode {
         .with_target(false)
         .without_time()
         .init();
+    // The one event stream, every output a reporter on it; `kernlab run`
+    // also prints its summary.
+    let events = outputs(cli.quiet, matches!(cli.command, Command::Run { .. }));
     let code = match cli.command {
-        Command::Run { lab, out, kernel, duration } => run_lab(lab, out, kernel, duration, cli.kernel_dirs, cli.quiet),
+        Command::Run { lab, out, kernel, duration } => run_lab(lab, out, kernel, duration, cli.kernel_dirs, &events),
         Command::Validate { lab } => match lab::load(&lab) {
             Ok(l) => {
                 print!("{}", l.to_yaml());
@@ -211,12 +214,12 @@ fn main() -> ExitCode {
             bench_boot(kernels, runs, profiles, boots, !no_fast_boot, warm, &cli.kernel_dirs)
         }
         Command::Bench(BenchCommand::Samples { run }) => bench_samples(&run),
-        Command::Matrix { file, list, partition, jobs, out } => matrix(&file, list, json, partition, jobs, out, &cli.kernel_dirs),
+        Command::Matrix { file, list, partition, jobs, out } => matrix(&file, list, partition, jobs, out, &cli.kernel_dirs, &events),
         Command::Doctor { lab } => doctor(lab.as_deref(), json, &cli.kernel_dirs),
-        Command::Merge { dirs, out } => merge(&dirs, &out),
+        Command::Merge { dirs, out } => merge(&dirs, &out, &events),
         Command::Triage { vmcore, kernel, out } => triage(&vmcore, &kernel, out, &cli.kernel_dirs),
         Command::Report { dir } => report(&dir),
-        Command::Calibrate { lab, runs, arms, duration, out } => calibrate(&lab, runs, &arms, duration, out, cli.kernel_dirs, cli.quiet),
+        Command::Calibrate { lab, runs, arms, duration, out } => calibrate(&lab, runs, &arms, duration, out, cli.kernel_dirs, &events),
     };
     ExitCode::from(code as u8)
 }

@@ -4,10 +4,11 @@ use std::path::PathBuf;
 
 use tokio_util::sync::CancellationToken;
 
-use super::{fail, outputs, spawn_signal_handler};
+use super::{fail, spawn_signal_handler};
+use crate::outcome::event::Events;
 use crate::exit;
 
-pub fn calibrate(lab_file: &std::path::Path, runs: usize, arms: &str, duration: Option<std::time::Duration>, out: Option<PathBuf>, kernel_dirs: Vec<PathBuf>, quiet: bool) -> i32 {
+pub fn calibrate(lab_file: &std::path::Path, runs: usize, arms: &str, duration: Option<std::time::Duration>, out: Option<PathBuf>, kernel_dirs: Vec<PathBuf>, events: &Events) -> i32 {
     use crate::calibrate::{self, Arms};
     let Some(arms) = Arms::parse(arms) else {
         eprintln!("kernlab: --arms {arms:?}: must be `baseline`, `module` or `lab`");
@@ -40,7 +41,6 @@ pub fn calibrate(lab_file: &std::path::Path, runs: usize, arms: &str, duration: 
         return exit::INFRA;
     }
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
-    let events = outputs(quiet, false);
     rt.block_on(async move {
         let cancel = CancellationToken::new();
         spawn_signal_handler(cancel.clone());
@@ -49,7 +49,7 @@ pub fn calibrate(lab_file: &std::path::Path, runs: usize, arms: &str, duration: 
         for k in 1..=runs {
             let dir = out.join(format!("run-{k:02}"));
             let t = std::time::Instant::now();
-            let end = crate::run::run(crate::run::RunOptions { lab_file: aa_file.clone(), out: Some(dir.clone()), kernel_dirs: kernel_dirs.clone(), kernel: None, duration }, &events, cancel.clone()).await;
+            let end = crate::run::run(crate::run::RunOptions { lab_file: aa_file.clone(), out: Some(dir.clone()), kernel_dirs: kernel_dirs.clone(), kernel: None, duration }, events, cancel.clone()).await;
             let (r, an) = calibrate::read_run(&dir, end.exit_code, t.elapsed().as_secs_f64());
             crate::ui::human(&format!("calibration run {k} of {runs}: {}\n", r.verdict.map(|v| format!("{v:?}")).unwrap_or_else(|| format!("failed: {}", end.error.as_deref().unwrap_or("?")))));
             results.push((r, an));

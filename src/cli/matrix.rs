@@ -2,20 +2,21 @@
 
 use std::path::PathBuf;
 
-use super::{fail, outputs, spawn_signal_handler};
+use super::{fail, spawn_signal_handler};
 use crate::outcome::event::{Event, Events};
 use crate::exit;
 
 pub fn matrix(
     file: &std::path::Path,
     list: bool,
-    json: bool,
     partition: Option<String>,
     jobs: Option<usize>,
     out: Option<PathBuf>,
     dirs: &[PathBuf],
+    events: &Events,
 ) -> i32 {
     use crate::matrix::{self, Partition};
+    let json = crate::ui::get().json;
     let mut all_dirs = dirs.to_vec();
     all_dirs.extend(crate::kernel::descriptor_dirs(Some(file)));
     let registry = match crate::kernel::Registry::load(&all_dirs) {
@@ -85,7 +86,7 @@ pub fn matrix(
     let vm_mem = cells.iter().map(|c| c.memory).max().unwrap_or(512 << 20);
     let slots = jobs.or(m.jobs).unwrap_or_else(|| matrix::auto_slots(cores, mem_available, vm_mem)).max(1);
     crate::ui::eprintln(&format!("matrix {}: {} cells, up to {slots} VMs at once → {}", m.name, cells.len(), dir.display()));
-    let stream = outputs(crate::ui::get().quiet, false);
+    let stream = events;
     stream.emit(Event::MatrixStarted {
         name: m.name.clone(),
         cells: cells.len(),
@@ -97,11 +98,11 @@ pub fn matrix(
     let results = rt.block_on(async {
         let cancel = tokio_util::sync::CancellationToken::new();
         spawn_signal_handler(cancel.clone());
-        matrix::run_cells(cells, &dir, slots, dirs.to_vec(), &stream, cancel).await
+        matrix::run_cells(cells, &dir, slots, dirs.to_vec(), stream, cancel).await
     });
     let timing = matrix::Timing::new(started.elapsed().as_secs_f64(), slots, &results);
     let report = matrix::report(&m.name, results, part.map(|p| format!("{p:?}")), Some(timing), None);
-    finish_matrix(&dir, &report, &stream);
+    finish_matrix(&dir, &report, stream);
     crate::ui::human(&format!("{}\nmatrix {}: exit {}; {}\n", timing.line(), m.name, report.exit_code, dir.display()));
     report.exit_code
 }
@@ -115,7 +116,7 @@ pub fn finish_matrix(dir: &std::path::Path, report: &crate::outcome::matrix::Mat
     }
 }
 
-pub fn merge(dirs: &[PathBuf], out: &std::path::Path) -> i32 {
+pub fn merge(dirs: &[PathBuf], out: &std::path::Path, events: &Events) -> i32 {
     use crate::matrix;
     let mut reports = Vec::new();
     for d in dirs {
@@ -131,7 +132,7 @@ pub fn merge(dirs: &[PathBuf], out: &std::path::Path) -> i32 {
     }
     let n = results.len();
     let report = matrix::report(&name, results, None, None, Some(dirs.to_vec()));
-    finish_matrix(out, &report, &outputs(crate::ui::get().quiet, false));
+    finish_matrix(out, &report, events);
     println!("merged {} reports, {n} cells: exit {}; {}", dirs.len(), report.exit_code, out.display());
     report.exit_code
 }

@@ -88,9 +88,8 @@ impl Qmp {
             while let Some(item) = stream.next().await {
                 match item {
                     Ok(ev) => {
-                        let value = serde_json::to_value(&ev).unwrap_or_default();
-                        let name = value.get("event").and_then(|v| v.as_str()).unwrap_or("UNKNOWN").to_string();
-                        let data = value.get("data").cloned().unwrap_or(serde_json::Value::Null);
+                        let raw = serde_json::to_value(&ev).and_then(serde_json::from_value::<RawEvent>);
+                        let (name, data) = raw.map(|r| (r.event, r.data)).unwrap_or_else(|_| ("UNKNOWN".into(), serde_json::Value::Null));
                         let _ = events.send(QmpEvent { name, data });
                     }
                     Err(e) => tracing::debug!("QMP stream: {e}"),
@@ -157,9 +156,8 @@ impl Qmp {
     /// and QEMU's error message when it failed.
     pub async fn migration(&self) -> Result<(String, Option<String>), QmpError> {
         let v = self.exec("query-migrate", QueryMigrate {}).await?;
-        let status = v.get("status").and_then(|s| s.as_str()).unwrap_or("none").to_string();
-        let error = v.get("error-desc").and_then(|s| s.as_str()).map(str::to_string);
-        Ok((status, error))
+        let m: MigrationInfo = serde_json::from_value(v).unwrap_or_default();
+        Ok((m.status.unwrap_or_else(|| "none".into()), m.error_desc))
     }
 
     /// Sends an NMI to the guest (with `kernel.unknown_nmi_panic=1` it panics).
@@ -232,4 +230,20 @@ impl Drop for Qmp {
     fn drop(&mut self) {
         self.pump.abort();
     }
+}
+
+/// A QMP event as QEMU sends it: its name and its data.
+#[derive(serde::Deserialize)]
+struct RawEvent {
+    event: String,
+    #[serde(default)]
+    data: serde_json::Value,
+}
+
+/// The fields of `query-migrate`'s answer that kernlab reads.
+#[derive(serde::Deserialize, Default)]
+struct MigrationInfo {
+    status: Option<String>,
+    #[serde(rename = "error-desc")]
+    error_desc: Option<String>,
 }

@@ -117,10 +117,14 @@ impl SampleStore {
     /// Appends the balloon's guest statistics (`stat-*` keys, bytes).
     pub fn append_balloon(&mut self, t: f64, stats: &serde_json::Value) -> std::io::Result<()> {
         let Some(f) = self.balloon.as_mut() else { return Ok(()) };
-        let Some(map) = stats.get("stats").and_then(|s| s.as_object()) else { return Ok(()) };
+        /// `qom-get guest-stats` of the balloon: `stat-*` key → value.
+        #[derive(serde::Deserialize)]
+        struct GuestStats {
+            stats: std::collections::BTreeMap<String, i64>,
+        }
+        let Ok(g) = serde_json::from_value::<GuestStats>(stats.clone()) else { return Ok(()) };
         // QEMU reports -1 for statistics the guest has not supplied yet.
-        let rows: Vec<BalloonRow> =
-            map.iter().filter_map(|(k, v)| v.as_i64().and_then(|v| u64::try_from(v).ok()).map(|value| BalloonRow { t, key: k.clone(), value })).collect();
+        let rows: Vec<BalloonRow> = g.stats.into_iter().filter_map(|(key, v)| u64::try_from(v).ok().map(|value| BalloonRow { t, key, value })).collect();
         f.append(&rows)
     }
 }
