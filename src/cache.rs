@@ -10,6 +10,7 @@
 //! debug/<kernel package sha>/vmlinux  the debug vmlinux crash reads
 //! images/minimal-<sha256>.cpio        built guest images
 //! modules/<key>/  programs/<key>/     built payload
+//! payload/<key>/                      the lab's payload entries, built
 //! snapshots/<key>/                    snapshots of booted guests
 //! accel/kvm-failed-<vmlinuz sha>      kernels KVM could not boot
 //! locks/<entry>.lock  tmp/            per-entry locks, scratch space
@@ -43,6 +44,8 @@ pub enum Lock<'a> {
     Debug(&'a str),
     Module(&'a str),
     Program(&'a str),
+    /// A lab's payload entry built, by its key.
+    Payload(&'a str),
     Snapshot(&'a str),
 }
 
@@ -55,6 +58,7 @@ impl Lock<'_> {
             Lock::Debug(k) => ("debug", k),
             Lock::Module(k) => ("module", k),
             Lock::Program(k) => ("program", k),
+            Lock::Payload(k) => ("payload", k),
             Lock::Snapshot(k) => ("snapshot", k),
         };
         format!("{kind}-{key}").chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect()
@@ -135,6 +139,12 @@ impl Cache {
 
     pub fn program_dir(&self, key: &str) -> PathBuf {
         self.root.join("programs").join(key)
+    }
+
+    /// A lab's payload entry built from source (a C file, a directory
+    /// with a Makefile), by the hash of its sources and the compiler.
+    pub fn payload_dir(&self, key: &str) -> PathBuf {
+        self.root.join("payload").join(key)
     }
 
     pub fn snapshots(&self) -> PathBuf {
@@ -249,6 +259,7 @@ mod layout_tests {
             (c.image("s"), "/c/images/minimal-s.cpio"),
             (c.module_dir("m"), "/c/modules/m"),
             (c.program_dir("p"), "/c/programs/p"),
+            (c.payload_dir("p"), "/c/payload/p"),
             (c.snapshot_dir("s"), "/c/snapshots/s"),
             (c.kvm_failed_marker("v"), "/c/accel/kvm-failed-v"),
             (c.tmp(), "/c/tmp"),
@@ -262,6 +273,7 @@ mod layout_tests {
             (Lock::Debug("p"), "debug-p"),
             (Lock::Module("m"), "module-m"),
             (Lock::Program("p"), "program-p"),
+            (Lock::Payload("p"), "payload-p"),
             (Lock::Snapshot("s"), "snapshot-s"),
         ];
         for (lock, want) in names {

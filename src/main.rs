@@ -201,7 +201,7 @@ fn main() -> ExitCode {
     let events = outputs(cli.quiet, matches!(cli.command, Command::Run { .. }));
     let code = match cli.command {
         Command::Run { lab, out, kernel, duration } => run_lab(lab, out, kernel, duration, cli.kernel_dirs, &events),
-        Command::Validate { lab } => match lab::load(&lab) {
+        Command::Validate { lab } => match lab::load(&lab).and_then(|l| l.check_payload_files(&lab).map(|()| l)) {
             Ok(l) => {
                 print!("{}", l.to_yaml());
                 exit::OK

@@ -78,6 +78,22 @@ impl Tree {
         })
     }
 
+    /// The directories, parents first: absolute guest path, mode.
+    pub fn dirs(&self) -> impl Iterator<Item = (String, u32)> + '_ {
+        self.nodes.iter().filter_map(|(path, node)| match node {
+            Node::Dir { mode } => Some((format!("/{path}"), *mode)),
+            _ => None,
+        })
+    }
+
+    /// The symlinks: absolute guest path, target.
+    pub fn symlinks(&self) -> impl Iterator<Item = (String, &str)> {
+        self.nodes.iter().filter_map(|(path, node)| match node {
+            Node::Symlink { target } => Some((format!("/{path}"), target.as_str())),
+            _ => None,
+        })
+    }
+
     /// Encodes the tree as a cpio newc archive: mtime 0, uid/gid 0, inode
     /// numbers by position, so the bytes depend only on the tree.
     pub fn to_cpio(&self) -> Vec<u8> {

@@ -126,6 +126,10 @@ pub struct Lab {
     /// Virtual machine shape. Default: see `Vm`.
     #[serde(default)]
     pub vm: Vm,
+    /// Files and programs put into the guest before `setup`, on a cold
+    /// and a restored guest alike. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub payload: Vec<PayloadItem>,
     /// Guest shell commands run once after boot, in order; each non-empty.
     /// Default: none.
     #[serde(default)]

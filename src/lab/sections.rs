@@ -137,6 +137,19 @@ pub enum ChurnFs {
     Ext4,
 }
 
+/// A file, directory or program the lab puts into the guest before `setup`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PayloadItem {
+    /// Relative to the lab file. A C source file (`*.c`) or a directory
+    /// with a `Makefile` is built on the host for the guest (statically);
+    /// any other file or directory is copied as is, modes kept.
+    pub src: PathBuf,
+    /// Absolute guest path it is installed at (a built C file: the program
+    /// itself; a built directory: the directory after `make`).
+    pub dst: String,
+}
+
 /// A kernel module under test.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

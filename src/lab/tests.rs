@@ -483,3 +483,40 @@ mod fuzz {
         }
     }
 }
+
+#[test]
+fn payload_entries_parse_and_round_trip() {
+    let lab = p("name: x\npayload:\n  - {src: prog.c, dst: /usr/local/bin/prog}\n  - src: conf\n    dst: /etc/app/\n").unwrap();
+    assert_eq!(lab.payload.len(), 2);
+    assert_eq!(lab.payload[0], PayloadItem { src: "prog.c".into(), dst: "/usr/local/bin/prog".into() });
+    assert_eq!(p(&lab.to_yaml()).unwrap(), lab);
+    assert!(!Lab::new("x").to_yaml().contains("payload"), "absent when empty");
+}
+
+#[test]
+fn payload_errors_name_the_line_and_field() {
+    let e = err("name: x\npayload:\n  - src: prog.c\n    dst: usr/bin/prog\n");
+    assert!(e.starts_with("t.yaml:4:10: payload[0].dst: must be an absolute guest path"), "{e}");
+    assert_eq!(invalid_field("name: x\npayload:\n  - {src: '', dst: /a}\n"), "payload[0].src");
+    assert!(err("name: x\npayload:\n  - {src: a, dst: /tmp/a}\n").contains("under /tmp"));
+    assert!(err("name: x\npayload:\n  - {src: a, dst: /}\n").contains("payload[0].dst: must not be `/`"));
+    assert!(err("name: x\npayload:\n  - {src: a, dst: /opt/../etc}\n").contains("`..`"));
+    assert!(err("name: x\npayload:\n  - {src: a, dst: /opt/a}\n  - {src: b, dst: /opt/a/}\n").contains("payload[1].dst: \"/opt/a/\" is already the dst"));
+    // A key the entry does not have.
+    assert!(err("name: x\npayload:\n  - {src: a, dst: /a, mode: 755}\n").contains("payload[0]"));
+    // dst is required.
+    assert!(err("name: x\npayload:\n  - {src: a}\n").contains("dst"));
+}
+
+#[test]
+fn a_missing_payload_src_names_its_line() {
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("there.conf"), "x\n").unwrap();
+    let file = d.path().join("lab.yaml");
+    let text = "name: x\npayload:\n  - {src: there.conf, dst: /etc/there.conf}\n  - {src: gone.c, dst: /usr/bin/gone}\n";
+    let lab = parse(text, &file).unwrap();
+    let e = lab.check_payload_files(&file).unwrap_err().to_string();
+    assert!(e.starts_with(&format!("{}:4:11: payload[1].src: `gone.c` does not exist", file.display())), "{e}");
+    let ok = parse("name: x\npayload:\n  - {src: there.conf, dst: /etc/there.conf}\n", &file).unwrap();
+    ok.check_payload_files(&file).unwrap();
+}

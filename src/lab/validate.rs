@@ -28,6 +28,7 @@ impl Lab {
             kernel: default_kernel(),
             image: Image::default(),
             vm: Vm::default(),
+            payload: Vec::new(),
             setup: Vec::new(),
             modules: Vec::new(),
             workload: None,
@@ -104,6 +105,19 @@ impl Lab {
                     "vm.machine",
                     format!("microvm has no pvpanic or vmcoreinfo, which exhaustion.action `{action}` needs; use `auto` or `pc`"),
                 );
+            }
+        }
+
+        let mut dsts = HashSet::new();
+        for (i, p) in self.payload.iter().enumerate() {
+            if p.src.as_os_str().is_empty() {
+                return bad(&format!("payload[{i}].src"), "must name a file or directory, relative to the lab file".into());
+            }
+            if let Err(m) = check_payload_dst(&p.dst) {
+                return bad(&format!("payload[{i}].dst"), m);
+            }
+            if !dsts.insert(p.dst.trim_end_matches('/')) {
+                return bad(&format!("payload[{i}].dst"), format!("{:?} is already the dst of an earlier payload entry", p.dst));
             }
         }
 
@@ -299,6 +313,30 @@ impl Lab {
         Ok(())
     }
 
+    /// Checks that every `payload` entry's `src` exists, relative to the
+    /// directory of `file` (the lab file as given: the copy in a run
+    /// directory is not checked this way, its paths are relative to the
+    /// original).
+    pub fn check_payload_files(&self, file: &Path) -> Result<(), LabError> {
+        let base = file.parent().unwrap_or(Path::new(""));
+        for (i, p) in self.payload.iter().enumerate() {
+            let path = base.join(&p.src);
+            if let Err(e) = std::fs::metadata(&path) {
+                let field = format!("payload[{i}].src");
+                let (line, column) = self.locations.position(&field);
+                let why = if e.kind() == io::ErrorKind::NotFound { "does not exist".to_string() } else { format!("cannot be read: {e}") };
+                return Err(LabError::Invalid {
+                    file: file.to_path_buf(),
+                    line,
+                    column,
+                    field,
+                    message: format!("`{}` {why} (looked for `{}`)", p.src.display(), path.display()),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The resolved lab as YAML, every default filled in; `parse` of the
     /// result gives an equal `Lab`.
     pub fn to_yaml(&self) -> String {
@@ -357,6 +395,31 @@ fn check_cmdline_word(word: &str) -> Result<(), String> {
         return Err(format!(
             "`{p}` is set by kernlab and cannot be overridden, got {word:?}"
         ));
+    }
+    Ok(())
+}
+
+/// Directories the minimal guest mounts a file system on at boot: a file
+/// put there in the initrd would be hidden on a cold boot but not on a
+/// restored guest.
+const MOUNTED_DIRS: [&str; 6] = ["/proc", "/sys", "/dev", "/tmp", "/run", "/var/run"];
+
+fn check_payload_dst(dst: &str) -> Result<(), String> {
+    if !dst.starts_with('/') {
+        return Err(format!("must be an absolute guest path (starting with `/`), got {dst:?}"));
+    }
+    if dst.chars().any(|c| c.is_control()) {
+        return Err(format!("must not contain control characters, got {dst:?}"));
+    }
+    let trimmed = dst.trim_end_matches('/');
+    if trimmed.is_empty() {
+        return Err("must not be `/` itself: name a file or directory under it".into());
+    }
+    if trimmed.split('/').any(|c| c == ".." || c == ".") {
+        return Err(format!("must not contain `.` or `..` components, got {dst:?}"));
+    }
+    if let Some(m) = MOUNTED_DIRS.iter().find(|m| trimmed == **m || trimmed.starts_with(&format!("{m}/"))) {
+        return Err(format!("{dst:?} is under {m}, which the guest mounts a fresh file system on at boot; use another directory (e.g. /opt or /root)"));
     }
     Ok(())
 }

@@ -133,6 +133,24 @@ pub struct Manifest {
     pub started: String,
     /// How the VM booted: machine profile, kernel image, and why.
     pub boot: Option<BootManifest>,
+    /// The lab's `payload` entries as installed in the guest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub payload: Vec<PayloadEntry>,
+}
+
+/// One `payload` entry of the lab, as installed (`manifest.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PayloadEntry {
+    /// As the lab wrote it (relative to the lab file).
+    pub src: String,
+    /// The guest path.
+    pub dst: String,
+    /// What was installed: a file's sha256; for a directory, the sha256 of
+    /// its listing (`path mode sha256` per file, sorted).
+    pub sha256: String,
+    /// Built on the host (a C file, a directory with a Makefile) rather
+    /// than copied.
+    pub built: bool,
 }
 
 /// The boot profile of a run, with the reason for each choice.

@@ -5,6 +5,10 @@
 //! they are built against; a build error carries the compiler's output and
 //! names the kernel.
 
+mod files;
+
+pub use files::{install, kind, Installed, Kind};
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -112,6 +112,9 @@ pub async fn run(opts: RunOptions, events: &Events, cancel: CancellationToken) -
         Ok(l) => l,
         Err(e) => return fail_early(e.into()),
     };
+    if let Err(e) = lab.check_payload_files(&opts.lab_file) {
+        return fail_early(e.into());
+    }
     if let Some(k) = &opts.kernel {
         lab.kernel = k.clone();
     }

@@ -45,18 +45,32 @@ pub(super) async fn run(ctx: &mut Ctx, p: Prepared, ready: Ready) -> Result<(), 
     workload(ctx, &guest, kdump_loaded).await
 }
 
-/// Puts the payload's files in the guest at their paths, with their modes.
+/// Puts the payload in the guest at its paths, with its modes: the
+/// directories, the files, the symlinks, then the modes of directories
+/// that are not 0755 (as the initrd's cpio would have set them).
 async fn upload(guest: &Guest, payload: &Tree) -> Result<(), GuestError> {
-    let dirs: std::collections::BTreeSet<String> =
-        payload.files().filter_map(|(p, _, _)| Path::new(&p).parent().map(|d| tool::shell_quote(d.as_os_str()))).collect();
+    let q = |p: &str| tool::shell_quote(Path::new(p).as_os_str());
+    let mut dirs: std::collections::BTreeSet<String> = payload.dirs().map(|(d, _)| q(&d)).collect();
+    dirs.extend(payload.files().map(|(p, _, _)| p).chain(payload.symlinks().map(|(p, _)| p)).filter_map(|p| Path::new(&p).parent().map(|d| q(&*d.to_string_lossy()))));
     let mkdir = format!("mkdir -p {}", dirs.into_iter().collect::<Vec<_>>().join(" "));
-    let out = guest.exec(&mkdir, Duration::from_secs(30)).await?;
-    if !out.success() {
-        let e = std::io::Error::other(format!("`{mkdir}` exited {}: {}", out.status, out.stderr.trim()));
-        return Err(GuestError::Ssh(crate::vm::SshError::Upload { remote: "/".into(), source: e }));
-    }
+    guest_shell(guest, &mkdir).await?;
     for (path, mode, data) in payload.files() {
         guest.upload(Path::new(&path), data.to_vec(), mode, Duration::from_secs(60)).await?;
+    }
+    let mut after: Vec<String> = payload.symlinks().map(|(p, target)| format!("ln -sfn {} {}", q(target), q(&p))).collect();
+    after.extend(payload.dirs().filter(|(_, m)| *m != 0o755).map(|(d, m)| format!("chmod {m:o} {}", q(&d))));
+    if !after.is_empty() {
+        guest_shell(guest, &after.join(" && ")).await?;
+    }
+    Ok(())
+}
+
+/// One shell command of the upload; a failure is an upload error.
+async fn guest_shell(guest: &Guest, cmd: &str) -> Result<(), GuestError> {
+    let out = guest.exec(cmd, Duration::from_secs(30)).await?;
+    if !out.success() {
+        let e = std::io::Error::other(format!("`{cmd}` exited {}: {}", out.status, out.stderr.trim()));
+        return Err(GuestError::Ssh(crate::vm::SshError::Upload { remote: "/".into(), source: e }));
     }
     Ok(())
 }

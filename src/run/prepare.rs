@@ -15,6 +15,7 @@ use crate::image::{self, tree::Tree};
 use crate::kernel::vmlinux::{self, BootImages, ImageFormat};
 use crate::kernel::{self, Kernel};
 use crate::lab::{self, Lab};
+use crate::outcome::run::PayloadEntry;
 use crate::payload::{self, BuiltModule};
 use crate::qemu::machine::{self as qmachine, Driver, KernelFacts, LabNeeds};
 use crate::qemu::{self, accel, Accel, AccelChoice, AccelRequest, Device, HostTsc, Machine, MachineChoice, VmSpec};
@@ -42,6 +43,10 @@ pub(super) async fn prepare(ctx: &mut Ctx) -> Result<Prepared, RunError> {
     let lab_yaml = ctx.lab.to_yaml();
     write(&ctx.dir.join("lab.yaml"), lab_yaml.as_bytes())?;
 
+    // The lab's own payload first: it needs no kernel, and a compile error
+    // is the lab's to fix before anything is fetched or booted.
+    let own = lab_payload(ctx).await?;
+
     // Kernel.
     let t = Instant::now();
     let (cache, d) = (ctx.cache.clone(), ctx.desc.clone());
@@ -55,7 +60,7 @@ pub(super) async fn prepare(ctx: &mut Ctx) -> Result<Prepared, RunError> {
     });
     ctx.manifest.kernel = Some(kernel.clone());
 
-    let (payload, modules) = build_payload(ctx, &kernel).await?;
+    let (payload, modules) = build_payload(ctx, &kernel, own).await?;
 
     // Accelerator, kernel image and machine profile.
     let requested = ctx.lab.vm.accel;
@@ -161,10 +166,44 @@ pub(super) async fn prepare(ctx: &mut Ctx) -> Result<Prepared, RunError> {
     Ok(Prepared { kernel, payload, modules, requested, choice, profile, image, qemu_version, spec })
 }
 
+/// The lab's `payload` entries, built or read, in a tree at their guest
+/// paths; each listed in the manifest. A compile error is the lab's error,
+/// at the entry's `src`.
+async fn lab_payload(ctx: &mut Ctx) -> Result<Tree, RunError> {
+    let base = ctx.lab_file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let mut tree = Tree::new();
+    for (i, item) in ctx.lab.payload.clone().into_iter().enumerate() {
+        let (cache, src, dst) = (ctx.cache.clone(), base.join(&item.src), item.dst.clone());
+        let (res, t) = blocking(move || {
+            let r = payload::install(&cache, &src, &dst, &mut tree);
+            (r, tree)
+        })
+        .await?;
+        tree = t;
+        let installed = match res {
+            Ok(i) => i,
+            Err(payload::PayloadError::ProgramBuild { source_file, output }) => {
+                let field = format!("payload[{i}].src");
+                let (line, column) = ctx.lab.locations.position(&field);
+                return Err(RunError::Lab(lab::LabError::Invalid {
+                    file: ctx.lab_file.clone(),
+                    line,
+                    column,
+                    field,
+                    message: format!("building `{}` failed:\n{output}", source_file.display()),
+                }));
+            }
+            Err(e) => return Err(e.into()),
+        };
+        ctx.manifest.payload.push(PayloadEntry { src: item.src.display().to_string(), dst: item.dst, sha256: installed.sha256, built: installed.built });
+    }
+    Ok(tree)
+}
+
 /// The lab's payload, built against `kernel`: its modules (with their
-/// parameters checked against what each module has) and the churn program.
-async fn build_payload(ctx: &Ctx, kernel: &Kernel) -> Result<(Tree, Vec<(BuiltModule, BTreeMap<String, String>)>), RunError> {
-    let mut payload = Tree::new();
+/// parameters checked against what each module has) and the churn program,
+/// added to `payload` (the lab's own entries).
+async fn build_payload(ctx: &Ctx, kernel: &Kernel, mut payload: Tree) -> Result<(Tree, Vec<(BuiltModule, BTreeMap<String, String>)>), RunError> {
     let mut modules = Vec::new();
     if !ctx.lab.modules.is_empty() {
         let (cache, d, k) = (ctx.cache.clone(), ctx.desc.clone(), kernel.clone());

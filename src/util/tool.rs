@@ -103,6 +103,11 @@ impl Tool {
         self
     }
 
+    pub fn env(mut self, key: impl AsRef<OsStr>, value: impl AsRef<OsStr>) -> Tool {
+        self.cmd.env(key, value);
+        self
+    }
+
     pub fn current_dir(mut self, dir: impl AsRef<Path>) -> Tool {
         self.cmd.current_dir(dir);
         self
