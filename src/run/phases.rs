@@ -51,7 +51,8 @@ pub(super) async fn run(ctx: &mut Ctx, p: Prepared, ready: Ready) -> Result<(), 
 async fn upload(guest: &Guest, payload: &Tree) -> Result<(), GuestError> {
     let q = |p: &str| tool::shell_quote(Path::new(p).as_os_str());
     let mut dirs: std::collections::BTreeSet<String> = payload.dirs().map(|(d, _)| q(&d)).collect();
-    dirs.extend(payload.files().map(|(p, _, _)| p).chain(payload.symlinks().map(|(p, _)| p)).filter_map(|p| Path::new(&p).parent().map(|d| q(&*d.to_string_lossy()))));
+    let leaves = payload.files().map(|(p, _, _)| p).chain(payload.symlinks().map(|(p, _)| p));
+    dirs.extend(leaves.filter_map(|p| Path::new(&p).parent().map(|d| q(&d.to_string_lossy()))));
     let mkdir = format!("mkdir -p {}", dirs.into_iter().collect::<Vec<_>>().join(" "));
     guest_shell(guest, &mkdir).await?;
     for (path, mode, data) in payload.files() {
