@@ -273,3 +273,46 @@ fn churn_on_an_ext4_disk_leaks_ext4_inodes() {
     // The scratch disk is gone after the run.
     assert!(!dir.join("churn.img").exists());
 }
+
+/// The customer's own picture: socket churn through the leaking close hook
+/// pins one sockfs dentry and one `sock_inode_cache` object per socket
+/// closed (one operation = one socket's last close; a socketpair is two,
+/// a loopback TCP connection two: the connecting and the accepted socket).
+#[test]
+fn socket_churn_leaks_sock_inode_cache_and_dentry_one_per_socket() {
+    let _one = ONE_AB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("sockets");
+    let out = run(&["run", "labs/leak-sockets.yaml", "--out", dir.to_str().unwrap(), "-q"]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let r = report(&dir);
+    assert_eq!(r["verdict"], "leak", "{stdout}");
+    assert_eq!(r["expectation_held"], true);
+    let a = &r["analysis"];
+    assert_eq!(a["basis"], "per-op");
+    let ops_rate = a["ops_per_s"][0].as_f64().unwrap();
+    assert!((800.0..1100.0).contains(&ops_rate), "ops/s {ops_rate}");
+    // About one object of each per socket closed, module − baseline. At an
+    // early stop not every cache need be past its Holm threshold yet; the
+    // estimates are what is asserted.
+    let caches = a["caches"].as_array().unwrap();
+    for want in ["sock_inode_cache", "dentry"] {
+        let c = caches.iter().find(|c| c["name"] == want).unwrap_or_else(|| panic!("{want} not among {caches:?}"));
+        let per = c["delta"].as_f64().unwrap();
+        assert!((SOCK_PER_OP_LOW..SOCK_PER_OP_HIGH).contains(&per), "{want}: {per} objects/op");
+    }
+    // No file is made: the tmpfs inodes of the file churn do not move.
+    if let Some(c) = caches.iter().find(|c| c["name"] == "shmem_inode_cache") {
+        assert!(c["delta"].as_f64().unwrap().abs() < 0.05, "{c}");
+    }
+    // Each socket leaks a dentry and a socket inode: about 1 KB per operation.
+    let per_op = a["total"]["delta"].as_f64().unwrap();
+    assert!((700.0..1600.0).contains(&per_op), "bytes/op {per_op}");
+    let log = std::fs::read_to_string(dir.join("module/workload.log")).unwrap_or_default();
+    assert!(!log.contains("failed"), "{log}");
+}
+
+/// Tolerance on objects per operation for the socket lab.
+const SOCK_PER_OP_LOW: f64 = 0.9;
+const SOCK_PER_OP_HIGH: f64 = 1.2;

@@ -1,13 +1,33 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * churn - create/close/unlink files (optionally pipes) as fast as asked.
+ * churn - create and close files, sockets or both, as fast as asked.
  *
- * One op = open(O_CREAT|O_EXCL|O_WRONLY) a unique name in DIR, write -w bytes,
- * close, unlink.  With -p each op additionally does pipe() + close() of both
- * ends (counted separately as "pipes").
+ * Kinds (-k), and what one operation ("op") is:
  *
- *   churn -d DIR [-n COUNT] [-t SECONDS] [-r RATE] [-w BYTES] [-c COUNTFILE] [-p]
+ *   files    one op = open(O_CREAT|O_EXCL|O_WRONLY) a unique name in DIR,
+ *            write -w bytes, close, unlink.  With -p each file op also does
+ *            pipe() + close() of both ends (counted separately as "pipes").
+ *   sockets  one op = one socket's last close.  Steps alternate between
+ *            socketpair(AF_UNIX, SOCK_STREAM) + close of both ends (2 ops)
+ *            and a TCP connection on 127.0.0.1: connect to a listener of
+ *            our own, accept, close both ends (2 ops; the client closes
+ *            first with SO_LINGER 0, an RST, so no TIME_WAIT piles up and
+ *            no ephemeral ports run out).  Every socket closed is counted,
+ *            also one closed after a failed connect; the one listening
+ *            socket (closed at exit) is not.  When one op is left to do
+ *            under -n, a lone socket(AF_UNIX) is made and closed.
+ *   mixed    files and sockets, half the ops each: two file ops, then one
+ *            socket step (2 ops), and so on.
  *
+ * Every socket fd comes from sock_alloc_file(): a sockfs dentry with its
+ * inode in sock_inode_cache, so a close hook that leaks the path pins one
+ * dentry + one sock_inode_cache object per socket op, as a file op pins one
+ * dentry + one inode of DIR's file system.
+ *
+ *   churn [-k KIND] [-d DIR] [-n COUNT] [-t SECONDS] [-r RATE] [-w BYTES] [-c COUNTFILE] [-p]
+ *
+ *   -k KIND       files (default), sockets or mixed
+ *   -d DIR        where the files are made (required unless -k sockets)
  *   -n COUNT      stop after COUNT ops (0 = unlimited, default)
  *   -t SECONDS    stop after this long (fractions allowed; 0 = unlimited)
  *   -r RATE       ops per second (0 = flat out, default).  Paced in batches
@@ -17,12 +37,17 @@
  *   -w BYTES      bytes to write into each file (default 0)
  *   -c COUNTFILE  cumulative op count, "N\n", replaced atomically
  *                 (temp file + rename) at least every 100 ms and at exit
- *   -p            also churn pipes
+ *   -p            also churn pipes (with file ops)
+ *
+ * At most four descriptors are open at once (the listener, a pair, the
+ * count file); every one is closed on every path.  Signals: SIGTERM/SIGINT
+ * end the run after the current step; interrupted calls are retried.
  *
  * Exit status: 0 on normal end (count or time reached, SIGTERM/SIGINT),
- * 1 on a runtime error (e.g. ENOSPC; the count reached is reported),
- * 2 on a usage error.  Last stdout line:
- *   churn: ops=N seconds=S rate=R/s [pipes=P]
+ * 1 on a runtime error (e.g. ENOSPC, ENOBUFS; the count reached is
+ * reported), 2 on a usage error.  Last stdout line:
+ *   churn: ops=N seconds=S rate=R/s [files=F sockets=S] [pipes=P]
+ * (files= and sockets= with -k sockets or mixed).
  *
  * Build: gcc -O2 -static -Wall -Wextra -o churn churn.c
  */
@@ -30,22 +55,32 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <getopt.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
 
 #define COUNT_INTERVAL_NS	100000000LL	/* count file refresh: 100 ms */
 #define BATCHES_PER_SEC		100.0L
 #define WBUF_SIZE		65536
+#define ACCEPT_TIMEOUT_MS	30000	/* loopback: the connection is queued at once */
+
+enum kind { KIND_FILES, KIND_SOCKETS, KIND_MIXED };
 
 static volatile sig_atomic_t stop_sig;
 
 static const char *count_path;
 static char count_tmp[4096];
+
+/* What failed, for the final message: the call and its errno. */
+static const char *fail_what;
+static int fail_errno;
 
 static void on_signal(int sig)
 {
@@ -63,7 +98,7 @@ static int64_t now_ns(void)
 static void usage(const char *prog)
 {
 	fprintf(stderr,
-		"usage: %s -d DIR [-n COUNT] [-t SECONDS] [-r RATE] [-w BYTES] [-c COUNTFILE] [-p]\n",
+		"usage: %s [-k files|sockets|mixed] [-d DIR] [-n COUNT] [-t SECONDS] [-r RATE] [-w BYTES] [-c COUNTFILE] [-p]\n",
 		prog);
 	exit(2);
 }
@@ -145,23 +180,243 @@ static int write_all(int fd, const char *buf, unsigned long long n)
 	return 0;
 }
 
+
+static void fail(const char *what)
+{
+	fail_what = what;
+	fail_errno = errno;
+}
+
+/* One file op.  Returns 0 or -1 (fail_what set). */
+static int file_op(const char *path, const char *wbuf, unsigned long long wbytes)
+{
+	int fd;
+
+	do {
+		fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
+	} while (fd < 0 && errno == EINTR);
+	if (fd < 0) {
+		fail("open");
+		return -1;
+	}
+	if (wbytes && write_all(fd, wbuf, wbytes) < 0) {
+		fail("write");
+		close(fd);
+		unlink(path);
+		return -1;
+	}
+	/* Linux frees the descriptor even when close reports EINTR. */
+	if (close(fd) < 0 && errno != EINTR) {
+		fail("close");
+		unlink(path);
+		return -1;
+	}
+	if (unlink(path) < 0) {
+		fail("unlink");
+		return -1;
+	}
+	return 0;
+}
+
+/* Close a socket: its last close, one op.  The descriptor is gone whatever
+ * close returns, so it is counted either way. */
+static void close_sock(int fd, unsigned long long *ops)
+{
+	close(fd);
+	(*ops)++;
+}
+
+/* The loopback listener the TCP steps connect to; -1 on error. */
+static int listen_loopback(struct sockaddr_in *addr)
+{
+	socklen_t len = sizeof(*addr);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+
+	if (fd < 0) {
+		fail("socket(AF_INET) for the listener");
+		return -1;
+	}
+	memset(addr, 0, sizeof(*addr));
+	addr->sin_family = AF_INET;
+	addr->sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	addr->sin_port = 0;
+	if (bind(fd, (struct sockaddr *)addr, sizeof(*addr)) < 0) {
+		fail("bind 127.0.0.1 (is lo up?)");
+		close(fd);
+		return -1;
+	}
+	if (listen(fd, 64) < 0) {
+		fail("listen");
+		close(fd);
+		return -1;
+	}
+	if (getsockname(fd, (struct sockaddr *)addr, &len) < 0) {
+		fail("getsockname");
+		close(fd);
+		return -1;
+	}
+	return fd;
+}
+
+/* connect(), with an interrupted connect waited out.  0 or -1 (errno). */
+static int connect_loopback(int fd, const struct sockaddr_in *addr)
+{
+	struct pollfd p = { .fd = fd, .events = POLLOUT };
+	int err = 0;
+	socklen_t len = sizeof(err);
+
+	if (connect(fd, (const struct sockaddr *)addr, sizeof(*addr)) == 0)
+		return 0;
+	if (errno != EINTR && errno != EINPROGRESS)
+		return -1;
+	/* The connect goes on in the kernel: wait for its result. */
+	for (;;) {
+		int n = poll(&p, 1, ACCEPT_TIMEOUT_MS);
+
+		if (n < 0 && errno == EINTR)
+			continue;
+		if (n < 0)
+			return -1;
+		if (n == 0) {
+			errno = ETIMEDOUT;
+			return -1;
+		}
+		break;
+	}
+	if (getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) < 0)
+		return -1;
+	if (err) {
+		errno = err;
+		return -1;
+	}
+	return 0;
+}
+
+/* accept4() on the non-blocking listener, waiting for the connection to
+ * be queued.  The descriptor, or -1 (errno). */
+static int accept_loopback(int lfd)
+{
+	int64_t deadline = now_ns() + (int64_t)ACCEPT_TIMEOUT_MS * 1000000LL;
+
+	for (;;) {
+		struct pollfd p = { .fd = lfd, .events = POLLIN };
+		int fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC);
+		int n;
+
+		if (fd >= 0)
+			return fd;
+		if (errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR &&
+		    errno != ECONNABORTED)
+			return -1;
+		if (now_ns() >= deadline) {
+			errno = ETIMEDOUT;
+			return -1;
+		}
+		n = poll(&p, 1, 100);
+		if (n < 0 && errno != EINTR)
+			return -1;
+	}
+}
+
+/* One TCP connection on loopback: 2 ops, each socket closed counted. */
+static int tcp_step(int lfd, const struct sockaddr_in *addr, unsigned long long *ops)
+{
+	struct linger lg = { .l_onoff = 1, .l_linger = 0 };
+	int c, a;
+
+	c = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (c < 0) {
+		fail("socket(AF_INET)");
+		return -1;
+	}
+	/* Close with an RST: no TIME_WAIT, no port held for a minute. */
+	if (setsockopt(c, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg)) < 0) {
+		fail("setsockopt(SO_LINGER)");
+		close_sock(c, ops);
+		return -1;
+	}
+	if (connect_loopback(c, addr) < 0) {
+		fail("connect 127.0.0.1");
+		close_sock(c, ops);
+		return -1;
+	}
+	a = accept_loopback(lfd);
+	if (a < 0) {
+		fail("accept");
+		close_sock(c, ops);
+		return -1;
+	}
+	close_sock(c, ops);
+	close_sock(a, ops);
+	return 0;
+}
+
+/* socketpair(AF_UNIX) and both ends closed: 2 ops. */
+static int pair_step(unsigned long long *ops)
+{
+	int sv[2];
+
+	if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0) {
+		fail("socketpair(AF_UNIX)");
+		return -1;
+	}
+	close_sock(sv[0], ops);
+	close_sock(sv[1], ops);
+	return 0;
+}
+
+/* One lone socket, for the last op under -n. */
+static int lone_socket_step(unsigned long long *ops)
+{
+	int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+
+	if (fd < 0) {
+		fail("socket(AF_UNIX)");
+		return -1;
+	}
+	close_sock(fd, ops);
+	return 0;
+}
+
+static void refresh_count(unsigned long long ops, int *warned)
+{
+	int err = write_count(ops);
+
+	if (err && !(*warned)++)
+		fprintf(stderr, "churn: warning: count file %s: %s\n",
+			count_path, strerror(err));
+}
+
 int main(int argc, char **argv)
 {
 	const char *dir = NULL;
+	enum kind kind = KIND_FILES;
 	unsigned long long max_ops = 0, wbytes = 0, ops = 0, pipes = 0;
+	unsigned long long file_ops = 0, sock_ops = 0, sock_steps = 0;
 	double secs = 0.0, rate = 0.0;
-	int do_pipes = 0, opt, rc = 0, err;
-	char *wbuf = NULL, *path;
+	int do_pipes = 0, opt, rc = 0, err, lfd = -1;
+	char *wbuf = NULL, *path = NULL;
 	size_t plen;
 	int64_t start, end_ns = 0, next_count, t = 0;
 	unsigned long long batch = 1, in_batch = 0;
 	struct sigaction sa;
-	const char *fail_what = NULL;
-	int fail_errno = 0;
+	struct sockaddr_in laddr;
 	int count_warned = 0;
 
-	while ((opt = getopt(argc, argv, "d:n:t:r:w:c:ph")) != -1) {
+	while ((opt = getopt(argc, argv, "k:d:n:t:r:w:c:ph")) != -1) {
 		switch (opt) {
+		case 'k':
+			if (!strcmp(optarg, "files"))
+				kind = KIND_FILES;
+			else if (!strcmp(optarg, "sockets"))
+				kind = KIND_SOCKETS;
+			else if (!strcmp(optarg, "mixed"))
+				kind = KIND_MIXED;
+			else {
+				fprintf(stderr, "churn: invalid value for -k: '%s' (files, sockets or mixed)\n", optarg);
+				exit(2);
+			}
+			break;
 		case 'd': dir = optarg; break;
 		case 'n': max_ops = parse_u64(optarg, 'n'); break;
 		case 't': secs = parse_nonneg(optarg, 't'); break;
@@ -172,7 +427,7 @@ int main(int argc, char **argv)
 		default: usage(argv[0]);
 		}
 	}
-	if (!dir || optind != argc)
+	if ((kind != KIND_SOCKETS && !dir) || optind != argc)
 		usage(argv[0]);
 
 	if (count_path &&
@@ -191,24 +446,41 @@ int main(int argc, char **argv)
 		memset(wbuf, 'x', WBUF_SIZE);
 	}
 
-	plen = strlen(dir) + 96;
+	plen = (dir ? strlen(dir) : 0) + 96;
 	path = malloc(plen);
 	if (!path) {
 		fprintf(stderr, "churn: out of memory\n");
+		free(wbuf);
 		return 1;
 	}
+	path[0] = '\0';
 
 	memset(&sa, 0, sizeof(sa));
 	sa.sa_handler = on_signal;
-	sa.sa_flags = SA_RESTART;	/* clock_nanosleep still returns EINTR */
+	sa.sa_flags = SA_RESTART;	/* clock_nanosleep and poll still return EINTR */
 	sigemptyset(&sa.sa_mask);
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+	signal(SIGPIPE, SIG_IGN);
+
+	if (kind != KIND_FILES) {
+		lfd = listen_loopback(&laddr);
+		if (lfd < 0) {
+			fprintf(stderr, "churn: %s: %s\n", fail_what, strerror(fail_errno));
+			free(path);
+			free(wbuf);
+			return 1;
+		}
+	}
 
 	err = write_count(0);
 	if (err) {
 		fprintf(stderr, "churn: cannot write count file %s: %s\n",
 			count_path, strerror(err));
+		if (lfd >= 0)
+			close(lfd);
+		free(path);
+		free(wbuf);
 		return 1;
 	}
 
@@ -223,49 +495,41 @@ int main(int argc, char **argv)
 	}
 
 	while (!stop_sig && (!max_ops || ops < max_ops)) {
-		int fd;
+		unsigned long long before = ops;
+		int sockets_now = kind == KIND_SOCKETS ||
+			(kind == KIND_MIXED && file_ops > sock_ops);
 
-		snprintf(path, plen, "%s/churn.%ld.%llx.%llu", dir, (long)getpid(),
-			 (unsigned long long)start, ops);
-		do {
-			fd = open(path, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0644);
-		} while (fd < 0 && errno == EINTR);
-		if (fd < 0) {
-			fail_what = "open";
-			fail_errno = errno;
-			break;
-		}
-		if (wbytes && write_all(fd, wbuf, wbytes) < 0) {
-			fail_what = "write";
-			fail_errno = errno;
-			close(fd);
-			unlink(path);
-			break;
-		}
-		if (close(fd) < 0 && errno != EINTR) {
-			fail_what = "close";
-			fail_errno = errno;
-			unlink(path);
-			break;
-		}
-		if (unlink(path) < 0) {
-			fail_what = "unlink";
-			fail_errno = errno;
-			break;
-		}
-		if (do_pipes) {
-			int p[2];
-
-			if (pipe2(p, O_CLOEXEC) < 0) {
-				fail_what = "pipe";
-				fail_errno = errno;
+		if (!sockets_now) {
+			snprintf(path, plen, "%s/churn.%ld.%llx.%llu", dir, (long)getpid(),
+				 (unsigned long long)start, file_ops);
+			if (file_op(path, wbuf, wbytes) < 0)
 				break;
+			if (do_pipes) {
+				int p[2];
+
+				if (pipe2(p, O_CLOEXEC) < 0) {
+					fail("pipe");
+					break;
+				}
+				close(p[0]);
+				close(p[1]);
+				pipes++;
 			}
-			close(p[0]);
-			close(p[1]);
-			pipes++;
+			ops++;
+			file_ops++;
+		} else {
+			int r;
+
+			if (max_ops && max_ops - ops == 1)
+				r = lone_socket_step(&ops);
+			else if (sock_steps++ % 2 == 0)
+				r = pair_step(&ops);
+			else
+				r = tcp_step(lfd, &laddr, &ops);
+			sock_ops += ops - before;
+			if (r < 0)
+				break;
 		}
-		ops++;
 
 		if (max_ops && ops >= max_ops)
 			break;
@@ -273,7 +537,8 @@ int main(int argc, char **argv)
 		if (end_ns && t >= end_ns)
 			break;
 
-		if (rate > 0 && ++in_batch >= batch) {
+		in_batch += ops - before;
+		if (rate > 0 && in_batch >= batch) {
 			long double off = (long double)ops * 1e9L / (long double)rate;
 			int64_t target = start + (int64_t)off;
 
@@ -291,10 +556,7 @@ int main(int argc, char **argv)
 				clock_nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, &ts, NULL);
 				t = now_ns();
 				if (t >= next_count) {
-					err = write_count(ops);
-					if (err && !count_warned++)
-						fprintf(stderr, "churn: warning: count file %s: %s\n",
-							count_path, strerror(err));
+					refresh_count(ops, &count_warned);
 					next_count = t + COUNT_INTERVAL_NS;
 				}
 			}
@@ -303,25 +565,25 @@ int main(int argc, char **argv)
 		}
 
 		if (t >= next_count) {
-			err = write_count(ops);
-			if (err && !count_warned++)
-				fprintf(stderr, "churn: warning: count file %s: %s\n",
-					count_path, strerror(err));
+			refresh_count(ops, &count_warned);
 			next_count = t + COUNT_INTERVAL_NS;
 		}
 	}
 
+	if (lfd >= 0)
+		close(lfd);
 	t = now_ns();
 	{
 		double el = (double)(t - start) / 1e9;
 
 		if (fail_what) {
-			if (do_pipes && !strcmp(fail_what, "pipe"))
-				fprintf(stderr, "churn: pipe failed after %llu ops: %s\n",
-					ops, strerror(fail_errno));
-			else
+			if (!strcmp(fail_what, "open") || !strcmp(fail_what, "write") ||
+			    !strcmp(fail_what, "close") || !strcmp(fail_what, "unlink"))
 				fprintf(stderr, "churn: %s %s failed after %llu ops: %s\n",
 					fail_what, path, ops, strerror(fail_errno));
+			else
+				fprintf(stderr, "churn: %s failed after %llu ops: %s\n",
+					fail_what, ops, strerror(fail_errno));
 			rc = 1;
 		}
 		err = write_count(ops);
@@ -330,12 +592,13 @@ int main(int argc, char **argv)
 				count_path, strerror(err));
 			rc = 1;
 		}
+		printf("churn: ops=%llu seconds=%.3f rate=%.1f/s", ops, el,
+		       el > 0 ? ops / el : 0.0);
+		if (kind != KIND_FILES)
+			printf(" files=%llu sockets=%llu", file_ops, sock_ops);
 		if (do_pipes)
-			printf("churn: ops=%llu seconds=%.3f rate=%.1f/s pipes=%llu\n",
-			       ops, el, el > 0 ? ops / el : 0.0, pipes);
-		else
-			printf("churn: ops=%llu seconds=%.3f rate=%.1f/s\n",
-			       ops, el, el > 0 ? ops / el : 0.0);
+			printf(" pipes=%llu", pipes);
+		printf("\n");
 		fflush(stdout);
 	}
 	free(path);

@@ -85,7 +85,7 @@ pub enum KernelFormat {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Workload {
-    /// The built-in file churn workload (`labs/workloads/churn.c`), run
+    /// The built-in churn workload of files or sockets (`labs/workloads/churn.c`), run
     /// before and alongside the commands. Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub churn: Option<Churn>,
@@ -99,12 +99,17 @@ pub struct Workload {
     pub duration: Duration,
 }
 
-/// The file churn workload: each operation creates a unique file (optionally
-/// writes to it), closes it and unlinks it, the pattern that exercises a
-/// close hook on every file's last reference.
+/// The churn workload: each operation creates a unique file (optionally
+/// writes to it), closes it and unlinks it, or closes a socket for the last
+/// time (see [`ChurnKind`]): the patterns that exercise a close hook on
+/// every file's last reference.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Churn {
+    /// What is churned: `files` (default), `sockets` (socketpair(AF_UNIX)
+    /// and TCP on the guest's loopback; one operation = one socket's last
+    /// close) or `mixed` (half the operations each).
+    pub kind: ChurnKind,
     /// Where the files live: `tmpfs`, mounted with `nr_inodes=0` so leaked
     /// inodes cannot make it run out of inodes before memory, or `ext4` on
     /// a virtio disk kernlab attaches (one inode per 2 KiB, so leaked,
@@ -124,7 +129,39 @@ pub struct Churn {
 
 impl Default for Churn {
     fn default() -> Self {
-        Churn { fs: ChurnFs::Tmpfs, disk: 2 * GIB, rate: 0, count: 0, write: 0 }
+        Churn { kind: ChurnKind::Files, fs: ChurnFs::Tmpfs, disk: 2 * GIB, rate: 0, count: 0, write: 0 }
+    }
+}
+
+impl Churn {
+    /// Whether the churn makes files (and so needs its file system).
+    pub fn uses_files(&self) -> bool {
+        self.kind != ChurnKind::Sockets
+    }
+}
+
+/// What the churn workload creates and closes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ChurnKind {
+    /// One operation = a file created, written, closed and unlinked.
+    #[default]
+    Files,
+    /// One operation = one socket's last close: socketpair(AF_UNIX) (two
+    /// per pair) and TCP connect/accept on 127.0.0.1 (two per connection).
+    Sockets,
+    /// Half the operations files, half sockets.
+    Mixed,
+}
+
+impl ChurnKind {
+    /// The churn program's `-k` word.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChurnKind::Files => "files",
+            ChurnKind::Sockets => "sockets",
+            ChurnKind::Mixed => "mixed",
+        }
     }
 }
 

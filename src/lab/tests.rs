@@ -438,6 +438,32 @@ fn read_error_names_file() {
     assert!(std::error::Error::source(&e).is_some());
 }
 
+#[test]
+fn churn_kind_parses_defaults_to_files_and_round_trips() {
+    let kind = |yaml: &str| p(yaml).unwrap().workload.unwrap().churn.unwrap().kind;
+    assert_eq!(kind("name: x\nworkload:\n  churn: {}\n"), ChurnKind::Files);
+    assert_eq!(kind("name: x\nworkload:\n  churn: {kind: files}\n"), ChurnKind::Files);
+    assert_eq!(kind("name: x\nworkload:\n  churn: {kind: sockets, rate: 1000}\n"), ChurnKind::Sockets);
+    assert_eq!(kind("name: x\nworkload:\n  churn: {kind: mixed, fs: ext4}\n"), ChurnKind::Mixed);
+    let lab = p("name: x\nworkload:\n  churn: {kind: sockets}\n").unwrap();
+    assert!(lab.to_yaml().contains("kind: sockets"), "{}", lab.to_yaml());
+    assert_eq!(p(&lab.to_yaml()).unwrap(), lab);
+    assert!(!lab.workload.unwrap().churn.unwrap().uses_files());
+}
+
+#[test]
+fn churn_kind_errors_name_the_field_and_line() {
+    let e = err("name: x\nworkload:\n  churn:\n    kind: pipes\n");
+    assert!(e.starts_with("t.yaml:4:"), "{e}");
+    assert!(e.contains("unknown variant `pipes`") && e.contains("files") && e.contains("sockets") && e.contains("mixed"), "{e}");
+    // Sockets make no files: a file system or a write size is a mistake.
+    assert_eq!(invalid_field("name: x\nworkload:\n  churn: {kind: sockets, fs: ext4}\n"), "workload.churn.fs");
+    let e = err("name: x\nworkload:\n  churn:\n    kind: sockets\n    write: 4K\n");
+    assert!(e.contains("workload.churn.write: `sockets` makes no files"), "{e}");
+    // mixed makes files too: both are fine there.
+    assert!(p("name: x\nworkload:\n  churn: {kind: mixed, fs: ext4, write: 4K}\n").is_ok());
+}
+
 mod fuzz {
     //! The lab parser on mangled input: it may refuse, but it must not
     //! panic, and every refusal names the file.

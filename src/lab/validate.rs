@@ -172,6 +172,16 @@ impl Lab {
                 }
             }
             if let Some(c) = &w.churn {
+                if !c.uses_files() {
+                    // Sockets need no file system and have nothing to write:
+                    // a lab that says otherwise means something kernlab would not do.
+                    if c.fs != ChurnFs::Tmpfs {
+                        return bad("workload.churn.fs", format!("`{}` makes no files; `fs` applies to `kind: files` or `mixed`", c.kind.as_str()));
+                    }
+                    if c.write > 0 {
+                        return bad("workload.churn.write", format!("`{}` makes no files; `write` applies to `kind: files` or `mixed`", c.kind.as_str()));
+                    }
+                }
                 if c.fs == ChurnFs::Ext4 && !(64 * MIB..=64 * GIB).contains(&c.disk) {
                     return bad("workload.churn.disk", format!("must be between 64 MiB and 64 GiB, got {}", human_size(c.disk)));
                 }

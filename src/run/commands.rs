@@ -79,22 +79,31 @@ pub fn insmod_command(name: &str, params: &std::collections::BTreeMap<String, St
 }
 
 /// The workload's guest commands: the churn program (in the background when
-/// there are commands too) on a fresh tmpfs, then the lab's commands. The
-/// churn stops by itself after `limit` (the phase's, see
+/// there are commands too) on a fresh tmpfs or the churn disk (no file
+/// system for `kind: sockets`), then the lab's commands. The churn stops by itself after `limit` (the phase's, see
 /// [`Lab::phase_limit`]), in case kernlab's stop at that moment is lost.
 pub fn workload_commands(w: &lab::Workload, limit: Duration) -> Vec<String> {
     let mut cmds = Vec::new();
     if let Some(c) = &w.churn {
-        cmds.push(match c.fs {
-            lab::ChurnFs::Tmpfs => "mkdir -p /mnt/churn && mount -t tmpfs -o nr_inodes=0,mode=1777 kernlab-churn /mnt/churn || exit 90".to_string(),
-            lab::ChurnFs::Ext4 => {
-                format!("mkdir -p /mnt/churn && mount -t ext4 \"$(findfs LABEL={CHURN_LABEL})\" /mnt/churn || exit 90")
-            }
-        });
+        if c.uses_files() {
+            cmds.push(match c.fs {
+                lab::ChurnFs::Tmpfs => "mkdir -p /mnt/churn && mount -t tmpfs -o nr_inodes=0,mode=1777 kernlab-churn /mnt/churn || exit 90".to_string(),
+                lab::ChurnFs::Ext4 => {
+                    format!("mkdir -p /mnt/churn && mount -t ext4 \"$(findfs LABEL={CHURN_LABEL})\" /mnt/churn || exit 90")
+                }
+            });
+        }
         // The churn outlives the sampling by a margin (the run ends it when
         // sampling is over): its exit (the last closes, a hook module's
         // deferred work) must not land in the last samples as a step.
-        let mut churn = format!("churn -d /mnt/churn -c {} -t {}", sparse::OPS_FILE, limit.as_secs().max(1) + CHURN_MARGIN_SECS);
+        let mut churn = "churn".to_string();
+        if c.kind != lab::ChurnKind::Files {
+            churn.push_str(&format!(" -k {}", c.kind.as_str()));
+        }
+        if c.uses_files() {
+            churn.push_str(" -d /mnt/churn");
+        }
+        churn.push_str(&format!(" -c {} -t {}", sparse::OPS_FILE, limit.as_secs().max(1) + CHURN_MARGIN_SECS));
         if c.rate > 0 {
             churn.push_str(&format!(" -r {}", c.rate));
         }
@@ -171,5 +180,30 @@ mod tests {
         assert_eq!(insmod_command("khm", &p), "insmod /opt/kernlab/modules/khm.ko leak=1 'symbol=\"x; reboot\"'");
         p.insert("symbol".to_string(), "it's$(x)`y`;z".to_string());
         assert_eq!(insmod_command("khm", &p), "insmod /opt/kernlab/modules/khm.ko leak=1 'symbol=it'\\''s$(x)`y`;z'");
+    }
+
+    #[test]
+    fn churn_command_line_per_kind() {
+        let w = |kind, fs, write| lab::Workload {
+            churn: Some(lab::Churn { kind, fs, rate: 500, write, ..Default::default() }),
+            commands: vec![],
+            duration: Duration::from_secs(30),
+        };
+        let limit = Duration::from_secs(30);
+        let files = workload_commands(&w(lab::ChurnKind::Files, lab::ChurnFs::Tmpfs, 4096), limit);
+        assert_eq!(
+            files,
+            [
+                "mkdir -p /mnt/churn && mount -t tmpfs -o nr_inodes=0,mode=1777 kernlab-churn /mnt/churn || exit 90",
+                "churn -d /mnt/churn -c /run/kernlab-ops -t 45 -r 500 -w 4096"
+            ]
+        );
+        // Sockets need no file system: no mount, no -d.
+        let sockets = workload_commands(&w(lab::ChurnKind::Sockets, lab::ChurnFs::Tmpfs, 0), limit);
+        assert_eq!(sockets, ["churn -k sockets -c /run/kernlab-ops -t 45 -r 500"]);
+        let mixed = workload_commands(&w(lab::ChurnKind::Mixed, lab::ChurnFs::Ext4, 0), limit);
+        assert_eq!(mixed.len(), 2);
+        assert!(mixed[0].contains("findfs LABEL=kernlab-churn"), "{mixed:?}");
+        assert_eq!(mixed[1], "churn -k mixed -d /mnt/churn -c /run/kernlab-ops -t 45 -r 500");
     }
 }
