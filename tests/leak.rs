@@ -292,7 +292,7 @@ fn socket_churn_leaks_sock_inode_cache_and_dentry_one_per_socket() {
     let a = &r["analysis"];
     assert_eq!(a["basis"], "per-op");
     let ops_rate = a["ops_per_s"][0].as_f64().unwrap();
-    assert!((800.0..1100.0).contains(&ops_rate), "ops/s {ops_rate}");
+    assert!((750.0..1150.0).contains(&ops_rate), "ops/s {ops_rate}");
     // About one object of each per socket closed, module − baseline. At an
     // early stop not every cache need be past its Holm threshold yet; the
     // estimates are what is asserted.
@@ -302,17 +302,20 @@ fn socket_churn_leaks_sock_inode_cache_and_dentry_one_per_socket() {
         let per = c["delta"].as_f64().unwrap();
         assert!((SOCK_PER_OP_LOW..SOCK_PER_OP_HIGH).contains(&per), "{want}: {per} objects/op");
     }
-    // No file is made: the tmpfs inodes of the file churn do not move.
+    // No file is made: shmem inodes move only by the churn's own count
+    // file, replaced on /run ten times a second (~0.005 per operation).
     if let Some(c) = caches.iter().find(|c| c["name"] == "shmem_inode_cache") {
         assert!(c["delta"].as_f64().unwrap().abs() < 0.05, "{c}");
     }
-    // Each socket leaks a dentry and a socket inode: about 1 KB per operation.
+    // Each socket leaks a dentry, a socket inode (832 bytes) and its LSM
+    // blob: about 1.1 KB per operation (1,060–1,131 measured).
     let per_op = a["total"]["delta"].as_f64().unwrap();
-    assert!((700.0..1600.0).contains(&per_op), "bytes/op {per_op}");
+    assert!((900.0..1400.0).contains(&per_op), "bytes/op {per_op}");
     let log = std::fs::read_to_string(dir.join("module/workload.log")).unwrap_or_default();
     assert!(!log.contains("failed"), "{log}");
 }
 
-/// Tolerance on objects per operation for the socket lab.
-const SOCK_PER_OP_LOW: f64 = 0.9;
-const SOCK_PER_OP_HIGH: f64 = 1.2;
+/// Objects per operation for the socket lab: 0.96–1.03 for both caches in
+/// six A/B runs on this machine (TCG, all decided at look 1), ±15 % kept.
+const SOCK_PER_OP_LOW: f64 = 0.85;
+const SOCK_PER_OP_HIGH: f64 = 1.15;
