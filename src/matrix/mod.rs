@@ -19,8 +19,7 @@ use crate::exit;
 use crate::kernel::Registry;
 use crate::lab;
 use crate::outcome::event::{round3, Event, Events};
-use crate::outcome::leak::{self as leak_report, LeakReport};
-use crate::outcome::run::{self as run_outcome, RunOutcome};
+use crate::outcome::AnyRecord;
 use crate::run::{self, RunOptions};
 pub use crate::outcome::matrix::{CellResult, MatrixReport, TableEntry, Timing, SCHEMA};
 use crate::util::fsx;
@@ -313,16 +312,9 @@ pub fn measured_exhaustion(events_jsonl: &str) -> Option<f64> {
 /// What a finished cell's directory says: its verdict (an A/B lab's) or
 /// outcome (a plain run's), and the leak analysis when there is one.
 fn read_cell(out: &Path) -> (Option<String>, Option<LeakAnalysis>) {
-    let path = out.join("report.json");
-    match crate::outcome::schema_of(&path).ok().flatten().as_deref() {
-        Some(leak_report::SCHEMA) => match crate::outcome::read::<LeakReport>(&path) {
-            Ok(r) => (Some(r.verdict.map(|v| v.word().to_string()).unwrap_or_else(|| "failed".into())), r.analysis),
-            Err(_) => (None, None),
-        },
-        Some(run_outcome::SCHEMA) => match crate::outcome::read::<RunOutcome>(&path) {
-            Ok(r) => (Some(r.outcome), None),
-            Err(_) => (None, None),
-        },
+    match crate::outcome::read_any(&out.join("report.json")) {
+        Ok(AnyRecord::Leak(r)) => (Some(r.verdict.map(|v| v.word().to_string()).unwrap_or_else(|| "failed".into())), r.analysis),
+        Ok(AnyRecord::Run(r)) => (Some(r.outcome), None),
         _ => (None, None),
     }
 }

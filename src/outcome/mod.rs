@@ -54,39 +54,62 @@ struct SchemaOnly {
     schema: Option<String>,
 }
 
+/// A record file's bytes; a missing file is [`RecordError::Missing`].
+fn bytes(path: &Path) -> Result<Vec<u8>, RecordError> {
+    std::fs::read(path).map_err(|source| match source.kind() {
+        std::io::ErrorKind::NotFound => RecordError::Missing(path.into()),
+        _ => RecordError::Io { path: path.into(), source },
+    })
+}
+
+fn parse_error(path: &Path) -> impl Fn(serde_json::Error) -> RecordError + '_ {
+    move |e| RecordError::Parse { path: path.into(), message: e.to_string() }
+}
+
 /// The schema named in a record file, if it has one (`Ok(None)`: no file).
 pub fn schema_of(path: &Path) -> Result<Option<String>, RecordError> {
-    let bytes = match std::fs::read(path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(source) => return Err(RecordError::Io { path: path.into(), source }),
-    };
-    let s: SchemaOnly = serde_json::from_slice(&bytes).map_err(|e| RecordError::Parse { path: path.into(), message: e.to_string() })?;
-    Ok(s.schema)
+    match bytes(path) {
+        Ok(b) => Ok(serde_json::from_slice::<SchemaOnly>(&b).map_err(parse_error(path))?.schema),
+        Err(RecordError::Missing(_)) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Any run directory's `report.json`, whichever of the three records it is.
+#[derive(Debug, Clone)]
+pub enum AnyRecord {
+    Run(Box<run::RunOutcome>),
+    Leak(Box<leak::LeakReport>),
+    Matrix(Box<matrix::MatrixReport>),
+}
+
+/// Reads whichever record `path` holds, by its schema, in one read.
+pub fn read_any(path: &Path) -> Result<AnyRecord, RecordError> {
+    let b = bytes(path)?;
+    let found = serde_json::from_slice::<SchemaOnly>(&b).map_err(parse_error(path))?.schema.unwrap_or_default();
+    let parse = parse_error(path);
+    match found.as_str() {
+        run::SCHEMA => serde_json::from_slice(&b).map(|r| AnyRecord::Run(Box::new(r))).map_err(parse),
+        leak::SCHEMA => serde_json::from_slice(&b).map(|r| AnyRecord::Leak(Box::new(r))).map_err(parse),
+        matrix::SCHEMA => serde_json::from_slice(&b).map(|r| AnyRecord::Matrix(Box::new(r))).map_err(parse),
+        _ => Err(RecordError::Schema { path: path.into(), found, wanted: "a kernlab record" }),
+    }
 }
 
 /// Reads a record, checking its schema first: a file of another schema
 /// version is a clear error, not a half-read value.
 pub fn read<T: Record>(path: &Path) -> Result<T, RecordError> {
-    let bytes = std::fs::read(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => RecordError::Missing(path.into()),
-        _ => RecordError::Io { path: path.into(), source },
-    })?;
-    let parse = |e: serde_json::Error| RecordError::Parse { path: path.into(), message: e.to_string() };
-    let found = serde_json::from_slice::<SchemaOnly>(&bytes).map_err(parse)?.schema.unwrap_or_default();
+    let b = bytes(path)?;
+    let found = serde_json::from_slice::<SchemaOnly>(&b).map_err(parse_error(path))?.schema.unwrap_or_default();
     if found != T::SCHEMA {
         return Err(RecordError::Schema { path: path.into(), found, wanted: T::SCHEMA });
     }
-    serde_json::from_slice(&bytes).map_err(parse)
+    serde_json::from_slice(&b).map_err(parse_error(path))
 }
 
 /// Reads a manifest (it has no schema field of its own; its fields default).
 pub fn read_manifest(path: &Path) -> Result<run::Manifest, RecordError> {
-    let bytes = std::fs::read(path).map_err(|source| match source.kind() {
-        std::io::ErrorKind::NotFound => RecordError::Missing(path.into()),
-        _ => RecordError::Io { path: path.into(), source },
-    })?;
-    serde_json::from_slice(&bytes).map_err(|e| RecordError::Parse { path: path.into(), message: e.to_string() })
+    serde_json::from_slice(&bytes(path)?).map_err(parse_error(path))
 }
 
 /// The events of an `events.jsonl`; a line that is not an event of this

@@ -12,10 +12,8 @@ use std::path::{Path, PathBuf};
 
 use super::{detect, summary, write_ab, write_matrix, write_or_warn, write_run, DirKind};
 use crate::outcome::event::{Event, Reporter, Stamped};
-use crate::outcome::leak::LeakReport;
 use crate::outcome::matrix::MatrixReport;
-use crate::outcome::run::RunOutcome;
-use crate::outcome::{self};
+use crate::outcome::{self, AnyRecord};
 use crate::util::fsx;
 
 /// The runs of the stream by (cell, arm): the directory each announced.
@@ -83,8 +81,10 @@ pub struct Pages {
 impl Reporter for Pages {
     fn report(&mut self, s: &Stamped) {
         let Some(dir) = self.runs.track(s) else { return };
-        write_or_warn(&dir, || match detect(&dir)? {
-            DirKind::Ab => write_ab(&dir, &outcome::read::<LeakReport>(&dir.join("report.json"))?),
+        write_or_warn(&dir, || match outcome::read_any(&dir.join("report.json")) {
+            Ok(AnyRecord::Leak(r)) => write_ab(&dir, &r),
+            // An A/B lab without its record has no verdict to show.
+            Err(e) if detect(&dir).ok() == Some(DirKind::Ab) => Err(e.into()),
             _ => write_run(&dir),
         });
     }
@@ -103,13 +103,10 @@ impl Reporter for Summaries {
             return;
         }
         let Some(dir) = self.runs.track(s) else { return };
-        let path = dir.join("report.json");
-        let text = match detect(&dir) {
-            Ok(DirKind::Ab) => outcome::read::<LeakReport>(&path).map(|r| summary::leak_summary(&r, &dir)),
-            _ => outcome::read::<RunOutcome>(&path).map(|r| summary::run_summary(&r, Some(&dir))),
-        };
-        match text {
-            Ok(t) => crate::ui::human(&t),
+        match outcome::read_any(&dir.join("report.json")) {
+            Ok(AnyRecord::Leak(r)) => crate::ui::human(&summary::leak_summary(&r, &dir)),
+            Ok(AnyRecord::Run(r)) => crate::ui::human(&summary::run_summary(&r, Some(&dir))),
+            Ok(AnyRecord::Matrix(_)) => {}
             Err(e) => crate::ui::eprintln(&format!("kernlab: no summary: {}", crate::util::error_chain(&e))),
         }
     }
