@@ -10,6 +10,7 @@ set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 packages=(
   qemu-system-x86   # the VM
+  qemu-utils        # qemu-img: users' disk images and their per-run overlays (qemu-io in tests)
   busybox-static    # the guest's userland
   dropbear-bin      # the guest's sshd, and dropbearkey for per-run host keys
   kmod              # depmod for the kernels' module trees
@@ -20,6 +21,7 @@ packages=(
   kexec-tools       # kexec -p in the guest, for in-guest kdump
   makedumpfile      # the capture kernel's dump writer
   e2fsprogs         # mkfs.ext4 -d and debugfs for the dump disk
+  dosfstools        # fsck.fat: the tests check the cloud-init seed disk with it
   crash             # vmcore triage
   chromium          # headless: the report.html test opens the page and takes a screenshot
   ca-certificates

@@ -1,15 +1,19 @@
 //! Per-run SSH keys. Every run gets a fresh client key (made in-process) and
-//! a fresh guest host key (made by `dropbearkey`, since dropbear reads only
-//! its own format), both 0600 in the private run directory, never reused.
-//! They reach the guest in a small cpio archive appended to the cached image,
-//! and the host checks the guest's host key against the one it made, so the
-//! SSH connection is authenticated both ways.
+//! a fresh guest host key, both 0600 in the private run directory, never
+//! reused. For the minimal image the host key is made by `dropbearkey`, since
+//! dropbear reads only its own format, and both reach the guest in a small
+//! cpio archive appended to the cached image ([`RunKeys::overlay`]). For a
+//! guest running OpenSSH the host key is an OpenSSH ed25519 key made
+//! in-process, and both reach the guest on a seed disk ([`RunKeys::seed`]).
+//! Either way the host checks the guest's host key against the one it made,
+//! so the SSH connection is authenticated both ways.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ssh_key::{rand_core::OsRng, Algorithm, LineEnding, PrivateKey, PublicKey};
 
+use super::seed::Seed;
 use super::tree::Tree;
 use crate::util::fsx;
 use crate::util::tool::{self, Tool};
@@ -22,6 +26,18 @@ pub enum KeyError {
     HostKey(#[source] tool::ToolError),
     #[error("dropbearkey printed no public key for `{}`", path.display())]
     NoPublicKey { path: PathBuf },
+    #[error("`{}` is not an OpenSSH private key (a guest running OpenSSH needs one; make the keys with `RunKeys::generate_openssh`)", path.display())]
+    NotOpenSsh {
+        path: PathBuf,
+        #[source]
+        source: ssh_key::Error,
+    },
+    #[error("cannot read key file `{}`", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot write key file `{}`", path.display())]
     Write {
         path: PathBuf,
@@ -43,8 +59,38 @@ pub struct RunKeys {
 }
 
 impl RunKeys {
-    /// Makes fresh keys in `dir` (the run's private `keys/` directory).
+    /// Makes fresh keys in `dir` (the run's private `keys/` directory) for a
+    /// guest running dropbear.
     pub fn generate(dir: &Path) -> Result<Self, KeyError> {
+        Self::generate_with(dir, |host_key| {
+            let out = Tool::new("dropbearkey", Duration::from_secs(60))
+                .args(["-t", "ed25519", "-f"])
+                .arg(host_key)
+                .run()
+                .map_err(KeyError::HostKey)?;
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            let line = stdout
+                .lines()
+                .find(|l| l.starts_with("ssh-ed25519 "))
+                .ok_or_else(|| KeyError::NoPublicKey { path: host_key.to_path_buf() })?;
+            PublicKey::from_openssh(line).map_err(KeyError::Generate)
+        })
+    }
+
+    /// Makes fresh keys in `dir` for a guest running OpenSSH: the host key
+    /// too is an OpenSSH ed25519 key, made in-process. The file names are
+    /// those of [`RunKeys::generate`], so [`RunKeys::existing`] reads either.
+    pub fn generate_openssh(dir: &Path) -> Result<Self, KeyError> {
+        Self::generate_with(dir, |host_key| {
+            let key = PrivateKey::random(&mut OsRng, Algorithm::Ed25519).map_err(KeyError::Generate)?;
+            write_openssh(&key, host_key)?;
+            Ok(key.public_key().clone())
+        })
+    }
+
+    /// The client key, then the host key that `make_host` writes at the path
+    /// it is given and whose public half it returns.
+    fn generate_with(dir: &Path, make_host: impl FnOnce(&Path) -> Result<PublicKey, KeyError>) -> Result<Self, KeyError> {
         let write_err = |path: &Path| {
             let path = path.to_path_buf();
             move |source| KeyError::Write { path, source }
@@ -52,24 +98,11 @@ impl RunKeys {
         fsx::private_dir(dir).map_err(write_err(dir))?;
         let client = PrivateKey::random(&mut OsRng, Algorithm::Ed25519).map_err(KeyError::Generate)?;
         let client_key = dir.join("client_ed25519");
-        let pem = client.to_openssh(LineEnding::LF).map_err(KeyError::Generate)?;
-        fsx::write_atomic(&client_key, pem.as_bytes()).map_err(write_err(&client_key))?;
+        write_openssh(&client, &client_key)?;
         let client_public = client.public_key().to_openssh().map_err(KeyError::Generate)?;
 
         let host_key = dir.join("guest_host_ed25519");
-        let out = Tool::new("dropbearkey", Duration::from_secs(60))
-            .args(["-t", "ed25519", "-f"])
-            .arg(&host_key)
-            .run()
-            .map_err(KeyError::HostKey)?;
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let line = stdout
-            .lines()
-            .find(|l| l.starts_with("ssh-ed25519 "))
-            .ok_or_else(|| KeyError::NoPublicKey { path: host_key.clone() })?;
-        let host_key_blob = PublicKey::from_openssh(line)
-            .and_then(|k| k.to_bytes())
-            .map_err(KeyError::Generate)?;
+        let host_key_blob = make_host(&host_key)?.to_bytes().map_err(KeyError::Generate)?;
         Ok(RunKeys { client_key, client_public, host_key, host_key_blob })
     }
 
@@ -84,7 +117,7 @@ impl RunKeys {
             host_key_blob,
         };
         for f in [&keys.client_key, &keys.host_key] {
-            std::fs::metadata(f).map_err(|source| KeyError::Write { path: f.clone(), source })?;
+            std::fs::metadata(f).map_err(|source| KeyError::Read { path: f.clone(), source })?;
         }
         Ok(keys)
     }
@@ -105,16 +138,32 @@ impl RunKeys {
         for (from, to) in [(&self.client_key, &mut copy.client_key), (&self.host_key, &mut copy.host_key)] {
             let name = from.file_name().unwrap_or_default();
             *to = dir.join(name);
-            let data = std::fs::read(from).map_err(write_err(from))?;
+            let data = std::fs::read(from).map_err(|source| KeyError::Read { path: from.clone(), source })?;
             fsx::write_atomic(to, &data).map_err(write_err(to))?;
         }
         Ok(copy)
     }
 
+    /// The seed disk's content for a guest running OpenSSH: its host key
+    /// (which must be an OpenSSH key, as [`RunKeys::generate_openssh`]
+    /// makes), and the client key for root.
+    pub fn seed(&self, instance_id: &str, hostname: &str) -> Result<Seed, KeyError> {
+        let host_key = std::fs::read_to_string(&self.host_key)
+            .map_err(|source| KeyError::Read { path: self.host_key.clone(), source })?;
+        PrivateKey::from_openssh(&host_key).map_err(|source| KeyError::NotOpenSsh { path: self.host_key.clone(), source })?;
+        Ok(Seed {
+            instance_id: instance_id.to_string(),
+            hostname: hostname.to_string(),
+            host_key,
+            host_public: self.host_public()?,
+            authorized_key: self.client_public.clone(),
+        })
+    }
+
     /// The per-run archive: host key and authorized_keys, with the modes
     /// dropbear insists on.
     pub fn overlay(&self) -> Result<Tree, KeyError> {
-        let host = std::fs::read(&self.host_key).map_err(|source| KeyError::Write { path: self.host_key.clone(), source })?;
+        let host = std::fs::read(&self.host_key).map_err(|source| KeyError::Read { path: self.host_key.clone(), source })?;
         let mut t = Tree::new();
         t.dir("/etc/dropbear", 0o700);
         t.file("/etc/dropbear/hostkey", 0o600, host);
@@ -123,4 +172,10 @@ impl RunKeys {
         t.file("/root/.ssh/authorized_keys", 0o600, format!("{}\n", self.client_public).into_bytes());
         Ok(t)
     }
+}
+
+/// Writes `key` to `path` (0600) in OpenSSH's PEM format.
+fn write_openssh(key: &PrivateKey, path: &Path) -> Result<(), KeyError> {
+    let pem = key.to_openssh(LineEnding::LF).map_err(KeyError::Generate)?;
+    fsx::write_atomic(path, pem.as_bytes()).map_err(|source| KeyError::Write { path: path.to_path_buf(), source })
 }

@@ -70,6 +70,7 @@ pub fn package_hint(program: &str) -> String {
         "dropbearkey" | "dropbear" => "dropbear-bin",
         "busybox" => "busybox-static",
         "qemu-system-x86_64" => "qemu-system-x86",
+        "qemu-img" | "qemu-io" => "qemu-utils",
         "ldd" => "libc-bin",
         "mkfs.ext4" | "debugfs" => "e2fsprogs",
         "crash" => "crash",
