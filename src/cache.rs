@@ -47,6 +47,8 @@ pub enum Lock<'a> {
     /// A lab's payload entry built, by its key.
     Payload(&'a str),
     Snapshot(&'a str),
+    /// A disk image stage (the Debian root file system, a kernel's disk), by its key.
+    Image(&'a str),
 }
 
 impl Lock<'_> {
@@ -60,6 +62,7 @@ impl Lock<'_> {
             Lock::Program(k) => ("program", k),
             Lock::Payload(k) => ("payload", k),
             Lock::Snapshot(k) => ("snapshot", k),
+            Lock::Image(k) => ("image", k),
         };
         format!("{kind}-{key}").chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect()
     }
@@ -131,6 +134,17 @@ impl Cache {
     /// A built guest image.
     pub fn image(&self, sha256: &str) -> PathBuf {
         self.root.join("images").join(format!("minimal-{sha256}.cpio"))
+    }
+
+    /// The Debian root file system (`image: debian`, stage 1), by the key
+    /// of its package list, recipe and apt sources.
+    pub fn debian_rootfs(&self, key: &str) -> PathBuf {
+        self.root.join("images/debian").join(format!("rootfs-{key}.tar"))
+    }
+
+    /// A Debian disk for one kernel (stage 2): `root.raw`, `initrd.img`, `image.json`.
+    pub fn debian_disk(&self, key: &str) -> PathBuf {
+        self.root.join("images/debian").join(format!("disk-{key}"))
     }
 
     pub fn module_dir(&self, key: &str) -> PathBuf {

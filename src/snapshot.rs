@@ -15,6 +15,7 @@
 //! snapshots/<key>/keys/guest_host_ed25519   the guest's dropbear host key
 //! snapshots/<key>/meta.json                 the key's inputs, the public keys, sizes
 //! snapshots/<key>/console.log               the guest's console up to the save
+//! snapshots/<key>/root.qcow2                a disk guest's root overlay at the save
 //! ```
 //!
 //! The guest's host key and its authorized key are in its memory, so a run
@@ -35,6 +36,9 @@ use crate::util::fsx;
 /// Bumped whenever what is saved, or how it is restored, changes in a way
 /// the other inputs do not show.
 pub const FORMAT: u32 = 1;
+
+/// A disk guest's root overlay in an entry.
+const DISK: &str = "root.qcow2";
 
 /// Everything that shapes a saved guest, hashed into its key.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +89,8 @@ pub fn shape_argv(spec: &VmSpec) -> Vec<String> {
     s.ssh_port = 0;
     s.dump_disk = s.dump_disk.map(|_| "DISK".into());
     s.churn_disk = s.churn_disk.map(|_| "DISK".into());
+    s.root_disk = s.root_disk.map(|_| "DISK".into());
+    s.seed_disk = s.seed_disk.map(|_| "DISK".into());
     s.incoming = None;
     crate::qemu::argv(&s).iter().map(|a| a.to_string_lossy().into_owned()).collect()
 }
@@ -115,6 +121,12 @@ pub struct Entry {
 impl Entry {
     pub fn state(&self) -> PathBuf {
         self.dir.join("state")
+    }
+
+    /// A disk guest's root disk overlay as it was at the save (the state
+    /// refers to its contents); absent for the minimal image.
+    pub fn disk(&self) -> PathBuf {
+        self.dir.join(DISK)
     }
 
     /// The saved guest's boot, as its console showed it (may be absent).
@@ -184,6 +196,11 @@ impl Staged {
     /// Where the state goes.
     pub fn state(&self) -> PathBuf {
         self.dir.path().join("state")
+    }
+
+    /// Where the root disk's overlay is copied while the guest is paused.
+    pub fn disk(&self) -> PathBuf {
+        self.dir.path().join(DISK)
     }
 
     /// Keeps the guest's console up to the save (optional).

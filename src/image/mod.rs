@@ -6,10 +6,16 @@
 //! sha256, and it is cached under that hash. Per-run secrets (SSH keys) never
 //! enter the cached image: they go into a small second archive that is
 //! concatenated onto it for each run, which the kernel unpacks on top.
+//!
+//! `debian` is a Debian 12 disk built from packages (`debian.rs`); a run
+//! boots an overlay of it, with its SSH keys on a cloud-init NoCloud seed
+//! disk (`seed.rs`).
 
 pub mod build;
+pub mod debian;
 pub mod keys;
 pub mod modules;
+pub mod seed;
 pub mod tree;
 
 pub use build::{bare_cpio, build_minimal, capture_cpio, BuiltImage, ImageError};

@@ -242,12 +242,104 @@ impl Default for Monitor {
 }
 
 /// Guest root filesystem image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
+///
+/// In a lab file: `minimal`, `debian`, `{debian: {packages: [...]}}`, or
+/// `{disk: PATH}` (with `root: DEVICE` to boot the lab's kernel on it).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub enum Image {
     /// The small initramfs-based image kernlab builds itself.
     #[default]
     Minimal,
+    /// A Debian 12 disk built from the machine's apt sources: systemd,
+    /// openssh-server, kdump-tools, with the lab kernel's modules.
+    Debian(DebianImage),
+    /// The user's own disk image, booted through a throwaway overlay.
+    Disk(DiskImage),
+}
+
+/// `image: {debian: {...}}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DebianImage {
+    /// Packages installed on top of the base recipe (the product's
+    /// dependencies, debugging tools). Each a Debian package name.
+    /// Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub packages: Vec<String>,
+}
+
+/// `image: {disk: PATH, root: DEVICE}`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskImage {
+    /// The disk image (qcow2 or raw), relative to the lab file. Never
+    /// written: the run boots a qcow2 overlay of it.
+    pub disk: PathBuf,
+    /// Without it, the disk boots as it is: firmware, its own bootloader
+    /// and kernel. With it, the lab's `kernel` boots with `root=ROOT`
+    /// (e.g. `/dev/vda1`, `LABEL=root`) and an initramfs kernlab makes for
+    /// that kernel. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<String>,
+}
+
+impl Image {
+    /// The image's name in reports and snapshot keys.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Image::Minimal => "minimal",
+            Image::Debian(_) => "debian",
+            Image::Disk(_) => "disk",
+        }
+    }
+}
+
+/// The shapes `image:` takes in a lab file.
+#[derive(Serialize)]
+#[serde(untagged)]
+enum ImageRepr<'a> {
+    Name(&'a str),
+    Debian { debian: &'a DebianImage },
+    Disk(&'a DiskImage),
+}
+
+impl Serialize for Image {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Image::Minimal => ImageRepr::Name("minimal"),
+            Image::Debian(d) if d.packages.is_empty() => ImageRepr::Name("debian"),
+            Image::Debian(d) => ImageRepr::Debian { debian: d },
+            Image::Disk(d) => ImageRepr::Disk(d),
+        }
+        .serialize(s)
+    }
+}
+
+impl<'de> Deserialize<'de> for Image {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        const EXPECTED: &str = "expected `minimal`, `debian`, `{debian: {packages: [...]}}` or `{disk: PATH}`";
+        let value = serde_json::Value::deserialize(d)?;
+        match &value {
+            serde_json::Value::String(s) if s == "minimal" => Ok(Image::Minimal),
+            serde_json::Value::String(s) if s == "debian" => Ok(Image::Debian(DebianImage::default())),
+            serde_json::Value::String(s) => Err(D::Error::custom(format!("unknown image `{s}`: {EXPECTED}"))),
+            serde_json::Value::Object(m) if m.contains_key("debian") => {
+                if let Some(k) = m.keys().find(|k| *k != "debian") {
+                    return Err(D::Error::custom(format!("unknown field `{k}` beside `debian`: {EXPECTED}")));
+                }
+                let inner = match &m["debian"] {
+                    serde_json::Value::Null => serde_json::json!({}),
+                    v => v.clone(),
+                };
+                serde_json::from_value(inner).map(Image::Debian).map_err(|e| D::Error::custom(format!("image.debian: {e}")))
+            }
+            serde_json::Value::Object(m) if m.contains_key("disk") => {
+                serde_json::from_value(value.clone()).map(Image::Disk).map_err(|e| D::Error::custom(format!("image: {e}")))
+            }
+            _ => Err(D::Error::custom(EXPECTED)),
+        }
+    }
 }
 
 /// A monitor data source in the guest.
@@ -291,9 +383,10 @@ impl fmt::Display for Source {
 
 impl fmt::Display for Image {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Image::Minimal => "minimal",
-        })
+        match self {
+            Image::Disk(d) => write!(f, "disk {}", d.disk.display()),
+            other => f.write_str(other.kind()),
+        }
     }
 }
 

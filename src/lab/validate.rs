@@ -108,6 +108,38 @@ impl Lab {
             }
         }
 
+        match &self.image {
+            Image::Minimal => {}
+            Image::Debian(d) => {
+                for (i, pkg) in d.packages.iter().enumerate() {
+                    if let Err(m) = check_package(pkg) {
+                        return bad(&format!("image.debian.packages[{i}]"), m);
+                    }
+                }
+            }
+            Image::Disk(d) => {
+                if d.disk.as_os_str().is_empty() {
+                    return bad("image.disk", "must name a qcow2 or raw disk image, relative to the lab file".into());
+                }
+                if let Some(root) = &d.root {
+                    if root.is_empty() || root.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                        return bad("image.root", format!("must be one word naming the root device for `root=` (e.g. /dev/vda1, LABEL=root), got {root:?}"));
+                    }
+                } else if !self.modules.is_empty() {
+                    return bad(
+                        "image.disk",
+                        "this disk boots its own kernel (no image.root), but the lab's modules are built against the lab's kernel; give image.root to boot the lab's kernel on the disk".into(),
+                    );
+                }
+                if self.exhaustion.as_ref().is_some_and(|x| x.action == DumpAction::Kdump) {
+                    return bad("exhaustion.action", "kdump needs kernlab's own guest layout (image: minimal or debian); a user's disk is dumped from the host: use `host-dump`".into());
+                }
+            }
+        }
+        if self.image != Image::Minimal && self.vm.machine == MachineRequest::Microvm {
+            return bad("vm.machine", format!("image `{}` boots a disk on a PC machine (firmware, the distro's initramfs); use `auto` or `pc`", self.image.kind()));
+        }
+
         let mut dsts = HashSet::new();
         for (i, p) in self.payload.iter().enumerate() {
             if p.src.as_os_str().is_empty() {
@@ -449,5 +481,18 @@ fn check_range(d: Duration, min: Duration, max: Duration) -> Result<(), String> 
         ))
     } else {
         Ok(())
+    }
+}
+
+/// A Debian package name (policy 5.6.1): lower-case letters, digits, `+`,
+/// `-`, `.`; at least two characters, starting with a letter or digit.
+fn check_package(name: &str) -> Result<(), String> {
+    let ok = name.len() >= 2
+        && name.chars().next().is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        && name.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || "+-.".contains(c));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("{name:?} is not a Debian package name (lower-case letters, digits, `+`, `-`, `.`)"))
     }
 }

@@ -22,6 +22,9 @@ pub enum Event {
     RunStarted { lab: String, kernel: String, run_dir: String },
     KernelReady { name: String, release: String, package_sha256: String, secs: f64 },
     ImageReady { sha256: String, bytes: u64, modules: usize, secs: f64 },
+    /// A stage of a disk image was built now rather than found in the
+    /// cache (`rootfs`: mmdebstrap; `disk`: the kernel's disk), in seconds.
+    ImageBuilt { stage: String, secs: f64 },
     ModuleBuilt { name: String, sha256: String, cached: bool, secs: f64 },
     AccelChosen { accel: String, reason: String },
     BootProfile { machine: String, kernel_image: String, reason: String },

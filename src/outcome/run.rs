@@ -121,8 +121,15 @@ pub struct Manifest {
     pub lab_file: String,
     pub lab_sha256: String,
     pub kernel: Option<Kernel>,
+    /// `minimal`, `debian` or `disk`.
+    pub image: Option<String>,
+    /// The image's identity: the minimal image's sha256, a Debian disk's
+    /// key (its recipe, apt sources and kernel), a user disk's path.
     pub image_sha256: Option<String>,
     pub image_bytes: Option<u64>,
+    /// A Debian image's packages.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub image_packages: Vec<String>,
     pub image_modules: Vec<String>,
     pub qemu_version: Option<String>,
     pub qemu_argv: Vec<String>,

@@ -24,6 +24,13 @@ pub enum Device {
     DumpDisk,
     /// The ext4 disk the churn workload runs on (`VmSpec::churn_disk`).
     ChurnDisk,
+    /// The guest's root disk (`VmSpec::root_disk`): the run's qcow2 overlay
+    /// of a Debian or user disk. First, so it is the first disk the
+    /// firmware boots and the guest sees.
+    RootDisk,
+    /// The cloud-init NoCloud seed (`VmSpec::seed_disk`, vfat, read-only):
+    /// the run's SSH keys.
+    SeedDisk,
 }
 
 impl Device {
@@ -39,8 +46,8 @@ impl Device {
             // qemu_fw_cfg hands the kernel's vmcoreinfo to QEMU's vmcoreinfo
             // device, which a host dump needs to be readable by crash.
             (Device::Pvpanic, _) => &["pvpanic_pci", "qemu_fw_cfg"],
-            (Device::DumpDisk | Device::ChurnDisk, Machine::Pc) => &["virtio_pci", "virtio_blk"],
-            (Device::DumpDisk | Device::ChurnDisk, Machine::Microvm) => &["virtio_mmio", "virtio_blk"],
+            (Device::DumpDisk | Device::ChurnDisk | Device::RootDisk | Device::SeedDisk, Machine::Pc) => &["virtio_pci", "virtio_blk"],
+            (Device::DumpDisk | Device::ChurnDisk | Device::RootDisk | Device::SeedDisk, Machine::Microvm) => &["virtio_mmio", "virtio_blk"],
         }
     }
 
@@ -61,9 +68,14 @@ pub struct VmSpec {
     pub machine: Machine,
     pub memory_mib: u64,
     pub cpus: u32,
+    /// The kernel, initrd and command line QEMU loads directly, unless
+    /// `firmware_boot`.
     pub kernel: PathBuf,
     pub initrd: PathBuf,
     pub cmdline: String,
+    /// Boot the root disk the way a server does: firmware, then the disk's
+    /// own bootloader and kernel (no `-kernel`, `-initrd`, `-append`).
+    pub firmware_boot: bool,
     /// Paths are relative to the run directory (QEMU's working directory),
     /// which keeps the QMP socket path short whatever the run directory is.
     pub qmp_socket: PathBuf,
@@ -74,6 +86,10 @@ pub struct VmSpec {
     pub dump_disk: Option<PathBuf>,
     /// The raw churn disk image, for `Device::ChurnDisk`.
     pub churn_disk: Option<PathBuf>,
+    /// The qcow2 root disk (an overlay), for `Device::RootDisk`.
+    pub root_disk: Option<PathBuf>,
+    /// The raw seed disk, for `Device::SeedDisk`.
+    pub seed_disk: Option<PathBuf>,
     /// Pause the VM on a guest panic (`-action panic=pause`) so the host can
     /// dump its memory, and expose vmcoreinfo for that dump.
     pub pause_on_panic: bool,
@@ -126,12 +142,14 @@ pub fn argv(spec: &VmSpec) -> Vec<OsString> {
     push(&format!("{}M", spec.memory_mib));
     push("-smp");
     push(&spec.cpus.to_string());
-    push("-kernel");
-    push(&spec.kernel.to_string_lossy());
-    push("-initrd");
-    push(&spec.initrd.to_string_lossy());
-    push("-append");
-    push(&spec.cmdline);
+    if !spec.firmware_boot {
+        push("-kernel");
+        push(&spec.kernel.to_string_lossy());
+        push("-initrd");
+        push(&spec.initrd.to_string_lossy());
+        push("-append");
+        push(&spec.cmdline);
+    }
     push("-chardev");
     // With snapshots the console file is appended to: a restored run's
     // console starts with the boot that was saved (written by kernlab).
@@ -167,6 +185,26 @@ pub fn argv(spec: &VmSpec) -> Vec<OsString> {
             Device::ChurnDisk => {
                 if let Some(disk) = &spec.churn_disk {
                     raw_disk("churn", disk, ",discard=unmap", &virtio("blk")).iter().for_each(|w| push(w));
+                }
+            }
+            Device::RootDisk => {
+                if let Some(disk) = &spec.root_disk {
+                    // The default cache mode (writeback): a `stop` flushes the
+                    // overlay, so a snapshot's copy of it is whole.
+                    push("-drive");
+                    push(&format!("file={},if=none,id=root,format=qcow2,discard=unmap", disk.to_string_lossy()));
+                    push("-device");
+                    // The firmware boots it (with -kernel, QEMU's own loader is first).
+                    let boot = if spec.firmware_boot { ",bootindex=0" } else { "" };
+                    push(&format!("{},drive=root{boot}", virtio("blk")));
+                }
+            }
+            Device::SeedDisk => {
+                if let Some(disk) = &spec.seed_disk {
+                    push("-drive");
+                    push(&format!("file={},if=none,id=seed,format=raw,readonly=on", disk.to_string_lossy()));
+                    push("-device");
+                    push(&format!("{},drive=seed", virtio("blk")));
                 }
             }
         }
@@ -219,6 +257,9 @@ pub struct CmdlineOpts {
     /// The host TSC rate in kHz, given to the guest as `tsc_early_khz` on
     /// microvm (where without it about one boot in twenty hangs under TCG).
     pub tsc_khz: Option<u64>,
+    /// Boot a root disk (`root=…`, mounted read-only first, by the
+    /// initramfs) instead of running the initramfs's own `/init`.
+    pub root: Option<String>,
 }
 
 /// The kernel command line kernlab owns, plus the lab's extra words.
@@ -226,7 +267,12 @@ pub fn cmdline(opts: &CmdlineOpts, extra: &[String]) -> String {
     // console on the serial port (the console log); panic=-1 with -no-reboot
     // makes a panicking guest end QEMU at once, so a boot panic fails fast;
     // loglevel=5 keeps warnings (the OOM report) and drops the chatter.
-    let mut words: Vec<String> = ["console=ttyS0", "rdinit=/init", "panic=-1", "loglevel=5"].iter().map(|s| s.to_string()).collect();
+    let mut words: Vec<String> = vec!["console=ttyS0".into()];
+    match &opts.root {
+        Some(root) => words.extend([format!("root={root}"), "ro".into()]),
+        None => words.push("rdinit=/init".into()),
+    }
+    words.extend(["panic=-1", "loglevel=5"].iter().map(|s| s.to_string()));
     if opts.fast_boot {
         words.extend(FAST_BOOT_FLAGS.iter().map(|s| s.to_string()));
     }
@@ -251,13 +297,16 @@ mod tests {
             cpus: 1,
             kernel: "/cache/vmlinuz".into(),
             initrd: "initrd.cpio".into(),
-            cmdline: cmdline(&CmdlineOpts { fast_boot: true, machine: Machine::Pc, tsc_khz: Some(2_300_000) }, &["slub_nomerge".into()]),
+            cmdline: cmdline(&CmdlineOpts { fast_boot: true, machine: Machine::Pc, tsc_khz: Some(2_300_000), root: None }, &["slub_nomerge".into()]),
             qmp_socket: "qmp.sock".into(),
             console_log: "console.log".into(),
             ssh_port: 40022,
             devices: vec![Device::Net, Device::Balloon, Device::Pvpanic],
             dump_disk: None,
             churn_disk: None,
+            root_disk: None,
+            seed_disk: None,
+            firmware_boot: false,
             pause_on_panic: false,
             snapshot: false,
             incoming: None,
@@ -365,7 +414,7 @@ mod tests {
 
     #[test]
     fn command_line_flags() {
-        let opts = |fast_boot, machine| CmdlineOpts { fast_boot, machine, tsc_khz: Some(2_300_000) };
+        let opts = |fast_boot, machine| CmdlineOpts { fast_boot, machine, tsc_khz: Some(2_300_000), root: None };
         let pc = cmdline(&opts(true, Machine::Pc), &[]);
         assert_eq!(pc, "console=ttyS0 rdinit=/init panic=-1 loglevel=5 tsc=reliable no_timer_check cryptomgr.notests");
         let micro = cmdline(&opts(true, Machine::Microvm), &["x".into()]);
@@ -373,7 +422,7 @@ mod tests {
         // Fast boot off drops the speed flags but never the microvm hang fix.
         let slow = cmdline(&opts(false, Machine::Microvm), &[]);
         assert_eq!(slow, "console=ttyS0 rdinit=/init panic=-1 loglevel=5 tsc_early_khz=2300000");
-        let unknown = cmdline(&CmdlineOpts { fast_boot: false, machine: Machine::Microvm, tsc_khz: None }, &[]);
+        let unknown = cmdline(&CmdlineOpts { fast_boot: false, machine: Machine::Microvm, tsc_khz: None, root: None }, &[]);
         assert!(!unknown.contains("tsc_early_khz"));
     }
 }

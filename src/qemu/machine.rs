@@ -60,6 +60,10 @@ pub struct LabNeeds {
     /// dump readable. kernlab attaches both on `pc` only.
     pub panic_devices: bool,
     pub accel: Accel,
+    /// The guest boots from a disk (`image: debian`, a user's disk), which
+    /// kernlab runs on `pc`: its firmware boots a disk's own bootloader, and
+    /// a distro initramfs finds its disks on PCI.
+    pub disk_boot: bool,
 }
 
 /// The machine and why, for the log and the manifest.
@@ -79,7 +83,9 @@ pub struct MachineError(pub String);
 pub fn choose(kernel: &KernelFacts, lab: &LabNeeds, tsc_khz: Option<u64>) -> Result<MachineChoice, MachineError> {
     let pick = |machine, reason: String| Ok(MachineChoice { machine, reason });
     // Everything that rules microvm out, first one wins.
-    let blocker = if lab.panic_devices {
+    let blocker = if lab.disk_boot {
+        Some("the guest boots from a disk (image: debian or a user's disk), which kernlab runs on pc".to_string())
+    } else if lab.panic_devices {
         Some("the lab's exhaustion section needs pvpanic and vmcoreinfo, which kernlab attaches on pc only".to_string())
     } else if let Err(why) = &kernel.vmlinux {
         Some(format!("microvm boots only the uncompressed PVH vmlinux, and there is none: {why}"))
@@ -214,7 +220,7 @@ mod tests {
         KernelFacts { vmlinux: if vmlinux { Ok(()) } else { Err("CONFIG_PVH is not set".into()) }, virtio_mmio: mmio }
     }
     fn lab(requested: MachineRequest, panic_devices: bool) -> LabNeeds {
-        LabNeeds { requested, panic_devices, accel: Accel::Tcg }
+        LabNeeds { requested, panic_devices, accel: Accel::Tcg, disk_boot: false }
     }
 
     #[test]

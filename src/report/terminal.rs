@@ -64,6 +64,7 @@ impl Terminal {
             Event::ImageReady { bytes, modules, secs, .. } => {
                 format!("image ready: {:.1} MiB, {modules} modules ({secs:.2} s)", *bytes as f64 / 1048576.0)
             }
+            Event::ImageBuilt { stage, secs } => format!("image: built {stage} ({secs:.1} s; cached from now on)"),
             Event::AccelChosen { accel, reason } => format!("accel {accel}: {reason}"),
             Event::BootProfile { machine, kernel_image, reason } => format!("machine {machine}, kernel {kernel_image}: {reason}"),
             Event::BootRetry { attempt, reason } => format!("boot attempt {attempt} failed ({reason}); booting once more"),
@@ -162,6 +163,7 @@ impl Terminal {
             Event::KernelReady { .. } => "building modules, workload and image",
             Event::ModuleBuilt { .. } => "building the image",
             Event::ImageReady { .. } => "starting QEMU",
+            Event::ImageBuilt { .. } => "building the image",
             Event::AccelChosen { accel, .. } => {
                 p.bar.message(format!("starting QEMU ({accel})"));
                 return;

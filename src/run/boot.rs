@@ -9,9 +9,10 @@ use std::time::Duration;
 use super::events::{self, Event};
 use super::prepare::Prepared;
 use super::restore::{self, RestoreFailure};
-use super::start::{boot, kernel_image_id, write_initrd, BootFailure, Ready};
+use super::prepare::GuestImage;
+use super::start::{boot, kernel_image_id, write_boot_files, BootFailure, Ready};
 use super::{blocking, stop_guest, Ctx, RunError, SnapshotManifest, SnapshotMode, CONSOLE};
-use crate::image::{self, tree::Tree, RunKeys};
+use crate::image::{tree::Tree, RunKeys};
 use crate::kernel::Kernel;
 use crate::qemu::{accel, Accel, AccelChoice, AccelRequest, VmSpec};
 use crate::snapshot::{KeyInputs, Lookup};
@@ -32,7 +33,7 @@ pub(super) async fn bring_up(ctx: &mut Ctx, p: &mut Prepared) -> Result<Ready, R
             // A bad cap is the user's error, said before anything is booted.
             crate::snapshot::max_bytes_from_env().map_err(RunError::Usage)?;
             p.spec.snapshot = true;
-            Some(KeyInputs::new(&p.spec, kernel_image_id(p.profile.image, &p.kernel), &p.image.sha256, &p.qemu_version).key())
+            Some(KeyInputs::new(&p.spec, kernel_image_id(p.profile.image, &p.kernel), p.image.id(), &p.qemu_version).key())
         }
         Err(reason) => {
             restore::set_snapshot(ctx, SnapshotManifest { mode: SnapshotMode::Cold, reason, key: None, entry: None, state_bytes: None, secs: None, fallback: None });
@@ -70,7 +71,7 @@ pub(super) struct Cold<'a> {
     pub(super) kernel: &'a Kernel,
     /// The kernel image booted, as a snapshot's key names it.
     pub(super) kernel_image: String,
-    pub(super) image: &'a image::BuiltImage,
+    pub(super) image: &'a GuestImage,
     pub(super) qemu_version: &'a str,
     pub(super) payload: &'a Tree,
     pub(super) requested: AccelRequest,
@@ -87,11 +88,17 @@ pub(super) struct Cold<'a> {
 async fn boot_cold(ctx: &mut Ctx, spec: &mut VmSpec, choice: &mut AccelChoice, cold: Cold<'_>) -> Result<Ready, RunError> {
     let Cold { kernel, kernel_image, image, qemu_version, payload, requested, save, fallback } = cold;
     let dir = ctx.dir.join("keys");
-    let keys = blocking(move || RunKeys::generate(&dir)).await??;
+    // dropbear reads only its own key format; OpenSSH only OpenSSH's.
+    let keys = match image {
+        GuestImage::Minimal(_) => blocking(move || RunKeys::generate(&dir)).await??,
+        GuestImage::Debian(_) => blocking(move || RunKeys::generate_openssh(&dir)).await??,
+    };
     // A guest that becomes a snapshot boots without the lab's payload (it
     // is uploaded afterwards, as on a restored guest), so that one snapshot
-    // serves every lab with this kernel and VM shape.
-    write_initrd(ctx, image, &keys, if save.is_some() { None } else { Some(payload.clone()) }).await?;
+    // serves every lab with this kernel and VM shape. A disk guest always
+    // gets it over SSH.
+    let at_boot = save.is_none() && matches!(image, GuestImage::Minimal(_));
+    write_boot_files(ctx, image, &keys, at_boot.then(|| payload.clone()), true).await?;
     let mut attempt = 0;
     let boot = loop {
         attempt += 1;
@@ -173,9 +180,9 @@ async fn boot_cold(ctx: &mut Ctx, spec: &mut VmSpec, choice: &mut AccelChoice, c
     guest.exec("true", Duration::from_secs(10)).await.map_err(|e| ctx.guest_error(e, "at the first command"))?;
     ctx.timings.first_command = boot.started.elapsed().as_secs_f64();
 
-    let inputs = KeyInputs::new(spec, kernel_image, &image.sha256, qemu_version);
+    let inputs = KeyInputs::new(spec, kernel_image, image.id(), qemu_version);
     restore::record_cold(ctx, save, staged, inputs, &keys, fallback).await?;
-    Ok(Ready { booted: boot, upload_payload: save.is_some() })
+    Ok(Ready { booted: boot, upload_payload: !at_boot })
 }
 
 /// Why a boot is tried again under TCG after KVM failed it, with the last

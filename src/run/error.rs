@@ -34,6 +34,16 @@ pub enum RunError {
     ModuleLoad { name: String, kernel: String, status: i32, stderr: String },
     #[error("cannot make this run's SSH keys")]
     Keys(#[from] crate::image::KeyError),
+    #[error(transparent)]
+    Debian(#[from] crate::image::debian::DebianError),
+    #[error("cannot write the run's seed disk")]
+    Seed(#[from] crate::image::seed::SeedError),
+    #[error("cannot make the run's overlay of `{}`", base.display())]
+    Overlay {
+        base: std::path::PathBuf,
+        #[source]
+        source: crate::util::tool::ToolError,
+    },
     #[error("QEMU")]
     Qemu(#[from] crate::qemu::QemuError),
     #[error("cannot query the QEMU version")]

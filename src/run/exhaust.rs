@@ -18,6 +18,7 @@ use crate::vm::console::Tail;
 use crate::vm::{Guest, GuestError, SshError};
 
 /// How the guest finds the dump disk (its ext4 label), and what is on it.
+const DUMP_LABEL: &str = "kernlab-dump";
 const DUMP_DEV: &str = "\"$(findfs LABEL=kernlab-dump)\"";
 const DISK_VMLINUZ: &str = "boot/vmlinuz";
 const DISK_CAPTURE: &str = "boot/capture.cpio";
@@ -53,6 +54,16 @@ pub(super) async fn prepare_disk(ctx: &Ctx, kernel: &Kernel) -> Result<std::path
         dump::make_disk(&p, size, &[(DISK_VMLINUZ, &vmlinuz), (DISK_CAPTURE, &capture)]).map_err(RunError::from)
     })
     .await??;
+    Ok(path)
+}
+
+/// The dump disk of a distro guest (`image: debian`): an empty ext4 that
+/// its fstab mounts at /var/crash in the capture kernel only; kdump-tools
+/// writes the vmcore there, as large as the guest's RAM at most.
+pub(super) async fn prepare_crash_disk(ctx: &Ctx) -> Result<std::path::PathBuf, RunError> {
+    let path = ctx.dir.join("dump.img");
+    let (p, size) = (path.clone(), ctx.lab.vm.memory + (256 << 20));
+    blocking(move || dump::make_ext4(&p, size, DUMP_LABEL)).await??;
     Ok(path)
 }
 

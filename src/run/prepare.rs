@@ -33,10 +33,32 @@ pub(super) struct Prepared {
     pub requested: AccelRequest,
     pub choice: AccelChoice,
     pub profile: BootProfile,
-    pub image: image::BuiltImage,
+    pub image: GuestImage,
     pub qemu_version: String,
     pub spec: VmSpec,
 }
+
+/// The guest's image as this run boots it.
+pub(super) enum GuestImage {
+    /// kernlab's initramfs; the run's keys (and payload) go on top of it.
+    Minimal(image::BuiltImage),
+    /// A Debian disk; the run boots an overlay of it, keys on a seed disk.
+    Debian(image::debian::DebianImage),
+}
+
+impl GuestImage {
+    /// What a snapshot's key names it by.
+    pub fn id(&self) -> &str {
+        match self {
+            GuestImage::Minimal(i) => &i.sha256,
+            GuestImage::Debian(d) => &d.key,
+        }
+    }
+}
+
+/// The root disk's overlay and the seed disk, in the run directory.
+pub(super) const ROOT_DISK: &str = "root.qcow2";
+pub(super) const SEED_DISK: &str = "seed.img";
 
 /// Kernel, payload, boot profile, image, and the VM's spec.
 pub(super) async fn prepare(ctx: &mut Ctx) -> Result<Prepared, RunError> {
@@ -91,16 +113,36 @@ pub(super) async fn prepare(ctx: &mut Ctx) -> Result<Prepared, RunError> {
     });
     let machine = profile.machine.machine;
 
-    // Image (the SSH keys go on top of it when the guest boots), and disks.
+    // Image (the SSH keys go on top of it, or on a seed disk, when the
+    // guest boots), and disks.
     let t = Instant::now();
     let (cache, k) = (ctx.cache.clone(), kernel.clone());
     let devices = devices(&ctx.lab, machine);
-    let early: Vec<&'static str> = Device::Net.driver_modules(machine).to_vec();
-    let late: Vec<&'static str> = devices.iter().flat_map(|d| d.driver_modules(machine).iter().copied()).collect();
     let kdump = exhaust::kdump_wanted(&ctx.lab);
-    let extra: Vec<&'static str> = if kdump { vec!["/usr/sbin/kexec"] } else { vec![] };
-    let image = blocking(move || image::build_minimal(&cache, &k, &early, &late, &extra)).await??;
-    let dump_disk = if kdump { Some(exhaust::prepare_disk(ctx, &kernel).await?) } else { None };
+    let image = match &ctx.lab.image {
+        lab::Image::Minimal => {
+            let early: Vec<&'static str> = Device::Net.driver_modules(machine).to_vec();
+            let late: Vec<&'static str> = devices.iter().flat_map(|d| d.driver_modules(machine).iter().copied()).collect();
+            let extra: Vec<&'static str> = if kdump { vec!["/usr/sbin/kexec"] } else { vec![] };
+            GuestImage::Minimal(blocking(move || image::build_minimal(&cache, &k, &early, &late, &extra)).await??)
+        }
+        lab::Image::Debian(d) => {
+            let recipe = image::debian::Recipe { packages: d.packages.clone() };
+            let built = blocking(move || image::debian::build(&cache, &k, &recipe)).await??;
+            for (stage, secs) in &built.built {
+                ctx.events.emit(Event::ImageBuilt { stage: stage.clone(), secs: *secs });
+            }
+            GuestImage::Debian(built)
+        }
+        lab::Image::Disk(_) => return Err(RunError::Usage("image: {disk: PATH} is not supported by this kernlab yet".into())),
+    };
+    let dump_disk = match (&image, kdump) {
+        (GuestImage::Minimal(_), true) => Some(exhaust::prepare_disk(ctx, &kernel).await?),
+        // The distro's kdump-tools brings its own capture kernel: the dump
+        // disk is an empty /var/crash.
+        (_, true) => Some(exhaust::prepare_crash_disk(ctx).await?),
+        (_, false) => None,
+    };
     let churn_disk = match ctx.lab.workload.as_ref().and_then(|w| w.churn.as_ref()) {
         Some(c) if c.fs == lab::ChurnFs::Ext4 => {
             let path = ctx.dir.join("churn.img");
@@ -111,15 +153,27 @@ pub(super) async fn prepare(ctx: &mut Ctx) -> Result<Prepared, RunError> {
         _ => None,
     };
     ctx.timings.image = t.elapsed().as_secs_f64();
-    ctx.events.emit(Event::ImageReady {
-        sha256: image.sha256.clone(),
-        bytes: image.size,
-        modules: image.modules.len(),
-        secs: ctx.timings.image,
-    });
-    ctx.manifest.image_sha256 = Some(image.sha256.clone());
-    ctx.manifest.image_bytes = Some(image.size);
-    ctx.manifest.image_modules = image.modules.clone();
+    let (bytes, image_modules) = match &image {
+        GuestImage::Minimal(i) => (i.size, i.modules.clone()),
+        GuestImage::Debian(d) => (d.bytes, vec![]),
+    };
+    ctx.events.emit(Event::ImageReady { sha256: image.id().to_string(), bytes, modules: image_modules.len(), secs: ctx.timings.image });
+    ctx.manifest.image = Some(ctx.lab.image.kind().to_string());
+    ctx.manifest.image_sha256 = Some(image.id().to_string());
+    ctx.manifest.image_bytes = Some(bytes);
+    ctx.manifest.image_modules = image_modules;
+    if let GuestImage::Debian(d) = &image {
+        ctx.manifest.image_packages = d.packages.clone();
+    }
+    let (initrd, root, disk_words): (PathBuf, Option<String>, Vec<String>) = match &image {
+        GuestImage::Minimal(_) => ("initrd.cpio".into(), None, vec![]),
+        // kernlab.seed: the image's kernlab-seed unit installs the run's
+        // keys from the seed disk.
+        GuestImage::Debian(d) => (d.initrd.clone(), Some(format!("LABEL={}", image::debian::ROOT_LABEL)), vec!["kernlab.seed".into()]),
+    };
+    let mut words = extra_cmdline(&ctx.lab);
+    words.extend(disk_words);
+    let disk_boot = !matches!(image, GuestImage::Minimal(_));
 
     // QEMU.
     let qemu_bin = qemu::binary();
@@ -134,17 +188,17 @@ pub(super) async fn prepare(ctx: &mut Ctx) -> Result<Prepared, RunError> {
         memory_mib: ctx.lab.vm.memory / (1024 * 1024),
         cpus: ctx.lab.vm.cpus,
         kernel: profile.path.clone(),
-        initrd: "initrd.cpio".into(),
-        cmdline: qemu::argv::cmdline(
-            &qemu::CmdlineOpts { fast_boot: ctx.lab.vm.fast_boot, machine, tsc_khz: profile.host_tsc.as_ref().map(|t| t.khz) },
-            &extra_cmdline(&ctx.lab),
-        ),
+        initrd,
+        cmdline: qemu::argv::cmdline(&qemu::CmdlineOpts { fast_boot: ctx.lab.vm.fast_boot, machine, tsc_khz: profile.host_tsc.as_ref().map(|t| t.khz), root }, &words),
+        firmware_boot: false,
         qmp_socket: QMP_SOCKET.into(),
         console_log: CONSOLE.into(),
         ssh_port: 0,
         devices,
         dump_disk,
         churn_disk,
+        root_disk: disk_boot.then(|| ROOT_DISK.into()),
+        seed_disk: disk_boot.then(|| SEED_DISK.into()),
         pause_on_panic: ctx.lab.dumps(),
         snapshot: false,
         incoming: None,
@@ -243,7 +297,11 @@ async fn build_payload(ctx: &Ctx, kernel: &Kernel, mut payload: Tree) -> Result<
 /// The devices a lab's VM gets on `machine`: the base set that the machine
 /// has, plus the dump disk for kdump and the churn disk.
 fn devices(lab: &Lab, machine: Machine) -> Vec<Device> {
-    let mut d: Vec<Device> = DEVICES.iter().copied().filter(|d| d.available_on(machine)).collect();
+    let mut d: Vec<Device> = match lab.image {
+        lab::Image::Minimal => vec![],
+        _ => vec![Device::RootDisk, Device::SeedDisk],
+    };
+    d.extend(DEVICES.iter().copied().filter(|d| d.available_on(machine)));
     if exhaust::kdump_wanted(lab) {
         d.push(Device::DumpDisk);
     }
@@ -274,7 +332,7 @@ fn boot_profile(lab: &Lab, kernel: &Kernel, images: BootImages, accel: Accel) ->
         None => Driver::Absent,
     };
     let facts = KernelFacts { vmlinux: images.vmlinux.as_ref().map(|_| ()).ok_or_else(|| images.note.clone()), virtio_mmio };
-    let needs = LabNeeds { requested: lab.vm.machine, panic_devices: lab.dumps(), accel };
+    let needs = LabNeeds { requested: lab.vm.machine, panic_devices: lab.dumps(), accel, disk_boot: lab.image != lab::Image::Minimal };
     let host_tsc = HostTsc::detect();
     let machine = qmachine::choose(&facts, &needs, host_tsc.as_ref().map(|t| t.khz)).map_err(|e| e.to_string())?;
     let (image, image_reason) = match (&images.vmlinux, lab.vm.kernel_format) {

@@ -7,10 +7,11 @@
 
 use std::time::Duration;
 
-use super::start::{boot, write_initrd, BootFailure, Ready, RESTORE_TIMEOUT};
+use super::prepare::GuestImage;
+use super::start::{boot, write_boot_files, BootFailure, Ready, RESTORE_TIMEOUT};
 use super::events::{self, Event};
 use super::{blocking, stop_guest, write, Ctx, RunError, SnapshotManifest, SnapshotMode, CONSOLE};
-use crate::image::{self, RunKeys};
+use crate::image::RunKeys;
 use crate::kernel::Kernel;
 use crate::lab::{Lab, SnapshotPolicy};
 use crate::qemu::{self, AccelChoice, Device, VmSpec};
@@ -66,12 +67,18 @@ pub(super) enum RestoreFailure {
 /// was saved from, plus `-incoming`), waits until it runs and its sshd
 /// answers, and runs a first command with the snapshot's keys, all within
 /// [`RESTORE_TIMEOUT`] or so.
-pub(super) async fn restore(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel, image: &image::BuiltImage, entry: &crate::snapshot::Entry, choice: &AccelChoice) -> Result<Ready, RestoreFailure> {
+pub(super) async fn restore(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel, image: &GuestImage, entry: &crate::snapshot::Entry, choice: &AccelChoice) -> Result<Ready, RestoreFailure> {
     use RestoreFailure::{Failed, Run};
     let keys = entry.keys().map_err(Failed)?;
     // The initrd the saved guest booted from: the same image and keys, so
     // even what QEMU reads from it at start is what it was.
-    write_initrd(ctx, image, &keys, None).await.map_err(Run)?;
+    // A disk guest's disk as it was saved: the snapshot's copy of the overlay.
+    let overlay = entry.disk();
+    if !matches!(image, GuestImage::Minimal(_)) {
+        let to = ctx.dir.join(super::prepare::ROOT_DISK);
+        std::fs::copy(&overlay, &to).map_err(|e| Failed(format!("cannot copy the snapshot's disk `{}`: {e}", overlay.display())))?;
+    }
+    write_boot_files(ctx, image, &keys, None, false).await.map_err(Run)?;
     // The console (QEMU appends to it) starts with the boot that was saved.
     let mut console = std::fs::read(entry.console()).unwrap_or_default();
     console.extend_from_slice(format!("kernlab: --- restored from snapshot {} saved {}; the lines above are that boot ---\n", entry.meta.key, entry.meta.saved).as_bytes());
@@ -172,7 +179,7 @@ pub(super) async fn save(ctx: &Ctx, key: &str) -> Result<Saved, RunError> {
     let guest = ctx.guest()?;
     let saved = match Staged::new(&ctx.cache) {
         Err(e) => Err(format!("cannot make a scratch directory in the cache: {e}")),
-        Ok(stage) => match guest.save_state(&ctx.dir.path, &stage.state()).await {
+        Ok(stage) => match guest.save_state(&ctx.dir.path, &stage.state(), &disks(ctx, &stage)).await {
             Ok(secs) => {
                 // The boot that later runs restore, for their console.log.
                 if let Err(e) = stage.keep_console(&std::fs::read(ctx.dir.join(CONSOLE)).unwrap_or_default()) {
@@ -188,6 +195,16 @@ pub(super) async fn save(ctx: &Ctx, key: &str) -> Result<Saved, RunError> {
         ctx.events.emit(Event::SnapshotSaveFailed { key: key.to_string(), reason: reason.clone() });
     }
     Ok(saved)
+}
+
+/// A disk guest's root overlay, to be copied into the entry with the state.
+fn disks(ctx: &Ctx, stage: &Staged) -> Vec<(std::path::PathBuf, std::path::PathBuf)> {
+    let root = ctx.dir.join(super::prepare::ROOT_DISK);
+    if root.exists() {
+        vec![(root, stage.disk())]
+    } else {
+        vec![]
+    }
 }
 
 /// After a cold boot: publishes the saved state (under the key of how the

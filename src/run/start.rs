@@ -8,7 +8,9 @@ use std::time::{Duration, Instant};
 
 use super::events::Event;
 use super::{blocking, fmt_status, write, Ctx, RunError, CONSOLE, QMP_SOCKET};
+use super::prepare::{GuestImage, ROOT_DISK, SEED_DISK};
 use crate::image::{self, tree::Tree, RunKeys};
+use crate::util::tool::Tool;
 use crate::kernel::vmlinux::{self, ImageFormat};
 use crate::kernel::Kernel;
 use crate::qemu::{self, Accel, Qemu, VmSpec};
@@ -40,19 +42,52 @@ pub(super) fn kernel_image_id(format: ImageFormat, kernel: &Kernel) -> String {
     }
 }
 
-/// Writes the run's initrd: the cached image, the keys' archive on top,
-/// and the lab's payload when it goes in at boot.
-pub(super) async fn write_initrd(ctx: &Ctx, image: &image::BuiltImage, keys: &RunKeys, payload: Option<Tree>) -> Result<(), RunError> {
-    let (src, keys, out) = (image.path.clone(), keys.clone(), ctx.dir.join("initrd.cpio"));
-    blocking(move || {
-        let mut bytes = std::fs::read(&src).map_err(|source| RunError::Write { path: src.clone(), source })?;
-        bytes.extend_from_slice(&keys.overlay()?.to_cpio());
-        if let Some(p) = payload.filter(|p| !p.is_empty()) {
-            bytes.extend_from_slice(&p.to_cpio());
+/// Writes what the run's guest boots from besides the kernel. The minimal
+/// image: the initrd, i.e. the cached image, the keys' archive on top, and
+/// the lab's payload when it goes in at boot. A Debian disk: the seed disk
+/// with the keys, and (unless a restore brought its own) the overlay of
+/// the cached base disk that the run writes instead of it.
+pub(super) async fn write_boot_files(ctx: &Ctx, image: &GuestImage, keys: &RunKeys, payload: Option<Tree>, overlay: bool) -> Result<(), RunError> {
+    match image {
+        GuestImage::Minimal(image) => {
+            let (src, keys, out) = (image.path.clone(), keys.clone(), ctx.dir.join("initrd.cpio"));
+            blocking(move || {
+                let mut bytes = std::fs::read(&src).map_err(|source| RunError::Write { path: src.clone(), source })?;
+                bytes.extend_from_slice(&keys.overlay()?.to_cpio());
+                if let Some(p) = payload.filter(|p| !p.is_empty()) {
+                    bytes.extend_from_slice(&p.to_cpio());
+                }
+                write(&out, &bytes)
+            })
+            .await?
         }
-        write(&out, &bytes)
-    })
-    .await?
+        GuestImage::Debian(d) => {
+            let instance = ctx.dir.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "kernlab".into());
+            let seed = keys.seed(&instance, "kernlab")?;
+            let (seed_path, root, base) = (ctx.dir.join(SEED_DISK), ctx.dir.join(ROOT_DISK), d.disk.clone());
+            blocking(move || {
+                image::seed::write_seed(&seed, &seed_path)?;
+                if overlay {
+                    overlay_of(&base, "raw", &root)?;
+                }
+                Ok::<(), RunError>(())
+            })
+            .await?
+        }
+    }
+}
+
+/// A qcow2 overlay at `out` whose backing file is `base` (never written).
+fn overlay_of(base: &Path, format: &str, out: &Path) -> Result<(), RunError> {
+    let _ = std::fs::remove_file(out);
+    Tool::new("qemu-img", Duration::from_secs(60))
+        .args(["create", "-q", "-f", "qcow2", "-F", format, "-b"])
+        .arg(base)
+        .arg(out)
+        .run()
+        .map_err(|source| RunError::Overlay { base: base.to_path_buf(), source })?;
+    let _ = fsx::set_private(out);
+    Ok(())
 }
 
 pub(super) struct Booted {

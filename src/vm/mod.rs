@@ -318,8 +318,8 @@ impl Guest {
     }
 
     /// Saves the running VM's state into `state` (see [`state::save`]).
-    pub async fn save_state(&self, run_dir: &Path, state: &Path) -> Result<f64, SaveError> {
-        state::save(&self.inner.qmp, run_dir, state).await
+    pub async fn save_state(&self, run_dir: &Path, state: &Path, disks: &[(std::path::PathBuf, std::path::PathBuf)]) -> Result<f64, SaveError> {
+        state::save(&self.inner.qmp, run_dir, state, disks).await
     }
 
     /// Stops QEMU: at once if it has exited, else QMP `quit` and a grace

@@ -43,11 +43,21 @@ pub enum SaveError {
 /// `cat` at once (SIGTERM, then SIGKILL after 10 ms) unless it has already
 /// exited, which can cut off the last buffer of the stream. Reading the
 /// socket here, the end of the stream is known exactly.
-pub(crate) async fn save(qmp: &Qmp, run_dir: &Path, state: &Path) -> Result<f64, SaveError> {
+pub(crate) async fn save(qmp: &Qmp, run_dir: &Path, state: &Path, disks: &[(std::path::PathBuf, std::path::PathBuf)]) -> Result<f64, SaveError> {
     let listener = bind_in(run_dir, MIGRATE_SOCKET).map_err(|e| SaveError::NotSaved(format!("cannot listen on {MIGRATE_SOCKET}: {e}")))?;
     let t = Instant::now();
     qmp.stop().await.map_err(|e| SaveError::NotSaved(e.to_string()))?;
-    let saved = write_state(qmp, listener, state).await;
+    let mut saved = write_state(qmp, listener, state).await;
+    // The disks the state refers to, copied while the VM is paused (the
+    // stop flushed them; QEMU writes nothing until `cont`).
+    if saved.is_ok() {
+        for (from, to) in disks {
+            if let Err(e) = std::fs::copy(from, to) {
+                saved = Err(format!("cannot copy the disk `{}` to `{}`: {e}", from.display(), to.display()));
+                break;
+            }
+        }
+    }
     let _ = std::fs::remove_file(run_dir.join(MIGRATE_SOCKET));
     // The guest must run on whether or not the state was saved.
     qmp.cont().await.map_err(|e| SaveError::Paused(format!("the VM stayed paused after saving: {e}")))?;
