@@ -148,8 +148,9 @@ impl RunKeys {
     /// (which must be an OpenSSH key, as [`RunKeys::generate_openssh`]
     /// makes), and the client key for root.
     pub fn seed(&self, instance_id: &str, hostname: &str) -> Result<Seed, KeyError> {
-        let host_key = std::fs::read_to_string(&self.host_key)
-            .map_err(|source| KeyError::Read { path: self.host_key.clone(), source })?;
+        let host_key = std::fs::read(&self.host_key).map_err(|source| KeyError::Read { path: self.host_key.clone(), source })?;
+        // dropbear's key is binary: lossy text, so that it fails to parse.
+        let host_key = String::from_utf8_lossy(&host_key).into_owned();
         PrivateKey::from_openssh(&host_key).map_err(|source| KeyError::NotOpenSsh { path: self.host_key.clone(), source })?;
         Ok(Seed {
             instance_id: instance_id.to_string(),
@@ -178,4 +179,23 @@ impl RunKeys {
 fn write_openssh(key: &PrivateKey, path: &Path) -> Result<(), KeyError> {
     let pem = key.to_openssh(LineEnding::LF).map_err(KeyError::Generate)?;
     fsx::write_atomic(path, pem.as_bytes()).map_err(|source| KeyError::Write { path: path.to_path_buf(), source })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn dropbear_keys_still_come_from_dropbearkey() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("keys");
+        let keys = RunKeys::generate(&dir).unwrap();
+        assert_eq!(keys.client_key, dir.join("client_ed25519"));
+        assert_eq!(keys.host_key, dir.join("guest_host_ed25519"));
+        PrivateKey::from_openssh(std::fs::read_to_string(&keys.client_key).unwrap()).unwrap();
+        // dropbear's own format: no seed disk can carry it to an OpenSSH guest.
+        assert!(matches!(keys.seed("iid", "h"), Err(KeyError::NotOpenSsh { .. })));
+        let again = RunKeys::existing(&dir, &keys.client_public, &keys.host_public().unwrap()).unwrap();
+        assert_eq!(again.host_key_blob, keys.host_key_blob);
+    }
 }

@@ -171,7 +171,7 @@ fn user_data_is_cloud_config_with_the_run_keys() {
     assert_eq!(meta.instance_id, "iid-kernlab-0001");
     assert_eq!(meta.local_hostname, "kernlab-guest");
     assert!(!user.disable_root);
-    assert_eq!(user.ssh_authorized_keys, [keys.client_public.clone()]);
+    assert_eq!(user.ssh_authorized_keys, std::slice::from_ref(&keys.client_public));
     assert!(!user.ssh_pwauth);
     assert!(user.ssh_deletekeys);
     assert!(user.ssh_genkeytypes.is_empty());
