@@ -38,12 +38,8 @@ pub enum RunError {
     Debian(#[from] crate::image::debian::DebianError),
     #[error("cannot write the run's seed disk")]
     Seed(#[from] crate::image::seed::SeedError),
-    #[error("cannot make the run's overlay of `{}`", base.display())]
-    Overlay {
-        base: std::path::PathBuf,
-        #[source]
-        source: crate::util::tool::ToolError,
-    },
+    #[error(transparent)]
+    Disk(#[from] crate::image::DiskError),
     #[error("QEMU")]
     Qemu(#[from] crate::qemu::QemuError),
     #[error("cannot query the QEMU version")]

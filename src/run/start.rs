@@ -10,7 +10,6 @@ use super::events::Event;
 use super::{blocking, fmt_status, write, Ctx, RunError, CONSOLE, QMP_SOCKET};
 use super::prepare::{GuestImage, ROOT_DISK, SEED_DISK};
 use crate::image::{self, tree::Tree, RunKeys};
-use crate::util::tool::Tool;
 use crate::kernel::vmlinux::{self, ImageFormat};
 use crate::kernel::Kernel;
 use crate::qemu::{self, Accel, Qemu, VmSpec};
@@ -23,6 +22,10 @@ const PORT_ATTEMPTS: u32 = 5;
 /// run gives up on it and boots cold. A good restore takes well under a
 /// second; a bad one either fails at once (QEMU exits) or never answers.
 pub(crate) const RESTORE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long one probe waits for the SSH banner once the guest's sshd has
+/// said it listens.
+const BANNER_WAIT: Duration = Duration::from_secs(20);
 
 /// A guest answering over SSH (it is `ctx.guest`), however it came up.
 pub(super) struct Ready {
@@ -64,30 +67,18 @@ pub(super) async fn write_boot_files(ctx: &Ctx, image: &GuestImage, keys: &RunKe
         GuestImage::Debian(d) => {
             let instance = ctx.dir.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "kernlab".into());
             let seed = keys.seed(&instance, "kernlab")?;
-            let (seed_path, root, base) = (ctx.dir.join(SEED_DISK), ctx.dir.join(ROOT_DISK), d.disk.clone());
+            let (seed_path, root) = (ctx.dir.join(SEED_DISK), ctx.dir.join(ROOT_DISK));
+            let base = image::DiskInfo { path: d.disk.clone(), format: image::DiskFormat::Raw, virtual_size: 0 };
             blocking(move || {
                 image::seed::write_seed(&seed, &seed_path)?;
                 if overlay {
-                    overlay_of(&base, "raw", &root)?;
+                    image::disk::overlay(&base, &root)?;
                 }
                 Ok::<(), RunError>(())
             })
             .await?
         }
     }
-}
-
-/// A qcow2 overlay at `out` whose backing file is `base` (never written).
-fn overlay_of(base: &Path, format: &str, out: &Path) -> Result<(), RunError> {
-    let _ = std::fs::remove_file(out);
-    Tool::new("qemu-img", Duration::from_secs(60))
-        .args(["create", "-q", "-f", "qcow2", "-F", format, "-b"])
-        .arg(base)
-        .arg(out)
-        .run()
-        .map_err(|source| RunError::Overlay { base: base.to_path_buf(), source })?;
-    let _ = fsx::set_private(out);
-    Ok(())
 }
 
 pub(super) struct Booted {
@@ -209,7 +200,11 @@ pub(super) async fn boot(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel, keys
             // boot floor) and dropbear started (from then on probing the SSH
             // port cannot hang in QEMU's user-mode network).
             let _ = guest.console().state().wait_for(|s| s.sshd).await;
-            while !wait_for_banner(addr, Duration::from_millis(300)).await {}
+            // Each probe costs the guest an sshd process (OpenSSH re-executes
+            // itself for every connection, seconds under TCG): a probe that
+            // gives up early and probes again only queues more of them. Once
+            // sshd is listening, one patient probe answers.
+            while !wait_for_banner(addr, BANNER_WAIT).await {}
             Ok(())
         };
         let kvm_failed = async {

@@ -66,7 +66,7 @@ impl ExecOutput {
 }
 
 /// Waits until something on `addr` sends an SSH banner, probing with a
-/// fresh TCP connection every 20 ms. QEMU's user-mode network accepts
+/// fresh TCP connection (each waiting up to what is left of `budget`). QEMU's user-mode network accepts
 /// connections before the guest's network is up and then stalls them, so
 /// the caller first waits for the guest's own signal (its console line after
 /// starting dropbear); from then on a probe gets the banner or a reset at
@@ -82,7 +82,10 @@ pub async fn wait_for_banner(addr: SocketAddr, budget: Duration) -> bool {
             s.read_exact(&mut buf).await.ok()?;
             Some(&buf == b"SSH-")
         };
-        if let Ok(Some(true)) = tokio::time::timeout(Duration::from_millis(250), attempt).await {
+        // One connection waits as long as the budget allows: a guest sshd
+        // that is slow to answer (OpenSSH re-executes itself per
+        // connection) is not helped by more connections.
+        if let Ok(Some(true)) = tokio::time::timeout(budget.saturating_sub(start.elapsed()), attempt).await {
             return true;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
