@@ -16,8 +16,9 @@
  *            also one closed after a failed connect; the one listening
  *            socket (closed at exit) is not.  When one op is left to do
  *            under -n, a lone socket(AF_UNIX) is made and closed.
- *   mixed    files and sockets, half the ops each: two file ops, then one
- *            socket step (2 ops), and so on.
+ *   mixed    files and sockets: -m PCT percent of the ops are socket
+ *            closes (default 50), interleaved: a socket step (2 ops)
+ *            whenever sockets are behind their share, else a file op.
  *
  * Every socket fd comes from sock_alloc_file(): a sockfs dentry with its
  * inode in sock_inode_cache, so a close hook that leaks the path pins one
@@ -27,6 +28,7 @@
  *   churn [-k KIND] [-d DIR] [-n COUNT] [-t SECONDS] [-r RATE] [-w BYTES] [-c COUNTFILE] [-p]
  *
  *   -k KIND       files (default), sockets or mixed
+ *   -m PCT        with -k mixed: percent of the ops that close a socket (1-99, default 50)
  *   -d DIR        where the files are made (required unless -k sockets)
  *   -n COUNT      stop after COUNT ops (0 = unlimited, default)
  *   -t SECONDS    stop after this long (fractions allowed; 0 = unlimited)
@@ -98,7 +100,7 @@ static int64_t now_ns(void)
 static void usage(const char *prog)
 {
 	fprintf(stderr,
-		"usage: %s [-k files|sockets|mixed] [-d DIR] [-n COUNT] [-t SECONDS] [-r RATE] [-w BYTES] [-c COUNTFILE] [-p]\n",
+		"usage: %s [-k files|sockets|mixed] [-m PCT] [-d DIR] [-n COUNT] [-t SECONDS] [-r RATE] [-w BYTES] [-c COUNTFILE] [-p]\n",
 		prog);
 	exit(2);
 }
@@ -391,6 +393,7 @@ int main(int argc, char **argv)
 {
 	const char *dir = NULL;
 	enum kind kind = KIND_FILES;
+	int sock_pct = 50;
 	unsigned long long max_ops = 0, wbytes = 0, ops = 0, pipes = 0;
 	unsigned long long file_ops = 0, sock_ops = 0, sock_steps = 0;
 	double secs = 0.0, rate = 0.0;
@@ -403,8 +406,15 @@ int main(int argc, char **argv)
 	struct sockaddr_in laddr;
 	int count_warned = 0;
 
-	while ((opt = getopt(argc, argv, "k:d:n:t:r:w:c:ph")) != -1) {
+	while ((opt = getopt(argc, argv, "k:m:d:n:t:r:w:c:ph")) != -1) {
 		switch (opt) {
+		case 'm':
+			sock_pct = atoi(optarg);
+			if (sock_pct < 1 || sock_pct > 99) {
+				fprintf(stderr, "churn: invalid value for -m: '%s' (1-99)\n", optarg);
+				return 2;
+			}
+			break;
 		case 'k':
 			if (!strcmp(optarg, "files"))
 				kind = KIND_FILES;
@@ -497,7 +507,7 @@ int main(int argc, char **argv)
 	while (!stop_sig && (!max_ops || ops < max_ops)) {
 		unsigned long long before = ops;
 		int sockets_now = kind == KIND_SOCKETS ||
-			(kind == KIND_MIXED && file_ops > sock_ops);
+			(kind == KIND_MIXED && sock_ops * 100 < (file_ops + sock_ops) * (unsigned long long)sock_pct);
 
 		if (!sockets_now) {
 			snprintf(path, plen, "%s/churn.%ld.%llx.%llu", dir, (long)getpid(),

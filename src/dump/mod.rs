@@ -113,6 +113,55 @@ pub fn extract(disk: &Path, name: &str, out: &Path) -> Result<u64, DumpError> {
     }
 }
 
+/// The dump kdump-tools left on a disk it used as /var/crash: its
+/// `<YYYYMMDDHHMM>/` directory (the newest, if there are several) with
+/// `dump.<stamp>` and, when it saved one, `dmesg.<stamp>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DistroDump {
+    pub dir: String,
+    pub vmcore: String,
+    pub dmesg: Option<String>,
+}
+
+/// Finds kdump-tools' dump on `disk` (read with `debugfs`, no mount).
+pub fn find_distro_dump(disk: &Path) -> Result<Option<DistroDump>, DumpError> {
+    let root = list(disk, "/")?;
+    let mut dirs: Vec<&String> = root.iter().filter(|(n, dir)| *dir && n.len() == 12 && n.chars().all(|c| c.is_ascii_digit())).map(|(n, _)| n).collect();
+    dirs.sort();
+    let Some(dir) = dirs.last() else { return Ok(None) };
+    let files = list(disk, dir)?;
+    let has = |name: &str| files.iter().any(|(n, d)| !d && n == name);
+    let vmcore = format!("dump.{dir}");
+    if !has(&vmcore) {
+        return Ok(None);
+    }
+    let dmesg = format!("dmesg.{dir}");
+    Ok(Some(DistroDump { dir: dir.to_string(), dmesg: has(&dmesg).then(|| format!("{dir}/{dmesg}")), vmcore: format!("{dir}/{vmcore}") }))
+}
+
+/// Names in directory `dir` of an ext4 disk image, with whether each is a
+/// directory (`debugfs ls -p`: `/inode/mode/uid/gid/name/size/`).
+fn list(disk: &Path, dir: &str) -> Result<Vec<(String, bool)>, DumpError> {
+    let out = Tool::new("debugfs", DISK_DEADLINE)
+        .arg("-R")
+        .arg(format!("ls -p {dir}"))
+        .arg(disk)
+        .run()
+        .map_err(|source| DumpError::Disk { path: disk.to_path_buf(), source })?;
+    Ok(parse_ls(&String::from_utf8_lossy(&out.stdout)))
+}
+
+fn parse_ls(text: &str) -> Vec<(String, bool)> {
+    text.lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split('/').collect();
+            // "", inode, mode, uid, gid, name, size, ""
+            (f.len() >= 7).then(|| (f[5].to_string(), f[2].starts_with("04")))
+        })
+        .filter(|(n, _)| n != "." && n != ".." && !n.is_empty())
+        .collect()
+}
+
 /// A new `crash/<YYYY-MM-DD-HH:MM>/` directory in `run_dir` (0700).
 pub fn crash_dir(run_dir: &Path) -> Result<PathBuf, DumpError> {
     let stamp = time::OffsetDateTime::now_utc()
@@ -148,5 +197,26 @@ mod tests {
         assert!(matches!(missing, DumpError::Missing { .. }), "{missing}");
         let c = crash_dir(d.path()).unwrap();
         assert!(c.starts_with(d.path().join("crash")));
+    }
+
+    #[test]
+    fn kdump_tools_layout_is_found_on_the_disk() {
+        let d = tempfile::tempdir().unwrap();
+        let disk = d.path().join("crash.img");
+        make_disk(&disk, 16 << 20, &[("lost+found/x", b""), ("202612020401/dump.202612020401", b"old"), ("202612020459/dump.202612020459", b"core"), ("202612020459/dmesg.202612020459", b"log")]).unwrap();
+        let found = find_distro_dump(&disk).unwrap().unwrap();
+        assert_eq!(found, DistroDump { dir: "202612020459".into(), vmcore: "202612020459/dump.202612020459".into(), dmesg: Some("202612020459/dmesg.202612020459".into()) });
+        let out = d.path().join("vmcore");
+        assert_eq!(extract(&disk, &found.vmcore, &out).unwrap(), 4);
+        let empty = d.path().join("empty.img");
+        make_disk(&empty, 16 << 20, &[("notes", b"x")]).unwrap();
+        assert_eq!(find_distro_dump(&empty).unwrap(), None);
+    }
+
+    #[test]
+    fn debugfs_listing_is_parsed() {
+        let text = "/2/040755/0/0/./\n/11/040700/0/0/lost+found/\n/12/040755/0/0/202612020459/\n/13/100644/0/0/notes/1/\n";
+        let text = text.replace("\\n", "\n");
+        assert_eq!(parse_ls(&text), [("lost+found".to_string(), true), ("202612020459".to_string(), true), ("notes".to_string(), false)]);
     }
 }

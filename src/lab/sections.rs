@@ -108,8 +108,11 @@ pub struct Workload {
 pub struct Churn {
     /// What is churned: `files` (default), `sockets` (socketpair(AF_UNIX)
     /// and TCP on the guest's loopback; one operation = one socket's last
-    /// close) or `mixed` (half the operations each).
+    /// close) or `mixed` (both, interleaved; see `sockets`).
     pub kind: ChurnKind,
+    /// With `kind: mixed`, the percentage of operations that close a
+    /// socket; the rest are files. Default: 50; 1..=99.
+    pub sockets: u8,
     /// Where the files live: `tmpfs`, mounted with `nr_inodes=0` so leaked
     /// inodes cannot make it run out of inodes before memory, or `ext4` on
     /// a virtio disk kernlab attaches (one inode per 2 KiB, so leaked,
@@ -129,7 +132,7 @@ pub struct Churn {
 
 impl Default for Churn {
     fn default() -> Self {
-        Churn { kind: ChurnKind::Files, fs: ChurnFs::Tmpfs, disk: 2 * GIB, rate: 0, count: 0, write: 0 }
+        Churn { kind: ChurnKind::Files, sockets: 50, fs: ChurnFs::Tmpfs, disk: 2 * GIB, rate: 0, count: 0, write: 0 }
     }
 }
 

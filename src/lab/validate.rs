@@ -214,6 +214,12 @@ impl Lab {
                         return bad("workload.churn.write", format!("`{}` makes no files; `write` applies to `kind: files` or `mixed`", c.kind.as_str()));
                     }
                 }
+                if !(1..=99).contains(&c.sockets) {
+                    return bad("workload.churn.sockets", format!("must be a percentage from 1 to 99, got {}", c.sockets));
+                }
+                if c.sockets != 50 && c.kind != ChurnKind::Mixed {
+                    return bad("workload.churn.sockets", format!("applies to `kind: mixed` only; this churn is `{}`", c.kind.as_str()));
+                }
                 if c.fs == ChurnFs::Ext4 && !(64 * MIB..=64 * GIB).contains(&c.disk) {
                     return bad("workload.churn.disk", format!("must be between 64 MiB and 64 GiB, got {}", human_size(c.disk)));
                 }

@@ -100,6 +100,9 @@ pub fn workload_commands(w: &lab::Workload, limit: Duration) -> Vec<String> {
         if c.kind != lab::ChurnKind::Files {
             churn.push_str(&format!(" -k {}", c.kind.as_str()));
         }
+        if c.kind == lab::ChurnKind::Mixed && c.sockets != 50 {
+            churn.push_str(&format!(" -m {}", c.sockets));
+        }
         if c.uses_files() {
             churn.push_str(" -d /mnt/churn");
         }
@@ -205,5 +208,8 @@ mod tests {
         assert_eq!(mixed.len(), 2);
         assert!(mixed[0].contains("findfs LABEL=kernlab-churn"), "{mixed:?}");
         assert_eq!(mixed[1], "churn -k mixed -d /mnt/churn -c /run/kernlab-ops -t 45 -r 500");
+        let mut heavy = w(lab::ChurnKind::Mixed, lab::ChurnFs::Tmpfs, 0);
+        heavy.churn.as_mut().unwrap().sockets = 90;
+        assert_eq!(workload_commands(&heavy, limit)[1], "churn -k mixed -m 90 -d /mnt/churn -c /run/kernlab-ops -t 45 -r 500");
     }
 }

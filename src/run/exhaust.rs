@@ -81,6 +81,9 @@ pub(super) async fn arm(ctx: &mut Ctx, guest: &Guest) -> Result<bool, RunError> 
     if x.action != DumpAction::Kdump {
         return Ok(false);
     }
+    if ctx.lab.image != crate::lab::Image::Minimal {
+        return arm_distro(ctx, guest, &x).await;
+    }
     // The capture kernel's command line: one CPU, devices reset, the
     // capture initramfs's init. No panic=-1: a capture kernel that fails
     // must stay up (QEMU alive, memory intact) so the deadline can take the
@@ -101,6 +104,40 @@ pub(super) async fn arm(ctx: &mut Ctx, guest: &Guest) -> Result<bool, RunError> 
         Ok(true)
     } else {
         let reason = format!("kdump could not be loaded ({}); a panic will be dumped from the host", out.stderr.trim());
+        ctx.events.emit(Event::KdumpUnavailable { reason });
+        Ok(false)
+    }
+}
+
+/// How long the distro's kdump-tools may take to load the capture kernel
+/// after SSH is up (it starts at boot, before sshd, so it is usually done).
+const DISTRO_KDUMP_WAIT: Duration = Duration::from_secs(120);
+
+/// A distro guest's kdump is its own kdump-tools service, which loaded the
+/// capture kernel at boot: wait for it, set the lab's dump level where
+/// kdump-tools reads it when it saves (`MAKEDUMP_ARGS`), and on failure
+/// say what its service log says; the host dump then takes over.
+async fn arm_distro(ctx: &mut Ctx, guest: &Guest, x: &crate::lab::Exhaustion) -> Result<bool, RunError> {
+    let during = "while checking the guest's kdump-tools";
+    let level = x.dump_level;
+    let tries = DISTRO_KDUMP_WAIT.as_secs();
+    let cmd = format!(
+        r#"f=/etc/default/kdump-tools; sed -i '/^#\?MAKEDUMP_ARGS=/d' $f && echo 'MAKEDUMP_ARGS="-c -d {level}"' >> $f || exit 1
+loaded() {{ [ "$(cat /sys/kernel/kexec_crash_loaded)" = 1 ]; }}
+i=0
+while ! loaded && [ $i -lt {tries} ]; do
+  case "$(systemctl is-active kdump-tools)" in active|failed) break ;; esac
+  sleep 1; i=$((i+1))
+done
+loaded || {{ journalctl -b -u kdump-tools --no-pager -o cat 2>/dev/null | tail -n 5 >&2; exit 1; }}"#
+    );
+    let out = guest.exec(&cmd, DISTRO_KDUMP_WAIT + Duration::from_secs(30)).await.map_err(|e| ctx.guest_error(e, during))?;
+    if out.success() {
+        ctx.events.emit(Event::KdumpLoaded { crashkernel: x.crashkernel });
+        Ok(true)
+    } else {
+        let log = out.stderr.trim().replace('\n', "; ");
+        let reason = format!("the guest's kdump-tools did not load the capture kernel ({log}); a panic will be dumped from the host");
         ctx.events.emit(Event::KdumpUnavailable { reason });
         Ok(false)
     }
@@ -204,29 +241,21 @@ pub(super) async fn collect(ctx: &mut Ctx, guest: &Guest, trigger: Trigger, kdum
             }
             if guest.exited().is_some() {
                 let disk = ctx.dir.join("dump.img");
-                let vmcore = crash_dir.join("vmcore");
-                let (d, v) = (disk.clone(), vmcore.clone());
-                let bytes = match blocking(move || dump::extract(&d, "vmcore", &v)).await? {
-                    Ok(b) => b,
-                    Err(e) => {
+                let record = match ctx.lab.image {
+                    crate::lab::Image::Minimal => collect_kernlab(&disk, &crash_dir, &why, x.dump_level).await,
+                    _ => collect_distro(&disk, &crash_dir, &why).await,
+                };
+                let mut record = match record {
+                    Ok(r) => r,
+                    Err(reason) => {
                         let console = fsx::tail_lines(&ctx.dir.join(CONSOLE), 30);
-                        return Err(RunError::DumpFailed { reason: format!("{e}"), console });
+                        return Err(RunError::DumpFailed { reason, console });
                     }
                 };
-                let dmesg = crash_dir.join("dmesg.txt");
-                let (d, m) = (disk.clone(), dmesg.clone());
-                let dmesg = blocking(move || dump::extract(&d, "dmesg.txt", &m)).await?.ok().map(|_| dmesg);
                 // The vmcore is out; the disk copy need not stay.
                 let _ = std::fs::remove_file(&disk);
-                return finish(ctx, DumpRecord {
-                    via: "kdump".into(),
-                    reason: format!("{why}; the capture kernel wrote the dump with makedumpfile -d {}", x.dump_level),
-                    vmcore,
-                    bytes,
-                    dmesg,
-                    secs: start.elapsed().as_secs_f64(),
-                }, &crash_dir, &x)
-                .await;
+                record.secs = start.elapsed().as_secs_f64();
+                return finish(ctx, record, &crash_dir, &x).await;
             }
             if guest.seen("GUEST_PANICKED") {
                 fallback_reason = Some("the panic did not reach kdump (pvpanic reported GUEST_PANICKED)".into());
@@ -294,6 +323,54 @@ pub(super) async fn collect(ctx: &mut Ctx, guest: &Guest, trigger: Trigger, kdum
         (None, _) => format!("{why}; the host dumped the panicked guest (QMP dump-guest-memory, kdump-zlib)"),
     };
     finish(ctx, DumpRecord { via: "host-dump".into(), reason, vmcore, bytes, dmesg: None, secs: start.elapsed().as_secs_f64() }, &crash_dir, &x).await
+}
+
+/// The vmcore and kernel log kernlab's capture initramfs wrote at the root
+/// of the dump disk.
+async fn collect_kernlab(disk: &std::path::Path, crash_dir: &std::path::Path, why: &str, level: u8) -> Result<DumpRecord, String> {
+    let vmcore = crash_dir.join("vmcore");
+    let (d, v) = (disk.to_path_buf(), vmcore.clone());
+    let bytes = blocking(move || dump::extract(&d, "vmcore", &v)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    let dmesg = crash_dir.join("dmesg.txt");
+    let (d, m) = (disk.to_path_buf(), dmesg.clone());
+    let dmesg = blocking(move || dump::extract(&d, "dmesg.txt", &m)).await.ok().and_then(Result::ok).map(|_| dmesg);
+    Ok(DumpRecord {
+        via: "kdump".into(),
+        reason: format!("{why}; the capture kernel wrote the dump with makedumpfile -d {level}"),
+        vmcore,
+        bytes,
+        dmesg,
+        secs: 0.0,
+    })
+}
+
+/// The vmcore the guest's own kdump-tools saved in /var/crash/<date>/ (the
+/// dump disk), read after the guest stopped.
+async fn collect_distro(disk: &std::path::Path, crash_dir: &std::path::Path, why: &str) -> Result<DumpRecord, String> {
+    let d = disk.to_path_buf();
+    let found = blocking(move || dump::find_distro_dump(&d)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    let Some(found) = found else {
+        return Err("the guest's kdump-tools saved no dump in /var/crash (the dump disk has no <date>/dump.<date>): see its lines on the console".into());
+    };
+    let vmcore = crash_dir.join("vmcore");
+    let (d, v, name) = (disk.to_path_buf(), vmcore.clone(), found.vmcore.clone());
+    let bytes = blocking(move || dump::extract(&d, &name, &v)).await.map_err(|e| e.to_string())?.map_err(|e| e.to_string())?;
+    let dmesg = match found.dmesg.clone() {
+        Some(name) => {
+            let out = crash_dir.join("dmesg.txt");
+            let (d, m) = (disk.to_path_buf(), out.clone());
+            blocking(move || dump::extract(&d, &name, &m)).await.ok().and_then(Result::ok).map(|_| out)
+        }
+        None => None,
+    };
+    Ok(DumpRecord {
+        via: "kdump-tools".into(),
+        reason: format!("{why}; the guest's kdump-tools saved /var/crash/{} (its capture kernel, makedumpfile)", found.vmcore),
+        vmcore,
+        bytes,
+        dmesg,
+        secs: 0.0,
+    })
 }
 
 async fn finish(ctx: &mut Ctx, record: DumpRecord, crash_dir: &std::path::Path, x: &crate::lab::Exhaustion) -> Result<(), RunError> {
