@@ -87,6 +87,10 @@ enum Command {
     /// Kernels: list the descriptors, fetch one into the cache.
     #[command(subcommand)]
     Kernel(KernelCommand),
+    /// Guest images: `kernlab image debian --out DISK.qcow2` writes the
+    /// Debian disk kernlab builds for a kernel as a standalone qcow2.
+    #[command(subcommand)]
+    Image(ImageCommand),
     /// Read a vmcore from anywhere (a customer's) with `crash`: memory
     /// summary and the largest slab caches.
     Triage {
@@ -174,6 +178,23 @@ enum BenchCommand {
 }
 
 #[derive(Subcommand)]
+enum ImageCommand {
+    /// Build (or find in the cache) the Debian guest disk for a kernel and
+    /// write it as a qcow2 (whole-disk ext4, label kernlab-root, no bootloader).
+    Debian {
+        /// The kernel whose modules, initramfs and kdump initrd go in (a descriptor name).
+        #[arg(long, default_value = kernlab::lab::DEFAULT_KERNEL)]
+        kernel: String,
+        /// Extra packages (repeatable), e.g. `--package cloud-init`.
+        #[arg(long, value_name = "PKG")]
+        package: Vec<String>,
+        /// The qcow2 to write (must not exist).
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
 enum KernelCommand {
     /// List known kernels and whether each is in the cache.
     List,
@@ -219,6 +240,7 @@ fn main() -> ExitCode {
         Command::Merge { dirs, out } => merge(&dirs, &out, &events),
         Command::Triage { vmcore, kernel, out } => triage(&vmcore, &kernel, out, &cli.kernel_dirs),
         Command::Report { dir } => report(&dir),
+        Command::Image(ImageCommand::Debian { kernel, package, out }) => image_debian(&kernel, package, &out, &cli.kernel_dirs),
         Command::Calibrate { lab, runs, arms, duration, out } => calibrate(&lab, runs, &arms, duration, out, cli.kernel_dirs, &events),
     };
     ExitCode::from(code as u8)

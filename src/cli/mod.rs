@@ -6,6 +6,7 @@
 mod bench;
 mod calibrate;
 mod doctor;
+mod image;
 mod kernels;
 mod matrix;
 mod triage;
@@ -13,6 +14,7 @@ mod triage;
 pub use bench::{bench_boot, bench_samples};
 pub use calibrate::calibrate;
 pub use doctor::doctor;
+pub use image::image_debian;
 pub use kernels::{kernel_fetch, kernel_list};
 pub use matrix::{matrix, merge};
 pub use triage::triage;

@@ -91,7 +91,7 @@ async fn boot_cold(ctx: &mut Ctx, spec: &mut VmSpec, choice: &mut AccelChoice, c
     // dropbear reads only its own key format; OpenSSH only OpenSSH's.
     let keys = match image {
         GuestImage::Minimal(_) => blocking(move || RunKeys::generate(&dir)).await??,
-        GuestImage::Debian(_) => blocking(move || RunKeys::generate_openssh(&dir)).await??,
+        GuestImage::Debian(_) | GuestImage::Disk { .. } => blocking(move || RunKeys::generate_openssh(&dir)).await??,
     };
     // A guest that becomes a snapshot boots without the lab's payload (it
     // is uploaded afterwards, as on a restored guest), so that one snapshot
@@ -176,7 +176,20 @@ async fn boot_cold(ctx: &mut Ctx, spec: &mut VmSpec, choice: &mut AccelChoice, c
     };
 
     let guest = ctx.guest()?;
-    guest.open_control(SSH_TIMEOUT).await.map_err(|e| ctx.guest_error(e, "while opening the first SSH session"))?;
+    if let Err(e) = guest.open_control(SSH_TIMEOUT).await {
+        let keys_refused = matches!(&e, crate::vm::GuestError::Ssh(crate::vm::SshError::HostKeyMismatch | crate::vm::SshError::Auth(_)));
+        if keys_refused && matches!(image, GuestImage::Disk { .. }) {
+            return Err(RunError::Boot {
+                kernel: kernel.name.clone(),
+                reason: format!(
+                    "the disk's sshd answers but does not use this run's keys ({}): kernlab gives them through a cloud-init NoCloud seed disk (label cidata); install cloud-init in the image",
+                    crate::util::error_chain(&e)
+                ),
+                console: fsx::tail_lines(&ctx.dir.join(CONSOLE), 30),
+            });
+        }
+        return Err(ctx.guest_error(e, "while opening the first SSH session"));
+    }
     guest.exec("true", Duration::from_secs(10)).await.map_err(|e| ctx.guest_error(e, "at the first command"))?;
     ctx.timings.first_command = boot.started.elapsed().as_secs_f64();
 

@@ -44,6 +44,10 @@ pub(super) enum GuestImage {
     Minimal(image::BuiltImage),
     /// A Debian disk; the run boots an overlay of it, keys on a seed disk.
     Debian(image::debian::DebianImage),
+    /// The user's disk; the run boots an overlay of it, keys through its
+    /// cloud-init. With `root`, the lab's kernel boots it with this initrd
+    /// (the Debian image's initramfs-tools one for the lab's kernel).
+    Disk { info: image::DiskInfo, initrd: Option<PathBuf> },
 }
 
 impl GuestImage {
@@ -52,6 +56,7 @@ impl GuestImage {
         match self {
             GuestImage::Minimal(i) => &i.sha256,
             GuestImage::Debian(d) => &d.key,
+            GuestImage::Disk { info, .. } => info.path.to_str().unwrap_or("disk"),
         }
     }
 }
@@ -134,7 +139,36 @@ pub(super) async fn prepare(ctx: &mut Ctx) -> Result<Prepared, RunError> {
             }
             GuestImage::Debian(built)
         }
-        lab::Image::Disk(_) => return Err(RunError::Usage("image: {disk: PATH} is not supported by this kernlab yet".into())),
+        lab::Image::Disk(d) => {
+            let base = ctx.lab_file.parent().map(Path::to_path_buf).unwrap_or_default();
+            let path = base.join(&d.disk);
+            let info = match blocking(move || image::disk::inspect(&path)).await? {
+                Ok(info) => info,
+                Err(e) => {
+                    let (line, column) = ctx.lab.locations.position("image.disk");
+                    return Err(RunError::Lab(lab::LabError::Invalid {
+                        file: ctx.lab_file.clone(),
+                        line,
+                        column,
+                        field: "image.disk".into(),
+                        message: crate::util::error_chain(&e),
+                    }));
+                }
+            };
+            let initrd = match &d.root {
+                None => None,
+                Some(_) => {
+                    // The lab's kernel needs an initramfs with its own disk
+                    // drivers: the one the Debian image makes for it.
+                    let built = blocking(move || image::debian::build(&cache, &k, &image::debian::Recipe::default())).await??;
+                    for (stage, secs) in &built.built {
+                        ctx.events.emit(Event::ImageBuilt { stage: stage.clone(), secs: *secs });
+                    }
+                    Some(built.initrd)
+                }
+            };
+            GuestImage::Disk { info, initrd }
+        }
     };
     let dump_disk = match (&image, kdump) {
         (GuestImage::Minimal(_), true) => Some(exhaust::prepare_disk(ctx, &kernel).await?),
@@ -156,6 +190,7 @@ pub(super) async fn prepare(ctx: &mut Ctx) -> Result<Prepared, RunError> {
     let (bytes, image_modules) = match &image {
         GuestImage::Minimal(i) => (i.size, i.modules.clone()),
         GuestImage::Debian(d) => (d.bytes, vec![]),
+        GuestImage::Disk { info, .. } => (info.virtual_size, vec![]),
     };
     ctx.events.emit(Event::ImageReady { sha256: image.id().to_string(), bytes, modules: image_modules.len(), secs: ctx.timings.image });
     ctx.manifest.image = Some(ctx.lab.image.kind().to_string());
@@ -170,7 +205,15 @@ pub(super) async fn prepare(ctx: &mut Ctx) -> Result<Prepared, RunError> {
         // kernlab.seed: the image's kernlab-seed unit installs the run's
         // keys from the seed disk.
         GuestImage::Debian(d) => (d.initrd.clone(), Some(format!("LABEL={}", image::debian::ROOT_LABEL)), vec!["kernlab.seed".into()]),
+        GuestImage::Disk { initrd, .. } => {
+            let root = match &ctx.lab.image {
+                lab::Image::Disk(d) => d.root.clone(),
+                _ => None,
+            };
+            (initrd.clone().unwrap_or_default(), root, vec![])
+        }
     };
+    let firmware_boot = matches!(&image, GuestImage::Disk { initrd: None, .. });
     let mut words = extra_cmdline(&ctx.lab);
     words.extend(disk_words);
     let disk_boot = !matches!(image, GuestImage::Minimal(_));
@@ -190,7 +233,7 @@ pub(super) async fn prepare(ctx: &mut Ctx) -> Result<Prepared, RunError> {
         kernel: profile.path.clone(),
         initrd,
         cmdline: qemu::argv::cmdline(&qemu::CmdlineOpts { fast_boot: ctx.lab.vm.fast_boot, machine, tsc_khz: profile.host_tsc.as_ref().map(|t| t.khz), root }, &words),
-        firmware_boot: false,
+        firmware_boot,
         qmp_socket: QMP_SOCKET.into(),
         console_log: CONSOLE.into(),
         ssh_port: 0,

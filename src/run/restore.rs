@@ -29,6 +29,9 @@ pub(crate) fn allowed(lab: &Lab, spec: &VmSpec) -> Result<(), String> {
     if lab.vm.snapshot == SnapshotPolicy::Off {
         return Err("the lab asks for a cold boot (vm.snapshot: off)".into());
     }
+    if let crate::lab::Image::Disk(_) = lab.image {
+        return Err("a user's disk image boots cold (its contents are not part of a snapshot's key)".into());
+    }
     if spec.devices.iter().any(|d| matches!(d, Device::DumpDisk | Device::ChurnDisk)) {
         return Err("the VM has a disk (the churn disk or the dump disk), made afresh for each run".into());
     }

@@ -40,7 +40,8 @@ pub(super) struct Sampler {
     pub(super) gaps: Arc<Mutex<u64>>,
     /// End with `Exhausted` when MemAvailable falls below this.
     pub(super) headroom: Option<u64>,
-    /// End with `Hung` after this many failed samples in a row.
+    /// End with `Hung` after this many failed samples in a row (or two, when
+    /// the guest has not answered for this many intervals).
     pub(super) hang_intervals: Option<u32>,
     /// Reconnects after a lost SSH session back off (see [`Backoff`]).
     pub(super) backoff: Backoff,
@@ -49,6 +50,10 @@ pub(super) struct Sampler {
     /// The verdict is decided: this sample is the last.
     pub(super) decided: CancellationToken,
 }
+
+/// The shortest silence (no sample answered) that counts as a hang when
+/// failed samples come slowly.
+const HANG_MIN_SILENCE: Duration = Duration::from_secs(30);
 
 /// Exponential backoff for SSH reconnects: the first retry at the next
 /// sample, then waits of 0.5, 1, 2, 4, 8 s at most between attempts, so a
@@ -91,12 +96,14 @@ impl Sampler {
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut index = 0u64;
         let mut failed_in_a_row = 0u32;
+        let mut last_ok = tokio::time::Instant::now();
         loop {
             tick.tick().await;
             let last = start.elapsed() >= duration || self.decided.is_cancelled();
             match self.sample(index, interval).await {
                 Some(mem_available) => {
                     failed_in_a_row = 0;
+                    last_ok = tokio::time::Instant::now();
                     if let (Some(h), Some(avail)) = (self.headroom, mem_available) {
                         if avail < h {
                             return SamplerEnd::Exhausted { mem_available: avail };
@@ -105,8 +112,16 @@ impl Sampler {
                 }
                 None => {
                     failed_in_a_row += 1;
-                    if self.hang_intervals.is_some_and(|n| failed_in_a_row >= n) {
-                        return SamplerEnd::Hung { gaps: failed_in_a_row };
+                    if let Some(n) = self.hang_intervals {
+                        // n failures in a row, or (a guest thrashing under memory
+                        // pressure takes a timeout and a reconnect per failure)
+                        // two failures and no sample for n intervals, 30 s at least.
+                        let silent = last_ok.elapsed();
+                        let long = silent >= (interval * n).max(HANG_MIN_SILENCE);
+                        if failed_in_a_row >= n || (failed_in_a_row >= 2 && long) {
+                            let gaps = (silent.as_secs_f64() / interval.as_secs_f64()).floor() as u32;
+                            return SamplerEnd::Hung { gaps: gaps.max(failed_in_a_row) };
+                        }
                     }
                 }
             }

@@ -64,11 +64,17 @@ pub(super) async fn write_boot_files(ctx: &Ctx, image: &GuestImage, keys: &RunKe
             })
             .await?
         }
-        GuestImage::Debian(d) => {
+        GuestImage::Debian(_) | GuestImage::Disk { .. } => {
+            // A fresh instance id per run: cloud-init applies the seed's
+            // keys again even on a disk that has booted before.
             let instance = ctx.dir.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "kernlab".into());
-            let seed = keys.seed(&instance, "kernlab")?;
+            let seed = keys.seed(&format!("kernlab-{instance}"), "kernlab")?;
             let (seed_path, root) = (ctx.dir.join(SEED_DISK), ctx.dir.join(ROOT_DISK));
-            let base = image::DiskInfo { path: d.disk.clone(), format: image::DiskFormat::Raw, virtual_size: 0 };
+            let base = match image {
+                GuestImage::Debian(d) => image::DiskInfo { path: d.disk.clone(), format: image::DiskFormat::Raw, virtual_size: 0 },
+                GuestImage::Disk { info, .. } => info.clone(),
+                GuestImage::Minimal(_) => unreachable!("matched above"),
+            };
             blocking(move || {
                 image::seed::write_seed(&seed, &seed_path)?;
                 if overlay {
@@ -180,6 +186,7 @@ pub(super) async fn boot(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel, keys
         // A restored guest prints nothing: it is up when QEMU has loaded the
         // state and runs it, and its sshd (already listening) answers.
         let restoring = spec.incoming.is_some();
+        let user_disk = matches!(ctx.lab.image, crate::lab::Image::Disk(_));
         let timeout = if restoring { RESTORE_TIMEOUT } else { ctx.lab.vm.boot_timeout };
         let ready = async {
             if restoring {
@@ -199,7 +206,15 @@ pub(super) async fn boot(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel, keys
             // The guest reports progress on its console: /init running (the
             // boot floor) and dropbear started (from then on probing the SSH
             // port cannot hang in QEMU's user-mode network).
-            let _ = guest.console().state().wait_for(|s| s.sshd).await;
+            if !user_disk {
+                let _ = guest.console().state().wait_for(|s| s.sshd).await;
+            } else {
+                // A user's disk prints no marker of kernlab's: probe until a
+                // banner comes (QEMU's user network stalls a connection made
+                // before the guest's network is up, so each probe is short
+                // until one gets through).
+                while !wait_for_banner(addr, Duration::from_secs(2)).await {}
+            }
             // Each probe costs the guest an sshd process (OpenSSH re-executes
             // itself for every connection, seconds under TCG): a probe that
             // gives up early and probes again only queues more of them. Once

@@ -1,0 +1,56 @@
+//! `kernlab image debian`: the Debian guest disk kernlab builds for a
+//! kernel, written out as a standalone qcow2 (e.g. with cloud-init added,
+//! to boot as a lab's `image: {disk: PATH, root: LABEL=kernlab-root}`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use super::{fail, registry};
+use crate::cache::Cache;
+use crate::exit;
+use crate::image::debian::{self, Recipe};
+use crate::util::tool::Tool;
+
+pub fn image_debian(kernel: &str, packages: Vec<String>, out: &Path, dirs: &[PathBuf]) -> i32 {
+    if out.exists() {
+        eprintln!("kernlab: `{}` exists; kernlab writes a new disk image and never overwrites one", out.display());
+        return exit::USAGE;
+    }
+    let desc = match registry(dirs).and_then(|r| r.get(kernel).cloned()) {
+        Ok(d) => d,
+        Err(e) => return fail(&e),
+    };
+    let infra = |e: &dyn std::error::Error| {
+        fail(e);
+        exit::INFRA
+    };
+    let cache = match Cache::from_env() {
+        Ok(c) => c,
+        Err(e) => return infra(&e),
+    };
+    let kernel = match crate::kernel::fetch(&cache, &desc) {
+        Ok(k) => k,
+        Err(e) => return infra(&e),
+    };
+    let built = match debian::build(&cache, &kernel, &Recipe { packages }) {
+        Ok(b) => b,
+        Err(e) => return infra(&e),
+    };
+    for (stage, secs) in &built.built {
+        eprintln!("image: built {stage} in {secs:.1} s");
+    }
+    let res = Tool::new("qemu-img", Duration::from_secs(10 * 60)).args(["convert", "-q", "-O", "qcow2"]).arg(&built.disk).arg(out).run();
+    if let Err(e) = res {
+        let _ = std::fs::remove_file(out);
+        return infra(&e);
+    }
+    println!("{}", out.display());
+    eprintln!(
+        "a Debian 12 disk for kernel {} (ext4, label {}, no bootloader): boot it with the lab's kernel, `image: {{disk: {}, root: LABEL={}}}`",
+        kernel.release,
+        debian::ROOT_LABEL,
+        out.display(),
+        debian::ROOT_LABEL
+    );
+    exit::OK
+}
