@@ -48,6 +48,7 @@ const FILES: &[(&str, u32, &str)] = &[
     ),
     ("etc/systemd/system/kernlab-marker-init.service", 0o644, include_str!("../../images/debian/root/etc/systemd/system/kernlab-marker-init.service")),
     ("etc/systemd/system/kernlab-marker-sshd.service", 0o644, include_str!("../../images/debian/root/etc/systemd/system/kernlab-marker-sshd.service")),
+    ("etc/systemd/system/kernlab-ssh-keygen.service", 0o644, include_str!("../../images/debian/root/etc/systemd/system/kernlab-ssh-keygen.service")),
     ("etc/systemd/system/kernlab-seed.service", 0o644, include_str!("../../images/debian/root/etc/systemd/system/kernlab-seed.service")),
     ("usr/local/sbin/kernlab-seed", 0o755, include_str!("../../images/debian/root/usr/local/sbin/kernlab-seed")),
 ];

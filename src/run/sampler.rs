@@ -100,7 +100,23 @@ impl Sampler {
         loop {
             tick.tick().await;
             let last = start.elapsed() >= duration || self.decided.is_cancelled();
-            match self.sample(index, interval).await {
+            // In a dump lab a sample may not outlast the hang window: a
+            // guest thrashing under memory pressure can hold one (and its
+            // reconnect) for minutes.
+            let sampled = match self.hang_intervals {
+                Some(n) => {
+                    let window = (interval * n).max(HANG_MIN_SILENCE);
+                    match tokio::time::timeout_at(last_ok + window, self.sample(index, interval)).await {
+                        Ok(s) => s,
+                        Err(_) => {
+                            let gaps = (last_ok.elapsed().as_secs_f64() / interval.as_secs_f64()).floor() as u32;
+                            return SamplerEnd::Hung { gaps: gaps.max(failed_in_a_row + 1) };
+                        }
+                    }
+                }
+                None => self.sample(index, interval).await,
+            };
+            match sampled {
                 Some(mem_available) => {
                     failed_in_a_row = 0;
                     last_ok = tokio::time::Instant::now();
