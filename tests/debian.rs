@@ -270,3 +270,32 @@ impl Drop for KillOnDrop {
         let _ = rustix::process::kill_process(rustix::process::Pid::from_raw(self.0 as i32).unwrap(), rustix::process::Signal::KILL);
     }
 }
+
+#[test]
+fn the_customers_case_on_a_debian_guest_leaks_hangs_and_kdump_tools_dumps_sockets_and_dentries() {
+    let _one = one_vm();
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("customer");
+    let out = run(&["run", "labs/customer-crash.yaml", "--out", dir.to_str().unwrap()]);
+    let (so, se) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{so}\nstderr:\n{se}");
+    let r = report(&dir);
+    assert_eq!(r["verdict"], "leak", "{r}");
+    // The product's stand-in ran beside the module in both arms.
+    for arm in ["module", "baseline"] {
+        assert_eq!(setup_statuses(&dir.join(arm)), [Some(0); 2], "{arm}");
+        let m = manifest(&dir.join(arm));
+        let dsts: Vec<&str> = m["payload"].as_array().unwrap().iter().map(|e| e["dst"].as_str().unwrap()).collect();
+        assert_eq!(dsts, ["/usr/local/bin/scanner", "/etc/scanner.conf", "/etc/systemd/system/scanner.service"], "{arm}");
+    }
+    // The module arm ran out of memory; the guest's own kdump-tools saved
+    // the vmcore in /var/crash/<date>/, and crash read it.
+    let crash = &r["crash"];
+    assert_eq!(crash["exhaustion"]["reached"], true, "{crash}");
+    assert_eq!(crash["dump"]["via"], "kdump-tools", "{crash}");
+    let why = crash["dump"]["reason"].as_str().unwrap();
+    assert!(why.contains("/var/crash/") && why.contains("/dump."), "{why}");
+    let top: Vec<&str> = crash["triage"]["top_caches"].as_array().unwrap().iter().take(2).map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(top, ["sock_inode_cache", "dentry"], "the customer's kmem -s: {crash}");
+    assert!(report(&dir.join("baseline"))["dump"].is_null());
+}
