@@ -318,29 +318,53 @@ impl Serialize for Image {
     }
 }
 
+/// What `image:` may be, for error messages.
+const IMAGE_SHAPES: &str = "`minimal`, `debian`, `{debian: {packages: [...]}}` or `{disk: PATH}` (with an optional `root`)";
+
 impl<'de> Deserialize<'de> for Image {
     fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(ImageVisitor)
+    }
+}
+
+/// Reads `image:` from the YAML events themselves (not through a generic
+/// value), so an error inside it (an unknown key, a bad `packages` entry)
+/// carries that key's or value's own position and field path.
+struct ImageVisitor;
+
+impl<'de> serde::de::Visitor<'de> for ImageVisitor {
+    type Value = Image;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str(IMAGE_SHAPES)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, s: &str) -> Result<Image, E> {
+        match s {
+            "minimal" => Ok(Image::Minimal),
+            "debian" => Ok(Image::Debian(DebianImage::default())),
+            _ => Err(E::custom(format!("unknown image `{s}`: expected {IMAGE_SHAPES}"))),
+        }
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Image, A::Error> {
         use serde::de::Error;
-        const EXPECTED: &str = "expected `minimal`, `debian`, `{debian: {packages: [...]}}` or `{disk: PATH}`";
-        let value = serde_json::Value::deserialize(d)?;
-        match &value {
-            serde_json::Value::String(s) if s == "minimal" => Ok(Image::Minimal),
-            serde_json::Value::String(s) if s == "debian" => Ok(Image::Debian(DebianImage::default())),
-            serde_json::Value::String(s) => Err(D::Error::custom(format!("unknown image `{s}`: {EXPECTED}"))),
-            serde_json::Value::Object(m) if m.contains_key("debian") => {
-                if let Some(k) = m.keys().find(|k| *k != "debian") {
-                    return Err(D::Error::custom(format!("unknown field `{k}` beside `debian`: {EXPECTED}")));
-                }
-                let inner = match &m["debian"] {
-                    serde_json::Value::Null => serde_json::json!({}),
-                    v => v.clone(),
-                };
-                serde_json::from_value(inner).map(Image::Debian).map_err(|e| D::Error::custom(format!("image.debian: {e}")))
+        let (mut debian, mut disk, mut root) = (None, None, None);
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                // `debian:` with nothing after it is the base recipe.
+                "debian" => debian = Some(map.next_value::<Option<DebianImage>>()?.unwrap_or_default()),
+                "disk" => disk = Some(map.next_value::<PathBuf>()?),
+                "root" => root = Some(map.next_value::<String>()?),
+                other => return Err(A::Error::unknown_field(other, &["debian", "disk", "root"])),
             }
-            serde_json::Value::Object(m) if m.contains_key("disk") => {
-                serde_json::from_value(value.clone()).map(Image::Disk).map_err(|e| D::Error::custom(format!("image: {e}")))
-            }
-            _ => Err(D::Error::custom(EXPECTED)),
+        }
+        match (debian, disk, root) {
+            (Some(d), None, None) => Ok(Image::Debian(d)),
+            (Some(_), _, _) => Err(A::Error::custom("`debian` and `disk` are two different images: give one (`root` goes with `disk`)")),
+            (None, Some(disk), root) => Ok(Image::Disk(DiskImage { disk, root })),
+            (None, None, Some(_)) => Err(A::Error::custom("`root` needs a `disk` beside it: `{disk: PATH, root: DEVICE}`")),
+            (None, None, None) => Err(A::Error::custom(format!("empty mapping: expected {IMAGE_SHAPES}"))),
         }
     }
 }

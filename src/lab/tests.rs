@@ -546,3 +546,84 @@ fn a_missing_payload_src_names_its_line() {
     let ok = parse("name: x\npayload:\n  - {src: there.conf, dst: /etc/there.conf}\n", &file).unwrap();
     ok.check_payload_files(&file).unwrap();
 }
+
+
+#[test]
+fn image_forms_parse_and_round_trip() {
+    let image = |yaml: &str| p(yaml).unwrap_or_else(|e| panic!("{e}")).image;
+    let debian = |pkgs: &[&str]| Image::Debian(DebianImage { packages: pkgs.iter().map(|s| s.to_string()).collect() });
+    let disk = |root: Option<&str>| Image::Disk(DiskImage { disk: "sles.qcow2".into(), root: root.map(String::from) });
+    let cases = [
+        ("name: x\n", Image::Minimal),
+        ("name: x\nimage: minimal\n", Image::Minimal),
+        ("name: x\nimage: debian\n", debian(&[])),
+        // `debian:` with nothing after it, or an empty list: the base recipe.
+        ("name: x\nimage:\n  debian:\n", debian(&[])),
+        ("name: x\nimage: {debian: {packages: []}}\n", debian(&[])),
+        ("name: x\nimage:\n  debian:\n    packages: [strace, libc6-dbg, g++]\n", debian(&["strace", "libc6-dbg", "g++"])),
+        ("name: x\nimage: {disk: sles.qcow2}\n", disk(None)),
+        ("name: x\nimage:\n  disk: sles.qcow2\n  root: /dev/vda2\n", disk(Some("/dev/vda2"))),
+    ];
+    for (yaml, want) in cases {
+        let lab = p(yaml).unwrap_or_else(|e| panic!("{yaml}: {e}"));
+        assert_eq!(lab.image, want, "{yaml}");
+        let printed = lab.to_yaml();
+        assert_eq!(p(&printed).unwrap_or_else(|e| panic!("{e}\n{printed}")), lab, "{printed}");
+    }
+    // The resolved form writes the short name when it says it all.
+    assert!(p("name: x\nimage: {debian: {packages: []}}\n").unwrap().to_yaml().contains("image: debian\n"));
+    let printed = p("name: x\nimage: {debian: {packages: [strace]}}\n").unwrap().to_yaml();
+    assert!(printed.contains("debian:") && printed.contains("strace"), "{printed}");
+    assert!(!p("name: x\nimage: {disk: a.raw}\n").unwrap().to_yaml().contains("root"), "no root when none was given");
+    assert_eq!(image("name: x\nimage: debian\n").kind(), "debian");
+    assert_eq!(image("name: x\nimage: {disk: a.raw, root: LABEL=root}\n").to_string(), "disk a.raw");
+}
+
+#[test]
+fn image_shape_errors_name_the_key_and_line() {
+    let e = err("name: x\nimage: fedora\n");
+    assert!(e.starts_with("t.yaml:2:8: image: unknown image `fedora`: expected `minimal`, `debian`"), "{e}");
+    // A key beside `debian` is named at its own line, with what may be there.
+    let e = err("name: x\nimage:\n  debian: {packages: [strace]}\n  extra: 1\n");
+    assert!(e.starts_with("t.yaml:4:3: image.extra: unknown field `extra`"), "{e}");
+    assert!(e.contains("debian") && e.contains("disk") && e.contains("root"), "{e}");
+    let e = err("name: x\nimage:\n  debian:\n    pkgs: [strace]\n");
+    assert!(e.starts_with("t.yaml:4:5: image.debian.pkgs: unknown field `pkgs`") && e.contains("packages"), "{e}");
+    let e = err("name: x\nimage:\n  disk: a.qcow2\n  rot: /dev/vda1\n");
+    assert!(e.starts_with("t.yaml:4:3: image.rot: unknown field `rot`"), "{e}");
+    let e = err("name: x\nimage:\n  debian: {packages: strace}\n");
+    assert!(e.contains("image.debian.packages: expected a list"), "{e}");
+    assert!(err("name: x\nimage: {debian: {}, disk: a.raw}\n").contains("`debian` and `disk` are two different images"));
+    assert!(err("name: x\nimage: {root: /dev/vda1}\n").contains("`root` needs a `disk` beside it"));
+    assert!(err("name: x\nimage: {}\n").contains("image: empty mapping: expected `minimal`"));
+    assert!(err("name: x\nimage: [debian]\n").contains("image: invalid type: sequence, expected `minimal`"));
+}
+
+#[test]
+fn image_rules_name_the_field() {
+    let e = err("name: x\nimage:\n  debian:\n    packages: [strace, Bad_Name]\n");
+    assert!(e.starts_with("t.yaml:4:24: image.debian.packages[1]: \"Bad_Name\" is not a Debian package name"), "{e}");
+    assert_eq!(invalid_field("name: x\nimage: {debian: {packages: [\"a b\"]}}\n"), "image.debian.packages[0]");
+    assert_eq!(invalid_field("name: x\nimage: {debian: {packages: [x]}}\n"), "image.debian.packages[0]", "one letter is too short");
+    // A disk booted as it is runs its own kernel: the lab's modules do not fit it.
+    let e = err("name: x\nimage: {disk: sles.qcow2}\nmodules:\n  - source: khm\n");
+    assert!(e.starts_with("t.yaml:2:15: image.disk: this disk boots its own kernel (no image.root)") && e.contains("give image.root"), "{e}");
+    let e = err("name: x\nimage: {disk: sles.qcow2}\nworkload: {churn: {}}\nleak:\n  expect: leak\n  baseline:\n    modules: [{source: khm}]\n");
+    assert!(e.contains("image.disk: this disk boots its own kernel"), "the baseline's modules too: {e}");
+    assert!(p("name: x\nimage: {disk: sles.qcow2, root: /dev/vda1}\nmodules:\n  - source: khm\n").is_ok());
+    assert_eq!(invalid_field("name: x\nimage: {disk: ''}\n"), "image.disk");
+    assert!(err("name: x\nimage: {disk: a.raw, root: '/dev/vda 1'}\n").contains("image.root: must be one word"));
+    // kdump needs kernlab's own guest layout; a user's disk is dumped from the host.
+    for root in ["", ", root: /dev/vda1"] {
+        let e = err(&format!("name: x\nimage: {{disk: sles.qcow2{root}}}\nworkload: {{churn: {{}}}}\nexhaustion:\n  action: kdump\n"));
+        assert!(e.starts_with("t.yaml:5:11: exhaustion.action: kdump needs kernlab's own guest layout") && e.contains("host-dump"), "{e}");
+    }
+    assert!(p("name: x\nimage: {disk: sles.qcow2}\nworkload: {churn: {}}\nexhaustion: {action: host-dump}\n").is_ok());
+    assert!(p("name: x\nimage: debian\nworkload: {churn: {}}\nexhaustion: {action: kdump}\n").is_ok());
+    // Disks boot on a PC machine.
+    for image in ["debian", "{disk: a.raw}", "{debian: {packages: [strace]}}"] {
+        let e = err(&format!("name: x\nimage: {image}\nvm:\n  machine: microvm\n"));
+        assert!(e.starts_with("t.yaml:4:12: vm.machine: image `") && e.contains("boots a disk on a PC machine") && e.contains("`auto` or `pc`"), "{e}");
+    }
+    assert!(p("name: x\nimage: debian\nvm: {machine: pc}\n").is_ok());
+}

@@ -125,7 +125,7 @@ impl Lab {
                     if root.is_empty() || root.chars().any(|c| c.is_whitespace() || c.is_control()) {
                         return bad("image.root", format!("must be one word naming the root device for `root=` (e.g. /dev/vda1, LABEL=root), got {root:?}"));
                     }
-                } else if !self.modules.is_empty() {
+                } else if !self.modules.is_empty() || self.leak.as_ref().is_some_and(|l| !l.baseline.modules.is_empty()) {
                     return bad(
                         "image.disk",
                         "this disk boots its own kernel (no image.root), but the lab's modules are built against the lab's kernel; give image.root to boot the lab's kernel on the disk".into(),
