@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what kernlab needs on a Debian 12 host (run as root): QEMU, the
 # guest image's host binaries (static busybox, dropbear, kexec,
-# makedumpfile), kmod for depmod, e2fsprogs and crash for dumps, headless
+# makedumpfile), kmod for depmod, e2fsprogs and crash for dumps, mmdebstrap
+# and qemu-utils for `image: debian` and users' disk images, headless
 # Chromium for the test that opens report.html, and the C toolchain and
 # OpenSSL headers the ssh2 crate builds against.
 # Kernels are not installed here: kernlab fetches them into its cache with
@@ -22,6 +23,8 @@ packages=(
   makedumpfile      # the capture kernel's dump writer
   e2fsprogs         # mkfs.ext4 -d and debugfs for the dump disk
   dosfstools        # fsck.fat: the tests check the cloud-init seed disk with it
+  mmdebstrap        # image: debian's root file system (--mode=unshare: no mounts)
+  uidmap            # newuidmap/newgidmap for mmdebstrap --mode=unshare as a user (only Recommended by it)
   crash             # vmcore triage
   chromium          # headless: the report.html test opens the page and takes a screenshot
   ca-certificates

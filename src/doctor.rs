@@ -42,6 +42,10 @@ const PROGRAMS: &[(&str, &str)] = &[
     ("debugfs", "e2fsprogs"),
     ("crash", "crash"),
     ("chromium", "chromium"),
+    ("qemu-img", "qemu-utils"),
+    ("mmdebstrap", "mmdebstrap"),
+    ("newuidmap", "uidmap"),
+    ("unshare", "util-linux"),
 ];
 const FILES: &[(&str, &str)] = &[
     ("/bin/busybox", "busybox-static"),
@@ -70,6 +74,11 @@ pub struct Needs {
     pub dumps: bool,
     /// The lab insists on KVM.
     pub kvm: bool,
+    /// `image: debian`: mmdebstrap, root for the chroot, namespaces.
+    pub debian: bool,
+    /// A disk image (`debian` or `{disk: PATH}`), booted through a qcow2
+    /// overlay that qemu-img makes.
+    pub disk_image: bool,
     /// Guest memory, bytes: the size of a vmcore at most.
     pub memory: u64,
 }
@@ -86,6 +95,8 @@ impl Needs {
             kdump: action == Some(DumpAction::Kdump),
             dumps,
             kvm: lab.vm.accel == crate::qemu::AccelRequest::Kvm,
+            debian: matches!(lab.image, lab::Image::Debian(_)),
+            disk_image: lab.image != lab::Image::Minimal,
             memory: lab.vm.memory,
         }
     }
@@ -138,6 +149,22 @@ pub struct Facts {
     pub kernel: KernelCheck,
     pub cache: CacheFacts,
     pub disks: Vec<Disk>,
+    /// kernlab runs as root (effective uid 0).
+    pub root: bool,
+    /// Whether the namespaces `mmdebstrap --mode=unshare` makes can be made
+    /// here (probed only for a Debian lab): Err with the probe's error.
+    pub namespaces: Option<Result<(), String>>,
+}
+
+/// The probe for `mmdebstrap --mode=unshare`: as root it unshares the
+/// mount, PID, UTS and IPC namespaces; as a user it needs a user namespace
+/// first (and newuidmap to map its subordinate ids into it).
+fn unshare_probe(root: bool) -> &'static [&'static str] {
+    if root {
+        &["--mount", "--pid", "--fork", "--uts", "--ipc", "true"]
+    } else {
+        &["--user", "--map-root-user", "true"]
+    }
 }
 
 impl Facts {
@@ -183,6 +210,10 @@ impl Facts {
         }
         let runs = std::env::current_dir().map(|d| d.join("runs")).unwrap_or_else(|_| "runs".into());
         disks.push(Disk { what: "runs".into(), free: free_bytes(&runs), path: runs });
+        let root = rustix::process::geteuid().is_root();
+        let namespaces = matches!(lab.image, lab::Image::Debian(_)).then(|| {
+            crate::util::tool::Tool::new("unshare", std::time::Duration::from_secs(10)).args(unshare_probe(root)).run().map(|_| ()).map_err(|e| e.to_string())
+        });
         Facts {
             programs,
             files,
@@ -192,6 +223,8 @@ impl Facts {
             kernel,
             cache,
             disks,
+            root,
+            namespaces,
         }
     }
 }
@@ -241,6 +274,10 @@ const KERNEL_ROOM: u64 = 1024 * MIB;
 const RUN_ROOM: u64 = 256 * MIB;
 /// Beside a vmcore of guest memory: the kernel log, crash's output.
 const DUMP_SLACK: u64 = 256 * MIB;
+/// `image: debian` in the cache: the root file system's tar (~300 MiB),
+/// one kernel's disk (~500 MiB on the host, sparse) and, while that disk is
+/// made, the tree it is made from.
+const DEBIAN_ROOM: u64 = 1536 * MIB;
 /// A Debian debug vmlinux unpacked (~600 MiB) and its package while it is extracted.
 const DEBUG_ROOM: u64 = 1024 * MIB;
 
@@ -394,6 +431,15 @@ pub fn checks(needs: &Needs, f: &Facts) -> Vec<Check> {
         "kexec, makedumpfile, mkfs.ext4, debugfs",
     ));
     out.push(tools(f, "crash", &["crash"], "vmcores are read with crash", required(needs.dumps), "crash"));
+    out.push(tools(
+        f,
+        "qemu-img",
+        &["qemu-img"],
+        "a disk image (`image: debian` or `{disk: PATH}`) boots through a per-run qcow2 overlay it makes",
+        required(needs.disk_image),
+        "qemu-img (per-run overlays of disk images)",
+    ));
+    out.extend(debian(needs, f));
     out.push(tools(f, "chromium", &["chromium"], "optional: only the report test (tests/report.rs) opens report.html in it", Status::Warn, "chromium (for the report test)"));
 
     let vmcore = needs.memory + DUMP_SLACK;
@@ -403,7 +449,11 @@ pub fn checks(needs: &Needs, f: &Facts) -> Vec<Check> {
             continue;
         };
         let (room, dump_room, why) = if d.what == "cache" {
-            (if fetch_needed { KERNEL_ROOM } else { 0 }, DEBUG_ROOM, "a kernel and its headers")
+            let kernel = if fetch_needed { KERNEL_ROOM } else { 0 };
+            match needs.debian {
+                true => (kernel + DEBIAN_ROOM, DEBUG_ROOM, if fetch_needed { "a kernel, its headers and the Debian image" } else { "the Debian image" }),
+                false => (kernel, DEBUG_ROOM, "a kernel and its headers"),
+            }
         } else {
             (RUN_ROOM, vmcore, "a run directory")
         };
@@ -429,6 +479,59 @@ pub fn checks(needs: &Needs, f: &Facts) -> Vec<Check> {
             Check { name: "disk", status: Status::Ok, detail: format!("{where_}: {} free", mib(free)), fix: None, packages: vec![] }
         });
     }
+    out
+}
+
+/// `image: debian`'s checks: mmdebstrap (and newuidmap for a user), and
+/// for a Debian lab, root and the namespaces of `mmdebstrap --mode=unshare`.
+fn debian(needs: &Needs, f: &Facts) -> Vec<Check> {
+    let required = if needs.debian { Status::Missing } else { Status::Warn };
+    let what: &[&str] = if f.root { &["mmdebstrap"] } else { &["mmdebstrap", "newuidmap"] };
+    let mut out = vec![tools(
+        f,
+        "debian",
+        what,
+        "labs with `image: debian` build the guest's root file system with mmdebstrap --mode=unshare",
+        required,
+        "mmdebstrap (image: debian)",
+    )];
+    if !needs.debian {
+        return out;
+    }
+    out.push(if f.root {
+        Check { name: "root", status: Status::Ok, detail: "running as root: the Debian disk's tools run in a chroot".into(), fix: None, packages: vec![] }
+    } else {
+        Check {
+            name: "root",
+            status: Status::Missing,
+            detail: "not root: the Debian disk is made by running the guest's depmod, mkinitramfs and kdump-config in a chroot, which needs root".into(),
+            fix: Some("run kernlab as root (e.g. `sudo kernlab run LAB`), or use `image: minimal`".into()),
+            packages: vec![],
+        }
+    });
+    let probe = format!("unshare {}", unshare_probe(f.root).join(" "));
+    out.push(match &f.namespaces {
+        None => Check { name: "namespaces", status: Status::Warn, detail: format!("not probed (`{probe}`)"), fix: None, packages: vec![] },
+        Some(Ok(())) if f.root => Check {
+            name: "namespaces",
+            status: Status::Ok,
+            detail: "mount, PID, UTS and IPC namespaces can be unshared (mmdebstrap --mode=unshare)".into(),
+            fix: None,
+            packages: vec![],
+        },
+        Some(Ok(())) => Check { name: "namespaces", status: Status::Ok, detail: "unprivileged user namespaces work (mmdebstrap --mode=unshare)".into(), fix: None, packages: vec![] },
+        Some(Err(e)) => Check {
+            name: "namespaces",
+            status: Status::Missing,
+            detail: format!("`{probe}` failed, so mmdebstrap --mode=unshare cannot build the root file system: {e}"),
+            fix: Some(if f.root {
+                "run on a host or VM that allows unshare(2) (a container needs CAP_SYS_ADMIN, e.g. --privileged)".into()
+            } else {
+                "allow unprivileged user namespaces (`user.max_user_namespaces` above 0; on a Debian kernel also `sysctl -w kernel.unprivileged_userns_clone=1`) and give the user /etc/subuid and /etc/subgid ranges, or run as root".into()
+            }),
+            packages: vec![],
+        },
+    });
     out
 }
 
@@ -523,6 +626,8 @@ mod tests {
                 Disk { what: "cache".into(), path: "/c".into(), free: Some(50 << 30) },
                 Disk { what: "runs".into(), path: "/r".into(), free: Some(50 << 30) },
             ],
+            root: true,
+            namespaces: None,
         }
     }
 
@@ -621,6 +726,12 @@ mod tests {
         assert!(d.detail.contains("vmcore of a 512 MiB guest"), "{}", d.detail);
         let cs = checks(&Needs { dumps: true, ..leak_lab() }, &f);
         assert_eq!(cs.iter().filter(|c| c.name == "disk").nth(1).unwrap().status, Status::Missing);
+        // The Debian image's two stages take room in the cache.
+        f.disks[0].free = Some(1000 << 20);
+        let cache = |n: &Needs| checks(n, &f).into_iter().find(|c| c.name == "disk").unwrap();
+        assert_eq!(cache(&leak_lab()).status, Status::Warn, "room for a kernel, not the debug vmlinux");
+        let d = cache(&Needs { debian: true, disk_image: true, ..leak_lab() });
+        assert!(d.status == Status::Missing && d.detail.contains("the Debian image needs 1536 MiB"), "{}", d.detail);
     }
 
     #[test]
@@ -632,6 +743,57 @@ mod tests {
         let cs = checks(&leak_lab(), &f);
         let a = by_name(&cs, "accelerator");
         assert!(a.status == Status::Warn && a.detail.contains("No such file"), "{}", a.detail);
+    }
+
+    fn debian_lab() -> Lab {
+        lab::parse("name: d\nimage: debian\n", Path::new("d.yaml")).unwrap()
+    }
+
+    #[test]
+    fn a_debian_lab_needs_mmdebstrap_qemu_img_root_and_namespaces() {
+        let n = Needs::of(&debian_lab());
+        assert!(n.debian && n.disk_image);
+        let disk = lab::parse("name: d\nimage: {disk: a.qcow2}\n", Path::new("d.yaml")).unwrap();
+        assert!(!Needs::of(&disk).debian && Needs::of(&disk).disk_image);
+        let mut f = facts();
+        f.namespaces = Some(Ok(()));
+        let r = DoctorReport::new("d.yaml", &debian_lab(), &f);
+        assert!(r.can_run, "{}", r.render());
+        assert!(by_name(&r.checks, "namespaces").detail.contains("mount, PID"), "{}", r.render());
+        // Missing tools: each with its package.
+        f.programs.insert("mmdebstrap".into(), None);
+        f.programs.insert("qemu-img".into(), None);
+        let r = DoctorReport::new("d.yaml", &debian_lab(), &f);
+        assert!(!r.can_run);
+        let d = by_name(&r.checks, "debian");
+        assert_eq!((d.status, d.fix.as_deref()), (Status::Missing, Some("apt-get install -y mmdebstrap")));
+        let q = by_name(&r.checks, "qemu-img");
+        assert_eq!((q.status, q.fix.as_deref()), (Status::Missing, Some("apt-get install -y qemu-utils")));
+        assert!(r.install.as_deref().is_some_and(|i| i.contains("mmdebstrap") && i.contains("qemu-utils")), "{:?}", r.install);
+        // Labs on the minimal image only warn, and have no root or namespace check.
+        let cs = checks(&leak_lab(), &f);
+        assert_eq!((by_name(&cs, "debian").status, by_name(&cs, "qemu-img").status), (Status::Warn, Status::Warn));
+        assert!(!cs.iter().any(|c| c.name == "root" || c.name == "namespaces"));
+    }
+
+    #[test]
+    fn a_debian_lab_as_a_user_or_without_namespaces_says_how_to_fix_it() {
+        let mut f = facts();
+        f.root = false;
+        f.namespaces = Some(Err("`unshare --user --map-root-user true` failed with exit status: 1: unshare failed: Operation not permitted".into()));
+        f.programs.insert("newuidmap".into(), None);
+        let r = DoctorReport::new("d.yaml", &debian_lab(), &f);
+        assert!(!r.can_run);
+        let root = by_name(&r.checks, "root");
+        assert!(root.status == Status::Missing && root.detail.contains("chroot") && root.fix.as_deref().unwrap().contains("as root"), "{root:?}");
+        let ns = by_name(&r.checks, "namespaces");
+        assert!(ns.status == Status::Missing && ns.detail.contains("Operation not permitted"), "{ns:?}");
+        assert!(ns.fix.as_deref().unwrap().contains("unprivileged_userns_clone"), "{ns:?}");
+        let d = by_name(&r.checks, "debian");
+        assert_eq!((d.status, d.fix.as_deref()), (Status::Missing, Some("apt-get install -y uidmap")), "a user's unshare maps its subuids with newuidmap");
+        // As root, the probe is the namespaces without a user namespace.
+        assert_eq!(unshare_probe(true), ["--mount", "--pid", "--fork", "--uts", "--ipc", "true"]);
+        assert_eq!(unshare_probe(false), ["--user", "--map-root-user", "true"]);
     }
 
     #[test]
