@@ -10,7 +10,9 @@
 //! series warms the cache (for the warm series: saves the snapshot) and is
 //! not counted. With `boots`, it also boots each pair that many times
 //! and counts the hangs: boots that needed their one retry, and runs that
-//! failed even so.
+//! failed even so. Each series runs once per guest image asked for
+//! ([`BenchImage`]): `minimal` (the default) and `debian` (a systemd boot
+//! of about a minute under TCG, so only when asked; pc profiles only).
 
 use std::path::PathBuf;
 
@@ -58,9 +60,59 @@ impl Profile {
     }
 }
 
+/// The guest image a benchmark boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BenchImage {
+    /// kernlab's initramfs: busybox and dropbear.
+    Minimal,
+    /// `image: debian`: systemd, sshd and kdump-tools on a disk (an overlay
+    /// of the cached base), booted through the distro's initramfs.
+    Debian,
+}
+
+impl BenchImage {
+    pub const ALL: [BenchImage; 2] = [BenchImage::Minimal, BenchImage::Debian];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BenchImage::Minimal => "minimal",
+            BenchImage::Debian => "debian",
+        }
+    }
+
+    pub fn parse(s: &str) -> Result<BenchImage, String> {
+        BenchImage::ALL.into_iter().find(|i| i.name() == s).ok_or_else(|| format!("unknown image `{s}`: expected minimal or debian"))
+    }
+
+    /// Whether the image boots on the profile: a disk boots on pc only.
+    pub fn boots_on(self, profile: Profile) -> bool {
+        self == BenchImage::Minimal || profile != Profile::MicrovmVmlinux
+    }
+
+    /// The lab's `image:` and `vm.boot_timeout` lines (a Debian boot under
+    /// TCG takes about a minute; the default 60 s per attempt is too short).
+    fn yaml(self) -> (&'static str, &'static str) {
+        match self {
+            BenchImage::Minimal => ("", ""),
+            BenchImage::Debian => ("image: debian\n", "  boot_timeout: 5m\n"),
+        }
+    }
+}
+
+/// One series of boots: an image on a profile.
+pub type Pair = (BenchImage, Profile);
+
+/// The (image, profile) pairs to measure, in order, and the pairs left out
+/// because the image cannot boot on the profile.
+pub fn pairs(images: &[BenchImage], profiles: &[Profile]) -> (Vec<Pair>, Vec<Pair>) {
+    images.iter().flat_map(|&i| profiles.iter().map(move |&p| (i, p))).partition(|(i, p)| i.boots_on(*p))
+}
+
 #[derive(Debug, Clone, Serialize)]
 pub struct BootBench {
     pub kernel: String,
+    pub image: BenchImage,
     pub profile: Profile,
     pub fast_boot: bool,
     pub runs: usize,
@@ -92,6 +144,7 @@ pub struct BootBench {
 #[derive(Debug, Clone, Serialize)]
 pub struct HangCheck {
     pub kernel: String,
+    pub image: BenchImage,
     pub profile: Profile,
     pub boots: usize,
     /// Runs whose first boot hung or died (their retry then ran).
@@ -108,14 +161,20 @@ pub struct HangCheck {
     pub errors: Vec<String>,
 }
 
-/// The boot-only lab for a kernel and profile, with or without the
+/// The boot-only lab for a kernel, image and profile, with or without the
 /// fast-boot command-line flags, booting cold or (`warm`) from the snapshot.
-pub fn lab_text(kernel: &str, profile: Profile, fast_boot: bool, warm: bool) -> String {
+pub fn lab_text(kernel: &str, image: BenchImage, profile: Profile, fast_boot: bool, warm: bool) -> String {
     let snapshot = if warm { "auto" } else { "off" };
+    let (image_line, timeout) = image.yaml();
     format!(
-        "name: bench-boot\nkernel: {kernel}\nvm:\n  accel: auto\n  fast_boot: {fast_boot}\n  snapshot: {snapshot}\n{}monitor:\n  sources: [meminfo]\n",
+        "name: bench-boot\nkernel: {kernel}\n{image_line}vm:\n  accel: auto\n  fast_boot: {fast_boot}\n  snapshot: {snapshot}\n{timeout}{}monitor:\n  sources: [meminfo]\n",
         profile.vm_yaml()
     )
+}
+
+/// `kernel (image, profile)` for messages and file names.
+fn series(kernel: &str, image: BenchImage, profile: Profile) -> String {
+    format!("{kernel} ({}, {})", image.name(), profile.name())
 }
 
 async fn one_run(lab_file: &std::path::Path, out: PathBuf, kernel_dirs: &[PathBuf]) -> Result<crate::outcome::run::RunOutcome, String> {
@@ -134,6 +193,7 @@ async fn one_run(lab_file: &std::path::Path, out: PathBuf, kernel_dirs: &[PathBu
 /// Runs the boot benchmark; `work` holds the lab files and run directories.
 pub async fn boot(
     kernels: &[String],
+    images: &[BenchImage],
     profiles: &[Profile],
     fast_boot: bool,
     runs: usize,
@@ -143,17 +203,18 @@ pub async fn boot(
     let mut out = Vec::new();
     let bare_initrd = work.join("bare.cpio");
     std::fs::write(&bare_initrd, crate::image::bare_cpio().map_err(|e| format!("the bare initramfs: {e}"))?).map_err(|e| e.to_string())?;
+    let (pairs, _) = pairs(images, profiles);
     for kernel in kernels {
-        for &profile in profiles {
-            let lab_file = work.join(format!("bench-{kernel}-{}.yaml", profile.name()));
-            std::fs::write(&lab_file, lab_text(kernel, profile, fast_boot, false)).map_err(|e| e.to_string())?;
+        for &(image, profile) in &pairs {
+            let name = series(kernel, image, profile);
+            let stem = format!("{kernel}-{}-{}", image.name(), profile.name());
+            let lab_file = work.join(format!("bench-{stem}.yaml"));
+            std::fs::write(&lab_file, lab_text(kernel, image, profile, fast_boot, false)).map_err(|e| e.to_string())?;
             let (mut floor, mut banner, mut first, mut start, mut retries) = (vec![], vec![], vec![], vec![], 0);
             let mut argv = None;
             for i in 0..=runs {
-                let dir = work.join(format!("{kernel}-{}-{i}", profile.name()));
-                let rep = one_run(&lab_file, dir.clone(), kernel_dirs)
-                    .await
-                    .map_err(|e| format!("bench run {i} of {kernel} ({}) failed: {e}", profile.name()))?;
+                let dir = work.join(format!("{stem}-{i}"));
+                let rep = one_run(&lab_file, dir.clone(), kernel_dirs).await.map_err(|e| format!("bench run {i} of {name} failed: {e}"))?;
                 if i == 0 {
                     argv = manifest_argv(&dir);
                 }
@@ -169,23 +230,21 @@ pub async fn boot(
                 retries += t.boot_attempts.saturating_sub(1);
             }
             // The bare floor, on the argv the warm-up run booted with.
-            let argv = argv.ok_or_else(|| format!("the warm-up run of {kernel} ({}) left no qemu_argv in its manifest", profile.name()))?;
+            let argv = argv.ok_or_else(|| format!("the warm-up run of {name} left no qemu_argv in its manifest"))?;
             let mut bare = vec![];
             for i in 0..runs {
-                let dir = work.join(format!("bare-{kernel}-{}-{i}", profile.name()));
-                bare.push(bare_floor(&argv, &bare_initrd, &dir).await.map_err(|e| format!("bare floor of {kernel} ({}): {e}", profile.name()))?);
+                let dir = work.join(format!("bare-{stem}-{i}"));
+                bare.push(bare_floor(&argv, &bare_initrd, &dir).await.map_err(|e| format!("bare floor of {name}: {e}"))?);
                 let _ = std::fs::remove_dir_all(&dir);
             }
             // Warm: the first run saves the snapshot (or finds one), the
             // others restore it.
-            let warm_file = work.join(format!("bench-{kernel}-{}-warm.yaml", profile.name()));
-            std::fs::write(&warm_file, lab_text(kernel, profile, fast_boot, true)).map_err(|e| e.to_string())?;
+            let warm_file = work.join(format!("bench-{stem}-warm.yaml"));
+            std::fs::write(&warm_file, lab_text(kernel, image, profile, fast_boot, true)).map_err(|e| e.to_string())?;
             let (mut warm, mut running, mut restored) = (vec![], vec![], 0);
             for i in 0..=runs {
-                let dir = work.join(format!("{kernel}-{}-warm-{i}", profile.name()));
-                let rep = one_run(&warm_file, dir.clone(), kernel_dirs)
-                    .await
-                    .map_err(|e| format!("warm bench run {i} of {kernel} ({}) failed: {e}", profile.name()))?;
+                let dir = work.join(format!("{stem}-warm-{i}"));
+                let rep = one_run(&warm_file, dir.clone(), kernel_dirs).await.map_err(|e| format!("warm bench run {i} of {name} failed: {e}"))?;
                 let running_s = manifest_snapshot_secs(&dir);
                 let _ = std::fs::remove_dir_all(&dir);
                 if i == 0 {
@@ -203,6 +262,7 @@ pub async fn boot(
             let warm_first_command_s = median(&warm);
             out.push(BootBench {
                 kernel: kernel.clone(),
+                image,
                 profile,
                 fast_boot,
                 runs,
@@ -231,14 +291,19 @@ fn manifest_argv(run_dir: &std::path::Path) -> Option<Vec<String>> {
 }
 
 /// A run's argv made into the bare floor's: the bare initramfs, no QMP, no
-/// incoming state, no port forward; the console and everything else as
-/// they were (relative paths land in the bare run's own directory).
+/// incoming state, no port forward, no disks (a disk image's run files are
+/// not in the bare run's directory, and the bare /init reads none); the
+/// console and everything else as they were (relative paths land in the
+/// bare run's own directory).
 pub fn bare_argv(argv: &[String], initrd: &std::path::Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut it = argv.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
-            "-qmp" | "-incoming" => {
+            "-qmp" | "-incoming" | "-drive" => {
+                it.next();
+            }
+            "-device" if it.clone().next().is_some_and(|v| v.split(',').any(|p| p.starts_with("drive="))) => {
                 it.next();
             }
             "-initrd" => {
@@ -283,14 +348,25 @@ fn manifest_snapshot_secs(run_dir: &std::path::Path) -> Option<f64> {
 /// Boots each kernel and profile `boots` times, counting retries and failures.
 /// With `warm`, every counted boot restores the snapshot a first,
 /// uncounted run saves: the restore path's own hang check.
-pub async fn hang_check(kernels: &[String], profiles: &[Profile], boots: usize, warm: bool, work: &std::path::Path, kernel_dirs: &[PathBuf]) -> Result<Vec<HangCheck>, String> {
+pub async fn hang_check(
+    kernels: &[String],
+    images: &[BenchImage],
+    profiles: &[Profile],
+    boots: usize,
+    warm: bool,
+    work: &std::path::Path,
+    kernel_dirs: &[PathBuf],
+) -> Result<Vec<HangCheck>, String> {
     let mut out = Vec::new();
+    let (pairs, _) = pairs(images, profiles);
     for kernel in kernels {
-        for &profile in profiles {
-            let lab_file = work.join(format!("hang-{kernel}-{}.yaml", profile.name()));
-            std::fs::write(&lab_file, lab_text(kernel, profile, true, warm)).map_err(|e| e.to_string())?;
+        for &(image, profile) in &pairs {
+            let stem = format!("{kernel}-{}-{}", image.name(), profile.name());
+            let lab_file = work.join(format!("hang-{stem}.yaml"));
+            std::fs::write(&lab_file, lab_text(kernel, image, profile, true, warm)).map_err(|e| e.to_string())?;
             let mut c = HangCheck {
                 kernel: kernel.clone(),
+                image,
                 profile,
                 boots,
                 retried: 0,
@@ -302,13 +378,13 @@ pub async fn hang_check(kernels: &[String], profiles: &[Profile], boots: usize, 
                 errors: vec![],
             };
             if warm {
-                let dir = work.join(format!("hang-{kernel}-{}-save", profile.name()));
-                one_run(&lab_file, dir.clone(), kernel_dirs).await.map_err(|e| format!("the run saving the snapshot of {kernel} ({}) failed: {e}", profile.name()))?;
+                let dir = work.join(format!("hang-{stem}-save"));
+                one_run(&lab_file, dir.clone(), kernel_dirs).await.map_err(|e| format!("the run saving the snapshot of {} failed: {e}", series(kernel, image, profile)))?;
                 let _ = std::fs::remove_dir_all(&dir);
             }
             let mut first = Vec::new();
             for i in 0..boots {
-                let dir = work.join(format!("hang-{kernel}-{}-{i}", profile.name()));
+                let dir = work.join(format!("hang-{stem}-{i}"));
                 match one_run(&lab_file, dir.clone(), kernel_dirs).await {
                     Ok(rep) => {
                         if rep.timings.boot_attempts > 1 {
@@ -363,18 +439,50 @@ mod tests {
 
     #[test]
     fn each_profile_is_a_valid_lab() {
+        let parse = |text: String| crate::lab::parse(&text, std::path::Path::new("bench.yaml")).unwrap_or_else(|e| panic!("{e}\n{text}"));
         for p in Profile::ALL {
             assert_eq!(Profile::parse(p.name()), Ok(p));
             for fast in [true, false] {
-                let lab = crate::lab::parse(&lab_text("debian-6.1.0-54-amd64", p, fast, false), std::path::Path::new("bench.yaml")).unwrap();
+                let lab = parse(lab_text("debian-6.1.0-54-amd64", BenchImage::Minimal, p, fast, false));
                 let microvm = lab.vm.machine == crate::qemu::MachineRequest::Microvm;
                 assert_eq!(microvm, p == Profile::MicrovmVmlinux);
                 assert_eq!(lab.vm.fast_boot, fast);
                 assert_eq!(lab.vm.snapshot, crate::lab::SnapshotPolicy::Off, "cold boots are cold");
+                assert_eq!(lab.image, crate::lab::Image::Minimal);
             }
-            let warm = crate::lab::parse(&lab_text("debian-6.1.0-54-amd64", p, true, true), std::path::Path::new("bench.yaml")).unwrap();
+            let warm = parse(lab_text("debian-6.1.0-54-amd64", BenchImage::Minimal, p, true, true));
             assert_eq!(warm.vm.snapshot, crate::lab::SnapshotPolicy::Auto);
         }
         assert!(Profile::parse("q35").unwrap_err().contains("pc-bzimage"));
+    }
+
+    #[test]
+    fn debian_rows_boot_the_debian_image_on_pc_with_a_longer_deadline() {
+        for i in BenchImage::ALL {
+            assert_eq!(BenchImage::parse(i.name()), Ok(i));
+        }
+        assert!(BenchImage::parse("fedora").unwrap_err().contains("minimal or debian"));
+        let (pairs, skipped) = pairs(&BenchImage::ALL, &Profile::ALL);
+        assert_eq!(pairs.len(), 5);
+        assert_eq!(skipped, [(BenchImage::Debian, Profile::MicrovmVmlinux)]);
+        for (image, p) in pairs {
+            for warm in [false, true] {
+                let text = lab_text("debian-6.1.0-54-cloud-amd64", image, p, true, warm);
+                let lab = crate::lab::parse(&text, std::path::Path::new("bench.yaml")).unwrap_or_else(|e| panic!("{e}\n{text}"));
+                assert_eq!(lab.image.kind(), image.name());
+                let timeout = if image == BenchImage::Debian { 300 } else { 60 };
+                assert_eq!(lab.vm.boot_timeout, std::time::Duration::from_secs(timeout));
+            }
+        }
+    }
+
+    #[test]
+    fn the_bare_argv_drops_the_disks() {
+        let argv: Vec<String> = "qemu-system-x86_64 -machine pc -kernel /k/vmlinux -initrd /c/initrd.img -append root=LABEL=kernlab-root -drive file=root.qcow2,if=none,id=root,format=qcow2 -device virtio-blk-pci,drive=root -drive file=seed.img,if=none,id=seed,format=raw,readonly=on -device virtio-blk-pci,drive=seed -device virtio-balloon-pci,id=balloon0"
+            .split(' ')
+            .map(String::from)
+            .collect();
+        let bare = bare_argv(&argv, std::path::Path::new("/w/bare.cpio")).join(" ");
+        assert_eq!(bare, "qemu-system-x86_64 -machine pc -kernel /k/vmlinux -initrd /w/bare.cpio -append root=LABEL=kernlab-root -device virtio-balloon-pci,id=balloon0");
     }
 }

@@ -163,6 +163,11 @@ enum BenchCommand {
         /// Profiles: pc-bzimage, pc-vmlinux, microvm-vmlinux (default: all three).
         #[arg(long = "profile")]
         profiles: Vec<String>,
+        /// Guest images: minimal, debian, or both as `minimal,debian`
+        /// (default: minimal; a Debian boot takes about a minute under TCG,
+        /// and boots on the pc profiles only).
+        #[arg(long = "image", value_delimiter = ',')]
+        images: Vec<String>,
         /// Instead of timings, boot each kernel and profile N times and
         /// count the hangs (boots that needed their retry) and failures.
         #[arg(long)]
@@ -231,8 +236,8 @@ fn main() -> ExitCode {
         },
         Command::Kernel(KernelCommand::List) => kernel_list(&cli.kernel_dirs),
         Command::Kernel(KernelCommand::Fetch { name }) => kernel_fetch(&name, &cli.kernel_dirs),
-        Command::Bench(BenchCommand::Boot { kernels, runs, profiles, boots, no_fast_boot, warm }) => {
-            bench_boot(kernels, runs, profiles, boots, !no_fast_boot, warm, &cli.kernel_dirs)
+        Command::Bench(BenchCommand::Boot { kernels, runs, profiles, images, boots, no_fast_boot, warm }) => {
+            bench_boot(BootArgs { kernels, runs, images, profiles, boots, fast_boot: !no_fast_boot, warm }, &cli.kernel_dirs)
         }
         Command::Bench(BenchCommand::Samples { run }) => bench_samples(&run),
         Command::Matrix { file, list, partition, jobs, out } => matrix(&file, list, partition, jobs, out, &cli.kernel_dirs, &events),

@@ -39,11 +39,36 @@ pub fn bench_samples(run: &std::path::Path) -> i32 {
     exit::OK
 }
 
-pub fn bench_boot(mut kernels: Vec<String>, runs: usize, profiles: Vec<String>, boots: Option<usize>, fast_boot: bool, warm: bool, dirs: &[PathBuf]) -> i32 {
-    use crate::bench::Profile;
+/// What `kernlab bench boot` measures: which kernels, images and profiles,
+/// how many runs or boots.
+pub struct BootArgs {
+    pub kernels: Vec<String>,
+    pub runs: usize,
+    pub images: Vec<String>,
+    pub profiles: Vec<String>,
+    pub boots: Option<usize>,
+    pub fast_boot: bool,
+    pub warm: bool,
+}
+
+pub fn bench_boot(args: BootArgs, dirs: &[PathBuf]) -> i32 {
+    use crate::bench::{BenchImage, Profile};
+    let BootArgs { mut kernels, runs, images, profiles, boots, fast_boot, warm } = args;
     if kernels.is_empty() {
         kernels = vec!["debian-6.1.0-54-cloud-amd64".into(), "debian-6.1.0-54-amd64".into()];
     }
+    // Debian boots take about a minute each under TCG: only when asked.
+    let images: Vec<BenchImage> = if images.is_empty() {
+        vec![BenchImage::Minimal]
+    } else {
+        match images.iter().map(|i| BenchImage::parse(i)).collect::<Result<_, _>>() {
+            Ok(i) => i,
+            Err(e) => {
+                eprintln!("kernlab: --image: {e}");
+                return exit::USAGE;
+            }
+        }
+    };
     let profiles: Vec<Profile> = if profiles.is_empty() {
         Profile::ALL.to_vec()
     } else {
@@ -55,20 +80,29 @@ pub fn bench_boot(mut kernels: Vec<String>, runs: usize, profiles: Vec<String>, 
             }
         }
     };
+    let (pairs, skipped) = crate::bench::pairs(&images, &profiles);
+    for (i, p) in &skipped {
+        eprintln!("kernlab: skipping {} on {}: a disk image boots on a pc machine only", i.name(), p.name());
+    }
+    if pairs.is_empty() {
+        eprintln!("kernlab: nothing to measure: no --image boots on the --profile given");
+        return exit::USAGE;
+    }
     let work = match tempfile::tempdir() {
         Ok(w) => w,
         Err(e) => return fail(&e),
     };
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     if let Some(n) = boots {
-        return match rt.block_on(crate::bench::hang_check(&kernels, &profiles, n, warm, work.path(), dirs)) {
+        return match rt.block_on(crate::bench::hang_check(&kernels, &images, &profiles, n, warm, work.path(), dirs)) {
             Ok(rows) => {
-                println!("hang check: {n} {} boots per kernel and profile, accel as chosen by `auto`", if warm { "restored" } else { "cold" });
-                println!("{:<36} {:<16} {:>6} {:>8} {:>7} {:>9} {:>14} {:>11}", "kernel", "profile", "boots", "retried", "failed", "restored", "first cmd med", "max");
+                println!("hang check: {n} {} boots per kernel, image and profile, accel as chosen by `auto`", if warm { "restored" } else { "cold" });
+                println!("{:<36} {:<8} {:<16} {:>6} {:>8} {:>7} {:>9} {:>14} {:>11}", "kernel", "image", "profile", "boots", "retried", "failed", "restored", "first cmd med", "max");
                 for r in &rows {
                     println!(
-                        "{:<36} {:<16} {:>6} {:>8} {:>7} {:>9} {:>14.2} {:>11.2}",
+                        "{:<36} {:<8} {:<16} {:>6} {:>8} {:>7} {:>9} {:>14.2} {:>11.2}",
                         r.kernel,
+                        r.image.name(),
                         r.profile.name(),
                         r.boots,
                         r.retried,
@@ -94,18 +128,19 @@ pub fn bench_boot(mut kernels: Vec<String>, runs: usize, profiles: Vec<String>, 
             }
         };
     }
-    match rt.block_on(crate::bench::boot(&kernels, &profiles, fast_boot, runs, work.path(), dirs)) {
+    match rt.block_on(crate::bench::boot(&kernels, &images, &profiles, fast_boot, runs, work.path(), dirs)) {
         Ok(rows) => {
             println!("median of {runs} runs, accel as chosen by `auto`, fast-boot flags {}; warm = restored from the snapshot", if fast_boot { "on" } else { "off" });
             println!("bare = the same kernel, machine and command line booting a bare busybox initramfs that powers off (the design notes' floor)");
             println!(
-                "{:<36} {:<16} {:>7} {:>7} {:>8} {:>8} {:>6} {:>6} {:>9} {:>7} {:>6} {:>8} {:>8}",
-                "kernel", "profile", "bare s", "init s", "banner s", "first s", "/bare", "/init", "run→QEMU", "retries", "warm s", "w/bare", "restored"
+                "{:<36} {:<8} {:<16} {:>7} {:>7} {:>8} {:>8} {:>6} {:>6} {:>9} {:>7} {:>6} {:>8} {:>8}",
+                "kernel", "image", "profile", "bare s", "init s", "banner s", "first s", "/bare", "/init", "run→QEMU", "retries", "warm s", "w/bare", "restored"
             );
             for r in &rows {
                 println!(
-                    "{:<36} {:<16} {:>7.2} {:>7.2} {:>8.2} {:>8.2} {:>6.2} {:>6.2} {:>9.3} {:>7} {:>6.2} {:>8.2} {:>8}",
+                    "{:<36} {:<8} {:<16} {:>7.2} {:>7.2} {:>8.2} {:>8.2} {:>6.2} {:>6.2} {:>9.3} {:>7} {:>6.2} {:>8.2} {:>8}",
                     r.kernel,
+                    r.image.name(),
                     r.profile.name(),
                     r.bare_floor_s,
                     r.floor_s,

@@ -11,7 +11,7 @@ mod kernels;
 mod matrix;
 mod triage;
 
-pub use bench::{bench_boot, bench_samples};
+pub use bench::{bench_boot, bench_samples, BootArgs};
 pub use calibrate::calibrate;
 pub use doctor::doctor;
 pub use image::image_debian;
