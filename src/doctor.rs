@@ -74,7 +74,9 @@ pub struct Needs {
     pub dumps: bool,
     /// The lab insists on KVM.
     pub kvm: bool,
-    /// `image: debian`: mmdebstrap, root for the chroot, namespaces.
+    /// The Debian image gets built: `image: debian`, or a user's disk
+    /// booted with the lab's kernel (`{disk, root}`: its initramfs is the
+    /// Debian image's). mmdebstrap, root for the chroot, namespaces.
     pub debian: bool,
     /// A disk image (`debian` or `{disk: PATH}`), booted through a qcow2
     /// overlay that qemu-img makes.
@@ -95,10 +97,19 @@ impl Needs {
             kdump: action == Some(DumpAction::Kdump),
             dumps,
             kvm: lab.vm.accel == crate::qemu::AccelRequest::Kvm,
-            debian: matches!(lab.image, lab::Image::Debian(_)),
+            debian: builds_debian(&lab.image),
             disk_image: lab.image != lab::Image::Minimal,
             memory: lab.vm.memory,
         }
+    }
+}
+
+/// Whether a run of a lab on `image` builds the Debian image.
+fn builds_debian(image: &lab::Image) -> bool {
+    match image {
+        lab::Image::Debian(_) => true,
+        lab::Image::Disk(d) => d.root.is_some(),
+        lab::Image::Minimal => false,
     }
 }
 
@@ -211,7 +222,7 @@ impl Facts {
         let runs = std::env::current_dir().map(|d| d.join("runs")).unwrap_or_else(|_| "runs".into());
         disks.push(Disk { what: "runs".into(), free: free_bytes(&runs), path: runs });
         let root = rustix::process::geteuid().is_root();
-        let namespaces = matches!(lab.image, lab::Image::Debian(_)).then(|| {
+        let namespaces = builds_debian(&lab.image).then(|| {
             crate::util::tool::Tool::new("unshare", std::time::Duration::from_secs(10)).args(unshare_probe(root)).run().map(|_| ()).map_err(|e| e.to_string())
         });
         Facts {
@@ -491,7 +502,7 @@ fn debian(needs: &Needs, f: &Facts) -> Vec<Check> {
         f,
         "debian",
         what,
-        "labs with `image: debian` build the guest's root file system with mmdebstrap --mode=unshare",
+        "labs with `image: debian` (or `{disk, root}`, booted with the Debian image's initramfs) build it with mmdebstrap --mode=unshare",
         required,
         "mmdebstrap (image: debian)",
     )];
@@ -755,6 +766,8 @@ mod tests {
         assert!(n.debian && n.disk_image);
         let disk = lab::parse("name: d\nimage: {disk: a.qcow2}\n", Path::new("d.yaml")).unwrap();
         assert!(!Needs::of(&disk).debian && Needs::of(&disk).disk_image);
+        let with_kernel = lab::parse("name: d\nimage: {disk: a.qcow2, root: /dev/vda1}\n", Path::new("d.yaml")).unwrap();
+        assert!(Needs::of(&with_kernel).debian, "the lab's kernel boots with the Debian image's initramfs");
         let mut f = facts();
         f.namespaces = Some(Ok(()));
         let r = DoctorReport::new("d.yaml", &debian_lab(), &f);
