@@ -234,7 +234,7 @@ fn a_disk_image_that_is_missing_not_a_disk_or_in_use_is_the_labs_error() {
         out
     };
     let out = bad("missing", &d.path().join("nope.qcow2"));
-    assert!(out.contains("nope.qcow2") && out.to_lowercase().contains("no such file"), "{out}");
+    assert!(out.contains("nope.qcow2") && out.contains("does not exist"), "{out}");
     let text_file = d.path().join("notes.txt");
     std::fs::write(&text_file, "not a disk\n").unwrap();
     let out = bad("not-a-disk", &text_file);

@@ -5,8 +5,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use super::{fail, registry};
-use crate::cache::Cache;
+use super::{cached_kernel, fail, infra, registry};
 use crate::exit;
 use crate::image::debian::{self, Recipe};
 use crate::util::tool::Tool;
@@ -20,17 +19,9 @@ pub fn image_debian(kernel: &str, packages: Vec<String>, out: &Path, dirs: &[Pat
         Ok(d) => d,
         Err(e) => return fail(&e),
     };
-    let infra = |e: &dyn std::error::Error| {
-        fail(e);
-        exit::INFRA
-    };
-    let cache = match Cache::from_env() {
-        Ok(c) => c,
-        Err(e) => return infra(&e),
-    };
-    let kernel = match crate::kernel::fetch(&cache, &desc) {
-        Ok(k) => k,
-        Err(e) => return infra(&e),
+    let (cache, kernel) = match cached_kernel(&desc) {
+        Ok(ck) => ck,
+        Err(code) => return code,
     };
     let built = match debian::build(&cache, &kernel, &Recipe { packages }) {
         Ok(b) => b,

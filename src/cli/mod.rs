@@ -37,6 +37,20 @@ pub fn registry(dirs: &[PathBuf]) -> Result<crate::kernel::Registry, crate::kern
     crate::kernel::Registry::load(&all)
 }
 
+/// A failure of infrastructure (cache, fetch, tools): said, exit 101.
+pub fn infra(e: &dyn std::error::Error) -> i32 {
+    fail(e);
+    exit::INFRA
+}
+
+/// The cache and a descriptor's kernel fetched into it, for the commands
+/// that work on one kernel outside a lab; `Err` is the exit code, said.
+pub fn cached_kernel(desc: &crate::kernel::Descriptor) -> Result<(crate::cache::Cache, crate::kernel::Kernel), i32> {
+    let cache = crate::cache::Cache::from_env().map_err(|e| infra(&e))?;
+    let kernel = crate::kernel::fetch(&cache, desc).map_err(|e| infra(&e))?;
+    Ok((cache, kernel))
+}
+
 pub fn report(dir: &std::path::Path) -> i32 {
     match crate::report::rebuild(dir) {
         Ok(r) => {

@@ -2,8 +2,7 @@
 
 use std::path::PathBuf;
 
-use super::{fail, registry};
-use crate::cache::Cache;
+use super::{cached_kernel, fail, infra, registry};
 use crate::exit;
 
 pub fn triage(vmcore: &std::path::Path, name: &str, out: Option<PathBuf>, dirs: &[PathBuf]) -> i32 {
@@ -24,17 +23,9 @@ pub fn triage(vmcore: &std::path::Path, name: &str, out: Option<PathBuf>, dirs: 
     if let Err(e) = crate::util::fsx::private_dir(&out) {
         return fail(&e);
     }
-    let infra = |e: &dyn std::error::Error| {
-        fail(e);
-        exit::INFRA
-    };
-    let cache = match Cache::from_env() {
-        Ok(c) => c,
-        Err(e) => return infra(&e),
-    };
-    let kernel = match crate::kernel::fetch(&cache, &desc) {
-        Ok(k) => k,
-        Err(e) => return infra(&e),
+    let (cache, kernel) = match cached_kernel(&desc) {
+        Ok(ck) => ck,
+        Err(code) => return code,
     };
     let vmlinux = match crate::triage::debug_vmlinux(&cache, &desc, &kernel) {
         Ok(v) => v,

@@ -238,7 +238,9 @@ fn rootfs(cache: &Cache, key: &str, packages: &[String], sources: &Path, built: 
     std::fs::write(&hook, ESSENTIAL_HOOK).map_err(io_err(&hook))?;
     let out = scratch.path().join("rootfs.tar");
     let res = Tool::new("mmdebstrap", BOOTSTRAP_DEADLINE)
-        .args(["--mode=unshare", "--variant=minbase", "--format=tar", "--quiet"])
+        // Not --quiet: apt's own error (`E: Unable to locate package …`)
+        // is what the user needs to see.
+        .args(["--mode=unshare", "--variant=minbase", "--format=tar"])
         .arg(format!("--include={}", packages.join(",")))
         .arg(format!("--essential-hook=sh {} \"$1\"", tool::shell_quote(&hook)))
         .arg(SUITE)
@@ -266,7 +268,9 @@ fn rootfs(cache: &Cache, key: &str, packages: &[String], sources: &Path, built: 
 /// else the output's tail.
 fn apt_errors(stderr: &[u8]) -> String {
     let text = String::from_utf8_lossy(stderr);
-    let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("E: ")).collect();
+    // apt's own lines; mmdebstrap's restatement of the apt-get command
+    // line it ran adds nothing.
+    let errors: Vec<&str> = text.lines().filter(|l| l.starts_with("E: ") && !l.starts_with("E: setup failed: E: apt-get ")).collect();
     if errors.is_empty() {
         tool::tail(stderr)
     } else {
@@ -408,6 +412,8 @@ mod tests {
     fn apt_errors_are_picked_out() {
         let err = b"I: running apt-get update...\nE: Unable to locate package no-such-pkg\nE: apt-get failed\nmore\n";
         assert_eq!(apt_errors(err), "E: Unable to locate package no-such-pkg\nE: apt-get failed");
+        let long = b"E: Unable to locate package x\nE: setup failed: E: apt-get -o Dir::Bin::dpkg=env install x failed\nE: mmdebstrap failed to run\n";
+        assert_eq!(apt_errors(long), "E: Unable to locate package x\nE: mmdebstrap failed to run");
         assert!(apt_errors(b"plain failure\n").contains("plain failure"));
     }
 }
