@@ -462,6 +462,14 @@ fn churn_kind_errors_name_the_field_and_line() {
     assert!(e.contains("workload.churn.write: `sockets` makes no files"), "{e}");
     // mixed makes files too: both are fine there.
     assert!(p("name: x\nworkload:\n  churn: {kind: mixed, fs: ext4, write: 4K}\n").is_ok());
+    // The socket share applies to mixed only, as a percentage.
+    let lab = p("name: x\nworkload:\n  churn: {kind: mixed, sockets: 90}\n").unwrap();
+    assert_eq!(lab.workload.as_ref().unwrap().churn.as_ref().unwrap().sockets, 90);
+    assert_eq!(p(&lab.to_yaml()).unwrap(), lab);
+    assert_eq!(invalid_field("name: x\nworkload:\n  churn: {kind: mixed, sockets: 100}\n"), "workload.churn.sockets");
+    assert_eq!(invalid_field("name: x\nworkload:\n  churn: {kind: mixed, sockets: 0}\n"), "workload.churn.sockets");
+    let e = err("name: x\nworkload:\n  churn:\n    kind: files\n    sockets: 90\n");
+    assert!(e.contains("workload.churn.sockets: applies to `kind: mixed` only"), "{e}");
 }
 
 mod fuzz {
