@@ -125,6 +125,9 @@ impl Drop for RemoveSnapshot {
 
 #[test]
 fn an_apt_failure_while_building_the_image_is_a_clear_error_and_caches_nothing() {
+    // Alone: the other tests here build images into the same cache, which
+    // would show up as entries and scratch directories this one did not make.
+    let _one = one_vm();
     let d = tempfile::tempdir().unwrap();
     let pkg = format!("kernlab-no-such-package-{}", std::process::id());
     let lab = lab(d.path(), "apt-fail", &format!("name: apt-fail\nimage:\n  debian:\n    packages: [{pkg}]\nvm:\n  boot_timeout: 5m\n"));
