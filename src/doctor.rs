@@ -98,7 +98,7 @@ impl Needs {
             dumps,
             kvm: lab.vm.accel == crate::qemu::AccelRequest::Kvm,
             debian: builds_debian(&lab.image),
-            disk_image: lab.image != lab::Image::Minimal,
+            disk_image: lab.image.boots_disk(),
             memory: lab.vm.memory,
         }
     }
@@ -202,7 +202,7 @@ impl Facts {
                     })
                     .unwrap_or_default();
                 kernels.sort();
-                CacheFacts { bytes: crate::ui::dir_bytes(&root), root: Some(root), error, kernels }
+                CacheFacts { bytes: crate::util::fsx::dir_bytes(&root), root: Some(root), error, kernels }
             }
         };
         let mut kernel = KernelCheck { name: lab.kernel.clone(), cached: cache.kernels.contains(&lab.kernel), ..Default::default() };

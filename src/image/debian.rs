@@ -188,7 +188,7 @@ pub fn build(cache: &Cache, kernel: &Kernel, recipe: &Recipe) -> Result<DebianIm
     let initrd = staged.join("initrd.img");
     std::fs::copy(tree.join(format!("boot/initrd.img-{}", kernel.release)), &initrd).map_err(io_err(&initrd))?;
     let disk = staged.join("root.raw");
-    let used = tree_bytes(&tree);
+    let used = fsx::dir_bytes(&tree);
     let f = fsx::create_private(&disk).map_err(io_err(&disk))?;
     f.set_len(used + used / 4 + HEADROOM).map_err(io_err(&disk))?;
     drop(f);
@@ -345,24 +345,6 @@ fn units() -> (Vec<String>, Vec<String>) {
         }
     }
     (enable, mask)
-}
-
-/// Bytes the tree's files take (what `mkfs.ext4 -d` copies).
-fn tree_bytes(dir: &Path) -> u64 {
-    let mut total = 0;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
-        for e in entries.flatten() {
-            let Ok(m) = e.metadata() else { continue };
-            if m.is_dir() {
-                stack.push(e.path());
-            } else {
-                total += m.len();
-            }
-        }
-    }
-    total
 }
 
 #[cfg(test)]

@@ -287,6 +287,12 @@ pub struct DiskImage {
 }
 
 impl Image {
+    /// The guest runs from a root disk (Debian's or the user's) with a
+    /// distro userland, rather than kernlab's initramfs.
+    pub fn boots_disk(&self) -> bool {
+        !matches!(self, Image::Minimal)
+    }
+
     /// The image's name in reports and snapshot keys.
     pub fn kind(&self) -> &'static str {
         match self {

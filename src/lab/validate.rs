@@ -136,7 +136,7 @@ impl Lab {
                 }
             }
         }
-        if self.image != Image::Minimal && self.vm.machine == MachineRequest::Microvm {
+        if self.image.boots_disk() && self.vm.machine == MachineRequest::Microvm {
             return bad("vm.machine", format!("image `{}` boots a disk on a PC machine (firmware, the distro's initramfs); use `auto` or `pc`", self.image.kind()));
         }
 

@@ -83,35 +83,51 @@ fn gcc_version() -> Result<Vec<u8>, PayloadError> {
     Tool::new("gcc", QUERY_DEADLINE).arg("--version").run().map(|o| o.stdout).map_err(PayloadError::Tool)
 }
 
+/// The cache entry `key`'s `name` (`program`, `tree`), built by `build`
+/// into a fresh staging directory unless it is there; true when it was.
+/// The lock is taken only to build, and what `build` left is published
+/// whole or not at all.
+fn cached(cache: &Cache, key: &str, name: &str, build: impl FnOnce(&Path) -> Result<(), PayloadError>) -> Result<(PathBuf, bool), PayloadError> {
+    let entry = cache.payload_dir(key);
+    let done = entry.join(name);
+    if done.exists() {
+        return Ok((done, true));
+    }
+    let _lock = cache.lock(Lock::Payload(key)).map_err(io(&cache.locks()))?;
+    if done.exists() {
+        return Ok((done, true));
+    }
+    let scratch = cache.scratch("payload-").map_err(io(&cache.tmp()))?;
+    let stage = scratch.path().join("out");
+    fs::create_dir(&stage).map_err(io(&stage))?;
+    build(&stage)?;
+    cache::publish_dir(&stage, &entry).map_err(io(&entry))?;
+    Ok((done, false))
+}
+
+/// A failed build's output (stdout then stderr) as the lab's error.
+fn build_failed(src: &Path, out: &std::process::Output, text: impl FnOnce(String) -> String) -> PayloadError {
+    let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    PayloadError::ProgramBuild { source_file: src.to_path_buf(), output: text(all) }
+}
+
 /// `gcc -O2 -static` of one C file, or the cached program. The compiler is
 /// given the file where it is, so its messages name the user's path.
 fn build_c(cache: &Cache, src: &Path) -> Result<(PathBuf, bool), PayloadError> {
     let text = fs::read(src).map_err(io(src))?;
     let key = fsx::sha256_bytes(&[b"payload-c-v1\n".as_slice(), &gcc_version()?, &text].concat());
-    let entry = cache.payload_dir(&key);
-    let program = entry.join("program");
-    if program.is_file() {
-        return Ok((program, true));
-    }
-    let _lock = cache.lock(Lock::Payload(&key)).map_err(io(&cache.locks()))?;
-    if program.is_file() {
-        return Ok((program, true));
-    }
-    let scratch = cache.scratch("payload-").map_err(io(&cache.tmp()))?;
-    let out = scratch.path().join("out");
-    fs::create_dir(&out).map_err(io(&out))?;
-    let built = Tool::new("gcc", GCC_DEADLINE)
-        .args(["-O2", "-static", "-Wall", "-o"])
-        .arg(out.join("program"))
-        .arg(src)
-        .output()
-        .map_err(PayloadError::Tool)?;
-    if !built.status.success() {
-        let text = format!("{}{}", String::from_utf8_lossy(&built.stdout), String::from_utf8_lossy(&built.stderr));
-        return Err(PayloadError::ProgramBuild { source_file: src.to_path_buf(), output: text.trim_end().to_string() });
-    }
-    cache::publish_dir(&out, &entry).map_err(io(&entry))?;
-    Ok((program, false))
+    cached(cache, &key, "program", |stage| {
+        let built = Tool::new("gcc", GCC_DEADLINE)
+            .args(["-O2", "-static", "-Wall", "-o"])
+            .arg(stage.join("program"))
+            .arg(src)
+            .output()
+            .map_err(PayloadError::Tool)?;
+        match built.status.success() {
+            true => Ok(()),
+            false => Err(build_failed(src, &built, |t| t.trim_end().to_string())),
+        }
+    })
 }
 
 /// `make` in a copy of the directory, with `CC=gcc` and `LDFLAGS=-static`
@@ -119,35 +135,22 @@ fn build_c(cache: &Cache, src: &Path) -> Result<(PathBuf, bool), PayloadError> {
 fn build_make(cache: &Cache, src: &Path) -> Result<(PathBuf, bool), PayloadError> {
     let listing = listing(src)?;
     let key = fsx::sha256_bytes(&[b"payload-make-v1\n".as_slice(), &gcc_version()?, listing.as_bytes()].concat());
-    let entry = cache.payload_dir(&key);
-    let done = entry.join("tree");
-    if done.is_dir() {
-        return Ok((done, true));
-    }
-    let _lock = cache.lock(Lock::Payload(&key)).map_err(io(&cache.locks()))?;
-    if done.is_dir() {
-        return Ok((done, true));
-    }
-    let scratch = cache.scratch("payload-").map_err(io(&cache.tmp()))?;
-    let stage = scratch.path().join("out");
-    let work = stage.join("tree");
-    fs::create_dir(&stage).map_err(io(&stage))?;
-    copy_dir(src, &work)?;
-    let built = Tool::new("make", MAKE_DEADLINE)
-        .arg("-C")
-        .arg(&work)
-        .env("CC", "gcc")
-        .env("LDFLAGS", "-static")
-        .output()
-        .map_err(PayloadError::Tool)?;
-    if !built.status.success() {
-        let text = format!("{}{}", String::from_utf8_lossy(&built.stdout), String::from_utf8_lossy(&built.stderr));
-        // Name the user's directory, not the scratch copy.
-        let text = text.replace(&work.display().to_string(), &src.display().to_string());
-        return Err(PayloadError::ProgramBuild { source_file: src.to_path_buf(), output: crate::util::tool::tail(text.as_bytes()) });
-    }
-    cache::publish_dir(&stage, &entry).map_err(io(&entry))?;
-    Ok((done, false))
+    cached(cache, &key, "tree", |stage| {
+        let work = stage.join("tree");
+        copy_dir(src, &work)?;
+        let built = Tool::new("make", MAKE_DEADLINE)
+            .arg("-C")
+            .arg(&work)
+            .env("CC", "gcc")
+            .env("LDFLAGS", "-static")
+            .output()
+            .map_err(PayloadError::Tool)?;
+        match built.status.success() {
+            true => Ok(()),
+            // Name the user's directory, not the scratch copy.
+            false => Err(build_failed(src, &built, |t| crate::util::tool::tail(t.replace(&work.display().to_string(), &src.display().to_string()).as_bytes()))),
+        }
+    })
 }
 
 /// Copies a directory tree (files, directories and symlinks), modes kept.

@@ -81,7 +81,7 @@ pub(super) async fn arm(ctx: &mut Ctx, guest: &Guest) -> Result<bool, RunError> 
     if x.action != DumpAction::Kdump {
         return Ok(false);
     }
-    if ctx.lab.image != crate::lab::Image::Minimal {
+    if ctx.lab.image.boots_disk() {
         return arm_distro(ctx, guest, &x).await;
     }
     // The capture kernel's command line: one CPU, devices reset, the
@@ -241,9 +241,9 @@ pub(super) async fn collect(ctx: &mut Ctx, guest: &Guest, trigger: Trigger, kdum
             }
             if guest.exited().is_some() {
                 let disk = ctx.dir.join("dump.img");
-                let record = match ctx.lab.image {
-                    crate::lab::Image::Minimal => collect_kernlab(&disk, &crash_dir, &why, x.dump_level).await,
-                    _ => collect_distro(&disk, &crash_dir, &why).await,
+                let record = match ctx.lab.image.boots_disk() {
+                    false => collect_kernlab(&disk, &crash_dir, &why, x.dump_level).await,
+                    true => collect_distro(&disk, &crash_dir, &why).await,
                 };
                 let mut record = match record {
                     Ok(r) => r,

@@ -45,9 +45,16 @@ pub(super) enum GuestImage {
     /// A Debian disk; the run boots an overlay of it, keys on a seed disk.
     Debian(image::debian::DebianImage),
     /// The user's disk; the run boots an overlay of it, keys through its
-    /// cloud-init. With `root`, the lab's kernel boots it with this initrd
-    /// (the Debian image's initramfs-tools one for the lab's kernel).
-    Disk { info: image::DiskInfo, initrd: Option<PathBuf> },
+    /// cloud-init. With `kernel`, the lab's kernel boots it (`root=` and the
+    /// Debian image's initramfs-tools initrd for that kernel); without, its
+    /// own bootloader does.
+    Disk { info: image::DiskInfo, kernel: Option<DiskKernel> },
+}
+
+/// How the lab's kernel boots a user's disk.
+pub(super) struct DiskKernel {
+    pub root: String,
+    pub initrd: PathBuf,
 }
 
 impl GuestImage {
@@ -57,6 +64,15 @@ impl GuestImage {
             GuestImage::Minimal(i) => &i.sha256,
             GuestImage::Debian(d) => &d.key,
             GuestImage::Disk { info, .. } => info.path.to_str().unwrap_or("disk"),
+        }
+    }
+
+    /// The disk a run's overlay is made over, for the images that boot one.
+    pub fn overlay_base(&self) -> Option<image::DiskInfo> {
+        match self {
+            GuestImage::Minimal(_) => None,
+            GuestImage::Debian(d) => Some(image::DiskInfo { path: d.disk.clone(), format: image::DiskFormat::Raw, virtual_size: 0 }),
+            GuestImage::Disk { info, .. } => Some(info.clone()),
         }
     }
 }
@@ -131,14 +147,7 @@ pub(super) async fn prepare(ctx: &mut Ctx) -> Result<Prepared, RunError> {
             let extra: Vec<&'static str> = if kdump { vec!["/usr/sbin/kexec"] } else { vec![] };
             GuestImage::Minimal(blocking(move || image::build_minimal(&cache, &k, &early, &late, &extra)).await??)
         }
-        lab::Image::Debian(d) => {
-            let recipe = image::debian::Recipe { packages: d.packages.clone() };
-            let built = blocking(move || image::debian::build(&cache, &k, &recipe)).await??;
-            for (stage, secs) in &built.built {
-                ctx.events.emit(Event::ImageBuilt { stage: stage.clone(), secs: *secs });
-            }
-            GuestImage::Debian(built)
-        }
+        lab::Image::Debian(d) => GuestImage::Debian(debian_image(ctx, &kernel, image::debian::Recipe { packages: d.packages.clone() }).await?),
         lab::Image::Disk(d) => {
             let base = ctx.lab_file.parent().map(Path::to_path_buf).unwrap_or_default();
             let path = base.join(&d.disk);
@@ -155,19 +164,13 @@ pub(super) async fn prepare(ctx: &mut Ctx) -> Result<Prepared, RunError> {
                     }));
                 }
             };
-            let initrd = match &d.root {
+            let kernel = match &d.root {
                 None => None,
-                Some(_) => {
-                    // The lab's kernel needs an initramfs with its own disk
-                    // drivers: the one the Debian image makes for it.
-                    let built = blocking(move || image::debian::build(&cache, &k, &image::debian::Recipe::default())).await??;
-                    for (stage, secs) in &built.built {
-                        ctx.events.emit(Event::ImageBuilt { stage: stage.clone(), secs: *secs });
-                    }
-                    Some(built.initrd)
-                }
+                // The lab's kernel needs an initramfs with its own disk
+                // drivers: the one the Debian image makes for it.
+                Some(root) => Some(DiskKernel { root: root.clone(), initrd: debian_image(ctx, &kernel, image::debian::Recipe::default()).await?.initrd }),
             };
-            GuestImage::Disk { info, initrd }
+            GuestImage::Disk { info, kernel }
         }
     };
     let dump_disk = match (&image, kdump) {
@@ -205,18 +208,13 @@ pub(super) async fn prepare(ctx: &mut Ctx) -> Result<Prepared, RunError> {
         // kernlab.seed: the image's kernlab-seed unit installs the run's
         // keys from the seed disk.
         GuestImage::Debian(d) => (d.initrd.clone(), Some(format!("LABEL={}", image::debian::ROOT_LABEL)), vec!["kernlab.seed".into()]),
-        GuestImage::Disk { initrd, .. } => {
-            let root = match &ctx.lab.image {
-                lab::Image::Disk(d) => d.root.clone(),
-                _ => None,
-            };
-            (initrd.clone().unwrap_or_default(), root, vec![])
-        }
+        GuestImage::Disk { kernel: Some(k), .. } => (k.initrd.clone(), Some(k.root.clone()), vec![]),
+        GuestImage::Disk { kernel: None, .. } => (PathBuf::new(), None, vec![]),
     };
-    let firmware_boot = matches!(&image, GuestImage::Disk { initrd: None, .. });
+    let firmware_boot = matches!(&image, GuestImage::Disk { kernel: None, .. });
     let mut words = extra_cmdline(&ctx.lab);
     words.extend(disk_words);
-    let disk_boot = !matches!(image, GuestImage::Minimal(_));
+    let disk_boot = image.overlay_base().is_some();
 
     // QEMU.
     let qemu_bin = qemu::binary();
@@ -261,6 +259,17 @@ pub(super) async fn prepare(ctx: &mut Ctx) -> Result<Prepared, RunError> {
         snapshot: None,
     });
     Ok(Prepared { kernel, payload, modules, requested, choice, profile, image, qemu_version, spec })
+}
+
+/// The Debian disk for `kernel`, built or found, with an event for each
+/// stage built now.
+async fn debian_image(ctx: &Ctx, kernel: &Kernel, recipe: image::debian::Recipe) -> Result<image::debian::DebianImage, RunError> {
+    let (cache, k) = (ctx.cache.clone(), kernel.clone());
+    let built = blocking(move || image::debian::build(&cache, &k, &recipe)).await??;
+    for (stage, secs) in &built.built {
+        ctx.events.emit(Event::ImageBuilt { stage: stage.clone(), secs: *secs });
+    }
+    Ok(built)
 }
 
 /// The lab's `payload` entries, built or read, in a tree at their guest
@@ -340,9 +349,9 @@ async fn build_payload(ctx: &Ctx, kernel: &Kernel, mut payload: Tree) -> Result<
 /// The devices a lab's VM gets on `machine`: the base set that the machine
 /// has, plus the dump disk for kdump and the churn disk.
 fn devices(lab: &Lab, machine: Machine) -> Vec<Device> {
-    let mut d: Vec<Device> = match lab.image {
-        lab::Image::Minimal => vec![],
-        _ => vec![Device::RootDisk, Device::SeedDisk],
+    let mut d: Vec<Device> = match lab.image.boots_disk() {
+        false => vec![],
+        true => vec![Device::RootDisk, Device::SeedDisk],
     };
     d.extend(DEVICES.iter().copied().filter(|d| d.available_on(machine)));
     if exhaust::kdump_wanted(lab) {
@@ -375,7 +384,7 @@ fn boot_profile(lab: &Lab, kernel: &Kernel, images: BootImages, accel: Accel) ->
         None => Driver::Absent,
     };
     let facts = KernelFacts { vmlinux: images.vmlinux.as_ref().map(|_| ()).ok_or_else(|| images.note.clone()), virtio_mmio };
-    let needs = LabNeeds { requested: lab.vm.machine, panic_devices: lab.dumps(), accel, disk_boot: lab.image != lab::Image::Minimal };
+    let needs = LabNeeds { requested: lab.vm.machine, panic_devices: lab.dumps(), accel, disk_boot: lab.image.boots_disk() };
     let host_tsc = HostTsc::detect();
     let machine = qmachine::choose(&facts, &needs, host_tsc.as_ref().map(|t| t.khz)).map_err(|e| e.to_string())?;
     let (image, image_reason) = match (&images.vmlinux, lab.vm.kernel_format) {

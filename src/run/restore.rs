@@ -77,7 +77,7 @@ pub(super) async fn restore(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel, i
     // even what QEMU reads from it at start is what it was.
     // A disk guest's disk as it was saved: the snapshot's copy of the overlay.
     let overlay = entry.disk();
-    if !matches!(image, GuestImage::Minimal(_)) {
+    if image.overlay_base().is_some() {
         let to = ctx.dir.join(super::prepare::ROOT_DISK);
         std::fs::copy(&overlay, &to).map_err(|e| Failed(format!("cannot copy the snapshot's disk `{}`: {e}", overlay.display())))?;
     }

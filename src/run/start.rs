@@ -70,14 +70,10 @@ pub(super) async fn write_boot_files(ctx: &Ctx, image: &GuestImage, keys: &RunKe
             let instance = ctx.dir.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "kernlab".into());
             let seed = keys.seed(&format!("kernlab-{instance}"), "kernlab")?;
             let (seed_path, root) = (ctx.dir.join(SEED_DISK), ctx.dir.join(ROOT_DISK));
-            let base = match image {
-                GuestImage::Debian(d) => image::DiskInfo { path: d.disk.clone(), format: image::DiskFormat::Raw, virtual_size: 0 },
-                GuestImage::Disk { info, .. } => info.clone(),
-                GuestImage::Minimal(_) => unreachable!("matched above"),
-            };
+            let base = image.overlay_base().filter(|_| overlay);
             blocking(move || {
                 image::seed::write_seed(&seed, &seed_path)?;
-                if overlay {
+                if let Some(base) = base {
                     image::disk::overlay(&base, &root)?;
                 }
                 Ok::<(), RunError>(())

@@ -254,7 +254,7 @@ pub fn follow_bytes<T: Send>(bar: &Bar, dir: &Path, f: impl FnOnce() -> T + Send
     std::thread::scope(|s| {
         let watcher = s.spawn(|| {
             while !done.load(std::sync::atomic::Ordering::Relaxed) {
-                bar.position(dir_bytes(dir));
+                bar.position(crate::util::fsx::dir_bytes(dir));
                 std::thread::sleep(Duration::from_millis(200));
             }
         });
@@ -263,18 +263,6 @@ pub fn follow_bytes<T: Send>(bar: &Bar, dir: &Path, f: impl FnOnce() -> T + Send
         let _ = watcher.join();
         r
     })
-}
-
-/// Bytes of the regular files under `dir`, recursively (a file counts too).
-pub fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(meta) = std::fs::symlink_metadata(dir) else { return 0 };
-    if meta.is_file() {
-        return meta.len();
-    }
-    if !meta.is_dir() {
-        return 0;
-    }
-    std::fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok()).map(|e| dir_bytes(&e.path())).sum()).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -322,6 +310,6 @@ mod tests {
         std::fs::create_dir(d.path().join("sub")).unwrap();
         std::fs::write(d.path().join("sub/b"), b"123").unwrap();
         assert_eq!(follow_bytes(&b, d.path(), || 7), 7);
-        assert_eq!(dir_bytes(d.path()), 8);
+        assert_eq!(crate::util::fsx::dir_bytes(d.path()), 8);
     }
 }

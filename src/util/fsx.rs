@@ -76,6 +76,18 @@ pub fn tail_lines(path: &Path, max_lines: usize) -> String {
     lines[start..].join("\n")
 }
 
+/// Bytes of the regular files under `dir`, recursively (a file counts too).
+pub fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(meta) = std::fs::symlink_metadata(dir) else { return 0 };
+    if meta.is_file() {
+        return meta.len();
+    }
+    if !meta.is_dir() {
+        return 0;
+    }
+    std::fs::read_dir(dir).map(|rd| rd.filter_map(|e| e.ok()).map(|e| dir_bytes(&e.path())).sum()).unwrap_or(0)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
