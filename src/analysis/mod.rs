@@ -4,4 +4,5 @@
 //! CSV text, so a verdict can be recomputed from any run directory.
 
 pub mod growth;
+pub mod kind;
 pub mod leak;
