@@ -3,6 +3,7 @@
 //! INCONCLUSIVE with the in-house statistics in `crate::stats`. Pure over the
 //! CSV text, so a verdict can be recomputed from any run directory.
 
+pub mod attribution;
 pub mod growth;
 pub mod kind;
 pub mod leak;
