@@ -30,7 +30,7 @@ use crate::outcome::leak::LeakReport;
 use crate::outcome::matrix::{self as matrix_record, CellResult, MatrixReport};
 use crate::outcome::run::{CacheGrowth, Manifest, RunOutcome};
 use crate::outcome::{self, RecordError};
-use crate::sample::rows::{self, BalloonRow, MeminfoRow, OpsRow, Row, SlabRow};
+use crate::sample::rows::{self, BalloonRow, DentryRow, MeminfoRow, OpsRow, Row, SlabRow};
 use crate::util::fsx;
 
 pub const FILE: &str = "report.html";
@@ -120,7 +120,8 @@ impl RunData {
             report: optional(outcome::read::<RunOutcome>(&dir.join("report.json")))?,
             manifest: optional(outcome::read_manifest(&dir.join("manifest.json")))?,
             events: outcome::read_events(&read_text(&dir.join("events.jsonl"))?),
-            series: ArmSeries::parse(&read_text(&samples.join(MeminfoRow::FILE))?, &slab, &read_text(&samples.join(OpsRow::FILE))?),
+            series: ArmSeries::parse(&read_text(&samples.join(MeminfoRow::FILE))?, &slab, &read_text(&samples.join(OpsRow::FILE))?)
+                .with_dentry_state(&read_text(&samples.join(DentryRow::FILE))?),
             balloon: parse_balloon(&read_text(&samples.join(BalloonRow::FILE))?),
             slab_growth: slab_growth(&slab, 10),
         })

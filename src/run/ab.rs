@@ -128,8 +128,7 @@ pub fn policy_of(lab: &Lab) -> Policy {
 }
 
 fn read_arm(dir: &Path) -> ArmSeries {
-    let f = |n: &str| std::fs::read_to_string(dir.join("samples").join(n)).unwrap_or_default();
-    ArmSeries::parse(&f("meminfo.csv"), &f("slabinfo.csv"), &f("ops.csv"))
+    ArmSeries::read(&dir.join("samples"))
 }
 
 /// Takes the planned looks while the arms run. The arms' samples are read

@@ -12,6 +12,8 @@
 //! Each instrument is a pair of guest shell scripts (set up before the
 //! workload, collect after it) and a pure reading of the two arms' text.
 
+pub mod slab;
+
 use serde::{Deserialize, Serialize};
 
 /// One place in the code that the pass names.

@@ -19,6 +19,7 @@
 //! Pure over the series, so a verdict can be recomputed from any run
 //! directory.
 
+mod classify;
 mod evidence;
 mod series;
 #[cfg(test)]
@@ -27,6 +28,7 @@ mod tests;
 use std::collections::BTreeSet;
 
 pub use evidence::{ArmFit, Basis, Detectable, Evidence, ExhaustionForecast, Floors, Kind, LeakAnalysis, Look, Policy, Sequential};
+pub use classify::{classify, dentries_in_use, Classification};
 pub use series::ArmSeries;
 use series::at_times;
 

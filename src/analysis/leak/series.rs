@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use super::Basis;
-use crate::sample::rows::{self, MeminfoRow, OpsRow, SlabRow};
+use crate::sample::rows::{self, DentryRow, MeminfoRow, OpsRow, Row, SlabRow};
 
 /// One arm's series, parsed from its `samples/*.csv`.
 #[derive(Debug, Default, Clone)]
@@ -14,6 +14,9 @@ pub struct ArmSeries {
     pub caches: BTreeMap<String, Vec<(f64, f64, f64)>>,
     /// (t, cumulative ops).
     pub ops: Vec<(f64, f64)>,
+    /// (t, dentries in use: `nr_dentry − nr_unused` of
+    /// `/proc/sys/fs/dentry-state`); empty when the lab did not sample it.
+    pub dentries_in_use: Vec<(f64, f64)>,
 }
 
 impl ArmSeries {
@@ -30,6 +33,19 @@ impl ArmSeries {
         }
         s.ops = rows::parse::<OpsRow>(ops_csv).map(|r| (r.t, r.ops as f64)).collect();
         s
+    }
+
+    /// With the dentry accounting of the arm's `dentry-state.csv`.
+    pub fn with_dentry_state(mut self, dentry_csv: &str) -> Self {
+        self.dentries_in_use = rows::parse::<DentryRow>(dentry_csv).map(|r| (r.t, r.nr_dentry.saturating_sub(r.nr_unused) as f64)).collect();
+        self
+    }
+
+    /// An arm's series from its `samples/` directory (a file it did not
+    /// write is empty).
+    pub fn read(samples: &std::path::Path) -> Self {
+        let f = |r: &str| std::fs::read_to_string(samples.join(r)).unwrap_or_default();
+        Self::parse(&f(MeminfoRow::FILE), &f(SlabRow::FILE), &f(OpsRow::FILE)).with_dentry_state(&f(DentryRow::FILE))
     }
 
     /// The sample times, in order. Each sample writes every section at once,
@@ -75,6 +91,7 @@ impl ArmSeries {
             meminfo: self.meminfo.iter().map(|(n, v)| (n.clone(), v.iter().copied().filter(|p| p.0 >= from).collect())).collect(),
             caches: self.caches.iter().map(|(n, v)| (n.clone(), v.iter().copied().filter(|p| p.0 >= from).collect())).collect(),
             ops: self.ops.iter().copied().filter(|p| p.0 >= from).collect(),
+            dentries_in_use: self.dentries_in_use.iter().copied().filter(|p| p.0 >= from).collect(),
         }
     }
 
@@ -86,6 +103,7 @@ impl ArmSeries {
             meminfo: self.meminfo.iter().map(|(k, v)| (k.clone(), v.iter().copied().filter(|p| p.0 <= cut).collect())).collect(),
             caches: self.caches.iter().map(|(k, v)| (k.clone(), v.iter().copied().filter(|p| p.0 <= cut).collect())).collect(),
             ops: self.ops.iter().copied().filter(|p| p.0 <= cut).collect(),
+            dentries_in_use: self.dentries_in_use.iter().copied().filter(|p| p.0 <= cut).collect(),
         }
     }
 
