@@ -79,6 +79,21 @@ pub struct LeakPolicy {
     /// The B side. Default: the same lab without modules.
     #[serde(default)]
     pub baseline: Baseline,
+    /// After a LEAK, run the lab once more with the guest instrumented to
+    /// name the code that took the memory (SLUB allocation traces of the
+    /// leaking caches, reference tracing for VFS objects): `auto`, or
+    /// `off` to stop at the verdict and its kind. Default: auto.
+    #[serde(default)]
+    pub attribute: Attribute,
+}
+
+/// Whether a LEAK gets its attribution pass.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Attribute {
+    #[default]
+    Auto,
+    Off,
 }
 /// The baseline arm of an A/B lab.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]

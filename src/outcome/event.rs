@@ -84,6 +84,13 @@ pub enum Event {
         bytes_per_op: Option<f64>,
         report: String,
     },
+    /// A LEAK's attribution pass starts: the lab once more, its guests
+    /// instrumented (`leak.attribute`).
+    AttributionStarted { kind: String, caches: Vec<String>, duration_secs: f64 },
+    /// One guest instrument of an attribution pass ran (`setup` or `collect`).
+    Instrument { name: String, phase: String, ok: bool, secs: f64 },
+    /// The attribution pass is over: the sites it named, what it cost.
+    Attributed { kind: String, sites: Vec<String>, status: String, secs: f64 },
     MatrixStarted { name: String, cells: usize, slots: usize, dir: String },
     CellStarted { lab: String, kernel: String },
     CellFinished { verdict: String, exit_code: i32, secs: f64, error: Option<String>, dir: String },

@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 
 use super::run::ExhaustionOutcome;
+use crate::analysis::attribution::Site;
+use crate::analysis::kind::LeakKind;
 use crate::analysis::leak::{Floors, LeakAnalysis};
 use crate::dump::DumpRecord;
 use crate::lab::Expect;
@@ -46,7 +48,45 @@ pub struct LeakReport {
     /// the crash-time view beside the growth measured during the run; and
     /// for a lab with an `exhaustion` section, whether it ran out at all.
     pub crash: Option<CrashView>,
+    /// For a LEAK: what kind of leak, and which code (`leak.attribute`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attribution: Option<Attribution>,
     pub secs: f64,
+}
+
+/// A LEAK's diagnosis: its kind with the evidence that decided it, and the
+/// code the attribution pass named.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Attribution {
+    pub kind: LeakKind,
+    pub evidence: Vec<String>,
+    /// The sites named, the most objects first: for an allocation leak the
+    /// allocating functions, for a reference leak the functions holding the
+    /// references (then where the held objects were allocated).
+    pub sites: Vec<Site>,
+    /// The attribution pass, when it ran.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pass: Option<AttributionPass>,
+    /// Why there was no attribution pass.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skipped: Option<String>,
+}
+
+/// The second run of a LEAK lab, instrumented: how it ran and its cost.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AttributionPass {
+    /// Its run directory (`attribution/` with a `module` and a `baseline` arm).
+    pub dir: String,
+    /// The caches booted with allocation traces (`slub_debug=U,…`).
+    pub caches: Vec<String>,
+    /// Its workload's length, seconds.
+    pub duration_s: f64,
+    /// What it cost: wall-clock seconds, boots and teardown included.
+    pub secs: f64,
+    /// `done`, or what went wrong (the verdict stands either way).
+    pub status: String,
+    /// What each instrument saw or why it could not tell.
+    pub tried: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, Default)]

@@ -688,6 +688,7 @@ mod tests {
             baseline: outcome("/runs/x/baseline"),
             analysis: Some(an),
             crash: None,
+            attribution: None,
             secs: 40.0,
         };
         let page = ab_page(&r, Path::new("/runs/x"), &module, &baseline, "f");

@@ -128,6 +128,15 @@ impl Terminal {
             Event::LeakDecided { look, looks, samples, verdict } => {
                 format!("verdict {verdict} decided at look {look} of {looks} ({samples} samples per arm): ending both workloads")
             }
+            Event::AttributionStarted { kind, caches, duration_secs } => format!(
+                "{kind}: attribution pass, the lab once more for {duration_secs:.0} s with allocation traces of {}",
+                if caches.is_empty() { "no cache".to_string() } else { caches.join(", ") }
+            ),
+            Event::Instrument { name, phase, ok, secs } => format!("instrument {name} {phase} {} in {secs:.1} s", if *ok { "done" } else { "FAILED (see attribution/)" }),
+            Event::Attributed { kind, sites, status, secs } => format!(
+                "attribution {status} in {secs:.0} s: {kind}{}",
+                if sites.is_empty() { ", no site named".to_string() } else { format!(", {}", sites.join("; ")) }
+            ),
             Event::CellStarted { .. } => "started".into(),
             Event::CellFinished { verdict, exit_code, error, .. } => {
                 let why = error.as_deref().map(|w| format!(": {w}")).unwrap_or_default();

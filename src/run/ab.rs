@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::outcome::event::{Event, Events};
-pub use crate::outcome::leak::{ArmOutcome, CrashView, LeakReport, SCHEMA};
+pub use crate::outcome::leak::{ArmOutcome, Attribution, CrashView, LeakReport, SCHEMA};
 use super::rundir::RunDir;
 use super::{run_arm, Arm, RunEnd};
 use crate::analysis::leak::{self, ArmSeries, Floors, Policy};
@@ -29,42 +29,52 @@ fn crash_view(r: Option<&RunOutcome>) -> Option<CrashView> {
     (v.dump.is_some() || v.exhaustion.is_some()).then_some(v)
 }
 
+/// An arm of the lab `arm` in `parent/name`, with its own events.
+pub(super) fn sub_arm(arm: &Arm, parent: &Path, name: &str, lab: Lab, decided: CancellationToken, instruments: super::instruments::Instruments) -> Result<Arm, Box<RunEnd>> {
+    let dir = RunDir::create(Some(&parent.join(name)), &lab.name, &lab.kernel).map_err(|e| {
+        Box::new(RunEnd {
+            dir: Some(parent.to_path_buf()),
+            exit_code: exit::INFRA,
+            error: Some(format!("cannot create the {name} arm's directory: {e}")),
+            outcome: None,
+        })
+    })?;
+    let events = match parent.file_name().and_then(|n| n.to_str()) {
+        Some(super::attribution::DIR) => arm.events.with_arm(&format!("{}/{name}", super::attribution::DIR)),
+        _ => arm.events.with_arm(name),
+    };
+    Ok(Arm { lab, lab_file: arm.lab_file.clone(), desc: arm.desc.clone(), cache: arm.cache.clone(), dir, events, decided, instruments })
+}
+
+/// The module and baseline labs of an A/B lab: the baseline has the
+/// baseline's modules and runs its workload's duration (only the module
+/// arm runs until exhaustion).
+pub(super) fn arm_labs(lab: &Lab) -> (Lab, Lab) {
+    let policy = lab.leak.as_ref().expect("arm_labs is called for leak labs");
+    let mut base = lab.clone();
+    base.modules = policy.baseline.modules.clone();
+    if let Some(x) = base.exhaustion.as_mut() {
+        (x.until, x.max) = (false, None);
+    }
+    (lab.clone(), base)
+}
+
 pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) -> RunEnd {
-    let policy = arm.lab.leak.clone().expect("run_ab is called for leak labs");
     let top = arm.dir.clone();
     // The lab's own events (its verdict), beside its arms'.
     let stream = arm.events.clone();
     stream.emit(Event::RunStarted { lab: arm.lab.name.clone(), kernel: arm.lab.kernel.clone(), run_dir: top.path.display().to_string() });
     let _ = fsx::write_atomic(&top.join("lab.yaml"), arm.lab.to_yaml().as_bytes());
-    let mut base_lab = arm.lab.clone();
-    base_lab.modules = policy.baseline.modules.clone();
+    let (module_lab, base_lab) = arm_labs(&arm.lab);
     let decided = CancellationToken::new();
-    // Only the module arm runs until exhaustion: the baseline is not
-    // expected to get there, so it runs its workload.duration, not the max.
-    if let Some(x) = base_lab.exhaustion.as_mut() {
-        (x.until, x.max) = (false, None);
-    }
     // A module arm that runs until exhaustion goes on past the verdict (its
     // dump is the point); only the baseline stops when the looks decide.
     let until = arm.lab.exhaustion.as_ref().is_some_and(|x| x.until);
-    let make = |name: &str, lab: crate::lab::Lab| -> Result<Arm, Box<RunEnd>> {
-        let dir = RunDir::create(Some(&top.path.join(name)), &lab.name, &lab.kernel).map_err(|e| Box::new(RunEnd {
-            dir: Some(top.path.clone()),
-            exit_code: exit::INFRA,
-            error: Some(format!("cannot create the {name} arm's directory: {e}")),
-            outcome: None,
-        }))?;
-        Ok(Arm {
-            lab,
-            lab_file: arm.lab_file.clone(),
-            desc: arm.desc.clone(),
-            cache: arm.cache.clone(),
-            dir,
-            events: arm.events.with_arm(name),
-            decided: if until && name == "module" { CancellationToken::new() } else { decided.clone() },
-        })
+    let make = |name: &str, lab: crate::lab::Lab| {
+        let decided = if until && name == "module" { CancellationToken::new() } else { decided.clone() };
+        sub_arm(&arm, &top.path, name, lab, decided, Default::default())
     };
-    let (a, b) = match (make("module", arm.lab.clone()), make("baseline", base_lab)) {
+    let (a, b) = match (make("module", module_lab), make("baseline", base_lab)) {
         (Ok(a), Ok(b)) => (a, b),
         (Err(e), _) | (_, Err(e)) => return *e,
     };
@@ -81,7 +91,7 @@ pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) 
         sample_gaps: r.outcome.as_ref().map_or(0, |o| o.sample_gaps),
     };
     let crash = crash_view(ra.outcome.as_ref());
-    let report = assemble(&arm.lab, outcome(&ra, &a_dir), outcome(&rb, &b_dir), crash, &a_dir, &b_dir, start.elapsed().as_secs_f64());
+    let mut report = assemble(&arm.lab, outcome(&ra, &a_dir), outcome(&rb, &b_dir), crash, &a_dir, &b_dir, start.elapsed().as_secs_f64());
     let exit_code = report.exit_code;
     let failed = [&ra, &rb].into_iter().any(|r| r.exit_code != exit::OK);
     let _ = fsx::write_atomic(&top.join("report.json"), &serde_json::to_vec_pretty(&report).unwrap_or_default());
@@ -94,6 +104,9 @@ pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) 
         bytes_per_op: an.and_then(|a| a.total.as_ref().filter(|_| a.basis == leak::Basis::PerOp)).map(|t| t.bytes[0]),
         report: top.join("report.json").display().to_string(),
     });
+    if report.attribution.is_some() {
+        attribute(&arm, &top.path, &mut report, cancel.is_cancelled() || exit_code == exit::INTERRUPTED, cancel.clone(), start).await;
+    }
     let error = match (failed, &ra.error, &rb.error) {
         (true, Some(e), _) => Some(format!("module arm: {e}")),
         (true, None, Some(e)) => Some(format!("baseline arm: {e}")),
@@ -108,6 +121,27 @@ pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) 
     };
     stream.emit(Event::RunFinished { outcome: outcome.into(), exit_code });
     RunEnd { dir: Some(top.path.clone()), exit_code, error, outcome: None }
+}
+
+/// A LEAK's attribution pass, or why there is none, into its report (and
+/// the report on disk again: the verdict was written before the pass).
+async fn attribute(arm: &Arm, top: &Path, report: &mut LeakReport, interrupted: bool, cancel: CancellationToken, start: Instant) {
+    let skipped = super::attribution::skipped(&arm.lab, report, interrupted);
+    let pass = match skipped {
+        Some(why) => Err(why),
+        None => Ok(super::attribution::run(arm, top, report, cancel, start).await),
+    };
+    let Some(a) = report.attribution.as_mut() else { return };
+    match pass {
+        Err(why) => a.skipped = Some(why),
+        Ok((pass, sites, evidence)) => {
+            a.sites = sites;
+            a.evidence.extend(evidence);
+            a.pass = Some(pass);
+        }
+    }
+    report.secs = start.elapsed().as_secs_f64();
+    let _ = fsx::write_atomic(&top.join("report.json"), &serde_json::to_vec_pretty(&*report).unwrap_or_default());
 }
 
 /// The analysis policy of a leak lab: its floors and α, and the looks
@@ -180,12 +214,12 @@ async fn watch_looks(lab: Lab, a_dir: PathBuf, b_dir: PathBuf, decided: Cancella
 fn assemble(lab: &Lab, module: ArmOutcome, baseline: ArmOutcome, crash: Option<CrashView>, a_dir: &Path, b_dir: &Path, secs: f64) -> LeakReport {
     let policy = lab.leak.clone().expect("assemble is called for leak labs");
     let failed = [module.exit_code, baseline.exit_code].into_iter().find(|c| *c != exit::OK);
-    let (analysis, verdict, held, exit_code) = if let Some(code) = failed {
+    let (analysis, verdict, held, exit_code, kind) = if let Some(code) = failed {
         let code = if code == exit::INTERRUPTED { code } else { exit::INFRA };
-        (None, None, None, code)
+        (None, None, None, code, None)
     } else {
-        let read = read_arm;
-        let mut an = leak::analyze(&read(a_dir), &read(b_dir), &policy_of(lab), true);
+        let (sm, sb) = (read_arm(a_dir), read_arm(b_dir));
+        let mut an = leak::analyze(&sm, &sb, &policy_of(lab), true);
         let holes = leak::gaps_overrule("module", an.samples[0], module.sample_gaps)
             .or_else(|| leak::gaps_overrule("baseline", an.samples[1], baseline.sample_gaps));
         if let Some(why) = holes {
@@ -198,8 +232,12 @@ fn assemble(lab: &Lab, module: ArmOutcome, baseline: ArmOutcome, crash: Option<C
             (Verdict::Leak, Expect::Leak) | (Verdict::NoLeak, Expect::NoLeak) => (Some(true), exit::OK),
             _ => (Some(false), exit::EXPECTATION_FAILED),
         };
-        (Some(an), Some(v), held, code)
+        let dentries = leak::dentries_in_use(&sm, &sb, &an, &policy_of(lab));
+        let objsize = sm.objsize("dentry").unwrap_or(192.0);
+        let kind = leak::classify(&an, dentries, objsize);
+        (Some(an), Some(v), held, code, kind)
     };
+    let attribution = kind.map(|c| Attribution { kind: c.kind, evidence: c.evidence, sites: Vec::new(), pass: None, skipped: None });
     LeakReport {
         schema: SCHEMA.to_string(),
         lab: lab.name.clone(),
@@ -218,6 +256,7 @@ fn assemble(lab: &Lab, module: ArmOutcome, baseline: ArmOutcome, crash: Option<C
         baseline,
         analysis,
         crash,
+        attribution,
         secs,
     }
 }

@@ -11,10 +11,12 @@
 //! and SSH, is a [`crate::vm::Guest`].
 
 pub mod ab;
+mod attribution;
 mod boot;
 mod commands;
 pub mod error;
 mod exhaust;
+pub(crate) mod instruments;
 mod phases;
 mod prepare;
 pub mod record;
@@ -98,6 +100,8 @@ struct Ctx {
     decided: CancellationToken,
     gaps: Arc<Mutex<u64>>,
     run_start: Instant,
+    /// An attribution pass's guest scripts (none in a plain run).
+    instruments: instruments::Instruments,
 }
 
 /// Runs one lab: a plain lab as one arm, an A/B leak lab as two. Its events
@@ -150,7 +154,16 @@ pub async fn run(opts: RunOptions, events: &Events, cancel: CancellationToken) -
         Ok(d) => d,
         Err(e) => return fail_early(RunError::RunDir(e)),
     };
-    let arm = Arm { lab, lab_file: opts.lab_file.clone(), desc, cache, dir, events: events.clone(), decided: CancellationToken::new() };
+    let arm = Arm {
+        lab,
+        lab_file: opts.lab_file.clone(),
+        desc,
+        cache,
+        dir,
+        events: events.clone(),
+        decided: CancellationToken::new(),
+        instruments: Default::default(),
+    };
     if arm.lab.leak.is_some() {
         return ab::run_ab(arm, cancel, start).await;
     }
@@ -171,10 +184,12 @@ pub(crate) struct Arm {
     /// sampler takes one last sample and the workload ends as at its
     /// duration.
     pub decided: CancellationToken,
+    /// Guest scripts of an attribution pass (none otherwise).
+    pub instruments: instruments::Instruments,
 }
 
 pub(crate) async fn run_arm(arm: Arm, cancel: CancellationToken, start: Instant) -> RunEnd {
-    let Arm { lab, lab_file, desc, cache, dir, events, decided } = arm;
+    let Arm { lab, lab_file, desc, cache, dir, events, decided, instruments } = arm;
     events.emit(Event::RunStarted { lab: lab.name.clone(), kernel: lab.kernel.clone(), run_dir: dir.path.display().to_string() });
 
     let lab_text = std::fs::read(&lab_file).unwrap_or_default();
@@ -205,6 +220,7 @@ pub(crate) async fn run_arm(arm: Arm, cancel: CancellationToken, start: Instant)
         decided,
         gaps: Arc::new(Mutex::new(0)),
         run_start: start,
+        instruments,
     };
 
     let result = tokio::select! {

@@ -41,8 +41,11 @@ pub(super) async fn run(ctx: &mut Ctx, p: Prepared, ready: Ready) -> Result<(), 
     setup(ctx, &guest).await?;
     // Panics become dumps: sysctls, and the capture kernel for kdump.
     let kdump_loaded = exhaust::arm(ctx, &guest).await?;
+    super::instruments::set_up(ctx, &guest).await;
     load_modules(ctx, &guest, &p.modules, kdump_loaded).await?;
-    workload(ctx, &guest, kdump_loaded).await
+    workload(ctx, &guest, kdump_loaded).await?;
+    super::instruments::collect(ctx, &guest).await;
+    Ok(())
 }
 
 /// Puts the payload in the guest at its paths, with its modes: the

@@ -31,4 +31,16 @@ pub struct Site {
     /// instrument recorded one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub stack: Vec<String>,
+    /// What the site did: allocated the objects, or took references on
+    /// them that were never dropped.
+    #[serde(default)]
+    pub role: Role,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    #[default]
+    Allocates,
+    HoldsReferences,
 }

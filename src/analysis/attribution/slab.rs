@@ -139,7 +139,7 @@ pub fn sites(module: &[Trace], baseline: &[Trace]) -> Vec<Site> {
     let mut out: Vec<Site> = net
         .into_iter()
         .filter(|((cache, _, _), (n, _, _))| *n > 0 && *n * 10 >= top[cache])
-        .map(|((cache, function, module), (objects, _, stack))| Site { function, module, cache, objects, stack })
+        .map(|((cache, function, module), (objects, _, stack))| Site { function, module, cache, objects, stack, role: super::Role::Allocates })
         .collect();
     out.sort_by(|a, b| b.objects.cmp(&a.objects));
     out

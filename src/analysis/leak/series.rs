@@ -137,7 +137,7 @@ impl ArmSeries {
         }
     }
 
-    pub(super) fn objsize(&self, cache: &str) -> Option<f64> {
+    pub fn objsize(&self, cache: &str) -> Option<f64> {
         self.caches.get(cache).and_then(|r| r.last()).map(|r| r.2)
     }
 }

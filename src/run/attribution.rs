@@ -1,0 +1,183 @@
+//! The attribution pass of a LEAK (`leak.attribute: auto`): the lab once
+//! more, both arms, with the guests instrumented, to name the code that
+//! took the memory. The verdict and its kind come from the first pass and
+//! stand whatever this one finds; it only adds the sites.
+//!
+//! - Every leaking cache (the largest few) is booted with SLUB allocation
+//!   traces (`slub_debug=U,…`); after the workload each arm's
+//!   `alloc_traces` are read and the module arm's sites minus the
+//!   baseline's are the allocating functions (`analysis::attribution::slab`).
+//! - The workload runs as long as the first pass needed to decide (at
+//!   least `MIN_SECS`), not the lab's full duration: the traces need
+//!   objects, not statistics.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use tokio_util::sync::CancellationToken;
+
+use super::ab::{arm_labs, sub_arm};
+use super::instruments::{self, Instruments};
+use super::{run_arm, Arm};
+use crate::analysis::attribution::{slab, Role, Site};
+use crate::analysis::kind::{CacheClass, LeakKind};
+use crate::lab::{Attribute, Lab};
+use crate::outcome::event::Event;
+use crate::outcome::leak::{AttributionPass, LeakReport};
+use crate::exit;
+
+/// The pass's directory in the lab's run directory.
+pub const DIR: &str = "attribution";
+/// The most caches traced: each traced cache slows its allocations.
+const MAX_CACHES: usize = 4;
+/// The shortest workload of a pass.
+const MIN_SECS: f64 = 10.0;
+
+/// Why a LEAK gets no attribution pass, if it gets none.
+pub(super) fn skipped(lab: &Lab, report: &LeakReport, interrupted: bool) -> Option<String> {
+    let policy = lab.leak.as_ref()?;
+    if policy.attribute == Attribute::Off {
+        return Some("leak.attribute is off".into());
+    }
+    if interrupted {
+        return Some("the run was interrupted".into());
+    }
+    if report.attribution.as_ref().is_some_and(|a| a.kind == LeakKind::Unknown) && caches(report).is_empty() {
+        return Some("no leaking cache to trace: only the metric grows".into());
+    }
+    None
+}
+
+/// The leaking caches to trace, the most bytes first.
+fn caches(report: &LeakReport) -> Vec<String> {
+    let Some(an) = report.analysis.as_ref() else { return Vec::new() };
+    an.culprits().take(MAX_CACHES).map(|c| c.name.clone()).collect()
+}
+
+/// How long the pass's workload runs: as long as the first pass took to
+/// decide (its deciding look and the warm-up), within `MIN_SECS` and the
+/// lab's duration.
+fn pass_duration(lab: &Lab, report: &LeakReport) -> Duration {
+    let interval = lab.monitor.interval.as_secs_f64();
+    let full = lab.workload.as_ref().map(|w| w.duration.as_secs_f64()).unwrap_or(MIN_SECS);
+    let decided = report.analysis.as_ref().map(|an| {
+        let q = &an.sequential;
+        let n = q.looks.get(q.decided_at).map_or(an.samples[0], |l| l.samples);
+        let warm = lab.leak.as_ref().map_or(0.0, |l| l.warmup.as_secs_f64());
+        n as f64 * interval + warm
+    });
+    Duration::from_secs_f64(decided.unwrap_or(full).max(MIN_SECS).min(full.max(MIN_SECS)).ceil())
+}
+
+/// The pass's lab: traced caches on the command line, no exhaustion, the
+/// pass's duration.
+fn pass_lab(lab: &Lab, caches: &[String], duration: Duration) -> Lab {
+    let mut l = lab.clone();
+    l.vm.cmdline.push(slab::cmdline(caches));
+    l.exhaustion = None;
+    if let Some(w) = l.workload.as_mut() {
+        w.duration = duration;
+    }
+    l
+}
+
+/// Runs the pass and returns it with the sites it named and what it adds
+/// to the evidence.
+pub(super) async fn run(arm: &Arm, top: &Path, report: &LeakReport, cancel: CancellationToken, start: Instant) -> (AttributionPass, Vec<Site>, Vec<String>) {
+    let began = Instant::now();
+    let kind = report.attribution.as_ref().map_or(LeakKind::Unknown, |a| a.kind);
+    let caches = caches(report);
+    let duration = pass_duration(&arm.lab, report);
+    let dir = top.join(DIR);
+    arm.events.emit(Event::AttributionStarted { kind: kind.words().into(), caches: caches.clone(), duration_secs: duration.as_secs_f64() });
+    let mut pass = AttributionPass {
+        dir: dir.display().to_string(),
+        caches: caches.clone(),
+        duration_s: duration.as_secs_f64(),
+        secs: 0.0,
+        status: "done".into(),
+        tried: Vec::new(),
+    };
+    let (module_lab, base_lab) = arm_labs(&pass_lab(&arm.lab, &caches, duration));
+    let instruments = Instruments { setup: Vec::new(), collect: vec![("slab".into(), slab::collect_script(&caches))] };
+    let never = CancellationToken::new();
+    let arms = (
+        sub_arm(arm, &dir, "module", module_lab, never.clone(), instruments.clone()),
+        sub_arm(arm, &dir, "baseline", base_lab, never.clone(), instruments),
+    );
+    let (a, b) = match arms {
+        (Ok(a), Ok(b)) => (a, b),
+        (Err(e), _) | (_, Err(e)) => {
+            pass.status = format!("failed: {}", e.error.unwrap_or_default());
+            pass.secs = began.elapsed().as_secs_f64();
+            return (pass, Vec::new(), Vec::new());
+        }
+    };
+    let (a_dir, b_dir) = (a.dir.path.clone(), b.dir.path.clone());
+    let (ra, rb) = tokio::join!(run_arm(a, cancel.clone(), start), run_arm(b, cancel, start));
+    for (name, r) in [("module", &ra), ("baseline", &rb)] {
+        if r.exit_code != exit::OK {
+            pass.status = format!("failed: the {name} arm: {}", r.error.clone().unwrap_or_else(|| format!("exit {}", r.exit_code)));
+        }
+    }
+    let read = |d: &Path| std::fs::read_to_string(d.join(instruments::DIR).join("slab.txt"));
+    let (sites, evidence) = match (read(&a_dir), read(&b_dir)) {
+        (Ok(m), Ok(b)) => {
+            let ((tm, em), (tb, eb)) = (slab::parse(&m), slab::parse(&b));
+            for e in em.iter().map(|e| format!("module arm: {e}")).chain(eb.iter().map(|e| format!("baseline arm: {e}"))) {
+                pass.tried.push(e);
+            }
+            let count = |t: &[slab::Trace]| t.iter().map(|x| x.objects).sum::<i64>();
+            pass.tried.push(format!(
+                "SLUB allocation traces of {}: {} live objects at {} sites in the module arm, {} at {} in the baseline",
+                caches.join(", "),
+                count(&tm),
+                tm.len(),
+                count(&tb),
+                tb.len()
+            ));
+            let sites = slab::sites(&tm, &tb);
+            let evidence = allocation_evidence(kind, &sites);
+            (sites, evidence)
+        }
+        (m, b) => {
+            let why = [("module", m.err()), ("baseline", b.err())]
+                .into_iter()
+                .filter_map(|(n, e)| e.map(|e| format!("the {n} arm left no allocation traces ({e})")))
+                .collect::<Vec<_>>()
+                .join("; ");
+            pass.tried.push(why);
+            (Vec::new(), Vec::new())
+        }
+    };
+    pass.secs = began.elapsed().as_secs_f64();
+    arm.events.emit(Event::Attributed {
+        kind: kind.words().into(),
+        sites: sites.iter().take(3).map(|s| format!("{} [{}] {} {} objects", s.function, s.module, s.cache, s.objects)).collect(),
+        status: pass.status.clone(),
+        secs: pass.secs,
+    });
+    (pass, sites, evidence)
+}
+
+/// What the allocating sites add to the kind's evidence: objects a module
+/// allocated itself, or objects the kernel allocated that something keeps.
+fn allocation_evidence(kind: LeakKind, sites: &[Site]) -> Vec<String> {
+    let mut out = Vec::new();
+    for s in sites.iter().filter(|s| s.role == Role::Allocates).take(4) {
+        let by_module = s.module != "vmlinux";
+        let line = match (by_module, CacheClass::of(&s.cache).referenced(), kind) {
+            (true, _, _) => format!("{} {} objects were allocated by {} in module {} and never freed (module arm minus baseline)", s.objects, s.cache, s.function, s.module),
+            (false, true, LeakKind::Reference) => format!(
+                "{} {} objects were allocated by the kernel ({}{}), not by a module: they stay because something holds references to them",
+                s.objects,
+                s.cache,
+                s.function,
+                s.stack.iter().skip(1).take(3).map(|f| format!(" ← {f}")).collect::<String>()
+            ),
+            (false, _, _) => format!("{} {} objects were allocated by the kernel's {} and never freed (module arm minus baseline)", s.objects, s.cache, s.function),
+        };
+        out.push(line);
+    }
+    out
+}
