@@ -178,7 +178,7 @@ fn series(kernel: &str, image: BenchImage, profile: Profile) -> String {
 }
 
 async fn one_run(lab_file: &std::path::Path, out: PathBuf, kernel_dirs: &[PathBuf]) -> Result<crate::outcome::run::RunOutcome, String> {
-    let opts = RunOptions { lab_file: lab_file.to_path_buf(), out: Some(out), kernel_dirs: kernel_dirs.to_vec(), kernel: None, duration: None };
+    let opts = RunOptions { lab_file: lab_file.to_path_buf(), out: Some(out), kernel_dirs: kernel_dirs.to_vec(), kernel: None, duration: None, attribute: None };
     // No reporters: a benchmark boot needs only its outcome (its timings),
     // not an event log or a page per boot.
     let end = run::run(opts, &crate::outcome::event::Events::new(std::time::Instant::now()), CancellationToken::new()).await;

@@ -54,6 +54,11 @@ enum Command {
         /// (a soak: `--duration 2h`).
         #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
         duration: Option<std::time::Duration>,
+        /// After a LEAK, name the code with a second, instrumented run
+        /// (`auto`), or stop at the verdict and its kind (`off`). Default: the
+        /// lab's `leak.attribute`.
+        #[arg(long, value_name = "auto|off", value_parser = parse_attribute)]
+        attribute: Option<lab::Attribute>,
     },
     /// Run every (lab, kernel) cell of a matrix file, in parallel.
     Matrix {
@@ -226,7 +231,7 @@ fn main() -> ExitCode {
     // also prints its summary.
     let events = outputs(cli.quiet, matches!(cli.command, Command::Run { .. }));
     let code = match cli.command {
-        Command::Run { lab, out, kernel, duration } => run_lab(lab, out, kernel, duration, cli.kernel_dirs, &events),
+        Command::Run { lab, out, kernel, duration, attribute } => run_lab(lab, out, kernel, duration, attribute, cli.kernel_dirs, &events),
         Command::Validate { lab } => match lab::load(&lab).and_then(|l| l.check_payload_files(&lab).map(|()| l)) {
             Ok(l) => {
                 print!("{}", l.to_yaml());
@@ -251,3 +256,10 @@ fn main() -> ExitCode {
     ExitCode::from(code as u8)
 }
 
+fn parse_attribute(s: &str) -> Result<lab::Attribute, String> {
+    match s {
+        "auto" => Ok(lab::Attribute::Auto),
+        "off" => Ok(lab::Attribute::Off),
+        _ => Err(format!("`{s}`: expected auto or off")),
+    }
+}

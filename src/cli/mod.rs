@@ -86,12 +86,13 @@ pub fn outputs(quiet: bool, summaries: bool) -> Events {
     events
 }
 
-pub fn run_lab(lab: PathBuf, out: Option<PathBuf>, kernel: Option<String>, duration: Option<std::time::Duration>, kernel_dirs: Vec<PathBuf>, events: &Events) -> i32 {
+#[allow(clippy::too_many_arguments)]
+pub fn run_lab(lab: PathBuf, out: Option<PathBuf>, kernel: Option<String>, duration: Option<std::time::Duration>, attribute: Option<crate::lab::Attribute>, kernel_dirs: Vec<PathBuf>, events: &Events) -> i32 {
     let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
     rt.block_on(async move {
         let cancel = CancellationToken::new();
         spawn_signal_handler(cancel.clone());
-        let end = crate::run::run(crate::run::RunOptions { lab_file: lab, out, kernel_dirs, kernel, duration }, events, cancel).await;
+        let end = crate::run::run(crate::run::RunOptions { lab_file: lab, out, kernel_dirs, kernel, duration, attribute }, events, cancel).await;
         if let Some(e) = &end.error {
             crate::ui::eprintln(&format!("kernlab: {e}"));
         }

@@ -311,17 +311,17 @@ pub fn measured_exhaustion(events_jsonl: &str) -> Option<f64> {
 
 /// What a finished cell's directory says: its verdict (an A/B lab's) or
 /// outcome (a plain run's), and the leak analysis when there is one.
-fn read_cell(out: &Path) -> (Option<String>, Option<LeakAnalysis>) {
+fn read_cell(out: &Path) -> (Option<String>, Option<LeakAnalysis>, Option<crate::outcome::leak::Attribution>) {
     match crate::outcome::read_any(&out.join("report.json")) {
-        Ok(AnyRecord::Leak(r)) => (Some(r.verdict.map(|v| v.word().to_string()).unwrap_or_else(|| "failed".into())), r.analysis),
-        Ok(AnyRecord::Run(r)) => (Some(r.outcome), None),
-        _ => (None, None),
+        Ok(AnyRecord::Leak(r)) => (Some(r.verdict.map(|v| v.word().to_string()).unwrap_or_else(|| "failed".into())), r.analysis, r.attribution),
+        Ok(AnyRecord::Run(r)) => (Some(r.outcome), None, None),
+        _ => (None, None, None),
     }
 }
 
 /// A cell's result from how its run ended and what its directory says.
 fn cell_result(c: Cell, out: PathBuf, end: &run::RunEnd, secs: f64) -> CellResult {
-    let (verdict, analysis) = read_cell(&out);
+    let (verdict, analysis, attribution) = read_cell(&out);
     let typed = analysis.as_ref();
     let reason = typed.map(|a| a.reason.clone());
     let (exhaustion_s, exhaustion) = exhaustion_of(&out, typed);
@@ -349,7 +349,16 @@ fn cell_result(c: Cell, out: PathBuf, end: &run::RunEnd, secs: f64) -> CellResul
         }),
         exhaustion_s,
         exhaustion,
+        leak_kind: attribution.as_ref().map(|a| kebab_kind(a.kind)),
+        leak_sites: attribution.as_ref().filter(|a| !a.sites.is_empty()).map(|a| {
+            a.sites.iter().take(3).map(|s| format!("{} [{}] {} {}", s.function, s.module, s.cache, s.objects)).collect::<Vec<_>>().join("; ")
+        }),
     }
+}
+
+/// `reference`, `allocation`, `unknown`: the kind as report.json says it.
+fn kebab_kind(k: crate::analysis::kind::LeakKind) -> String {
+    serde_json::to_value(k).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
 /// A cell whose run never returned (its task panicked or was lost): an
@@ -372,6 +381,8 @@ fn lost_cell(c: Cell, out: PathBuf, why: String) -> CellResult {
         rules_out: None,
         exhaustion_s: None,
         exhaustion: None,
+        leak_kind: None,
+        leak_sites: None,
     }
 }
 
@@ -409,7 +420,7 @@ where
             let _permit = sem.acquire_many(weight).await.expect("semaphore stays open");
             let start = Instant::now();
             stream.emit(Event::CellStarted { lab: c.lab.clone(), kernel: c.kernel.clone() });
-            let opts = RunOptions { lab_file: c.lab_file.clone(), out: Some(out.clone()), kernel_dirs, kernel: Some(c.kernel.clone()), duration: None };
+            let opts = RunOptions { lab_file: c.lab_file.clone(), out: Some(out.clone()), kernel_dirs, kernel: Some(c.kernel.clone()), duration: None, attribute: None };
             let end = runner(opts, stream.clone(), cancel).await;
             let r = cell_result(c, out, &end, start.elapsed().as_secs_f64());
             cell_finished(&stream, &r);
@@ -621,7 +632,7 @@ mod tests {
 
     #[test]
     fn timing_is_against_the_sum_of_cells() {
-        let r = |secs: f64| CellResult { id: "a".into(), lab: "a".into(), kernel: "k".into(), exit_code: 0, verdict: "x".into(), error: None, reason: None, dir: "d".into(), secs, vms: 1, delta_per_hour: None, delta_interval_per_hour: None, bytes_per_op: None, rules_out: None, exhaustion_s: None, exhaustion: None };
+        let r = |secs: f64| CellResult { id: "a".into(), lab: "a".into(), kernel: "k".into(), exit_code: 0, verdict: "x".into(), error: None, reason: None, dir: "d".into(), secs, vms: 1, delta_per_hour: None, delta_interval_per_hour: None, bytes_per_op: None, rules_out: None, exhaustion_s: None, exhaustion: None, leak_kind: None, leak_sites: None };
         let t = Timing::new(50.0, 2, &[r(40.0), r(40.0)]);
         assert!((t.speedup - 1.6).abs() < 1e-9 && (t.parallel_efficiency - 0.8).abs() < 1e-9, "{t:?}");
         assert!(t.line().contains("speedup 1.60 on 2 slots (parallel efficiency 80 %, VM slots busy 80 %)"), "{}", t.line());
@@ -661,7 +672,7 @@ mod tests {
 
     #[test]
     fn ktap_and_merge() {
-        let r = |id: &str, c: i32| CellResult { id: id.into(), lab: "a".into(), kernel: id.into(), exit_code: c, verdict: "v".into(), error: None, reason: None, dir: "d".into(), secs: 0.0, vms: 1, delta_per_hour: None, delta_interval_per_hour: None, bytes_per_op: None, rules_out: None, exhaustion_s: None, exhaustion: None };
+        let r = |id: &str, c: i32| CellResult { id: id.into(), lab: "a".into(), kernel: id.into(), exit_code: c, verdict: "v".into(), error: None, reason: None, dir: "d".into(), secs: 0.0, vms: 1, delta_per_hour: None, delta_interval_per_hour: None, bytes_per_op: None, rules_out: None, exhaustion_s: None, exhaustion: None, leak_kind: None, leak_sites: None };
         let k = ktap(&[r("a@k1", 0), r("a@k2", 100), r("a@k3", 102)]);
         assert_eq!(k, "KTAP version 1\n1..3\nok 1 a@k1\nnot ok 2 a@k2\n# verdict v (exit 100)\nok 3 a@k3 # SKIP v\n");
         let rep = |cells: Vec<CellResult>| report("m", cells, None, None, None);
@@ -711,7 +722,7 @@ mod tests {
 
     #[test]
     fn exit_code_precedence() {
-        let r = |c: i32| CellResult { id: "a".into(), lab: "a".into(), kernel: "k".into(), exit_code: c, verdict: "x".into(), error: None, reason: None, dir: "d".into(), secs: 0.0, vms: 1, delta_per_hour: None, delta_interval_per_hour: None, bytes_per_op: None, rules_out: None, exhaustion_s: None, exhaustion: None };
+        let r = |c: i32| CellResult { id: "a".into(), lab: "a".into(), kernel: "k".into(), exit_code: c, verdict: "x".into(), error: None, reason: None, dir: "d".into(), secs: 0.0, vms: 1, delta_per_hour: None, delta_interval_per_hour: None, bytes_per_op: None, rules_out: None, exhaustion_s: None, exhaustion: None, leak_kind: None, leak_sites: None };
         assert_eq!(exit_code(&[r(0), r(0)]), 0);
         assert_eq!(exit_code(&[r(0), r(102)]), 102);
         assert_eq!(exit_code(&[r(102), r(100)]), 100);

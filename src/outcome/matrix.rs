@@ -76,6 +76,13 @@ pub struct CellResult {
     /// `measured` or `predicted`, with `exhaustion_s`.
     #[serde(default)]
     pub exhaustion: Option<String>,
+    /// For a LEAK: `reference`, `allocation` or `unknown`.
+    #[serde(default)]
+    pub leak_kind: Option<String>,
+    /// For a LEAK: the sites its attribution pass named (`function
+    /// [module] cache objects`, `; `-separated).
+    #[serde(default)]
+    pub leak_sites: Option<String>,
 }
 
 fn one() -> usize {

@@ -42,6 +42,12 @@ pub fn junit(name: &str, results: &[CellResult]) -> String {
         if let Some(d) = &r.rules_out {
             tc.add_property(("rules_out", d.as_str()));
         }
+        if let Some(k) = &r.leak_kind {
+            tc.add_property(("leak_kind", k.as_str()));
+        }
+        if let Some(sites) = &r.leak_sites {
+            tc.add_property(("leak_sites", sites.as_str()));
+        }
         if let (Some(e), Some(how)) = (r.exhaustion_s, &r.exhaustion) {
             tc.add_property(("time_to_exhaustion_s", format!("{e:.0}").as_str()));
             tc.add_property(("time_to_exhaustion", how.as_str()));

@@ -431,6 +431,9 @@ pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData,
     }
     verdict.push(terminal_summary(&ab::leak_summary(r, top)));
     body.push(html::section("verdict", "Verdict", join(verdict)));
+    if let Some(a) = &r.attribution {
+        body.push(diagnosis_section(a));
+    }
 
     // The metric and the leading caches in both arms against the regressor
     // the verdict used, with each arm's fitted line.
@@ -488,6 +491,51 @@ pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData,
     };
     body.push(html::section("manifest", "Manifests", man));
     html::page(&title, &subtitle, join(body), footer)
+}
+
+/// A LEAK's kind with its evidence, the code its attribution pass named,
+/// and what the pass cost.
+fn diagnosis_section(a: &crate::outcome::leak::Attribution) -> Markup {
+    use crate::analysis::attribution::Role;
+    let mut parts = vec![html! {
+        p { "Kind: " strong { (a.kind.words()) } }
+        ul { @for e in &a.evidence { li { (e) } } }
+    }];
+    let rows: Vec<Vec<TableCell>> = a
+        .sites
+        .iter()
+        .map(|s| {
+            vec![
+                TableCell::Text(s.function.clone()),
+                TableCell::Text(s.module.clone()),
+                TableCell::Text(s.cache.clone()),
+                TableCell::Num(s.objects.to_string()),
+                TableCell::Text(match s.role {
+                    Role::Allocates => "allocated, never freed".into(),
+                    Role::HoldsReferences => "took references never dropped".into(),
+                }),
+                TableCell::Html(html::pre(&s.stack.join("\n"))),
+            ]
+        })
+        .collect();
+    if !rows.is_empty() {
+        parts.push(html::table("sites", &["function", "module", "cache", "objects (module − baseline)", "what it did", "stack"], &rows));
+    }
+    match (&a.pass, &a.skipped) {
+        (Some(p), _) => parts.push(html::pairs(
+            "attribution pass",
+            &[
+                ("status", TableCell::Text(p.status.clone())),
+                ("cost", TableCell::Text(format!("{:.1} s (both arms again, {:.0} s of workload each)", p.secs, p.duration_s))),
+                ("allocation traces of", TableCell::Text(p.caches.join(", "))),
+                ("tried", TableCell::Html(html! { ul { @for t in &p.tried { li { (t) } } } })),
+                ("run directory", TableCell::Text(p.dir.clone())),
+            ],
+        )),
+        (None, Some(why)) => parts.push(html::note("none", &format!("No attribution pass: {why}."))),
+        (None, None) => {}
+    }
+    html::section("diagnosis", "Diagnosis", join(parts))
 }
 
 /// A matrix's index page: the kernels × labs table, each cell linking to
@@ -723,6 +771,8 @@ mod tests {
             rules_out: None,
             exhaustion_s: (verdict == "leak").then_some(388.0),
             exhaustion: (verdict == "leak").then(|| "predicted".into()),
+            leak_kind: (verdict == "leak").then(|| "reference".into()),
+            leak_sites: None,
         };
         let cells = vec![
             (cell("leak-lab", "debian-6.1", 0, "leak"), "cells/leak-lab@debian-6.1/report.html".to_string()),

@@ -5,7 +5,8 @@ use std::path::Path;
 
 use crate::ui::columns::{self, Column};
 use crate::analysis::leak::{self, LeakAnalysis};
-use crate::outcome::leak::LeakReport;
+use crate::analysis::attribution::Role;
+use crate::outcome::leak::{Attribution, LeakReport};
 use crate::outcome::run::{ExhaustionOutcome, RunOutcome};
 use crate::stats::Verdict;
 
@@ -172,6 +173,36 @@ pub fn analysis_lines(a: &LeakAnalysis, stopped: &str) -> Vec<String> {
     out
 }
 
+/// A LEAK's diagnosis as terminal lines: its kind and the evidence, the
+/// sites named, and what the attribution pass cost (or why none ran).
+pub fn attribution_lines(a: &Attribution) -> Vec<String> {
+    let mut out = vec![format!("kind: {}", a.kind.words())];
+    out.extend(a.evidence.iter().map(|e| format!("  - {e}")));
+    for s in a.sites.iter().take(5) {
+        out.push(match s.role {
+            Role::HoldsReferences => format!("code: {} [{}] holds {} {} objects by references it never dropped", s.function, s.module, s.objects, s.cache),
+            Role::Allocates => format!("code: {} [{}] allocated {} {} objects that were never freed", s.function, s.module, s.objects, s.cache),
+        });
+    }
+    match (&a.pass, &a.skipped) {
+        (Some(p), _) => {
+            out.push(format!(
+                "attribution pass: {} in {} (both arms again, {} of workload, allocation traces of {})",
+                p.status,
+                duration(p.secs),
+                duration(p.duration_s),
+                if p.caches.is_empty() { "no cache".to_string() } else { p.caches.join(", ") }
+            ));
+            if a.sites.is_empty() {
+                out.extend(p.tried.iter().map(|t| format!("  tried: {t}")));
+            }
+        }
+        (None, Some(why)) => out.push(format!("attribution pass: not run: {why}")),
+        (None, None) => {}
+    }
+    out
+}
+
 /// The culprit table for rates per `u` (`op` or `s`), header first: laid
 /// out like crash's `kmem -s`, with the difference beside it. Each row is
 /// the cache, its object size, module and baseline objects (first→last),
@@ -214,6 +245,11 @@ pub fn leak_summary(r: &LeakReport, dir: &Path) -> String {
             );
         }
     }
+    if let Some(a) = &r.attribution {
+        for line in attribution_lines(a) {
+            let _ = writeln!(s, "  {line}");
+        }
+    }
     if let Some(c) = &r.crash {
         if let Some(no) = c.exhaustion.as_ref().and_then(ExhaustionOutcome::not_reached) {
             let _ = writeln!(s, "  module arm: {no}: no vmcore");
@@ -241,7 +277,7 @@ mod readme {
     /// The line shapes the A/B summary prints: the prefix of each kind of
     /// line, or the whole table header.
     fn shapes() -> Vec<String> {
-        let mut v: Vec<String> = ["lab ", "  why: ", "  undecided: ", "  rules out (80 % power): ", "  needs: ", "  exhausts ", "  vmcore by ", "  crash: ", "  crash triage skipped: ", "  sample gaps: ", "  module arm: ", "  run directory: "]
+        let mut v: Vec<String> = ["lab ", "  why: ", "  kind: ", "    - ", "  code: ", "  attribution pass: ", "    tried: ", "  undecided: ", "  rules out (80 % power): ", "  needs: ", "  exhausts ", "  vmcore by ", "  crash: ", "  crash triage skipped: ", "  sample gaps: ", "  module arm: ", "  run directory: "]
             .iter()
             .map(|s| s.to_string())
             .collect();

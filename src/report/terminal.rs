@@ -132,7 +132,7 @@ impl Terminal {
                 "{kind}: attribution pass, the lab once more for {duration_secs:.0} s with allocation traces of {}",
                 if caches.is_empty() { "no cache".to_string() } else { caches.join(", ") }
             ),
-            Event::Instrument { name, phase, ok, secs } => format!("instrument {name} {phase} {} in {secs:.1} s", if *ok { "done" } else { "FAILED (see attribution/)" }),
+            Event::Instrument { name, phase, ok, secs } => format!("instrument {name} {phase} {} in {secs:.1} s", if *ok { "done" } else { "FAILED (see the arm's instruments/)" }),
             Event::Attributed { kind, sites, status, secs } => format!(
                 "attribution {status} in {secs:.0} s: {kind}{}",
                 if sites.is_empty() { ", no site named".to_string() } else { format!(", {}", sites.join("; ")) }

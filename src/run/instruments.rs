@@ -1,6 +1,6 @@
 //! Guest scripts an attribution pass adds to an arm (see `ab`): set up
 //! before the modules are loaded, collected after the workload, each one's
-//! output kept in the arm's `attribution/` directory. An instrument that
+//! output kept in the arm's `instruments/` directory. An instrument that
 //! fails is written down beside the others and the run goes on: the
 //! verdict was already decided by the first pass.
 
@@ -15,20 +15,20 @@ use crate::vm::Guest;
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// The directory of an arm's instrument outputs.
-pub const DIR: &str = "attribution";
+pub const DIR: &str = "instruments";
 
 /// The scripts of one arm, each `(name, script)`.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Instruments {
     /// Run before the modules are loaded (probes, triggers).
     pub setup: Vec<(String, String)>,
-    /// Run after the workload; stdout goes to `attribution/NAME.txt`.
+    /// Run after the workload; stdout goes to `instruments/NAME.txt`.
     pub collect: Vec<(String, String)>,
 }
 
 /// Runs each script; `suffix` names what failed in the error file
-/// `attribution/NAME.SUFFIX-error`, and the output of collect scripts is
-/// kept in `attribution/NAME.txt`.
+/// `instruments/NAME.SUFFIX-error`, and the output of collect scripts is
+/// kept in `instruments/NAME.txt`.
 async fn each(ctx: &Ctx, guest: &Guest, scripts: &[(String, String)], keep_output: bool, suffix: &str) {
     let dir = ctx.dir.join(DIR);
     let _ = std::fs::create_dir_all(&dir);

@@ -57,6 +57,8 @@ pub struct RunOptions {
     /// Run the workload this long instead of the lab's `workload.duration`
     /// (a soak: `kernlab run LAB --duration 2h`).
     pub duration: Option<Duration>,
+    /// `leak.attribute` instead of the lab's (`kernlab run --attribute`).
+    pub attribute: Option<lab::Attribute>,
 }
 
 /// How a run ended, for the exit code and the caller's own use; what it
@@ -130,6 +132,12 @@ pub async fn run(opts: RunOptions, events: &Events, cancel: CancellationToken) -
         // The same limits as in the file (interval within the duration, no absurd lengths).
         if let Err(e) = lab.validate(&opts.lab_file) {
             return fail_early(RunError::Usage(format!("--duration {}: {e}", humantime::format_duration(d))));
+        }
+    }
+    if let Some(a) = opts.attribute {
+        match lab.leak.as_mut() {
+            Some(l) => l.attribute = a,
+            None => return fail_early(RunError::Usage(format!("{}: --attribute needs a leak lab (one with a `leak` section)", opts.lab_file.display()))),
         }
     }
     let mut dirs = opts.kernel_dirs.clone();

@@ -70,7 +70,7 @@ pub fn classify(an: &LeakAnalysis, dentries: Option<Difference>, objsize_dentry:
         let (lo, hi) = d.bounds(an.alpha);
         let grows = d.p_above(floor) <= an.alpha;
         let flat = hi < floor;
-        let text = format!("{}/{unit} [{} .. {}] against a floor of {}", num(d.delta), num(lo), num(hi), num(floor));
+        let text = format!("{}/{unit} [{} .. {}], floor {}", num(d.delta), num(lo), num(hi), num(floor));
         (grows, flat, text)
     });
     let mut ev = Vec::new();
@@ -84,7 +84,7 @@ pub fn classify(an: &LeakAnalysis, dentries: Option<Difference>, objsize_dentry:
             names(&referenced)
         ));
         match &dentry {
-            Some((true, _, t)) => ev.push(format!("dentries in use (nr_dentry − nr_unused) grow {t} more than in the baseline: references nobody drops")),
+            Some((true, _, t)) => ev.push(format!("dentries in use (nr_dentry − nr_unused) grow more than in the baseline, {t}: references nobody drops")),
             Some((false, _, t)) => ev.push(format!("dentries in use do not grow beyond the baseline ({t}): the objects are held without their dentries (an inode or file reference)")),
             None => ev.push("dentry-state was not sampled: the kind rests on the caches alone".into()),
         }
@@ -100,7 +100,7 @@ pub fn classify(an: &LeakAnalysis, dentries: Option<Difference>, objsize_dentry:
         }
         match &dentry {
             Some((true, _, t)) => {
-                ev.push(format!("yet dentries in use grow {t} more than in the baseline: the two signs disagree"));
+                ev.push(format!("yet dentries in use grow more than in the baseline, {t}: the two signs disagree"));
                 return Some(Classification { kind: LeakKind::Unknown, evidence: ev });
             }
             Some((false, true, t)) => ev.push(format!("dentries in use stay flat: {t}")),
