@@ -47,7 +47,7 @@ fn a_dropped_ssh_connection_is_reconnected_and_the_gap_recorded() {
         d.path(),
         "drop",
         &format!(
-            "name: drop\nmodules:\n  - source: khm\n    params: {{leak: 1}}\nworkload:\n  churn: {{fs: tmpfs, rate: 1000}}\n  commands:\n    - {}\n  duration: 20s\nmonitor:\n  interval: 1s\n  reclaim: true\nleak:\n  expect: leak\n  stop_early: false\n  baseline:\n    modules:\n      - source: khm\n        params: {{leak: 0}}\n",
+            "name: drop\nmodules:\n  - source: khm\n    params: {{leak: 1}}\nworkload:\n  churn: {{fs: tmpfs, rate: 1000}}\n  commands:\n    - {}\n  duration: 20s\nmonitor:\n  interval: 1s\n  reclaim: true\nleak:\n  expect: leak\n  stop_early: false\n  attribute: off\n  baseline:\n    modules:\n      - source: khm\n        params: {{leak: 0}}\n",
             serde_json::to_string(drop).unwrap()
         ),
     );

@@ -73,7 +73,7 @@ fn a_leak_matrix_on_6_1_and_6_12_runs_in_parallel_and_its_junit_reads_back() {
     lab(
         d.path(),
         "leak",
-        "name: leak\nmodules:\n  - source: khm\n    params: {leak: 1}\nworkload:\n  churn: {fs: tmpfs, rate: 1000}\n  duration: 15s\nmonitor:\n  interval: 1s\n  reclaim: true\nleak:\n  expect: leak\n  baseline:\n    modules:\n      - source: khm\n        params: {leak: 0}\n",
+        "name: leak\nmodules:\n  - source: khm\n    params: {leak: 1}\nworkload:\n  churn: {fs: tmpfs, rate: 1000}\n  duration: 15s\nmonitor:\n  interval: 1s\n  reclaim: true\nleak:\n  expect: leak\n  attribute: off\n  baseline:\n    modules:\n      - source: khm\n        params: {leak: 0}\n",
     );
     let kernels = ["debian-6.1.0-54-cloud-amd64", "debian-6.12.117+deb12-cloud-amd64"];
     std::fs::write(d.path().join("m.yaml"), format!("name: two-lts\nlabs: [leak.yaml]\nkernels: [{}]\n", kernels.join(", "))).unwrap();
@@ -115,6 +115,9 @@ fn a_leak_matrix_on_6_1_and_6_12_runs_in_parallel_and_its_junit_reads_back() {
         assert!(c.status.is_success());
         let p = &c.properties.hashmap;
         assert_eq!(p.get("verdict").map(String::as_str), Some("leak"), "{p:?}");
+        // The kind of the leak travels with the verdict (attribution off: no sites).
+        assert_eq!(p.get("leak_kind").map(String::as_str), Some("reference"), "{p:?}");
+        assert!(!p.contains_key("leak_sites"), "{p:?}");
         assert!(p.get("bytes_per_op").unwrap().parse::<f64>().unwrap() > 600.0, "{p:?}");
         for key in ["delta_bytes_per_hour", "delta_lower_bytes_per_hour", "delta_upper_bytes_per_hour", "time_to_exhaustion_s"] {
             assert!(p.contains_key(key), "{key} in {p:?}");

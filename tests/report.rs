@@ -94,7 +94,7 @@ fn a_leak_run_has_a_self_contained_report_that_kernlab_report_rebuilds_and_chrom
         "short-leak",
         "name: short-leak\nmodules:\n  - source: khm\n    params: {leak: 1}\n\
          workload:\n  churn: {rate: 1000}\n  duration: 12s\nmonitor:\n  interval: 1s\n  reclaim: true\n\
-         leak:\n  expect: leak\n  stop_early: false\n  baseline:\n    modules:\n      - source: khm\n        params: {leak: 0}\n",
+         leak:\n  expect: leak\n  stop_early: false\n  attribute: off\n  baseline:\n    modules:\n      - source: khm\n        params: {leak: 0}\n",
     );
     let dir = d.path().join("run");
     let out = run(&["run", f.to_str().unwrap(), "--out", dir.to_str().unwrap(), "-q"]);
