@@ -366,6 +366,8 @@ fn cells(dir: &Path) -> Vec<CellResult> {
         rules_out: None,
         exhaustion_s: None,
         exhaustion: None,
+        leak_kind: None,
+        leak_sites: None,
     };
     let k61 = "debian-6.1.0-56-cloud-amd64";
     let k612 = "debian-6.12.117+deb12-cloud-amd64";
