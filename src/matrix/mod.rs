@@ -568,6 +568,8 @@ mod tests {
             rules_out: None,
             exhaustion_s: e.map(|x| x.0),
             exhaustion: e.map(|x| x.1.to_string()),
+            leak_kind: None,
+            leak_sites: None,
         };
         let t = table(&[r("leak-lab", "k-6.1", Some(1069.4), Some((388.0, "predicted"))), r("crash", "k-6.1", None, Some((95.0, "measured"))), r("leak-lab", "k-6.12", Some(1084.0), None)]);
         let lines: Vec<&str> = t.lines().collect();

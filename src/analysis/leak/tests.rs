@@ -239,3 +239,79 @@ fn a_shared_cache_leak_is_found_in_nearly_every_run_under_every_kind_of_noise() 
         assert!(wrong_culprit as f64 / runs as f64 <= crate::stats::sim::mc_bound(0.01, runs), "{noise:?}: {wrong_culprit} runs named a cache that does not leak");
     }
 }
+
+/// The arm with its dentries in use: the `dentry` cache's objects (with
+/// `reclaim`, nr_unused is about zero), plus their own noise.
+fn with_dentries(mut s: ArmSeries, noise: Noise, rng: &mut Rng) -> ArmSeries {
+    let e = noise.series(s.ops.len(), rng);
+    s.dentries_in_use = s.caches.get("dentry").map(|rows| rows.iter().zip(&e).map(|(r, e)| (r.0, (r.1 + 5.0 * e).round())).collect()).unwrap_or_default();
+    s
+}
+
+fn kind_of(a: &ArmSeries, b: &ArmSeries, p: &Policy) -> Option<crate::analysis::kind::LeakKind> {
+    let an = analyze(a, b, p, true);
+    let d = dentries_in_use(a, b, &an, p);
+    classify(&an, d, 192.0).map(|c| c.kind)
+}
+
+/// The kind, with known truth, over many seeds and every kind of noise:
+/// a reference leak (dentry + shmem inode per op, dentries in use growing
+/// with them) is called one in nearly every run; an allocation leak into a
+/// shared kmalloc cache (dentries flat but noisy) is called anything else
+/// (unknown when the dentry test fires falsely, reference when a VFS cache
+/// is falsely a culprit) at most at those two tests' error rates, 2α.
+#[test]
+fn the_kind_of_a_leak_is_right_in_nearly_every_run_under_every_kind_of_noise() {
+    use crate::analysis::kind::LeakKind;
+    let runs = 200u64;
+    let p = policy(31);
+    for noise in [Noise::Independent, Noise::Ar1(0.8), Noise::RandomWalk] {
+        let base = shared(noise);
+        let mut refs = base.clone();
+        refs[0].2 = 1.0; // dentry
+        refs.push(("shmem_inode_cache", 784.0, 1.0, 10.0, noise));
+        let mut base_refs = base.clone();
+        base_refs.push(("shmem_inode_cache", 784.0, 0.0, 10.0, noise));
+        let mut alloc = base.clone();
+        alloc[1].2 = 0.03; // kmalloc-64
+        let (mut ref_wrong, mut alloc_wrong, mut alloc_leaks) = (0, 0, 0);
+        for seed in 0..runs {
+            let mut rng = Rng::new(31_000 + seed);
+            let (a, b) = (with_dentries(arm(31, &refs, &mut rng), noise, &mut rng), with_dentries(arm(31, &base_refs, &mut rng), noise, &mut rng));
+            if kind_of(&a, &b, &p) != Some(LeakKind::Reference) {
+                ref_wrong += 1;
+            }
+            let (a, b) = (with_dentries(arm(31, &alloc, &mut rng), noise, &mut rng), with_dentries(arm(31, &base, &mut rng), noise, &mut rng));
+            match kind_of(&a, &b, &p) {
+                Some(LeakKind::Allocation) => alloc_leaks += 1,
+                Some(_) => {
+                    alloc_leaks += 1;
+                    alloc_wrong += 1
+                }
+                None => {}
+            }
+        }
+        eprintln!("{noise:?}: reference leak misclassified in {ref_wrong} of {runs}; allocation leak in {alloc_wrong} of {alloc_leaks} LEAKs");
+        assert!(ref_wrong as f64 / runs as f64 <= 0.05 + 2.33 * (0.05f64 * 0.95 / runs as f64).sqrt(), "{noise:?}: {ref_wrong}");
+        assert!(alloc_leaks as f64 >= 0.9 * runs as f64, "{noise:?}: only {alloc_leaks} LEAKs");
+        assert!(alloc_wrong as f64 / alloc_leaks as f64 <= crate::stats::sim::mc_bound(0.02, alloc_leaks), "{noise:?}: {alloc_wrong} of {alloc_leaks}");
+    }
+}
+
+#[test]
+fn only_a_growing_metric_is_an_unknown_kind_and_no_leak_has_none() {
+    use crate::analysis::kind::LeakKind;
+    let mut rng = Rng::new(5);
+    let base = shared(Noise::Independent);
+    let (a, b) = (arm(31, &base, &mut rng), arm(31, &base, &mut rng));
+    let an = analyze(&a, &b, &policy(31), true);
+    assert_ne!(an.verdict, Verdict::Leak);
+    assert!(classify(&an, None, 192.0).is_none(), "no kind without a LEAK");
+    // A LEAK of the metric alone (no cache names it).
+    let mut an = an;
+    an.verdict = Verdict::Leak;
+    an.caches.iter_mut().for_each(|c| c.leak = false);
+    let c = classify(&an, None, 192.0).unwrap();
+    assert_eq!(c.kind, LeakKind::Unknown);
+    assert!(c.evidence[0].contains("no single cache names the objects"), "{c:?}");
+}
