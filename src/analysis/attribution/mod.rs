@@ -12,6 +12,7 @@
 //! Each instrument is a pair of guest shell scripts (set up before the
 //! workload, collect after it) and a pure reading of the two arms' text.
 
+pub mod holders;
 pub mod slab;
 
 use serde::{Deserialize, Serialize};
