@@ -28,7 +28,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::Site;
+use super::{Role, Site};
 
 /// The trace event group of the probes.
 const GROUP: &str = "kernlab";
@@ -433,6 +433,7 @@ pub fn holders(module_arm: &str, baseline_arm: &str) -> Holders {
             cache: o.cache().to_string(),
             objects,
             stack,
+            role: Role::HoldsReferences,
         });
     }
     out.sites.sort_by(|a, b| b.objects.cmp(&a.objects).then(a.function.cmp(&b.function)));

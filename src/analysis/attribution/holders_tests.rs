@@ -49,6 +49,7 @@ fn khm_on_6_12_fprobes_name_the_entry_handler() {
             cache: "dentry".into(),
             objects: 4226,
             stack: vec!["path_get [vmlinux]".into(), "khm_entry [khm]".into()],
+            role: Role::HoldsReferences,
         }]
     );
     let said = h.tried.join("\n");
@@ -97,3 +98,4 @@ Totals:\n    Hits: 100\n    Entries: 1\n    Dropped: 3\n\
     assert!(said.contains("module arm: hist tables full, stacks dropped (counts are low): path_get 3"), "{said}");
     assert!(said.contains("counted once, at the outer one: 40 (module arm), 0 (baseline)"), "{said}");
 }
+
