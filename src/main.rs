@@ -20,7 +20,7 @@ struct Cli {
     /// `json`: for `run` and `matrix`, the events as JSON lines on stdout
     /// (schema `kernlab.event/1`, docs/events.md) and nothing else there;
     /// for `doctor`, its checks as one JSON object; for `matrix --list`, the
-    /// cells as JSON.
+    /// cells as JSON; for `bisect`, its result (bisect.json) as one line.
     #[arg(long, global = true, value_enum, default_value_t = MessageFormat::Human)]
     message_format: MessageFormat,
     /// Extra folders of kernel descriptors (`NAME.yaml`), searched before `kernels/`.

@@ -163,7 +163,11 @@ pub fn module(lab_file: &Path, source: &Path, good: &str, bad: &str, kernel_dirs
             }
         }
     }
-    let candidates = git::range(&top, &g, &b)?.into_iter().map(|c| Candidate { rev: c.sha, subject: c.subject, skip: None }).collect();
+    let candidates: Vec<Candidate> = git::range(&top, &g, &b)?.into_iter().map(|c| Candidate { rev: c.sha, subject: c.subject, skip: None }).collect();
+    if candidates.is_empty() {
+        // An ancestor only through a merge's second parent: the first-parent line never passes it.
+        return Err(GitError::NotAncestor { good: good.into(), bad: bad.into(), top }.into());
+    }
     let good = Candidate { subject: git::subject(&top, &g)?, rev: g, skip: None };
     Ok(Plan { lab_file: lab_file.to_path_buf(), lab, axis: Axis::Module { source: source.to_path_buf(), top, dirs }, good, candidates, kernel_dirs })
 }
