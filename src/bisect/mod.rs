@@ -281,16 +281,18 @@ async fn run_step(plan: &Plan, i: usize, number: usize, out: &Path, kernel_dirs:
             kernel: matches!(plan.axis, Axis::Kernel { .. }).then(|| c.rev.clone()),
             duration: None,
         };
-        let end = match (&plan.axis, &scratch) {
-            (Axis::Module { dirs, .. }, Some(s)) => {
-                let (lab_file, root) = (plan.lab_file.clone(), s.path().to_path_buf());
-                crate::run::run_with(opts, events, cancel.clone(), move |lab| {
-                    plan::retarget(lab, &lab_file, dirs, &root);
-                })
-                .await
+        let lab_file = plan.lab_file.clone();
+        let end = crate::run::run_with(opts, events, cancel.clone(), |lab| {
+            if let (Axis::Module { dirs, .. }, Some(s)) = (&plan.axis, &scratch) {
+                plan::retarget(lab, &lab_file, dirs, s.path());
             }
-            _ => crate::run::run(opts, events, cancel.clone()).await,
-        };
+            // A step needs the verdict only: a LEAK's attribution pass (the
+            // lab run again, instrumented) is for the first bad one, after.
+            if let Some(l) = lab.leak.as_mut() {
+                l.attribute = crate::lab::Attribute::Off;
+            }
+        })
+        .await;
         step.exit_code = Some(end.exit_code);
         step.run_dir = Some(end.dir.as_ref().unwrap_or(&dir).display().to_string());
         step.verdict = crate::outcome::read::<LeakReport>(&dir.join("report.json")).ok().and_then(|r| r.verdict).map(|v| v.word().to_string());
