@@ -238,3 +238,43 @@ fn bisect_over_adjacent_kernels_names_the_bad_one_without_a_run() {
     assert_eq!(b["steps"].as_array().unwrap().len(), 0);
     assert_eq!(b["outcome"]["first_bad"]["rev"], "debian-6.12.117+deb12-cloud-amd64");
 }
+
+#[test]
+fn a_kernel_without_headers_is_skipped_before_any_run_and_leaves_the_range() {
+    // Between the two cached kernels, a local kernel tree without a build
+    // directory: the lab builds modules, so it is skipped with the reason,
+    // nothing boots, and the first bad is one of it and the bad end (102).
+    let d = tempfile::tempdir().unwrap();
+    leaky_repo(&d.path().join("leaky"));
+    let f = gate(d.path());
+    let kdir = d.path().join("kernels");
+    std::fs::create_dir_all(d.path().join("tree/lib/modules/6.5.0-1-cloud-amd64")).unwrap();
+    std::fs::create_dir_all(&kdir).unwrap();
+    std::fs::write(kdir.join("debian-6.5.0-1-cloud-amd64.yaml"), "source:\n  local:\n    dir: ../tree\n").unwrap();
+    let out_dir = d.path().join("k");
+    let out = run(&[
+        "bisect",
+        f.to_str().unwrap(),
+        "--kernels",
+        kdir.to_str().unwrap(),
+        "--kernel-pattern",
+        "debian-*-cloud-amd64",
+        "--good",
+        "debian-6.1.0-54-cloud-amd64",
+        "--bad",
+        "debian-6.12.117+deb12-cloud-amd64",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(102), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("skipping debian-6.5.0-1-cloud-amd64 without a run: no headers"), "{stdout}");
+    assert!(stdout.contains("undecided"), "{stdout}");
+    let b: serde_json::Value = serde_json::from_slice(&std::fs::read(out_dir.join("bisect.json")).unwrap()).unwrap();
+    assert_eq!(b["steps"].as_array().unwrap().len(), 0, "{b}");
+    assert_eq!(b["outcome"]["kind"], "undecided");
+    let range: Vec<&str> = b["outcome"]["range"].as_array().unwrap().iter().map(|c| c["rev"].as_str().unwrap()).collect();
+    assert_eq!(range, ["debian-6.5.0-1-cloud-amd64", "debian-6.12.117+deb12-cloud-amd64"]);
+    assert_eq!(b["candidates"][0]["mark"], "skip");
+    assert!(b["candidates"][0]["skip"].as_str().unwrap().contains("lib/modules/<release>/build"), "{b}");
+}
