@@ -280,16 +280,14 @@ async fn run_step(plan: &Plan, i: usize, number: usize, out: &Path, kernel_dirs:
             kernel_dirs: kernel_dirs.to_vec(),
             kernel: matches!(plan.axis, Axis::Kernel { .. }).then(|| c.rev.clone()),
             duration: None,
+            // A step needs the verdict only: a LEAK's attribution pass (the
+            // lab run again, instrumented) is for the first bad one, after.
+            attribute: Some(crate::lab::Attribute::Off),
         };
         let lab_file = plan.lab_file.clone();
         let end = crate::run::run_with(opts, events, cancel.clone(), |lab| {
             if let (Axis::Module { dirs, .. }, Some(s)) = (&plan.axis, &scratch) {
                 plan::retarget(lab, &lab_file, dirs, s.path());
-            }
-            // A step needs the verdict only: a LEAK's attribution pass (the
-            // lab run again, instrumented) is for the first bad one, after.
-            if let Some(l) = lab.leak.as_mut() {
-                l.attribute = crate::lab::Attribute::Off;
             }
         })
         .await;
