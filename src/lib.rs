@@ -19,7 +19,8 @@
 //! 5. **Records**: `outcome`: the event stream and what runs leave on disk
 //!    (`report.json`, `manifest.json`), as types read back with their schema.
 //! 6. **Orchestration**: `run` (one lab on one kernel; an A/B lab's two
-//!    arms), `matrix` (labs × kernels), `calibrate`, `bench`, `doctor`.
+//!    arms), `matrix` (labs × kernels), `bisect` (the first bad module
+//!    revision or kernel), `calibrate`, `bench`, `doctor`.
 //! 7. **Outputs**: `report`: the reporters on the event stream (terminal,
 //!    `events.jsonl`, JSON lines, pages, summaries, JUnit, KTAP).
 //! 8. **Commands**: `cli`, what `kernlab`'s subcommands do (`main.rs`
@@ -55,6 +56,7 @@ pub mod outcome;
 
 // 6. Orchestration
 pub mod bench;
+pub mod bisect;
 pub mod calibrate;
 pub mod doctor;
 pub mod matrix;

@@ -20,7 +20,7 @@ struct Cli {
     /// `json`: for `run` and `matrix`, the events as JSON lines on stdout
     /// (schema `kernlab.event/1`, docs/events.md) and nothing else there;
     /// for `doctor`, its checks as one JSON object; for `matrix --list`, the
-    /// cells as JSON.
+    /// cells as JSON; for `bisect`, its result (bisect.json) as one line.
     #[arg(long, global = true, value_enum, default_value_t = MessageFormat::Human)]
     message_format: MessageFormat,
     /// Extra folders of kernel descriptors (`NAME.yaml`), searched before `kernels/`.
@@ -145,6 +145,34 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
+    /// Find the first bad module revision (`--source DIR --good REV --bad REV`)
+    /// or kernel (`--kernel-pattern PATTERN --good NAME --bad NAME`), with the
+    /// leak lab's verdict against `leak.expect` as the oracle (docs/bisect.md).
+    /// Exit 0: found; 102: skipped steps hide it; 2: usage; 101: infrastructure.
+    Bisect {
+        /// The leak lab (YAML, with a `leak:` section).
+        lab: PathBuf,
+        /// The git work tree of one of the lab's module sources (the module
+        /// directory itself, or a repository holding it). Never written:
+        /// each step exports its revision into a scratch directory.
+        #[arg(long, value_name = "DIR", conflicts_with = "kernel_pattern", required_unless_present = "kernel_pattern")]
+        source: Option<PathBuf>,
+        /// Bisect over the kernels this pattern matches (descriptor names,
+        /// `*` and `?`; or `debian:GLOB` over this machine's apt sources),
+        /// in Debian version order.
+        #[arg(long, value_name = "PATTERN")]
+        kernel_pattern: Option<String>,
+        /// The known-good revision or kernel (the lab's expectation holds).
+        #[arg(long, value_name = "REV")]
+        good: String,
+        /// The known-bad revision or kernel (it does not).
+        #[arg(long, value_name = "REV")]
+        bad: String,
+        /// Where the steps' runs and bisect.json go (must not exist or be
+        /// empty). Default: runs/<lab>-bisect/<UTC timestamp>.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+    },
     /// Benchmarks (not tests): timings measured on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -251,6 +279,9 @@ fn main() -> ExitCode {
         Command::Triage { vmcore, kernel, out } => triage(&vmcore, &kernel, out, &cli.kernel_dirs),
         Command::Report { dir } => report(&dir),
         Command::Image(ImageCommand::Debian { kernel, package, out }) => image_debian(&kernel, package, &out, &cli.kernel_dirs),
+        Command::Bisect { lab, source, kernel_pattern, good, bad, out } => {
+            bisect(BisectArgs { lab, source, kernel_pattern, good, bad, out, kernel_dirs: cli.kernel_dirs, quiet: cli.quiet })
+        }
         Command::Calibrate { lab, runs, arms, duration, out } => calibrate(&lab, runs, &arms, duration, out, cli.kernel_dirs, &events),
     };
     ExitCode::from(code as u8)

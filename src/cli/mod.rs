@@ -4,6 +4,7 @@
 //! docs/exit-codes.md).
 
 mod bench;
+mod bisect;
 mod calibrate;
 mod doctor;
 mod image;
@@ -12,6 +13,7 @@ mod matrix;
 mod triage;
 
 pub use bench::{bench_boot, bench_samples, BootArgs};
+pub use bisect::{bisect, BisectArgs};
 pub use calibrate::calibrate;
 pub use doctor::doctor;
 pub use image::image_debian;

@@ -110,6 +110,13 @@ struct Ctx {
 /// go to `events` (whose clock is the run's); what it found is on disk in
 /// its run directory when this returns, on every path out.
 pub async fn run(opts: RunOptions, events: &Events, cancel: CancellationToken) -> RunEnd {
+    run_with(opts, events, cancel, |_| {}).await
+}
+
+/// [`run`] with `edit` applied to the lab as loaded, before anything uses
+/// it: a bisection points its modules at a scratch export of one revision
+/// (payload paths stay relative to the lab file).
+pub async fn run_with(opts: RunOptions, events: &Events, cancel: CancellationToken, edit: impl FnOnce(&mut Lab)) -> RunEnd {
     let start = Instant::now();
     let events = &events.restarted(start);
     // Nothing started, no run directory: the caller says the error.
@@ -121,6 +128,7 @@ pub async fn run(opts: RunOptions, events: &Events, cancel: CancellationToken) -
     if let Err(e) = lab.check_payload_files(&opts.lab_file) {
         return fail_early(e.into());
     }
+    edit(&mut lab);
     if let Some(k) = &opts.kernel {
         lab.kernel = k.clone();
     }
