@@ -19,7 +19,7 @@ use tokio_util::sync::CancellationToken;
 use super::ab::{arm_labs, sub_arm};
 use super::instruments::{self, Instruments};
 use super::{run_arm, Arm};
-use crate::analysis::attribution::{slab, Role, Site};
+use crate::analysis::attribution::{holders, slab, Role, Site};
 use crate::analysis::kind::{CacheClass, LeakKind};
 use crate::lab::{Attribute, Lab};
 use crate::outcome::event::Event;
@@ -99,7 +99,11 @@ pub(super) async fn run(arm: &Arm, top: &Path, report: &LeakReport, cancel: Canc
         tried: Vec::new(),
     };
     let (module_lab, base_lab) = arm_labs(&pass_lab(&arm.lab, &caches, duration));
-    let instruments = Instruments { setup: Vec::new(), collect: vec![("slab".into(), slab::collect_script(&caches))] };
+    let mut instruments = Instruments { setup: Vec::new(), collect: vec![("slab".into(), slab::collect_script(&caches))] };
+    if kind == LeakKind::Reference {
+        instruments.setup.push(("holders".into(), holders::setup_script()));
+        instruments.collect.push(("holders".into(), holders::collect_script()));
+    }
     let never = CancellationToken::new();
     let arms = (
         sub_arm(arm, &dir, "module", module_lab, never.clone(), instruments.clone()),
@@ -120,7 +124,25 @@ pub(super) async fn run(arm: &Arm, top: &Path, report: &LeakReport, cancel: Canc
             pass.status = format!("failed: the {name} arm: {}", r.error.clone().unwrap_or_else(|| format!("exit {}", r.exit_code)));
         }
     }
-    let read = |d: &Path| std::fs::read_to_string(d.join(instruments::DIR).join("slab.txt"));
+    let read_as = |d: &Path, name: &str| std::fs::read_to_string(d.join(instruments::DIR).join(format!("{name}.txt")));
+    let read = |d: &Path| read_as(d, "slab");
+    // The holders first: for a reference leak they are the answer.
+    let mut held = Vec::new();
+    if kind == LeakKind::Reference {
+        let error = |d: &Path| std::fs::read_to_string(d.join(instruments::DIR).join("holders.setup-error")).ok();
+        match (read_as(&a_dir, "holders"), read_as(&b_dir, "holders"), error(&a_dir)) {
+            (_, _, Some(e)) => pass.tried.push(format!("reference tracing could not be set up in the guest: {}", e.trim())),
+            (Ok(m), Ok(b), None) => {
+                let h = holders::holders(&m, &b);
+                pass.tried.extend(h.tried);
+                held = h.sites;
+            }
+            (m, b, None) => pass.tried.push(format!(
+                "reference tracing left no output ({})",
+                [("module", m.err()), ("baseline", b.err())].into_iter().filter_map(|(n, e)| e.map(|e| format!("{n} arm: {e}"))).collect::<Vec<_>>().join("; ")
+            )),
+        }
+    }
     let (sites, evidence) = match (read(&a_dir), read(&b_dir)) {
         (Ok(m), Ok(b)) => {
             let ((tm, em), (tb, eb)) = (slab::parse(&m), slab::parse(&b));
@@ -141,7 +163,7 @@ pub(super) async fn run(arm: &Arm, top: &Path, report: &LeakReport, cancel: Canc
             // A reference leak's objects were allocated by the kernel for
             // the workload: where is evidence, not the code at fault; the
             // sites are what a module allocated itself.
-            let sites = all.into_iter().filter(|s| kind != LeakKind::Reference || s.module != "vmlinux").collect();
+            let sites = held.iter().cloned().chain(all.into_iter().filter(|s| kind != LeakKind::Reference || s.module != "vmlinux")).collect();
             (sites, evidence)
         }
         (m, b) => {
@@ -151,7 +173,7 @@ pub(super) async fn run(arm: &Arm, top: &Path, report: &LeakReport, cancel: Canc
                 .collect::<Vec<_>>()
                 .join("; ");
             pass.tried.push(why);
-            (Vec::new(), Vec::new())
+            (held, Vec::new())
         }
     };
     pass.secs = began.elapsed().as_secs_f64();
