@@ -143,6 +143,18 @@ pub struct Manifest {
     /// The lab's `payload` entries as installed in the guest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub payload: Vec<PayloadEntry>,
+    /// The lab's modules as built (the `.ko` in the module cache).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub modules: Vec<ModuleEntry>,
+}
+
+/// One module of the lab, as built (`manifest.json`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModuleEntry {
+    pub name: String,
+    /// The built `.ko`, in the module cache.
+    pub ko: String,
+    pub sha256: String,
 }
 
 /// One `payload` entry of the lab, as installed (`manifest.json`).

@@ -5,6 +5,7 @@
 //! they are built against; a build error carries the compiler's output and
 //! names the kernel.
 
+pub mod calls;
 mod files;
 
 pub use files::{install, kind, Installed, Kind};

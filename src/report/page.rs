@@ -513,6 +513,7 @@ fn diagnosis_section(a: &crate::outcome::leak::Attribution) -> Markup {
                 TableCell::Text(match s.role {
                     Role::Allocates => "allocated, never freed".into(),
                     Role::HoldsReferences => "took references never dropped".into(),
+                    Role::TakesReferences => "the only code of the module taking such references (not counted: see tried)".into(),
                 }),
                 TableCell::Html(html::pre(&s.stack.join("\n"))),
             ]

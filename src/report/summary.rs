@@ -180,7 +180,11 @@ pub fn attribution_lines(a: &Attribution) -> Vec<String> {
     out.extend(a.evidence.iter().map(|e| format!("  - {e}")));
     for s in a.sites.iter().take(5) {
         out.push(match s.role {
-            Role::HoldsReferences => format!("code: {} [{}] holds {} {} objects by references it never dropped", s.function, s.module, s.objects, s.cache),
+            Role::HoldsReferences => format!("code: {} [{}] took {} references on {} objects that were never dropped", s.function, s.module, s.objects, s.cache),
+            Role::TakesReferences => format!(
+                "code: {} [{}] is the only function of the lab's modules taking {} references: the likely holder of {} {} objects (from its code; tracing could not count its calls here)",
+                s.function, s.module, s.cache, s.objects, s.cache
+            ),
             Role::Allocates => format!("code: {} [{}] allocated {} {} objects that were never freed", s.function, s.module, s.objects, s.cache),
         });
     }

@@ -143,7 +143,8 @@ pub(super) async fn run(arm: &Arm, top: &Path, report: &LeakReport, cancel: Canc
             )),
         }
     }
-    let (sites, evidence) = match (read(&a_dir), read(&b_dir)) {
+    let mut allocated: Vec<Site> = Vec::new();
+    let (mut sites, evidence): (Vec<Site>, Vec<String>) = match (read(&a_dir), read(&b_dir)) {
         (Ok(m), Ok(b)) => {
             let ((tm, em), (tb, eb)) = (slab::parse(&m), slab::parse(&b));
             for e in em.iter().map(|e| format!("module arm: {e}")).chain(eb.iter().map(|e| format!("baseline arm: {e}"))) {
@@ -163,6 +164,7 @@ pub(super) async fn run(arm: &Arm, top: &Path, report: &LeakReport, cancel: Canc
             // A reference leak's objects were allocated by the kernel for
             // the workload: where is evidence, not the code at fault; the
             // sites are what a module allocated itself.
+            allocated = all.clone();
             let sites = held.iter().cloned().chain(all.into_iter().filter(|s| kind != LeakKind::Reference || s.module != "vmlinux")).collect();
             (sites, evidence)
         }
@@ -176,6 +178,13 @@ pub(super) async fn run(arm: &Arm, top: &Path, report: &LeakReport, cancel: Canc
             (held, Vec::new())
         }
     };
+    if kind == LeakKind::Reference && !sites.iter().any(|s| s.role == Role::HoldsReferences) {
+        let (site, why) = from_the_code(report, &a_dir, &allocated);
+        pass.tried.push(why);
+        if let Some(s) = site {
+            sites.insert(0, s);
+        }
+    }
     pass.secs = began.elapsed().as_secs_f64();
     arm.events.emit(Event::Attributed {
         kind: kind.words().into(),
@@ -184,6 +193,41 @@ pub(super) async fn run(arm: &Arm, top: &Path, report: &LeakReport, cancel: Canc
         secs: pass.secs,
     });
     (pass, sites, evidence)
+}
+
+/// A reference leak whose holders tracing could not count: the functions
+/// of the lab's modules that take references on the largest leaking
+/// reference-counted cache, read from the built modules' relocations. One
+/// such function is named (with the cache's growth in the pass as its
+/// objects); several are listed in the reason.
+fn from_the_code(report: &LeakReport, module_arm: &Path, alloc: &[Site]) -> (Option<Site>, String) {
+    let Some(cache) = report.analysis.as_ref().and_then(|an| an.culprits().find(|c| CacheClass::of(&c.name).referenced()).map(|c| c.name.clone())) else {
+        return (None, "from the code: no reference-counted cache leaks".into());
+    };
+    let manifest: crate::outcome::run::Manifest = match crate::outcome::read_manifest(&module_arm.join("manifest.json")) {
+        Ok(m) => m,
+        Err(e) => return (None, format!("from the code: the module arm's manifest: {e}")),
+    };
+    let mut takers = Vec::new();
+    for m in &manifest.modules {
+        match crate::payload::calls::reference_takers(Path::new(&m.ko), &cache) {
+            Ok(t) => takers.extend(t.into_iter().map(|(f, calls)| (m.name.clone(), f, calls))),
+            Err(e) => return (None, format!("from the code: {}: {e}", m.ko)),
+        }
+    }
+    let held: i64 = alloc.iter().filter(|s| s.cache == cache).map(|s| s.objects).sum();
+    let list = takers.iter().map(|(m, f, c)| format!("{f} [{m}] ({})", c.join(", "))).collect::<Vec<_>>().join("; ");
+    match takers.as_slice() {
+        [] => (None, format!("from the code: no function of the lab's modules calls a kernel function that takes {cache} references (the reference may be taken inline, or by the kernel on the module's behalf)")),
+        [(m, f, calls)] => (
+            Some(Site { function: f.clone(), module: m.clone(), cache: cache.clone(), objects: held, stack: Vec::new(), role: Role::TakesReferences }),
+            format!(
+                "from the code: {f} [{m}] is the only function of the lab's modules that takes {cache} references ({}); tracing could not count them here, so its objects are the {cache} objects the kernel allocated and the module arm still holds beyond the baseline",
+                calls.join(", ")
+            ),
+        ),
+        _ => (None, format!("from the code: several functions of the lab's modules take {cache} references, tracing could not tell which holds them: {list}")),
+    }
 }
 
 /// What the allocating sites add to the kind's evidence: objects a module

@@ -15,7 +15,7 @@ use crate::image::{self, tree::Tree};
 use crate::kernel::vmlinux::{self, BootImages, ImageFormat};
 use crate::kernel::{self, Kernel};
 use crate::lab::{self, Lab};
-use crate::outcome::run::PayloadEntry;
+use crate::outcome::run::{ModuleEntry, PayloadEntry};
 use crate::payload::{self, BuiltModule};
 use crate::qemu::machine::{self as qmachine, Driver, KernelFacts, LabNeeds};
 use crate::qemu::{self, accel, Accel, AccelChoice, AccelRequest, Device, HostTsc, Machine, MachineChoice, VmSpec};
@@ -104,6 +104,7 @@ pub(super) async fn prepare(ctx: &mut Ctx) -> Result<Prepared, RunError> {
     ctx.manifest.kernel = Some(kernel.clone());
 
     let (payload, modules) = build_payload(ctx, &kernel, own).await?;
+    ctx.manifest.modules = modules.iter().map(|(m, _)| ModuleEntry { name: m.name.clone(), ko: m.ko.display().to_string(), sha256: m.sha256.clone() }).collect();
 
     // Accelerator, kernel image and machine profile.
     let requested = ctx.lab.vm.accel;

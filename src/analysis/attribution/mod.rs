@@ -44,4 +44,9 @@ pub enum Role {
     #[default]
     Allocates,
     HoldsReferences,
+    /// Read from the module's code, not counted: the only function of the
+    /// lab's modules that takes references on the leaking objects, where
+    /// tracing could not see its calls. `objects` is then the growth of
+    /// the cache those references hold.
+    TakesReferences,
 }
