@@ -201,7 +201,16 @@ pub(super) async fn run(arm: &Arm, top: &Path, report: &LeakReport, cancel: Canc
 /// such function is named (with the cache's growth in the pass as its
 /// objects); several are listed in the reason.
 fn from_the_code(report: &LeakReport, module_arm: &Path, alloc: &[Site]) -> (Option<Site>, String) {
-    let Some(cache) = report.analysis.as_ref().and_then(|an| an.culprits().find(|c| CacheClass::of(&c.name).referenced()).map(|c| c.name.clone())) else {
+    // The object the references are taken on: a dentry (or file) pins its
+    // inode, so a leaking dentry cache names the reference first.
+    let rank = |c: &str| match CacheClass::of(c) {
+        CacheClass::Dentry => 0,
+        CacheClass::File => 1,
+        CacheClass::Inode => 2,
+        CacheClass::Other => 3,
+    };
+    let culprit = report.analysis.as_ref().and_then(|an| an.culprits().filter(|c| CacheClass::of(&c.name).referenced()).min_by_key(|c| rank(&c.name)).map(|c| c.name.clone()));
+    let Some(cache) = culprit else {
         return (None, "from the code: no reference-counted cache leaks".into());
     };
     let manifest: crate::outcome::run::Manifest = match crate::outcome::read_manifest(&module_arm.join("manifest.json")) {
