@@ -55,6 +55,20 @@ pub struct DumpRefs {
     pub secs: f64,
 }
 
+impl DumpRefs {
+    /// `reference leak (from the dump: …)`: the headline.
+    pub fn headline(&self) -> String {
+        format!("{} (from the dump alone; {} objects sampled per dentry/inode cache, {:.1} s)", self.kind.words(), self.sample, self.secs)
+    }
+
+    /// The read caches' numbers, then what decided.
+    pub fn lines(&self) -> Vec<String> {
+        let mut v: Vec<String> = self.caches.iter().filter(|c| c.sample > 0).map(CacheRefs::evidence).collect();
+        v.extend(self.evidence.last().cloned());
+        v
+    }
+}
+
 /// One of the largest caches: its size, and for dentries and inodes what
 /// the sampled objects were.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
