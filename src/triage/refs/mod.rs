@@ -19,7 +19,11 @@
 //! inode has `i_nlink == 0`; a referenced unhashed root dentry is a *pseudo*
 //! dentry (sockets, pipes, anon inodes via `d_alloc_pseudo`, never hashed)
 //! or a file system's root, reported apart. An inode is deleted yet
-//! referenced when `i_nlink == 0 && i_count > 0`.
+//! referenced when `i_nlink == 0 && i_count > 0`, and a referenced pseudo
+//! file when it is live on a kernel-internal mount (`SB_NOUSER`: sockfs,
+//! pipefs, anon_inodefs). Objects pinned so are the dump's evidence of a
+//! reference leak; it cannot tell a leaked reference on a socket from an
+//! open one.
 
 pub mod parse;
 pub mod verdict;
@@ -87,7 +91,9 @@ pub struct CacheRefs {
     pub deleted: Option<Estimate>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub deleted_by_fs: BTreeMap<String, Estimate>,
-    /// Referenced unhashed root dentries (pseudo files, roots): dentry only.
+    /// Referenced pseudo-file objects: unhashed root dentries (sockets,
+    /// pipes, anon inodes, file system roots), live inodes of a
+    /// kernel-internal (`SB_NOUSER`) file system.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pseudo: Option<Estimate>,
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
@@ -142,7 +148,7 @@ impl CacheRefs {
             let _ = write!(s, "; referenced deleted-file objects {} = {:.1} %{}", d.words(), 100.0 * d.fraction(), by(&self.deleted_by_fs));
         }
         if let Some(p) = &self.pseudo {
-            let _ = write!(s, "; referenced unhashed pseudo/root dentries {}{}", p.words(), by(&self.pseudo_by_fs));
+            let _ = write!(s, "; referenced pseudo-file objects {}{}", p.words(), by(&self.pseudo_by_fs));
         }
         if let Some(r) = &self.referenced {
             let _ = write!(s, "; referenced at all {}", r.count);
@@ -366,7 +372,7 @@ pub fn survey(vmlinux: &Path, vmcore: &Path, kmem_s: &str, top: &[CacheAtCrash],
     for ty in &types {
         let _ = writeln!(cmds, "struct -o {ty} > {w}/o-{ty}.txt");
     }
-    let _ = writeln!(cmds, "list super_block.s_list -H super_blocks -s super_block.s_type > {w}/sbs.txt");
+    let _ = writeln!(cmds, "list super_block.s_list -H super_blocks -s super_block.s_type,s_flags > {w}/sbs.txt");
     for t in &targets {
         let _ = writeln!(cmds, "kmem -S {} > {w}/S-{}.txt", top[t.idx].name, t.idx);
         let _ = writeln!(cmds, "struct kmem_cache.size,red_left_pad,oo {:#x} > {w}/k-{}.txt", t.addr, t.idx);
@@ -443,7 +449,7 @@ pub fn survey(vmlinux: &Path, vmcore: &Path, kmem_s: &str, top: &[CacheAtCrash],
         }
         samples.push((ti, addrs, inode_at));
     }
-    let fs_types: BTreeSet<u64> = sbs.values().copied().collect();
+    let fs_types: BTreeSet<u64> = sbs.values().map(|s| s.fs_type).collect();
     for t in &fs_types {
         let _ = writeln!(cmds, "rd -64 {:#x} 1", (t + o.fs_name) & !7);
     }
@@ -478,7 +484,7 @@ pub fn survey(vmlinux: &Path, vmcore: &Path, kmem_s: &str, top: &[CacheAtCrash],
     let mem2 = Mem(parse::qwords(&text));
     let names = parse::strings(&text, &name_ptrs);
     let fs_of = |sb: u64| -> String {
-        sbs.get(&sb).and_then(|t| mem.u64(t + o.fs_name)).and_then(|p| names.get(&p)).cloned().unwrap_or_else(|| "?".into())
+        sbs.get(&sb).and_then(|s| mem.u64(s.fs_type + o.fs_name)).and_then(|p| names.get(&p)).cloned().unwrap_or_else(|| "?".into())
     };
 
     for (ti, addrs, inode_at) in &samples {
@@ -510,12 +516,14 @@ pub fn survey(vmlinux: &Path, vmcore: &Path, kmem_s: &str, top: &[CacheAtCrash],
                         tally.referenced += 1;
                         if nlink == 0 {
                             *tally.deleted.entry(fs_of(sb)).or_default() += 1;
+                        } else if sbs.get(&sb).is_some_and(|s| s.flags & parse::SB_NOUSER != 0) {
+                            *tally.pseudo.entry(fs_of(sb)).or_default() += 1;
                         }
                     }
                 }
             }
         }
-        tally.apply(&mut caches[t.idx], t.inode_at.is_none());
+        tally.apply(&mut caches[t.idx]);
     }
     let (kind, evidence) = classify(&caches);
     Ok(DumpRefs { kind, evidence, caches, sample: SAMPLE, secs: t0.elapsed().as_secs_f64() })
@@ -545,16 +553,14 @@ pub struct Tally {
 }
 
 impl Tally {
-    pub fn apply(&self, c: &mut CacheRefs, dentry: bool) {
+    pub fn apply(&self, c: &mut CacheRefs) {
         let est = |hits: u64| Estimate::new(hits, self.read, c.allocated);
         c.sample = self.read;
         c.referenced = Some(est(self.referenced));
         c.deleted = Some(est(self.deleted.values().sum()));
         c.deleted_by_fs = self.deleted.iter().map(|(k, v)| (k.clone(), est(*v))).collect();
-        if dentry {
-            c.pseudo = Some(est(self.pseudo.values().sum()));
-            c.pseudo_by_fs = self.pseudo.iter().map(|(k, v)| (k.clone(), est(*v))).collect();
-        }
+        c.pseudo = Some(est(self.pseudo.values().sum()));
+        c.pseudo_by_fs = self.pseudo.iter().map(|(k, v)| (k.clone(), est(*v))).collect();
     }
 }
 

@@ -102,20 +102,35 @@ pub fn kmem_big_s(text: &str) -> Listing {
     out
 }
 
-/// `list super_block.s_list -H super_blocks -s super_block.s_type`: super
-/// block → its `file_system_type` address.
-pub fn super_blocks(text: &str) -> HashMap<u64, u64> {
+/// A super block: its file system type's address and its `s_flags`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Sb {
+    pub fs_type: u64,
+    pub flags: u64,
+}
+
+/// `SB_NOUSER` (`1<<31`, sign-extended in `s_flags`): a kernel-internal
+/// mount (sockfs, pipefs, anon_inodefs, shmem's own): its files are
+/// pseudo files.
+pub const SB_NOUSER: u64 = 1 << 31;
+
+/// `list super_block.s_list -H super_blocks -s super_block.s_type,s_flags`.
+pub fn super_blocks(text: &str) -> HashMap<u64, Sb> {
     let mut out = HashMap::new();
-    let mut sb = None;
+    let mut cur: Option<(u64, Option<u64>)> = None;
     for l in text.lines() {
         let t = l.trim();
         if let Some(v) = t.strip_prefix("s_type = 0x") {
             let v = v.split(|c: char| !c.is_ascii_hexdigit()).next().unwrap_or("");
-            if let (Some(s), Ok(ty)) = (sb.take(), u64::from_str_radix(v, 16)) {
-                out.insert(s, ty);
+            if let (Some((_, ty)), Ok(x)) = (cur.as_mut(), u64::from_str_radix(v, 16)) {
+                *ty = Some(x);
+            }
+        } else if let Some(v) = t.strip_prefix("s_flags = ") {
+            if let (Some((sb, Some(ty))), Ok(flags)) = (cur.take(), v.trim_end_matches(',').parse::<u64>()) {
+                out.insert(sb, Sb { fs_type: ty, flags });
             }
         } else if !l.starts_with(' ') && t.len() == 16 {
-            sb = u64::from_str_radix(t, 16).ok();
+            cur = u64::from_str_radix(t, 16).ok().map(|sb| (sb, None));
         }
     }
     out

@@ -83,7 +83,7 @@ fn mib(b: u64) -> String {
 /// `caches` are the largest slab caches at the crash (largest first). A
 /// *reference leak*: VFS caches (dentry, inodes, files) hold most of their
 /// bytes, and the objects of those that were read are mostly pinned
-/// (referenced objects of deleted files, or referenced unhashed pseudo
+/// (referenced objects of deleted files, or referenced pseudo files:
 /// dentries), weighted by bytes. An *allocation leak*: caches nothing in the
 /// VFS references (kmalloc-*, a module's own cache) hold most of the bytes
 /// and the VFS caches read are not mostly pinned. Anything else is unknown.
@@ -118,7 +118,7 @@ pub fn classify(caches: &[CacheRefs]) -> (LeakKind, Vec<String>) {
     }
     let pinned_share = (read_bytes > 0).then(|| pinned_bytes / read_bytes as f64);
     if let Some(p) = pinned_share {
-        ev.push(format!("pinned (referenced deleted files, referenced unhashed pseudo dentries): {} of the VFS caches read, by bytes", pct(p)));
+        ev.push(format!("pinned (referenced deleted files, referenced pseudo files): {} of the VFS caches read, by bytes", pct(p)));
     } else if vfs > 0 {
         ev.push("no VFS cache among the largest could be read object by object".into());
     }
