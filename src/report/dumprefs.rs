@@ -42,3 +42,23 @@ pub fn markup(r: &DumpRefs) -> Markup {
         @for e in &r.evidence { (html::note("", e)) }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::analysis::kind::LeakKind;
+    use crate::triage::refs::{CacheRefs, DumpRefs, Tally};
+    use crate::triage::CacheAtCrash;
+
+    #[test]
+    fn the_table_names_the_kind_and_the_file_systems() {
+        let c = CacheAtCrash { name: "dentry".into(), objsize: 192, allocated: 308_733, total: 308_742, bytes: 59_276_736 };
+        let mut d = CacheRefs::size_only(&c, None);
+        Tally { read: 2000, referenced: 2000, deleted: [("tmpfs".to_string(), 1911)].into(), pseudo: [("pipefs".to_string(), 3)].into() }.apply(&mut d);
+        let other = CacheRefs::size_only(&CacheAtCrash { name: "kmalloc-64".into(), objsize: 64, allocated: 10, total: 10, bytes: 640 }, None);
+        let r = DumpRefs { kind: LeakKind::Reference, evidence: vec!["reference leak: because".into()], caches: vec![d, other], sample: 2000, secs: 12.0 };
+        let h = super::markup(&r).into_string();
+        assert!(h.contains("from the dump alone): reference leak"), "{h}");
+        assert!(h.contains("294994 (") && h.contains("tmpfs 294994") && h.contains("pipefs 463"), "{h}");
+        assert!(!h.contains("kmalloc-64"), "size-only caches are in the kmem -s table, not here: {h}");
+    }
+}
