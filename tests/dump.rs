@@ -201,6 +201,28 @@ fn the_leak_runs_until_oom_and_crash_names_the_culprits() {
     assert!(top.contains(&"dentry") && top.contains(&"shmem_inode_cache"), "top caches at the panic: {top:?}");
     assert!(so.contains("largest slab caches at the panic"), "{so}");
     assert!(!so.contains("no exhaustion"), "{so}");
+    // From the dump alone: most dentries and shmem inodes are referenced
+    // objects of deleted tmpfs files (the khm bug), the kind a reference leak.
+    let refs = &crash["triage"]["refs"];
+    assert_eq!(refs["kind"], "reference", "{refs:#}");
+    for name in ["dentry", "shmem_inode_cache"] {
+        let c = refs["caches"].as_array().unwrap().iter().find(|c| c["name"] == name).unwrap_or_else(|| panic!("{name} not read: {refs:#}"));
+        let allocated = c["allocated"].as_f64().unwrap();
+        let tmpfs = &c["deleted_by_fs"]["tmpfs"];
+        assert!(c["sample"].as_u64().unwrap() >= 1000, "{c:#}");
+        assert!(tmpfs["low"].as_f64().unwrap() > 0.9 * allocated, "{name}: fewer than 90 % referenced deleted tmpfs files: {c:#}");
+        assert!(tmpfs["low"].as_u64() <= tmpfs["count"].as_u64() && tmpfs["count"].as_u64() <= tmpfs["high"].as_u64(), "{tmpfs}");
+    }
+    assert!(so.contains("crash: reference leak (from the dump alone"), "{so}");
+    // `kernlab triage` on that vmcore says the same.
+    let vmcore = crash["dump"]["vmcore"].as_str().unwrap();
+    let t = run(&["triage", "--kernel", "debian-6.1.0-54-cloud-amd64", vmcore, "--out", d.path().join("triage").to_str().unwrap()]);
+    let ts = text(&t.stdout);
+    assert_eq!(t.status.code(), Some(0), "stdout:\n{ts}\nstderr:\n{}", text(&t.stderr));
+    assert!(ts.contains("referenced objects of deleted files: reference leak (from the dump alone"), "{ts}");
+    assert!(ts.lines().any(|l| l.trim_start().starts_with("dentry: ") && l.contains("tmpfs")), "{ts}");
+    let tj: serde_json::Value = serde_json::from_slice(&std::fs::read(d.path().join("triage/triage.json")).unwrap()).unwrap();
+    assert_eq!(tj["refs"]["kind"], "reference", "{tj:#}");
     // The baseline ran its workload.duration (not the module arm's max),
     // did not run out of memory, and took no dump.
     let base = report(&dir.join("baseline"));

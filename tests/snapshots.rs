@@ -112,6 +112,8 @@ fn run_summary_after_a_crash() {
         panic: Some("Kernel panic - not syncing: sysrq triggered crash".into()),
         text: crash.join("crash.txt"),
         secs: 7.4,
+        refs: None,
+        refs_error: None,
     });
     insta::assert_snapshot!(summary::run_summary(&rep, Some(Path::new("runs/leak-to-crash/X"))));
 }

@@ -48,6 +48,16 @@ pub fn triage(vmcore: &std::path::Path, name: &str, out: Option<PathBuf>, dirs: 
     for c in &report.top_caches {
         println!("    {:<28} {:>10.1} MiB  {:>9} objects of {} B", c.name, c.bytes as f64 / 1048576.0, c.allocated, c.objsize);
     }
+    match (&report.refs, &report.refs_error) {
+        (Some(r), _) => {
+            println!("  referenced objects of deleted files: {}", r.headline());
+            for l in r.lines() {
+                println!("    {l}");
+            }
+        }
+        (None, Some(e)) => println!("  referenced objects of deleted files: not read ({e})"),
+        (None, None) => {}
+    }
     println!("  full text: {}", out.join("crash.txt").display());
     exit::OK
 }

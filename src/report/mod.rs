@@ -11,6 +11,7 @@
 //! same; nothing re-runs the statistics. A page that cannot be rendered is
 //! a warning, never a lost run.
 
+pub mod dumprefs;
 pub mod html;
 pub mod matrix;
 pub mod outputs;

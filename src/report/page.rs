@@ -208,6 +208,7 @@ fn crash_section(d: &RunData) -> Markup {
             (html::table("kmem-i", &["", "size"], &mem))
             h3 { "Largest slab caches at the crash (" code { "kmem -s" } ")" } "\n"
             (html::table("kmem-s", &["cache", "objsize", "allocated", "total", "size"], &caches))
+            @if let Some(refs) = &t.refs { (super::dumprefs::markup(refs)) }
             p { "crash's full output: " (html::code(&t.text.display().to_string())) } "\n"
         }
     });

@@ -41,6 +41,12 @@ pub fn run_summary(rep: &RunOutcome, dir: Option<&Path>) -> String {
         }
         let top: Vec<String> = t.top_caches.iter().take(4).map(|c| format!("{} {:.1} MiB", c.name, c.bytes as f64 / 1048576.0)).collect();
         let _ = writeln!(s, "  crash: largest slab caches: {}", top.join(", "));
+        if let Some(r) = &t.refs {
+            let _ = writeln!(s, "  crash: {}", r.headline());
+            for l in r.lines() {
+                let _ = writeln!(s, "    {l}");
+            }
+        }
     }
     if let Some(why) = &rep.triage_skipped {
         let _ = writeln!(s, "  crash triage skipped: {why}");
@@ -267,6 +273,12 @@ pub fn leak_summary(r: &LeakReport, dir: &Path) -> String {
             }
             let caches: Vec<String> = t.top_caches.iter().take(4).map(|c| format!("{} {}", c.name, mib(c.bytes as f64))).collect();
             let _ = writeln!(s, "  crash: largest slab caches at the panic: {}", caches.join(", "));
+            if let Some(r) = &t.refs {
+                let _ = writeln!(s, "  crash: {}", r.headline());
+                for l in r.lines() {
+                    let _ = writeln!(s, "    {l}");
+                }
+            }
         }
         if let Some(why) = &c.triage_skipped {
             let _ = writeln!(s, "  crash triage skipped: {why}");

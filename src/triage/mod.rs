@@ -5,6 +5,8 @@
 //! that one member is extracted (the package is ~280 MB, the vmlinux ~590
 //! MB) and it is cached by the kernel package's hash.
 
+pub mod refs;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -55,6 +57,13 @@ pub struct CrashReport {
     /// Where the full text is.
     pub text: PathBuf,
     pub secs: f64,
+    /// The largest caches' referenced objects of deleted files, and the
+    /// kind of leak from the dump alone (`refs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refs: Option<refs::DumpRefs>,
+    /// Why there is no `refs`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refs_error: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -147,7 +156,15 @@ pub fn run_crash(kernel: &str, vmlinux: &Path, vmcore: &Path, out: &Path) -> Res
     let mut top_caches = parse_kmem_s(&text);
     top_caches.truncate(10);
     let panic = parse_panic(&text);
-    Ok(CrashReport { memory, top_caches, panic, text: out.into(), secs: t.elapsed().as_secs_f64() })
+    let secs = t.elapsed().as_secs_f64();
+    let (refs, refs_error) = match refs::survey_beside(vmlinux, vmcore, &text, &top_caches, out) {
+        Ok(r) => (Some(r), None),
+        Err(e) => {
+            tracing::warn!("the dump's reference survey failed: {e}");
+            (None, Some(e))
+        }
+    };
+    Ok(CrashReport { memory, top_caches, panic, text: out.into(), secs, refs, refs_error })
 }
 
 /// The panic message from `sys` (`PANIC: "Kernel panic - not syncing: …"`).
