@@ -56,6 +56,8 @@ impl CacheClass {
         match cache {
             "dentry" => CacheClass::Dentry,
             "filp" => CacheClass::File,
+            // The security modules' blob per inode: not an inode, owned by one.
+            "lsm_inode_cache" => CacheClass::Other,
             c if c.ends_with("inode_cache") || c.ends_with("_inode") => CacheClass::Inode,
             _ => CacheClass::Other,
         }
@@ -82,6 +84,7 @@ mod tests {
             ("sock_inode_cache", CacheClass::Inode),
             ("xfs_inode", CacheClass::Inode),
             ("kmalloc-256", CacheClass::Other),
+            ("lsm_inode_cache", CacheClass::Other),
             ("leaky_obj", CacheClass::Other),
             ("kernfs_node_cache", CacheClass::Other),
             ("dentry_cache_extra", CacheClass::Other),
