@@ -55,18 +55,9 @@ pub fn calls(elf: &[u8]) -> Result<BTreeMap<String, BTreeSet<String>>, object::E
     Ok(out)
 }
 
-/// The module functions that take references of a cache's objects, each
-/// with the kernel functions it calls for them; empty for a cache whose
-/// objects the VFS does not count references on.
-pub fn reference_takers(ko: &Path, cache: &str) -> std::io::Result<Vec<(String, Vec<String>)>> {
-    use crate::analysis::kind::CacheClass;
-    // A dentry's reference pins its inode too.
-    let gets: Vec<&str> = match CacheClass::of(cache) {
-        CacheClass::Dentry => DENTRY_GETS.to_vec(),
-        CacheClass::Inode => DENTRY_GETS.iter().chain(&INODE_GETS).copied().collect(),
-        CacheClass::File => FILE_GETS.to_vec(),
-        CacheClass::Other => return Ok(Vec::new()),
-    };
+/// The module functions that call any of `gets` (kernel functions handing
+/// out references), each with the ones it calls.
+pub fn reference_takers(ko: &Path, gets: &[&str]) -> std::io::Result<Vec<(String, Vec<String>)>> {
     let bytes = std::fs::read(ko)?;
     let map = calls(&bytes).map_err(|e| std::io::Error::other(format!("{}: not a readable ELF module: {e}", ko.display())))?;
     Ok(map
@@ -93,9 +84,9 @@ mod tests {
         assert!(map["khm_return"].contains("lockref_put_not_zero") || map["khm_return"].contains("mntput"), "{map:?}");
         assert!(map["khm_init"].contains("register_kretprobe"), "{map:?}");
         // khm's only dentry reference: path_get in its kretprobe's entry handler.
-        assert_eq!(reference_takers(Path::new(KHM), "dentry").unwrap(), vec![("khm_entry".to_string(), vec!["path_get".to_string()])]);
-        assert_eq!(reference_takers(Path::new(KHM), "shmem_inode_cache").unwrap().len(), 1);
-        assert!(reference_takers(Path::new(KHM), "kmalloc-256").unwrap().is_empty());
+        assert_eq!(reference_takers(Path::new(KHM), &DENTRY_GETS).unwrap(), vec![("khm_entry".to_string(), vec!["path_get".to_string()])]);
+        assert!(reference_takers(Path::new(KHM), &FILE_GETS).unwrap().is_empty());
+        assert!(reference_takers(Path::new(KHM), &["kfree"]).unwrap().is_empty());
         assert!(calls(b"not an elf").is_err());
     }
 }

@@ -217,9 +217,17 @@ fn from_the_code(report: &LeakReport, module_arm: &Path, alloc: &[Site]) -> (Opt
         Ok(m) => m,
         Err(e) => return (None, format!("from the code: the module arm's manifest: {e}")),
     };
+    use crate::payload::calls::{DENTRY_GETS, FILE_GETS, INODE_GETS};
+    // A dentry's reference pins its inode too.
+    let gets: Vec<&str> = match CacheClass::of(&cache) {
+        CacheClass::Dentry => DENTRY_GETS.to_vec(),
+        CacheClass::Inode => DENTRY_GETS.iter().chain(&INODE_GETS).copied().collect(),
+        CacheClass::File => FILE_GETS.to_vec(),
+        CacheClass::Other => Vec::new(),
+    };
     let mut takers = Vec::new();
     for m in &manifest.modules {
-        match crate::payload::calls::reference_takers(Path::new(&m.ko), &cache) {
+        match crate::payload::calls::reference_takers(Path::new(&m.ko), &gets) {
             Ok(t) => takers.extend(t.into_iter().map(|(f, calls)| (m.name.clone(), f, calls))),
             Err(e) => return (None, format!("from the code: {}: {e}", m.ko)),
         }
