@@ -218,18 +218,7 @@ fn bisect_over_adjacent_kernels_names_the_bad_one_without_a_run() {
     leaky_repo(&repo);
     let f = gate(d.path());
     let out_dir = d.path().join("k");
-    let out = run(&[
-        "bisect",
-        f.to_str().unwrap(),
-        "--kernel-pattern",
-        "debian-*-cloud-amd64",
-        "--good",
-        "debian-6.1.0-54-cloud-amd64",
-        "--bad",
-        "debian-6.12.117+deb12-cloud-amd64",
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]);
+    let out = bisect_kernels(&f, &out_dir, None);
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("first bad kernel: debian-6.12.117+deb12-cloud-amd64"), "{stdout}");
@@ -252,20 +241,7 @@ fn a_kernel_without_headers_is_skipped_before_any_run_and_leaves_the_range() {
     std::fs::create_dir_all(&kdir).unwrap();
     std::fs::write(kdir.join("debian-6.5.0-1-cloud-amd64.yaml"), "source:\n  local:\n    dir: ../tree\n").unwrap();
     let out_dir = d.path().join("k");
-    let out = run(&[
-        "bisect",
-        f.to_str().unwrap(),
-        "--kernels",
-        kdir.to_str().unwrap(),
-        "--kernel-pattern",
-        "debian-*-cloud-amd64",
-        "--good",
-        "debian-6.1.0-54-cloud-amd64",
-        "--bad",
-        "debian-6.12.117+deb12-cloud-amd64",
-        "--out",
-        out_dir.to_str().unwrap(),
-    ]);
+    let out = bisect_kernels(&f, &out_dir, Some(&kdir));
     let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
     assert_eq!(out.status.code(), Some(102), "stdout:\n{stdout}\nstderr:\n{stderr}");
     assert!(stdout.contains("skipping debian-6.5.0-1-cloud-amd64 without a run: no headers"), "{stdout}");
@@ -277,4 +253,18 @@ fn a_kernel_without_headers_is_skipped_before_any_run_and_leaves_the_range() {
     assert_eq!(range, ["debian-6.5.0-1-cloud-amd64", "debian-6.12.117+deb12-cloud-amd64"]);
     assert_eq!(b["candidates"][0]["mark"], "skip");
     assert!(b["candidates"][0]["skip"].as_str().unwrap().contains("lib/modules/<release>/build"), "{b}");
+}
+
+/// `kernlab [--kernels DIR] bisect LAB --kernel-pattern debian-*-cloud-amd64`
+/// between the two cached kernels, 6.1.0-54 good and 6.12.117 bad.
+fn bisect_kernels(lab: &std::path::Path, out: &std::path::Path, kernels: Option<&std::path::Path>) -> std::process::Output {
+    let mut args = vec!["bisect".to_string(), lab.display().to_string()];
+    if let Some(k) = kernels {
+        args.extend(["--kernels".into(), k.display().to_string()]);
+    }
+    for a in ["--kernel-pattern", "debian-*-cloud-amd64", "--good", "debian-6.1.0-54-cloud-amd64", "--bad", "debian-6.12.117+deb12-cloud-amd64", "--out"] {
+        args.push(a.into());
+    }
+    args.push(out.display().to_string());
+    run(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }

@@ -251,9 +251,9 @@ fn from_the_code(report: &LeakReport, module_arm: &Path, alloc: &[Site]) -> (Opt
 /// allocated itself, or objects the kernel allocated that something keeps.
 fn allocation_evidence(kind: LeakKind, sites: &[Site]) -> Vec<String> {
     let mut out = Vec::new();
-    for s in sites.iter().filter(|s| s.role == Role::Allocates).take(4) {
+    for s in sites.iter().filter(|s| s.role == Role::Allocates).take(3) {
         let by_module = s.module != "vmlinux";
-        let line = match (by_module, CacheClass::of(&s.cache).referenced(), kind) {
+        let line = match (by_module, kind == LeakKind::Reference, kind) {
             (true, _, _) => format!("{} {} objects were allocated by {} in module {} and never freed (module arm minus baseline)", s.objects, s.cache, s.function, s.module),
             (false, true, LeakKind::Reference) => format!(
                 "{} {} objects were allocated by the kernel ({}{}), not by a module: they stay because something holds references to them",
