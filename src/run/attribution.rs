@@ -124,60 +124,14 @@ pub(super) async fn run(arm: &Arm, top: &Path, report: &LeakReport, cancel: Canc
             pass.status = format!("failed: the {name} arm: {}", r.error.clone().unwrap_or_else(|| format!("exit {}", r.exit_code)));
         }
     }
-    let read_as = |d: &Path, name: &str| std::fs::read_to_string(d.join(instruments::DIR).join(format!("{name}.txt")));
-    let read = |d: &Path| read_as(d, "slab");
-    // The holders first: for a reference leak they are the answer.
-    let mut held = Vec::new();
-    if kind == LeakKind::Reference {
-        let error = |d: &Path| std::fs::read_to_string(d.join(instruments::DIR).join("holders.setup-error")).ok();
-        match (read_as(&a_dir, "holders"), read_as(&b_dir, "holders"), error(&a_dir)) {
-            (_, _, Some(e)) => pass.tried.push(format!("reference tracing could not be set up in the guest: {}", e.trim())),
-            (Ok(m), Ok(b), None) => {
-                let h = holders::holders(&m, &b);
-                pass.tried.extend(h.tried);
-                held = h.sites;
-            }
-            (m, b, None) => pass.tried.push(format!(
-                "reference tracing left no output ({})",
-                [("module", m.err()), ("baseline", b.err())].into_iter().filter_map(|(n, e)| e.map(|e| format!("{n} arm: {e}"))).collect::<Vec<_>>().join("; ")
-            )),
-        }
-    }
-    let mut allocated: Vec<Site> = Vec::new();
-    let (mut sites, evidence): (Vec<Site>, Vec<String>) = match (read(&a_dir), read(&b_dir)) {
-        (Ok(m), Ok(b)) => {
-            let ((tm, em), (tb, eb)) = (slab::parse(&m), slab::parse(&b));
-            for e in em.iter().map(|e| format!("module arm: {e}")).chain(eb.iter().map(|e| format!("baseline arm: {e}"))) {
-                pass.tried.push(e);
-            }
-            let count = |t: &[slab::Trace]| t.iter().map(|x| x.objects).sum::<i64>();
-            pass.tried.push(format!(
-                "SLUB allocation traces of {}: {} live objects at {} sites in the module arm, {} at {} in the baseline",
-                caches.join(", "),
-                count(&tm),
-                tm.len(),
-                count(&tb),
-                tb.len()
-            ));
-            let all = slab::sites(&tm, &tb);
-            let evidence = allocation_evidence(kind, &all);
-            // A reference leak's objects were allocated by the kernel for
-            // the workload: where is evidence, not the code at fault; the
-            // sites are what a module allocated itself.
-            allocated = all.clone();
-            let sites = held.iter().cloned().chain(all.into_iter().filter(|s| kind != LeakKind::Reference || s.module != "vmlinux")).collect();
-            (sites, evidence)
-        }
-        (m, b) => {
-            let why = [("module", m.err()), ("baseline", b.err())]
-                .into_iter()
-                .filter_map(|(n, e)| e.map(|e| format!("the {n} arm left no allocation traces ({e})")))
-                .collect::<Vec<_>>()
-                .join("; ");
-            pass.tried.push(why);
-            (held, Vec::new())
-        }
-    };
+    let held = if kind == LeakKind::Reference { read_holders(&a_dir, &b_dir, &mut pass.tried) } else { Vec::new() };
+    let allocated = read_allocations(&a_dir, &b_dir, &caches, &mut pass.tried);
+    let evidence = allocation_evidence(kind, &allocated);
+    // The holders first: for a reference leak they are the answer. Its
+    // objects were allocated by the kernel for the workload: where is
+    // evidence, not the code at fault; the sites are what a module
+    // allocated itself.
+    let mut sites: Vec<Site> = held.into_iter().chain(allocated.iter().filter(|s| kind != LeakKind::Reference || s.module != "vmlinux").cloned()).collect();
     if kind == LeakKind::Reference && !sites.iter().any(|s| s.role == Role::HoldsReferences) {
         let (site, why) = from_the_code(report, &a_dir, &allocated);
         pass.tried.push(why);
@@ -193,6 +147,61 @@ pub(super) async fn run(arm: &Arm, top: &Path, report: &LeakReport, cancel: Canc
         secs: pass.secs,
     });
     (pass, sites, evidence)
+}
+
+/// An instrument's output in an arm.
+fn output(arm: &Path, name: &str) -> std::io::Result<String> {
+    std::fs::read_to_string(arm.join(instruments::DIR).join(format!("{name}.txt")))
+}
+
+/// Why some arms left no output of an instrument, in words.
+fn missing(name: &str, results: [(&str, Option<std::io::Error>); 2]) -> String {
+    let why = results.into_iter().filter_map(|(arm, e)| e.map(|e| format!("{arm} arm: {e}"))).collect::<Vec<_>>().join("; ");
+    format!("{name} left no output ({why})")
+}
+
+/// The functions holding a reference leak's references, from both arms'
+/// reference tracing.
+fn read_holders(module: &Path, baseline: &Path, tried: &mut Vec<String>) -> Vec<Site> {
+    if let Ok(e) = std::fs::read_to_string(module.join(instruments::DIR).join("holders.setup-error")) {
+        tried.push(format!("reference tracing could not be set up in the guest: {}", e.trim()));
+        return Vec::new();
+    }
+    match (output(module, "holders"), output(baseline, "holders")) {
+        (Ok(m), Ok(b)) => {
+            let h = holders::holders(&m, &b);
+            tried.extend(h.tried);
+            h.sites
+        }
+        (m, b) => {
+            tried.push(missing("reference tracing", [("module", m.err()), ("baseline", b.err())]));
+            Vec::new()
+        }
+    }
+}
+
+/// The allocating sites of the traced caches, module arm minus baseline,
+/// from both arms' SLUB allocation traces.
+fn read_allocations(module: &Path, baseline: &Path, caches: &[String], tried: &mut Vec<String>) -> Vec<Site> {
+    let (m, b) = match (output(module, "slab"), output(baseline, "slab")) {
+        (Ok(m), Ok(b)) => (m, b),
+        (m, b) => {
+            tried.push(missing("the allocation traces", [("module", m.err()), ("baseline", b.err())]));
+            return Vec::new();
+        }
+    };
+    let ((tm, em), (tb, eb)) = (slab::parse(&m), slab::parse(&b));
+    tried.extend(em.iter().map(|e| format!("module arm: {e}")).chain(eb.iter().map(|e| format!("baseline arm: {e}"))));
+    let count = |t: &[slab::Trace]| t.iter().map(|x| x.objects).sum::<i64>();
+    tried.push(format!(
+        "SLUB allocation traces of {}: {} live objects at {} sites in the module arm, {} at {} in the baseline",
+        caches.join(", "),
+        count(&tm),
+        tm.len(),
+        count(&tb),
+        tb.len()
+    ));
+    slab::sites(&tm, &tb)
 }
 
 /// A reference leak whose holders tracing could not count: the functions
