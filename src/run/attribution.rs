@@ -277,3 +277,33 @@ fn allocation_evidence(kind: LeakKind, sites: &[Site]) -> Vec<String> {
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pass_lab_traces_the_caches_without_exhaustion_for_its_duration() {
+        let text = "name: x\nmodules:\n  - source: khm\nworkload:\n  churn: {fs: tmpfs}\n  duration: 60s\nmonitor:\n  interval: 1s\nexhaustion:\n  action: kdump\nleak:\n  expect: leak\n";
+        let dir = tempfile::tempdir().unwrap();
+        let f = dir.path().join("x.yaml");
+        std::fs::write(&f, text).unwrap();
+        let lab = crate::lab::load(&f).unwrap();
+        let l = pass_lab(&lab, &["dentry".into(), "kmalloc-256".into()], Duration::from_secs(12));
+        assert!(l.vm.cmdline.ends_with(&["slub_debug=U,dentry,kmalloc-256".to_string()]), "{:?}", l.vm.cmdline);
+        assert!(l.exhaustion.is_none());
+        assert_eq!(l.workload.as_ref().unwrap().duration, Duration::from_secs(12));
+        assert_eq!(l.modules, lab.modules);
+        let (m, b) = arm_labs(&l);
+        assert_eq!(m.modules.len(), 1);
+        assert!(b.modules.is_empty(), "the baseline's modules: none by default");
+    }
+
+    #[test]
+    fn a_missing_output_says_which_arm_and_why() {
+        let e = |k| Some(std::io::Error::from(k));
+        let s = missing("the allocation traces", [("module", None), ("baseline", e(std::io::ErrorKind::NotFound))]);
+        assert!(s.starts_with("the allocation traces left no output (baseline arm: "), "{s}");
+        assert!(!s.contains("module arm"), "{s}");
+    }
+}
