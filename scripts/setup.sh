@@ -26,6 +26,7 @@ packages=(
   mmdebstrap        # image: debian's root file system (--mode=unshare: no mounts)
   uidmap            # newuidmap/newgidmap for mmdebstrap --mode=unshare as a user (only Recommended by it)
   crash             # vmcore triage
+  git               # kernlab bisect: a module's history (git archive, rev-list)
   chromium          # headless: the report.html test opens the page and takes a screenshot
   ca-certificates
 )

@@ -15,10 +15,7 @@ pub fn bench_samples(run: &std::path::Path) -> i32 {
         eprintln!("kernlab: `{}` is not an A/B leak run (its lab has no `leak` section)", run.display());
         return exit::USAGE;
     };
-    let read = |arm: &str| {
-        let f = |n: &str| std::fs::read_to_string(run.join(arm).join("samples").join(n)).unwrap_or_default();
-        ArmSeries::parse(&f("meminfo.csv"), &f("slabinfo.csv"), &f("ops.csv"))
-    };
+    let read = |arm: &str| ArmSeries::read(&run.join(arm).join("samples"));
     let (a, b) = (read("module"), read("baseline"));
     let full = leak::analyze(&a, &b, &crate::run::ab::policy_of(&lab), true);
     let interval = lab.monitor.interval.as_secs_f64();

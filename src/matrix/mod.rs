@@ -349,17 +349,13 @@ fn cell_result(c: Cell, out: PathBuf, end: &run::RunEnd, secs: f64) -> CellResul
         }),
         exhaustion_s,
         exhaustion,
-        leak_kind: attribution.as_ref().map(|a| kebab_kind(a.kind)),
+        leak_kind: attribution.as_ref().map(|a| crate::outcome::kebab(&a.kind)),
         leak_sites: attribution.as_ref().filter(|a| !a.sites.is_empty()).map(|a| {
             a.sites.iter().take(3).map(|s| format!("{} [{}] {} {}", s.function, s.module, s.cache, s.objects)).collect::<Vec<_>>().join("; ")
         }),
     }
 }
 
-/// `reference`, `allocation`, `unknown`: the kind as report.json says it.
-fn kebab_kind(k: crate::analysis::kind::LeakKind) -> String {
-    serde_json::to_value(k).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
-}
 
 /// A cell whose run never returned (its task panicked or was lost): an
 /// error cell in every output, never a missing one.

@@ -114,6 +114,11 @@ pub fn read_manifest(path: &Path) -> Result<run::Manifest, RecordError> {
 
 /// The events of an `events.jsonl`; a line that is not an event of this
 /// schema (a torn last line of a killed run) is skipped.
+/// A unit enum as it is in the JSON (`no-leak`, `reference`).
+pub fn kebab<T: serde::Serialize>(t: &T) -> String {
+    serde_json::to_value(t).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
+}
+
 pub fn read_events(text: &str) -> Vec<event::Stamped> {
     text.lines().filter_map(|l| serde_json::from_str::<event::Stamped>(l).ok()).collect()
 }

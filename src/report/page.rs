@@ -327,7 +327,7 @@ fn verdict_text(r: &LeakReport) -> (&'static str, &'static str) {
 /// fits, the culprit caches, the module arm's crash, both manifests.
 pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData, footer: &str) -> String {
     let (v, held) = verdict_text(r);
-    let expect = serde_json::to_value(r.expect).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default();
+    let expect = crate::outcome::kebab(&r.expect);
     let title = format!("{} on {}: {v} {held}", r.lab, r.kernel);
     let subtitle = format!("A/B leak lab, module arm against baseline arm · {}", top.display());
     let marks = markers(&module.events);

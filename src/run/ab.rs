@@ -7,7 +7,6 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::outcome::event::{Event, Events};
@@ -98,7 +97,7 @@ pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) 
     let an = report.analysis.as_ref();
     stream.emit(Event::LeakVerdict {
         verdict: report.verdict.map(|v| v.word().to_string()),
-        expect: kebab(&report.expect),
+        expect: crate::outcome::kebab(&report.expect),
         expectation_held: report.expectation_held,
         delta_bytes_per_hour: an.and_then(|a| a.total.as_ref()).and_then(|t| t.bytes_per_hour).map(|h| h[0]),
         bytes_per_op: an.and_then(|a| a.total.as_ref().filter(|_| a.basis == leak::Basis::PerOp)).map(|t| t.bytes[0]),
@@ -288,8 +287,4 @@ pub fn recover(top: &Path) -> Result<LeakReport, crate::lab::LabError> {
     Ok(assemble(&lab, module, baseline, crash, &top.join("module"), &top.join("baseline"), 0.0))
 }
 
-/// A unit enum as it is in the JSON (`no-leak`).
-fn kebab<T: Serialize>(t: &T) -> String {
-    serde_json::to_value(t).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
-}
 

@@ -141,7 +141,7 @@ pub fn sites(module: &[Trace], baseline: &[Trace]) -> Vec<Site> {
         .filter(|((cache, _, _), (n, _, _))| *n > 0 && *n * 10 >= top[cache])
         .map(|((cache, function, module), (objects, _, stack))| Site { function, module, cache, objects, stack, role: super::Role::Allocates })
         .collect();
-    out.sort_by(|a, b| b.objects.cmp(&a.objects));
+    out.sort_by_key(|s| std::cmp::Reverse(s.objects));
     out
 }
 
