@@ -30,11 +30,21 @@ packages=(
   chromium          # headless: the report.html test opens the page and takes a screenshot
   ca-certificates
 )
-missing=()
-for p in "${packages[@]}"; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
-done
-if [ "${#missing[@]}" -gt 0 ]; then
-  apt-get update -q
+# Twice: installing one package can remove another that the machine came
+# with (a newer qemu-utils from backports conflicts with Debian 12's
+# qemu-system-common and is removed); the second pass installs Debian
+# 12's own.
+for pass in 1 2; do
+  missing=()
+  for p in "${packages[@]}"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ "${#missing[@]}" -eq 0 ]; then
+    break
+  fi
+  [ "$pass" = 1 ] && apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
-fi
+done
+for p in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || { echo "setup: $p is still not installed" >&2; exit 1; }
+done

@@ -48,9 +48,7 @@ pub fn aa_lab(lab: &Lab, lab_file: &Path, arms: Arms) -> Lab {
     let base = lab_file.parent().unwrap_or(Path::new("."));
     let absolute = |m: &mut Vec<lab::Module>| {
         for x in m.iter_mut() {
-            if x.source.is_relative() {
-                x.source = std::fs::canonicalize(base.join(&x.source)).unwrap_or_else(|_| base.join(&x.source));
-            }
+            x.absolute(base);
         }
     };
     absolute(&mut l.modules);
@@ -310,7 +308,7 @@ mod tests {
     #[test]
     fn an_aa_lab_has_the_same_modules_in_both_arms_and_expects_no_leak() {
         let mut l = Lab::new("x");
-        l.modules = vec![lab::Module { source: "khm".into(), params: [("leak".to_string(), "1".to_string())].into() }];
+        l.modules = vec![lab::Module { params: [("leak".to_string(), "1".to_string())].into(), ..lab::Module::tree("khm") }];
         l.leak = Some(serde_saphyr::from_str("expect: leak\nbaseline:\n  modules:\n    - source: khm\n      params: {leak: 0}\n").unwrap());
         let f = Path::new("/labs/x.yaml");
         let b = aa_lab(&l, f, Arms::Baseline);
@@ -318,7 +316,7 @@ mod tests {
         assert_eq!(p.expect, lab::Expect::NoLeak);
         assert_eq!(b.modules, p.baseline.modules);
         assert_eq!(b.modules[0].params["leak"], "0");
-        assert!(b.modules[0].source.is_absolute());
+        assert!(b.modules[0].source.as_ref().unwrap().is_absolute());
         let m = aa_lab(&l, f, Arms::Module);
         assert_eq!(m.modules, m.leak.as_ref().unwrap().baseline.modules);
         assert_eq!(m.modules[0].params["leak"], "1");

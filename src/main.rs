@@ -87,8 +87,15 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: PathBuf,
     },
-    /// Check a lab file and print it with every default filled in.
-    Validate { lab: PathBuf },
+    /// Check lab files without fetching or booting anything: the schema,
+    /// every rule, and the files they name (module trees, dkms.conf,
+    /// patches, prebuilt .ko, payload). One file: print it with every
+    /// default filled in. Several: one line each (`ok: FILE` or the error).
+    /// Exit 0 when all are valid, else 2.
+    Validate {
+        #[arg(required = true, num_args = 1..)]
+        labs: Vec<PathBuf>,
+    },
     /// Kernels: list the descriptors, fetch one into the cache.
     #[command(subcommand)]
     Kernel(KernelCommand),
@@ -260,13 +267,7 @@ fn main() -> ExitCode {
     let events = outputs(cli.quiet, matches!(cli.command, Command::Run { .. }));
     let code = match cli.command {
         Command::Run { lab, out, kernel, duration, attribute } => run_lab(lab, out, kernel, duration, attribute, cli.kernel_dirs, &events),
-        Command::Validate { lab } => match lab::load(&lab).and_then(|l| l.check_payload_files(&lab).map(|()| l)) {
-            Ok(l) => {
-                print!("{}", l.to_yaml());
-                exit::OK
-            }
-            Err(e) => fail(&e),
-        },
+        Command::Validate { labs } => validate(&labs, json),
         Command::Kernel(KernelCommand::List) => kernel_list(&cli.kernel_dirs),
         Command::Kernel(KernelCommand::Fetch { name }) => kernel_fetch(&name, &cli.kernel_dirs),
         Command::Bench(BenchCommand::Boot { kernels, runs, profiles, images, boots, no_fast_boot, warm }) => {
@@ -285,6 +286,36 @@ fn main() -> ExitCode {
         Command::Calibrate { lab, runs, arms, duration, out } => calibrate(&lab, runs, &arms, duration, out, cli.kernel_dirs, &events),
     };
     ExitCode::from(code as u8)
+}
+
+/// `kernlab validate`: each file on its own; 2 if any is invalid.
+fn validate(labs: &[PathBuf], json: bool) -> i32 {
+    let results: Vec<(&PathBuf, Result<lab::Lab, lab::LabError>)> = labs.iter().map(|f| (f, lab::load(f).and_then(|l| l.check_files(f).map(|()| l)))).collect();
+    let ok = results.iter().all(|(_, r)| r.is_ok());
+    if json {
+        let v: Vec<serde_json::Value> = results
+            .iter()
+            .map(|(f, r)| match r {
+                Ok(_) => serde_json::json!({"file": f, "valid": true}),
+                Err(e) => serde_json::json!({"file": f, "valid": false, "error": kernlab::util::error_causes(e)}),
+            })
+            .collect();
+        println!("{}", serde_json::Value::Array(v));
+    } else if let [(_, Ok(l))] = results.as_slice() {
+        print!("{}", l.to_yaml());
+    } else {
+        for (f, r) in &results {
+            match r {
+                Ok(_) => println!("ok: {}", f.display()),
+                Err(e) => eprintln!("kernlab: {}", kernlab::util::error_causes(e)),
+            }
+        }
+    }
+    if ok {
+        exit::OK
+    } else {
+        exit::USAGE
+    }
 }
 
 fn parse_attribute(s: &str) -> Result<lab::Attribute, String> {

@@ -154,6 +154,7 @@ pub(crate) mod tests {
         for i in 0..3 {
             std::fs::create_dir_all(p.join("mod")).unwrap();
             std::fs::write(p.join("mod/a.c"), format!("int v = {i};\n")).unwrap();
+            std::fs::write(p.join("mod/Kbuild"), "obj-m := a.o\n").unwrap();
             sh(p, &["add", "-A"]);
             sh(p, &["commit", "-q", "-m", &format!("v{i}")]);
             shas.push(sh(p, &["rev-parse", "HEAD"]));

@@ -311,16 +311,17 @@ async fn run_step(plan: &Plan, i: usize, number: usize, out: &Path, kernel_dirs:
 }
 
 /// Exports revision `rev`'s module directories into a scratch directory
-/// and builds them against the lab's kernel (the run then finds them in
-/// the module cache); `Err` is why the step is skipped.
+/// and builds the lab's modules from it against the lab's kernel (the run
+/// then finds them in the module cache); `Err` is why the step is skipped.
 async fn export(plan: &Plan, top: &Path, dirs: &[plan::ModuleDir], rev: &str, kernel_dirs: &[PathBuf]) -> Result<tempfile::TempDir, String> {
     let scratch = tempfile::Builder::new().prefix("kernlab-bisect-").tempdir().map_err(|e| format!("cannot make a scratch directory: {e}"))?;
     let (top, subs, root, rev_s) = (top.to_path_buf(), dirs.iter().map(|d| d.sub.clone()).collect::<Vec<_>>(), scratch.path().to_path_buf(), rev.to_string());
-    let lab = plan.lab.clone();
+    let mut lab = plan.lab.clone();
+    plan::retarget(&mut lab, &plan.lab_file, dirs, scratch.path());
     let (lab_file, kdirs) = (plan.lab_file.clone(), kernel_dirs.to_vec());
     let r = tokio::task::spawn_blocking(move || -> Result<(), String> {
         git::export(&top, &rev_s, &subs, &root).map_err(|e| format!("cannot export the revision: {}", crate::util::error_causes(&e)))?;
-        match build_check(&lab, &lab_file, &kdirs, &subs.iter().map(|s| root.join(s)).collect::<Vec<_>>()) {
+        match build_check(&lab, &lab_file, &kdirs) {
             Some(why) => Err(why),
             None => Ok(()),
         }
@@ -330,25 +331,42 @@ async fn export(plan: &Plan, top: &Path, dirs: &[plan::ModuleDir], rev: &str, ke
     r.map(|()| scratch)
 }
 
-/// Builds the module directories `srcs` against the lab's kernel; says why
-/// when one does not build. Anything else that fails here (fetching the
-/// kernel, its headers) is left to the run, which reports it as usual.
-fn build_check(lab: &crate::lab::Lab, lab_file: &Path, kernel_dirs: &[PathBuf], srcs: &[PathBuf]) -> Option<String> {
+/// Builds the lab's modules (both arms, each arm's entries in order, as a
+/// run would) against the lab's kernel; says why when one does not build
+/// or a patch does not apply at this revision. Anything else that fails
+/// here (fetching the kernel, its headers) is left to the run, which
+/// reports it as usual.
+fn build_check(lab: &crate::lab::Lab, lab_file: &Path, kernel_dirs: &[PathBuf]) -> Option<String> {
     use crate::payload::PayloadError;
     let mut dirs = kernel_dirs.to_vec();
     dirs.extend(crate::kernel::descriptor_dirs(Some(lab_file)));
     let desc = crate::kernel::Registry::load(&dirs).ok()?.get(&lab.kernel).ok()?.clone();
     let cache = crate::cache::Cache::from_env().ok()?;
     let k = crate::kernel::fetch(&cache, &desc).ok()?;
-    let build = crate::kernel::headers::build_dir(&cache, &desc, &k).ok()?;
-    for src in srcs {
-        match crate::payload::build_module(&cache, &k.name, &k.package_sha256, &build, src) {
-            Err(PayloadError::ModuleBuild { output, .. }) => {
-                let last = output.lines().rev().find(|l| l.contains("error")).or_else(|| output.lines().last()).unwrap_or("").trim().to_string();
-                return Some(format!("the module does not build at this revision: {last}"));
+    let headers = crate::kernel::headers::build_dir(&cache, &desc, &k).ok()?;
+    let target = crate::payload::Target { name: k.name.clone(), key: k.package_sha256.clone(), release: k.release.clone(), arch: "x86_64".into(), headers };
+    let base = lab_file.parent().map(Path::to_path_buf).unwrap_or_default();
+    let baseline = lab.leak.as_ref().map(|l| l.baseline.modules.clone()).unwrap_or_default();
+    for arm in [&lab.modules, &baseline] {
+        let mut symvers = Vec::new();
+        for m in arm.iter() {
+            match crate::payload::build_entry(&cache, &target, &base, m, &symvers) {
+                Ok(b) => symvers.extend(b.symvers),
+                Err(PayloadError::ModuleBuild { output, .. }) => {
+                    let last = output.lines().rev().find(|l| l.contains("error")).or_else(|| output.lines().last()).unwrap_or("").trim().to_string();
+                    return Some(format!("the module does not build at this revision: {last}"));
+                }
+                Err(PayloadError::NoModule { .. }) => return Some("the module does not build at this revision: no .ko".into()),
+                Err(e @ (PayloadError::Patch { .. } | PayloadError::PatchMissing { .. })) => {
+                    let why = match &e {
+                        PayloadError::Patch { patch, failed, .. } => format!("patch `{}` does not apply at this revision: {failed}", patch.display()),
+                        other => other.to_string(),
+                    };
+                    return Some(why);
+                }
+                Err(e @ (PayloadError::MissingKo { .. } | PayloadError::Dkms { .. })) => return Some(format!("at this revision: {}", crate::util::error_causes(&e).replace('\n', "; "))),
+                Err(_) => return None,
             }
-            Err(PayloadError::NoModule { .. }) => return Some("the module does not build at this revision: no .ko".into()),
-            _ => {}
         }
     }
     None

@@ -86,7 +86,7 @@ pub struct Plan {
 
 fn leak_lab(lab_file: &Path) -> Result<Lab, PlanError> {
     let lab = lab::load(lab_file)?;
-    lab.check_payload_files(lab_file)?;
+    lab.check_files(lab_file)?;
     if lab.leak.is_none() {
         return Err(PlanError::NotLeakLab { file: lab_file.to_path_buf() });
     }
@@ -96,7 +96,7 @@ fn leak_lab(lab_file: &Path) -> Result<Lab, PlanError> {
 /// Every module source of the lab, both arms, as written.
 fn module_sources(lab: &Lab) -> Vec<PathBuf> {
     let base = lab.leak.iter().flat_map(|l| l.baseline.modules.iter());
-    lab.modules.iter().chain(base).map(|m| m.source.clone()).collect()
+    lab.modules.iter().chain(base).filter_map(|m| m.source.clone()).collect()
 }
 
 fn canonical(p: &Path) -> PathBuf {
@@ -133,9 +133,10 @@ pub fn retarget(lab: &mut Lab, lab_file: &Path, dirs: &[ModuleDir], scratch: &Pa
     let mut n = 0;
     let baseline = lab.leak.as_mut().map(|l| &mut l.baseline.modules);
     for m in lab.modules.iter_mut().chain(baseline.into_iter().flatten()) {
-        let dir = canonical(&base.join(&m.source));
+        let Some(source) = &m.source else { continue };
+        let dir = canonical(&base.join(source));
         if let Some(d) = dirs.iter().find(|d| d.dir == dir) {
-            m.source = scratch.join(&d.sub);
+            m.source = Some(scratch.join(&d.sub));
             n += 1;
         }
     }
@@ -256,6 +257,7 @@ mod tests {
         let (d, shas) = repo();
         let labs = tempfile::tempdir().unwrap();
         std::fs::create_dir(labs.path().join("other")).unwrap();
+        std::fs::write(labs.path().join("other/Kbuild"), "obj-m := o.o\n").unwrap();
         let lab = leak_lab_in(labs.path(), "  - source: other\n", "");
         let e = module(&lab, &d.path().join("mod"), &shas[0], &shas[2], vec![]).unwrap_err();
         assert!(e.to_string().starts_with(&format!("--source `{}` holds none of the lab's modules", d.path().join("mod").display())), "{e}");
@@ -279,9 +281,9 @@ mod tests {
         let mut lab = lab::load(&lab_file).unwrap();
         let dirs = [ModuleDir { dir: d.path().join("mine").canonicalize().unwrap(), sub: PathBuf::from("x/mine") }];
         assert_eq!(retarget(&mut lab, &lab_file, &dirs, Path::new("/scratch")), 2);
-        assert_eq!(lab.modules[0].source, Path::new("/scratch/x/mine"));
-        assert_eq!(lab.modules[1].source, Path::new("theirs"));
+        assert_eq!(lab.modules[0].source.as_deref(), Some(Path::new("/scratch/x/mine")));
+        assert_eq!(lab.modules[1].source.as_deref(), Some(Path::new("theirs")));
         let b = &lab.leak.as_ref().unwrap().baseline.modules[0];
-        assert_eq!((b.source.as_path(), b.params["every"].as_str()), (Path::new("/scratch/x/mine"), "0"));
+        assert_eq!((b.source.as_deref(), b.params["every"].as_str()), (Some(Path::new("/scratch/x/mine")), "0"));
     }
 }

@@ -190,17 +190,83 @@ pub struct PayloadItem {
     pub dst: String,
 }
 
-/// A kernel module under test.
+/// A kernel module under test: a source tree kernlab builds against the run
+/// kernel's headers (its own build system, a `dkms.conf`, or the lab's
+/// `build` commands), or a vendor's prebuilt `.ko`. One entry may load
+/// several modules; entries load in list order and unload in reverse.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Module {
-    /// Directory with the module's source and `Kbuild`, relative to the lab
-    /// file. Built out of tree against the run kernel's headers.
-    pub source: PathBuf,
-    /// Module parameters for insmod, `name: value`. Names are C identifiers;
-    /// values are passed as one shell word each. Default: none.
+    /// The module's source tree, relative to the lab file: copied whole
+    /// (sub-directories included; `.git`, build outputs and what the
+    /// tree's `.gitignore` files ignore left out) and built out of tree.
+    /// A tree with a `dkms.conf` is built as dkms builds it (see
+    /// docs/modules.md). Absent for a prebuilt `ko`. Default: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<PathBuf>,
+    /// Build commands, each run with `sh -c` at the top of the scratch copy,
+    /// with `KDIR` (the kernel's headers), `KVER` (its release) and
+    /// `KBUILD_EXTRA_SYMBOLS` (the earlier entries' `Module.symvers`) in
+    /// the environment. Default: `make -C "$KDIR" M="$PWD" modules`, or
+    /// the `dkms.conf`'s `MAKE` when the tree has one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub build: Vec<String>,
+    /// The modules to load, in order. With `source`: built objects,
+    /// relative to the tree (default: the dkms.conf's `BUILT_MODULE_NAME`s,
+    /// else every `.ko` the build made, dependencies first). Without: a
+    /// vendor's prebuilt `.ko` files, relative to the lab file, loaded as
+    /// they are once their `vermagic` matches the run kernel. One path or a
+    /// list. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "one_or_many")]
+    pub ko: Vec<PathBuf>,
+    /// Patches applied with `patch -p1` to the scratch copy before the
+    /// build, in order, relative to the lab file. Default: none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub patches: Vec<PathBuf>,
+    /// Module parameters for insmod, `name: value`. Names are C
+    /// identifiers; in an entry that loads several modules a name goes to
+    /// the one module that declares it, or is written `module.name`.
+    /// Values are passed as one shell word each. Default: none.
     #[serde(default)]
     pub params: BTreeMap<String, String>,
+}
+
+impl Module {
+    /// A module built from the tree at `source` with its own build system.
+    pub fn tree(source: impl Into<PathBuf>) -> Module {
+        Module { source: Some(source.into()), build: Vec::new(), ko: Vec::new(), patches: Vec::new(), params: BTreeMap::new() }
+    }
+
+    /// The entry with its paths relative to the lab file (`source`,
+    /// `patches`, a prebuilt `ko`) made absolute against `base` (the lab
+    /// file's directory), for a lab written elsewhere.
+    pub fn absolute(&mut self, base: &Path) {
+        let abs = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = std::fs::canonicalize(base.join(&*p)).unwrap_or_else(|_| base.join(&*p));
+            }
+        };
+        if let Some(s) = self.source.as_mut() {
+            abs(s);
+        } else {
+            self.ko.iter_mut().for_each(abs);
+        }
+        self.patches.iter_mut().for_each(abs);
+    }
+}
+
+/// One path, or a list of them.
+fn one_or_many<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<PathBuf>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(PathBuf),
+        Many(Vec<PathBuf>),
+    }
+    Ok(match OneOrMany::deserialize(d)? {
+        OneOrMany::One(p) => vec![p],
+        OneOrMany::Many(v) => v,
+    })
 }
 /// Sampling of guest memory state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -549,10 +549,10 @@ fn a_missing_payload_src_names_its_line() {
     let file = d.path().join("lab.yaml");
     let text = "name: x\npayload:\n  - {src: there.conf, dst: /etc/there.conf}\n  - {src: gone.c, dst: /usr/bin/gone}\n";
     let lab = parse(text, &file).unwrap();
-    let e = lab.check_payload_files(&file).unwrap_err().to_string();
+    let e = lab.check_files(&file).unwrap_err().to_string();
     assert!(e.starts_with(&format!("{}:4:11: payload[1].src: `gone.c` does not exist", file.display())), "{e}");
     let ok = parse("name: x\npayload:\n  - {src: there.conf, dst: /etc/there.conf}\n", &file).unwrap();
-    ok.check_payload_files(&file).unwrap();
+    ok.check_files(&file).unwrap();
 }
 
 

@@ -167,14 +167,36 @@ impl Lab {
             .chain(self.leak.as_ref().map(|l| ("leak.baseline.modules", &l.baseline.modules)))
         {
             for (i, m) in mods.iter().enumerate() {
-                if m.source.as_os_str().is_empty() {
-                    return bad(&format!("{list}[{i}].source"), "must name the module's source directory".into());
+                match &m.source {
+                    Some(s) if s.as_os_str().is_empty() => return bad(&format!("{list}[{i}].source"), "must name the module's source directory".into()),
+                    Some(_) => {}
+                    None if m.ko.is_empty() => return bad(&format!("{list}[{i}]"), "give `source` (the module's source tree) or `ko` (a prebuilt module)".into()),
+                    None if !m.build.is_empty() => return bad(&format!("{list}[{i}].build"), "`build` needs a `source` tree to build in".into()),
+                    None if !m.patches.is_empty() => return bad(&format!("{list}[{i}].patches"), "`patches` need a `source` tree to apply to".into()),
+                    None => {}
+                }
+                for (j, c) in m.build.iter().enumerate() {
+                    if c.trim().is_empty() {
+                        return bad(&format!("{list}[{i}].build[{j}]"), "command must not be empty".into());
+                    }
+                }
+                for (j, k) in m.ko.iter().enumerate() {
+                    if k.extension().is_none_or(|e| e != "ko") {
+                        return bad(&format!("{list}[{i}].ko[{j}]"), format!("`{}` is not a `.ko` file name", k.display()));
+                    }
+                    if m.source.is_some() && (k.is_absolute() || k.components().any(|c| c == std::path::Component::ParentDir)) {
+                        return bad(&format!("{list}[{i}].ko[{j}]"), format!("`{}` must be a path inside the source tree (it names a built object)", k.display()));
+                    }
                 }
                 for (k, v) in &m.params {
-                    let ident = k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-                        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-                    if !ident {
-                        return bad(&format!("{list}[{i}].params.{k}"), format!("parameter name {k:?} is not a C identifier"));
+                    let ident = |k: &str| k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+                    // `module.name` picks one of an entry's modules.
+                    let ok = match k.split_once('.') {
+                        Some((m, p)) => ident(m) && ident(p),
+                        None => ident(k),
+                    };
+                    if !ok {
+                        return bad(&format!("{list}[{i}].params.{k}"), format!("parameter name {k:?} is not a C identifier (or `module.name`)"));
                     }
                     if v.chars().any(|c| c.is_control()) {
                         return bad(&format!("{list}[{i}].params.{k}"), "value must not contain control characters".into());
@@ -365,24 +387,84 @@ impl Lab {
     /// directory of `file` (the lab file as given: the copy in a run
     /// directory is not checked this way, its paths are relative to the
     /// original).
-    pub fn check_payload_files(&self, file: &Path) -> Result<(), LabError> {
+    pub fn check_files(&self, file: &Path) -> Result<(), LabError> {
         let base = file.parent().unwrap_or(Path::new(""));
+        let bad = |field: String, message: String| {
+            let (line, column) = self.locations.position(&field);
+            Err(LabError::Invalid { file: file.to_path_buf(), line, column, field, message })
+        };
+        let missing = |e: &io::Error| if e.kind() == io::ErrorKind::NotFound { "does not exist".to_string() } else { format!("cannot be read: {e}") };
         for (i, p) in self.payload.iter().enumerate() {
             let path = base.join(&p.src);
             if let Err(e) = std::fs::metadata(&path) {
-                let field = format!("payload[{i}].src");
-                let (line, column) = self.locations.position(&field);
-                let why = if e.kind() == io::ErrorKind::NotFound { "does not exist".to_string() } else { format!("cannot be read: {e}") };
-                return Err(LabError::Invalid {
-                    file: file.to_path_buf(),
-                    line,
-                    column,
-                    field,
-                    message: format!("`{}` {why} (looked for `{}`)", p.src.display(), path.display()),
-                });
+                return bad(format!("payload[{i}].src"), format!("`{}` {} (looked for `{}`)", p.src.display(), missing(&e), path.display()));
+            }
+        }
+        let baseline = self.leak.as_ref().map(|l| ("leak.baseline.modules", &l.baseline.modules));
+        for (list, mods) in [("modules", &self.modules)].into_iter().chain(baseline) {
+            for (i, m) in mods.iter().enumerate() {
+                if let Some(src) = &m.source {
+                    let dir = base.join(src);
+                    match std::fs::metadata(&dir) {
+                        Err(e) => return bad(format!("{list}[{i}].source"), format!("`{}` {} (looked for `{}`)", src.display(), missing(&e), dir.display())),
+                        Ok(md) if !md.is_dir() => return bad(format!("{list}[{i}].source"), format!("`{}` is not a directory: give the module's source tree", src.display())),
+                        Ok(_) => {}
+                    }
+                    if m.build.is_empty() && !crate::payload::kmod::tree::buildable(&dir) {
+                        return bad(format!("{list}[{i}].source"), format!("`{}` has no Kbuild, Makefile or dkms.conf at its top: kernlab cannot tell how to build it (give `build` commands)", src.display()));
+                    }
+                    let conf = dir.join("dkms.conf");
+                    if m.build.is_empty() && conf.is_file() {
+                        if let Err(e) = self.check_dkms(&conf) {
+                            return bad(format!("{list}[{i}].source"), e);
+                        }
+                    }
+                } else {
+                    for (j, k) in m.ko.iter().enumerate() {
+                        let path = base.join(k);
+                        if let Err(e) = std::fs::metadata(&path) {
+                            return bad(format!("{list}[{i}].ko[{j}]"), format!("`{}` {} (looked for `{}`)", k.display(), missing(&e), path.display()));
+                        }
+                        if let Err(why) = crate::payload::kmod::modinfo::read(&path) {
+                            return bad(format!("{list}[{i}].ko[{j}]"), why);
+                        }
+                    }
+                }
+                for (j, p) in m.patches.iter().enumerate() {
+                    let path = base.join(p);
+                    match std::fs::metadata(&path) {
+                        Err(e) => return bad(format!("{list}[{i}].patches[{j}]"), format!("`{}` {} (looked for `{}`)", p.display(), missing(&e), path.display())),
+                        Ok(md) if !md.is_file() => return bad(format!("{list}[{i}].patches[{j}]"), format!("`{}` is not a file", p.display())),
+                        Ok(_) => {}
+                    }
+                }
             }
         }
         Ok(())
+    }
+
+    /// Reads a module tree's dkms.conf as dkms would for this lab's kernel
+    /// (its release from a `debian-RELEASE` name; other kernels' releases
+    /// are known only once fetched, so their `BUILD_EXCLUSIVE_*` is
+    /// checked at the build).
+    fn check_dkms(&self, conf: &Path) -> Result<(), String> {
+        use crate::payload::kmod::dkms;
+        let release = self.kernel.strip_prefix("debian-");
+        let vars = dkms::Vars {
+            kernelver: release.unwrap_or(&self.kernel).to_string(),
+            arch: "x86_64".into(),
+            kernel_source_dir: PathBuf::from(format!("/lib/modules/{}/build", release.unwrap_or(&self.kernel))),
+            dkms_tree: "/var/lib/dkms".into(),
+            source_tree: "/usr/src".into(),
+            install_tree: "/lib/modules".into(),
+            module: String::new(),
+            module_version: String::new(),
+        };
+        match dkms::read(conf, &vars) {
+            Ok(_) => Ok(()),
+            Err(dkms::DkmsError::Excluded { .. }) if release.is_none() => Ok(()),
+            Err(e) => Err(crate::util::error_causes(&e)),
+        }
     }
 
     /// The resolved lab as YAML, every default filled in; `parse` of the

@@ -48,6 +48,9 @@ pub enum Event {
     SnapshotEvicted { key: String, bytes: u64 },
     SetupCommand { index: usize, command: String, status: i32, secs: f64 },
     ModuleLoaded { name: String, params: std::collections::BTreeMap<String, String>, tainted: Option<u64>, secs: f64 },
+    /// A lab module unloaded at the end of the run (reverse load order);
+    /// `ok` false with rmmod's words when the kernel refused.
+    ModuleUnloaded { name: String, ok: bool, detail: String, secs: f64 },
     KdumpLoaded { crashkernel: u64 },
     KdumpUnavailable { reason: String },
     /// `duration_secs`: how long the phase lasts; with `until_exhaustion`,

@@ -7,8 +7,10 @@
 
 pub mod calls;
 mod files;
+pub mod kmod;
 
 pub use files::{install, kind, Installed, Kind};
+pub use kmod::{build_entry, BuiltEntry, BuiltModule, Target};
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -33,10 +35,34 @@ pub enum PayloadError {
         #[source]
         source: std::io::Error,
     },
-    #[error("building module `{}` for kernel `{kernel}` failed:\n{output}", dir.display())]
+    #[error("building module `{}` for kernel `{kernel}` failed: {output}", dir.display())]
     ModuleBuild { dir: PathBuf, kernel: String, output: String },
     #[error("building module `{}` for kernel `{kernel}` produced no .ko", dir.display())]
     NoModule { dir: PathBuf, kernel: String },
+    #[error("building module `{}` for kernel `{kernel}` made no `{}` (built: {found})", dir.display(), ko.display())]
+    MissingKo { dir: PathBuf, kernel: String, ko: PathBuf, found: String },
+    #[error("the dkms package in `{}` cannot be built for kernel `{kernel}`", dir.display())]
+    Dkms {
+        dir: PathBuf,
+        kernel: String,
+        #[source]
+        source: Box<kmod::dkms::DkmsError>,
+    },
+    #[error("patch `{}` does not apply to `{}` for kernel `{kernel}`: {failed}\n{output}", patch.display(), dir.display())]
+    Patch { patch: PathBuf, dir: PathBuf, kernel: String, failed: String, output: String },
+    #[error("patch `{}` for `{}` does not exist", patch.display(), dir.display())]
+    PatchMissing { patch: PathBuf, dir: PathBuf },
+    #[error("{what} `{}` cannot be read", path.display())]
+    MissingFile {
+        what: &'static str,
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("`{}` is not a loadable kernel module: {why}", ko.display())]
+    NotAModule { ko: PathBuf, why: String },
+    #[error("module `{}` was built for another kernel: its vermagic is `{vermagic}`, the run kernel `{kernel}` is release `{release}` (insmod would refuse it: rebuild it for {release}, or run the lab on the kernel it was built for)", ko.display())]
+    Vermagic { ko: PathBuf, vermagic: String, kernel: String, release: String },
     #[error("building `{}` failed:\n{output}", source_file.display())]
     ProgramBuild { source_file: PathBuf, output: String },
     #[error("building the payload")]
@@ -49,109 +75,9 @@ pub enum PayloadError {
     },
 }
 
-/// A module built for one kernel.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct BuiltModule {
-    /// The module name (`khm` for `khm.ko`).
-    pub name: String,
-    pub ko: PathBuf,
-    pub sha256: String,
-    /// Whether this build came from the cache.
-    pub cached: bool,
-}
-
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PayloadError {
     let path = path.to_path_buf();
     move |source| PayloadError::Io { path, source }
-}
-
-/// The files of a module source directory that affect the build, sorted.
-fn source_files(dir: &Path) -> Result<Vec<PathBuf>, PayloadError> {
-    let mut files: Vec<PathBuf> = fs::read_dir(dir)
-        .map_err(|source| PayloadError::Source { dir: dir.to_path_buf(), source })?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            let n = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
-            n == "Kbuild" || n == "Makefile" || n.ends_with(".c") || n.ends_with(".h")
-        })
-        .collect();
-    files.sort();
-    Ok(files)
-}
-
-/// Builds the module in `dir` against the headers at `build_dir` (which
-/// belong to the kernel `kernel_key` names uniquely), or takes it from the cache.
-pub fn build_module(cache: &Cache, kernel: &str, kernel_key: &str, build_dir: &Path, dir: &Path) -> Result<BuiltModule, PayloadError> {
-    let files = source_files(dir)?;
-    let mut h = format!("module-v1\n{kernel_key}\n");
-    for f in &files {
-        h.push_str(&format!("{}\n{}\n", f.file_name().unwrap().to_string_lossy(), fsx::sha256_file(f).map_err(io(f))?));
-    }
-    let key = fsx::sha256_bytes(h.as_bytes());
-    let entry = cache.module_dir(&key);
-    if let Some(m) = find_ko(&entry, true)? {
-        return Ok(m);
-    }
-    let _lock = cache.lock(Lock::Module(&key)).map_err(io(&cache.locks()))?;
-    if let Some(m) = find_ko(&entry, true)? {
-        return Ok(m);
-    }
-    // make writes its objects next to the sources: build in a copy.
-    let scratch = cache.scratch("module-").map_err(io(&cache.tmp()))?;
-    let work = scratch.path().join("src");
-    fs::create_dir(&work).map_err(io(&work))?;
-    for f in &files {
-        fs::copy(f, work.join(f.file_name().unwrap())).map_err(io(f))?;
-    }
-    let out = Tool::new("make", MAKE_DEADLINE)
-        .arg("-C")
-        .arg(build_dir)
-        .arg(format!("M={}", work.display()))
-        .arg("modules")
-        .output()
-        .map_err(PayloadError::Tool)?;
-    if !out.status.success() {
-        let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-        return Err(PayloadError::ModuleBuild { dir: dir.to_path_buf(), kernel: kernel.into(), output: crate::util::tool::tail(text.as_bytes()) });
-    }
-    let built = work.join("out");
-    fs::create_dir(&built).map_err(io(&built))?;
-    let mut any = false;
-    for e in fs::read_dir(&work).map_err(io(&work))?.filter_map(|e| e.ok()) {
-        if e.path().extension().is_some_and(|x| x == "ko") {
-            fs::copy(e.path(), built.join(e.file_name())).map_err(io(&e.path()))?;
-            any = true;
-        }
-    }
-    if !any {
-        return Err(PayloadError::NoModule { dir: dir.to_path_buf(), kernel: kernel.into() });
-    }
-    cache::publish_dir(&built, &entry).map_err(io(&entry))?;
-    find_ko(&entry, false)?.ok_or_else(|| PayloadError::NoModule { dir: dir.to_path_buf(), kernel: kernel.into() })
-}
-
-/// The parameter names a built module declares (`modinfo -p`).
-pub fn module_params(ko: &Path) -> Result<Vec<String>, PayloadError> {
-    let out = Tool::new("modinfo", QUERY_DEADLINE).arg("-p").arg(ko).run().map_err(|e| PayloadError::ProgramBuild {
-        source_file: ko.to_path_buf(),
-        output: e.to_string(),
-    })?;
-    Ok(parse_modinfo_params(&String::from_utf8_lossy(&out.stdout)))
-}
-
-/// `modinfo -p` prints `name:description (type)` per parameter.
-pub fn parse_modinfo_params(text: &str) -> Vec<String> {
-    text.lines().filter_map(|l| l.split(':').next()).map(str::trim).filter(|n| !n.is_empty()).map(str::to_string).collect()
-}
-
-fn find_ko(entry: &Path, cached: bool) -> Result<Option<BuiltModule>, PayloadError> {
-    let Ok(rd) = fs::read_dir(entry) else { return Ok(None) };
-    let mut kos: Vec<PathBuf> = rd.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| p.extension().is_some_and(|x| x == "ko")).collect();
-    kos.sort();
-    let Some(ko) = kos.into_iter().next() else { return Ok(None) };
-    let name = ko.file_stem().unwrap().to_string_lossy().into_owned();
-    let sha256 = fsx::sha256_file(&ko).map_err(io(&ko))?;
-    Ok(Some(BuiltModule { name, ko, sha256, cached }))
 }
 
 /// Builds a static workload program `name` from C source `src`, or takes it from the cache.
@@ -189,12 +115,3 @@ pub fn build_program(cache: &Cache, name: &str, src: &[u8]) -> Result<PathBuf, P
     Ok(dest)
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn modinfo_params() {
-        let text = "leak:1 = skip the put of last-reference closes (the bug), 0 = correct (int)\nsymbol:function to probe (charp)\n";
-        assert_eq!(super::parse_modinfo_params(text), ["leak", "symbol"]);
-        assert!(super::parse_modinfo_params("").is_empty());
-    }
-}

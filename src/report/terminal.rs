@@ -74,6 +74,10 @@ impl Terminal {
             Event::ModuleLoaded { name, params, tainted, .. } => {
                 format!("module {name} loaded {params:?}, taint {}", tainted.map(|t| t.to_string()).unwrap_or("-".into()))
             }
+            Event::ModuleUnloaded { name, ok, detail, .. } => match ok {
+                true => format!("module {name} unloaded"),
+                false => format!("module {name} could not be unloaded: {detail}"),
+            },
             Event::QemuStarted { pid, ssh_port, .. } => format!("QEMU pid {pid}, ssh on 127.0.0.1:{ssh_port}"),
             Event::SshReady { secs_since_qemu_start } => format!("guest ready over SSH {secs_since_qemu_start:.2} s after QEMU start"),
             Event::SnapshotRestored { key, bytes, secs } => {

@@ -125,7 +125,7 @@ pub async fn run_with(opts: RunOptions, events: &Events, cancel: CancellationTok
         Ok(l) => l,
         Err(e) => return fail_early(e.into()),
     };
-    if let Err(e) = lab.check_payload_files(&opts.lab_file) {
+    if let Err(e) = lab.check_files(&opts.lab_file) {
         return fail_early(e.into());
     }
     edit(&mut lab);

@@ -45,7 +45,24 @@ pub(super) async fn run(ctx: &mut Ctx, p: Prepared, ready: Ready) -> Result<(), 
     load_modules(ctx, &guest, &p.modules, kdump_loaded).await?;
     workload(ctx, &guest, kdump_loaded).await?;
     super::instruments::collect(ctx, &guest).await;
+    unload_modules(ctx, &guest, &p.modules).await;
     Ok(())
+}
+
+/// The lab's modules unloaded in reverse load order (a later module may
+/// use an earlier one's symbols), each outcome an event. A module that
+/// will not go (still in use, a refcount it leaked) is reported, not an
+/// error: the run's results are already collected. Skipped when the guest
+/// is gone (a dump lab's guest after its panic).
+async fn unload_modules(ctx: &mut Ctx, guest: &Guest, modules: &[(BuiltModule, BTreeMap<String, String>)]) {
+    for (built, _) in modules.iter().rev() {
+        let t = Instant::now();
+        let cmd = format!("rmmod {}", tool::shell_quote(&built.name));
+        match guest.exec(&cmd, Duration::from_secs(30)).await {
+            Ok(out) => ctx.events.emit(Event::ModuleUnloaded { name: built.name.clone(), ok: out.success(), detail: out.stderr.trim().to_string(), secs: t.elapsed().as_secs_f64() }),
+            Err(_) => return,
+        }
+    }
 }
 
 /// Puts the payload in the guest at its paths, with its modes: the

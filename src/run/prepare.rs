@@ -307,35 +307,53 @@ async fn lab_payload(ctx: &mut Ctx) -> Result<Tree, RunError> {
     Ok(tree)
 }
 
-/// The lab's payload, built against `kernel`: its modules (with their
-/// parameters checked against what each module has) and the churn program,
-/// added to `payload` (the lab's own entries).
+/// The lab's payload, built against `kernel`: its modules, entry by entry
+/// (each later entry against the earlier ones' `Module.symvers`, each
+/// entry's parameters assigned to its modules and checked against what
+/// they declare), and the churn program, added to `payload` (the lab's own
+/// entries).
 async fn build_payload(ctx: &Ctx, kernel: &Kernel, mut payload: Tree) -> Result<(Tree, Vec<(BuiltModule, BTreeMap<String, String>)>), RunError> {
-    let mut modules = Vec::new();
+    let mut modules: Vec<(BuiltModule, BTreeMap<String, String>)> = Vec::new();
     if !ctx.lab.modules.is_empty() {
-        let (cache, d, k) = (ctx.cache.clone(), ctx.desc.clone(), kernel.clone());
-        let build_dir = blocking(move || kernel::headers::build_dir(&cache, &d, &k)).await??;
+        let needs_headers = ctx.lab.modules.iter().any(|m| m.source.is_some());
+        let headers = if needs_headers {
+            let (cache, d, k) = (ctx.cache.clone(), ctx.desc.clone(), kernel.clone());
+            blocking(move || kernel::headers::build_dir(&cache, &d, &k)).await??
+        } else {
+            PathBuf::new()
+        };
+        let target = payload::Target { name: kernel.name.clone(), key: kernel.package_sha256.clone(), release: kernel.release.clone(), arch: "x86_64".into(), headers };
         let base = ctx.lab_file.parent().map(Path::to_path_buf).unwrap_or_default();
-        for m in ctx.lab.modules.clone() {
+        let mut symvers: Vec<PathBuf> = Vec::new();
+        for (i, m) in ctx.lab.modules.clone().into_iter().enumerate() {
             let t = Instant::now();
-            let (cache, k, b, src) = (ctx.cache.clone(), kernel.clone(), build_dir.clone(), base.join(&m.source));
-            let built = blocking(move || payload::build_module(&cache, &k.name, &k.package_sha256, &b, &src)).await??;
-            ctx.events.emit(Event::ModuleBuilt {
-                name: built.name.clone(),
-                sha256: built.sha256.clone(),
-                cached: built.cached,
-                secs: t.elapsed().as_secs_f64(),
-            });
+            let (cache, tg, b, mm, sv) = (ctx.cache.clone(), target.clone(), base.clone(), m.clone(), symvers.clone());
+            let built = blocking(move || payload::build_entry(&cache, &tg, &b, &mm, &sv)).await??;
+            symvers.extend(built.symvers.iter().cloned());
+            for b in &built.modules {
+                ctx.events.emit(Event::ModuleBuilt { name: b.name.clone(), sha256: b.sha256.clone(), cached: b.cached, secs: t.elapsed().as_secs_f64() });
+            }
+            if !built.ignored.is_empty() {
+                tracing::info!("modules[{i}]: dkms.conf variables that only matter to an installing dkms, ignored: {}", built.ignored.join(", "));
+            }
             // insmod ignores parameters a module does not have (with a
             // warning in dmesg); a typo in a lab must not pass silently.
-            let ko = built.ko.clone();
-            let known = blocking(move || payload::module_params(&ko)).await??;
-            if let Some(p) = m.params.keys().find(|p| !known.contains(p)) {
-                return Err(RunError::ModuleParam { module: built.name.clone(), param: p.clone(), known: known.join(", ") });
+            let declared: Vec<(String, Vec<String>)> = built.modules.iter().map(|b| (b.name.clone(), b.params.clone())).collect();
+            let params = payload::kmod::assign_params(&m.params, &declared).map_err(|message| {
+                let field = format!("modules[{i}].params");
+                let (line, column) = ctx.lab.locations.position(&field);
+                RunError::Lab(lab::LabError::Invalid { file: ctx.lab_file.clone(), line, column, field, message })
+            })?;
+            for (b, p) in built.modules.into_iter().zip(params) {
+                if modules.iter().any(|(o, _)| o.name == b.name) {
+                    let field = format!("modules[{i}]");
+                    let (line, column) = ctx.lab.locations.position(&field);
+                    return Err(RunError::Lab(lab::LabError::Invalid { file: ctx.lab_file.clone(), line, column, field, message: format!("module `{}` is loaded by an earlier entry too", b.name) }));
+                }
+                let data = std::fs::read(&b.ko).map_err(|source| RunError::Write { path: b.ko.clone(), source })?;
+                payload.file(&format!("{GUEST_MODULES}/{}.ko", b.name), 0o644, data);
+                modules.push((b, p));
             }
-            let data = std::fs::read(&built.ko).map_err(|source| RunError::Write { path: built.ko.clone(), source })?;
-            payload.file(&format!("{GUEST_MODULES}/{}.ko", built.name), 0o644, data);
-            modules.push((built, m.params));
         }
     }
     if ctx.lab.workload.as_ref().is_some_and(|w| w.churn.is_some()) {
