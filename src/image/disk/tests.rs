@@ -125,8 +125,11 @@ struct HeldBy {
 
 impl HeldBy {
     fn spawn(img: &Path, log: &Path) -> HeldBy {
+        let qmp = log.with_extension("qmp");
         let mut cmd = Command::new("qemu-system-x86_64");
-        cmd.args(["-S", "-nodefaults", "-display", "none", "-drive"])
+        cmd.args(["-S", "-nodefaults", "-display", "none", "-qmp"])
+            .arg(format!("unix:{},server=on,wait=off", qmp.display()))
+            .arg("-drive")
             .arg(format!("file={},format=qcow2,if=none,id=d0", img.display()))
             .args(["-device", "virtio-blk-pci,drive=d0"])
             .stdin(Stdio::null())
@@ -152,9 +155,30 @@ fn an_image_a_running_qemu_holds_is_in_use() {
     let log = tmp.path().join("qemu.log");
     let mut qemu = HeldBy::spawn(&img, &log);
 
-    // QEMU takes the lock while it starts; poll until it holds it, at most
-    // 300 times and 30 s, and fail at once if QEMU dies instead.
+    // QEMU takes the image's lock while it opens its drives, before its
+    // main loop serves QMP. Probing the image before then races QEMU for
+    // the lock (our probe's shared lock can make QEMU's write lock fail,
+    // and QEMU exits), so wait for QMP's greeting first, without touching
+    // the image: at most 300 tries and 30 s, failing at once if QEMU dies.
     let start = Instant::now();
+    let qmp = log.with_extension("qmp");
+    let mut tries = 0;
+    loop {
+        use std::io::Read;
+        if let Ok(mut sock) = std::os::unix::net::UnixStream::connect(&qmp) {
+            sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+            let mut buf = [0u8; 16];
+            if sock.read(&mut buf).is_ok_and(|n| n > 0) {
+                break;
+            }
+        }
+        if let Some(status) = qemu.child.try_wait().unwrap() {
+            panic!("QEMU exited with {status}: {}", std::fs::read_to_string(&log).unwrap_or_default());
+        }
+        tries += 1;
+        assert!(tries < 300 && start.elapsed() < Duration::from_secs(30), "QEMU never served QMP");
+        std::thread::sleep(Duration::from_millis(100));
+    }
     let mut tries = 0;
     let err = loop {
         match inspect(&img) {
