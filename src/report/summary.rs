@@ -311,7 +311,7 @@ pub fn arms_line(m: &ArmConfig, b: &ArmConfig) -> String {
     };
     let payload = |c: &ArmConfig| match c.payload.as_slice() {
         [] => "payload none".to_string(),
-        items => format!("payload {}", items.iter().map(|p| p.dst.as_str()).collect::<Vec<_>>().join(" ")),
+        items => format!("payload {}", items.iter().map(|p| format!("{} → {}", p.src, p.dst)).collect::<Vec<_>>().join(" ")),
     };
     let arm = |name: &str, c: &ArmConfig| {
         let mut parts = vec![modules(c)];
@@ -353,7 +353,7 @@ mod arms {
         let b = ArmConfig::default();
         assert_eq!(
             arms_line(&m, &b),
-            "module: no modules, setup `touch /root/a-very-long-marker-file-name…`, payload /opt/x; baseline: no modules, setup none, payload none"
+            "module: no modules, setup `touch /root/a-very-long-marker-file-name…`, payload x.c → /opt/x; baseline: no modules, setup none, payload none"
         );
     }
 }
