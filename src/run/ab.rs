@@ -1,6 +1,6 @@
 //! An A/B leak lab: the lab as written (the `module` arm) and its baseline
-//! (the same lab with the baseline's modules, by default none) run side by
-//! side on the same kernel and schedule, each a full run in its own
+//! (the same lab with the baseline's overrides of modules, parameters,
+//! payload and setup; by default without modules) run side by side on the same kernel and schedule, each a full run in its own
 //! sub-directory; then the leak analysis decides, and the lab's expectation
 //! turns the verdict into the exit code.
 
