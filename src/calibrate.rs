@@ -41,24 +41,36 @@ impl Arms {
     }
 }
 
-/// The lab a calibration runs: both arms alike (module sources made
-/// absolute, since the file is written elsewhere), expecting no leak.
+/// The lab a calibration runs: both arms alike (module and payload
+/// sources made absolute, since the file is written elsewhere), expecting
+/// no leak. Both arms alike means alike in everything an arm may override:
+/// modules with their parameters, payload and setup.
 pub fn aa_lab(lab: &Lab, lab_file: &Path, arms: Arms) -> Lab {
     let mut l = lab.clone();
     let base = lab_file.parent().unwrap_or(Path::new("."));
-    let absolute = |m: &mut Vec<lab::Module>| {
-        for x in m.iter_mut() {
-            x.absolute(base);
+    let absolute = |p: &mut PathBuf| {
+        if p.is_relative() {
+            *p = std::fs::canonicalize(base.join(&*p)).unwrap_or_else(|_| base.join(&*p));
         }
     };
-    absolute(&mut l.modules);
+    l.modules.iter_mut().for_each(|m| m.absolute(base));
+    l.payload.iter_mut().for_each(|p| absolute(&mut p.src));
     if let Some(p) = l.leak.as_mut() {
-        absolute(&mut p.baseline.modules);
+        p.baseline.modules.iter_mut().for_each(|m| m.absolute(base));
+        p.baseline.payload.iter_mut().flatten().for_each(|p| absolute(&mut p.src));
+    }
+    let arm = match arms {
+        Arms::Baseline => Some(lab::baseline_lab(&l)),
+        Arms::Module => Some(l.clone()),
+        Arms::Lab => None,
+    };
+    if let Some(p) = l.leak.as_mut() {
         p.expect = lab::Expect::NoLeak;
-        match arms {
-            Arms::Baseline => l.modules = p.baseline.modules.clone(),
-            Arms::Module => p.baseline.modules = l.modules.clone(),
-            Arms::Lab => {}
+        if let Some(arm) = arm {
+            // Both arms: the module arm's fields, and a baseline that
+            // overrides every one of them with the same.
+            (l.modules, l.payload, l.setup) = (arm.modules.clone(), arm.payload.clone(), arm.setup.clone());
+            p.baseline = lab::Baseline { modules: arm.modules, params: Default::default(), payload: Some(arm.payload), setup: Some(arm.setup) };
         }
     }
     l.name = format!("{}-aa", lab.name);
@@ -322,6 +334,21 @@ mod tests {
         assert_eq!(m.modules[0].params["leak"], "1");
         let a = aa_lab(&l, f, Arms::Lab);
         assert_ne!(a.modules, a.leak.as_ref().unwrap().baseline.modules);
+    }
+
+    #[test]
+    fn an_aa_lab_of_a_baseline_with_its_own_params_and_setup_runs_it_in_both_arms() {
+        let mut l = Lab::new("x");
+        l.modules = vec![lab::Module { params: [("leak".to_string(), "1".to_string())].into(), ..lab::Module::tree("khm") }];
+        l.setup = vec!["echo module".into()];
+        l.leak = Some(serde_saphyr::from_str("expect: leak\nbaseline:\n  params: {leak: 0}\n  setup: [echo baseline]\n").unwrap());
+        let f = Path::new("/labs/x.yaml");
+        for (arms, leak, setup) in [(Arms::Baseline, "0", "echo baseline"), (Arms::Module, "1", "echo module")] {
+            let aa = aa_lab(&l, f, arms);
+            let b = lab::baseline_lab(&aa);
+            assert_eq!((aa.modules[0].params["leak"].as_str(), aa.setup[0].as_str()), (leak, setup), "{arms:?}");
+            assert_eq!((&b.modules, &b.payload, &b.setup), (&aa.modules, &aa.payload, &aa.setup), "{arms:?}: both arms alike");
+        }
     }
 
     /// The calibration output in docs/method.md is laid out as `render`

@@ -286,4 +286,21 @@ mod tests {
         let b = &lab.leak.as_ref().unwrap().baseline.modules[0];
         assert_eq!((b.source.as_deref(), b.params["every"].as_str()), (Some(Path::new("/scratch/x/mine")), "0"));
     }
+
+    /// A baseline that gives the lab's modules other parameters runs the
+    /// scratch copy too: it is derived from the retargeted lab.
+    #[test]
+    fn retarget_reaches_a_baseline_of_the_labs_modules_with_other_params() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir(d.path().join("mine")).unwrap();
+        let lab_file = d.path().join("lab.yaml");
+        let text = "name: b\nmodules:\n  - source: mine\n    params: {leak: 1}\nworkload:\n  churn: {}\n  duration: 20s\nleak:\n  expect: leak\n  baseline:\n    params: {leak: 0}\n";
+        std::fs::write(&lab_file, text).unwrap();
+        let mut lab = lab::load(&lab_file).unwrap();
+        let dirs = [ModuleDir { dir: d.path().join("mine").canonicalize().unwrap(), sub: PathBuf::from("mine") }];
+        assert_eq!(retarget(&mut lab, &lab_file, &dirs, Path::new("/scratch")), 1);
+        let b = lab::baseline_lab(&lab);
+        assert_eq!((b.modules[0].source.as_deref(), b.modules[0].params["leak"].as_str()), (Some(Path::new("/scratch/mine")), "0"));
+        assert_eq!(lab.modules[0].params["leak"], "1");
+    }
 }

@@ -95,13 +95,66 @@ pub enum Attribute {
     Auto,
     Off,
 }
-/// The baseline arm of an A/B lab.
+/// The baseline arm of an A/B lab: the lab itself, with what the baseline
+/// overrides. What it does not override it shares with the lab, except the
+/// modules: a baseline that says nothing of them has none (the A/B of a
+/// module against no module).
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Baseline {
-    /// The baseline's modules (e.g. the same module with `leak: 0`).
-    /// Default: none.
+    /// The baseline's modules, in place of the lab's (e.g. another build
+    /// of the product). Default: none (unless `params` is given).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
     pub modules: Vec<Module>,
+    /// The lab's own modules in the baseline, with these parameters merged
+    /// into each module entry's `params` (these win): `{leak: 0}` runs the
+    /// same module with its bug switched off. Not together with `modules`;
+    /// the lab must have modules. Default: none.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub params: BTreeMap<String, String>,
+    /// The baseline's payload, in place of the lab's (`[]`: none). Same
+    /// rules as the lab's `payload`. Default: the lab's payload.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub payload: Option<Vec<PayloadItem>>,
+    /// The baseline's setup commands, in place of the lab's (`[]`: none);
+    /// each non-empty. Default: the lab's setup.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub setup: Option<Vec<String>>,
+}
+
+/// The lab the baseline arm of `lab` runs: `lab` with its baseline's
+/// overrides applied (see [`Baseline`]); a lab without a `leak` section has
+/// the default baseline (no modules). Only the arm's modules, payload and
+/// setup differ from `lab` (the run's own changes, such as the baseline
+/// not running until exhaustion, are the caller's). Field positions move
+/// with the fields, so an error in the baseline's payload points at
+/// `leak.baseline.payload`.
+pub fn baseline_lab(lab: &Lab) -> Lab {
+    let b = lab.leak.as_ref().map(|l| l.baseline.clone()).unwrap_or_default();
+    let mut base = lab.clone();
+    base.modules = if b.params.is_empty() { b.modules } else { with_params(&lab.modules, &b.params) };
+    if let Some(p) = b.payload {
+        base.payload = p;
+        base.locations = base.locations.moved("leak.baseline.payload", "payload");
+    }
+    if let Some(s) = b.setup {
+        base.setup = s;
+        base.locations = base.locations.moved("leak.baseline.setup", "setup");
+    }
+    base
+}
+
+/// `modules` with `params` merged into each entry's parameters (`params`
+/// win). Touches a module only through its `params`.
+pub fn with_params(modules: &[Module], params: &BTreeMap<String, String>) -> Vec<Module> {
+    modules
+        .iter()
+        .cloned()
+        .map(|mut m| {
+            m.params.extend(params.iter().map(|(k, v)| (k.clone(), v.clone())));
+            m
+        })
+        .collect()
 }
 
 fn default_metric() -> String {

@@ -149,7 +149,8 @@ pub struct Lab {
     #[serde(default)]
     pub monitor: Monitor,
     /// The leak policy. When present, the run is an A/B comparison: the lab
-    /// as written (A) against a baseline without the modules (B), on the
+    /// as written (A) against its baseline (B: the lab with what
+    /// `leak.baseline` overrides, by default without the modules), on the
     /// same kernel and schedule, ending in a LEAK / NO-LEAK / INCONCLUSIVE
     /// verdict. Default: none (a plain run).
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -53,6 +53,17 @@ impl SourceMap {
         Ok(SourceMap { entries })
     }
 
+    /// The map with the field `from` and everything under it found at `to`
+    /// instead (what was at `to` is gone): a lab derived from another by
+    /// moving a field (the baseline's `setup` becoming its arm's `setup`)
+    /// keeps pointing at where the user wrote it.
+    pub(crate) fn moved(&self, from: &str, to: &str) -> SourceMap {
+        let under = |path: &str, top: &str| path.strip_prefix(top).filter(|rest| rest.is_empty() || rest.starts_with(['.', '['])).map(str::to_string);
+        let mut entries: Vec<Entry> = self.entries.iter().filter(|e| under(&e.path, to).is_none()).cloned().collect();
+        entries.extend(self.entries.iter().filter_map(|e| under(&e.path, from).map(|rest| Entry { path: format!("{to}{rest}"), ..e.clone() })));
+        SourceMap { entries }
+    }
+
     /// Position of the value at `path` (e.g. `vm.memory`, `setup[1]`). A field
     /// that was not written (left to its default) falls back to its nearest
     /// written ancestor, so an error still points somewhere useful.

@@ -635,3 +635,86 @@ fn image_rules_name_the_field() {
     }
     assert!(p("name: x\nimage: debian\nvm: {machine: pc}\n").is_ok());
 }
+
+/// A leak lab with `modules` and `baseline` as given (YAML under `leak:`).
+fn ab(top: &str, baseline: &str) -> String {
+    format!("name: x\n{top}workload:\n  commands: [\"true\"]\n  duration: 10s\nmonitor:\n  interval: 1s\nleak:\n  expect: leak\n  warmup: 1s\n{baseline}")
+}
+
+const KHM: &str = "modules:\n  - source: khm\n    params: {leak: 1, rate: 10}\n  - source: other\nsetup: [echo lab]\npayload:\n  - {src: a.c, dst: /opt/a}\n";
+
+#[test]
+fn a_baseline_without_overrides_has_no_modules_and_shares_payload_and_setup() {
+    let lab = p(&ab(KHM, "")).unwrap();
+    let b = baseline_lab(&lab);
+    assert!(b.modules.is_empty(), "today's meaning: no modules");
+    assert_eq!((&b.payload, &b.setup), (&lab.payload, &lab.setup));
+    assert_eq!(Lab { modules: lab.modules.clone(), ..b }, lab, "nothing else differs");
+}
+
+#[test]
+fn a_baseline_with_params_runs_the_labs_modules_with_them_merged() {
+    let lab = p(&ab(KHM, "  baseline:\n    params: {leak: 0, extra: \"a b\"}\n")).unwrap();
+    let b = baseline_lab(&lab);
+    assert_eq!(b.modules.len(), 2);
+    assert_eq!(b.modules[0].source.as_deref(), Some(Path::new("khm")));
+    let params = |m: &Module| m.params.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
+    assert_eq!(params(&b.modules[0]), "extra=a b,leak=0,rate=10", "the override wins, the rest stays");
+    assert_eq!(params(&b.modules[1]), "extra=a b,leak=0", "merged into every entry");
+    assert_eq!(params(&lab.modules[0]), "leak=1,rate=10", "the module arm is the lab as written");
+    assert_eq!((&b.payload, &b.setup), (&lab.payload, &lab.setup));
+}
+
+#[test]
+fn a_baseline_replaces_modules_payload_and_setup_it_names() {
+    let lab = p(&ab(KHM, "  baseline:\n    modules:\n      - source: old\n    payload: []\n    setup:\n      - echo baseline\n      - \"true\"\n")).unwrap();
+    let b = baseline_lab(&lab);
+    assert_eq!(b.modules.iter().map(|m| m.source.clone()).collect::<Vec<_>>(), [Some(PathBuf::from("old"))]);
+    assert!(b.payload.is_empty(), "`payload: []` is none, not the lab's");
+    assert_eq!(b.setup, ["echo baseline", "true"]);
+    // An error at the arm's setup points where the baseline's was written.
+    assert_eq!(b.locations.position("setup[1]"), lab.locations.position("leak.baseline.setup[1]"));
+    assert_ne!(b.locations.position("setup[1]"), lab.locations.position("setup"));
+    // Printed and read again, the lab means the same.
+    let again = p(&lab.to_yaml()).unwrap();
+    assert_eq!(baseline_lab(&again), b);
+}
+
+#[test]
+fn a_baseline_override_is_checked_like_the_labs_own_field() {
+    let cases = [
+        ("  baseline:\n    modules:\n      - source: old\n    params: {leak: 0}\n", "leak.baseline.params", "not both"),
+        ("  baseline:\n    modules: []\n    params: {leak: 0}\n", "leak.baseline.params", "not both"),
+        ("  baseline:\n    params: {\"le ak\": 0}\n", "leak.baseline.params.le ak", "not a C identifier"),
+        ("  baseline:\n    params: {leak: \"a\\\"b\"}\n", "leak.baseline.params.leak", "double quote"),
+        ("  baseline:\n    setup: [echo, \" \"]\n", "leak.baseline.setup[1]", "must not be empty"),
+        ("  baseline:\n    payload:\n      - {src: a.c, dst: opt/a}\n", "leak.baseline.payload[0].dst", "absolute guest path"),
+        ("  baseline:\n    payload:\n      - {src: a.c, dst: /tmp/a}\n", "leak.baseline.payload[0].dst", "under /tmp"),
+        ("  baseline:\n    payload:\n      - {src: a.c, dst: /opt/a}\n      - {src: b.c, dst: /opt/a/}\n", "leak.baseline.payload[1].dst", "already the dst"),
+        ("  baseline:\n    modules:\n      - source: \"\"\n", "leak.baseline.modules[0].source", "source directory"),
+    ];
+    for (baseline, field, words) in cases {
+        let text = ab(KHM, baseline);
+        assert_eq!(invalid_field(&text), field, "{baseline}");
+        let e = err(&text);
+        assert!(e.starts_with("t.yaml:") && e.contains(&format!(": {field}: ")) && e.contains(words), "{baseline}: {e}");
+    }
+    // Without modules of its own, the lab has nothing for `params` to change.
+    let e = err(&ab("", "  baseline:\n    params: {leak: 0}\n"));
+    assert!(e.contains("leak.baseline.params: the lab has no modules"), "{e}");
+    // An unknown key under the baseline is an error, as everywhere.
+    let e = err(&ab(KHM, "  baseline:\n    setpu: [x]\n"));
+    assert!(e.contains("setpu"), "{e}");
+}
+
+#[test]
+fn a_baseline_payload_file_must_exist() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("a.c"), "int main(void) { return 0; }\n").unwrap();
+    let file = dir.path().join("x.yaml");
+    let text = ab("payload:\n  - {src: a.c, dst: /opt/a}\n", "  baseline:\n    payload:\n      - {src: gone.c, dst: /opt/a}\n");
+    std::fs::write(&file, &text).unwrap();
+    let lab = load(&file).unwrap();
+    let e = lab.check_files(&file).unwrap_err().to_string();
+    assert!(e.contains("leak.baseline.payload[0].src: `gone.c` does not exist"), "{e}");
+}

@@ -140,71 +140,40 @@ impl Lab {
             return bad("vm.machine", format!("image `{}` boots a disk on a PC machine (firmware, the distro's initramfs); use `auto` or `pc`", self.image.kind()));
         }
 
-        let mut dsts = HashSet::new();
-        for (i, p) in self.payload.iter().enumerate() {
-            if p.src.as_os_str().is_empty() {
-                return bad(&format!("payload[{i}].src"), "must name a file or directory, relative to the lab file".into());
-            }
-            if let Err(m) = check_payload_dst(&p.dst) {
-                return bad(&format!("payload[{i}].dst"), m);
-            }
-            if !dsts.insert(p.dst.trim_end_matches('/')) {
-                return bad(&format!("payload[{i}].dst"), format!("{:?} is already the dst of an earlier payload entry", p.dst));
-            }
+        if let Err((field, m)) = check_payload(&self.payload, "payload") {
+            return bad(&field, m);
         }
-
-        for (i, cmd) in self.setup.iter().enumerate() {
-            if cmd.trim().is_empty() {
-                return bad(
-                    &format!("setup[{i}]"),
-                    "command must not be empty".to_string(),
-                );
-            }
+        if let Err((field, m)) = check_setup(&self.setup, "setup") {
+            return bad(&field, m);
         }
-
-        for (list, mods) in [("modules", &self.modules)]
-            .into_iter()
-            .chain(self.leak.as_ref().map(|l| ("leak.baseline.modules", &l.baseline.modules)))
-        {
-            for (i, m) in mods.iter().enumerate() {
-                match &m.source {
-                    Some(s) if s.as_os_str().is_empty() => return bad(&format!("{list}[{i}].source"), "must name the module's source directory".into()),
-                    Some(_) => {}
-                    None if m.ko.is_empty() => return bad(&format!("{list}[{i}]"), "give `source` (the module's source tree) or `ko` (a prebuilt module)".into()),
-                    None if !m.build.is_empty() => return bad(&format!("{list}[{i}].build"), "`build` needs a `source` tree to build in".into()),
-                    None if !m.patches.is_empty() => return bad(&format!("{list}[{i}].patches"), "`patches` need a `source` tree to apply to".into()),
-                    None => {}
+        if let Err((field, m)) = check_modules(&self.modules, "modules") {
+            return bad(&field, m);
+        }
+        if let Some(b) = self.leak.as_ref().map(|l| &l.baseline) {
+            if let Err((field, m)) = check_modules(&b.modules, "leak.baseline.modules") {
+                return bad(&field, m);
+            }
+            if !b.params.is_empty() {
+                // `modules: []` with `params` is a contradiction too: the
+                // position says whether `modules` was written at all.
+                if !b.modules.is_empty() || self.locations.position("leak.baseline.modules") != self.locations.position("leak.baseline") {
+                    return bad("leak.baseline.params", "give either `modules` (the baseline's own modules) or `params` (the lab's modules with other parameters), not both".into());
                 }
-                for (j, c) in m.build.iter().enumerate() {
-                    if c.trim().is_empty() {
-                        return bad(&format!("{list}[{i}].build[{j}]"), "command must not be empty".into());
-                    }
+                if self.modules.is_empty() {
+                    return bad("leak.baseline.params", "the lab has no modules to give these parameters to; list the lab's `modules`, or give the baseline its own `modules`".into());
                 }
-                for (j, k) in m.ko.iter().enumerate() {
-                    if k.extension().is_none_or(|e| e != "ko") {
-                        return bad(&format!("{list}[{i}].ko[{j}]"), format!("`{}` is not a `.ko` file name", k.display()));
-                    }
-                    if m.source.is_some() && (k.is_absolute() || k.components().any(|c| c == std::path::Component::ParentDir)) {
-                        return bad(&format!("{list}[{i}].ko[{j}]"), format!("`{}` must be a path inside the source tree (it names a built object)", k.display()));
-                    }
+                if let Err((field, m)) = check_params(&b.params, "leak.baseline.params") {
+                    return bad(&field, m);
                 }
-                for (k, v) in &m.params {
-                    let ident = |k: &str| k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-                    // `module.name` picks one of an entry's modules.
-                    let ok = match k.split_once('.') {
-                        Some((m, p)) => ident(m) && ident(p),
-                        None => ident(k),
-                    };
-                    if !ok {
-                        return bad(&format!("{list}[{i}].params.{k}"), format!("parameter name {k:?} is not a C identifier (or `module.name`)"));
-                    }
-                    if v.chars().any(|c| c.is_control()) {
-                        return bad(&format!("{list}[{i}].params.{k}"), "value must not contain control characters".into());
-                    }
-                    if v.contains('"') {
-                        // The kernel's argument parser has no escape for it.
-                        return bad(&format!("{list}[{i}].params.{k}"), "value must not contain a double quote (the kernel cannot take one in a module parameter)".into());
-                    }
+            }
+            if let Some(p) = &b.payload {
+                if let Err((field, m)) = check_payload(p, "leak.baseline.payload") {
+                    return bad(&field, m);
+                }
+            }
+            if let Some(s) = &b.setup {
+                if let Err((field, m)) = check_setup(s, "leak.baseline.setup") {
+                    return bad(&field, m);
                 }
             }
         }
@@ -383,7 +352,8 @@ impl Lab {
         Ok(())
     }
 
-    /// Checks that every `payload` entry's `src` exists, relative to the
+    /// Checks that every `payload` entry's `src` (the baseline's too)
+    /// exists, relative to the
     /// directory of `file` (the lab file as given: the copy in a run
     /// directory is not checked this way, its paths are relative to the
     /// original).
@@ -394,10 +364,13 @@ impl Lab {
             Err(LabError::Invalid { file: file.to_path_buf(), line, column, field, message })
         };
         let missing = |e: &io::Error| if e.kind() == io::ErrorKind::NotFound { "does not exist".to_string() } else { format!("cannot be read: {e}") };
-        for (i, p) in self.payload.iter().enumerate() {
-            let path = base.join(&p.src);
-            if let Err(e) = std::fs::metadata(&path) {
-                return bad(format!("payload[{i}].src"), format!("`{}` {} (looked for `{}`)", p.src.display(), missing(&e), path.display()));
+        let baseline = self.leak.as_ref().and_then(|l| l.baseline.payload.as_ref());
+        for (list, items) in [("payload", &self.payload)].into_iter().chain(baseline.map(|p| ("leak.baseline.payload", p))) {
+            for (i, p) in items.iter().enumerate() {
+                let path = base.join(&p.src);
+                if let Err(e) = std::fs::metadata(&path) {
+                    return bad(format!("{list}[{i}].src"), format!("`{}` {} (looked for `{}`)", p.src.display(), missing(&e), path.display()));
+                }
             }
         }
         let baseline = self.leak.as_ref().map(|l| ("leak.baseline.modules", &l.baseline.modules));
@@ -550,6 +523,88 @@ fn check_payload_dst(dst: &str) -> Result<(), String> {
     }
     if let Some(m) = MOUNTED_DIRS.iter().find(|m| trimmed == **m || trimmed.starts_with(&format!("{m}/"))) {
         return Err(format!("{dst:?} is under {m}, which the guest mounts a fresh file system on at boot; use another directory (e.g. /opt or /root)"));
+    }
+    Ok(())
+}
+
+/// A field path and what is wrong there.
+type FieldError = (String, String);
+
+/// A payload list (`list` is its field path): each `src` named, each `dst`
+/// a usable guest path, no `dst` twice.
+fn check_payload(items: &[PayloadItem], list: &str) -> Result<(), FieldError> {
+    let mut dsts = HashSet::new();
+    for (i, p) in items.iter().enumerate() {
+        if p.src.as_os_str().is_empty() {
+            return Err((format!("{list}[{i}].src"), "must name a file or directory, relative to the lab file".into()));
+        }
+        check_payload_dst(&p.dst).map_err(|m| (format!("{list}[{i}].dst"), m))?;
+        if !dsts.insert(p.dst.trim_end_matches('/')) {
+            return Err((format!("{list}[{i}].dst"), format!("{:?} is already the dst of an earlier payload entry", p.dst)));
+        }
+    }
+    Ok(())
+}
+
+/// A list of setup commands, each non-empty.
+fn check_setup(commands: &[String], list: &str) -> Result<(), FieldError> {
+    match commands.iter().position(|c| c.trim().is_empty()) {
+        Some(i) => Err((format!("{list}[{i}]"), "command must not be empty".into())),
+        None => Ok(()),
+    }
+}
+
+/// A list of modules: each with a source, its parameters well formed.
+fn check_modules(mods: &[Module], list: &str) -> Result<(), FieldError> {
+    for (i, m) in mods.iter().enumerate() {
+        let at = |f: &str| format!("{list}[{i}]{f}");
+        match &m.source {
+            Some(s) if s.as_os_str().is_empty() => return Err((at(".source"), "must name the module's source directory".into())),
+            Some(_) => {}
+            None if m.ko.is_empty() => return Err((at(""), "give `source` (the module's source tree) or `ko` (a prebuilt module)".into())),
+            None if !m.build.is_empty() => return Err((at(".build"), "`build` needs a `source` tree to build in".into())),
+            None if !m.patches.is_empty() => return Err((at(".patches"), "`patches` need a `source` tree to apply to".into())),
+            None => {}
+        }
+        for (j, c) in m.build.iter().enumerate() {
+            if c.trim().is_empty() {
+                return Err((at(&format!(".build[{j}]")), "command must not be empty".into()));
+            }
+        }
+        for (j, k) in m.ko.iter().enumerate() {
+            if k.extension().is_none_or(|e| e != "ko") {
+                return Err((at(&format!(".ko[{j}]")), format!("`{}` is not a `.ko` file name", k.display())));
+            }
+            if m.source.is_some() && (k.is_absolute() || k.components().any(|c| c == std::path::Component::ParentDir)) {
+                return Err((at(&format!(".ko[{j}]")), format!("`{}` must be a path inside the source tree (it names a built object)", k.display())));
+            }
+        }
+        check_params(&m.params, &format!("{list}[{i}].params"))?;
+    }
+    Ok(())
+}
+
+/// Module parameters (`at` is the map's field path): names are C
+/// identifiers, values one line the kernel's parser can take.
+fn check_params(params: &BTreeMap<String, String>, at: &str) -> Result<(), FieldError> {
+    for (k, v) in params {
+        let field = format!("{at}.{k}");
+        let ident = |k: &str| k.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        // `module.name` picks one of an entry's modules.
+        let ok = match k.split_once('.') {
+            Some((m, p)) => ident(m) && ident(p),
+            None => ident(k),
+        };
+        if !ok {
+            return Err((field, format!("parameter name {k:?} is not a C identifier (or `module.name`)")));
+        }
+        if v.chars().any(|c| c.is_control()) {
+            return Err((field, "value must not contain control characters".into()));
+        }
+        if v.contains('"') {
+            // The kernel's argument parser has no escape for it.
+            return Err((field, "value must not contain a double quote (the kernel cannot take one in a module parameter)".into()));
+        }
     }
     Ok(())
 }

@@ -24,6 +24,45 @@ pub struct ArmOutcome {
     pub error: Option<String>,
     /// Failed samples in the arm (its report.json's `sample_gaps`).
     pub sample_gaps: u64,
+    /// What the arm ran: its modules with their parameters, its payload
+    /// and its setup. Absent in reports written before arms had their own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub config: Option<ArmConfig>,
+}
+
+/// What one arm of an A/B lab put into its guest and ran there: the arm's
+/// lab's modules, payload and setup.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArmConfig {
+    pub modules: Vec<ArmModule>,
+    pub payload: Vec<ArmPayload>,
+    pub setup: Vec<String>,
+}
+
+/// A module entry of an arm: its source as the lab names it, with the
+/// parameters it was loaded with.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArmModule {
+    pub source: String,
+    pub params: std::collections::BTreeMap<String, String>,
+}
+
+/// A payload entry of an arm.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ArmPayload {
+    pub src: String,
+    pub dst: String,
+}
+
+impl ArmConfig {
+    /// The arm of `lab` (one of [`crate::run::ab::arm_labs`]'s).
+    pub fn of(lab: &crate::lab::Lab) -> ArmConfig {
+        ArmConfig {
+            modules: lab.modules.iter().map(|m| ArmModule { source: m.source.as_ref().map(|s| s.display().to_string()).unwrap_or_else(|| m.ko.iter().map(|k| k.display().to_string()).collect::<Vec<_>>().join(" ")), params: m.params.clone() }).collect(),
+            payload: lab.payload.iter().map(|p| ArmPayload { src: p.src.display().to_string(), dst: p.dst.clone() }).collect(),
+            setup: lab.setup.clone(),
+        }
+    }
 }
 
 /// The top-level `report.json` of an A/B lab.

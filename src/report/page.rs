@@ -388,6 +388,9 @@ pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData,
             rows.push((name, TableCell::Html(html::pre(e))));
         }
     }
+    if let (Some(m), Some(b)) = (&r.module.config, &r.baseline.config) {
+        rows.push(("what the arms ran", TableCell::Text(super::summary::arms_line(m, b))));
+    }
     rows.push(("arms", TableCell::Html(html! { (html::link("module/report.html", "module arm report")) " · " (html::link("baseline/report.html", "baseline arm report")) })));
     rows.push(("duration", TableCell::Text(format!("{:.1} s", r.secs))));
     let mut verdict = vec![html::pairs("verdict", &rows)];
@@ -722,7 +725,7 @@ mod tests {
         };
         let an = crate::analysis::leak::analyze(&module.series, &baseline.series, &policy, true);
         assert_eq!(an.verdict, crate::stats::Verdict::Leak, "{}", an.reason);
-        let outcome = |dir: &str| crate::outcome::leak::ArmOutcome { dir: dir.into(), exit_code: 0, error: None, sample_gaps: 0 };
+        let outcome = |dir: &str| crate::outcome::leak::ArmOutcome { dir: dir.into(), exit_code: 0, error: None, sample_gaps: 0, config: None };
         let r = LeakReport {
             schema: crate::outcome::leak::SCHEMA.into(),
             lab: "leak-lab".into(),

@@ -6,7 +6,7 @@ use std::path::Path;
 use crate::ui::columns::{self, Column};
 use crate::analysis::leak::{self, LeakAnalysis};
 use crate::analysis::attribution::Role;
-use crate::outcome::leak::{Attribution, LeakReport};
+use crate::outcome::leak::{ArmConfig, ArmModule, Attribution, LeakReport};
 use crate::outcome::run::{ExhaustionOutcome, RunOutcome};
 use crate::stats::Verdict;
 
@@ -240,6 +240,9 @@ pub fn leak_summary(r: &LeakReport, dir: &Path) -> String {
     let (v, held) = verdict_words(r);
     let v = if held.is_empty() { v.to_string() } else { format!("{v} {held}") };
     let _ = writeln!(s, "lab {} on {}: {v} (expect {:?}, exit {})", r.lab, r.kernel, r.expect, r.exit_code);
+    if let (Some(m), Some(b)) = (&r.module.config, &r.baseline.config) {
+        let _ = writeln!(s, "  arms: {}", arms_line(m, b));
+    }
     if let Some(a) = &r.analysis {
         for line in analysis_lines(a, &r.stopped) {
             let _ = writeln!(s, "  {line}");
@@ -288,12 +291,79 @@ pub fn leak_summary(r: &LeakReport, dir: &Path) -> String {
     s
 }
 
+/// What each arm ran, in one line: each arm's modules with their
+/// parameters (`khm leak=1`), and its setup and payload where the two arms
+/// differ in them (what they share is the lab's and goes unsaid).
+pub fn arms_line(m: &ArmConfig, b: &ArmConfig) -> String {
+    let modules = |c: &ArmConfig| {
+        if c.modules.is_empty() {
+            return "no modules".to_string();
+        }
+        let one = |x: &ArmModule| {
+            let name = Path::new(&x.source).file_name().map_or_else(|| x.source.clone(), |n| n.to_string_lossy().into_owned());
+            std::iter::once(name).chain(x.params.iter().map(|(k, v)| format!("{k}={v}"))).collect::<Vec<_>>().join(" ")
+        };
+        c.modules.iter().map(one).collect::<Vec<_>>().join(", ")
+    };
+    let setup = |c: &ArmConfig| match c.setup.as_slice() {
+        [] => "setup none".to_string(),
+        cmds => format!("setup {}", cmds.iter().map(|c| format!("`{}`", shorten(c, 40))).collect::<Vec<_>>().join(" ")),
+    };
+    let payload = |c: &ArmConfig| match c.payload.as_slice() {
+        [] => "payload none".to_string(),
+        items => format!("payload {}", items.iter().map(|p| format!("{} → {}", p.src, p.dst)).collect::<Vec<_>>().join(" ")),
+    };
+    let arm = |name: &str, c: &ArmConfig| {
+        let mut parts = vec![modules(c)];
+        if m.setup != b.setup {
+            parts.push(setup(c));
+        }
+        if m.payload != b.payload {
+            parts.push(payload(c));
+        }
+        format!("{name}: {}", parts.join(", "))
+    };
+    format!("{}; {}", arm("module", m), arm("baseline", b))
+}
+
+/// `s` cut to `max` characters, with an ellipsis when cut.
+fn shorten(s: &str, max: usize) -> String {
+    match s.char_indices().nth(max) {
+        Some((i, _)) => format!("{}…", &s[..i]),
+        None => s.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod arms {
+    use super::*;
+    use crate::outcome::leak::ArmPayload;
+
+    fn khm(leak: &str) -> ArmModule {
+        ArmModule { source: "khm".into(), params: [("leak".to_string(), leak.to_string())].into() }
+    }
+
+    #[test]
+    fn the_arms_line_names_each_arms_modules_and_only_what_differs_besides() {
+        let setup = vec!["sysctl -w vm.dirty_ratio=10".to_string()];
+        let m = ArmConfig { modules: vec![khm("1")], payload: vec![], setup: setup.clone() };
+        let b = ArmConfig { modules: vec![khm("0")], payload: vec![], setup };
+        assert_eq!(arms_line(&m, &b), "module: khm leak=1; baseline: khm leak=0");
+        let m = ArmConfig { modules: vec![], payload: vec![ArmPayload { src: "x.c".into(), dst: "/opt/x".into() }], setup: vec!["touch /root/a-very-long-marker-file-name-for-the-module-arm".into()] };
+        let b = ArmConfig::default();
+        assert_eq!(
+            arms_line(&m, &b),
+            "module: no modules, setup `touch /root/a-very-long-marker-file-name…`, payload x.c → /opt/x; baseline: no modules, setup none, payload none"
+        );
+    }
+}
+
 #[cfg(test)]
 mod readme {
     /// The line shapes the A/B summary prints: the prefix of each kind of
     /// line, or the whole table header.
     fn shapes() -> Vec<String> {
-        let mut v: Vec<String> = ["lab ", "  why: ", "  kind: ", "    - ", "  code: ", "  attribution pass: ", "    tried: ", "  undecided: ", "  rules out (80 % power): ", "  needs: ", "  exhausts ", "  vmcore by ", "  crash: ", "  crash triage skipped: ", "  sample gaps: ", "  module arm: ", "  run directory: "]
+        let mut v: Vec<String> = ["lab ", "  why: ", "  kind: ", "    - ", "  code: ", "  attribution pass: ", "    tried: ", "  undecided: ", "  rules out (80 % power): ", "  needs: ", "  exhausts ", "  vmcore by ", "  crash: ", "  crash triage skipped: ", "  sample gaps: ", "  module arm: ", "  arms: ", "  run directory: "]
             .iter()
             .map(|s| s.to_string())
             .collect();

@@ -1,6 +1,6 @@
 //! An A/B leak lab: the lab as written (the `module` arm) and its baseline
-//! (the same lab with the baseline's modules, by default none) run side by
-//! side on the same kernel and schedule, each a full run in its own
+//! (the same lab with the baseline's overrides of modules, parameters,
+//! payload and setup; by default without modules) run side by side on the same kernel and schedule, each a full run in its own
 //! sub-directory; then the leak analysis decides, and the lab's expectation
 //! turns the verdict into the exit code.
 
@@ -10,7 +10,7 @@ use std::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use crate::outcome::event::{Event, Events};
-pub use crate::outcome::leak::{ArmOutcome, Attribution, CrashView, LeakReport, SCHEMA};
+pub use crate::outcome::leak::{ArmConfig, ArmOutcome, Attribution, CrashView, LeakReport, SCHEMA};
 use super::rundir::RunDir;
 use super::{run_arm, Arm, RunEnd};
 use crate::analysis::leak::{self, ArmSeries, Floors, Policy};
@@ -45,13 +45,13 @@ pub(super) fn sub_arm(arm: &Arm, parent: &Path, name: &str, lab: Lab, decided: C
     Ok(Arm { lab, lab_file: arm.lab_file.clone(), desc: arm.desc.clone(), cache: arm.cache.clone(), dir, events, decided, instruments })
 }
 
-/// The module and baseline labs of an A/B lab: the baseline has the
-/// baseline's modules and runs its workload's duration (only the module
-/// arm runs until exhaustion).
-pub(super) fn arm_labs(lab: &Lab) -> (Lab, Lab) {
-    let policy = lab.leak.as_ref().expect("arm_labs is called for leak labs");
-    let mut base = lab.clone();
-    base.modules = policy.baseline.modules.clone();
+/// The module and baseline labs of an A/B lab: the module arm is the lab
+/// as written; the baseline is the lab with its baseline's modules,
+/// parameters, payload and setup ([`crate::lab::baseline_lab`]) and runs
+/// its workload's duration (only the module arm runs until exhaustion).
+pub(crate) fn arm_labs(lab: &Lab) -> (Lab, Lab) {
+    assert!(lab.leak.is_some(), "arm_labs is called for leak labs");
+    let mut base = crate::lab::baseline_lab(lab);
     if let Some(x) = base.exhaustion.as_mut() {
         (x.until, x.max) = (false, None);
     }
@@ -88,6 +88,7 @@ pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) 
         exit_code: r.exit_code,
         error: r.error.clone(),
         sample_gaps: r.outcome.as_ref().map_or(0, |o| o.sample_gaps),
+        config: None,
     };
     let crash = crash_view(ra.outcome.as_ref());
     let mut report = assemble(&arm.lab, outcome(&ra, &a_dir), outcome(&rb, &b_dir), crash, &a_dir, &b_dir, start.elapsed().as_secs_f64());
@@ -210,8 +211,10 @@ async fn watch_looks(lab: Lab, a_dir: PathBuf, b_dir: PathBuf, decided: Cancella
 
 /// The report of the two arms, from what they left on disk (the samples)
 /// and how each ended: an arm that failed leaves no verdict.
-fn assemble(lab: &Lab, module: ArmOutcome, baseline: ArmOutcome, crash: Option<CrashView>, a_dir: &Path, b_dir: &Path, secs: f64) -> LeakReport {
+fn assemble(lab: &Lab, mut module: ArmOutcome, mut baseline: ArmOutcome, crash: Option<CrashView>, a_dir: &Path, b_dir: &Path, secs: f64) -> LeakReport {
     let policy = lab.leak.clone().expect("assemble is called for leak labs");
+    let (ml, bl) = arm_labs(lab);
+    (module.config, baseline.config) = (Some(ArmConfig::of(&ml)), Some(ArmConfig::of(&bl)));
     let failed = [module.exit_code, baseline.exit_code].into_iter().find(|c| *c != exit::OK);
     let (analysis, verdict, held, exit_code, kind) = if let Some(code) = failed {
         let code = if code == exit::INTERRUPTED { code } else { exit::INFRA };
@@ -270,13 +273,14 @@ pub fn recover(top: &Path) -> Result<LeakReport, crate::lab::LabError> {
         let dir = top.join(name);
         let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
         match crate::outcome::read::<RunOutcome>(&dir.join("report.json")) {
-            Ok(r) => (ArmOutcome { exit_code: r.exit_code, error: r.error.clone(), sample_gaps: r.sample_gaps, dir: dir.display().to_string() }, Some(r)),
+            Ok(r) => (ArmOutcome { exit_code: r.exit_code, error: r.error.clone(), sample_gaps: r.sample_gaps, dir: dir.display().to_string(), config: None }, Some(r)),
             Err(e) => (
                 ArmOutcome {
                     exit_code: exit::INFRA,
                     error: Some(format!("the {name} arm left no report (it did not finish): {e}")),
                     sample_gaps: 0,
                     dir: dir.display().to_string(),
+                    config: None,
                 },
                 None,
             ),
