@@ -124,6 +124,9 @@ pub fn analysis_lines(a: &LeakAnalysis, stopped: &str) -> Vec<String> {
         a.sequential.looks.len(),
         if a.sequential.looks.len() == 1 { "" } else { "s" }
     ));
+    if let Some(n) = &a.basis_note {
+        out.push(format!("basis: {n}"));
+    }
     if let Some(t) = &a.total {
         out.push(format!(
             "{} module − baseline: {} bytes/{u} [{} .. {}], {}{rate}; floor {} bytes/{u}",
