@@ -85,7 +85,7 @@ pub enum KernelFormat {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Workload {
-    /// The built-in churn workload of files or sockets (`labs/workloads/churn.c`), run
+    /// The built-in churn workload of files, sockets or pipes (`labs/workloads/churn.c`), run
     /// before and alongside the commands. Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub churn: Option<Churn>,
