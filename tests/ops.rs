@@ -101,6 +101,12 @@ fn pipe_churn_counts_its_operations() {
     let rate = (last.ops - first.ops) as f64 / (last.t - first.t);
     assert!(rows.len() >= 4 && rate > 0.0, "ops/s {rate}: {rows:?}");
     assert!((300.0..1200.0).contains(&rate), "ops/s {rate} at rate 1000");
+    // The plain run's report.json and summary carry the count too.
+    let o = &report(&dir)["operations"];
+    assert_eq!(o["total"].as_u64().unwrap(), last.ops - first.ops, "{o}");
+    assert!(o["per_s"].as_f64().unwrap() > 0.0, "{o}");
+    let again = run(&["report", dir.to_str().unwrap()]);
+    assert!(text(&again.stdout).contains(&format!("operations {} (", last.ops - first.ops)), "{}", text(&again.stdout));
     // The churn's own last line, fetched after it was stopped, when it got there.
     let log = std::fs::read_to_string(dir.join("workload.log")).unwrap();
     assert!(!log.contains("usage") && !log.contains("failed"), "{log}");

@@ -245,6 +245,7 @@ pub fn run_page(d: &RunData, footer: &str) -> String {
         rows.extend([
             ("accelerator", TableCell::Text(r.accel.clone().unwrap_or_else(|| "-".into()))),
             ("samples", TableCell::Text(format!("{} ({} gaps)", r.samples, r.sample_gaps))),
+            ("operations", TableCell::Text(r.operations.map(|o| o.words()).unwrap_or_else(|| "- (no workload)".into()))),
             ("boot to SSH", TableCell::Text(format!("{:.2} s (init {})", r.timings.boot_to_ssh, opt(r.timings.init, |s| format!("{s:.2} s"))))),
             ("total", TableCell::Text(format!("{:.1} s", r.timings.total))),
         ]);

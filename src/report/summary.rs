@@ -20,6 +20,9 @@ pub fn run_summary(rep: &RunOutcome, dir: Option<&Path>) -> String {
         "  samples {} (gaps {}), boot to SSH {:.2} s, total {:.1} s",
         rep.samples, rep.sample_gaps, rep.timings.boot_to_ssh, rep.timings.total
     );
+    if let Some(o) = &rep.operations {
+        let _ = writeln!(s, "  operations {}", o.words());
+    }
     for key in ["MemAvailable", "Slab", "SUnreclaim"] {
         if let Some(v) = rep.meminfo.get(key) {
             let _ = writeln!(s, "  {key:<13} {:>10} KiB → {:>10} KiB ({:+} KiB)", v.first / 1024, v.last / 1024, v.delta / 1024);
