@@ -178,6 +178,19 @@ fn ops_filter_at(ops_file: &str, fifo: &str, running: &str) -> Vec<String> {
     ]
 }
 
+/// When the churn owns the count (no `workload.ops`) and the commands
+/// printed `kernlab-ops N` lines anyway, those lines counted nothing: the
+/// warning that says so, else `None`.
+pub fn ignored_ops_lines(w: &lab::Workload, log: &str) -> Option<String> {
+    let is_count = |l: &str| l.strip_prefix("kernlab-ops ").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    (w.churn.is_some() && !w.counts_lines() && !w.commands.is_empty() && log.lines().any(is_count)).then(|| {
+        format!(
+            "the workload printed `kernlab-ops N` lines, but the churn counts this lab's operations, so they were ignored; give `workload.ops` to count with them instead (see {})",
+            crate::analysis::leak::OPS_DOC
+        )
+    })
+}
+
 /// The FIFO the workload's stdout goes through, and the file that is there
 /// while the filter runs (a pid would outlive it as an unreaped zombie
 /// where pid 1 does not reap orphans).
@@ -239,6 +252,15 @@ mod tests {
         assert_eq!(insmod_command("khm", &p), "insmod /opt/kernlab/modules/khm.ko leak=1 'symbol=\"x; reboot\"'");
         p.insert("symbol".to_string(), "it's$(x)`y`;z".to_string());
         assert_eq!(insmod_command("khm", &p), "insmod /opt/kernlab/modules/khm.ko leak=1 'symbol=it'\\''s$(x)`y`;z'");
+    }
+
+    #[test]
+    fn kernlab_ops_lines_beside_a_churn_are_warned_about() {
+        let mut w = lab::Workload { churn: Some(lab::Churn::default()), commands: vec!["app".into()], duration: Duration::from_secs(5), ops: None };
+        assert!(ignored_ops_lines(&w, "x\nkernlab-ops 12\n").unwrap().contains("give `workload.ops`"));
+        assert_eq!(ignored_ops_lines(&w, "kernlab-ops x\nkernlab-ops \n"), None);
+        w.ops = Some("/run/app/ops".into());
+        assert_eq!(ignored_ops_lines(&w, "kernlab-ops 12\n"), None);
     }
 
     #[test]
