@@ -1,6 +1,6 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
- * churn - create and close files, sockets or both, as fast as asked.
+ * churn - create and close files, sockets, both, or pipes, as fast as asked.
  *
  * Kinds (-k), and what one operation ("op") is:
  *
@@ -19,6 +19,9 @@
  *   mixed    files and sockets: -m PCT percent of the ops are socket
  *            closes (default 50), interleaved: a socket step (2 ops)
  *            whenever sockets are behind their share, else a file op.
+ *   pipes    one op = one pipe made and both its ends closed, pipe() and
+ *            pipe2(O_CLOEXEC) in turn: a pipefs inode and its two files
+ *            (the same path as -p, as the lab's own kind, counted as ops).
  *
  * Every socket fd comes from sock_alloc_file(): a sockfs dentry with its
  * inode in sock_inode_cache, so a close hook that leaks the path pins one
@@ -27,9 +30,9 @@
  *
  *   churn [-k KIND] [-d DIR] [-n COUNT] [-t SECONDS] [-r RATE] [-w BYTES] [-c COUNTFILE] [-p]
  *
- *   -k KIND       files (default), sockets or mixed
+ *   -k KIND       files (default), sockets, mixed or pipes
  *   -m PCT        with -k mixed: percent of the ops that close a socket (1-99, default 50)
- *   -d DIR        where the files are made (required unless -k sockets)
+ *   -d DIR        where the files are made (required with -k files or mixed)
  *   -n COUNT      stop after COUNT ops (0 = unlimited, default)
  *   -t SECONDS    stop after this long (fractions allowed; 0 = unlimited)
  *   -r RATE       ops per second (0 = flat out, default).  Paced in batches
@@ -39,7 +42,7 @@
  *   -w BYTES      bytes to write into each file (default 0)
  *   -c COUNTFILE  cumulative op count, "N\n", replaced atomically
  *                 (temp file + rename) at least every 100 ms and at exit
- *   -p            also churn pipes (with file ops)
+ *   -p            also churn pipes (with file ops; not with -k pipes)
  *
  * At most four descriptors are open at once (the listener, a pair, the
  * count file); every one is closed on every path.  Signals: SIGTERM/SIGINT
@@ -49,7 +52,7 @@
  * 1 on a runtime error (e.g. ENOSPC, ENOBUFS; the count reached is
  * reported), 2 on a usage error.  Last stdout line:
  *   churn: ops=N seconds=S rate=R/s [files=F sockets=S] [pipes=P]
- * (files= and sockets= with -k sockets or mixed).
+ * (files= and sockets= with -k sockets or mixed; pipes= with -p or -k pipes).
  *
  * Build: gcc -O2 -static -Wall -Wextra -o churn churn.c
  */
@@ -73,7 +76,7 @@
 #define WBUF_SIZE		65536
 #define ACCEPT_TIMEOUT_MS	30000	/* loopback: the connection is queued at once */
 
-enum kind { KIND_FILES, KIND_SOCKETS, KIND_MIXED };
+enum kind { KIND_FILES, KIND_SOCKETS, KIND_MIXED, KIND_PIPES };
 
 static volatile sig_atomic_t stop_sig;
 
@@ -100,7 +103,7 @@ static int64_t now_ns(void)
 static void usage(const char *prog)
 {
 	fprintf(stderr,
-		"usage: %s [-k files|sockets|mixed] [-m PCT] [-d DIR] [-n COUNT] [-t SECONDS] [-r RATE] [-w BYTES] [-c COUNTFILE] [-p]\n",
+		"usage: %s [-k files|sockets|mixed|pipes] [-m PCT] [-d DIR] [-n COUNT] [-t SECONDS] [-r RATE] [-w BYTES] [-c COUNTFILE] [-p]\n",
 		prog);
 	exit(2);
 }
@@ -367,6 +370,23 @@ static int pair_step(unsigned long long *ops)
 	return 0;
 }
 
+/* One pipe made and both ends closed: 1 op.  Odd steps use pipe(), even
+ * ones pipe2(O_CLOEXEC), so both system calls are exercised. */
+static int pipe_step(unsigned long long *ops)
+{
+	int p[2];
+	int r = (*ops % 2) ? pipe(p) : pipe2(p, O_CLOEXEC);
+
+	if (r < 0) {
+		fail((*ops % 2) ? "pipe" : "pipe2");
+		return -1;
+	}
+	close(p[0]);
+	close(p[1]);
+	(*ops)++;
+	return 0;
+}
+
 /* One lone socket, for the last op under -n. */
 static int lone_socket_step(unsigned long long *ops)
 {
@@ -422,8 +442,10 @@ int main(int argc, char **argv)
 				kind = KIND_SOCKETS;
 			else if (!strcmp(optarg, "mixed"))
 				kind = KIND_MIXED;
+			else if (!strcmp(optarg, "pipes"))
+				kind = KIND_PIPES;
 			else {
-				fprintf(stderr, "churn: invalid value for -k: '%s' (files, sockets or mixed)\n", optarg);
+				fprintf(stderr, "churn: invalid value for -k: '%s' (files, sockets, mixed or pipes)\n", optarg);
 				exit(2);
 			}
 			break;
@@ -437,7 +459,8 @@ int main(int argc, char **argv)
 		default: usage(argv[0]);
 		}
 	}
-	if ((kind != KIND_SOCKETS && !dir) || optind != argc)
+	if (((kind == KIND_FILES || kind == KIND_MIXED) && !dir) || optind != argc ||
+	    (kind == KIND_PIPES && do_pipes))
 		usage(argv[0]);
 
 	if (count_path &&
@@ -473,7 +496,7 @@ int main(int argc, char **argv)
 	sigaction(SIGINT, &sa, NULL);
 	signal(SIGPIPE, SIG_IGN);
 
-	if (kind != KIND_FILES) {
+	if (kind == KIND_SOCKETS || kind == KIND_MIXED) {
 		lfd = listen_loopback(&laddr);
 		if (lfd < 0) {
 			fprintf(stderr, "churn: %s: %s\n", fail_what, strerror(fail_errno));
@@ -509,7 +532,11 @@ int main(int argc, char **argv)
 		int sockets_now = kind == KIND_SOCKETS ||
 			(kind == KIND_MIXED && sock_ops * 100 < (file_ops + sock_ops) * (unsigned long long)sock_pct);
 
-		if (!sockets_now) {
+		if (kind == KIND_PIPES) {
+			if (pipe_step(&ops) < 0)
+				break;
+			pipes++;
+		} else if (!sockets_now) {
 			snprintf(path, plen, "%s/churn.%ld.%llx.%llu", dir, (long)getpid(),
 				 (unsigned long long)start, file_ops);
 			if (file_op(path, wbuf, wbytes) < 0)
@@ -604,9 +631,9 @@ int main(int argc, char **argv)
 		}
 		printf("churn: ops=%llu seconds=%.3f rate=%.1f/s", ops, el,
 		       el > 0 ? ops / el : 0.0);
-		if (kind != KIND_FILES)
+		if (kind == KIND_SOCKETS || kind == KIND_MIXED)
 			printf(" files=%llu sockets=%llu", file_ops, sock_ops);
-		if (do_pipes)
+		if (do_pipes || kind == KIND_PIPES)
 			printf(" pipes=%llu", pipes);
 		printf("\n");
 		fflush(stdout);

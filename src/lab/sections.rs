@@ -85,7 +85,7 @@ pub enum KernelFormat {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Workload {
-    /// The built-in churn workload of files or sockets (`labs/workloads/churn.c`), run
+    /// The built-in churn workload of files, sockets or pipes (`labs/workloads/churn.c`), run
     /// before and alongside the commands. Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub churn: Option<Churn>,
@@ -97,6 +97,30 @@ pub struct Workload {
     /// stopped. Default: 30s; 1s..=7d.
     #[serde(default = "default_workload_duration", with = "units::duration")]
     pub duration: Duration,
+    /// An absolute guest path the workload keeps its cumulative operation
+    /// count in (one decimal number; write it atomically: a temporary file
+    /// and `mv`), sampled like the churn's count so that rates are per
+    /// operation. With a `churn`, this count wins and the churn is only
+    /// background load. The commands' `kernlab-ops N` lines write to it
+    /// too. Default: none (the churn's count, or the commands'
+    /// `kernlab-ops N` lines, else no count: rates per second).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ops: Option<String>,
+}
+
+impl Workload {
+    /// The guest file the run samples the operation count from: the lab's
+    /// `ops`, else the one the churn and the `kernlab-ops` lines write.
+    pub fn ops_file(&self) -> &str {
+        self.ops.as_deref().unwrap_or(crate::sample::parse::OPS_FILE)
+    }
+
+    /// Whether the commands' output is filtered for `kernlab-ops N` lines:
+    /// when there are commands and no churn owns the count file (a churn
+    /// without `ops` does, and its count is the lab's).
+    pub fn counts_lines(&self) -> bool {
+        !self.commands.is_empty() && (self.churn.is_none() || self.ops.is_some())
+    }
 }
 
 /// The churn workload: each operation creates a unique file (optionally
@@ -108,7 +132,8 @@ pub struct Workload {
 pub struct Churn {
     /// What is churned: `files` (default), `sockets` (socketpair(AF_UNIX)
     /// and TCP on the guest's loopback; one operation = one socket's last
-    /// close) or `mixed` (both, interleaved; see `sockets`).
+    /// close), `mixed` (both, interleaved; see `sockets`) or `pipes`
+    /// (pipe() or pipe2(), both ends closed; one operation per pipe).
     pub kind: ChurnKind,
     /// With `kind: mixed`, the percentage of operations that close a
     /// socket; the rest are files. Default: 50; 1..=99.
@@ -139,7 +164,7 @@ impl Default for Churn {
 impl Churn {
     /// Whether the churn makes files (and so needs its file system).
     pub fn uses_files(&self) -> bool {
-        self.kind != ChurnKind::Sockets
+        matches!(self.kind, ChurnKind::Files | ChurnKind::Mixed)
     }
 }
 
@@ -155,6 +180,9 @@ pub enum ChurnKind {
     Sockets,
     /// Half the operations files, half sockets.
     Mixed,
+    /// One operation = a pipe made (pipe() and pipe2(O_CLOEXEC) in turn)
+    /// and both its ends closed: the pipefs inode and its two files.
+    Pipes,
 }
 
 impl ChurnKind {
@@ -164,6 +192,7 @@ impl ChurnKind {
             ChurnKind::Files => "files",
             ChurnKind::Sockets => "sockets",
             ChurnKind::Mixed => "mixed",
+            ChurnKind::Pipes => "pipes",
         }
     }
 }

@@ -452,10 +452,53 @@ fn churn_kind_parses_defaults_to_files_and_round_trips() {
 }
 
 #[test]
+fn churn_kind_pipes_parses_and_makes_no_files() {
+    let lab = p("name: x\nworkload:\n  churn: {kind: pipes, rate: 1000}\n").unwrap();
+    let c = lab.workload.as_ref().unwrap().churn.as_ref().unwrap();
+    assert_eq!((c.kind, c.kind.as_str(), c.uses_files()), (ChurnKind::Pipes, "pipes", false));
+    assert_eq!(p(&lab.to_yaml()).unwrap(), lab);
+}
+
+#[test]
+fn workload_ops_names_the_count_file() {
+    let lab = p("name: x\nworkload:\n  commands: [/opt/app/run]\n  ops: /run/app/ops\n").unwrap();
+    let w = lab.workload.as_ref().unwrap();
+    assert_eq!((w.ops.as_deref(), w.ops_file(), w.counts_lines()), (Some("/run/app/ops"), "/run/app/ops", true));
+    assert!(lab.to_yaml().contains("ops: /run/app/ops"), "{}", lab.to_yaml());
+    assert_eq!(p(&lab.to_yaml()).unwrap(), lab);
+    // Default: kernlab's own file, written by the churn or the commands' lines.
+    let w = p("name: x\nworkload:\n  commands: [true]\n").unwrap().workload.unwrap();
+    assert_eq!((w.ops.as_deref(), w.ops_file(), w.counts_lines()), (None, "/run/kernlab-ops", true));
+    // A churn without `ops` owns the count: the commands' lines are plain output.
+    let w = p("name: x\nworkload:\n  churn: {}\n  commands: [true]\n").unwrap().workload.unwrap();
+    assert!(!w.counts_lines());
+    // With `ops`, the lab's count wins over the churn's, and lines write it.
+    let w = p("name: x\nworkload:\n  churn: {}\n  commands: [true]\n  ops: /tmp/n\n").unwrap().workload.unwrap();
+    assert!(w.counts_lines() && w.ops_file() == "/tmp/n");
+    // A churn alone has no commands to filter.
+    assert!(!p("name: x\nworkload:\n  churn: {}\n  ops: /tmp/n\n").unwrap().workload.unwrap().counts_lines());
+}
+
+#[test]
+fn workload_ops_errors_name_the_field_and_line() {
+    let e = err("name: x\nworkload:\n  commands: [true]\n  ops: run/ops\n");
+    assert_eq!(e, "t.yaml:4:8: workload.ops: must be an absolute guest path (starting with `/`), got \"run/ops\"");
+    for bad in ["/run/a b", "/run/$(x)", "/run/'q'", "/run/ops/", "/run/../etc/x", "/proc/x", "/run/kernlab-ops", "/sys/kernel/x"] {
+        assert_eq!(invalid_field(&format!("name: x\nworkload:\n  commands: [true]\n  ops: \"{bad}\"\n")), "workload.ops", "{bad}");
+    }
+    let e = err("name: x\nworkload:\n  commands: [true]\n  ops: /run/kernlab-ops\n");
+    assert!(e.contains("leave `ops` out"), "{e}");
+    let e = err("name: x\nworkload:\n  commands: [true]\n  opps: /run/x\n");
+    assert!(e.contains("unknown field `opps`"), "{e}");
+}
+
+#[test]
 fn churn_kind_errors_name_the_field_and_line() {
-    let e = err("name: x\nworkload:\n  churn:\n    kind: pipes\n");
+    let e = err("name: x\nworkload:\n  churn:\n    kind: fifos\n");
     assert!(e.starts_with("t.yaml:4:"), "{e}");
-    assert!(e.contains("unknown variant `pipes`") && e.contains("files") && e.contains("sockets") && e.contains("mixed"), "{e}");
+    assert!(e.contains("unknown variant `fifos`") && e.contains("files") && e.contains("sockets") && e.contains("mixed") && e.contains("pipes"), "{e}");
+    // Pipes make no files either.
+    assert_eq!(invalid_field("name: x\nworkload:\n  churn: {kind: pipes, fs: ext4}\n"), "workload.churn.fs");
     // Sockets make no files: a file system or a write size is a mistake.
     assert_eq!(invalid_field("name: x\nworkload:\n  churn: {kind: sockets, fs: ext4}\n"), "workload.churn.fs");
     let e = err("name: x\nworkload:\n  churn:\n    kind: sockets\n    write: 4K\n");

@@ -194,6 +194,11 @@ impl Lab {
                     );
                 }
             }
+            if let Some(path) = &w.ops {
+                if let Err(m) = check_ops_file(path) {
+                    return bad("workload.ops", m);
+                }
+            }
             if let Some(c) = &w.churn {
                 if !c.uses_files() {
                     // Sockets need no file system and have nothing to write:
@@ -605,6 +610,31 @@ fn check_params(params: &BTreeMap<String, String>, at: &str) -> Result<(), Field
             // The kernel's argument parser has no escape for it.
             return Err((field, "value must not contain a double quote (the kernel cannot take one in a module parameter)".into()));
         }
+    }
+    Ok(())
+}
+
+/// `workload.ops`: an absolute guest path of plain characters (it is put
+/// into the guest's shell and awk text), not a directory, and not the file
+/// kernlab's own count uses.
+fn check_ops_file(path: &str) -> Result<(), String> {
+    if !path.starts_with('/') {
+        return Err(format!("must be an absolute guest path (starting with `/`), got {path:?}"));
+    }
+    if let Some(c) = path.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-' | '+' | ','))) {
+        return Err(format!("may hold only letters, digits and `/._-+,`, got {c:?} in {path:?}"));
+    }
+    if path.ends_with('/') {
+        return Err(format!("must name a file, not a directory, got {path:?}"));
+    }
+    if path.split('/').any(|c| c == ".." || c == ".") {
+        return Err(format!("must not contain `.` or `..` components, got {path:?}"));
+    }
+    if path == crate::sample::parse::OPS_FILE {
+        return Err(format!("{path} is where the churn and `kernlab-ops` lines keep the count without `workload.ops`; leave `ops` out, or name your own file"));
+    }
+    if ["/proc", "/sys", "/dev"].iter().any(|m| path == *m || path.starts_with(&format!("{m}/"))) {
+        return Err(format!("{path:?} is in a kernel file system; name a file the workload writes (e.g. under /run)"));
     }
     Ok(())
 }

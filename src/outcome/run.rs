@@ -78,6 +78,40 @@ pub struct RunOutcome {
     /// when the run ended before its workload phase did.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exhaustion: Option<ExhaustionOutcome>,
+    /// The workload's operations over the sampled run (`samples/ops.csv`);
+    /// absent without a workload. A total of 0: it reports none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub operations: Option<Operations>,
+}
+
+/// The workload's operation count between the first and the last sample.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct Operations {
+    pub total: u64,
+    /// Operations per second over the same span (0 without a count).
+    pub per_s: f64,
+}
+
+impl Operations {
+    /// From the sampled counts, (run time, cumulative count) in order.
+    pub fn from_samples(rows: impl IntoIterator<Item = (f64, u64)>) -> Option<Operations> {
+        let mut it = rows.into_iter();
+        let first = it.next()?;
+        let last = it.last().unwrap_or(first);
+        let total = last.1.saturating_sub(first.1);
+        let secs = last.0 - first.0;
+        Some(Operations { total, per_s: if secs > 0.0 { total as f64 / secs } else { 0.0 } })
+    }
+
+    /// `4012 operations (1003 ops/s)`, or that there are none and where the
+    /// docs say how to report them.
+    pub fn words(&self) -> String {
+        if self.total == 0 {
+            format!("none: this workload reports no operations; see {}", crate::analysis::leak::OPS_DOC)
+        } else {
+            format!("{} ({:.0} ops/s)", self.total, self.per_s)
+        }
+    }
 }
 
 /// How a run watching for exhaustion ended its workload phase.
@@ -236,3 +270,19 @@ pub struct SnapshotManifest {
     pub fallback: Option<String>,
 }
 
+
+#[cfg(test)]
+mod operations_tests {
+    use super::Operations;
+
+    #[test]
+    fn operations_over_the_samples_and_none_said_plainly() {
+        let o = Operations::from_samples([(1.0, 0), (2.0, 400), (5.0, 4000)]).unwrap();
+        assert_eq!(o, Operations { total: 4000, per_s: 1000.0 });
+        assert_eq!(o.words(), "4000 (1000 ops/s)");
+        let none = Operations::from_samples([(1.0, 0), (9.0, 0)]).unwrap();
+        assert_eq!(none.words(), "none: this workload reports no operations; see docs/lab-format.md#counting-operations");
+        assert_eq!(Operations::from_samples([(1.0, 7)]), Some(Operations { total: 0, per_s: 0.0 }));
+        assert_eq!(Operations::from_samples(std::iter::empty()), None);
+    }
+}

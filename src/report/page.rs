@@ -245,6 +245,7 @@ pub fn run_page(d: &RunData, footer: &str) -> String {
         rows.extend([
             ("accelerator", TableCell::Text(r.accel.clone().unwrap_or_else(|| "-".into()))),
             ("samples", TableCell::Text(format!("{} ({} gaps)", r.samples, r.sample_gaps))),
+            ("operations", TableCell::Text(r.operations.map(|o| o.words()).unwrap_or_else(|| "- (no workload)".into()))),
             ("boot to SSH", TableCell::Text(format!("{:.2} s (init {})", r.timings.boot_to_ssh, opt(r.timings.init, |s| format!("{s:.2} s"))))),
             ("total", TableCell::Text(format!("{:.1} s", r.timings.total))),
         ]);
@@ -292,7 +293,7 @@ pub fn run_page(d: &RunData, footer: &str) -> String {
         c.markers = marks.clone();
         charts.push(figure(&c, &format!("Active bytes of {name} at each sample, with the Theil–Sen line and the band of Sen's interval.")));
     }
-    if let Some(slab) = d.series.meminfo.get("Slab").filter(|_| !d.series.ops.is_empty()) {
+    if let Some(slab) = d.series.meminfo.get("Slab").filter(|_| d.series.ops_total().is_some()) {
         let pts = against_ops(slab, &d.series);
         let mut c = Chart::new("Slab against workload operations", "cumulative operations", "Slab");
         c.height = 320;
@@ -355,6 +356,9 @@ pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData,
                 if u == "op" { "operation" } else { "second" }
             )),
         ));
+        if let Some(n) = &a.basis_note {
+            rows.push(("basis", TableCell::Text(n.clone())));
+        }
         if let Some(t) = &a.total {
             rows.push((
                 "metric, module − baseline",

@@ -20,6 +20,9 @@ pub fn run_summary(rep: &RunOutcome, dir: Option<&Path>) -> String {
         "  samples {} (gaps {}), boot to SSH {:.2} s, total {:.1} s",
         rep.samples, rep.sample_gaps, rep.timings.boot_to_ssh, rep.timings.total
     );
+    if let Some(o) = &rep.operations {
+        let _ = writeln!(s, "  operations {}", o.words());
+    }
     for key in ["MemAvailable", "Slab", "SUnreclaim"] {
         if let Some(v) = rep.meminfo.get(key) {
             let _ = writeln!(s, "  {key:<13} {:>10} KiB → {:>10} KiB ({:+} KiB)", v.first / 1024, v.last / 1024, v.delta / 1024);
@@ -124,6 +127,9 @@ pub fn analysis_lines(a: &LeakAnalysis, stopped: &str) -> Vec<String> {
         a.sequential.looks.len(),
         if a.sequential.looks.len() == 1 { "" } else { "s" }
     ));
+    if let Some(n) = &a.basis_note {
+        out.push(format!("basis: {n}"));
+    }
     if let Some(t) = &a.total {
         out.push(format!(
             "{} module − baseline: {} bytes/{u} [{} .. {}], {}{rate}; floor {} bytes/{u}",

@@ -21,7 +21,10 @@ pub(super) fn sections(lab: &Lab) -> Vec<Section> {
             lab::Source::Balloon => {}
         }
     }
-    if lab.workload.as_ref().is_some_and(|w| w.churn.is_some()) {
+    // Any workload may count operations: the churn, the commands'
+    // `kernlab-ops N` lines, or the lab's `workload.ops` file. One that
+    // never does samples 0 throughout, which the analysis reads as no count.
+    if lab.workload.is_some() {
         s.push(Section::Ops);
     }
     s
@@ -56,7 +59,8 @@ pub(super) fn capture_command(lab: &Lab, sections: &[Section]) -> String {
     // After the reclaim, so that what it freed is flushed too, and right
     // before the slab section.
     let shrink = if lab.monitor.shrink { "for f in /sys/kernel/slab/*/shrink; do echo 1 > $f; done 2>/dev/null; " } else { "" };
-    cmd.push_str(&sparse::capture_command_with(sections, shrink));
+    let ops_file = lab.workload.as_ref().map_or(sparse::OPS_FILE, |w| w.ops_file());
+    cmd.push_str(&sparse::capture_command_with(sections, shrink, ops_file));
     if quiesce {
         // Resume whatever the capture did; its status is the command's.
         cmd = format!("{{ {cmd}; }}; rc=$?; [ -n \"$w\" ] && kill -CONT -- -$w 2>/dev/null; exit $rc");
@@ -84,6 +88,9 @@ pub fn insmod_command(name: &str, params: &std::collections::BTreeMap<String, St
 /// [`Lab::phase_limit`]), in case kernlab's stop at that moment is lost.
 pub fn workload_commands(w: &lab::Workload, limit: Duration) -> Vec<String> {
     let mut cmds = Vec::new();
+    if w.counts_lines() {
+        cmds.extend(ops_filter(w.ops_file()));
+    }
     if let Some(c) = &w.churn {
         if c.uses_files() {
             cmds.push(match c.fs {
@@ -129,6 +136,67 @@ pub fn workload_commands(w: &lab::Workload, limit: Duration) -> Vec<String> {
     cmds
 }
 
+/// The script's first lines when the commands may count operations: from
+/// here on the script's stdout goes through a filter in which a line
+/// `kernlab-ops N` (N decimal, the cumulative count) replaces `ops_file`
+/// with N (a temporary file and `mv`, so a sample never reads half a
+/// number) and every other line passes through unchanged. stderr is not
+/// filtered.
+///
+/// The filter takes the whole script's stdout (`exec > FIFO`) rather than
+/// a pipe per command: the commands keep running in the one shell, so
+/// `cd`, variables, `cmd &` with a later `wait`, and the script's exit
+/// status are what they would be unfiltered; busybox sh has no `pipefail`
+/// to keep a piped command's status anyway. The awk runs in a subshell
+/// of a subshell, so it is not the script's child and a bare `wait` does
+/// not wait for it (it ends when the last writer of the FIFO does). At exit the script
+/// closes its stdout and gives the awk up to 2 s to pass the last lines on
+/// to the log, then exits with its own status. mawk (Debian's awk) reads
+/// ahead in blocks unless `-W interactive`; busybox awk and gawk handle a
+/// line as it comes. `ops_file` is a validated path (plain characters
+/// only), so it is safe inside the shell and awk text.
+pub fn ops_filter(ops_file: &str) -> Vec<String> {
+    ops_filter_at(ops_file, OPS_FIFO, OPS_FILTER_RUNNING)
+}
+
+/// [`ops_filter`] with its FIFO and pid file elsewhere (host tests).
+fn ops_filter_at(ops_file: &str, fifo: &str, running: &str) -> Vec<String> {
+    let dir = match ops_file.rsplit_once('/') {
+        Some(("", _)) | None => "/".to_string(),
+        Some((d, _)) => d.to_string(),
+    };
+    let awk = r#"BEGIN { t = f ".kernlab-tmp" } /^kernlab-ops [0-9]+$/ { print $2 > t; close(t); system("mv -f " t " " f); next } { print; fflush() }"#;
+    vec![
+        format!("# kernlab: stdout from here on passes a filter: `kernlab-ops N` lines set the operation count in {ops_file}"),
+        format!("mkdir -p {dir} && rm -f {fifo} && mkfifo {fifo} || exit 91"),
+        "a=awk; awk -W version 2>/dev/null | grep -q mawk && a='awk -W interactive'".to_string(),
+        format!(": > {running}; (($a -v f={ops_file} '{awk}' < {fifo}; rm -f {running}) &)"),
+        format!("exec > {fifo}; rm -f {fifo}"),
+        format!(
+            "trap 'rc=$?; exec >&-; i=0; while [ $i -lt 20 ] && [ -e {running} ]; do sleep 0.1; i=$((i+1)); done; exit $rc' EXIT"
+        ),
+    ]
+}
+
+/// When the churn owns the count (no `workload.ops`) and the commands
+/// printed `kernlab-ops N` lines anyway, those lines counted nothing: the
+/// warning that says so, else `None`.
+pub fn ignored_ops_lines(w: &lab::Workload, log: &str) -> Option<String> {
+    let is_count = |l: &str| l.strip_prefix("kernlab-ops ").is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    (w.churn.is_some() && !w.counts_lines() && !w.commands.is_empty() && log.lines().any(is_count)).then(|| {
+        format!(
+            "the workload printed `kernlab-ops N` lines, but the churn counts this lab's operations, so they were ignored; give `workload.ops` to count with them instead (see {})",
+            crate::analysis::leak::OPS_DOC
+        )
+    })
+}
+
+/// The FIFO the workload's stdout goes through, and the file that is there
+/// while the filter runs (a pid would outlive it as an unreaped zombie
+/// where pid 1 does not reap orphans).
+const OPS_FIFO: &str = "/run/kernlab-ops.fifo";
+const OPS_FILTER_RUNNING: &str = "/run/kernlab-ops-filter.running";
+
 /// Seconds the churn runs past the sampling.
 const CHURN_MARGIN_SECS: u64 = 15;
 
@@ -164,6 +232,7 @@ pub(super) const WORKLOAD_SCRIPT: &str = "/run/kernlab-workload.sh";
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::path::Path;
 
     #[test]
     fn workload_text_is_a_file_not_a_command_line() {
@@ -186,11 +255,99 @@ mod tests {
     }
 
     #[test]
+    fn kernlab_ops_lines_beside_a_churn_are_warned_about() {
+        let mut w = lab::Workload { churn: Some(lab::Churn::default()), commands: vec!["app".into()], duration: Duration::from_secs(5), ops: None };
+        assert!(ignored_ops_lines(&w, "x\nkernlab-ops 12\n").unwrap().contains("give `workload.ops`"));
+        assert_eq!(ignored_ops_lines(&w, "kernlab-ops x\nkernlab-ops \n"), None);
+        w.ops = Some("/run/app/ops".into());
+        assert_eq!(ignored_ops_lines(&w, "kernlab-ops 12\n"), None);
+    }
+
+    #[test]
+    fn ops_filter_text() {
+        assert_eq!(
+            ops_filter("/run/app/ops"),
+            [
+                "# kernlab: stdout from here on passes a filter: `kernlab-ops N` lines set the operation count in /run/app/ops",
+                "mkdir -p /run/app && rm -f /run/kernlab-ops.fifo && mkfifo /run/kernlab-ops.fifo || exit 91",
+                "a=awk; awk -W version 2>/dev/null | grep -q mawk && a='awk -W interactive'",
+                r#": > /run/kernlab-ops-filter.running; (($a -v f=/run/app/ops 'BEGIN { t = f ".kernlab-tmp" } /^kernlab-ops [0-9]+$/ { print $2 > t; close(t); system("mv -f " t " " f); next } { print; fflush() }' < /run/kernlab-ops.fifo; rm -f /run/kernlab-ops-filter.running) &)"#,
+                "exec > /run/kernlab-ops.fifo; rm -f /run/kernlab-ops.fifo",
+                "trap 'rc=$?; exec >&-; i=0; while [ $i -lt 20 ] && [ -e /run/kernlab-ops-filter.running ]; do sleep 0.1; i=$((i+1)); done; exit $rc' EXIT",
+            ]
+        );
+        assert!(ops_filter("/n")[1].starts_with("mkdir -p / &&"));
+    }
+
+    #[test]
+    fn commands_alone_are_filtered_and_a_churn_owns_its_count() {
+        let limit = Duration::from_secs(10);
+        let mut w = lab::Workload { churn: None, commands: vec!["app".into()], duration: limit, ops: None };
+        let cmds = workload_commands(&w, limit);
+        assert_eq!(cmds.len(), 7, "{cmds:?}");
+        assert!(cmds[1].starts_with("mkdir -p /run &&") && cmds[3].contains("-v f=/run/kernlab-ops "), "{cmds:?}");
+        assert_eq!(cmds[6], "app");
+        // A churn without `ops` writes the count; the commands are not filtered.
+        w.churn = Some(lab::Churn { kind: lab::ChurnKind::Pipes, ..Default::default() });
+        assert_eq!(workload_commands(&w, limit), ["churn -k pipes -c /run/kernlab-ops -t 25 &", "app", "wait"]);
+        // With `ops`, the lab's count wins: the filter writes it, the churn is load.
+        w.ops = Some("/run/app/ops".into());
+        let cmds = workload_commands(&w, limit);
+        assert!(cmds[3].contains("-v f=/run/app/ops "), "{cmds:?}");
+        assert_eq!(&cmds[6..], ["churn -k pipes -c /run/kernlab-ops -t 25 &", "app", "wait"]);
+    }
+
+    /// Runs `script` with `shell` (PATH = `path`), returning (status, stdout, count file).
+    fn run_filtered(shell: &str, path: &str, body: &str) -> (i32, String, Option<String>) {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().display().to_string();
+        let ops = format!("{dir}/sub/ops");
+        let mut text = ops_filter_at(&ops, &format!("{dir}/fifo"), &format!("{dir}/running")).join("\n");
+        text.push('\n');
+        text.push_str(body);
+        let script = d.path().join("w.sh");
+        std::fs::write(&script, text).unwrap();
+        let out = std::process::Command::new(shell).arg(&script).env("PATH", path).stdin(std::process::Stdio::null()).output().unwrap();
+        (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), std::fs::read_to_string(&ops).ok())
+    }
+
+    /// The filter's text run for real: busybox sh and awk (the minimal
+    /// image's), and dash with mawk (Debian's), when the host has them.
+    #[test]
+    fn ops_filter_runs_in_busybox_and_dash() {
+        let bb = tempfile::tempdir().unwrap();
+        let busybox = ["/usr/bin/busybox", "/bin/busybox"].into_iter().find(|p| Path::new(p).exists()).expect("busybox (scripts/setup.sh installs it)");
+        for applet in ["sh", "awk", "mv", "mkdir", "mkfifo", "rm", "grep", "cat", "kill", "sleep", "echo", "true", "false"] {
+            std::os::unix::fs::symlink(busybox, bb.path().join(applet)).unwrap();
+        }
+        let bb_path = bb.path().display().to_string();
+        let mut shells = vec![(format!("{bb_path}/sh"), bb_path.clone())];
+        if Path::new("/bin/dash").exists() && Path::new("/usr/bin/mawk").exists() {
+            shells.push(("/bin/dash".into(), "/usr/bin:/bin".into()));
+        }
+        for (sh, path) in &shells {
+            // Counts replace the file; other lines pass through in order; the
+            // shell's state carries across commands; `wait` does not hang on the filter.
+            let body = "cd /\nx=1\necho first\necho kernlab-ops 5\necho 'kernlab-ops 5x'\nsleep 0.2 &\nwait\necho kernlab-ops 12\necho \"x=$x pwd=$(pwd)\"\n";
+            let (rc, out, ops) = run_filtered(sh, path, body);
+            assert_eq!(rc, 0, "{sh}: {out}");
+            assert_eq!(out, "first\nkernlab-ops 5x\nx=1 pwd=/\n", "{sh}");
+            assert_eq!(ops.as_deref(), Some("12\n"), "{sh}");
+            // The workload's own exit status survives the filter, also `exit`.
+            let (rc, out, ops) = run_filtered(sh, path, "echo kernlab-ops 3\necho bye\nfalse\n");
+            assert_eq!((rc, out.as_str(), ops.as_deref()), (1, "bye\n", Some("3\n")), "{sh}");
+            let (rc, _, ops) = run_filtered(sh, path, "exit 7\n");
+            assert_eq!((rc, ops), (7, None), "{sh}");
+        }
+    }
+
+    #[test]
     fn churn_command_line_per_kind() {
         let w = |kind, fs, write| lab::Workload {
             churn: Some(lab::Churn { kind, fs, rate: 500, write, ..Default::default() }),
             commands: vec![],
             duration: Duration::from_secs(30),
+            ops: None,
         };
         let limit = Duration::from_secs(30);
         let files = workload_commands(&w(lab::ChurnKind::Files, lab::ChurnFs::Tmpfs, 4096), limit);

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use super::boot::SSH_TIMEOUT;
 use super::start::Ready;
-use super::commands::{capture_command, insmod_command, sections, workload_command, workload_commands, workload_file, workload_stop, WORKLOAD_LOG, WORKLOAD_SCRIPT};
+use super::commands::{capture_command, ignored_ops_lines, insmod_command, sections, workload_command, workload_commands, workload_file, workload_stop, WORKLOAD_LOG, WORKLOAD_SCRIPT};
 use super::events::{self, Event};
 use super::exhaust::{self, Trigger};
 use super::prepare::Prepared;
@@ -205,6 +205,9 @@ async fn workload(ctx: &mut Ctx, guest: &Guest, kdump_loaded: bool) -> Result<()
                             .map(|o| o.stdout)
                             .unwrap_or_else(|e| format!("cannot fetch the workload log: {e}\n"));
                         let _ = fsx::write_atomic(&log, text.as_bytes());
+                        if let Some(warning) = ignored_ops_lines(&w, &text) {
+                            tracing::warn!("{warning}");
+                        }
                         Some(out.status)
                     }
                     Err(e) => {

@@ -4,7 +4,8 @@
 use std::path::Path;
 
 use crate::analysis::growth::{meminfo_first_last, slab_growth};
-use crate::outcome::run::{Manifest, RunOutcome, Timings, SCHEMA};
+use crate::outcome::run::{Manifest, Operations, RunOutcome, Timings, SCHEMA};
+use crate::sample::rows::{self, OpsRow};
 use crate::lab::Lab;
 
 #[allow(clippy::too_many_arguments)]
@@ -22,6 +23,11 @@ pub fn build(
     let meminfo = std::fs::read_to_string(dir.join("samples/meminfo.csv")).map(|t| meminfo_first_last(&t)).unwrap_or_default();
     let top_slab_growth =
         std::fs::read_to_string(dir.join("samples/slabinfo.csv")).map(|t| slab_growth(&t, 10)).unwrap_or_default();
+    let operations = lab
+        .workload
+        .as_ref()
+        .and_then(|_| rows::read::<OpsRow>(&dir.join("samples")).ok())
+        .and_then(|r| Operations::from_samples(r.iter().map(|r| (r.t, r.ops))));
     RunOutcome {
         schema: SCHEMA.to_string(),
         lab: lab.name.clone(),
@@ -41,6 +47,7 @@ pub fn build(
         triage: None,
         triage_skipped: None,
         exhaustion: None,
+        operations,
     }
 }
 

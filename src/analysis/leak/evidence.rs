@@ -168,6 +168,10 @@ pub struct ExhaustionForecast {
 pub struct LeakAnalysis {
     pub metric: String,
     pub basis: Basis,
+    /// Why the rates are per second, when they are: the workload reports
+    /// no operations, or only one arm does (see [`basis_note`](super::basis_note)).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub basis_note: Option<String>,
     pub floors: Floors,
     pub alpha: f64,
     /// Samples per arm at the deciding look: module, baseline.

@@ -88,6 +88,23 @@ pub fn basis_of(module: &ArmSeries, baseline: &ArmSeries) -> Basis {
     }
 }
 
+/// Where the docs say how a workload reports its operations.
+pub const OPS_DOC: &str = "docs/lab-format.md#counting-operations";
+
+/// Why the arms are compared per second, said plainly in the report:
+/// `None` on the per-op basis. When only one arm counts operations the
+/// basis is not switched silently: the note says which arm lacks a count.
+pub fn basis_note(module: &ArmSeries, baseline: &ArmSeries) -> Option<String> {
+    let counts = |a: &ArmSeries| a.ops_total().is_some();
+    match (counts(module), counts(baseline)) {
+        _ if basis_of(module, baseline) == Basis::PerOp => None,
+        (false, false) => Some(format!("per second: this workload reports no operations; see {OPS_DOC}")),
+        (true, false) => Some(format!("per second: the module arm counted operations but the baseline arm did not, so the arms are compared per second; see {OPS_DOC}")),
+        (false, true) => Some(format!("per second: the baseline arm counted operations but the module arm did not, so the arms are compared per second; see {OPS_DOC}")),
+        (true, true) => Some(format!("per second: an arm's operation count does not cover every sample, so the arms are compared per second; see {OPS_DOC}")),
+    }
+}
+
 fn look(module: &ArmSeries, baseline: &ArmSeries, policy: &Policy, a: f64) -> LookResult {
     let basis = basis_of(module, baseline);
     let (tm, tb) = (module.times(), baseline.times());
@@ -352,6 +369,7 @@ pub fn analyze(module: &ArmSeries, baseline: &ArmSeries, policy: &Policy, finish
     LeakAnalysis {
         metric: policy.metric.clone(),
         basis: r.basis,
+        basis_note: (r.basis == Basis::PerSecond).then(|| basis_note(module, baseline)).flatten(),
         floors: policy.floors,
         alpha: policy.alpha,
         samples: r.samples,

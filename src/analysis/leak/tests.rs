@@ -315,3 +315,28 @@ fn only_a_growing_metric_is_an_unknown_kind_and_no_leak_has_none() {
     assert_eq!(c.kind, LeakKind::Unknown);
     assert!(c.evidence[0].contains("no single cache names the objects"), "{c:?}");
 }
+
+#[test]
+fn per_second_is_said_plainly_never_silently() {
+    let mut rng = Rng::new(7);
+    let (a, b) = (arm(31, &shared(Noise::Independent), &mut rng), arm(31, &shared(Noise::Independent), &mut rng));
+    // Both count: per op, no note.
+    let r = analyze(&a, &b, &policy(31), true);
+    assert_eq!((r.basis, r.basis_note.as_deref()), (Basis::PerOp, None));
+    // Neither counts (a commands-only workload samples 0 throughout).
+    let zero = |s: &ArmSeries| ArmSeries { ops: s.ops.iter().map(|&(t, _)| (t, 0.0)).collect(), ..s.clone() };
+    let r = analyze(&zero(&a), &zero(&b), &policy(31), true);
+    assert_eq!(r.basis, Basis::PerSecond);
+    assert_eq!(r.basis_note.as_deref(), Some("per second: this workload reports no operations; see docs/lab-format.md#counting-operations"));
+    let json = serde_json::to_string(&r).unwrap();
+    assert!(json.contains("\"basis_note\":\"per second: this workload reports no operations"), "{json}");
+    // One arm only: still per second, and the report says which arm lacks it.
+    let r = analyze(&a, &zero(&b), &policy(31), true);
+    assert_eq!(r.basis, Basis::PerSecond);
+    assert!(r.basis_note.as_deref().unwrap().starts_with("per second: the module arm counted operations but the baseline arm did not"), "{:?}", r.basis_note);
+    let r = analyze(&ArmSeries { ops: Vec::new(), ..a.clone() }, &b, &policy(31), true);
+    assert!(r.basis_note.as_deref().unwrap().starts_with("per second: the baseline arm counted operations but the module arm did not"), "{:?}", r.basis_note);
+    // And the terminal lines carry it.
+    let lines = crate::report::summary::analysis_lines(&r, "at the end");
+    assert!(lines.iter().any(|l| l.starts_with("basis: per second: the baseline arm")), "{lines:?}");
+}

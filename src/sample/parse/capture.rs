@@ -20,12 +20,14 @@ pub enum Section {
     Slabinfo,
     Meminfo,
     DentryState,
-    /// The workload's cumulative operation count, which the churn workload
-    /// keeps in a file; 0 before the workload has written it.
+    /// The workload's cumulative operation count, which the churn, the
+    /// commands' `kernlab-ops N` lines or the lab's own program
+    /// (`workload.ops`) keep in a file; 0 before it is written.
     Ops,
 }
 
-/// Where the churn workload keeps its cumulative operation count.
+/// Where the churn workload, and the commands' `kernlab-ops N` lines, keep
+/// the cumulative operation count when the lab names no `workload.ops`.
 pub const OPS_FILE: &str = "/run/kernlab-ops";
 
 impl Section {
@@ -76,14 +78,16 @@ impl fmt::Display for Section {
 /// paths are fixed, so nothing here needs escaping. A failing `cat` leaves
 /// its section empty, which `parse_capture` reports against that section.
 pub fn capture_command(sections: &[Section]) -> String {
-    capture_command_with(sections, "")
+    capture_command_with(sections, "", OPS_FILE)
 }
 
 /// [`capture_command`], with `before_slabinfo` run right before the slab
 /// section, which is then read by the shell itself (no `cat`): a process
 /// started between a per-CPU slab flush and the read would allocate small
-/// kmalloc objects and count a fresh slab whole again.
-pub fn capture_command_with(sections: &[Section], before_slabinfo: &str) -> String {
+/// kmalloc objects and count a fresh slab whole again. The ops section
+/// reads `ops_file` (a lab's `workload.ops`, else [`OPS_FILE`]), which lab
+/// validation keeps to plain path characters.
+pub fn capture_command_with(sections: &[Section], before_slabinfo: &str, ops_file: &str) -> String {
     let mut order = vec![Section::Uptime];
     for &s in sections {
         if !order.contains(&s) {
@@ -94,7 +98,7 @@ pub fn capture_command_with(sections: &[Section], before_slabinfo: &str) -> Stri
         .iter()
         .map(|s| match s {
             // The count file appears only once the workload runs.
-            Section::Ops => format!("echo '{SECTION_MARKER}{}'; cat {} 2>/dev/null || echo 0", s.name(), s.path()),
+            Section::Ops => format!("echo '{SECTION_MARKER}{}'; cat {} 2>/dev/null || echo 0", s.name(), crate::util::tool::shell_quote(ops_file)),
             Section::Slabinfo if !before_slabinfo.is_empty() => {
                 format!("echo '{SECTION_MARKER}{}'; {before_slabinfo}while IFS= read -r l; do echo \"$l\"; done < {}", s.name(), s.path())
             }
