@@ -228,6 +228,10 @@ pub struct Plan {
 /// tree by path).
 pub fn source(conf: &Path, vars: &Vars) -> Result<Sourced, DkmsError> {
     let tool = |e| DkmsError::Tool { file: conf.to_path_buf(), source: e };
+    // bash runs in the conf's directory (as dkms sources it from the
+    // package's tree), so the path must not be relative to ours.
+    let shown = conf;
+    let conf = &conf.canonicalize().map_err(|e| DkmsError::Source { file: shown.to_path_buf(), output: e.to_string() })?;
     let syntax = Tool::new("bash", SOURCE_DEADLINE).arg("-n").arg(conf).output().map_err(tool)?;
     if !syntax.status.success() {
         let output = String::from_utf8_lossy(&syntax.stderr).into_owned();
