@@ -233,7 +233,7 @@ pub struct Module {
     /// docs/modules.md). Absent for a prebuilt `ko`. Default: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<PathBuf>,
-    /// Build commands, each run with `sh -c` at the top of the scratch copy,
+    /// Build commands, each run by bash at the top of the scratch copy,
     /// with `KDIR` (the kernel's headers), `KVER` (its release) and
     /// `KBUILD_EXTRA_SYMBOLS` (the earlier entries' `Module.symvers`) in
     /// the environment. Default: `make -C "$KDIR" M="$PWD" modules`, or

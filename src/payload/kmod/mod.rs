@@ -192,7 +192,8 @@ fn build_fresh(scratch: &Path, target: &Target, lab_dir: &Path, dir: &Path, entr
         let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
         let text = text.replace(&format!("{}/", work.display()), &format!("{}/", dir.display()));
         let at = first_error(&text).map(|f| format!(" at `{f}`")).unwrap_or_default();
-        Err(PayloadError::ModuleBuild { dir: dir.to_path_buf(), kernel: target.name.clone(), output: format!("`{what}` failed{at}:\n{}", crate::util::tool::tail(text.as_bytes())) })
+        let what = if what.starts_with("the ") { what.to_string() } else { format!("`{what}`") };
+        Err(PayloadError::ModuleBuild { dir: dir.to_path_buf(), kernel: target.name.clone(), output: format!("{what} failed{at}:\n{}", crate::util::tool::tail(text.as_bytes())) })
     };
 
     // The package's own patches (dkms), then the lab's.
@@ -218,7 +219,7 @@ fn build_fresh(scratch: &Path, target: &Target, lab_dir: &Path, dir: &Path, entr
         if let Some(s) = &plan.pre_build {
             shell(&format!("./{s}"), s)?;
         }
-        shell(&plan.make, &plan.make)?;
+        shell(&plan.make, "the dkms.conf's MAKE")?;
         if let Some(s) = &plan.post_build {
             shell(&format!("./{s}"), s)?;
         }
