@@ -268,3 +268,95 @@ fn bisect_kernels(lab: &std::path::Path, out: &std::path::Path, kernels: Option<
     args.push(out.display().to_string());
     run(&args.iter().map(String::as_str).collect::<Vec<_>>())
 }
+
+/// A product repository (the prodguard DKMS tree in `driver/`, as vendors
+/// keep their kernel side inside a larger repository): imported clean, a
+/// comment, a refactoring of the compat header that the package's own 6.x
+/// patch no longer applies to, the commit that refreshes the patch and
+/// turns the leak on by default, and a last comment. Returns the shas in
+/// order.
+fn product_repo(repo: &Path) -> Vec<String> {
+    std::fs::create_dir_all(repo).unwrap();
+    let status = std::process::Command::new("cp").arg("-r").arg(common::repo("tests/fixtures/prodguard")).arg(repo.join("driver")).status().unwrap();
+    assert!(status.success());
+    std::fs::write(repo.join("README"), "the product: agent, driver, tools\n").unwrap();
+    git(repo, &["init", "-q", "-b", "main"]);
+    git(repo, &["add", "-A"]);
+    git(repo, &["commit", "-q", "-m", "import"]);
+    let mut shas = vec![git(repo, &["rev-parse", "HEAD"])];
+    let edit = |rel: &str, f: &dyn Fn(String) -> String, subject: &str| {
+        let p = repo.join(rel);
+        let s = std::fs::read_to_string(&p).unwrap();
+        let t = f(s.clone());
+        assert_ne!(s, t, "{subject}: the edit changes nothing");
+        std::fs::write(&p, t).unwrap();
+        git(repo, &["commit", "-q", "-a", "-m", subject]);
+        git(repo, &["rev-parse", "HEAD"])
+    };
+    shas.push(edit("driver/README.md", &|s| s + "\nMaintained by the agent team.\n", "driver: a word on who maintains it"));
+    shas.push(edit("driver/include/prodguard/compat.h", &|s| s.replace("#ifndef PRODGUARD_COMPAT_H\n#define PRODGUARD_COMPAT_H\n\n#endif\n", "#pragma once\n/* one header for every series */\n"), "compat: one header for every series"));
+    std::fs::write(repo.join("driver/patches/0001-compat-pipe-symbols-for-6.x.patch"), REFRESHED_PATCH).unwrap();
+    shas.push(edit("driver/cases/pipe/pg_pipe.c", &|s| s.replace("static int leak;\n", "static int leak = 1;\n"), "pipe: keep events for the agent's replay; refresh the 6.x patch"));
+    shas.push(edit("README", &|s| s + "see driver/README.md\n", "README: point at the driver"));
+    shas
+}
+
+/// The 6.x patch against the refactored header.
+const REFRESHED_PATCH: &str = "--- a/include/prodguard/compat.h
++++ b/include/prodguard/compat.h
+@@ -3,3 +3,5 @@
+  * supports. The patch for each series (patches/) fills it in. */
+ #pragma once
+ /* one header for every series */
++/* x86-64 6.x: the syscall wrappers are the stable probe points. */
++#define PG_PIPE_SYMBOLS { \"__x64_sys_pipe\", \"__x64_sys_pipe2\" }
+";
+
+#[test]
+fn bisect_of_a_dkms_tree_applies_its_patch_and_skips_a_revision_it_does_not_apply_to() {
+    let d = tempfile::tempdir().unwrap();
+    let repo = d.path().join("product");
+    let shas = product_repo(&repo);
+    // The gate: the driver at its defaults against the same driver with
+    // leak=0; a floor of one object per 100 pipes (the default floor needs
+    // minutes for this product's clean arm, docs/modules.md).
+    let f = lab(
+        d.path(),
+        "gate",
+        "name: product-gate\nkernel: debian-6.1.0-54-cloud-amd64\n\
+         modules:\n  - source: product/driver\n\
+         workload:\n  churn: {kind: pipes, rate: 1000}\n  duration: 90s\n\
+         monitor:\n  interval: 1s\n\
+         leak:\n  expect: no-leak\n  floor_objects_per_op: 0.01\n\
+         \x20 baseline:\n    params: {leak: 0}\n",
+    );
+    let out_dir = d.path().join("bisect");
+    let out = run(&["bisect", f.to_str().unwrap(), "--source", repo.to_str().unwrap(), "--good", &shas[0], "--bad", "main", "--out", out_dir.to_str().unwrap()]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    // Candidates: the comment, the refactoring, the leak (with the
+    // refreshed patch), and the last comment (known bad). The midpoint,
+    // the refactoring, cannot be judged (its patch does not apply) and is
+    // skipped without a run; its lower neighbour builds with the patch and
+    // passes, the leak builds with the refreshed patch and fails: the first
+    // bad one is the refactoring or the leak, and bisect says so (102).
+    assert_eq!(out.status.code(), Some(102), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let b: serde_json::Value = serde_json::from_slice(&std::fs::read(out_dir.join("bisect.json")).unwrap()).unwrap();
+    let steps = b["steps"].as_array().unwrap();
+    let step = |i: usize| steps.iter().find(|s| s["rev"] == shas[i].as_str()).unwrap_or_else(|| panic!("{} was not tried: {b}", shas[i]));
+    let refactor = step(2);
+    assert_eq!(refactor["mark"], "skip", "{refactor}");
+    let why = refactor["reason"].as_str().unwrap();
+    assert!(why.contains("patch `patches/0001-compat-pipe-symbols-for-6.x.patch` does not apply at this revision"), "{why}");
+    assert!(why.contains("include/prodguard/compat.h: Hunk #1 FAILED"), "{why}");
+    assert!(refactor["run_dir"].is_null(), "no run for a revision that does not build: {refactor}");
+    for (i, mark, verdict) in [(1, "good", "no-leak"), (3, "bad", "leak")] {
+        let s = step(i);
+        assert_eq!((s["mark"].as_str(), s["verdict"].as_str()), (Some(mark), Some(verdict)), "{s}");
+        let dir = PathBuf::from(s["run_dir"].as_str().unwrap());
+        let loaded: Vec<String> = events(&dir.join("module")).iter().filter(|e| e["event"] == "module-loaded").map(|e| e["name"].as_str().unwrap().to_string()).collect();
+        assert_eq!(loaded, ["pg_core", "pg_pipe"], "{s}");
+    }
+    assert_eq!(b["outcome"]["kind"], "undecided", "{b}");
+    let range: Vec<&str> = b["outcome"]["range"].as_array().unwrap().iter().map(|r| r["rev"].as_str().unwrap()).collect();
+    assert_eq!(range, [shas[2].as_str(), shas[3].as_str()], "{b}");
+}
