@@ -111,3 +111,18 @@ fn refusals_exit_2_and_write_nothing() {
     assert!(text(&out.stderr).contains("`docs` is not a module tree"), "{}", text(&out.stderr));
     assert!(!lab.exists());
 }
+
+/// The lab `kernlab new` writes for the prodguard fixture, run for real
+/// (one A/B run, ~15 s on a warm cache): LEAK, as it expects.
+#[test]
+fn the_written_prodguard_lab_finds_the_leak() {
+    let d = tempfile::tempdir().unwrap();
+    let (lab, out) = new_lab(d.path(), "prod.yaml", "tests/fixtures/prodguard", &["--workload", "pipes"]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let dir = d.path().join("run");
+    let r = run(&["run", lab.to_str().unwrap(), "--attribute", "off", "--duration", "20s", "--out", dir.to_str().unwrap()]);
+    let all = format!("{}{}", text(&r.stdout), text(&r.stderr));
+    assert_eq!(r.status.code(), Some(0), "{all}");
+    assert!(all.contains("LEAK as expected"), "{all}");
+    assert!(all.contains("arms: module: prodguard leak=1; baseline: prodguard leak=0"), "{all}");
+}
