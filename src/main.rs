@@ -20,7 +20,8 @@ struct Cli {
     /// `json`: for `run` and `matrix`, the events as JSON lines on stdout
     /// (schema `kernlab.event/1`, docs/events.md) and nothing else there;
     /// for `doctor`, its checks as one JSON object; for `matrix --list`, the
-    /// cells as JSON; for `bisect`, its result (bisect.json) as one line.
+    /// cells as JSON; for `bisect`, its result (bisect.json) as one line;
+    /// for `new`, what it wrote as one JSON object.
     #[arg(long, global = true, value_enum, default_value_t = MessageFormat::Human)]
     message_format: MessageFormat,
     /// Extra folders of kernel descriptors (`NAME.yaml`), searched before `kernels/`.
@@ -95,6 +96,30 @@ enum Command {
     Validate {
         #[arg(required = true, num_args = 1..)]
         labs: Vec<PathBuf>,
+    },
+    /// Write an A/B leak lab for a module tree: detects a dkms.conf (its
+    /// modules in load order, the kernels it builds for) or a Kbuild tree
+    /// (its `obj-m` modules), lists the tree's module parameters, picks the
+    /// kernel, and comments every field (docs/your-module.md). Fetches and
+    /// boots nothing. Exit 0: written; 2: refused (the file exists, not a
+    /// module tree, no kernel the tree builds for).
+    New {
+        /// The lab file to write (refused when it exists, unless --force).
+        lab: PathBuf,
+        /// The module's source tree (a DKMS package or a Kbuild tree);
+        /// written into the lab relative to the lab file's directory.
+        #[arg(long, value_name = "DIR")]
+        module: PathBuf,
+        /// The kernel to boot (a descriptor name). Default: kernlab's
+        /// default kernel, or the newest one the dkms.conf builds for.
+        #[arg(long, value_name = "NAME")]
+        kernel: Option<String>,
+        /// The churn workload: what one operation is.
+        #[arg(long, default_value = "files", value_parser = ["files", "sockets", "pipes", "mixed"])]
+        workload: String,
+        /// Overwrite the lab file if it exists.
+        #[arg(long)]
+        force: bool,
     },
     /// Kernels: list the descriptors, fetch one into the cache.
     #[command(subcommand)]
@@ -268,6 +293,7 @@ fn main() -> ExitCode {
     let code = match cli.command {
         Command::Run { lab, out, kernel, duration, attribute } => run_lab(lab, out, kernel, duration, attribute, cli.kernel_dirs, &events),
         Command::Validate { labs } => validate(&labs, json),
+        Command::New { lab, module, kernel, workload, force } => new(NewArgs { lab, module, kernel, workload, force, json, kernel_dirs: cli.kernel_dirs }),
         Command::Kernel(KernelCommand::List) => kernel_list(&cli.kernel_dirs),
         Command::Kernel(KernelCommand::Fetch { name }) => kernel_fetch(&name, &cli.kernel_dirs),
         Command::Bench(BenchCommand::Boot { kernels, runs, profiles, images, boots, no_fast_boot, warm }) => {

@@ -10,6 +10,7 @@ mod doctor;
 mod image;
 mod kernels;
 mod matrix;
+mod new;
 mod triage;
 
 pub use bench::{bench_boot, bench_samples, BootArgs};
@@ -19,6 +20,7 @@ pub use doctor::doctor;
 pub use image::image_debian;
 pub use kernels::{kernel_fetch, kernel_list};
 pub use matrix::{matrix, merge};
+pub use new::{new, NewArgs};
 pub use triage::triage;
 
 use std::path::PathBuf;

@@ -10,6 +10,7 @@
 //! The file format is documented in `docs/lab-format.md`.
 
 mod exhaustion;
+pub mod scaffold;
 mod leak;
 mod sections;
 mod source;
