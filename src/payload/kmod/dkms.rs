@@ -137,8 +137,7 @@ impl Sourced {
     pub fn parse(out: &[u8]) -> Result<Sourced, String> {
         let mut s = Sourced::default();
         let mut fields = out.split(|b| *b == 0);
-        loop {
-            let Some(name) = fields.next() else { break };
+        while let Some(name) = fields.next() {
             if name.is_empty() {
                 break;
             }
