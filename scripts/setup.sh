@@ -27,6 +27,8 @@ packages=(
   uidmap            # newuidmap/newgidmap for mmdebstrap --mode=unshare as a user (only Recommended by it)
   crash             # vmcore triage
   git               # kernlab bisect: a module's history (git archive, rev-list)
+  dkms              # the reference tests/dkms.rs compares kernlab's reading of a dkms.conf with
+  patch             # modules[].patches and a dkms.conf's PATCH
   chromium          # headless: the report.html test opens the page and takes a screenshot
   ca-certificates
 )
