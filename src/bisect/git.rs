@@ -23,6 +23,8 @@ pub enum GitError {
     Same { good: String, bad: String },
     #[error("{flag} `{rev}` has no directory `{}` (the lab's module source)", if sub.as_os_str().is_empty() { Path::new(".") } else { sub.as_path() }.display())]
     NoModuleDir { flag: &'static str, rev: String, sub: PathBuf },
+    #[error("submodule `{}` at `{rev}` is commit {commit}, which its clone in `{}` does not have (run `git submodule update --init` there)", path.display(), top.display())]
+    Submodule { path: PathBuf, rev: String, commit: String, top: PathBuf },
     #[error("git")]
     Tool(#[from] ToolError),
     #[error("unpacking `{}`", path.display())]
@@ -36,7 +38,7 @@ pub enum GitError {
 impl GitError {
     /// Whether the user's flags are at fault (exit 2) rather than git or the disk (101).
     pub fn is_usage(&self) -> bool {
-        !matches!(self, GitError::Tool(_) | GitError::Unpack { .. })
+        !matches!(self, GitError::Tool(_) | GitError::Unpack { .. } | GitError::Submodule { .. })
     }
 }
 
@@ -123,7 +125,37 @@ pub fn export(top: &Path, rev: &str, subs: &[PathBuf], dest: &Path) -> Result<()
     let file = std::fs::File::open(&tarball).map_err(unpack)?;
     tar::Archive::new(file).unpack(dest).map_err(unpack)?;
     let _ = std::fs::remove_file(&tarball);
+    // `git archive` leaves a submodule out (an empty directory): export each
+    // one at the commit the revision records, from its clone in the work
+    // tree, as `git submodule update` would have checked it out.
+    let mut ls = git(top).args(["ls-tree", "-r", "-z", rev, "--"]);
+    for s in subs {
+        ls = ls.arg(if s.as_os_str().is_empty() { Path::new(".") } else { s.as_path() });
+    }
+    let listing = ls.run()?;
+    for (path, commit) in gitlinks(&listing.stdout) {
+        let clone = top.join(&path);
+        let has = git(&clone).args(["cat-file", "-e", &format!("{commit}^{{commit}}")]).run().is_ok();
+        if !has {
+            return Err(GitError::Submodule { path, rev: rev.to_string(), commit, top: top.to_path_buf() });
+        }
+        let into = dest.join(&path);
+        std::fs::create_dir_all(&into).map_err(|source| GitError::Unpack { path: into.clone(), source })?;
+        export(&clone, &commit, &[PathBuf::new()], &into)?;
+    }
     Ok(())
+}
+
+/// The submodules (`160000 commit SHA\tPATH` entries) of `git ls-tree -r -z`.
+pub fn gitlinks(out: &[u8]) -> Vec<(PathBuf, String)> {
+    out.split(|b| *b == 0)
+        .filter_map(|e| {
+            let e = String::from_utf8_lossy(e);
+            let (meta, path) = e.split_once('\t')?;
+            let mut m = meta.split_whitespace();
+            (m.next()? == "160000" && m.next()? == "commit").then(|| (PathBuf::from(path), m.next().unwrap_or("").to_string()))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -210,5 +242,44 @@ pub(crate) mod tests {
         let whole = tempfile::tempdir().unwrap();
         export(&top, &shas[0], &[PathBuf::new()], whole.path()).unwrap();
         assert!(whole.path().join("mod/a.c").is_file());
+    }
+
+    #[test]
+    fn an_export_takes_submodules_at_the_commit_the_revision_records() {
+        let d = tempfile::tempdir().unwrap();
+        let lib = d.path().join("lib");
+        std::fs::create_dir(&lib).unwrap();
+        sh(&lib, &["init", "-q"]);
+        std::fs::write(lib.join("lib.c"), "int v = 1;\n").unwrap();
+        sh(&lib, &["add", "-A"]);
+        sh(&lib, &["commit", "-q", "-m", "lib v1"]);
+        let top = d.path().join("product");
+        std::fs::create_dir(&top).unwrap();
+        sh(&top, &["init", "-q"]);
+        std::fs::create_dir(top.join("driver")).unwrap();
+        std::fs::write(top.join("driver/Kbuild"), "obj-m := d.o\n").unwrap();
+        sh(&top, &["-c", "protocol.file.allow=always", "submodule", "add", "-q", lib.to_str().unwrap(), "driver/third_party/lib"]);
+        sh(&top, &["add", "-A"]);
+        sh(&top, &["commit", "-q", "-m", "driver with lib v1"]);
+        let first = sh(&top, &["rev-parse", "HEAD"]);
+        std::fs::write(lib.join("lib.c"), "int v = 2;\n").unwrap();
+        sh(&lib, &["commit", "-q", "-a", "-m", "lib v2"]);
+        let sub = top.join("driver/third_party/lib");
+        sh(&sub, &["-c", "protocol.file.allow=always", "pull", "-q", "origin", "main"]);
+        sh(&top, &["commit", "-q", "-a", "-m", "lib v2"]);
+        for (rev, want) in [(first.as_str(), "int v = 1;\n"), ("HEAD", "int v = 2;\n")] {
+            let out = tempfile::tempdir().unwrap();
+            export(&top, rev, &[PathBuf::from("driver")], out.path()).unwrap();
+            assert_eq!(std::fs::read_to_string(out.path().join("driver/third_party/lib/lib.c")).unwrap(), want, "at {rev}");
+            assert!(out.path().join("driver/Kbuild").is_file());
+            assert!(!out.path().join("driver/third_party/lib/.git").exists());
+        }
+        // A recorded commit the clone lacks is said, with what to run.
+        let gone = tempfile::tempdir().unwrap();
+        std::fs::remove_dir_all(&sub).unwrap();
+        std::fs::create_dir(&sub).unwrap();
+        sh(&sub, &["init", "-q"]);
+        let e = export(&top, "HEAD", &[PathBuf::from("driver")], gone.path()).unwrap_err().to_string();
+        assert!(e.contains("submodule `driver/third_party/lib`") && e.contains("git submodule update --init"), "{e}");
     }
 }
