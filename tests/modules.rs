@@ -79,6 +79,10 @@ fn a_dkms_tree_builds_as_dkms_builds_it_and_its_leak_is_found_per_pipe() {
         let m: serde_json::Value = serde_json::from_slice(&std::fs::read(dir.join(arm).join("manifest.json")).unwrap()).unwrap();
         let names: Vec<_> = m["modules"].as_array().unwrap().iter().map(|x| x["name"].as_str().unwrap()).collect();
         assert_eq!(names, ["pg_core", "pg_pipe"], "{arm}: manifest {m}");
+        let core = &m["modules"][0];
+        assert_eq!((core["origin"].as_str(), core["built_by"].as_str()), (Some("core/pg_core.ko"), Some("dkms prodguard 3.2.1")), "{arm}: {core}");
+        assert!(core["vermagic"].as_str().unwrap().starts_with("6.1.0-54-cloud-amd64 "), "{core}");
+        assert_eq!(m["modules"][1]["params"]["leak"], leak, "{arm}");
     }
 }
 

@@ -186,9 +186,23 @@ pub struct Manifest {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ModuleEntry {
     pub name: String,
-    /// The built `.ko`, in the module cache.
+    /// The built `.ko`, in the module cache (a prebuilt one: the vendor's file).
     pub ko: String,
     pub sha256: String,
+    /// Where the object was in the lab's tree (or the vendor's path as the
+    /// lab wrote it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub origin: String,
+    /// How it was made: `kbuild`, `commands`, `dkms` (with the package) or
+    /// `prebuilt`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub built_by: String,
+    /// Its `vermagic`.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub vermagic: String,
+    /// The parameters it was loaded with.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub params: std::collections::BTreeMap<String, String>,
 }
 
 /// One `payload` entry of the lab, as installed (`manifest.json`).

@@ -104,7 +104,10 @@ pub(super) async fn prepare(ctx: &mut Ctx) -> Result<Prepared, RunError> {
     ctx.manifest.kernel = Some(kernel.clone());
 
     let (payload, modules) = build_payload(ctx, &kernel, own).await?;
-    ctx.manifest.modules = modules.iter().map(|(m, _)| ModuleEntry { name: m.name.clone(), ko: m.ko.display().to_string(), sha256: m.sha256.clone() }).collect();
+    ctx.manifest.modules = modules
+        .iter()
+        .map(|(m, p)| ModuleEntry { name: m.name.clone(), ko: m.ko.display().to_string(), sha256: m.sha256.clone(), origin: m.origin.clone(), built_by: m.how.to_string(), vermagic: m.vermagic.clone(), params: p.clone() })
+        .collect();
 
     // Accelerator, kernel image and machine profile.
     let requested = ctx.lab.vm.accel;

@@ -67,6 +67,17 @@ pub enum How {
     Prebuilt,
 }
 
+impl std::fmt::Display for How {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            How::Kbuild => f.write_str("kbuild"),
+            How::Commands => f.write_str("commands"),
+            How::Dkms { package, version } => write!(f, "dkms {package} {version}"),
+            How::Prebuilt => f.write_str("prebuilt"),
+        }
+    }
+}
+
 /// One module ready to load.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
 pub struct BuiltModule {
@@ -83,6 +94,8 @@ pub struct BuiltModule {
     pub params: Vec<String>,
     /// `vermagic=`.
     pub vermagic: String,
+    /// How its entry was built.
+    pub how: How,
 }
 
 /// One `modules[i]` entry, built.
@@ -417,7 +430,7 @@ fn read_entry(entry: &Path, cached: bool) -> Result<Option<BuiltEntry>, PayloadE
     for (file, origin) in &record.modules {
         let ko = entry.join(file);
         let info = modinfo::read(&ko).map_err(|why| PayloadError::NotAModule { ko: ko.clone(), why })?;
-        modules.push(BuiltModule { name: info.name.clone(), sha256: fsx::sha256_file(&ko).map_err(io(&ko))?, ko, cached, origin: origin.clone(), params: info.params, vermagic: info.vermagic });
+        modules.push(BuiltModule { name: info.name.clone(), sha256: fsx::sha256_file(&ko).map_err(io(&ko))?, ko, cached, origin: origin.clone(), params: info.params, vermagic: info.vermagic, how: record.how.clone() });
     }
     let symvers = record.symvers.iter().map(|f| entry.join(f)).collect();
     Ok(Some(BuiltEntry { modules, symvers, how: record.how, ignored: record.ignored }))
@@ -433,7 +446,7 @@ fn prebuilt(target: &Target, lab_dir: &Path, kos: &[PathBuf]) -> Result<BuiltEnt
         }
         let info = modinfo::read(&ko).map_err(|why| PayloadError::NotAModule { ko: ko.clone(), why })?;
         check_vermagic(&info, &ko, target)?;
-        modules.push(BuiltModule { name: info.name.clone(), sha256: fsx::sha256_file(&ko).map_err(io(&ko))?, ko, cached: false, origin: k.display().to_string(), params: info.params, vermagic: info.vermagic });
+        modules.push(BuiltModule { name: info.name.clone(), sha256: fsx::sha256_file(&ko).map_err(io(&ko))?, ko, cached: false, origin: k.display().to_string(), params: info.params, vermagic: info.vermagic, how: How::Prebuilt });
     }
     Ok(BuiltEntry { modules, symvers: Vec::new(), how: How::Prebuilt, ignored: Vec::new() })
 }
