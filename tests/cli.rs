@@ -152,3 +152,25 @@ fn matrix_cells_are_listed_stably_and_shards_cover_them() {
     assert_eq!(o.status.code(), Some(2));
     assert!(text(&o.stderr).contains("kernel pattern `debian-9.*` matches no known kernel"), "{}", text(&o.stderr));
 }
+
+/// Every lab shipped in labs/ validates (the matrix files beside them are
+/// not labs): one `kernlab validate` of them all, each its own result.
+#[test]
+fn every_shipped_lab_validates() {
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(repo("labs"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "yaml"))
+        .filter(|p| !std::fs::read_to_string(p).unwrap().lines().any(|l| l.starts_with("labs:")))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 10, "{files:?}");
+    let mut args = vec!["validate".to_string()];
+    args.extend(files.iter().map(|p| p.display().to_string()));
+    let out = run(&args.iter().map(String::as_str).collect::<Vec<_>>());
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for f in &files {
+        assert!(stdout.contains(&format!("ok: {}", f.display())), "{}: {stdout}", f.display());
+    }
+}
