@@ -195,16 +195,16 @@ impl Sampler {
                 let _ = self.store.lock().unwrap().append_balloon(t, &stats);
             }
         }
-        let text = match self.from_stream(t, interval).await {
+        let text = match self.by_stream(t, interval).await {
             Some(text) => text,
-            None => self.from_exec(t, interval).await?,
+            None => self.by_command(t, interval).await?,
         };
         self.record(index, t, &text)
     }
 
     /// A record from the guest sampler, or `None` when it is not there
     /// (then the caller samples by command).
-    async fn from_stream(&mut self, t: f64, interval: Duration) -> Option<String> {
+    async fn by_stream(&mut self, t: f64, interval: Duration) -> Option<String> {
         let st = self.stream.as_mut()?;
         // A record is ready within milliseconds; a slow one means a
         // stalled stream, and the fallback still has time in the interval.
@@ -269,7 +269,7 @@ impl Sampler {
     /// A capture by a fresh SSH command on the sampling session, which is
     /// re-made when it broke; `None` (a gap recorded) when the guest did
     /// not answer.
-    async fn from_exec(&mut self, t: f64, interval: Duration) -> Option<String> {
+    async fn by_command(&mut self, t: f64, interval: Duration) -> Option<String> {
         let session = match self.session.clone() {
             Some(s) => s,
             None if !self.backoff.ready(t) => {
@@ -294,12 +294,12 @@ impl Sampler {
             Ok(out) if out.success() => Some(out.stdout),
             Ok(out) => {
                 self.gap(t, format!("capture exited {}: {}", out.status, out.stderr.trim()));
-                return None;
+                None
             }
             Err(e @ GuestError::Ssh(_)) => {
                 self.session = None;
                 self.gap(t, e.to_string());
-                return None;
+                None
             }
             Err(e) => {
                 self.gap(t, e.to_string());
