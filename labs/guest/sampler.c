@@ -20,6 +20,10 @@
  *               /sys/kernel/slab/<cache>/shrink; aliases, which are
  *               symlinks to a cache's directory, are skipped)
  *   -q MS       with the workload paused, wait MS milliseconds first
+ *               (at least SETTLE_MS, 50: the workload's last frees wait
+ *               for an RCU grace period, and a read right after the pause
+ *               would count them or not by chance; an exec sample's shell
+ *               took longer than that between its pause and its read)
  *   -w PIDFILE  pause the workload around the flush and the read: SIGSTOP
  *               to the process group whose leader's pid is in PIDFILE
  *               (read until it names one), SIGCONT after the read
@@ -49,13 +53,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <linux/membarrier.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
 #define OUT_SIZE	(4 << 20)	/* one record; slabinfo is ~30 KiB */
 #define MAX_SHRINK	1024
 #define MAX_SECTIONS	8
+#define SETTLE_MS	50	/* the least wait with the workload paused */
 
 enum section { S_UPTIME, S_SLABINFO, S_MEMINFO, S_DENTRY, S_OPS };
 
@@ -208,8 +215,12 @@ static void sample(const char *seq, int reclaim, int quiesce_ms)
 	out_len = 0;
 	if (w > 0 && kill(-w, SIGSTOP) == 0)
 		stopped = 1;
-	if (stopped && quiesce_ms > 0) {
-		struct timespec ts = { quiesce_ms / 1000, (quiesce_ms % 1000) * 1000000L };
+	if (stopped) {
+		int ms = quiesce_ms > SETTLE_MS ? quiesce_ms : SETTLE_MS;
+		struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+		/* synchronize_rcu() in the kernel when the guest has CPUs to wait for. */
+		(void)!syscall(__NR_membarrier, MEMBARRIER_CMD_GLOBAL, 0, 0);
 		while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
 			;
 	}
