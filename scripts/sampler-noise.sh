@@ -11,8 +11,9 @@
 #
 # KERNLAB defaults to $CARGO_TARGET_DIR (or target)/release/kernlab; OUT to
 # runs/sampler-noise/<UTC timestamp>. RUNS (3), DURATION (30s), SAMPLERS
-# ("exec stream") and RECLAIMS ("true false") from the environment. Runs
-# one calibration at a time. Needs python3 to read the samples.
+# ("exec stream") and RECLAIMS ("true false") from the environment; with
+# TABLE_ONLY=1 no run, only the table of what OUT holds. Runs one
+# calibration at a time. Needs python3 to read the samples.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kl=${1:-${CARGO_TARGET_DIR:-target}/release/kernlab}
@@ -21,7 +22,7 @@ runs=${RUNS:-3}
 duration=${DURATION:-30s}
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
-for s in ${SAMPLERS:-exec stream}; do
+[ "${TABLE_ONLY:-0}" = 1 ] || for s in ${SAMPLERS:-exec stream}; do
   for r in ${RECLAIMS:-true false}; do
     lab="$out/lab-$s-$r.yaml"
     # The lab as written, with the sampler and reclaim set, its module
