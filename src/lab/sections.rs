@@ -325,6 +325,23 @@ pub struct Monitor {
     /// tmpfs churn's dentry or lsm_inode_cache); at most half the interval.
     #[serde(with = "units::duration")]
     pub quiesce: Duration,
+    /// How the guest is sampled. `stream`: one long-lived guest process
+    /// (`kernlab-sampler`, built by kernlab) started once per run over one
+    /// SSH channel, which opens its files once and answers each sample
+    /// request with a record, so sampling opens no session, shell or file
+    /// per sample; if the stream breaks, that sample and the next are
+    /// taken by `exec` until it is restarted. `exec`: a fresh SSH command
+    /// per sample (a shell that opens every file again). Default: stream.
+    pub sampler: SamplerKind,
+}
+
+/// `monitor.sampler`: see [`Monitor::sampler`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SamplerKind {
+    #[default]
+    Stream,
+    Exec,
 }
 
 impl Default for Monitor {
@@ -335,6 +352,7 @@ impl Default for Monitor {
             reclaim: false,
             shrink: true,
             quiesce: Duration::ZERO,
+            sampler: SamplerKind::Stream,
         }
     }
 }

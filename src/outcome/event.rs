@@ -58,6 +58,14 @@ pub enum Event {
     WorkloadStarted { commands: usize, duration_secs: f64, until_exhaustion: bool },
     Sample { index: u64, t: f64, uptime: Option<f64>, mem_available: Option<u64>, slab: Option<u64>, s_unreclaim: Option<u64>, nr_dentry: Option<u64>, caches: Option<usize> },
     SampleFailed { t: f64, reason: String },
+    /// The guest sampler (`monitor.sampler: stream`) answers: started, or
+    /// restarted after it broke (`restart`), in `secs`; `shrink`: the
+    /// per-CPU flush files it holds open.
+    SamplerStarted { restart: bool, shrink: Option<u64>, secs: f64 },
+    /// The guest sampler did not answer (it did not start, its stream broke
+    /// or timed out): this sample and the next ones are taken by a fresh
+    /// SSH command each until it is restarted.
+    SamplerFallback { t: f64, reason: String },
     /// Samples arrive again after `gaps` failed ones spanning `secs`.
     SamplingResumed { gaps: u64, secs: f64 },
     WorkloadFinished { status: Option<i32>, secs: f64 },

@@ -107,6 +107,8 @@ impl Terminal {
                 nr_dentry.map(|n| n.to_string()).unwrap_or("-".into()),
             ),
             Event::SampleFailed { reason, .. } => format!("sample failed: {reason}"),
+            Event::SamplerStarted { restart, secs, .. } => format!("guest sampler {} ({secs:.2} s)", if *restart { "restarted" } else { "started" }),
+            Event::SamplerFallback { reason, .. } => format!("guest sampler unavailable, sampling by SSH command: {reason}"),
             Event::SamplingResumed { gaps, secs } => format!("sampling resumed after {gaps} missed samples ({secs:.1} s)"),
             Event::WorkloadFinished { status, secs } => {
                 format!("workload finished after {secs:.1} s, exit {}", status.map(|s| s.to_string()).unwrap_or("unknown (SSH lost)".into()))
@@ -240,6 +242,7 @@ impl Reporter for Terminal {
             Event::Error { .. } => console::style(line).red().for_stderr().to_string(),
             Event::KdumpUnavailable { .. }
             | Event::SampleFailed { .. }
+            | Event::SamplerFallback { .. }
             | Event::SnapshotFallback { .. }
             | Event::SnapshotSaveFailed { .. }
             | Event::NoExhaustion { until_exhaustion: true, .. } => {

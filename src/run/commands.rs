@@ -68,6 +68,46 @@ pub(super) fn capture_command(lab: &Lab, sections: &[Section]) -> String {
     cmd
 }
 
+/// The guest sampler's source (see `labs/guest/sampler.c`), built into a
+/// static binary for the guest, and where it goes.
+pub(super) const SAMPLER_C: &str = include_str!("../../labs/guest/sampler.c");
+pub(super) const SAMPLER_BIN: &str = "/usr/bin/kernlab-sampler";
+
+/// The guest sampler's command line for `monitor.sampler: stream`: the
+/// same pause, reclaim, flush and sections as [`capture_command`], done by
+/// one process that opens its files once (`exec`, so no shell stays
+/// around it).
+pub(super) fn sampler_command(lab: &Lab, sections: &[Section]) -> String {
+    let mut cmd = format!("exec {SAMPLER_BIN}");
+    let quiesce = lab.workload.is_some() && (lab.monitor.shrink || !lab.monitor.quiesce.is_zero());
+    if lab.monitor.reclaim {
+        cmd.push_str(" -r");
+    }
+    if lab.monitor.shrink {
+        cmd.push_str(" -s");
+    }
+    if quiesce {
+        cmd.push_str(&format!(" -w {WORKLOAD_PID}"));
+        if !lab.monitor.quiesce.is_zero() {
+            cmd.push_str(&format!(" -q {}", lab.monitor.quiesce.as_millis()));
+        }
+    }
+    let ops_file = lab.workload.as_ref().map_or(sparse::OPS_FILE, |w| w.ops_file());
+    cmd.push_str(&format!(" -o {}", tool::shell_quote(ops_file)));
+    // Uptime first, each section once, as in the exec capture.
+    let mut order = vec![Section::Uptime];
+    for &s in sections {
+        if !order.contains(&s) {
+            order.push(s);
+        }
+    }
+    for s in order {
+        cmd.push(' ');
+        cmd.push_str(s.name());
+    }
+    cmd
+}
+
 /// `insmod` of a lab module with its parameters. The guest shell sees data only: each `name=value` is one single-quoted
 /// word. The kernel then splits the joined arguments at blanks unless a
 /// value is in double quotes, so a value with blanks is wrapped in them
@@ -242,6 +282,22 @@ mod tests {
             workload_command(),
             "setsid sh /run/kernlab-workload.sh > /tmp/kernlab-workload.log 2>&1 < /dev/null & echo $! > /run/kernlab-workload.pid; wait $!"
         );
+    }
+
+    #[test]
+    fn the_stream_sampler_does_what_the_capture_command_does() {
+        let mut lab = crate::lab::parse("name: x\n", Path::new("x.yaml")).unwrap();
+        lab.workload = Some(lab::Workload { churn: Some(lab::Churn::default()), commands: vec![], duration: Duration::from_secs(30), ops: None });
+        let s = sections(&lab);
+        assert_eq!(sampler_command(&lab, &s), "exec /usr/bin/kernlab-sampler -s -w /run/kernlab-workload.pid -o /run/kernlab-ops uptime slabinfo meminfo dentry-state ops");
+        lab.monitor.reclaim = true;
+        lab.monitor.quiesce = Duration::from_millis(300);
+        lab.workload.as_mut().unwrap().ops = Some("/run/app/ops".into());
+        assert_eq!(sampler_command(&lab, &s), "exec /usr/bin/kernlab-sampler -r -s -w /run/kernlab-workload.pid -q 300 -o /run/app/ops uptime slabinfo meminfo dentry-state ops");
+        // No workload: nothing to pause.
+        lab.workload = None;
+        lab.monitor.shrink = false;
+        assert_eq!(sampler_command(&lab, &sections(&lab)), "exec /usr/bin/kernlab-sampler -r -o /run/kernlab-ops uptime slabinfo meminfo dentry-state");
     }
 
     #[test]

@@ -13,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use super::boot::SSH_TIMEOUT;
 use super::start::Ready;
-use super::commands::{capture_command, ignored_ops_lines, insmod_command, sections, workload_command, workload_commands, workload_file, workload_stop, WORKLOAD_LOG, WORKLOAD_SCRIPT};
+use super::commands::{capture_command, ignored_ops_lines, insmod_command, sampler_command, sections, SAMPLER_BIN, workload_command, workload_commands, workload_file, workload_stop, WORKLOAD_LOG, WORKLOAD_SCRIPT};
 use super::events::{self, Event};
 use super::exhaust::{self, Trigger};
 use super::prepare::Prepared;
-use super::sampler::{Backoff, Sampler, SamplerEnd};
+use super::sampler::{Backoff, Sampler, SamplerEnd, Stream};
 use super::{Ctx, RunError};
 use crate::outcome::run::ExhaustionOutcome;
 use crate::image::tree::Tree;
@@ -43,7 +43,9 @@ pub(super) async fn run(ctx: &mut Ctx, p: Prepared, ready: Ready) -> Result<(), 
     let kdump_loaded = exhaust::arm(ctx, &guest).await?;
     super::instruments::set_up(ctx, &guest).await;
     load_modules(ctx, &guest, &p.modules, kdump_loaded).await?;
-    workload(ctx, &guest, kdump_loaded).await?;
+    // The guest sampler is in the payload when it was built for the lab.
+    let stream = p.payload.files().any(|(path, _, _)| path == SAMPLER_BIN);
+    workload(ctx, &guest, kdump_loaded, stream).await?;
     super::instruments::collect(ctx, &guest).await;
     unload_modules(ctx, &guest, &p.modules).await;
     Ok(())
@@ -145,7 +147,7 @@ async fn load_modules(ctx: &mut Ctx, guest: &Guest, modules: &[(BuiltModule, BTr
 /// Sampling, alongside the workload when there is one, until the phase's
 /// limit, the workload's failure, exhaustion, a hang, or the guest's loss;
 /// then the dump when the lab takes one.
-async fn workload(ctx: &mut Ctx, guest: &Guest, kdump_loaded: bool) -> Result<(), RunError> {
+async fn workload(ctx: &mut Ctx, guest: &Guest, kdump_loaded: bool, stream: bool) -> Result<(), RunError> {
     let sections = sections(&ctx.lab);
     let balloon = ctx.lab.monitor.sources.contains(&lab::Source::Balloon);
     let store = SampleStore::open(&ctx.dir.join("samples"), &sections, balloon)
@@ -173,6 +175,7 @@ async fn workload(ctx: &mut Ctx, guest: &Guest, kdump_loaded: bool) -> Result<()
         backoff: Backoff::default(),
         gap_since: None,
         decided: ctx.decided.clone(),
+        stream: (stream && ctx.lab.monitor.sampler == lab::SamplerKind::Stream).then(|| Stream::new(sampler_command(&ctx.lab, &sections))),
     };
     // The workload phase's limit: its duration, or for a lab that runs until
     // exhaustion the most it may take to get there (`exhaustion.max`).

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use super::commands::{CHURN_C, CHURN_LABEL, GUEST_MODULES};
+use super::commands::{CHURN_C, CHURN_LABEL, GUEST_MODULES, SAMPLER_BIN, SAMPLER_C};
 use super::events::Event;
 use super::{blocking, exhaust, write, BootManifest, Ctx, RunError, CONSOLE, QMP_SOCKET};
 use crate::image::{self, tree::Tree};
@@ -364,6 +364,18 @@ async fn build_payload(ctx: &Ctx, kernel: &Kernel, mut payload: Tree) -> Result<
         let churn = blocking(move || payload::build_program(&cache, "churn", CHURN_C.as_bytes())).await??;
         let data = std::fs::read(&churn).map_err(|source| RunError::Write { path: churn.clone(), source })?;
         payload.file("/usr/bin/churn", 0o755, data);
+    }
+    if ctx.lab.monitor.sampler == lab::SamplerKind::Stream {
+        // Without it the run samples by command, as before: a host that
+        // cannot build static programs loses only the quieter sampler.
+        let cache = ctx.cache.clone();
+        match blocking(move || payload::build_program(&cache, "kernlab-sampler", SAMPLER_C.as_bytes())).await? {
+            Ok(bin) => {
+                let data = std::fs::read(&bin).map_err(|source| RunError::Write { path: bin.clone(), source })?;
+                payload.file(SAMPLER_BIN, 0o755, data);
+            }
+            Err(e) => tracing::warn!("the guest sampler cannot be built, sampling by SSH command instead: {}", crate::util::error_chain(&e)),
+        }
     }
     Ok((payload, modules))
 }

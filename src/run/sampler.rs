@@ -1,8 +1,11 @@
-//! The sampler: reads the guest's `/proc` sections over SSH every
-//! interval, stores them as time series, watches for exhaustion and hangs,
-//! and reconnects with backoff when the session drops. It runs inside the
-//! guest's wait (a lost guest ends it there); its SSH calls run on blocking
-//! threads through the [`Guest`].
+//! The sampler: reads the guest's `/proc` sections every interval, stores
+//! them as time series, watches for exhaustion and hangs, and reconnects
+//! with backoff when the session drops. A sample is a request to the
+//! guest sampler's stream (`monitor.sampler: stream`, one guest process
+//! for the run) or a fresh SSH command (`exec`, and the fallback whenever
+//! the stream is not there). It runs inside the guest's wait (a lost
+//! guest ends it there); its SSH calls run on blocking threads through the
+//! [`Guest`].
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -13,7 +16,7 @@ use super::boot::SSH_TIMEOUT;
 use super::events::{self, Event, Events};
 use crate::sample::parse as sparse;
 use crate::sample::store::SampleStore;
-use crate::vm::{Guest, GuestError, Session};
+use crate::vm::{Guest, GuestError, GuestStream, Session};
 
 /// Why the sampler stopped.
 #[derive(Debug, Clone, PartialEq)]
@@ -49,6 +52,31 @@ pub(super) struct Sampler {
     pub(super) gap_since: Option<(f64, u64)>,
     /// The verdict is decided: this sample is the last.
     pub(super) decided: CancellationToken,
+    /// The guest sampler's stream, when the lab samples through it.
+    pub(super) stream: Option<Stream>,
+}
+
+/// The guest sampler (`labs/guest/sampler.c`) on its SSH channel: started
+/// at the first sample, restarted with backoff when it breaks, given up
+/// after [`Stream::MAX_START_FAILURES`] failed starts in a row. While it is
+/// not there, samples are taken by the exec command, so none is lost to it.
+pub(super) struct Stream {
+    /// The guest command that starts it.
+    pub(super) command: String,
+    conn: Option<GuestStream>,
+    started: bool,
+    backoff: Backoff,
+    failed_starts: u32,
+    /// The last request's number; a record must carry it.
+    seq: u64,
+}
+
+impl Stream {
+    const MAX_START_FAILURES: u32 = 3;
+
+    pub(super) fn new(command: String) -> Stream {
+        Stream { command, conn: None, started: false, backoff: Backoff::default(), failed_starts: 0, seq: 0 }
+    }
 }
 
 /// The shortest silence (no sample answered) that counts as a hang when
@@ -91,6 +119,16 @@ impl Sampler {
     /// once, and once more at the end). A failed sample is recorded as a gap
     /// and the session is re-made at the next tick; the run goes on.
     pub(super) async fn run(mut self, interval: Duration, duration: Duration) -> SamplerEnd {
+        let end = self.run_until(interval, duration).await;
+        // Closing the channel ends the guest sampler (end of its stdin);
+        // libssh2's teardown blocks, so not on a runtime worker.
+        if let Some(conn) = self.stream.as_mut().and_then(|s| s.conn.take()) {
+            tokio::task::spawn_blocking(move || drop(conn));
+        }
+        end
+    }
+
+    async fn run_until(&mut self, interval: Duration, duration: Duration) -> SamplerEnd {
         let start = tokio::time::Instant::now();
         let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -157,6 +195,81 @@ impl Sampler {
                 let _ = self.store.lock().unwrap().append_balloon(t, &stats);
             }
         }
+        let text = match self.by_stream(t, interval).await {
+            Some(text) => text,
+            None => self.by_command(t, interval).await?,
+        };
+        self.record(index, t, &text)
+    }
+
+    /// A record from the guest sampler, or `None` when it is not there
+    /// (then the caller samples by command).
+    async fn by_stream(&mut self, t: f64, interval: Duration) -> Option<String> {
+        let st = self.stream.as_mut()?;
+        // A record is ready within milliseconds; a slow one means a
+        // stalled stream, and the fallback still has time in the interval.
+        let timeout = (interval * 2).max(Duration::from_secs(5));
+        if st.conn.is_none() {
+            if st.failed_starts >= Stream::MAX_START_FAILURES || !st.backoff.ready(t) {
+                return None;
+            }
+            let t0 = std::time::Instant::now();
+            match self.guest.open_stream(&st.command, SSH_TIMEOUT.max(timeout), sparse::take_ready).await {
+                Ok((conn, ready)) => {
+                    st.backoff.succeeded();
+                    st.failed_starts = 0;
+                    st.conn = Some(conn);
+                    let shrink = ready.split_whitespace().find_map(|w| w.strip_prefix("shrink=")).and_then(|n| n.parse().ok());
+                    self.events.emit(Event::SamplerStarted { restart: st.started, shrink, secs: events::round3(t0.elapsed().as_secs_f64()) });
+                    st.started = true;
+                }
+                Err(e) => {
+                    st.failed_starts += 1;
+                    let wait = st.backoff.failed(self.events.now());
+                    let next = if st.failed_starts >= Stream::MAX_START_FAILURES {
+                        format!("{} failed starts, sampling by command from now on", st.failed_starts)
+                    } else {
+                        format!("next try in {wait:.1} s")
+                    };
+                    self.events.emit(Event::SamplerFallback { t: events::round3(t), reason: format!("cannot start it: {} ({next})", crate::util::error_chain(&e)) });
+                    return None;
+                }
+            }
+        }
+        st.seq += 1;
+        let seq = st.seq;
+        let conn = st.conn.take()?;
+        // A late record of an earlier, timed-out request is skipped; any
+        // other number means the stream is not what was asked.
+        let take = move |buf: &mut Vec<u8>| loop {
+            match sparse::take_record(buf) {
+                Some(r) if r.seq == Some(seq) => return Some(Ok(r.text)),
+                Some(r) if r.seq.is_some_and(|s| s < seq) => continue,
+                Some(r) => return Some(Err(r.seq)),
+                None => return None,
+            }
+        };
+        let reason = match self.guest.stream_request(conn, sparse::record_request(seq).into_bytes(), timeout, take).await {
+            Ok((conn, Ok(text))) => {
+                st.conn = Some(conn);
+                return Some(text);
+            }
+            Ok((conn, Err(got))) => {
+                tokio::task::spawn_blocking(move || drop(conn));
+                format!("record {got:?} came for request {seq}")
+            }
+            Err(e) => crate::util::error_chain(&e),
+        };
+        // Restarted at the next sample, with backoff if it keeps breaking.
+        st.backoff.failed(t);
+        self.events.emit(Event::SamplerFallback { t: events::round3(t), reason });
+        None
+    }
+
+    /// A capture by a fresh SSH command on the sampling session, which is
+    /// re-made when it broke; `None` (a gap recorded) when the guest did
+    /// not answer.
+    async fn by_command(&mut self, t: f64, interval: Duration) -> Option<String> {
         let session = match self.session.clone() {
             Some(s) => s,
             None if !self.backoff.ready(t) => {
@@ -177,23 +290,27 @@ impl Sampler {
             },
         };
         let timeout = (interval * 3).max(Duration::from_secs(10));
-        let out = match self.guest.probe(&session, &self.command, timeout).await {
-            Ok(out) if out.success() => out,
+        match self.guest.probe(&session, &self.command, timeout).await {
+            Ok(out) if out.success() => Some(out.stdout),
             Ok(out) => {
                 self.gap(t, format!("capture exited {}: {}", out.status, out.stderr.trim()));
-                return None;
+                None
             }
             Err(e @ GuestError::Ssh(_)) => {
                 self.session = None;
                 self.gap(t, e.to_string());
-                return None;
+                None
             }
             Err(e) => {
                 self.gap(t, e.to_string());
-                return None;
+                None
             }
-        };
-        match sparse::parse_capture(&out.stdout) {
+        }
+    }
+
+    /// Parses and stores one capture; `Some(MemAvailable)` when it parsed.
+    fn record(&mut self, index: u64, t: f64, text: &str) -> Option<Option<u64>> {
+        match sparse::parse_capture(text) {
             Ok(c) => {
                 let written = self.store.lock().unwrap().append_capture(t, &c);
                 if let Err(e) = written {

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, watch};
 
 pub use console::{Console, ConsoleState};
-pub use ssh::{wait_for_banner, Connector, ExecOutput, GuestSession, SshError};
+pub use ssh::{wait_for_banner, Connector, ExecOutput, GuestSession, GuestStream, SshError};
 pub use state::SaveError;
 pub use wait::GuestLost;
 
@@ -279,6 +279,32 @@ impl Guest {
     pub async fn probe(&self, s: &Session, command: &str, timeout: Duration) -> Result<ExecOutput, GuestError> {
         let (s, command) = (s.clone(), command.to_string());
         self.ssh(false, move || s.exec(&command, timeout)).await
+    }
+
+    /// Starts `command` on a session of its own and reads until `ready`
+    /// takes its first frame, for a caller inside its own wait (see
+    /// [`Guest::reconnect`]).
+    pub async fn open_stream<T: Send + 'static>(
+        &self,
+        command: &str,
+        timeout: Duration,
+        ready: impl FnMut(&mut Vec<u8>) -> Option<T> + Send + 'static,
+    ) -> Result<(GuestStream, T), GuestError> {
+        let (c, command) = (self.inner.ssh.clone(), command.to_string());
+        self.ssh(false, move || GuestStream::start(c.connect(timeout)?, &command, timeout, ready)).await
+    }
+
+    /// One request on `stream` (see [`GuestStream::request`]), for a caller
+    /// inside its own wait. The stream comes back with the frame; on an
+    /// error it is dropped (on the blocking thread, as its teardown blocks).
+    pub async fn stream_request<T: Send + 'static>(
+        &self,
+        mut stream: GuestStream,
+        request: Vec<u8>,
+        timeout: Duration,
+        take: impl FnMut(&mut Vec<u8>) -> Option<T> + Send + 'static,
+    ) -> Result<(GuestStream, T), GuestError> {
+        self.ssh(false, move || stream.request(&request, timeout, take).map(|t| (stream, t))).await
     }
 
     /// Opens the session one-off commands use, each step within `timeout`.

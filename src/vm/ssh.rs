@@ -203,3 +203,73 @@ impl Connector {
         }
     }
 }
+
+/// A long-lived guest command on an exec channel of its own session, which
+/// answers request lines with framed output (the guest sampler): the
+/// command starts once, and each request costs a line written and a
+/// record read, not a channel or a process.
+pub struct GuestStream {
+    // The channel before the session: a channel is freed before its session.
+    channel: ssh2::Channel,
+    session: GuestSession,
+    command: String,
+    pending: Vec<u8>,
+}
+
+impl GuestStream {
+    /// Starts `command` on `session` and reads its output until `ready`
+    /// takes what it waits for off the front (the command's first line),
+    /// within `timeout`.
+    pub fn start<T>(session: GuestSession, command: &str, timeout: Duration, ready: impl FnMut(&mut Vec<u8>) -> Option<T>) -> Result<(GuestStream, T), SshError> {
+        let err = |source| SshError::Exec { command: command.to_string(), source };
+        session.session.set_timeout(timeout.as_millis().clamp(1, u32::MAX as u128) as u32);
+        let mut channel = session.session.channel_session().map_err(err)?;
+        channel.exec(command).map_err(err)?;
+        let mut s = GuestStream { channel, session, command: command.to_string(), pending: Vec::new() };
+        let first = s.read_frame(timeout, ready)?;
+        Ok((s, first))
+    }
+
+    /// Writes `request`, then reads until `take` takes a frame off the
+    /// output, within `timeout` in all.
+    pub fn request<T>(&mut self, request: &[u8], timeout: Duration, take: impl FnMut(&mut Vec<u8>) -> Option<T>) -> Result<T, SshError> {
+        self.session.session.set_timeout(timeout.as_millis().clamp(1, u32::MAX as u128) as u32);
+        self.channel.write_all(request).and_then(|_| self.channel.flush()).map_err(|e| self.read_err(e, timeout))?;
+        self.read_frame(timeout, take)
+    }
+
+    fn read_err(&self, e: std::io::Error, timeout: Duration) -> SshError {
+        if e.kind() == std::io::ErrorKind::TimedOut {
+            SshError::Timeout { command: self.command.clone(), timeout }
+        } else {
+            SshError::Read { command: self.command.clone(), source: e }
+        }
+    }
+
+    fn read_frame<T>(&mut self, timeout: Duration, mut take: impl FnMut(&mut Vec<u8>) -> Option<T>) -> Result<T, SshError> {
+        let deadline = Instant::now() + timeout;
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            if let Some(t) = take(&mut self.pending) {
+                return Ok(t);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(SshError::Timeout { command: self.command.clone(), timeout });
+            }
+            self.session.session.set_timeout(left.as_millis().clamp(1, u32::MAX as u128) as u32);
+            match self.channel.read(&mut chunk) {
+                Ok(0) => {
+                    // The command ended: its stderr says why.
+                    let mut why = String::new();
+                    let _ = self.channel.stderr().read_to_string(&mut why);
+                    let status = self.channel.exit_status().unwrap_or(-1);
+                    let msg = format!("the command ended (status {status}){}{}", if why.trim().is_empty() { "" } else { ": " }, why.trim());
+                    return Err(SshError::Read { command: self.command.clone(), source: std::io::Error::new(std::io::ErrorKind::UnexpectedEof, msg) });
+                }
+                Ok(n) => self.pending.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(self.read_err(e, timeout)),
+            }
+        }
+    }
+}

@@ -199,3 +199,62 @@ pub fn parse_capture(text: &str) -> Result<Capture, ParseError> {
     }
     Ok(capture)
 }
+
+/// The line that ends each record of the guest sampler's stream, followed
+/// by the request's sequence number (see `labs/guest/sampler.c`).
+pub const RECORD_END: &str = "@@kernlab-end ";
+
+/// The line the guest sampler prints once it has opened its files.
+pub const SAMPLER_READY: &str = "@@kernlab-ready";
+
+/// The request for the record numbered `seq`.
+pub fn record_request(seq: u64) -> String {
+    format!("s {seq}\n")
+}
+
+/// One record taken off the sampler's stream: the capture text (as
+/// [`parse_capture`] reads it) and the sequence number of its end line
+/// (`None` when that number is not one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Record {
+    pub seq: Option<u64>,
+    pub text: String,
+}
+
+/// Takes the first complete record off the front of `buf`: everything up
+/// to a line that starts with [`RECORD_END`], that line included. `None`
+/// while no such line has arrived whole (the rest stays in `buf` for the
+/// next read). Section bodies are `/proc` text, whose lines never start
+/// with `@@`, so the end line cannot be mistaken inside one.
+pub fn take_record(buf: &mut Vec<u8>) -> Option<Record> {
+    let marker = RECORD_END.as_bytes();
+    let mut line_start = 0;
+    while line_start < buf.len() {
+        let line_end = buf[line_start..].iter().position(|&b| b == b'\n').map(|i| line_start + i)?;
+        if buf[line_start..line_end].starts_with(marker) {
+            let seq = std::str::from_utf8(&buf[line_start + marker.len()..line_end]).ok().and_then(|s| s.trim().parse().ok());
+            let text = String::from_utf8_lossy(&buf[..line_start]).into_owned();
+            buf.drain(..=line_end);
+            return Some(Record { seq, text });
+        }
+        line_start = line_end + 1;
+    }
+    None
+}
+
+/// Takes everything up to and including the sampler's ready line off the
+/// front of `buf`; `None` until that line has arrived whole.
+pub fn take_ready(buf: &mut Vec<u8>) -> Option<String> {
+    let marker = SAMPLER_READY.as_bytes();
+    let mut line_start = 0;
+    while line_start < buf.len() {
+        let line_end = buf[line_start..].iter().position(|&b| b == b'\n').map(|i| line_start + i)?;
+        if buf[line_start..line_end].starts_with(marker) {
+            let line = String::from_utf8_lossy(&buf[line_start..line_end]).into_owned();
+            buf.drain(..=line_end);
+            return Some(line);
+        }
+        line_start = line_end + 1;
+    }
+    None
+}

@@ -14,7 +14,7 @@ mod small;
 #[cfg(test)]
 mod tests;
 
-pub use capture::{capture_command, capture_command_with, parse_capture, split_capture, Capture, Section, OPS_FILE, SECTION_MARKER};
+pub use capture::{capture_command, capture_command_with, parse_capture, record_request, split_capture, take_ready, take_record, Capture, Record, Section, OPS_FILE, RECORD_END, SAMPLER_READY, SECTION_MARKER};
 pub use meminfo::{parse_meminfo, Meminfo};
 pub use slabinfo::{parse_slabinfo, SlabCache};
 pub use small::{parse_dentry_state, parse_ops, parse_uptime, DentryState};

@@ -568,3 +568,56 @@ proptest! {
         prop_assert_eq!(parse_slabinfo(&text).unwrap(), caches);
     }
 }
+
+// --- the guest sampler's stream -------------------------------------------
+
+/// Two records as the guest sampler writes them, after its ready line.
+fn stream_text() -> (String, String, String) {
+    let first = host_capture();
+    let second = format!("{SECTION_MARKER}uptime\n12.5 20.0\n{SECTION_MARKER}ops\n0\n");
+    let text = format!("{SAMPLER_READY} pid=42 shrink=150\n{first}{RECORD_END}1\n{second}{RECORD_END}2\n");
+    (text, first, second)
+}
+
+#[test]
+fn stream_records_split_at_their_end_lines_however_the_bytes_arrive() {
+    let (text, first, second) = stream_text();
+    let want = vec![Record { seq: Some(1), text: first.clone() }, Record { seq: Some(2), text: second.clone() }];
+    // Every split of the stream into two reads gives the same records.
+    for cut in 0..=text.len() {
+        let mut buf = Vec::new();
+        let mut got = Vec::new();
+        let mut ready = None;
+        for chunk in [&text.as_bytes()[..cut], &text.as_bytes()[cut..]] {
+            buf.extend_from_slice(chunk);
+            if ready.is_none() {
+                ready = take_ready(&mut buf);
+                if ready.is_none() {
+                    continue;
+                }
+            }
+            while let Some(r) = take_record(&mut buf) {
+                got.push(r);
+            }
+        }
+        assert_eq!(ready.as_deref(), Some("@@kernlab-ready pid=42 shrink=150"), "cut at {cut}");
+        assert_eq!(got, want, "cut at {cut}");
+        assert!(buf.is_empty(), "cut at {cut}");
+    }
+    // A record's text is a capture.
+    let c = parse_capture(&first).unwrap();
+    assert!(c.slabinfo.is_some() && c.meminfo.is_some() && c.dentry.is_some());
+    assert_eq!(parse_capture(&second).unwrap().ops, Some(0));
+}
+
+#[test]
+fn a_partial_record_waits_and_a_bad_sequence_number_is_none() {
+    let mut buf = format!("{SECTION_MARKER}ops\n5\n{RECORD_END}").into_bytes();
+    assert_eq!(take_record(&mut buf), None, "the end line is not whole yet");
+    buf.extend_from_slice(b"x7\n");
+    assert_eq!(take_record(&mut buf), Some(Record { seq: None, text: format!("{SECTION_MARKER}ops\n5\n") }));
+    // A marker inside a line is not an end line.
+    let mut buf = format!("a {RECORD_END}3\n").into_bytes();
+    assert_eq!(take_record(&mut buf), None);
+    assert_eq!(record_request(17), "s 17\n");
+}

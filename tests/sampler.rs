@@ -1,0 +1,88 @@
+//! The guest sampler (`monitor.sampler: stream`) on the real thing: one
+//! process in a real Debian guest under QEMU answers every sample over one
+//! SSH channel, a quiet guest's dentry count does not move under it, and a
+//! sampler killed in the guest mid-run costs no sample (the exec command
+//! takes over, then the sampler is restarted). One guest at a time.
+
+mod common;
+use common::*;
+use std::path::Path;
+use std::sync::Mutex;
+
+static ONE_VM_AT_A_TIME: Mutex<()> = Mutex::new(());
+
+/// Runs a single-arm lab whose workload is `commands` for 12 s, sampled
+/// every second with `reclaim: false`, and returns its run directory.
+fn run_lab(d: &Path, name: &str, commands: &[&str]) -> std::path::PathBuf {
+    let cmds: String = commands.iter().map(|c| format!("    - {c:?}\n")).collect();
+    let f = lab(d, name, &format!("name: {name}\nworkload:\n  commands:\n{cmds}  duration: 12s\nmonitor:\n  interval: 1s\n  reclaim: false\n  sampler: stream\n"));
+    let dir = d.join(format!("{name}-run"));
+    let out = run(&["run", f.to_str().unwrap(), "--out", dir.to_str().unwrap()]);
+    // The workload outlives the duration and is ended by kernlab.
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{}\nstderr:\n{}", text(&out.stdout), text(&out.stderr));
+    dir
+}
+
+fn named<'a>(ev: &'a [serde_json::Value], name: &str) -> Vec<&'a serde_json::Value> {
+    ev.iter().filter(|e| e["event"] == name).collect()
+}
+
+/// The `active_objs` of `cache` in every sample, in order.
+fn active(run: &Path, cache: &str) -> Vec<u64> {
+    let text = std::fs::read_to_string(run.join("samples/slabinfo.csv")).unwrap();
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            (f[2] == cache).then(|| f[3].parse().unwrap())
+        })
+        .collect()
+}
+
+/// Every sample arrives about an interval after the previous one.
+fn assert_every_interval(ev: &[serde_json::Value]) {
+    let t: Vec<f64> = named(ev, "sample").iter().map(|e| e["t"].as_f64().unwrap()).collect();
+    assert!(t.len() >= 12, "{} samples in 12 s at 1 s: {t:?}", t.len());
+    let mut steps: Vec<f64> = t.windows(2).map(|w| w[1] - w[0]).collect();
+    steps.sort_by(f64::total_cmp);
+    assert!((0.9..1.1).contains(&steps[steps.len() / 2]), "median step: {steps:?}");
+    assert!(*steps.last().unwrap() < 3.0, "a sample came late: {steps:?}");
+}
+
+#[test]
+fn one_guest_process_samples_every_interval_and_a_quiet_guest_stays_constant() {
+    let _one = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let d = tempfile::tempdir().unwrap();
+    let dir = run_lab(d.path(), "quiet", &["sleep 30"]);
+    let ev = events(&dir);
+    let started = named(&ev, "sampler-started");
+    assert_eq!(started.len(), 1, "started once: {started:?}");
+    assert!(started[0]["shrink"].as_u64().unwrap() > 50, "it holds the caches' shrink files: {:?}", started[0]);
+    assert!(named(&ev, "sampler-fallback").is_empty() && named(&ev, "sample-failed").is_empty(), "{ev:?}");
+    assert_every_interval(&ev);
+    // With no reclaim and nothing running, the sampler's own footprint is
+    // nil in the dentry cache: the same count in every sample after the
+    // first (taken as the workload starts), and at most a few objects of
+    // movement in filp, where a sample by command moved by tens.
+    let dentry = active(&dir, "dentry");
+    assert!(dentry[1..].windows(2).all(|w| w[0] == w[1]), "dentry moves: {dentry:?}");
+    let filp = active(&dir, "filp");
+    let (lo, hi) = (filp[1..].iter().min().unwrap(), filp[1..].iter().max().unwrap());
+    assert!(hi - lo <= 8, "filp moves: {filp:?}");
+}
+
+#[test]
+fn a_guest_sampler_killed_mid_run_costs_no_sample() {
+    let _one = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let d = tempfile::tempdir().unwrap();
+    let dir = run_lab(d.path(), "killed", &["sleep 4", "kill -9 $(cat /run/kernlab-sampler.pid)", "sleep 30"]);
+    let ev = events(&dir);
+    let fallback = named(&ev, "sampler-fallback");
+    assert!(!fallback.is_empty(), "the broken stream is said: {ev:?}");
+    let restarts: Vec<_> = named(&ev, "sampler-started").into_iter().filter(|e| e["restart"] == true).collect();
+    assert!(!restarts.is_empty(), "the sampler is restarted: {ev:?}");
+    assert!(named(&ev, "sample-failed").is_empty(), "no gap: {ev:?}");
+    assert_every_interval(&ev);
+    let report = std::fs::read_to_string(dir.join("report.json")).unwrap_or_default();
+    assert!(!report.contains("\"gaps\": 1"), "{report}");
+}
