@@ -359,6 +359,9 @@ pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData,
         if let Some(n) = &a.basis_note {
             rows.push(("basis", TableCell::Text(n.clone())));
         }
+        if let Some(n) = &a.rate_note {
+            rows.push(("rates", TableCell::Text(n.clone())));
+        }
         if let Some(t) = &a.total {
             rows.push((
                 "metric, module − baseline",

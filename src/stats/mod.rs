@@ -109,6 +109,10 @@ pub enum Verdict {
     Leak,
     NoLeak,
     Inconclusive,
+    /// The module arm's growth stopped within the run: a cache that filled
+    /// (a ring buffer, a pool, a log FIFO) and then stayed flat. Not a leak;
+    /// the report says at how many objects it levelled off.
+    Bounded,
 }
 
 impl Verdict {
@@ -118,6 +122,7 @@ impl Verdict {
             Verdict::Leak => "leak",
             Verdict::NoLeak => "no-leak",
             Verdict::Inconclusive => "inconclusive",
+            Verdict::Bounded => "bounded",
         }
     }
 }

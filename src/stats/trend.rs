@@ -104,7 +104,18 @@ impl Trend {
 /// Fits the trend of `y` against `x` (x need not be evenly spaced, but must
 /// be in sampling order: the noise model is about neighbours in time).
 pub fn trend(x: &[f64], y: &[f64]) -> Result<Trend, StatsError> {
+    #[cfg(test)]
+    if let Some(o) = OVERRIDE.with(|c| c.get()) {
+        return trend_with(x, y, &o);
+    }
     trend_with(x, y, &Options::default())
+}
+
+#[cfg(test)]
+thread_local! {
+    /// The simulations' way to run the whole verdict with another fit
+    /// (the campaign's "before" column); test builds only.
+    pub static OVERRIDE: std::cell::Cell<Option<Options>> = const { std::cell::Cell::new(None) };
 }
 
 /// The unit-root switch: integrated when φ > 1 − SWITCH/√n.
@@ -112,6 +123,10 @@ pub const SWITCH: f64 = 3.0;
 
 /// How many standard errors above its estimate φ is taken (see `trend`).
 pub const PHI_MARGIN: f64 = 1.5;
+
+/// How many standard errors above its estimate the increments'
+/// autocorrelation is taken on differences.
+pub const DIFF_MARGIN: f64 = 0.5;
 
 /// The highest autoregressive order BIC may choose.
 pub const MAX_ORDER: usize = 4;
@@ -132,11 +147,13 @@ pub struct Options {
     pub kpss: f64,
     /// Correct the increments' own autocorrelation on differences.
     pub diff_ar: bool,
+    /// Standard errors added to the increments' autocorrelation.
+    pub diff_margin: f64,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Options { margin: PHI_MARGIN, switch: SWITCH, max_order: MAX_ORDER, kpss: KPSS_CRITICAL, diff_ar: true }
+        Options { margin: PHI_MARGIN, switch: SWITCH, max_order: MAX_ORDER, kpss: KPSS_CRITICAL, diff_ar: true, diff_margin: DIFF_MARGIN }
     }
 }
 
@@ -302,12 +319,8 @@ fn differences(x: &[f64], y: &[f64], phi_levels: f64, o: &Options) -> Trend {
     let m = w.len() as f64;
     let rho = if o.diff_ar && sww > 0.0 {
         let r = w.windows(2).map(|p| p[0] * p[1]).sum::<f64>() / sww;
-        let r = ((m * r + 1.0) / (m - 3.0)).clamp(0.0, 1.0);
-        if r > 0.0 {
-            (r + o.margin * ((1.0 - r * r).max(0.0) / m).sqrt()).min(0.95)
-        } else {
-            0.0
-        }
+        let r = ((m * r + 1.0) / (m - 3.0)).clamp(-1.0, 1.0);
+        (r + o.diff_margin * ((1.0 - r * r).max(0.0) / m).sqrt()).clamp(0.0, 0.95)
     } else {
         0.0
     };

@@ -340,3 +340,44 @@ fn per_second_is_said_plainly_never_silently() {
     let lines = crate::report::summary::analysis_lines(&r, "at the end");
     assert!(lines.iter().any(|l| l.starts_with("basis: per second: the baseline arm")), "{lines:?}");
 }
+
+/// A whole verdict's false LEAKs over `runs` A/A pairs of 20 caches (plus
+/// the metric) under `noise`, floors at zero, every look taken.
+fn whole_verdict_false_leaks(noise: Noise, n: usize, runs: u64) -> u64 {
+    let mut p = policy(n);
+    p.floors = Floors { objects_per_op: 1e-12, bytes_per_op: 1e-12, bytes_per_hour: 1e-12 };
+    let names: Vec<String> = (0..20).map(|i| format!("cache-{i}")).collect();
+    let caches: Vec<(&str, f64, f64, f64, Noise)> = names.iter().map(|c| (c.as_str(), 128.0, 0.0, 20.0, noise)).collect();
+    let mut false_leaks = 0;
+    for seed in 0..runs {
+        let mut rng = Rng::new(77 + seed * 31 + n as u64);
+        let (a, b) = (arm(n, &caches, &mut rng), arm(n, &caches, &mut rng));
+        if analyze(&a, &b, &p, true).verdict == Verdict::Leak {
+            false_leaks += 1;
+        }
+    }
+    false_leaks
+}
+
+/// The campaign's second table (`scripts/stats-campaign.sh`): false LEAK
+/// of a whole verdict, family × n, with the AR(1)-only fit before issue 24
+/// and the method now (the same verdict machinery around both).
+#[test]
+#[ignore = "a campaign: run in release by scripts/stats-campaign.sh"]
+fn campaign_whole_verdict_false_leak() {
+    use crate::stats::sim::rate_se;
+    use crate::stats::trend::{Options, OVERRIDE};
+    let runs: u64 = std::env::var("KERNLAB_CAMPAIGN_VERDICTS").ok().and_then(|v| v.parse().ok()).unwrap_or(400);
+    println!("| noise | n | whole verdict false LEAK, AR(1) fit (before) | now | bound α + 3 SE |");
+    println!("|---|---|---|---|---|");
+    for noise in Noise::FAMILIES {
+        for n in [31, 61, 121, 301] {
+            OVERRIDE.with(|c| c.set(Some(Options::ar1_only())));
+            let before = whole_verdict_false_leaks(noise, n, runs);
+            OVERRIDE.with(|c| c.set(None));
+            let now = whole_verdict_false_leaks(noise, n, runs);
+            let bound = 0.01 + 3.0 * (0.01f64 * 0.99 / runs as f64).sqrt();
+            println!("| {} | {n} | {} | {}{} | {:.2} % |", noise.name(), rate_se(before, runs), rate_se(now, runs), if now as f64 / runs as f64 > bound { " ✗" } else { "" }, 100.0 * bound);
+        }
+    }
+}
