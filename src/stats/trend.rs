@@ -27,9 +27,9 @@
 //!    interval too narrow, overestimating it only wider.
 //! 3. Guards. The noise is treated as integrated and the slope fitted on
 //!    first differences when φ̃ > 1 − 3·n^{−½} (the unit-root switch), or
-//!    when the KPSS statistic of u rejects stationarity at 5 %
+//!    when the KPSS statistic of u rejects stationarity at 1 %
 //!    (Kwiatkowski, Phillips, Schmidt & Shin 1992; Bartlett long-run
-//!    variance with ℓ = ⌊4(n/100)^¼⌋ lags, critical value 0.146). KPSS is
+//!    variance with ℓ = ⌊4(n/100)^¼⌋ lags, critical value 0.216). KPSS is
 //!    the locally best test against a random-walk component under
 //!    measurement noise, which an autoregression of low order misses, and
 //!    it rejects a level shift too. Both guards only widen: a stationary
@@ -131,9 +131,9 @@ pub const DIFF_MARGIN: f64 = 0.5;
 /// The highest autoregressive order BIC may choose.
 pub const MAX_ORDER: usize = 4;
 
-/// KPSS 5 % critical value, level and trend case (Kwiatkowski et al. 1992,
+/// KPSS 1 % critical value, level and trend case (Kwiatkowski et al. 1992,
 /// table 1, η_τ).
-pub const KPSS_CRITICAL: f64 = 0.146;
+pub const KPSS_CRITICAL: f64 = 0.216;
 
 /// The knobs of the fit; `Default` is the method. The simulations and the
 /// mutation tests turn them to show what each step buys.

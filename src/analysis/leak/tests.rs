@@ -381,3 +381,4 @@ fn campaign_whole_verdict_false_leak() {
         }
     }
 }
+
