@@ -478,6 +478,17 @@ mod tests {
         assert!(matches!(trend(&(0..8).map(f64::from).collect::<Vec<_>>(), &y), Err(StatsError::NonFinite { which: "y", index: 3 })));
     }
 
+    /// Student's t, not the normal: P(T₅ > 3.365) = 0.01 (t table), where
+    /// the normal would give 0.00038; the 99 % bound at df 5 is 3.365.
+    #[test]
+    fn p_values_and_bounds_use_students_t() {
+        let d = Difference { delta: 3.365, se: 1.0, df: 5.0 };
+        assert!((d.p_above(0.0) - 0.01).abs() < 2e-4, "{}", d.p_above(0.0));
+        assert!((d.p_below(6.73) - 0.01).abs() < 2e-4, "{}", d.p_below(6.73));
+        let (lo, hi) = Difference { delta: 0.0, se: 1.0, df: 5.0 }.bounds(0.01);
+        assert!((hi - 3.365).abs() < 2e-3 && (lo + 3.365).abs() < 2e-3, "{lo} {hi}");
+    }
+
     #[test]
     fn welch_difference_and_its_bounds() {
         let m = Trend { n: 30, slope: 1.0, se: 0.3, df: 27.0, phi: 0.0, model: NoiseModel::Stationary };

@@ -114,8 +114,8 @@ pub struct Evidence {
     /// more than `RATE_TOLERANCE`: a LEAK must show in both units.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub per_second: Option<PerSecond>,
-    /// The growth stopped within the run: above the floor over the run,
-    /// surely below it over the last half.
+    /// The growth stopped within the run: a rise well clear of the noise,
+    /// then surely below the floor over the last two thirds.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub bounded: Option<Plateau>,
 }
@@ -135,11 +135,11 @@ pub struct PerSecond {
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Plateau {
     /// Objects (bytes for the metric) held above the start, module −
-    /// baseline, over the last half of the run.
+    /// baseline, over the last two thirds of the run.
     pub held: f64,
-    /// The module arm's level over the last half of the run.
+    /// The module arm's level over the last two thirds of the run.
     pub level: f64,
-    /// The last half's slope difference: its upper bound, below the floor.
+    /// The late slope difference: its upper bound, below the floor.
     pub late_upper: f64,
 }
 
