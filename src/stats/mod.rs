@@ -25,6 +25,8 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+#[cfg(test)]
+pub mod aa;
 pub mod multiple;
 #[cfg(test)]
 pub mod sim;
