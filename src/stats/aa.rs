@@ -31,11 +31,14 @@ use std::path::{Path, PathBuf};
 
 use super::sim::Rng;
 
-/// One recorded A/A pair: per arm, per cache, (t, ops, objects) in order.
+/// One arm of a pair: per cache, (t, ops, objects) in sampling order.
+pub type AaArm = BTreeMap<String, Vec<(f64, f64, f64)>>;
+
+/// One recorded A/A pair.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct AaPair {
     pub name: String,
-    pub arms: [BTreeMap<String, Vec<(f64, f64, f64)>>; 2],
+    pub arms: [AaArm; 2],
 }
 
 /// Why a corpus file could not be read.
