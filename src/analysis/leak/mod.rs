@@ -8,7 +8,15 @@
 //! metric (meminfo `Slab`, `SUnreclaim` or one cache's bytes) is one more
 //! hypothesis, in bytes. Holm's procedure over that family keeps the chance
 //! of any false LEAK at α; NO-LEAK needs every hypothesis' upper bound below
-//! its floor at the Bonferroni level α/m.
+//! its floor at α each (an intersection–union test, Berger 1982: the claim
+//! "no hypothesis is above its floor" is false if any one is, and each
+//! test alone has size α). A hypothesis above its floor over the run whose
+//! growth is surely below it over the last two thirds, after a rise well
+//! clear of the noise, is BOUNDED (a cache that filled and stopped), not a
+//! LEAK. Arms whose operation rates differ by more than `RATE_TOLERANCE`
+//! are flagged, and each hypothesis must then be above its floor per
+//! second too to be a LEAK (growth driven by time differs per operation
+//! between such arms).
 //!
 //! The run is looked at more than once: at planned sample counts (×1.5 from
 //! 10) with α spent over the looks (`stats::multiple`), and the first look
