@@ -159,7 +159,14 @@ pub fn analysis_lines(a: &LeakAnalysis, stopped: &str) -> Vec<String> {
                 format!("{} [{} .. {}]", num(c.delta), num(c.lower), num(c.upper)),
                 num(c.bytes[0]),
                 c.bytes_per_hour.map(|h| format!("{:.2}", h[0] / 1048576.0)).unwrap_or_else(|| "-".into()),
-                (if c.leak { "yes" } else { "no" }).into(),
+                (if c.leak {
+                    "yes"
+                } else if c.bounded.is_some() {
+                    "bounded"
+                } else {
+                    "no"
+                })
+                .into(),
             ]
         })
         .collect();
