@@ -10,7 +10,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 run() {
-    cargo test --release --lib "$1" -- --ignored --nocapture --test-threads 1 2>/dev/null | grep '^|'
+    cargo test --release --lib "$1" -- --ignored --nocapture --test-threads 1 2>/dev/null | grep -o '|.*'
 }
 echo "## One series' test (α 1 %, A/A pairs, noise scale 20 objects)"
 run stats::sim::tests::campaign_one_series_false_leak
