@@ -379,5 +379,27 @@ mod steps {
     fn an_ar2_holds_alpha() {
         holds(Noise::Ar2(0.3, 0.6), 301);
     }
-}
 
+    /// One 5σ level shift at n = 121 is fitted on differences in at least
+    /// 95 % of 1,000 series. Measured: 994 with the KPSS guard, 987
+    /// without it (the autoregression's persistence already sees most
+    /// shifts), so this test does not isolate the guard.
+    #[test]
+    fn a_level_shift_is_fitted_on_differences() {
+        use crate::stats::trend::NoiseModel;
+        let runs = 1000;
+        let count = |o: &Options| {
+            (0..runs)
+                .filter(|seed| {
+                    let mut rng = Rng::new(60_000 + seed);
+                    let (x, y) = arm(121, 0.0, 20.0, Noise::Shift(5.0), &mut rng);
+                    trend_with(&x, &y, o).unwrap().model == NoiseModel::Integrated
+                })
+                .count()
+        };
+        let now = count(&Options::default());
+        let no_kpss = count(&Options { kpss: f64::INFINITY, ..Options::default() });
+        eprintln!("5σ shift, n 121: differenced {now} of {runs} (without KPSS {no_kpss})");
+        assert!(now as f64 >= 0.95 * runs as f64, "{now} of {runs}");
+    }
+}
