@@ -112,7 +112,10 @@ pub struct Calibration {
     pub lab: String,
     pub arms: Arms,
     pub runs: Vec<RunResult>,
+    /// LEAK, NO-LEAK, INCONCLUSIVE (BOUNDED included), failed.
     pub verdicts: [usize; 4],
+    /// Runs whose verdict was BOUNDED (growth that stopped within the run).
+    pub bounded: usize,
     /// False LEAKs, and the exact (Clopper–Pearson) one-sided 95 % upper
     /// bound of the false-LEAK rate they allow.
     pub false_leaks: usize,
@@ -197,15 +200,19 @@ pub fn summarise(lab: &str, arms: Arms, runs: Vec<(RunResult, Option<LeakAnalysi
     type Seen = (Vec<f64>, Vec<f64>, f64, Vec<f64>);
     let mut per: BTreeMap<String, Seen> = BTreeMap::new();
     let mut verdicts = [0usize; 4];
+    let mut bounded = 0usize;
     let mut det = Vec::new();
     for (r, an) in &runs {
         let i = match r.verdict {
             Some(Verdict::Leak) => 0,
             Some(Verdict::NoLeak) => 1,
-            Some(Verdict::Inconclusive) => 2,
+            // A bounded cache is not a false LEAK: it is counted with the
+            // undecided here and named in `bounded`.
+            Some(Verdict::Inconclusive) | Some(Verdict::Bounded) => 2,
             None => 3,
         };
         verdicts[i] += 1;
+        bounded += usize::from(r.verdict == Some(Verdict::Bounded));
         if let Some(d) = r.detectable_objects {
             det.push(d);
         }
@@ -238,6 +245,7 @@ pub fn summarise(lab: &str, arms: Arms, runs: Vec<(RunResult, Option<LeakAnalysi
         false_leaks: verdicts[0],
         false_leak_rate_upper95: clopper_pearson_upper(verdicts[0], n),
         verdicts,
+        bounded,
         caches,
         detectable_median: (!det.is_empty()).then(|| crate::stats::median(&det)),
         detectable_p90: (!det.is_empty()).then(|| quantile(&mut det, 0.9)),
@@ -373,6 +381,7 @@ mod tests {
             arms: Arms::Baseline,
             runs: Vec::new(),
             verdicts: [0, 0, 7, 0],
+            bounded: 0,
             false_leaks: 0,
             false_leak_rate_upper95: 0.348,
             caches,

@@ -359,6 +359,9 @@ pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData,
         if let Some(n) = &a.basis_note {
             rows.push(("basis", TableCell::Text(n.clone())));
         }
+        if let Some(n) = &a.rate_note {
+            rows.push(("rates", TableCell::Text(n.clone())));
+        }
         if let Some(t) = &a.total {
             rows.push((
                 "metric, module − baseline",
@@ -415,7 +418,11 @@ pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData,
                     TableCell::Num(num(c.bytes[0])),
                     TableCell::Num(c.bytes_per_hour.map(|h| format!("{:.2} MiB", h[0] / MIB)).unwrap_or_else(|| "-".into())),
                     TableCell::Num(format!("{:.1e}", c.p_holm)),
-                    TableCell::Text(if c.leak { "LEAK".into() } else { "-".into() }),
+                    TableCell::Text(match (c.leak, c.bounded) {
+                        (true, _) => "LEAK".into(),
+                        (false, Some(p)) => format!("BOUNDED at {} held", num(p.held)),
+                        _ => "-".into(),
+                    }),
                 ]
             })
             .collect();

@@ -85,6 +85,7 @@ pub fn verdict_words(r: &LeakReport) -> (&'static str, &'static str) {
         Some(Verdict::Leak) => "LEAK",
         Some(Verdict::NoLeak) => "NO-LEAK",
         Some(Verdict::Inconclusive) => "INCONCLUSIVE",
+        Some(Verdict::Bounded) => "BOUNDED",
         None => "no verdict (an arm failed)",
     };
     let held = match r.expectation_held {
@@ -118,7 +119,7 @@ pub fn analysis_lines(a: &LeakAnalysis, stopped: &str) -> Vec<String> {
         "{}: {} (α {} over {} hypotheses and {} look{}; stopped: {stopped})",
         match a.verdict {
             Verdict::Leak => "why",
-            Verdict::NoLeak => "why",
+            Verdict::NoLeak | Verdict::Bounded => "why",
             Verdict::Inconclusive => "undecided",
         },
         a.reason,
@@ -129,6 +130,9 @@ pub fn analysis_lines(a: &LeakAnalysis, stopped: &str) -> Vec<String> {
     ));
     if let Some(n) = &a.basis_note {
         out.push(format!("basis: {n}"));
+    }
+    if let Some(n) = &a.rate_note {
+        out.push(format!("rates: {n}"));
     }
     if let Some(t) = &a.total {
         out.push(format!(
@@ -155,7 +159,14 @@ pub fn analysis_lines(a: &LeakAnalysis, stopped: &str) -> Vec<String> {
                 format!("{} [{} .. {}]", num(c.delta), num(c.lower), num(c.upper)),
                 num(c.bytes[0]),
                 c.bytes_per_hour.map(|h| format!("{:.2}", h[0] / 1048576.0)).unwrap_or_else(|| "-".into()),
-                (if c.leak { "yes" } else { "no" }).into(),
+                (if c.leak {
+                    "yes"
+                } else if c.bounded.is_some() {
+                    "bounded"
+                } else {
+                    "no"
+                })
+                .into(),
             ]
         })
         .collect();
@@ -405,7 +416,7 @@ mod readme {
         for block in PAGES.iter().flat_map(|page| page.split("```").skip(1).step_by(2)) {
             let body = block.trim_start_matches(|c: char| c != '\n').trim_start_matches('\n');
             let first = body.lines().next().unwrap_or("");
-            if !(first.starts_with("lab ") && [": LEAK", ": NO-LEAK", ": INCONCLUSIVE"].iter().any(|v| first.contains(v))) {
+            if !(first.starts_with("lab ") && [": LEAK", ": NO-LEAK", ": INCONCLUSIVE", ": BOUNDED"].iter().any(|v| first.contains(v))) {
                 continue;
             }
             blocks += 1;

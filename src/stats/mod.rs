@@ -25,6 +25,8 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
+#[cfg(test)]
+pub mod aa;
 pub mod multiple;
 #[cfg(test)]
 pub mod sim;
@@ -109,6 +111,10 @@ pub enum Verdict {
     Leak,
     NoLeak,
     Inconclusive,
+    /// The module arm's growth stopped within the run: a cache that filled
+    /// (a ring buffer, a pool, a log FIFO) and then stayed flat. Not a leak;
+    /// the report says at how many objects it levelled off.
+    Bounded,
 }
 
 impl Verdict {
@@ -118,6 +124,7 @@ impl Verdict {
             Verdict::Leak => "leak",
             Verdict::NoLeak => "no-leak",
             Verdict::Inconclusive => "inconclusive",
+            Verdict::Bounded => "bounded",
         }
     }
 }

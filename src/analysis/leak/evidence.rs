@@ -110,6 +110,37 @@ pub struct Evidence {
     pub bytes: [f64; 4],
     /// Bytes per hour at the module arm's operation rate: delta, lower, upper.
     pub bytes_per_hour: Option<[f64; 3]>,
+    /// The same test per second, when the arms' operation rates differ by
+    /// more than `RATE_TOLERANCE`: a LEAK must show in both units.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub per_second: Option<PerSecond>,
+    /// The growth stopped within the run: a rise well clear of the noise,
+    /// then surely below the floor over the last two thirds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bounded: Option<Plateau>,
+}
+
+/// The per-second check of a hypothesis when the arms' operation rates
+/// differ (objects or bytes per second).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PerSecond {
+    pub delta: f64,
+    pub upper: f64,
+    /// The per-op floor at the module arm's rate.
+    pub floor: f64,
+    pub p: f64,
+}
+
+/// Where a bounded growth levelled off.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Plateau {
+    /// Objects (bytes for the metric) held above the start, module −
+    /// baseline, over the last two thirds of the run.
+    pub held: f64,
+    /// The module arm's level over the last two thirds of the run.
+    pub level: f64,
+    /// The late slope difference: its upper bound, below the floor.
+    pub late_upper: f64,
 }
 
 /// One look at the run.
@@ -172,6 +203,10 @@ pub struct LeakAnalysis {
     /// no operations, or only one arm does (see [`basis_note`](super::basis_note)).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub basis_note: Option<String>,
+    /// The arms' operation rates differ by more than `RATE_TOLERANCE`: what
+    /// was done about it (every hypothesis tested per second too).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_note: Option<String>,
     pub floors: Floors,
     pub alpha: f64,
     /// Samples per arm at the deciding look: module, baseline.

@@ -8,7 +8,15 @@
 //! metric (meminfo `Slab`, `SUnreclaim` or one cache's bytes) is one more
 //! hypothesis, in bytes. Holm's procedure over that family keeps the chance
 //! of any false LEAK at α; NO-LEAK needs every hypothesis' upper bound below
-//! its floor at the Bonferroni level α/m.
+//! its floor at α each (an intersection–union test, Berger 1982: the claim
+//! "no hypothesis is above its floor" is false if any one is, and each
+//! test alone has size α). A hypothesis above its floor over the run whose
+//! growth is surely below it over the last two thirds, after a rise well
+//! clear of the noise, is BOUNDED (a cache that filled and stopped), not a
+//! LEAK. Arms whose operation rates differ by more than `RATE_TOLERANCE`
+//! are flagged, and each hypothesis must then be above its floor per
+//! second too to be a LEAK (growth driven by time differs per operation
+//! between such arms).
 //!
 //! The run is looked at more than once: at planned sample counts (×1.5 from
 //! 10) with α spent over the looks (`stats::multiple`), and the first look
@@ -27,7 +35,7 @@ mod tests;
 
 use std::collections::BTreeSet;
 
-pub use evidence::{ArmFit, Basis, Detectable, Evidence, ExhaustionForecast, Floors, Kind, LeakAnalysis, Look, Policy, Sequential};
+pub use evidence::{ArmFit, Basis, Detectable, Evidence, ExhaustionForecast, Floors, Kind, LeakAnalysis, Look, PerSecond, Plateau, Policy, Sequential};
 pub use classify::{classify, dentries_in_use, Classification};
 pub use series::ArmSeries;
 use series::at_times;
@@ -105,7 +113,72 @@ pub fn basis_note(module: &ArmSeries, baseline: &ArmSeries) -> Option<String> {
     }
 }
 
-fn look(module: &ArmSeries, baseline: &ArmSeries, policy: &Policy, a: f64) -> LookResult {
+/// Operation rates of the two arms may differ by this fraction before the
+/// per-op comparison is also checked per second (see `look`).
+pub const RATE_TOLERANCE: f64 = 0.10;
+
+/// The arms' operation rates differ by more than `RATE_TOLERANCE`: the
+/// note the report carries, or None.
+pub fn rate_note(rates: [Option<f64>; 2]) -> Option<String> {
+    let (Some(m), Some(b)) = (rates[0], rates[1]) else { return None };
+    let diff = (m / b - 1.0).abs();
+    (diff > RATE_TOLERANCE).then(|| {
+        format!(
+            "operation rates differ: module {m:.0} ops/s, baseline {b:.0} ops/s ({:.0} %, tolerance {:.0} %); growth driven by time would differ per operation, so every hypothesis must also be above its floor per second (the per-op floor at the module's rate) to be a LEAK, and below it in both units for NO-LEAK",
+            100.0 * diff,
+            100.0 * RATE_TOLERANCE
+        )
+    })
+}
+
+/// One hypothesis before the family's bookkeeping.
+struct Hypothesis {
+    name: String,
+    kind: Kind,
+    objsize: f64,
+    module: ArmFit,
+    baseline: ArmFit,
+    d: Difference,
+    floor: f64,
+    per_second: Option<PerSecond>,
+    bounded: Option<Plateau>,
+    /// Over the last half the growth is surely still above the floor.
+    late_rising: bool,
+}
+
+/// The late part of a series: its last two thirds (at least
+/// `MIN_TREND_POINTS`). Two thirds rather than a half: the fit's unit-root
+/// guards cost a short window its power (at 29 samples one iid series in
+/// five is fitted on differences), and a plateau must be shown flat.
+fn late(v: &[f64]) -> &[f64] {
+    let k = (2 * v.len() / 3).max(MIN_TREND_POINTS).min(v.len());
+    &v[v.len() - k..]
+}
+
+fn fit_trend(x: &[f64], y: &[f64]) -> Option<Trend> {
+    if y.iter().all(|v| *v == 0.0) {
+        return Some(Trend::zero(y.len()));
+    }
+    trend(x, y).ok()
+}
+
+/// The last half's test: (plateau if surely below the floor, surely above).
+fn late_half(x: [&[f64]; 2], y: [&[f64]; 2], floor: f64, a: f64) -> (Option<Plateau>, bool) {
+    let (Some(tm), Some(tb)) = (fit_trend(late(x[0]), late(y[0])), fit_trend(late(x[1]), late(y[1]))) else { return (None, false) };
+    let d = difference(&tm, &tb);
+    let upper = d.bounds(a).1;
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let sd = |v: &[f64]| (v.iter().map(|x| (x - mean(v)).powi(2)).sum::<f64>() / (v.len().max(2) - 1) as f64).sqrt();
+    let held = (mean(late(y[0])) - y[0][0]) - (mean(late(y[1])) - y[1][0]);
+    // The rise must stand well clear of the noise: 5 standard deviations
+    // of the last halves (a fill that the noise model took for a level
+    // shift is not rejected over the run, yet it held objects).
+    let clear = held > 5.0 * sd(late(y[0])).hypot(sd(late(y[1])));
+    let plateau = (upper < floor).then_some(Plateau { held, level: mean(late(y[0])), late_upper: upper }).filter(|_| clear);
+    (plateau, d.p_above(floor) <= a)
+}
+
+fn look(module: &ArmSeries, baseline: &ArmSeries, policy: &Policy, a: f64, last: bool) -> LookResult {
     let basis = basis_of(module, baseline);
     let (tm, tb) = (module.times(), baseline.times());
     let samples = [tm.len(), tb.len()];
@@ -139,19 +212,36 @@ fn look(module: &ArmSeries, baseline: &ArmSeries, policy: &Policy, a: f64) -> Lo
         Basis::PerOp => policy.floors.bytes_per_op,
         Basis::PerSecond => policy.floors.bytes_per_hour / 3600.0,
     };
+    // Rates that differ: the per-second check's regressor and rate.
+    let per_second_rate = match basis {
+        Basis::PerOp => rate_note(ops_per_s).and(ops_per_s[0]),
+        Basis::PerSecond => None,
+    };
 
     // The family: the metric (in bytes) and every cache that changed in
     // either arm. A cache constant in both cannot show a leak at all.
-    let mut raw: Vec<(String, Kind, f64, ArmFit, ArmFit, Difference, f64)> = Vec::new();
+    let mut raw: Vec<Hypothesis> = Vec::new();
+    let mut hypothesis = |name: String, kind: Kind, objsize: f64, ym: &[f64], yb: &[f64], floor: f64| {
+        let (fm, fb) = (arm_fit(&xm, ym), arm_fit(&xb, yb));
+        let (Some(a_), Some(b_)) = (arm_trend(&fm, ym), arm_trend(&fb, yb)) else { return false };
+        let d = difference(&a_, &b_);
+        let per_second = per_second_rate.and_then(|rate| {
+            let (Some(sm), Some(sb)) = (fit_trend(&tm, ym), fit_trend(&tb, yb)) else { return None };
+            let ds = difference(&sm, &sb);
+            let floor = floor * rate;
+            Some(PerSecond { delta: ds.delta, upper: ds.bounds(a).1, floor, p: ds.p_above(floor) })
+        });
+        let (bounded, late_rising) = late_half([&xm, &xb], [ym, yb], floor, a);
+        raw.push(Hypothesis { name, kind, objsize, module: fm, baseline: fb, d, floor, per_second, bounded, late_rising });
+        true
+    };
     let metric_values = |arm: &ArmSeries, times: &[f64]| -> Vec<f64> {
         at_times(arm.metric(&policy.metric).into_iter(), times).into_iter().map(|v| v.unwrap_or(0.0)).collect()
     };
     let (ym, yb) = (metric_values(module, &tm), metric_values(baseline, &tb));
-    let (fm, fb) = (arm_fit(&xm, &ym), arm_fit(&xb, &yb));
     let mut errors = Vec::new();
-    match (arm_trend(&fm, &ym), arm_trend(&fb, &yb)) {
-        (Some(a_), Some(b_)) => raw.push((policy.metric.clone(), Kind::Total, 1.0, fm, fb, difference(&a_, &b_), floor_bytes)),
-        _ => errors.push(format!("the {} series could not be fitted", policy.metric)),
+    if !hypothesis(policy.metric.clone(), Kind::Total, 1.0, &ym, &yb, floor_bytes) {
+        errors.push(format!("the {} series could not be fitted", policy.metric));
     }
     let names: BTreeSet<&String> = module.caches.keys().chain(baseline.caches.keys()).collect();
     for name in names {
@@ -161,59 +251,73 @@ fn look(module: &ArmSeries, baseline: &ArmSeries, policy: &Policy, a: f64) -> Lo
             continue;
         }
         let objsize = module.objsize(name).or_else(|| baseline.objsize(name)).unwrap_or(1.0).max(1.0);
-        let (fm, fb) = (arm_fit(&xm, &om), arm_fit(&xb, &ob));
-        let (Some(a_), Some(b_)) = (arm_trend(&fm, &om), arm_trend(&fb, &ob)) else { continue };
         let floor = match basis {
             Basis::PerOp => policy.floors.objects_per_op.min(policy.floors.bytes_per_op / objsize),
             Basis::PerSecond => floor_bytes / objsize,
         };
-        raw.push((name.clone(), Kind::Cache, objsize, fm, fb, difference(&a_, &b_), floor));
+        hypothesis(name.clone(), Kind::Cache, objsize, &om, &ob, floor);
     }
     if raw.is_empty() {
         return inconclusive(format!("too little data: {}", errors.join("; ")));
     }
     let m = raw.len();
-    let p: Vec<f64> = raw.iter().map(|r| r.5.p_above(r.6)).collect();
+    // A LEAK must clear the floor per op and, when the rates differ, per
+    // second too: the larger p-value (an intersection–union test, Berger
+    // 1982, of the two nulls).
+    let p: Vec<f64> = raw.iter().map(|r| r.d.p_above(r.floor).max(r.per_second.map_or(0.0, |s| s.p))).collect();
     let adj = holm_adjusted(&p);
-    let bonf = a / m as f64;
+    let mut pending = 0usize;
     let mut ev: Vec<Evidence> = raw
         .into_iter()
         .zip(p.iter().zip(&adj))
-        .map(|((name, kind, objsize, module, baseline, d, floor), (&p, &p_holm))| {
+        .map(|(h, (&p, &p_holm))| {
+            let d = h.d;
             let (lower, upper) = d.bounds(a);
-            let detectable = d.detectable(floor, bonf, POWER);
+            // NO-LEAK is an intersection–union test (Berger 1982): each
+            // hypothesis at the look's α, no division by m.
+            let detectable = d.detectable(h.floor, a, POWER);
+            let objsize = h.objsize;
             let bytes = [d.delta * objsize, lower * objsize, upper * objsize, detectable * objsize];
             let bytes_per_hour = match (per_hour_of(bytes[0]), per_hour_of(bytes[1]), per_hour_of(bytes[2])) {
                 (Some(x), Some(y), Some(z)) => Some([x, y, z]),
                 _ => None,
             };
+            // Above its floor over the run: a LEAK if the growth is still
+            // rising over the last two thirds (or, at the last look, unless it
+            // surely stopped), BOUNDED if it surely stopped; at an earlier
+            // look neither keeps the run going.
+            let rejected = p_holm <= a;
+            let bounded = h.bounded;
+            let leak = rejected && bounded.is_none() && (h.late_rising || last);
+            pending += usize::from(rejected && bounded.is_none() && !leak);
             Evidence {
-                name,
-                kind,
+                name: h.name,
+                kind: h.kind,
                 objsize,
-                module,
-                baseline,
+                module: h.module,
+                baseline: h.baseline,
                 delta: d.delta,
                 se: d.se,
                 df: d.df,
                 lower,
                 upper,
-                floor,
+                floor: h.floor,
                 p,
                 p_holm,
-                leak: p_holm <= a,
+                leak,
                 detectable,
                 bytes,
                 bytes_per_hour,
+                per_second: h.per_second,
+                bounded,
             }
         })
         .collect();
-    // Simultaneous upper bounds for NO-LEAK: every hypothesis below its
-    // floor at α/m.
-    let all_below = ev.iter().all(|e| {
-        let d = Difference { delta: e.delta, se: e.se, df: e.df };
-        d.bounds(bonf).1 < e.floor
-    });
+    // NO-LEAK: every hypothesis below its floor at α (per op, and per
+    // second when the rates differ).
+    let below = |e: &Evidence| e.upper < e.floor && e.per_second.is_none_or(|s| s.upper < s.floor);
+    let all_below = ev.iter().all(below);
+    let rest_below = ev.iter().all(|e| e.bounded.is_some() || below(e));
     let total = ev.iter().position(|e| e.kind == Kind::Total).map(|i| ev.remove(i));
     ev.sort_by(|x, y| y.bytes[0].total_cmp(&x.bytes[0]));
     let unit = match basis {
@@ -221,6 +325,7 @@ fn look(module: &ArmSeries, baseline: &ArmSeries, policy: &Policy, a: f64) -> Lo
         Basis::PerSecond => "s",
     };
     let leaking: Vec<&Evidence> = total.iter().chain(ev.iter()).filter(|e| e.leak).collect();
+    let bounded: Vec<&Evidence> = total.iter().chain(ev.iter()).filter(|e| e.bounded.is_some()).collect();
     let (verdict, reason) = if let Some(first) = leaking.iter().min_by(|x, y| x.p_holm.total_cmp(&y.p_holm)) {
         let what = if first.kind == Kind::Cache { "objects" } else { "bytes" };
         (
@@ -238,8 +343,27 @@ fn look(module: &ArmSeries, baseline: &ArmSeries, policy: &Policy, a: f64) -> Lo
                 if leaking.len() > 1 { format!("; {} hypotheses above their floors", leaking.len()) } else { String::new() }
             ),
         )
+    } else if pending == 0 && !bounded.is_empty() && rest_below {
+        let first = bounded.iter().find(|e| e.kind == Kind::Cache).unwrap_or(&bounded[0]);
+        let pl = first.bounded.expect("bounded");
+        let what = if first.kind == Kind::Cache { "objects" } else { "bytes" };
+        (
+            Verdict::Bounded,
+            format!(
+                "{} rose above the baseline and levelled off at {} {what} held ({} in the module arm): over the run {} {what}/{unit} [{} .. {}] above its floor {}, over the last two thirds at most {} {what}/{unit}; growth that stops is not a leak; every other hypothesis is below its floor{}",
+                first.name,
+                num(pl.held),
+                num(pl.level),
+                num(first.delta),
+                num(first.lower),
+                num(first.upper),
+                num(first.floor),
+                num(pl.late_upper),
+                if bounded.len() > 1 { format!("; {} hypotheses bounded", bounded.len()) } else { String::new() }
+            ),
+        )
     } else if all_below {
-        (Verdict::NoLeak, format!("all {m} hypotheses (the {} and every cache that changed) stay below their floors at α {:.2e} each", policy.metric, bonf))
+        (Verdict::NoLeak, format!("all {m} hypotheses (the {} and every cache that changed) stay below their floors at α {:.2e} each (intersection–union test)", policy.metric, a))
     } else {
         // The hypothesis furthest from a decision, in standard errors.
         let z = |e: &Evidence| if e.se == 0.0 { f64::NEG_INFINITY } else { (e.upper - e.floor) / e.se };
@@ -276,7 +400,7 @@ fn look(module: &ArmSeries, baseline: &ArmSeries, policy: &Policy, a: f64) -> Lo
             },
         })
     };
-    let needs = (verdict == Verdict::Inconclusive).then(|| needs(total.iter().chain(ev.iter()), samples[0].min(samples[1]), policy, bonf)).flatten();
+    let needs = (verdict == Verdict::Inconclusive).then(|| needs(total.iter().chain(ev.iter()), samples[0].min(samples[1]), policy, a)).flatten();
     LookResult { basis, samples, ops_per_s, total, caches: ev, verdict, reason, detectable, needs }
 }
 
@@ -345,7 +469,7 @@ pub fn analyze(module: &ArmSeries, baseline: &ArmSeries, policy: &Policy, finish
         }
         let a = spend(policy.alpha, &planned, k);
         spent += a;
-        let r = look(&module.truncated(n), &baseline.truncated(n), policy, a);
+        let r = look(&module.truncated(n), &baseline.truncated(n), policy, a, false);
         taken.push(Look { samples: n, alpha: a, verdict: r.verdict });
         if r.verdict != Verdict::Inconclusive {
             result = Some((r, a, taken.len() - 1));
@@ -355,7 +479,7 @@ pub fn analyze(module: &ArmSeries, baseline: &ArmSeries, policy: &Policy, finish
     let mut early = result.is_some();
     if result.is_none() {
         let a = (policy.alpha - spent).max(0.0);
-        let r = look(module, baseline, policy, a);
+        let r = look(module, baseline, policy, a, finished || n_avail >= *planned.last().unwrap_or(&0));
         if finished || n_avail >= *planned.last().unwrap_or(&0) {
             taken.push(Look { samples: n_avail, alpha: a, verdict: r.verdict });
             early = false;
@@ -370,6 +494,7 @@ pub fn analyze(module: &ArmSeries, baseline: &ArmSeries, policy: &Policy, finish
         metric: policy.metric.clone(),
         basis: r.basis,
         basis_note: (r.basis == Basis::PerSecond).then(|| basis_note(module, baseline)).flatten(),
+        rate_note: (r.basis == Basis::PerOp).then(|| rate_note(r.ops_per_s)).flatten(),
         floors: policy.floors,
         alpha: policy.alpha,
         samples: r.samples,
