@@ -98,7 +98,7 @@ fn the_fixture_builds_as_dkms_builds_it() {
 
     // The same modules, in BUILT_MODULE_NAME order, with the same .modinfo
     // and the same symbols.
-    let target = kernlab::payload::Target { name: k.name.clone(), key: k.package_sha256.clone(), release: k.release.clone(), arch: "x86_64".into(), headers: h.clone() };
+    let target = kernlab::payload::Target::of(&k, h.clone());
     let lab_dir = fixture.parent().unwrap();
     let ours = kernlab::payload::build_entry(&cache, &target, lab_dir, &kernlab::lab::Module::tree("prodguard"), &[]).unwrap();
     let names: Vec<&str> = ours.modules.iter().map(|m| m.name.as_str()).collect();
@@ -134,7 +134,7 @@ fn an_excluded_kernel_is_refused_by_both() {
     // dkms: `die 77` when BUILD_EXCLUSIVE excludes the kernel.
     assert_eq!(code, 77, "dkms build:\n{log}");
     assert!(kos.is_empty());
-    let target = kernlab::payload::Target { name: k.name.clone(), key: k.package_sha256.clone(), release: k.release.clone(), arch: "x86_64".into(), headers: h };
+    let target = kernlab::payload::Target::of(&k, h);
     let e = kernlab::payload::build_entry(&cache, &target, t.path(), &kernlab::lab::Module::tree("excl"), &[]).unwrap_err();
     let e = kernlab::util::error_causes(&e);
     assert!(e.contains("excludes kernel `6.1.0-54-cloud-amd64`") && e.contains("BUILD_EXCLUSIVE_KERNEL=\"^5\\.\""), "{e}");

@@ -344,7 +344,7 @@ fn build_check(lab: &crate::lab::Lab, lab_file: &Path, kernel_dirs: &[PathBuf]) 
     let cache = crate::cache::Cache::from_env().ok()?;
     let k = crate::kernel::fetch(&cache, &desc).ok()?;
     let headers = crate::kernel::headers::build_dir(&cache, &desc, &k).ok()?;
-    let target = crate::payload::Target { name: k.name.clone(), key: k.package_sha256.clone(), release: k.release.clone(), arch: "x86_64".into(), headers };
+    let target = crate::payload::Target::of(&k, headers);
     let base = lab_file.parent().map(Path::to_path_buf).unwrap_or_default();
     let baseline = lab.leak.as_ref().map(|l| l.baseline.modules.clone()).unwrap_or_default();
     for arm in [&lab.modules, &baseline] {

@@ -325,7 +325,7 @@ async fn build_payload(ctx: &Ctx, kernel: &Kernel, mut payload: Tree) -> Result<
         } else {
             PathBuf::new()
         };
-        let target = payload::Target { name: kernel.name.clone(), key: kernel.package_sha256.clone(), release: kernel.release.clone(), arch: "x86_64".into(), headers };
+        let target = payload::Target::of(kernel, headers);
         let base = ctx.lab_file.parent().map(Path::to_path_buf).unwrap_or_default();
         let mut symvers: Vec<PathBuf> = Vec::new();
         for (i, m) in ctx.lab.modules.clone().into_iter().enumerate() {

@@ -53,6 +53,14 @@ pub struct Target {
     pub headers: PathBuf,
 }
 
+impl Target {
+    /// `kernel`, whose prepared headers are at `headers` (none needed for
+    /// prebuilt modules). x86_64 until the architecture seam (issue 26).
+    pub fn of(kernel: &crate::kernel::Kernel, headers: PathBuf) -> Target {
+        Target { name: kernel.name.clone(), key: kernel.package_sha256.clone(), release: kernel.release.clone(), arch: "x86_64".into(), headers }
+    }
+}
+
 /// How an entry's modules came to be.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
