@@ -176,6 +176,11 @@ enum Command {
         /// runs/<lab>-calibration/<UTC timestamp>.
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// Run every arm its whole duration and decide once at the end with
+        /// all of α (`leak.stop_early: false`): the long A/A series a
+        /// false-LEAK claim for long runs, or the A/A corpus, needs.
+        #[arg(long)]
+        full_length: bool,
     },
     /// Find the first bad module revision (`--source DIR --good REV --bad REV`)
     /// or kernel (`--kernel-pattern PATTERN --good NAME --bad NAME`), with the
@@ -309,7 +314,7 @@ fn main() -> ExitCode {
         Command::Bisect { lab, source, kernel_pattern, good, bad, out } => {
             bisect(BisectArgs { lab, source, kernel_pattern, good, bad, out, kernel_dirs: cli.kernel_dirs, quiet: cli.quiet })
         }
-        Command::Calibrate { lab, runs, arms, duration, out } => calibrate(&lab, runs, &arms, duration, out, cli.kernel_dirs, &events),
+        Command::Calibrate { lab, runs, arms, duration, out, full_length } => calibrate(&lab, runs, &arms, duration, full_length, out, cli.kernel_dirs, &events),
     };
     ExitCode::from(code as u8)
 }

@@ -8,7 +8,8 @@ use super::{fail, spawn_signal_handler};
 use crate::outcome::event::Events;
 use crate::exit;
 
-pub fn calibrate(lab_file: &std::path::Path, runs: usize, arms: &str, duration: Option<std::time::Duration>, out: Option<PathBuf>, kernel_dirs: Vec<PathBuf>, events: &Events) -> i32 {
+#[allow(clippy::too_many_arguments)]
+pub fn calibrate(lab_file: &std::path::Path, runs: usize, arms: &str, duration: Option<std::time::Duration>, full_length: bool, out: Option<PathBuf>, kernel_dirs: Vec<PathBuf>, events: &Events) -> i32 {
     use crate::calibrate::{self, Arms};
     let Some(arms) = Arms::parse(arms) else {
         eprintln!("kernlab: --arms {arms:?}: must be `baseline`, `module` or `lab`");
@@ -34,7 +35,10 @@ pub fn calibrate(lab_file: &std::path::Path, runs: usize, arms: &str, duration: 
         eprintln!("kernlab: cannot create {}: {e}", out.display());
         return exit::INFRA;
     }
-    let aa = calibrate::aa_lab(&lab, lab_file, arms);
+    let mut aa = calibrate::aa_lab(&lab, lab_file, arms);
+    if full_length {
+        aa.leak.as_mut().expect("checked above").stop_early = false;
+    }
     let aa_file = out.join("aa.yaml");
     if let Err(e) = std::fs::write(&aa_file, aa.to_yaml()) {
         eprintln!("kernlab: cannot write {}: {e}", aa_file.display());

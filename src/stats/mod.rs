@@ -25,10 +25,11 @@
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-#[cfg(test)]
+/// Real A/A noise: the corpus loader and the block bootstrap (used by
+/// tests/aa_corpus.rs).
 pub mod aa;
 pub mod multiple;
-#[cfg(test)]
+/// Noise with known truth for the error-rate simulations.
 pub mod sim;
 pub mod student;
 pub mod trend;
