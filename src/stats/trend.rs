@@ -13,7 +13,8 @@
 //! The method is feasible GLS after Perron & Yabu, "Estimating
 //! deterministic trends with an integrated or stationary noise component",
 //! J. Econometrics 151 (2009), with the persistence taken from an
-//! autoregression of data-chosen order and a stationarity test as a guard:
+//! autoregression of data-chosen order, a unit-root switch and a
+//! local-level guard (step 6):
 //!
 //! 1. OLS of y on [1, x]; residuals u.
 //! 2. Persistence: an AR(p) fitted to u, p = 1..4 chosen by BIC (Schwarz
