@@ -19,9 +19,9 @@ MUTATIONS=(
   "normal-not-t|src/stats/trend.rs|super::student::t_sf((self.delta - floor) / self.se, self.df)|super::normal_sf((self.delta - floor) / self.se)"
   "no-leak-from-point-estimate|src/analysis/leak/mod.rs|let below = \|e: &Evidence\| e.upper < e.floor|let below = \|e: &Evidence\| e.delta < e.floor"
   "ar-order-forced-to-1|src/stats/trend.rs|let pmax = max_order.min(n / 8).max(1);|let pmax = 1;"
-  "no-kpss-guard|src/stats/trend.rs|\|\| kpss(&u) > o.kpss|\|\| false"
   "increments-taken-as-independent|src/stats/trend.rs|let rho = if o.diff_ar && sww > 0.0 {|let rho = if false && sww > 0.0 {"
   "no-per-second-check|src/analysis/leak/mod.rs|.max(r.per_second.map_or(0.0, \|s\| s.p))|"
+  "no-local-level|src/stats/trend.rs|if o.local_level {|if false {"
   "plateau-ignored|src/analysis/leak/mod.rs|let leak = rejected && bounded.is_none() && (h.late_rising \|\| last);|let leak = rejected;"
 )
 

@@ -258,7 +258,9 @@ mod tests {
     fn power_at_the_stated_effects_is_what_the_docs_claim() {
         // (noise, leak in objects/op, stated power)
         let table = [
-            (Noise::Independent, 0.005, 0.65),
+            // 63.6 % before the local-level guard: the price of holding α
+            // under a local level (docs/method.md).
+            (Noise::Independent, 0.005, 0.30),
             (Noise::Independent, 0.02, 0.95),
             (Noise::Ar1(0.5), 0.02, 0.95),
             (Noise::Ar1(0.8), 0.02, 0.93),
@@ -360,8 +362,8 @@ mod steps {
         assert!(hits as f64 / runs as f64 <= bound, "{}, n {n}: {}", noise.name(), rate_se(hits, runs));
     }
 
-    /// The KPSS guard: one 5σ level shift at n = 301 (29 % false LEAK with
-    /// the AR(1)-only fit).
+    /// One 5σ level shift at n = 301 (29 % false LEAK with the AR(1)-only
+    /// fit).
     #[test]
     fn a_level_shift_is_not_a_trend() {
         holds(Noise::Shift(5.0), 301);
@@ -374,6 +376,14 @@ mod steps {
         holds(Noise::RandomWalkAr1(0.5), 61);
     }
 
+    /// The local-level guard: a random walk of 0.2σ per step under
+    /// measurement noise σ at n = 121 (10 % false LEAK for one series
+    /// without it, 29 % with the AR(1)-only fit).
+    #[test]
+    fn a_local_level_holds_alpha() {
+        holds(Noise::LocalLevel(0.2), 121);
+    }
+
     /// The AR order: AR(2) (0.3, 0.6) at n = 301 (6.5 % with AR(1) only).
     #[test]
     fn an_ar2_holds_alpha() {
@@ -381,9 +391,8 @@ mod steps {
     }
 
     /// One 5σ level shift at n = 121 is fitted on differences in at least
-    /// 95 % of 1,000 series. Measured: 994 with the KPSS guard, 987
-    /// without it (the autoregression's persistence already sees most
-    /// shifts), so this test does not isolate the guard.
+    /// 95 % of 1,000 series by the autoregression's persistence and the
+    /// unit-root switch alone.
     #[test]
     fn a_level_shift_is_fitted_on_differences() {
         use crate::stats::trend::NoiseModel;
@@ -398,8 +407,7 @@ mod steps {
                 .count()
         };
         let now = count(&Options::default());
-        let no_kpss = count(&Options { kpss: f64::INFINITY, ..Options::default() });
-        eprintln!("5σ shift, n 121: differenced {now} of {runs} (without KPSS {no_kpss})");
+        eprintln!("5σ shift, n 121: differenced {now} of {runs}");
         assert!(now as f64 >= 0.95 * runs as f64, "{now} of {runs}");
     }
 }
