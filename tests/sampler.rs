@@ -83,11 +83,14 @@ fn one_guest_process_samples_every_interval_and_a_quiet_guest_stays_constant() {
     let filp = active(&dir, "filp");
     let (lo, hi) = (filp[1..].iter().min().unwrap(), filp[1..].iter().max().unwrap());
     assert!(hi - lo <= 8, "filp moves: {filp:?}");
-    // No SSH segment per sample: the socket buffers in flight at a read
-    // moved by a few per sample over the SSH channel (SD 1-5).
+    // No SSH segment per sample: over the SSH channel the socket buffers
+    // in flight at a read moved by a few in most samples (SD 1-5); over
+    // the port the count settles within the first samples (the run's own
+    // sessions starting the workload) and then stays.
     let skb = active(&dir, "skbuff_head_cache");
-    let (lo, hi) = (skb[1..].iter().min().unwrap(), skb[1..].iter().max().unwrap());
-    assert!(hi - lo <= 2, "skbuff_head_cache moves: {skb:?}");
+    eprintln!("skbuff_head_cache over the port: {skb:?}");
+    let moves = skb[1..].windows(2).filter(|w| w[0] != w[1]).count();
+    assert!(moves <= 3, "skbuff_head_cache moves in {moves} samples: {skb:?}");
 }
 
 #[test]
@@ -122,6 +125,7 @@ fn a_guest_without_the_port_is_sampled_over_the_ssh_channel_and_says_so() {
     assert_eq!(started[0]["transport"], "ssh", "{:?}", started[0]);
     assert_eq!(started[0]["port"], "no-virtio-ports", "why not the port: {:?}", started[0]);
     assert_eq!(manifest(&dir)["sampler_transport"], "ssh");
+    eprintln!("skbuff_head_cache over SSH: {:?}", active(&dir, "skbuff_head_cache"));
     assert!(named(&ev, "sampler-fallback").is_empty() && named(&ev, "sample-failed").is_empty(), "{ev:?}");
     assert_every_interval(&ev);
 }
