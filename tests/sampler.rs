@@ -129,3 +129,27 @@ fn a_guest_without_the_port_is_sampled_over_the_ssh_channel_and_says_so() {
     assert!(named(&ev, "sampler-fallback").is_empty() && named(&ev, "sample-failed").is_empty(), "{ev:?}");
     assert_every_interval(&ev);
 }
+
+#[test]
+fn a_port_that_stops_answering_is_given_up_for_the_ssh_channel_without_a_gap() {
+    let _one = ONE_VM_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let d = tempfile::tempdir().unwrap();
+    // A sampler that is there but does not answer (stopped): the request
+    // on the port times out; the sample is taken by command, and the
+    // sampler restarted on its SSH channel for the rest of the arm.
+    let dir = run_lab(d.path(), "stalled", &[], &["sleep 4", "kill -STOP $(cat /run/kernlab-sampler.pid)", "sleep 30"]);
+    let ev = events(&dir);
+    let fallback = named(&ev, "sampler-fallback");
+    assert_eq!(fallback.len(), 1, "{fallback:?}");
+    assert!(fallback[0]["reason"].as_str().unwrap().contains("over SSH from now on"), "{fallback:?}");
+    let started: Vec<_> = named(&ev, "sampler-started").iter().map(|e| e["transport"].as_str().unwrap().to_string()).collect();
+    assert_eq!(started, ["port", "ssh"], "{ev:?}");
+    assert!(named(&ev, "sampler-started")[1]["port"].as_str().unwrap().contains("the port broke"), "{ev:?}");
+    assert_eq!(manifest(&dir)["sampler_transport"], "port+ssh");
+    assert!(named(&ev, "sample-failed").is_empty(), "no gap: {ev:?}");
+    // Every interval but the one the stalled request held (its timeout,
+    // 5 s, then the sample by command).
+    let t: Vec<f64> = named(&ev, "sample").iter().map(|e| e["t"].as_f64().unwrap()).collect();
+    let late = t.windows(2).filter(|w| w[1] - w[0] > 1.5).count();
+    assert!(t.len() >= 8 && late == 1 && t.windows(2).all(|w| w[1] - w[0] < 8.0), "{t:?}");
+}
