@@ -43,8 +43,8 @@
  * T is `port` when requests and records go over the port, `stdio` when
  * over stdin and stdout; with -p and no port, WHY says why (one word).
  * Then per request line `s SEQ`: the pause, reclaim and flush, the reads,
- * the resume, then one record in one write() (over a port: as one write as
- * the port takes): for each section a line `@@kernlab-section NAME` and
+ * the resume, then one record in one write() (a port takes at most 32 KiB
+ * a write: as few as it takes): for each section a line `@@kernlab-section NAME` and
  * the file's text (an absent ops file reads "0"; a failed read leaves the
  * section empty, which the host reports against it), then the line
  *   @@kernlab-end SEQ
