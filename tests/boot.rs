@@ -125,7 +125,9 @@ fn a_pc_lab_boots_the_bzimage_without_fast_boot_flags() {
     assert_eq!(b["fast_boot"], false);
     assert!(vmlinux::is_bzimage(Path::new(b["kernel_image_path"].as_str().unwrap())));
     let argv = serde_json::to_string(&m["qemu_argv"]).unwrap();
-    assert!(argv.contains("\"pc\"") && argv.contains("virtio-net-pci") && argv.contains("pvpanic-pci"), "{argv}");
+    assert!(argv.contains("\"pc\"") && argv.contains("virtio-net-pci") && argv.contains("pvpanic-pci") && argv.contains("virtio-serial-pci"), "{argv}");
+    // The sampler's port on PCI: its records came over it.
+    assert_eq!(m["sampler_transport"], "port", "{:?}", event_names(&run_dir));
     let log = std::fs::read_to_string(run_dir.join("workload.log")).unwrap();
     assert!(!log.contains("no_timer_check") && !log.contains("tsc_early_khz"), "{log}");
     assert!(log.contains("virtio0"), "{log}");

@@ -161,10 +161,12 @@ fn no_leak_lab_passes_the_regression_gate() {
     let a = &r["analysis"];
     assert!(a["detectable"]["bytes"].as_f64().unwrap() > 0.0, "a NO-LEAK or INCONCLUSIVE states what it rules out: {a}");
     assert!(stdout.contains("rules out (80 % power)"), "{stdout}");
+    // BOUNDED (a cache that rose and levelled off, e.g. skbuff_head_cache
+    // settling by one in the first samples) also holds the expectation.
     if r["verdict"] == "inconclusive" {
         assert!(a["needs"].as_str().unwrap().contains("samples per arm"), "{}", a["needs"]);
     } else {
-        assert!(stdout.contains("NO-LEAK as expected"), "{stdout}");
+        assert!(stdout.contains("NO-LEAK as expected") || stdout.contains("BOUNDED as expected"), "{stdout}");
     }
     // The module arm loaded the fixed module; the baseline none.
     assert!(arm_events(&dir, "module").iter().any(|e| e["event"] == "module-loaded" && e["params"]["leak"] == "0"));

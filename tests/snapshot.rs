@@ -104,6 +104,10 @@ fn a_lab_run_twice_restores_the_second_time_and_its_commands_work() {
     assert_eq!(meta["state_bytes"].as_u64(), Some(std::fs::metadata(entry.join("state")).unwrap().len()));
     let argv = meta["inputs"]["argv"].as_array().unwrap();
     assert!(argv.iter().any(|a| a.as_str().unwrap().contains("kernlab.test=")), "the lab's cmdline is in the key: {argv:?}");
+    // The sampler's port is a device of the saved VM (so of the restored
+    // one, whose argv is the saved one), and it carried the records.
+    assert!(argv.iter().any(|a| a.as_str().unwrap().contains("virtserialport")), "the port is in the key: {argv:?}");
+    assert_eq!(manifest(&first)["sampler_transport"], "port");
 
     // Second run: restored, much sooner ready, the same kernel answering,
     // the payload (churn) uploaded, setup and workload as usual.
@@ -127,6 +131,8 @@ fn a_lab_run_twice_restores_the_second_time_and_its_commands_work() {
     assert!(log.starts_with(&format!("{release}\n")) && log.contains("/usr/bin/churn"), "{log}");
     let argv: Vec<String> = serde_json::from_value(manifest(&second)["qemu_argv"].clone()).unwrap();
     assert!(argv.windows(2).any(|w| w[0] == "-incoming" && w[1].starts_with("exec:cat ") && w[1].contains(s1["key"].as_str().unwrap())), "{argv:?}");
+    // The port works on the restored guest: the sampler's records came over it.
+    assert_eq!(manifest(&second)["sampler_transport"], "port", "{:?}", event_names(&second));
     // The restored run uses the snapshot's keys, not keys of its own.
     assert!(!second.join("keys").exists());
     let console = std::fs::read_to_string(second.join("console.log")).unwrap();

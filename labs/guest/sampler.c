@@ -1,8 +1,8 @@
 // SPDX-License-Identifier: GPL-2.0
 /*
  * kernlab-sampler - the guest side of kernlab's sampling: one long-lived
- * process per run that answers sample requests on stdin with records on
- * stdout.
+ * process per run that answers sample requests with records, over a
+ * virtio-serial port when the VM has one (-p) or on stdin and stdout.
  *
  * Why a process of its own: a sample taken by a fresh SSH session and a
  * shell opens ~150 files (each cache's shrink file, the /proc files) and
@@ -11,9 +11,11 @@
  * moved what it measured (filp, kmalloc-*, dentry, lsm_inode_cache).  This
  * program opens every file it needs once, at start, and per sample only
  * writes and reads them at offset 0 (pwrite/pread) into buffers it
- * allocated at start.
+ * allocated at start.  Why a port: requests and records over SSH are TCP
+ * segments in the guest, a few skbuffs in flight at every read; a
+ * virtio-serial port's buffers are the driver's own, allocated once.
  *
- *   kernlab-sampler [-r] [-s] [-q MS] [-w PIDFILE] [-o OPSFILE] SECTION...
+ *   kernlab-sampler [-r] [-s] [-q MS] [-w PIDFILE] [-o OPSFILE] [-p PORT] SECTION...
  *
  *   -r          reclaim: sync, then write 2 to /proc/sys/vm/drop_caches
  *   -s          flush every cache's per-CPU slabs (write 1 to each
@@ -30,18 +32,26 @@
  *   -o OPSFILE  the operation count file for the `ops` section (default
  *               /run/kernlab-ops); replaced by rename, so it is reopened
  *               only when stat() shows another inode
+ *   -p PORT     take requests and write records on the virtio-serial port
+ *               named PORT (/dev/virtio-ports/PORT, else the /dev/vportNpM
+ *               whose /sys/class/virtio-ports/vportNpM/name is PORT); when
+ *               there is none, stdin and stdout as without -p
  *   SECTION     uptime, slabinfo, meminfo, dentry-state or ops, in order
  *
- * Protocol.  At start, after opening everything: one line
- *   @@kernlab-ready pid=P shrink=N
- * Then per request line `s SEQ` on stdin: the pause, reclaim and flush,
- * the reads, the resume, then one record on stdout in one write(): for each
- * section a line `@@kernlab-section NAME` and the file's text (an absent
- * ops file reads "0"; a failed read leaves the section empty, which the
- * host reports against it), then the line
+ * Protocol.  At start, after opening everything: one line on stdout
+ *   @@kernlab-ready pid=P shrink=N transport=T [port=WHY]
+ * T is `port` when requests and records go over the port, `stdio` when
+ * over stdin and stdout; with -p and no port, WHY says why (one word).
+ * Then per request line `s SEQ`: the pause, reclaim and flush, the reads,
+ * the resume, then one record in one write() (a port takes at most 32 KiB
+ * a write: as few as it takes): for each section a line `@@kernlab-section NAME` and
+ * the file's text (an absent ops file reads "0"; a failed read leaves the
+ * section empty, which the host reports against it), then the line
  *   @@kernlab-end SEQ
- * End of stdin (the host closed the channel) ends the program.  Its pid is
- * written to /run/kernlab-sampler.pid at start.
+ * End of stdin (the host closed the channel) ends the program, over a port
+ * too (stdin is then only watched); so does the host closing the port
+ * after it was served once (before, the host side may not be open yet:
+ * the sampler waits).  Its pid is written to /run/kernlab-sampler.pid.
  *
  * Build: gcc -O2 -static -Wall -Wextra -o kernlab-sampler sampler.c
  */
@@ -54,6 +64,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <linux/membarrier.h>
+#include <poll.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
@@ -81,6 +92,7 @@ static int ops_fd = -1;
 static const char *pid_path;
 static pid_t pgid;
 static int drop_fd = -1;
+static int port_fd = -1;
 
 static void put(const char *s, size_t n)
 {
@@ -95,12 +107,23 @@ static void puts_(const char *s)
 	put(s, strlen(s));
 }
 
+/*
+ * The port is non-blocking (a read must not wait for a host that is not
+ * there): a full port waits here, 10 s at most, and a closed one fails.
+ */
 static int write_all(int fd, const char *buf, size_t n)
 {
 	while (n) {
 		ssize_t w = write(fd, buf, n);
 		if (w < 0 && errno == EINTR)
 			continue;
+		if (w < 0 && errno == EAGAIN) {
+			struct pollfd p = { fd, POLLOUT, 0 };
+
+			if (poll(&p, 1, 10000) <= 0 || (p.revents & (POLLHUP | POLLERR)))
+				return -1;
+			continue;
+		}
 		if (w <= 0)
 			return -1;
 		buf += w;
@@ -207,7 +230,7 @@ static void open_shrink(void)
 	closedir(d);
 }
 
-static void sample(const char *seq, int reclaim, int quiesce_ms)
+static void sample(const char *seq, int reclaim, int quiesce_ms, int out_fd)
 {
 	pid_t w = workload_pgid();
 	int stopped = 0, i;
@@ -246,26 +269,184 @@ static void sample(const char *seq, int reclaim, int quiesce_ms)
 	puts_("@@kernlab-end ");
 	puts_(seq);
 	puts_("\n");
-	if (write_all(1, out, out_len) < 0)
+	if (write_all(out_fd, out, out_len) < 0)
 		exit(0);
+}
+
+static void sleep_ms(int ms)
+{
+	struct timespec ts = { ms / 1000, (ms % 1000) * 1000000L };
+
+	while (nanosleep(&ts, &ts) < 0 && errno == EINTR)
+		;
+}
+
+/*
+ * A sampler that holds the port (one left by a broken stream, whose
+ * host end the host already closed) is ended: the port opens once.
+ */
+static void end_previous(void)
+{
+	char buf[64];
+	ssize_t r;
+	pid_t pid;
+	int fd = open("/run/kernlab-sampler.pid", O_RDONLY | O_CLOEXEC);
+
+	if (fd < 0)
+		return;
+	r = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (r <= 0)
+		return;
+	buf[r] = 0;
+	pid = (pid_t)atoi(buf);
+	if (pid <= 1 || pid == getpid())
+		return;
+	snprintf(buf, sizeof(buf), "/proc/%d/comm", (int)pid);
+	fd = open(buf, O_RDONLY | O_CLOEXEC);
+	if (fd < 0)
+		return;
+	r = read(fd, buf, sizeof(buf) - 1);
+	close(fd);
+	if (r > 0 && !strncmp(buf, "kernlab-sampler", 15))
+		kill(pid, SIGKILL);
+}
+
+/* The port named `name`, opened; -1 with a one-word reason in `why`. */
+static int open_port(const char *name, char *why, size_t n)
+{
+	char path[320], buf[320];
+	DIR *d;
+	struct dirent *e;
+	int fd, tries;
+
+	snprintf(path, sizeof(path), "/dev/virtio-ports/%s", name);
+	if (access(path, F_OK) < 0) {
+		path[0] = 0;
+		d = opendir("/sys/class/virtio-ports");
+		if (!d) {
+			snprintf(why, n, "no-virtio-ports");
+			return -1;
+		}
+		while ((e = readdir(d))) {
+			ssize_t r;
+
+			if (e->d_name[0] == '.')
+				continue;
+			snprintf(buf, sizeof(buf), "/sys/class/virtio-ports/%s/name", e->d_name);
+			fd = open(buf, O_RDONLY | O_CLOEXEC);
+			if (fd < 0)
+				continue;
+			r = read(fd, buf, sizeof(buf) - 1);
+			close(fd);
+			if (r <= 0)
+				continue;
+			buf[r] = 0;
+			buf[strcspn(buf, "\n")] = 0;
+			if (!strcmp(buf, name)) {
+				snprintf(path, sizeof(path), "/dev/%s", e->d_name);
+				break;
+			}
+		}
+		closedir(d);
+		if (!path[0]) {
+			snprintf(why, n, "no-port-named-%s", name);
+			return -1;
+		}
+	}
+	for (tries = 0;; tries++) {
+		fd = open(path, O_RDWR | O_NONBLOCK | O_CLOEXEC);
+		if (fd >= 0)
+			return fd;
+		if (errno == EBUSY && tries < 100) {
+			if (tries == 0)
+				end_previous();
+			sleep_ms(20);
+			continue;
+		}
+		snprintf(why, n, "open-%s-errno-%d", path, errno);
+		return -1;
+	}
+}
+
+/* Request lines in `line` (`have` bytes): `s SEQ` is answered on out_fd. */
+static size_t take_requests(char *line, size_t have, size_t size, int reclaim, int quiesce_ms, int out_fd)
+{
+	char *nl;
+
+	line[have] = 0;
+	while ((nl = memchr(line, '\n', have))) {
+		*nl = 0;
+		if (line[0] == 's' && line[1] == ' ')
+			sample(line + 2, reclaim, quiesce_ms, out_fd);
+		have -= nl + 1 - line;
+		memmove(line, nl + 1, have);
+	}
+	if (have == size - 1)
+		have = 0;	/* a line too long to be a request */
+	return have;
+}
+
+/*
+ * Requests and records on the port; stdin only watched for its end.  A
+ * port whose host side is not open reads as end of file (and polls as
+ * POLLHUP): before the first request that is a host not yet connected,
+ * after it the host gone.
+ */
+static int serve_port(int reclaim, int quiesce_ms)
+{
+	char line[128], junk[256];
+	size_t have = 0;
+	int served = 0;
+
+	for (;;) {
+		struct pollfd p[2] = { { port_fd, POLLIN, 0 }, { 0, POLLIN, 0 } };
+		ssize_t r;
+
+		if (poll(p, 2, -1) < 0) {
+			if (errno == EINTR)
+				continue;
+			return 0;
+		}
+		if (p[1].revents) {
+			r = read(0, junk, sizeof(junk));
+			if (r == 0 || (r < 0 && errno != EINTR && errno != EAGAIN))
+				return 0;
+		}
+		if (!p[0].revents)
+			continue;
+		r = read(port_fd, line + have, sizeof(line) - 1 - have);
+		if (r > 0) {
+			served = 1;
+			have = take_requests(line, have + r, sizeof(line), reclaim, quiesce_ms, port_fd);
+			continue;
+		}
+		if (r < 0 && (errno == EINTR || errno == EAGAIN))
+			continue;
+		if (served)
+			return 0;
+		sleep_ms(20);
+	}
 }
 
 int main(int argc, char **argv)
 {
 	int reclaim = 0, shrink = 0, quiesce_ms = 0, opt, i;
-	char line[128];
+	char line[128], why[400] = "";
+	const char *port = NULL;
 	size_t have = 0;
 	FILE *pf;
 
-	while ((opt = getopt(argc, argv, "rsq:w:o:")) != -1) {
+	while ((opt = getopt(argc, argv, "rsq:w:o:p:")) != -1) {
 		switch (opt) {
 		case 'r': reclaim = 1; break;
 		case 's': shrink = 1; break;
 		case 'q': quiesce_ms = atoi(optarg); break;
 		case 'w': pid_path = optarg; break;
 		case 'o': ops_path = optarg; break;
+		case 'p': port = optarg; break;
 		default:
-			fprintf(stderr, "usage: %s [-r] [-s] [-q MS] [-w PIDFILE] [-o OPSFILE] SECTION...\n", argv[0]);
+			fprintf(stderr, "usage: %s [-r] [-s] [-q MS] [-w PIDFILE] [-o OPSFILE] [-p PORT] SECTION...\n", argv[0]);
 			return 2;
 		}
 	}
@@ -289,6 +470,8 @@ int main(int argc, char **argv)
 		drop_fd = open("/proc/sys/vm/drop_caches", O_WRONLY | O_CLOEXEC);
 	if (shrink)
 		open_shrink();
+	if (port)
+		port_fd = open_port(port, why, sizeof(why));
 	pf = fopen("/run/kernlab-sampler.pid", "w");
 	if (pf) {
 		fprintf(pf, "%d\n", (int)getpid());
@@ -303,28 +486,24 @@ int main(int argc, char **argv)
 		if (fds[i] >= 0 && order[i] != S_DENTRY)
 			read_into(fds[i], 0);
 	out_len = 0;
-	snprintf(line, sizeof(line), "@@kernlab-ready pid=%d shrink=%d\n", (int)getpid(), n_shrink);
-	if (write_all(1, line, strlen(line)) < 0)
-		return 0;
+	{
+		char ready[600];
+
+		snprintf(ready, sizeof(ready), "@@kernlab-ready pid=%d shrink=%d transport=%s%s%s\n", (int)getpid(), n_shrink,
+			 port_fd >= 0 ? "port" : "stdio", why[0] ? " port=" : "", why);
+		if (write_all(1, ready, strlen(ready)) < 0)
+			return 0;
+	}
+	if (port_fd >= 0)
+		return serve_port(reclaim, quiesce_ms);
 	/* Requests: `s SEQ\n`; anything else is ignored, EOF ends. */
 	for (;;) {
 		ssize_t r = read(0, line + have, sizeof(line) - 1 - have);
-		char *nl;
 
 		if (r < 0 && errno == EINTR)
 			continue;
 		if (r <= 0)
 			return 0;
-		have += r;
-		line[have] = 0;
-		while ((nl = memchr(line, '\n', have))) {
-			*nl = 0;
-			if (line[0] == 's' && line[1] == ' ')
-				sample(line + 2, reclaim, quiesce_ms);
-			have -= nl + 1 - line;
-			memmove(line, nl + 1, have);
-		}
-		if (have == sizeof(line) - 1)
-			have = 0;	/* a line too long to be a request */
+		have = take_requests(line, have + r, sizeof(line), reclaim, quiesce_ms, 1);
 	}
 }

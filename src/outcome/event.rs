@@ -60,8 +60,19 @@ pub enum Event {
     SampleFailed { t: f64, reason: String },
     /// The guest sampler (`monitor.sampler: stream`) answers: started, or
     /// restarted after it broke (`restart`), in `secs`; `shrink`: the
-    /// per-CPU flush files it holds open.
-    SamplerStarted { restart: bool, shrink: Option<u64>, secs: f64 },
+    /// per-CPU flush files it holds open; `transport`: `port` (requests
+    /// and records over the VM's virtio-serial port) or `ssh` (over the
+    /// SSH channel that started it), with `port` saying why not the port
+    /// when the VM has one.
+    SamplerStarted {
+        restart: bool,
+        shrink: Option<u64>,
+        secs: f64,
+        #[serde(default)]
+        transport: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        port: Option<String>,
+    },
     /// The guest sampler did not answer (it did not start, its stream broke
     /// or timed out): this sample and the next ones are taken by a fresh
     /// SSH command each until it is restarted.

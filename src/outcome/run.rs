@@ -180,6 +180,12 @@ pub struct Manifest {
     /// The lab's modules as built (the `.ko` in the module cache).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub modules: Vec<ModuleEntry>,
+    /// How the guest sampler's records came (`monitor.sampler: stream`):
+    /// `port` (the virtio-serial port), `ssh` (its SSH channel), or
+    /// `port+ssh` when the run used both (the port broke or was lost);
+    /// absent when no guest sampler answered (`exec`, or it never started).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sampler_transport: Option<String>,
 }
 
 /// One module of the lab, as built (`manifest.json`).

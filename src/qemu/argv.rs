@@ -31,7 +31,20 @@ pub enum Device {
     /// The cloud-init NoCloud seed (`VmSpec::seed_disk`, vfat, read-only):
     /// the run's SSH keys.
     SeedDisk,
+    /// virtio-serial with one port, [`SAMPLER_PORT`], on a unix socket in
+    /// the run directory ([`SAMPLER_SOCKET`], QEMU the server): the guest
+    /// sampler's requests and records, with no SSH traffic per sample.
+    SamplerPort,
 }
+
+/// The guest sampler's virtio-serial port: its name in the guest
+/// (`/sys/class/virtio-ports/vportNpM/name`, and `/dev/virtio-ports/NAME`
+/// where udev makes the link).
+pub const SAMPLER_PORT: &str = "org.kernlab.sampler";
+
+/// The host end of [`SAMPLER_PORT`]: a unix socket QEMU listens on, its
+/// name relative to the run directory (QEMU's working directory, private).
+pub const SAMPLER_SOCKET: &str = "sampler.sock";
 
 impl Device {
     /// Guest modules to load for this device on `machine` (dependencies
@@ -48,6 +61,8 @@ impl Device {
             (Device::Pvpanic, _) => &["pvpanic_pci", "qemu_fw_cfg"],
             (Device::DumpDisk | Device::ChurnDisk | Device::RootDisk | Device::SeedDisk, Machine::Pc) => &["virtio_pci", "virtio_blk"],
             (Device::DumpDisk | Device::ChurnDisk | Device::RootDisk | Device::SeedDisk, Machine::Microvm) => &["virtio_mmio", "virtio_blk"],
+            (Device::SamplerPort, Machine::Pc) => &["virtio_pci", "virtio_console"],
+            (Device::SamplerPort, Machine::Microvm) => &["virtio_mmio", "virtio_console"],
         }
     }
 
@@ -207,6 +222,16 @@ pub fn argv(spec: &VmSpec) -> Vec<OsString> {
                     push(&format!("{},drive=seed", virtio("blk")));
                 }
             }
+            Device::SamplerPort => {
+                // wait=off: QEMU runs without a client; the guest learns
+                // when the host connects (the port's host side opens).
+                push("-chardev");
+                push(&format!("socket,id=sampler,path={SAMPLER_SOCKET},server=on,wait=off"));
+                push("-device");
+                push(&format!("{},id=vser0", virtio("serial")));
+                push("-device");
+                push(&format!("virtserialport,bus=vser0.0,chardev=sampler,id=sampler0,name={SAMPLER_PORT}"));
+            }
         }
     }
     if spec.pause_on_panic {
@@ -301,7 +326,7 @@ mod tests {
             qmp_socket: "qmp.sock".into(),
             console_log: "console.log".into(),
             ssh_port: 40022,
-            devices: vec![Device::Net, Device::Balloon, Device::Pvpanic],
+            devices: vec![Device::Net, Device::Balloon, Device::Pvpanic, Device::SamplerPort],
             dump_disk: None,
             churn_disk: None,
             root_disk: None,
@@ -330,6 +355,7 @@ mod tests {
             "user,id=n0,hostfwd=tcp:127.0.0.1:40022-:22",
             "-device virtio-balloon-pci,id=balloon0",
             "-device pvpanic-pci",
+            "-chardev socket,id=sampler,path=sampler.sock,server=on,wait=off -device virtio-serial-pci,id=vser0 -device virtserialport,bus=vser0.0,chardev=sampler,id=sampler0,name=org.kernlab.sampler",
             "-no-reboot",
             "-nodefaults",
         ] {
@@ -390,6 +416,7 @@ mod tests {
             assert_eq!(Device::Net.driver_modules(m), [bus, "virtio_net"]);
             assert_eq!(Device::Balloon.driver_modules(m), [bus, "virtio_balloon"]);
             assert_eq!(Device::ChurnDisk.driver_modules(m), [bus, "virtio_blk"]);
+            assert_eq!(Device::SamplerPort.driver_modules(m), [bus, "virtio_console"]);
         }
         assert!(!Device::Pvpanic.available_on(Machine::Microvm) && Device::Pvpanic.available_on(Machine::Pc));
     }
@@ -406,6 +433,7 @@ mod tests {
             "-device virtio-net-device,netdev=n0",
             "-device virtio-balloon-device,id=balloon0",
             "-device virtio-blk-device,drive=churn",
+            "-device virtio-serial-device,id=vser0",
         ] {
             assert!(a.contains(want), "missing `{want}` in {a}");
         }

@@ -101,7 +101,8 @@ impl Qmp {
 
     async fn exec<C>(&self, name: &'static str, cmd: C) -> Result<C::Ok, QmpError>
     where
-        C: qapi::qmp::QmpCommand + qapi::Command,
+        C: qapi::qmp::QmpCommand + qapi::Command + Send + 'static,
+        C::Ok: Send + 'static,
         QmpStreamTokio<WriteHalf<UnixStream>>:
             futures::Sink<qapi::Execute<C, u32>, Error = std::io::Error> + Unpin,
     {
@@ -110,14 +111,22 @@ impl Qmp {
 
     async fn exec_within<C>(&self, name: &'static str, cmd: C, timeout: Duration) -> Result<C::Ok, QmpError>
     where
-        C: qapi::qmp::QmpCommand + qapi::Command,
+        C: qapi::qmp::QmpCommand + qapi::Command + Send + 'static,
+        C::Ok: Send + 'static,
         QmpStreamTokio<WriteHalf<UnixStream>>:
             futures::Sink<qapi::Execute<C, u32>, Error = std::io::Error> + Unpin,
     {
-        match tokio::time::timeout(timeout, self.service.execute(cmd)).await {
+        // On a task of its own: a caller dropped mid-command (the sampler
+        // ended while reading the balloon) must not leave the command half
+        // done. Without out-of-band ids QEMU's replies carry no id, and the
+        // qapi crate keys its one pending command by id 0: a cancelled one
+        // stays pending and the next command panics ("duplicate command id").
+        let task = tokio::spawn(self.service.execute(cmd));
+        match tokio::time::timeout(timeout, task).await {
             Err(_) => Err(QmpError::Timeout { command: name, timeout }),
-            Ok(Err(e)) => Err(QmpError::Command { command: name, message: e.to_string() }),
-            Ok(Ok(v)) => Ok(v),
+            Ok(Err(join)) => Err(QmpError::Command { command: name, message: join.to_string() }),
+            Ok(Ok(Err(e))) => Err(QmpError::Command { command: name, message: e.to_string() }),
+            Ok(Ok(Ok(v))) => Ok(v),
         }
     }
 

@@ -40,7 +40,8 @@ impl Runs {
 }
 
 /// Each run's events as JSON lines in its own directory's `events.jsonl`,
-/// flushed per event, so a killed run keeps every event up to that moment.
+/// flushed per event, so a killed run keeps every event up to that moment;
+/// an event that does not fit (a full disk) is dropped whole.
 /// An A/B lab's own events (its verdict) go to the lab's top directory,
 /// each arm's to the arm's.
 #[derive(Default)]
@@ -61,9 +62,17 @@ impl Reporter for RunLogs {
             }
         }
         let Some(f) = self.files.get_mut(&key) else { return };
-        if let Ok(line) = serde_json::to_string(s) {
-            let _ = writeln!(f, "{line}");
-            let _ = f.flush();
+        if let Ok(mut line) = serde_json::to_string(s) {
+            // One write of the whole line; on a full disk what did get in is
+            // cut off again, so the log never holds a partial line (that
+            // event is lost, the ones after it are whole).
+            line.push('\n');
+            let before = f.metadata().map(|m| m.len());
+            if f.write_all(line.as_bytes()).and_then(|_| f.flush()).is_err() {
+                if let Ok(len) = before {
+                    let _ = f.set_len(len);
+                }
+            }
         }
         if let Event::RunFinished { .. } = s.event {
             self.files.remove(&key);

@@ -107,7 +107,15 @@ impl Terminal {
                 nr_dentry.map(|n| n.to_string()).unwrap_or("-".into()),
             ),
             Event::SampleFailed { reason, .. } => format!("sample failed: {reason}"),
-            Event::SamplerStarted { restart, secs, .. } => format!("guest sampler {} ({secs:.2} s)", if *restart { "restarted" } else { "started" }),
+            Event::SamplerStarted { restart, secs, transport, port, .. } => {
+                let over = match (transport.as_str(), port) {
+                    ("", _) => String::new(),
+                    ("port", _) => ", records over the virtio-serial port".into(),
+                    (t, Some(why)) => format!(", records over {t} (no port: {why})"),
+                    (t, None) => format!(", records over {t}"),
+                };
+                format!("guest sampler {} ({secs:.2} s{over})", if *restart { "restarted" } else { "started" })
+            }
             Event::SamplerFallback { reason, .. } => format!("guest sampler unavailable, sampling by SSH command: {reason}"),
             Event::SamplingResumed { gaps, secs } => format!("sampling resumed after {gaps} missed samples ({secs:.1} s)"),
             Event::WorkloadFinished { status, secs } => {

@@ -76,8 +76,9 @@ pub(super) const SAMPLER_BIN: &str = "/usr/bin/kernlab-sampler";
 /// The guest sampler's command line for `monitor.sampler: stream`: the
 /// same pause, reclaim, flush and sections as [`capture_command`], done by
 /// one process that opens its files once (`exec`, so no shell stays
-/// around it).
-pub(super) fn sampler_command(lab: &Lab, sections: &[Section]) -> String {
+/// around it); with `port`, over that virtio-serial port when the guest
+/// has it.
+pub(super) fn sampler_command(lab: &Lab, sections: &[Section], port: Option<&str>) -> String {
     let mut cmd = format!("exec {SAMPLER_BIN}");
     let quiesce = lab.workload.is_some() && (lab.monitor.shrink || !lab.monitor.quiesce.is_zero());
     if lab.monitor.reclaim {
@@ -94,6 +95,9 @@ pub(super) fn sampler_command(lab: &Lab, sections: &[Section]) -> String {
     }
     let ops_file = lab.workload.as_ref().map_or(sparse::OPS_FILE, |w| w.ops_file());
     cmd.push_str(&format!(" -o {}", tool::shell_quote(ops_file)));
+    if let Some(port) = port {
+        cmd.push_str(&format!(" -p {}", tool::shell_quote(port)));
+    }
     // Uptime first, each section once, as in the exec capture.
     let mut order = vec![Section::Uptime];
     for &s in sections {
@@ -289,15 +293,19 @@ mod tests {
         let mut lab = crate::lab::parse("name: x\n", Path::new("x.yaml")).unwrap();
         lab.workload = Some(lab::Workload { churn: Some(lab::Churn::default()), commands: vec![], duration: Duration::from_secs(30), ops: None });
         let s = sections(&lab);
-        assert_eq!(sampler_command(&lab, &s), "exec /usr/bin/kernlab-sampler -s -w /run/kernlab-workload.pid -o /run/kernlab-ops uptime slabinfo meminfo dentry-state ops");
+        assert_eq!(sampler_command(&lab, &s, None), "exec /usr/bin/kernlab-sampler -s -w /run/kernlab-workload.pid -o /run/kernlab-ops uptime slabinfo meminfo dentry-state ops");
+        assert_eq!(
+            sampler_command(&lab, &s, Some("org.kernlab.sampler")),
+            "exec /usr/bin/kernlab-sampler -s -w /run/kernlab-workload.pid -o /run/kernlab-ops -p org.kernlab.sampler uptime slabinfo meminfo dentry-state ops"
+        );
         lab.monitor.reclaim = true;
         lab.monitor.quiesce = Duration::from_millis(300);
         lab.workload.as_mut().unwrap().ops = Some("/run/app/ops".into());
-        assert_eq!(sampler_command(&lab, &s), "exec /usr/bin/kernlab-sampler -r -s -w /run/kernlab-workload.pid -q 300 -o /run/app/ops uptime slabinfo meminfo dentry-state ops");
+        assert_eq!(sampler_command(&lab, &s, None), "exec /usr/bin/kernlab-sampler -r -s -w /run/kernlab-workload.pid -q 300 -o /run/app/ops uptime slabinfo meminfo dentry-state ops");
         // No workload: nothing to pause.
         lab.workload = None;
         lab.monitor.shrink = false;
-        assert_eq!(sampler_command(&lab, &sections(&lab)), "exec /usr/bin/kernlab-sampler -r -o /run/kernlab-ops uptime slabinfo meminfo dentry-state");
+        assert_eq!(sampler_command(&lab, &sections(&lab), None), "exec /usr/bin/kernlab-sampler -r -o /run/kernlab-ops uptime slabinfo meminfo dentry-state");
     }
 
     #[test]

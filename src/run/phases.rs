@@ -17,7 +17,8 @@ use super::commands::{capture_command, ignored_ops_lines, insmod_command, sample
 use super::events::{self, Event};
 use super::exhaust::{self, Trigger};
 use super::prepare::Prepared;
-use super::sampler::{Backoff, Sampler, SamplerEnd, Stream};
+use super::sampler::{Backoff, PortPlan, Sampler, SamplerEnd, Stream};
+use crate::qemu::argv::SAMPLER_PORT;
 use super::{Ctx, RunError};
 use crate::outcome::run::ExhaustionOutcome;
 use crate::image::tree::Tree;
@@ -45,7 +46,8 @@ pub(super) async fn run(ctx: &mut Ctx, p: Prepared, ready: Ready) -> Result<(), 
     load_modules(ctx, &guest, &p.modules, kdump_loaded).await?;
     // The guest sampler is in the payload when it was built for the lab.
     let stream = p.payload.files().any(|(path, _, _)| path == SAMPLER_BIN);
-    workload(ctx, &guest, kdump_loaded, stream).await?;
+    let port = p.spec.devices.contains(&crate::qemu::Device::SamplerPort);
+    workload(ctx, &guest, kdump_loaded, stream, port).await?;
     super::instruments::collect(ctx, &guest).await;
     unload_modules(ctx, &guest, &p.modules).await;
     Ok(())
@@ -147,7 +149,7 @@ async fn load_modules(ctx: &mut Ctx, guest: &Guest, modules: &[(BuiltModule, BTr
 /// Sampling, alongside the workload when there is one, until the phase's
 /// limit, the workload's failure, exhaustion, a hang, or the guest's loss;
 /// then the dump when the lab takes one.
-async fn workload(ctx: &mut Ctx, guest: &Guest, kdump_loaded: bool, stream: bool) -> Result<(), RunError> {
+async fn workload(ctx: &mut Ctx, guest: &Guest, kdump_loaded: bool, stream: bool, port: bool) -> Result<(), RunError> {
     let sections = sections(&ctx.lab);
     let balloon = ctx.lab.monitor.sources.contains(&lab::Source::Balloon);
     let store = SampleStore::open(&ctx.dir.join("samples"), &sections, balloon)
@@ -162,6 +164,11 @@ async fn workload(ctx: &mut Ctx, guest: &Guest, kdump_loaded: bool, stream: bool
     }
     let dumps = ctx.lab.dumps();
     let control = guest.control().await.map_err(|e| ctx.guest_error(e, "before sampling"))?;
+    let stream = (stream && ctx.lab.monitor.sampler == lab::SamplerKind::Stream).then(|| {
+        let port = port.then(|| PortPlan { command: sampler_command(&ctx.lab, &sections, Some(SAMPLER_PORT)), dir: ctx.dir.path.clone() });
+        Stream::new(sampler_command(&ctx.lab, &sections, None), port)
+    });
+    let transports = stream.as_ref().map(|s| s.used.clone());
     let sampler = Sampler {
         events: ctx.events.clone(),
         store,
@@ -175,7 +182,7 @@ async fn workload(ctx: &mut Ctx, guest: &Guest, kdump_loaded: bool, stream: bool
         backoff: Backoff::default(),
         gap_since: None,
         decided: ctx.decided.clone(),
-        stream: (stream && ctx.lab.monitor.sampler == lab::SamplerKind::Stream).then(|| Stream::new(sampler_command(&ctx.lab, &sections))),
+        stream,
     };
     // The workload phase's limit: its duration, or for a lab that runs until
     // exhaustion the most it may take to get there (`exhaustion.max`).
@@ -243,6 +250,10 @@ async fn workload(ctx: &mut Ctx, guest: &Guest, kdump_loaded: bool, stream: bool
             }
         }
     };
+    if let Some(used) = transports {
+        let used = used.lock().unwrap().join("+");
+        ctx.manifest.sampler_transport = (!used.is_empty()).then_some(used);
+    }
     if let Ok(SamplerEnd::WorkloadFailed { status, secs }) = sampled {
         if let Some(w) = workload {
             let _ = tokio::time::timeout(Duration::from_secs(10), w).await;

@@ -20,8 +20,10 @@ use crate::payload::{self, BuiltModule};
 use crate::qemu::machine::{self as qmachine, Driver, KernelFacts, LabNeeds};
 use crate::qemu::{self, accel, Accel, AccelChoice, AccelRequest, Device, HostTsc, Machine, MachineChoice, VmSpec};
 
-/// The devices every VM of the minimal image gets.
-const DEVICES: [Device; 3] = [Device::Net, Device::Balloon, Device::Pvpanic];
+/// The devices every VM gets (those its machine has). The sampler's
+/// port is there whatever `monitor.sampler` says, so every lab's VM (and
+/// the snapshot of it) has the same devices.
+const DEVICES: [Device; 4] = [Device::Net, Device::Balloon, Device::Pvpanic, Device::SamplerPort];
 
 /// What the run boots, and what it loads once the guest is up.
 pub(super) struct Prepared {

@@ -2,20 +2,26 @@
 //! them as time series, watches for exhaustion and hangs, and reconnects
 //! with backoff when the session drops. A sample is a request to the
 //! guest sampler's stream (`monitor.sampler: stream`, one guest process
-//! for the run) or a fresh SSH command (`exec`, and the fallback whenever
-//! the stream is not there). It runs inside the guest's wait (a lost
-//! guest ends it there); its SSH calls run on blocking threads through the
-//! [`Guest`].
+//! for the run, over the VM's virtio-serial port or else its SSH channel)
+//! or a fresh SSH command (`exec`, and the fallback whenever the stream is
+//! not there). It runs inside the guest's wait (a lost guest ends it
+//! there); its SSH calls run on blocking threads through the [`Guest`].
 
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
 use tokio_util::sync::CancellationToken;
 
 use super::boot::SSH_TIMEOUT;
 use super::events::{self, Event, Events};
 use crate::sample::parse as sparse;
 use crate::sample::store::SampleStore;
+use crate::qemu::argv::SAMPLER_SOCKET;
 use crate::vm::{Guest, GuestError, GuestStream, Session};
 
 /// Why the sampler stopped.
@@ -56,26 +62,133 @@ pub(super) struct Sampler {
     pub(super) stream: Option<Stream>,
 }
 
-/// The guest sampler (`labs/guest/sampler.c`) on its SSH channel: started
-/// at the first sample, restarted with backoff when it breaks, given up
-/// after [`Stream::MAX_START_FAILURES`] failed starts in a row. While it is
-/// not there, samples are taken by the exec command, so none is lost to it.
+/// The guest sampler (`labs/guest/sampler.c`): started over SSH at the
+/// first sample, restarted with backoff when it breaks, given up after
+/// [`Stream::MAX_START_FAILURES`] failed starts in a row. Its requests and
+/// records go over the VM's virtio-serial port when there is one (no SSH
+/// traffic per sample; the SSH channel that started it stays open and
+/// idle, and its end is the sampler's end), else over that SSH channel.
+/// A port that breaks while the sampler lives is not used again in the
+/// run. While no sampler is there, samples are taken by the exec command,
+/// so none is lost to it.
 pub(super) struct Stream {
-    /// The guest command that starts it.
+    /// The guest command that starts it on its SSH channel.
     pub(super) command: String,
-    conn: Option<GuestStream>,
+    /// The port: the command that starts it there and the host's way to it;
+    /// `None` when the VM has no port or it is given up.
+    port: Option<PortPlan>,
+    /// Why the port is not used (the guest has none, it broke).
+    port_lost: Option<String>,
+    conn: Option<Conn>,
     started: bool,
     backoff: Backoff,
     failed_starts: u32,
     /// The last request's number; a record must carry it.
     seq: u64,
+    /// The transports that carried records, in order of first use.
+    pub(super) used: Arc<Mutex<Vec<&'static str>>>,
+}
+
+/// The sampler over the VM's port: the command with `-p`, and the run
+/// directory that holds the port's socket ([`SAMPLER_SOCKET`]).
+pub(super) struct PortPlan {
+    pub(super) command: String,
+    pub(super) dir: PathBuf,
+}
+
+enum Conn {
+    Ssh(GuestStream),
+    Port(PortLink),
+}
+
+/// A sampler on the port: the socket, what came on it past the last
+/// record, and its SSH channel held on a blocking thread ([`GuestStream::hold`])
+/// that says when the sampler ends; dropping the link closes that channel.
+struct PortLink {
+    sock: UnixStream,
+    pending: Vec<u8>,
+    stop: Arc<AtomicBool>,
+    ended: tokio::sync::oneshot::Receiver<String>,
+}
+
+impl Drop for PortLink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Why a request on the port got no record.
+enum PortFailure {
+    /// The sampler ended (its SSH channel did): restart it, on the port.
+    Ended(String),
+    /// The port failed the sampler while it lives: SSH from now on.
+    Broken(String),
 }
 
 impl Stream {
     const MAX_START_FAILURES: u32 = 3;
 
-    pub(super) fn new(command: String) -> Stream {
-        Stream { command, conn: None, started: false, backoff: Backoff::default(), failed_starts: 0, seq: 0 }
+    pub(super) fn new(command: String, port: Option<PortPlan>) -> Stream {
+        Stream {
+            command,
+            port,
+            port_lost: None,
+            conn: None,
+            started: false,
+            backoff: Backoff::default(),
+            failed_starts: 0,
+            seq: 0,
+            used: Arc::default(),
+        }
+    }
+
+    fn used(&self, transport: &'static str) {
+        let mut u = self.used.lock().unwrap();
+        if !u.contains(&transport) {
+            u.push(transport);
+        }
+    }
+}
+
+/// Connects to the port's socket in `dir` (through the directory's
+/// descriptor: a unix socket path is limited to 108 bytes), made 0600 (the
+/// run directory is 0700 already).
+async fn connect_port(dir: &Path) -> std::io::Result<UnixStream> {
+    use std::os::unix::fs::PermissionsExt;
+    let handle = std::fs::File::open(dir)?;
+    let _ = std::fs::set_permissions(dir.join(SAMPLER_SOCKET), std::fs::Permissions::from_mode(0o600));
+    let short = PathBuf::from(format!("/proc/self/fd/{}/{SAMPLER_SOCKET}", handle.as_raw_fd()));
+    match tokio::time::timeout(Duration::from_secs(5), UnixStream::connect(&short)).await {
+        Ok(r) => r,
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "connecting timed out after 5 s")),
+    }
+}
+
+/// One request on the port and its record, within `timeout`; ends early
+/// when the sampler does.
+async fn port_request<T>(link: &mut PortLink, seq: u64, timeout: Duration, mut take: impl FnMut(&mut Vec<u8>) -> Option<T>) -> Result<T, PortFailure> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let request = sparse::record_request(seq);
+    match tokio::time::timeout_at(deadline, link.sock.write_all(request.as_bytes())).await {
+        Err(_) => return Err(PortFailure::Broken(format!("the request was not taken within {timeout:?}"))),
+        Ok(Err(e)) => return Err(PortFailure::Broken(format!("writing the request: {e}"))),
+        Ok(Ok(())) => {}
+    }
+    let mut chunk = vec![0u8; 64 * 1024];
+    loop {
+        if let Some(v) = take(&mut link.pending) {
+            return Ok(v);
+        }
+        tokio::select! {
+            biased;
+            why = &mut link.ended => return Err(PortFailure::Ended(why.unwrap_or_else(|_| "its SSH channel was dropped".into()))),
+            r = link.sock.read(&mut chunk) => match r {
+                Ok(0) => return Err(PortFailure::Broken("QEMU closed the port's socket".into())),
+                Ok(n) => link.pending.extend_from_slice(&chunk[..n]),
+                Err(e) => return Err(PortFailure::Broken(format!("reading the port: {e}"))),
+            },
+            _ = tokio::time::sleep_until(deadline) => return Err(PortFailure::Broken(format!("no record within {timeout:?}"))),
+        }
     }
 }
 
@@ -121,9 +234,12 @@ impl Sampler {
     pub(super) async fn run(mut self, interval: Duration, duration: Duration) -> SamplerEnd {
         let end = self.run_until(interval, duration).await;
         // Closing the channel ends the guest sampler (end of its stdin);
-        // libssh2's teardown blocks, so not on a runtime worker.
-        if let Some(conn) = self.stream.as_mut().and_then(|s| s.conn.take()) {
-            tokio::task::spawn_blocking(move || drop(conn));
+        // libssh2's teardown blocks, so not on a runtime worker (a port's
+        // channel is dropped on its holding thread).
+        match self.stream.as_mut().and_then(|s| s.conn.take()) {
+            Some(Conn::Ssh(conn)) => drop(tokio::task::spawn_blocking(move || drop(conn))),
+            Some(Conn::Port(link)) => drop(link),
+            None => {}
         }
         end
     }
@@ -214,13 +330,53 @@ impl Sampler {
                 return None;
             }
             let t0 = std::time::Instant::now();
-            match self.guest.open_stream(&st.command, SSH_TIMEOUT.max(timeout), sparse::take_ready).await {
+            // The port's host end is open before the sampler starts, so the
+            // guest sees it open from the first request on.
+            let mut sock = None;
+            if let Some(plan) = &st.port {
+                match connect_port(&plan.dir).await {
+                    Ok(s) => sock = Some(s),
+                    Err(e) => {
+                        st.port_lost = Some(format!("host-socket: {e}"));
+                        st.port = None;
+                    }
+                }
+            }
+            let command = match (&sock, &st.port) {
+                (Some(_), Some(plan)) => plan.command.clone(),
+                _ => st.command.clone(),
+            };
+            match self.guest.open_stream(&command, SSH_TIMEOUT.max(timeout), sparse::take_ready).await {
                 Ok((conn, ready)) => {
                     st.backoff.succeeded();
                     st.failed_starts = 0;
-                    st.conn = Some(conn);
-                    let shrink = ready.split_whitespace().find_map(|w| w.strip_prefix("shrink=")).and_then(|n| n.parse().ok());
-                    self.events.emit(Event::SamplerStarted { restart: st.started, shrink, secs: events::round3(t0.elapsed().as_secs_f64()) });
+                    let word = |k: &str| ready.split_whitespace().find_map(|w| w.strip_prefix(k)).map(str::to_string);
+                    let shrink = word("shrink=").and_then(|n| n.parse().ok());
+                    let transport = match sock {
+                        Some(sock) if word("transport=").as_deref() == Some("port") => {
+                            let stop = Arc::new(AtomicBool::new(false));
+                            let (tx, ended) = tokio::sync::oneshot::channel();
+                            let holding = stop.clone();
+                            tokio::task::spawn_blocking(move || {
+                                let _ = tx.send(conn.hold(&holding));
+                            });
+                            st.conn = Some(Conn::Port(PortLink { sock, pending: Vec::new(), stop, ended }));
+                            "port"
+                        }
+                        sock => {
+                            if sock.is_some() {
+                                // The guest has no such port (a kernel
+                                // without virtio_console): not asked again.
+                                st.port_lost = Some(word("port=").unwrap_or_else(|| "the guest sampler did not take the port".into()));
+                                st.port = None;
+                            }
+                            st.conn = Some(Conn::Ssh(conn));
+                            "ssh"
+                        }
+                    };
+                    st.used(transport);
+                    let port = if transport == "ssh" { st.port_lost.clone() } else { None };
+                    self.events.emit(Event::SamplerStarted { restart: st.started, shrink, secs: events::round3(t0.elapsed().as_secs_f64()), transport: transport.into(), port });
                     st.started = true;
                 }
                 Err(e) => {
@@ -238,7 +394,6 @@ impl Sampler {
         }
         st.seq += 1;
         let seq = st.seq;
-        let conn = st.conn.take()?;
         // A late record of an earlier, timed-out request is skipped; any
         // other number means the stream is not what was asked.
         let take = move |buf: &mut Vec<u8>| loop {
@@ -249,16 +404,37 @@ impl Sampler {
                 None => return None,
             }
         };
-        let reason = match self.guest.stream_request(conn, sparse::record_request(seq).into_bytes(), timeout, take).await {
-            Ok((conn, Ok(text))) => {
-                st.conn = Some(conn);
-                return Some(text);
-            }
-            Ok((conn, Err(got))) => {
-                tokio::task::spawn_blocking(move || drop(conn));
-                format!("record {got:?} came for request {seq}")
-            }
-            Err(e) => crate::util::error_chain(&e),
+        let reason = match st.conn.take()? {
+            Conn::Ssh(conn) => match self.guest.stream_request(conn, sparse::record_request(seq).into_bytes(), timeout, take).await {
+                Ok((conn, Ok(text))) => {
+                    st.conn = Some(Conn::Ssh(conn));
+                    return Some(text);
+                }
+                Ok((conn, Err(got))) => {
+                    tokio::task::spawn_blocking(move || drop(conn));
+                    format!("record {got:?} came for request {seq}")
+                }
+                Err(e) => crate::util::error_chain(&e),
+            },
+            Conn::Port(mut link) => match port_request(&mut link, seq, timeout, take).await {
+                Ok(Ok(text)) => {
+                    st.conn = Some(Conn::Port(link));
+                    return Some(text);
+                }
+                // The link is dropped: its SSH channel closes, which ends
+                // the guest sampler; restarted over SSH.
+                Ok(Err(got)) => {
+                    st.port = None;
+                    st.port_lost = Some(format!("record {got:?} came for request {seq} on the port"));
+                    format!("on the port, record {got:?} came for request {seq} (over SSH from now on)")
+                }
+                Err(PortFailure::Broken(why)) => {
+                    st.port = None;
+                    st.port_lost = Some(format!("the port broke: {why}"));
+                    format!("on the port: {why} (over SSH from now on)")
+                }
+                Err(PortFailure::Ended(why)) => format!("the guest sampler on the port ended: {why}"),
+            },
         };
         // Restarted at the next sample, with backoff if it keeps breaking.
         st.backoff.failed(t);

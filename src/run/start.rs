@@ -153,6 +153,7 @@ pub(super) async fn boot(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel, keys
         ctx.manifest.ssh_port = Some(spec.ssh_port);
         write(&ctx.dir.join("manifest.json"), &serde_json::to_vec_pretty(&ctx.manifest).unwrap_or_default())?;
         let _ = std::fs::remove_file(ctx.dir.join(QMP_SOCKET));
+        let _ = std::fs::remove_file(ctx.dir.join(qemu::argv::SAMPLER_SOCKET));
         let started = Instant::now();
         let q = Qemu::spawn(&argv, &ctx.dir.path, &ctx.dir.join("qemu.log")).map_err(RunError::from)?;
         ctx.events.emit(Event::QemuStarted { pid: q.pid(), ssh_port: spec.ssh_port, attempt });

@@ -238,6 +238,33 @@ impl GuestStream {
         self.read_frame(timeout, take)
     }
 
+    /// Holds the channel while the command serves elsewhere (the guest
+    /// sampler on its virtio-serial port, which only watches its stdin for
+    /// the end): blocks until the command's output ends or `stop` is set
+    /// (seen within 200 ms), and says why it returned. Output meanwhile is
+    /// dropped. The stream is dropped here, which closes the channel and so
+    /// ends the command. No SSH traffic while it waits.
+    pub fn hold(mut self, stop: &std::sync::atomic::AtomicBool) -> String {
+        let mut chunk = vec![0u8; 4096];
+        self.session.session.set_timeout(200);
+        loop {
+            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return "stopped by the host".into();
+            }
+            match self.channel.read(&mut chunk) {
+                Ok(0) => {
+                    let mut why = String::new();
+                    let _ = self.channel.stderr().read_to_string(&mut why);
+                    let status = self.channel.exit_status().unwrap_or(-1);
+                    return format!("the command ended (status {status}){}{}", if why.trim().is_empty() { "" } else { ": " }, why.trim());
+                }
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(e) => return format!("its SSH channel failed: {e}"),
+            }
+        }
+    }
+
     fn read_err(&self, e: std::io::Error, timeout: Duration) -> SshError {
         if e.kind() == std::io::ErrorKind::TimedOut {
             SshError::Timeout { command: self.command.clone(), timeout }

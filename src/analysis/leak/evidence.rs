@@ -69,6 +69,11 @@ pub struct ArmFit {
     pub trend: Option<Trend>,
 }
 
+/// `null` (how serde_json writes a non-finite number) as +∞.
+fn null_is_infinite<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::INFINITY))
+}
+
 /// What kind of hypothesis a piece of evidence is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -90,9 +95,12 @@ pub struct Evidence {
     pub objsize: f64,
     pub module: ArmFit,
     pub baseline: ArmFit,
-    /// Module − baseline, with its standard error and degrees of freedom.
+    /// Module − baseline, with its standard error and degrees of freedom
+    /// (infinite when both arms' series are exactly straight: JSON has no
+    /// infinity, so it is written `null` and read back infinite).
     pub delta: f64,
     pub se: f64,
+    #[serde(deserialize_with = "null_is_infinite")]
     pub df: f64,
     /// One-sided bounds at the look's level α_k each (a 1 − 2α_k interval).
     pub lower: f64,
@@ -233,5 +241,22 @@ impl LeakAnalysis {
     /// The caches Holm found leaking, largest first.
     pub fn culprits(&self) -> impl Iterator<Item = &Evidence> {
         self.caches.iter().filter(|c| c.leak)
+    }
+}
+
+#[cfg(test)]
+mod serde_tests {
+    use super::*;
+
+    /// Both arms' Slab exactly flat (the guest sampler on its port leaves a
+    /// quiet guest's counts alone): df is infinite, written `null`, and the
+    /// report must still read back (it did not: no summary, no report.html).
+    #[test]
+    fn an_infinite_df_round_trips_through_json() {
+        let json = r#"{"name": "slab", "kind": "total", "objsize": 1.0, "module": {"samples": 9, "first": 27275264.0, "last": 27275264.0, "trend": {"n": 9, "slope": 0.0, "se": 0.0, "df": 7.0, "phi": 0.0, "model": "exact"}}, "baseline": {"samples": 9, "first": 27271168.0, "last": 27271168.0, "trend": {"n": 9, "slope": 0.0, "se": 0.0, "df": 7.0, "phi": 0.0, "model": "exact"}}, "delta": 0.0, "se": 0.0, "df": null, "lower": 0.0, "upper": 0.0, "floor": 4660.337777777778, "p": 1.0, "p_holm": 1.0, "leak": false, "detectable": 4660.337777777778, "bytes": [0.0, 0.0, 0.0, 4660.337777777778], "bytes_per_hour": [0.0, 0.0, 0.0]}"#;
+        let e: Evidence = serde_json::from_str(json).unwrap();
+        assert_eq!(e.df, f64::INFINITY);
+        let again: Evidence = serde_json::from_str(&serde_json::to_string(&e).unwrap()).unwrap();
+        assert_eq!(again, e);
     }
 }
