@@ -90,6 +90,9 @@ fn every_recorded_pair_is_no_false_leak_at_the_default_floors() {
             let an = leak::analyze(&a, &b, &policy(n, default_floors(), stop_early), true);
             assert_ne!(an.verdict, Verdict::Leak, "{} (stop_early {stop_early}): {}", p.name, an.reason);
             *verdicts.entry(an.verdict.word()).or_default() += 1;
+            if !stop_early {
+                eprintln!("{}: {} {}", p.name, an.verdict.word(), an.reason);
+            }
         }
     }
     eprintln!("verdicts over {} pairs × 2: {verdicts:?}", c.len());
