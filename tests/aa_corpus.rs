@@ -103,12 +103,13 @@ fn every_recorded_pair_is_no_false_leak_at_the_default_floors() {
 /// blocks (every cache of an arm the same blocks): two different series of
 /// one real process, with its steps, dependence and drift, so the truth is
 /// "no difference". Floors 0 so that only α protects, every look. The
-/// whole-verdict false-LEAK rate must stay within α + 3 Monte Carlo SE.
+/// whole-verdict false-LEAK rate must stay within α + 3 Monte Carlo SE
+/// (1,000 replicates: 1.94 %; measured 0.50 %, 5 of 1,000).
 #[test]
 fn the_block_bootstrap_of_real_pairs_holds_alpha_over_a_whole_verdict() {
     let c = corpus();
     assert!(!c.is_empty());
-    let reps = 300;
+    let reps = 1000;
     let mut rng = Rng::new(2024);
     let mut false_leaks = Vec::new();
     for r in 0..reps {
