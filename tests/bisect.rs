@@ -59,19 +59,19 @@ fn leaky_repo(repo: &Path) -> Vec<String> {
 /// A regression gate on the module in `repo`: the module arm with the
 /// module's defaults against the same module at the same revision with
 /// `every: 0`, so both arms load the same code and differ only in the
-/// default under test. The floors are high enough for a clean module to
-/// be decided NO-LEAK within the 20 s (the churn's own caches move by
-/// ~0.07 objects/op in 30 s, docs/method.md) and far below the leak (one
-/// 512-byte object per operation).
+/// default under test. The lab's floors are the defaults, no tuning for
+/// this module (issue 24): a clean revision is decided NO-LEAK in about a
+/// minute (measured twice: good steps 46–70 s, bad ones 13–17 s, the whole
+/// bisect 106–138 s); 3 min is the maximum.
 fn gate(dir: &Path) -> PathBuf {
     lab(
         dir,
         "gate",
         "name: bisect-gate\nkernel: debian-6.1.0-54-cloud-amd64\nvm:\n  memory: 512M\n\
          modules:\n  - source: leaky\n    params: {size: 512}\n\
-         workload:\n  churn: {fs: tmpfs, rate: 1000}\n  duration: 20s\n\
+         workload:\n  churn: {fs: tmpfs, rate: 1000}\n  duration: 3m\n\
          monitor:\n  interval: 1s\n  reclaim: true\n\
-         leak:\n  expect: no-leak\n  floor_objects_per_op: 0.25\n  floor_bytes_per_op: 400\n\
+         leak:\n  expect: no-leak\n\
          \x20 baseline:\n    modules:\n      - source: leaky\n        params: {every: 0, size: 512}\n",
     )
 }
