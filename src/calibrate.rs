@@ -259,18 +259,36 @@ pub fn render(c: &Calibration) -> String {
     use std::fmt::Write;
     let mut s = String::new();
     let n: usize = c.verdicts.iter().sum();
+    // The lab as written compares two different arms: its LEAKs are false
+    // only when its module is known to be clean, which kernlab cannot know.
+    let (what, leaks) = match c.arms {
+        Arms::Lab => ("the lab as written (its module arm against its baseline)".to_string(), "LEAKs (false if the module is clean)"),
+        arms => (format!("{arms:?} in both arms"), "false LEAKs"),
+    };
+    let runs = if c.arms == Arms::Lab { "runs" } else { "A/A runs" };
     let _ = writeln!(
         s,
-        "calibration of {} ({:?} in both arms): {n} A/A runs in {:.0} s: {} LEAK, {} NO-LEAK, {} INCONCLUSIVE, {} failed",
-        c.lab, c.arms, c.secs, c.verdicts[0], c.verdicts[1], c.verdicts[2], c.verdicts[3]
+        "calibration of {} ({what}): {n} {runs} in {:.0} s: {} LEAK, {} NO-LEAK, {} INCONCLUSIVE, {} failed",
+        c.lab, c.secs, c.verdicts[0], c.verdicts[1], c.verdicts[2], c.verdicts[3]
     );
     let _ = writeln!(
         s,
-        "  false LEAKs: {} of {} (rate ≤ {:.1} % at 95 %, Clopper–Pearson)",
+        "  {leaks}: {} of {} (rate ≤ {:.1} % at 95 %, Clopper–Pearson)",
         c.false_leaks,
         n - c.verdicts[3],
         c.false_leak_rate_upper95 * 100.0
     );
+    // Where each verdict was reached: what a gate waits for.
+    for v in [Verdict::NoLeak, Verdict::Leak] {
+        let mut at: std::collections::BTreeMap<usize, usize> = std::collections::BTreeMap::new();
+        for r in c.runs.iter().filter(|r| r.verdict == Some(v)) {
+            *at.entry(r.samples.unwrap_or(0)).or_insert(0) += 1;
+        }
+        if !at.is_empty() {
+            let list: Vec<String> = at.iter().map(|(n, k)| format!("{n} ×{k}")).collect();
+            let _ = writeln!(s, "  {} decided at (samples per arm after the warm-up): {}", v.word().to_uppercase(), list.join(", "));
+        }
+    }
     if let (Some(m), Some(p)) = (c.detectable_median, c.detectable_p90) {
         let _ = writeln!(s, "  smallest detectable leak in the noisiest cache (80 % power): median {} objects/op, 90th percentile {}", num(m), num(p));
     }

@@ -314,7 +314,9 @@ fn main() -> ExitCode {
         Command::Bisect { lab, source, kernel_pattern, good, bad, out } => {
             bisect(BisectArgs { lab, source, kernel_pattern, good, bad, out, kernel_dirs: cli.kernel_dirs, quiet: cli.quiet })
         }
-        Command::Calibrate { lab, runs, arms, duration, out, full_length } => calibrate(&lab, runs, &arms, duration, full_length, out, cli.kernel_dirs, &events),
+        Command::Calibrate { lab, runs, arms, duration, out, full_length } => {
+            calibrate(CalibrateArgs { lab_file: lab, runs, arms, duration, full_length, out, kernel_dirs: cli.kernel_dirs }, &events)
+        }
     };
     ExitCode::from(code as u8)
 }

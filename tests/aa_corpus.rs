@@ -37,7 +37,7 @@ fn series(arm: &AaArm) -> ArmSeries {
     s
 }
 
-/// The shipped clean lab's policy (1 s samples, 2 s warm-up, α 1 %) for
+/// The shipped clean lab's policy (1 s samples, 5 s warm-up, α 1 %) for
 /// `n` samples per arm.
 fn policy(n: usize, floors: Floors, stop_early: bool) -> Policy {
     Policy {
@@ -45,7 +45,7 @@ fn policy(n: usize, floors: Floors, stop_early: bool) -> Policy {
         floors,
         alpha: 0.01,
         planned_samples: n,
-        warmup_samples: 2,
+        warmup_samples: 5,
         stop_early,
         interval_s: 1.0,
     }

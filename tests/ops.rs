@@ -30,7 +30,7 @@ fn run_ab(d: &Path, name: &str, workload: &str) -> (std::path::PathBuf, String) 
     let f = lab(
         d,
         name,
-        &format!("name: {name}\nworkload:\n{workload}  duration: 10s\nmonitor:\n  interval: 1s\nleak:\n  expect: no-leak\n  stop_early: false\n"),
+        &format!("name: {name}\nworkload:\n{workload}  duration: 10s\nmonitor:\n  interval: 1s\nleak:\n  expect: no-leak\n  warmup: 2s\n  stop_early: false\n"),
     );
     let dir = d.join(format!("{name}-run"));
     let out = run(&["run", f.to_str().unwrap(), "--out", dir.to_str().unwrap(), "--attribute", "off"]);

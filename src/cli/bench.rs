@@ -20,17 +20,28 @@ pub fn bench_samples(run: &std::path::Path) -> i32 {
     let full = leak::analyze(&a, &b, &crate::run::ab::policy_of(&lab), true);
     let interval = lab.monitor.interval.as_secs_f64();
     let q = &full.sequential;
+    let policy = crate::run::ab::policy_of(&lab);
+    // Seconds of workload a look at `n` samples after the warm-up waited for.
+    let workload_s = |n: usize| (policy.warmup_samples + n).saturating_sub(1) as f64 * interval;
     for (k, l) in q.looks.iter().enumerate() {
-        println!("{}: look {} of {} planned: {} samples per arm ({:.0} s of workload), α {:.2e} → {:?}", lab.name, k + 1, q.planned.len(), l.samples, (l.samples.saturating_sub(1)) as f64 * interval, l.alpha, l.verdict);
+        println!("{}: look {} of {} planned: {} samples per arm after the warm-up ({:.0} s of workload), α {:.2e} against LEAK, {:.2e} against NO-LEAK → {:?}", lab.name, k + 1, q.planned.len(), l.samples, workload_s(l.samples), l.alpha, l.alpha_no_leak, l.verdict);
+        if l.verdict == crate::stats::Verdict::Inconclusive && k + 1 < q.looks.len() {
+            // The run as the watcher saw it at this look: why it went on.
+            let n = policy.warmup_samples + l.samples;
+            let at = leak::analyze(&a.truncated(n), &b.truncated(n), &policy, false);
+            if let Some(why) = at.sequential.looks.last().filter(|x| x.samples == l.samples).map(|_| at.reason) {
+                println!("    undecided: {why}");
+            }
+        }
     }
     let l = &q.looks[q.decided_at.min(q.looks.len().saturating_sub(1))];
     println!(
-        "{}: verdict {:?} at look {} ({} samples per arm, {:.0} s of workload at a {interval} s interval){}",
+        "{}: verdict {:?} at look {} ({} samples per arm after the warm-up, {:.0} s of workload at a {interval} s interval){}",
         lab.name,
         full.verdict,
         q.decided_at + 1,
         l.samples,
-        (l.samples.saturating_sub(1)) as f64 * interval,
+        workload_s(l.samples),
         if q.early { ", before the planned duration" } else { "" }
     );
     exit::OK

@@ -8,9 +8,22 @@ use super::{fail, spawn_signal_handler};
 use crate::outcome::event::Events;
 use crate::exit;
 
-#[allow(clippy::too_many_arguments)]
-pub fn calibrate(lab_file: &std::path::Path, runs: usize, arms: &str, duration: Option<std::time::Duration>, full_length: bool, out: Option<PathBuf>, kernel_dirs: Vec<PathBuf>, events: &Events) -> i32 {
+/// What `kernlab calibrate` was asked for, as its flags gave it.
+pub struct CalibrateArgs {
+    pub lab_file: PathBuf,
+    pub runs: usize,
+    /// `baseline`, `module` or `lab`, checked here.
+    pub arms: String,
+    pub duration: Option<std::time::Duration>,
+    pub full_length: bool,
+    pub out: Option<PathBuf>,
+    pub kernel_dirs: Vec<PathBuf>,
+}
+
+pub fn calibrate(args: CalibrateArgs, events: &Events) -> i32 {
     use crate::calibrate::{self, Arms};
+    let CalibrateArgs { lab_file, runs, arms, duration, full_length, out, kernel_dirs } = args;
+    let (lab_file, arms) = (lab_file.as_path(), arms.as_str());
     let Some(arms) = Arms::parse(arms) else {
         eprintln!("kernlab: --arms {arms:?}: must be `baseline`, `module` or `lab`");
         return exit::USAGE;

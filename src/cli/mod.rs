@@ -15,7 +15,7 @@ mod triage;
 
 pub use bench::{bench_boot, bench_samples, BootArgs};
 pub use bisect::{bisect, BisectArgs};
-pub use calibrate::calibrate;
+pub use calibrate::{calibrate, CalibrateArgs};
 pub use doctor::doctor;
 pub use image::image_debian;
 pub use kernels::{kernel_fetch, kernel_list};

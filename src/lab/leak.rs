@@ -170,8 +170,13 @@ pub const DEFAULT_FLOOR_OBJECTS_PER_OP: f64 = 0.0005;
 /// The default floor in bytes per operation (see `LeakPolicy`).
 pub const DEFAULT_FLOOR_BYTES_PER_OP: f64 = 4.0;
 
+/// 5 s: the sampler's first reclaim passes take 3–4 samples to settle
+/// (RCU-deferred frees of the inodes and dentries the boot left cached:
+/// `proc_inode_cache` 35 → 35 → 21 → 11, `dentry` 11125 → 11092 over the
+/// first four samples of a clean arm, then constant), and a step that late
+/// in a short fit costs a gate half a minute (docs/method.md).
 fn default_warmup() -> Duration {
-    Duration::from_secs(2)
+    Duration::from_secs(5)
 }
 
 fn default_floor_objects() -> f64 {

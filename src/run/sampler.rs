@@ -174,17 +174,19 @@ async fn port_request<T>(link: &mut PortLink, seq: u64, timeout: Duration, mut t
         Ok(Err(e)) => return Err(PortFailure::Broken(format!("writing the request: {e}"))),
         Ok(Ok(())) => {}
     }
-    let mut chunk = vec![0u8; 64 * 1024];
     loop {
         if let Some(v) = take(&mut link.pending) {
             return Ok(v);
         }
+        // Read straight into the pending buffer: its capacity is kept
+        // between samples, so a sample allocates nothing once it has grown.
+        link.pending.reserve(64 * 1024);
         tokio::select! {
             biased;
             why = &mut link.ended => return Err(PortFailure::Ended(why.unwrap_or_else(|_| "its SSH channel was dropped".into()))),
-            r = link.sock.read(&mut chunk) => match r {
+            r = link.sock.read_buf(&mut link.pending) => match r {
                 Ok(0) => return Err(PortFailure::Broken("QEMU closed the port's socket".into())),
-                Ok(n) => link.pending.extend_from_slice(&chunk[..n]),
+                Ok(_) => {}
                 Err(e) => return Err(PortFailure::Broken(format!("reading the port: {e}"))),
             },
             _ = tokio::time::sleep_until(deadline) => return Err(PortFailure::Broken(format!("no record within {timeout:?}"))),

@@ -164,9 +164,8 @@ impl Default for Options {
 }
 
 impl Options {
-    /// The method before issue 24: φ from the lag-1 autocorrelation, no
-    /// KPSS guard, independent increments assumed on differences, no
-    /// local-level guard.
+    /// The method before issue 24: φ from the lag-1 autocorrelation,
+    /// independent increments assumed on differences, no local-level guard.
     pub fn ar1_only() -> Self {
         Options { max_order: 1, diff_ar: false, local_level: false, ..Options::default() }
     }

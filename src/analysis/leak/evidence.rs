@@ -156,8 +156,14 @@ pub struct Plateau {
 pub struct Look {
     /// Samples per arm the look used.
     pub samples: usize,
-    /// The α this look spent.
+    /// The α this look spent against a false LEAK (the lower bounds and the
+    /// Holm test).
     pub alpha: f64,
+    /// The α this look spent against a false NO-LEAK (the upper bounds).
+    /// 0 in reports written before the two sides were spent apart: those
+    /// spent `alpha` on both.
+    #[serde(default)]
+    pub alpha_no_leak: f64,
     pub verdict: Verdict,
 }
 

@@ -40,7 +40,7 @@ pub use classify::{classify, dentries_in_use, Classification};
 pub use series::ArmSeries;
 use series::at_times;
 
-use crate::stats::multiple::{holm_adjusted, looks, spend};
+use crate::stats::multiple::{holm_adjusted, looks, spend, spend_no_leak};
 use crate::stats::trend::{difference, trend, Difference, Trend, MIN_TREND_POINTS};
 use crate::stats::{self, Verdict};
 
@@ -178,7 +178,9 @@ fn late_half(x: [&[f64]; 2], y: [&[f64]; 2], floor: f64, a: f64) -> (Option<Plat
     (plateau, d.p_above(floor) <= a)
 }
 
-fn look(module: &ArmSeries, baseline: &ArmSeries, policy: &Policy, a: f64, last: bool) -> LookResult {
+/// One look at `a` against a false LEAK and `a_no` against a false NO-LEAK
+/// (each look's share of α on its side; see `stats::multiple`).
+fn look(module: &ArmSeries, baseline: &ArmSeries, policy: &Policy, a: f64, a_no: f64, last: bool) -> LookResult {
     let basis = basis_of(module, baseline);
     let (tm, tb) = (module.times(), baseline.times());
     let samples = [tm.len(), tb.len()];
@@ -229,7 +231,7 @@ fn look(module: &ArmSeries, baseline: &ArmSeries, policy: &Policy, a: f64, last:
             let (Some(sm), Some(sb)) = (fit_trend(&tm, ym), fit_trend(&tb, yb)) else { return None };
             let ds = difference(&sm, &sb);
             let floor = floor * rate;
-            Some(PerSecond { delta: ds.delta, upper: ds.bounds(a).1, floor, p: ds.p_above(floor) })
+            Some(PerSecond { delta: ds.delta, upper: ds.bounds(a_no).1, floor, p: ds.p_above(floor) })
         });
         let (bounded, late_rising) = late_half([&xm, &xb], [ym, yb], floor, a);
         raw.push(Hypothesis { name, kind, objsize, module: fm, baseline: fb, d, floor, per_second, bounded, late_rising });
@@ -272,9 +274,10 @@ fn look(module: &ArmSeries, baseline: &ArmSeries, policy: &Policy, a: f64, last:
         .zip(p.iter().zip(&adj))
         .map(|(h, (&p, &p_holm))| {
             let d = h.d;
-            let (lower, upper) = d.bounds(a);
-            // NO-LEAK is an intersection–union test (Berger 1982): each
+            // The lower bound at the look's LEAK α, the upper at its NO-LEAK
+            // α. NO-LEAK is an intersection–union test (Berger 1982): each
             // hypothesis at the look's α, no division by m.
+            let (lower, upper) = (d.bounds(a).0, d.bounds(a_no).1);
             let detectable = d.detectable(h.floor, a, POWER);
             let objsize = h.objsize;
             let bytes = [d.delta * objsize, lower * objsize, upper * objsize, detectable * objsize];
@@ -368,19 +371,34 @@ fn look(module: &ArmSeries, baseline: &ArmSeries, policy: &Policy, a: f64, last:
             ),
         )
     } else if all_below {
-        (Verdict::NoLeak, format!("all {m} hypotheses (the {} and every cache that changed) stay below their floors at α {:.2e} each (intersection–union test)", policy.metric, a))
+        (Verdict::NoLeak, format!("all {m} hypotheses (the {} and every cache that changed) stay below their floors at α {:.2e} each (intersection–union test)", policy.metric, a_no))
     } else {
-        // The hypothesis furthest from a decision, in standard errors.
+        // The hypothesis furthest from a decision, in standard errors; when
+        // every one is below its floor per op, the one the per-second check
+        // holds back (arms at different rates), by its margin.
         let z = |e: &Evidence| if e.se == 0.0 { f64::NEG_INFINITY } else { (e.upper - e.floor) / e.se };
-        let worst = total
-            .iter()
-            .chain(ev.iter())
-            .max_by(|x, y| z(x).total_cmp(&z(y)))
-            .expect("the family is not empty");
+        let held_per_second = |e: &Evidence| e.per_second.filter(|s| e.upper < e.floor && s.upper >= s.floor);
+        let by_second = |e: &Evidence| held_per_second(e).map_or(f64::NEG_INFINITY, |s| (s.upper - s.floor) / (s.upper - s.delta).max(f64::MIN_POSITIVE));
+        let blocked_per_op = total.iter().chain(ev.iter()).any(|e| e.upper >= e.floor);
+        let worst = if blocked_per_op {
+            total.iter().chain(ev.iter()).max_by(|x, y| z(x).total_cmp(&z(y)))
+        } else {
+            total.iter().chain(ev.iter()).max_by(|x, y| by_second(x).total_cmp(&by_second(y)))
+        }
+        .expect("the family is not empty");
         let what = if worst.kind == Kind::Cache { "objects" } else { "bytes" };
-        (
-            Verdict::Inconclusive,
-            format!(
+        let reason = match held_per_second(worst) {
+            Some(s) if !blocked_per_op => format!(
+                "{} is below its floor per op ({} {what}/{unit}, at most {} against {}) but not yet per second, which the arms' different rates also ask for: {} {what}/s, at most {} against {} (the per-op floor at the module arm's rate)",
+                worst.name,
+                num(worst.delta),
+                num(worst.upper),
+                num(worst.floor),
+                num(s.delta),
+                num(s.upper),
+                num(s.floor)
+            ),
+            _ => format!(
                 "{} is {} {what}/{unit} [{} .. {}] against a floor of {}: neither surely above nor surely below",
                 worst.name,
                 num(worst.delta),
@@ -388,7 +406,8 @@ fn look(module: &ArmSeries, baseline: &ArmSeries, policy: &Policy, a: f64, last:
                 num(worst.upper),
                 num(worst.floor)
             ),
-        )
+        };
+        (Verdict::Inconclusive, reason)
     };
     let detectable = {
         let noisiest = ev.iter().max_by(|x, y| x.detectable.total_cmp(&y.detectable));
@@ -405,7 +424,7 @@ fn look(module: &ArmSeries, baseline: &ArmSeries, policy: &Policy, a: f64, last:
             },
         })
     };
-    let needs = (verdict == Verdict::Inconclusive).then(|| needs(total.iter().chain(ev.iter()), samples[0].min(samples[1]), policy, a)).flatten();
+    let needs = (verdict == Verdict::Inconclusive).then(|| needs(total.iter().chain(ev.iter()), samples[0].min(samples[1]), policy, a, a_no)).flatten();
     LookResult { basis, samples, ops_per_s, total, caches: ev, verdict, reason, detectable, needs }
 }
 
@@ -413,14 +432,15 @@ fn look(module: &ArmSeries, baseline: &ArmSeries, policy: &Policy, a: f64, last:
 /// from a decision, and the samples at which its interval would clear its
 /// floor if the standard error fell like 1/n (between a random walk's
 /// 1/√n and independent noise's 1/n^1.5 against a growing regressor).
-fn needs<'a>(ev: impl Iterator<Item = &'a Evidence>, n: usize, policy: &Policy, a: f64) -> Option<String> {
+fn needs<'a>(ev: impl Iterator<Item = &'a Evidence>, n: usize, policy: &Policy, a: f64, a_no: f64) -> Option<String> {
     let mut worst: Option<(f64, &Evidence)> = None;
     for e in ev {
         let gap = (e.delta - e.floor).abs();
         if e.se == 0.0 {
             continue;
         }
-        let t = stats::student::t_quantile(1.0 - a, e.df);
+        let side = if e.delta > e.floor { a } else { a_no };
+        let t = stats::student::t_quantile(1.0 - side, e.df);
         let factor = if gap == 0.0 { f64::INFINITY } else { (t * e.se / gap).max(1.0) };
         let blocks = if e.delta > e.floor { !e.leak } else { e.delta + t * e.se >= e.floor };
         if blocks && worst.is_none_or(|(f, _)| factor > f) {
@@ -465,17 +485,18 @@ pub fn analyze(module: &ArmSeries, baseline: &ArmSeries, policy: &Policy, finish
     let planned = planned_looks(policy);
     let n_avail = module.times().len().min(baseline.times().len());
     let mut taken: Vec<Look> = Vec::new();
-    let mut spent = 0.0;
+    let (mut spent, mut spent_no) = (0.0, 0.0);
     let mut result: Option<(LookResult, f64, usize)> = None;
     for k in 0..planned.len().saturating_sub(1) {
         let n = planned[k];
         if n > n_avail || (finished && n == n_avail) {
             break;
         }
-        let a = spend(policy.alpha, &planned, k);
+        let (a, a_no) = (spend(policy.alpha, &planned, k), spend_no_leak(policy.alpha, &planned, k));
         spent += a;
-        let r = look(&module.truncated(n), &baseline.truncated(n), policy, a, false);
-        taken.push(Look { samples: n, alpha: a, verdict: r.verdict });
+        spent_no += a_no;
+        let r = look(&module.truncated(n), &baseline.truncated(n), policy, a, a_no, false);
+        taken.push(Look { samples: n, alpha: a, alpha_no_leak: a_no, verdict: r.verdict });
         if r.verdict != Verdict::Inconclusive {
             result = Some((r, a, taken.len() - 1));
             break;
@@ -483,10 +504,10 @@ pub fn analyze(module: &ArmSeries, baseline: &ArmSeries, policy: &Policy, finish
     }
     let mut early = result.is_some();
     if result.is_none() {
-        let a = (policy.alpha - spent).max(0.0);
-        let r = look(module, baseline, policy, a, finished || n_avail >= *planned.last().unwrap_or(&0));
+        let (a, a_no) = ((policy.alpha - spent).max(0.0), (policy.alpha - spent_no).max(0.0));
+        let r = look(module, baseline, policy, a, a_no, finished || n_avail >= *planned.last().unwrap_or(&0));
         if finished || n_avail >= *planned.last().unwrap_or(&0) {
-            taken.push(Look { samples: n_avail, alpha: a, verdict: r.verdict });
+            taken.push(Look { samples: n_avail, alpha: a, alpha_no_leak: a_no, verdict: r.verdict });
             early = false;
         }
         let at = taken.len().saturating_sub(1);
