@@ -23,6 +23,7 @@ MUTATIONS=(
   "no-per-second-check|src/analysis/leak/mod.rs|.max(r.per_second.map_or(0.0, \|s\| s.p))|"
   "no-local-level|src/stats/trend.rs|if o.local_level {|if false {"
   "plateau-ignored|src/analysis/leak/mod.rs|let leak = rejected && bounded.is_none() && (h.late_rising \|\| last);|let leak = rejected;"
+  "no-leak-side-not-spent|src/analysis/leak/mod.rs|let (lower, upper) = (d.bounds(a).0, d.bounds(a_no).1);|let (lower, upper) = (d.bounds(a).0, d.bounds(policy.alpha).1);"
 )
 
 survived=0
