@@ -24,11 +24,22 @@ struct Cli {
     /// for `new`, what it wrote as one JSON object.
     #[arg(long, global = true, value_enum, default_value_t = MessageFormat::Human)]
     message_format: MessageFormat,
+    /// Colour on the terminal: `auto` (a terminal, and `NO_COLOR` unset or
+    /// empty), `always` (also when piped; wins over `NO_COLOR`), `never`.
+    #[arg(long, global = true, value_enum, default_value_t = ColorArg::Auto)]
+    color: ColorArg,
     /// Extra folders of kernel descriptors (`NAME.yaml`), searched before `kernels/`.
     #[arg(long = "kernels", global = true, value_name = "DIR")]
     kernel_dirs: Vec<PathBuf>,
     #[command(subcommand)]
     command: Command,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ColorArg {
+    Auto,
+    Always,
+    Never,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -213,6 +224,12 @@ enum Command {
     /// Benchmarks (not tests): timings measured on this machine.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Print a shell completion script on stdout, e.g.
+    /// `kernlab completions bash > /etc/bash_completion.d/kernlab`.
+    /// Writes nothing else; exit 0.
+    Completions {
+        shell: clap_complete::Shell,
+    },
 }
 
 #[derive(Subcommand)]
@@ -280,7 +297,12 @@ enum KernelCommand {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let json = cli.message_format == MessageFormat::Json;
-    let output = kernlab::ui::Output::decide(cli.quiet, cli.verbose, json, kernlab::ui::stderr_is_terminal(), |k| std::env::var(k).ok());
+    let color = match cli.color {
+        ColorArg::Auto => kernlab::ui::ColorChoice::Auto,
+        ColorArg::Always => kernlab::ui::ColorChoice::Always,
+        ColorArg::Never => kernlab::ui::ColorChoice::Never,
+    };
+    let output = kernlab::ui::Output::decide(cli.quiet, cli.verbose, json, kernlab::ui::stderr_is_terminal(), |k| std::env::var(k).ok()).with_color(color);
     kernlab::ui::init(output);
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -305,6 +327,11 @@ fn main() -> ExitCode {
             bench_boot(BootArgs { kernels, runs, images, profiles, boots, fast_boot: !no_fast_boot, warm }, &cli.kernel_dirs)
         }
         Command::Bench(BenchCommand::Samples { run }) => bench_samples(&run),
+        Command::Completions { shell } => {
+            use clap::CommandFactory;
+            clap_complete::generate(shell, &mut Cli::command(), "kernlab", &mut std::io::stdout());
+            exit::OK
+        }
         Command::Matrix { file, list, partition, jobs, out } => matrix(&file, list, partition, jobs, out, &cli.kernel_dirs, &events),
         Command::Doctor { lab } => doctor(lab.as_deref(), json, &cli.kernel_dirs),
         Command::Merge { dirs, out } => merge(&dirs, &out, &events),

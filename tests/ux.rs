@@ -182,3 +182,45 @@ fn ab_lab_json_stream_marks_arms_and_ends_with_the_verdict() {
     assert!(se.contains("no verdict (an arm failed)"), "{se}");
     no_terminal_control(&se);
 }
+
+/// `--color`: `always` colours a piped stderr (and wins over `NO_COLOR`),
+/// `never` and the default on a pipe do not. The run fails at the kernel
+/// fetch (no VM), which prints an error line: red when colour is on.
+#[test]
+fn color_always_colours_a_pipe_and_never_does_not() {
+    let d = tempfile::tempdir().unwrap();
+    let kdir = d.path().join("kernels");
+    std::fs::create_dir(&kdir).unwrap();
+    std::fs::write(kdir.join("gone-6.1.0-999.yaml"), "source:\n  debian:\n    package: linux-image-6.1.0-999-cloud-amd64\n").unwrap();
+    let f = lab(d.path(), "gone", "name: gone\nkernel: gone-6.1.0-999\nworkload:\n  commands: ['true']\n  duration: 2s\n");
+    let stderr_with = |color: &str, k: usize| {
+        let dir = d.path().join(format!("run-{k}"));
+        let out = kernlab()
+            .args(["--kernels", kdir.to_str().unwrap(), "--color", color, "run", f.to_str().unwrap(), "--out", dir.to_str().unwrap()])
+            .env("NO_COLOR", "1")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(101), "--color {color}: {}", text(&out.stderr));
+        text(&out.stderr)
+    };
+    let always = stderr_with("always", 1);
+    assert!(always.contains("\x1b["), "no ANSI escape with --color always:\n{always}");
+    no_terminal_control(&stderr_with("never", 2));
+    no_terminal_control(&stderr_with("auto", 3));
+}
+
+/// `kernlab completions SHELL` prints a script that knows the commands and
+/// their flags, for bash, zsh and fish.
+#[test]
+fn completions_know_the_commands_and_flags() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(&["completions", shell]);
+        let so = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{shell}: {}", text(&out.stderr));
+        for word in ["calibrate", "bisect", "matrix", "full-length", "message-format", "color"] {
+            assert!(so.contains(word), "{shell} completions lack {word}");
+        }
+    }
+    let out = run(&["completions", "tcsh"]);
+    assert_eq!(out.status.code(), Some(2), "an unknown shell is a usage error");
+}

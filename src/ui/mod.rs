@@ -30,6 +30,17 @@ pub struct Output {
     /// `--message-format json`: events as JSON lines on stdout, and nothing
     /// else there (the human summary goes to stderr).
     pub json: bool,
+    /// `--color always`: colour on stdout too, terminal or not.
+    pub color_always: bool,
+}
+
+/// `--color`: `auto` (a terminal without `NO_COLOR`), `always`, `never`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ColorChoice {
+    #[default]
+    Auto,
+    Always,
+    Never,
 }
 
 impl Output {
@@ -46,7 +57,20 @@ impl Output {
             quiet,
             verbose,
             json,
+            color_always: false,
         }
+    }
+
+    /// `--color`: `always` and `never` override the terminal test and
+    /// `NO_COLOR` (an explicit flag wins over the environment, as in
+    /// cargo and git); `auto` keeps what [`Output::decide`] chose.
+    pub fn with_color(mut self, choice: ColorChoice) -> Output {
+        match choice {
+            ColorChoice::Auto => {}
+            ColorChoice::Always => (self.color, self.color_always) = (true, true),
+            ColorChoice::Never => (self.color, self.color_always) = (false, false),
+        }
+        self
     }
 
     /// The `tracing` filter when `RUST_LOG` is not set.
@@ -70,7 +94,7 @@ static STDOUT: Mutex<()> = Mutex::new(());
 pub fn init(o: Output) {
     let _ = OUTPUT.set(o);
     console::set_colors_enabled_stderr(o.color);
-    console::set_colors_enabled(o.color && std::io::stdout().is_terminal());
+    console::set_colors_enabled(o.color && (o.color_always || std::io::stdout().is_terminal()));
 }
 
 /// The process's output mode; without [`init`] (library use, unit tests):
@@ -295,6 +319,12 @@ mod tests {
 
     #[test]
     fn verbosity_sets_the_default_log_level() {
+        // --color: always and never win over the terminal and NO_COLOR.
+        let piped = Output::decide(false, 0, false, false, env(&[("NO_COLOR", "1")]));
+        assert!(!piped.color);
+        assert!(piped.with_color(ColorChoice::Always).color && piped.with_color(ColorChoice::Always).color_always);
+        assert!(!Output::decide(false, 0, false, true, env(&[])).with_color(ColorChoice::Never).color);
+        assert_eq!(piped.with_color(ColorChoice::Auto), piped);
         let lvl = |v| Output::decide(false, v, false, false, env(&[])).log_level();
         assert_eq!([lvl(0), lvl(1), lvl(2), lvl(5)], ["info", "debug", "trace", "trace"]);
     }
