@@ -24,6 +24,10 @@ struct Cli {
     /// for `new`, what it wrote as one JSON object.
     #[arg(long, global = true, value_enum, default_value_t = MessageFormat::Human)]
     message_format: MessageFormat,
+    /// Leave finished run directories group-readable (directories 0750,
+    /// files 0640; SSH keys stay 0600) instead of private (0700/0600).
+    #[arg(long, global = true)]
+    share: bool,
     /// Colour on the terminal: `auto` (a terminal, and `NO_COLOR` unset or
     /// empty), `always` (also when piped; wins over `NO_COLOR`), `never`.
     #[arg(long, global = true, value_enum, default_value_t = ColorArg::Auto)]
@@ -304,6 +308,7 @@ fn main() -> ExitCode {
     };
     let output = kernlab::ui::Output::decide(cli.quiet, cli.verbose, json, kernlab::ui::stderr_is_terminal(), |k| std::env::var(k).ok()).with_color(color);
     kernlab::ui::init(output);
+    kernlab::util::fsx::set_share(cli.share);
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()

@@ -105,6 +105,11 @@ fn leak_lab_reproduces_the_customer_leak_with_numbers() {
     assert!(stdout.contains("  kind: reference leak"), "{stdout}");
     assert!(stdout.contains("  attribution pass: done in "), "{stdout}");
     assert!(std::fs::read_to_string(dir.join("report.html")).unwrap().contains("<section id=\"diagnosis\">"));
+
+    // The whole run, the attribution pass's instruments included, is private.
+    assert!(assert_private_tree(&dir) > 30);
+    let instruments: Vec<_> = ["module", "baseline", "attribution/module", "attribution/baseline"].iter().map(|a| dir.join(a).join("instruments")).filter(|p| p.is_dir()).collect();
+    assert!(!instruments.is_empty(), "no instruments/ directory in the run");
 }
 
 /// The pass's module arm's `leaked` count from `/proc/leaky` at the end of

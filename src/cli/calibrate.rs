@@ -44,7 +44,7 @@ pub fn calibrate(args: CalibrateArgs, events: &Events) -> i32 {
         let stamp = time::OffsetDateTime::now_utc().format(&time::format_description::well_known::Rfc3339).unwrap_or_default().replace(':', "");
         PathBuf::from("runs").join(format!("{}-calibration", lab.name)).join(stamp)
     });
-    if let Err(e) = std::fs::create_dir_all(&out) {
+    if let Err(e) = crate::util::fsx::private_dir(&out) {
         eprintln!("kernlab: cannot create {}: {e}", out.display());
         return exit::INFRA;
     }
@@ -53,7 +53,7 @@ pub fn calibrate(args: CalibrateArgs, events: &Events) -> i32 {
         aa.leak.as_mut().expect("checked above").stop_early = false;
     }
     let aa_file = out.join("aa.yaml");
-    if let Err(e) = std::fs::write(&aa_file, aa.to_yaml()) {
+    if let Err(e) = crate::util::fsx::write_atomic(&aa_file, aa.to_yaml().as_bytes()) {
         eprintln!("kernlab: cannot write {}: {e}", aa_file.display());
         return exit::INFRA;
     }
@@ -79,6 +79,9 @@ pub fn calibrate(args: CalibrateArgs, events: &Events) -> i32 {
         match calibrate::write(&out, &c) {
             Ok(p) => crate::ui::human(&format!("  written: {}\n", p.display())),
             Err(e) => eprintln!("kernlab: cannot write calibration.json: {e}"),
+        }
+        if let Err(e) = crate::util::fsx::seal_tree(&out) {
+            eprintln!("kernlab: cannot make {} private: {e}", out.display());
         }
         if c.verdicts[3] > 0 { exit::INFRA } else if c.false_leaks > 0 { exit::EXPECTATION_FAILED } else { exit::OK }
     })

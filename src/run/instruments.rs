@@ -31,7 +31,7 @@ pub(crate) struct Instruments {
 /// kept in `instruments/NAME.txt`.
 async fn each(ctx: &Ctx, guest: &Guest, scripts: &[(String, String)], keep_output: bool, suffix: &str) {
     let dir = ctx.dir.join(DIR);
-    let _ = std::fs::create_dir_all(&dir);
+    let _ = crate::util::fsx::private_dir(&dir);
     for (name, script) in scripts {
         let started = std::time::Instant::now();
         let failure = match guest.exec(script, SCRIPT_TIMEOUT).await {

@@ -170,6 +170,7 @@ pub async fn run_with(opts: RunOptions, events: &Events, cancel: CancellationTok
         Ok(d) => d,
         Err(e) => return fail_early(RunError::RunDir(e)),
     };
+    let root = dir.path.clone();
     let arm = Arm {
         lab,
         lab_file: opts.lab_file.clone(),
@@ -180,10 +181,13 @@ pub async fn run_with(opts: RunOptions, events: &Events, cancel: CancellationTok
         decided: CancellationToken::new(),
         instruments: Default::default(),
     };
-    if arm.lab.leak.is_some() {
-        return ab::run_ab(arm, cancel, start).await;
+    let end = if arm.lab.leak.is_some() { ab::run_ab(arm, cancel, start).await } else { run_arm(arm, cancel, start).await };
+    // Whatever wrote into it (QEMU's console log, instruments, guest
+    // scripts' output), the finished run directory is private.
+    if let Err(e) = fsx::seal_tree(&root) {
+        tracing::warn!("cannot make {} private: {e}", root.display());
     }
-    run_arm(arm, cancel, start).await
+    end
 }
 
 /// One VM's run of a lab: everything from the kernel to the report, in its

@@ -11,6 +11,52 @@ use std::path::Path;
 
 use sha2::{Digest, Sha256};
 
+/// `--share`: a finished run's tree is group-readable (0750/0640) instead
+/// of private. Set once by the command line.
+static SHARE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Sets `--share` for this process.
+pub fn set_share(on: bool) {
+    SHARE.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// Gives every directory and file under `root` (itself included) the
+/// modes of a finished run: 0700 and 0600, or 0750 and 0640 with
+/// `--share`. Whatever created them (QEMU's console log, a guest script's
+/// output, an instrument's directory), a run directory can hold customer
+/// data. A `keys` directory stays 0700/0600 either way (SSH refuses a
+/// private key others can read). Symbolic links are left alone. Returns
+/// how many entries it changed.
+pub fn seal_tree(root: &Path) -> io::Result<usize> {
+    let share = SHARE.load(std::sync::atomic::Ordering::Relaxed);
+    seal(root, share, 0)
+}
+
+fn seal(path: &Path, share: bool, depth: usize) -> io::Result<usize> {
+    let meta = fs::symlink_metadata(path)?;
+    if meta.file_type().is_symlink() || depth > 64 {
+        return Ok(0);
+    }
+    let private = !share || path.file_name().is_some_and(|n| n == "keys") || path.parent().and_then(Path::file_name).is_some_and(|n| n == "keys");
+    let want = match (meta.is_dir(), private) {
+        (true, true) => 0o700,
+        (true, false) => 0o750,
+        (false, true) => 0o600,
+        (false, false) => 0o640,
+    };
+    let mut changed = 0;
+    if meta.permissions().mode() & 0o777 != want {
+        fs::set_permissions(path, fs::Permissions::from_mode(want))?;
+        changed += 1;
+    }
+    if meta.is_dir() {
+        for e in fs::read_dir(path)? {
+            changed += seal(&e?.path(), share, depth + 1)?;
+        }
+    }
+    Ok(changed)
+}
+
 /// Creates `dir` and its missing parents with mode 0700.
 pub fn private_dir(dir: &Path) -> io::Result<()> {
     fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)?;
@@ -115,6 +161,30 @@ mod tests {
     #[test]
     fn tail_of_missing_file_is_empty() {
         assert_eq!(tail_lines(Path::new("/nonexistent/console.log"), 5), "");
+    }
+
+    #[test]
+    fn a_sealed_tree_is_private_and_shared_only_when_asked_keys_never() {
+        let d = tempfile::tempdir().unwrap();
+        let root = d.path().join("run");
+        for sub in ["module/instruments", "module/keys"] {
+            fs::DirBuilder::new().recursive(true).mode(0o755).create(root.join(sub)).unwrap();
+        }
+        for f in ["module/console.log", "module/instruments/x.txt", "module/keys/id"] {
+            fs::write(root.join(f), "x").unwrap();
+            fs::set_permissions(root.join(f), fs::Permissions::from_mode(0o644)).unwrap();
+        }
+        std::os::unix::fs::symlink("/etc/passwd", root.join("link")).unwrap();
+        let mode = |p: &str| fs::metadata(root.join(p)).unwrap().permissions().mode() & 0o777;
+        assert!(seal(&root, false, 0).unwrap() >= 6);
+        for (p, m) in [("", 0o700), ("module/instruments", 0o700), ("module/console.log", 0o600), ("module/instruments/x.txt", 0o600), ("module/keys/id", 0o600)] {
+            assert_eq!(mode(p), m, "{p}");
+        }
+        assert_eq!(fs::metadata("/etc/passwd").unwrap().permissions().mode() & 0o777, 0o644, "a link's target is not touched");
+        seal(&root, true, 0).unwrap();
+        for (p, m) in [("", 0o750), ("module/instruments", 0o750), ("module/console.log", 0o640), ("module/keys", 0o700), ("module/keys/id", 0o600)] {
+            assert_eq!(mode(p), m, "shared {p}");
+        }
     }
 }
 

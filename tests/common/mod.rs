@@ -138,3 +138,24 @@ pub fn assert_no_qemu_left(run_dir: &Path) {
         assert!(!qemu_alive(pid), "QEMU {pid} outlived its run");
     }
 }
+
+/// Every directory under `root` (itself included) is 0700 and every file
+/// 0600: a run can hold customer data (console logs, samples, dumps).
+/// Returns how many entries it checked.
+pub fn assert_private_tree(root: &Path) -> usize {
+    let mut checked = 0;
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        if meta.file_type().is_symlink() {
+            continue;
+        }
+        let want = if meta.is_dir() { 0o700 } else { 0o600 };
+        assert_eq!(mode(&p), want, "{} is {:o}, not {want:o}", p.display(), mode(&p));
+        checked += 1;
+        if meta.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        }
+    }
+    checked
+}
