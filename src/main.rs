@@ -156,11 +156,19 @@ enum Command {
         out: Option<PathBuf>,
     },
     /// Rebuild report.html of a run, A/B or matrix directory from its files
-    /// (samples, events, reports) and print its summary again.
+    /// (samples, events, reports) and print its summary again. Writes
+    /// report.html in the directory (and its arms' or cells'), or with
+    /// --out only under DIR, leaving the run untouched. Exit 0; 2 on a
+    /// directory that is none of these; 101 when a file cannot be read or
+    /// written.
     Report {
         /// A run directory (with report.json, manifest.json or events.jsonl),
         /// an A/B lab's directory, or a matrix directory.
         dir: PathBuf,
+        /// Write the pages here (same layout: report.html, module/,
+        /// baseline/, cells/<id>/) and only read the run directory.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
     },
     /// Check that this machine can run labs: QEMU, the accelerator (and why
     /// not KVM), apt and the kernel cache, the module toolchain, the image's
@@ -341,7 +349,7 @@ fn main() -> ExitCode {
         Command::Doctor { lab } => doctor(lab.as_deref(), json, &cli.kernel_dirs),
         Command::Merge { dirs, out } => merge(&dirs, &out, &events),
         Command::Triage { vmcore, kernel, out } => triage(&vmcore, &kernel, out, &cli.kernel_dirs),
-        Command::Report { dir } => report(&dir),
+        Command::Report { dir, out } => report(&dir, out.as_deref()),
         Command::Image(ImageCommand::Debian { kernel, package, out }) => image_debian(&kernel, package, &out, &cli.kernel_dirs),
         Command::Bisect { lab, source, kernel_pattern, good, bad, out } => {
             bisect(BisectArgs { lab, source, kernel_pattern, good, bad, out, kernel_dirs: cli.kernel_dirs, quiet: cli.quiet })

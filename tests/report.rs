@@ -123,6 +123,17 @@ fn a_leak_run_has_a_self_contained_report_that_kernlab_report_rebuilds_and_chrom
     assert_eq!(without_footer(&page), without_footer(&live), "the rebuilt page differs from the run's");
     assert_eq!(without_footer(&std::fs::read_to_string(dir.join("module/report.html")).unwrap()), without_footer(&live_arm));
 
+    // Rendered elsewhere, the run directory is left byte for byte as it was.
+    let before = tree_digest(&dir);
+    let elsewhere = d.path().join("rendered");
+    let out = run(&["report", dir.to_str().unwrap(), "--out", elsewhere.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{}\nstderr:\n{}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(tree_digest(&dir), before, "kernlab report --out changed the run directory");
+    assert_eq!(without_footer(&std::fs::read_to_string(elsewhere.join("report.html")).unwrap()), without_footer(&page));
+    assert_eq!(without_footer(&std::fs::read_to_string(elsewhere.join("module/report.html")).unwrap()), without_footer(&live_arm));
+    assert!(elsewhere.join("baseline/report.html").is_file());
+    assert_eq!(run(&["report", dir.to_str().unwrap(), "--out", dir.to_str().unwrap()]).status.code(), Some(2), "--out the run itself is refused");
+
     // The verdict, the plots with the samples in them, bands, event markers.
     assert!(page.contains("<span class=\"badge ok\">LEAK</span> as expected"), "verdict missing");
     assert!(page.contains("shmem_inode_cache") && page.contains("bytes/op"));
@@ -198,4 +209,23 @@ fn kernlab_report_writes_a_matrix_index_linking_each_cell() {
     assert!(index.contains("href=\"cells/smoke@debian-6.1.0-54-amd64/report.html\""));
     assert!(index.contains("boot &lt;failed&gt;"));
     assert!(cell.join("report.html").is_file(), "the cell's own page was not rebuilt");
+}
+
+/// Every file under `root` with its content's hash and its mode, sorted.
+fn tree_digest(root: &std::path::Path) -> Vec<(std::path::PathBuf, u32, u64)> {
+    use std::hash::{Hash, Hasher};
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        let meta = std::fs::symlink_metadata(&p).unwrap();
+        if meta.is_dir() {
+            stack.extend(std::fs::read_dir(&p).unwrap().map(|e| e.unwrap().path()));
+        } else if meta.is_file() {
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            std::fs::read(&p).unwrap().hash(&mut h);
+            out.push((p.strip_prefix(root).unwrap().to_path_buf(), mode(&p), h.finish()));
+        }
+    }
+    out.sort();
+    out
 }

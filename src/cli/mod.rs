@@ -55,8 +55,19 @@ pub fn cached_kernel(desc: &crate::kernel::Descriptor) -> Result<(crate::cache::
     Ok((cache, kernel))
 }
 
-pub fn report(dir: &std::path::Path) -> i32 {
-    match crate::report::rebuild(dir) {
+pub fn report(dir: &std::path::Path, out: Option<&std::path::Path>) -> i32 {
+    if let Some(out) = out {
+        let same = |a: &std::path::Path, b: &std::path::Path| std::fs::canonicalize(a).ok().zip(std::fs::canonicalize(b).ok()).is_some_and(|(a, b)| a == b);
+        if same(dir, out) {
+            eprintln!("kernlab: --out {}: the run directory itself; leave --out out to rebuild in place", out.display());
+            return exit::USAGE;
+        }
+    }
+    let rebuilt = match out {
+        Some(out) => crate::report::rebuild_into(dir, out),
+        None => crate::report::rebuild(dir),
+    };
+    match rebuilt {
         Ok(r) => {
             print!("{}", r.summary);
             println!("  report: {}", r.html.display());

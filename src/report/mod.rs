@@ -315,6 +315,56 @@ pub fn rebuild(dir: &Path) -> Result<Rebuilt, ReportError> {
     }
 }
 
+/// [`rebuild`] into another directory: the pages of the run, A/B lab or
+/// matrix at `src` are written under `out` (the same layout: `report.html`,
+/// `module/` and `baseline/`, `cells/<id>/`), and `src` is only read, so a
+/// run on a read-only artifact store or shared with others can be
+/// re-rendered. The pages are self-contained (plots inline, links only to
+/// each other), so the copy under `out` works on its own.
+pub fn rebuild_into(src: &Path, out: &Path) -> Result<Rebuilt, ReportError> {
+    let kind = detect(src)?;
+    let mkdir = |d: &Path| fsx::private_dir(d).map_err(|source| ReportError::Write { path: d.to_path_buf(), source });
+    mkdir(out)?;
+    match kind {
+        DirKind::Run => {
+            let d = RunData::load(src)?;
+            let html = write_page(out, &page::run_page(&d, &footer(src)))?;
+            let summary = match &d.report {
+                Some(r) => summary::run_summary(r, Some(src)),
+                None => format!("run {}: no report.json (the run did not finish)\n", src.display()),
+            };
+            Ok(Rebuilt { kind, html, summary })
+        }
+        DirKind::Ab => {
+            for arm in ["module", "baseline"] {
+                let d = src.join(arm);
+                if detect(&d).is_ok() {
+                    mkdir(&out.join(arm))?;
+                    write_page(&out.join(arm), &page::run_page(&RunData::load(&d)?, &footer(&d)))?;
+                }
+            }
+            let r = leak_report(src)?;
+            let (m, b) = (RunData::load(&src.join("module"))?, RunData::load(&src.join("baseline"))?);
+            let html = write_page(out, &page::ab_page(&r, src, &m, &b, &footer(src)))?;
+            Ok(Rebuilt { kind, html, summary: summary::leak_summary(&r, src) })
+        }
+        DirKind::Matrix => {
+            let r: MatrixReport = outcome::read(&src.join("report.json"))?;
+            let mut linked = Vec::new();
+            for c in &r.cells {
+                let rel = Path::new("cells").join(&c.id);
+                if let Err(e) = rebuild_into(&cell_dir(src, c), &out.join(&rel)) {
+                    tracing::warn!("cell {}: {}", c.id, chain(&e));
+                }
+                linked.push((c.clone(), format!("{}/{FILE}", rel.display())));
+            }
+            let html = write_page(out, &page::matrix_page(&r.name, r.exit_code, &linked, &footer(src)))?;
+            let summary = format!("{}matrix {}: exit {}; {}\n", matrix::table(&r.cells), r.name, r.exit_code, src.display());
+            Ok(Rebuilt { kind, html, summary })
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
