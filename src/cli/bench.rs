@@ -26,10 +26,8 @@ pub fn bench_samples(run: &std::path::Path) -> i32 {
     for (k, l) in q.looks.iter().enumerate() {
         println!("{}: look {} of {} planned: {} samples per arm after the warm-up ({:.0} s of workload), α {:.2e} against LEAK, {:.2e} against NO-LEAK → {:?}", lab.name, k + 1, q.planned.len(), l.samples, workload_s(l.samples), l.alpha, l.alpha_no_leak, l.verdict);
         if l.verdict == crate::stats::Verdict::Inconclusive && k + 1 < q.looks.len() {
-            // The run as the watcher saw it at this look: why it went on.
-            let n = policy.warmup_samples + l.samples;
-            let at = leak::analyze(&a.truncated(n), &b.truncated(n), &policy, false);
-            if let Some(why) = at.sequential.looks.last().filter(|x| x.samples == l.samples).map(|_| at.reason) {
+            // The look at its own α: why the run went on.
+            if let Some((_, why)) = leak::look_at(&a, &b, &policy, k) {
                 println!("    undecided: {why}");
             }
         }

@@ -477,6 +477,18 @@ pub fn planned_looks(policy: &Policy) -> Vec<usize> {
     }
 }
 
+/// Planned look `k` (0-based) alone, at its own share of α on either side,
+/// on the first `planned_looks(policy)[k]` samples after the warm-up: its
+/// verdict and the reason (why a look left the run undecided).
+pub fn look_at(module: &ArmSeries, baseline: &ArmSeries, policy: &Policy, k: usize) -> Option<(Verdict, String)> {
+    let (module, baseline) = (&module.skipped(policy.warmup_samples), &baseline.skipped(policy.warmup_samples));
+    let planned = planned_looks(policy);
+    let n = *planned.get(k)?;
+    let (a, a_no) = (spend(policy.alpha, &planned, k), spend_no_leak(policy.alpha, &planned, k));
+    let r = look(&module.truncated(n), &baseline.truncated(n), policy, a, a_no, k + 1 == planned.len());
+    Some((r.verdict, r.reason))
+}
+
 /// Analyses the two arms look by look. `finished`: the run is over, so the
 /// last look uses every sample and spends what α is left; otherwise only the
 /// planned looks the data reach are taken (the watcher of a running lab).
