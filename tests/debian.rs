@@ -95,6 +95,9 @@ monitor:
     let m = manifest(&first);
     assert_eq!(m["image"], "debian");
     assert!(m["image_packages"].as_array().unwrap().iter().any(|p| p == "kdump-tools"), "{m}");
+    // Debian's udev loads virtio_console for the sampler's port: the
+    // samples come over it, not over the SSH channel.
+    assert_eq!(m["sampler_transport"], "port", "{m}");
     let log = std::fs::read_to_string(first.join("workload.log")).unwrap();
     assert!(log.trim().starts_with("12."), "the guest is Debian 12: {log}");
     let snap = m["boot"]["snapshot"].clone();
