@@ -55,6 +55,12 @@ enum MessageFormat {
 #[derive(Subcommand)]
 enum Command {
     /// Run a lab: boot its kernel, run setup and workload, sample, report.
+    /// Writes the run directory (manifest.json, events.jsonl, samples/,
+    /// report.json, report.html; an A/B lab: module/ and baseline/ and its
+    /// own report.json; docs/run-directory.md) and prints a summary. Exit 0:
+    /// done, the verdict as expected; 100: the leak expectation failed;
+    /// 102: INCONCLUSIVE; 101: infrastructure; 2: usage or lab error;
+    /// 130: interrupted (docs/exit-codes.md).
     Run {
         /// The lab file (YAML).
         lab: PathBuf,
@@ -76,7 +82,10 @@ enum Command {
         #[arg(long, value_name = "auto|off", value_parser = parse_attribute)]
         attribute: Option<lab::Attribute>,
     },
-    /// Run every (lab, kernel) cell of a matrix file, in parallel.
+    /// Run every (lab, kernel) cell of a matrix file, in parallel. Writes
+    /// the matrix directory (cells/<lab>@<kernel>/ run directories,
+    /// report.json, junit.xml, ktap.txt, report.html) and prints the
+    /// kernels × labs table. Exit: the worst cell's (docs/ci.md#exit-codes).
     Matrix {
         /// The matrix file (YAML: name, labs, kernels, jobs).
         file: PathBuf,
@@ -95,7 +104,9 @@ enum Command {
         out: Option<PathBuf>,
     },
     /// Join the matrix reports of several shards into one (report.json,
-    /// junit.xml, ktap.txt, the table).
+    /// junit.xml, ktap.txt, the table), written under --out. Exit: the
+    /// merged matrix's (docs/ci.md#exit-codes); 2 on a directory that is no
+    /// matrix.
     Merge {
         /// Matrix directories (each with a report.json).
         dirs: Vec<PathBuf>,
@@ -136,15 +147,21 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
-    /// Kernels: list the descriptors, fetch one into the cache.
+    /// Kernels: list the descriptors, fetch one into the cache
+    /// (~/.cache/kernlab, or $KERNLAB_CACHE). Exit 0; 2: unknown kernel;
+    /// 101: the fetch failed.
     #[command(subcommand)]
     Kernel(KernelCommand),
     /// Guest images: `kernlab image debian --out DISK.qcow2` writes the
-    /// Debian disk kernlab builds for a kernel as a standalone qcow2.
+    /// Debian disk kernlab builds for a kernel as a standalone qcow2. Exit
+    /// 0; 2: usage; 101: the build failed.
     #[command(subcommand)]
     Image(ImageCommand),
     /// Read a vmcore from anywhere (a customer's) with `crash`: memory
-    /// summary and the largest slab caches.
+    /// summary and the largest slab caches. Writes crash.txt and
+    /// triage.json under --out and prints the summary. Exit 0: read; 2:
+    /// usage (no such file or kernel); 101: crash or the kernel's debug
+    /// package failed.
     Triage {
         vmcore: PathBuf,
         /// The kernel the vmcore came from (a descriptor name).
@@ -172,15 +189,20 @@ enum Command {
     },
     /// Check that this machine can run labs: QEMU, the accelerator (and why
     /// not KVM), apt and the kernel cache, the module toolchain, the image's
-    /// and the dumps' tools, disk space. Exits 101 when the lab (default:
-    /// labs/leak-lab.yaml) cannot run here.
+    /// and the dumps' tools, disk space. Prints one line per check (one
+    /// JSON object with --message-format json) and writes nothing. Exits 0
+    /// when the lab (default: labs/leak-lab.yaml) can run here, 101 when
+    /// it cannot.
     Doctor {
         /// The lab to check for (default: labs/leak-lab.yaml, built in).
         #[arg(long, value_name = "FILE")]
         lab: Option<PathBuf>,
     },
     /// Measure a leak lab's A/A noise on the real guest: N runs with both
-    /// arms alike, per-cache noise, false LEAKs, the detectable leak.
+    /// arms alike, per-cache noise, false LEAKs, the detectable leak, and
+    /// where each verdict was decided. Writes run-NN/ run directories and
+    /// calibration.json under --out. Exit 0: no LEAK; 100: a LEAK (false,
+    /// when the arms are alike); 101: a run failed; 2: usage.
     Calibrate {
         /// The leak lab (YAML).
         lab: PathBuf,
@@ -233,7 +255,9 @@ enum Command {
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
     },
-    /// Benchmarks (not tests): timings measured on this machine.
+    /// Benchmarks (not tests): timings measured on this machine, printed
+    /// (`bench boot` also as a table); nothing else is written but their
+    /// own run directories. Exit 0, or 101 when a boot fails.
     #[command(subcommand)]
     Bench(BenchCommand),
     /// Print a shell completion script on stdout, e.g.

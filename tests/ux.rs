@@ -224,3 +224,22 @@ fn completions_know_the_commands_and_flags() {
     let out = run(&["completions", "tcsh"]);
     assert_eq!(out.status.code(), Some(2), "an unknown shell is a usage error");
 }
+
+/// Every command's `--help` says what it writes or prints and its exit
+/// codes (issue 25: the usual habits).
+#[test]
+fn every_commands_help_says_what_it_writes_and_its_exit_codes() {
+    let cmds = ["run", "matrix", "merge", "validate", "new", "kernel", "image", "triage", "report", "doctor", "calibrate", "bisect", "bench", "completions"];
+    for cmd in cmds {
+        let out = run(&[cmd, "--help"]);
+        let help = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{cmd} --help: {}", text(&out.stderr));
+        let lower = help.to_lowercase();
+        assert!(lower.contains("exit"), "`kernlab {cmd} --help` does not give its exit codes:\n{help}");
+        assert!(["writes", "write ", "prints", "print "].iter().any(|w| lower.contains(w)), "`kernlab {cmd} --help` does not say what it writes or prints:\n{help}");
+    }
+    // And the list is every command there is.
+    let top = text(&run(&["--help"]).stdout);
+    let listed: Vec<&str> = top.lines().skip_while(|l| !l.starts_with("Commands:")).skip(1).take_while(|l| l.starts_with("  ")).filter_map(|l| l.split_whitespace().next()).filter(|c| *c != "help").collect();
+    assert_eq!(listed.iter().copied().collect::<std::collections::BTreeSet<_>>(), cmds.into_iter().collect(), "{top}");
+}
