@@ -422,3 +422,131 @@ fn parse_attribute(s: &str) -> Result<lab::Attribute, String> {
         _ => Err(format!("`{s}`: expected auto or off")),
     }
 }
+
+/// The docs cannot drift from the command line: every `kernlab …` command
+/// shown in README.md and docs/ names only flags its (sub)command has, and
+/// every one without placeholders parses as a whole; the labs they name
+/// exist.
+#[cfg(test)]
+mod docs_drift {
+    use super::Cli;
+    use clap::{CommandFactory, Parser};
+
+    /// Every `kernlab …` command in a Markdown text: inline code spans
+    /// (which may wrap lines) and the lines of fenced blocks; cut at a
+    /// comment, a pipe or a redirection.
+    fn commands(md: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut fenced = false;
+        let mut prose = String::new();
+        for line in md.lines() {
+            if line.trim_start().starts_with("```") {
+                fenced = !fenced;
+                continue;
+            }
+            if fenced {
+                out.extend(from(line));
+            } else {
+                prose.push_str(line);
+                prose.push(' ');
+            }
+        }
+        for (k, span) in prose.split('`').enumerate() {
+            if k % 2 == 1 {
+                out.extend(from(span));
+            }
+        }
+        out
+    }
+
+    fn from(text: &str) -> Option<String> {
+        let text = text.replace("cargo run --release -- ", "kernlab ");
+        let at = text.find("kernlab ")?;
+        if at > 0 && !text[..at].trim_end().ends_with('$') && !text[..at].trim().is_empty() && !text[..at].ends_with(' ') {
+            return None;
+        }
+        let mut cmd = text[at..].to_string();
+        // A synopsis line's description follows two spaces.
+        for stop in [" #", " |", " >", " &&", ";", " 2>", " <", "  "] {
+            if let Some(i) = cmd.find(stop) {
+                cmd.truncate(i);
+            }
+        }
+        let cmd = cmd.trim().to_string();
+        // A sentence about kernlab, not a command: the word after it is no subcommand.
+        let sub = cmd.split_whitespace().nth(1)?;
+        Cli::command().get_subcommands().any(|s| s.get_name() == sub).then_some(cmd)
+    }
+
+    fn placeholder(tok: &str) -> bool {
+        let caps = tok.chars().take_while(|c| c.is_ascii_uppercase()).count();
+        caps >= 2 || tok.len() == 1 && caps == 1 || ["[", "]", "|", "…", "...", "<", ">"].iter().any(|p| tok.contains(p))
+    }
+
+    fn docs() -> Vec<(String, String)> {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let mut files = vec![root.join("README.md")];
+        let mut pages: Vec<_> = std::fs::read_dir(root.join("docs")).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|x| x == "md")).collect();
+        pages.sort();
+        files.extend(pages);
+        files.into_iter().map(|f| (f.strip_prefix(root).unwrap().display().to_string(), std::fs::read_to_string(&f).unwrap())).collect()
+    }
+
+    #[test]
+    fn every_command_in_the_docs_uses_real_flags_and_parses() {
+        use clap::error::ErrorKind;
+        let root = Cli::command();
+        let globals: Vec<String> = root.get_arguments().filter_map(|a| a.get_long().map(str::to_string)).collect();
+        let (mut seen, mut parsed, mut bad) = (0, 0, Vec::new());
+        for (file, text) in docs() {
+            let commands = commands(&text);
+            // Labs a page makes with `kernlab new` before it uses them.
+            let made: Vec<String> = commands.iter().filter_map(|c| c.strip_prefix("kernlab new ")?.split_whitespace().next().map(str::to_string)).collect();
+            for cmd in commands {
+                seen += 1;
+                let toks = shell_words::split(&cmd).unwrap_or_else(|_| cmd.split_whitespace().map(str::to_string).collect());
+                // The (sub)command the flags belong to: follow subcommand names.
+                let mut at = root.clone();
+                let mut flags: Vec<String> = globals.clone();
+                for t in &toks[1..] {
+                    let Some(s) = at.find_subcommand(t).cloned() else { break };
+                    flags.extend(s.get_arguments().filter_map(|a| a.get_long().map(str::to_string)));
+                    at = s;
+                }
+                flags.push("help".into());
+                for t in toks.iter().filter(|t| t.starts_with("--")) {
+                    let name = t.trim_start_matches('-').split('=').next().unwrap().trim_end_matches([',', '.', ')', ':']);
+                    if !name.is_empty() && !flags.iter().any(|f| f == name) {
+                        bad.push(format!("{file}: `{cmd}`: no flag --{name} on `kernlab {}`", at.get_name()));
+                    }
+                }
+                if toks.iter().any(|t| placeholder(t)) {
+                    continue;
+                }
+                parsed += 1;
+                match Cli::try_parse_from(&toks) {
+                    Ok(_) => {}
+                    // A mention of a command or a flag in prose ("`kernlab
+                    // bisect`", "`kernlab run --kernel`"), not a command line.
+                    Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion | ErrorKind::MissingRequiredArgument | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand | ErrorKind::MissingSubcommand) => {}
+                    Err(e) if e.kind() == ErrorKind::InvalidValue && toks.last().is_some_and(|t| t.starts_with("--")) => {}
+                    Err(e) => bad.push(format!("{file}: `{cmd}` does not parse: {}", e.kind())),
+                }
+                for t in toks.iter().filter(|t| t.starts_with("labs/") && t.ends_with(".yaml") && !made.contains(t)) {
+                    if !std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(t).is_file() {
+                        bad.push(format!("{file}: `{cmd}`: {t} does not exist"));
+                    }
+                }
+            }
+        }
+        assert!(bad.is_empty(), "{} stale command lines:\n{}", bad.len(), bad.join("\n"));
+        assert!(seen >= 60 && parsed >= 25, "only {seen} commands found, {parsed} parsed: the extraction is broken");
+    }
+
+    #[test]
+    fn the_extraction_finds_commands_and_skips_prose() {
+        let md = "Run `kernlab run labs/smoke.yaml --out x`.\nkernlab is a tool, `kernlab\nmatrix labs/nightly.yaml --list`\n```\nkernlab validate labs/smoke.yaml   # check\n$ kernlab doctor | jq .\n```\n";
+        assert_eq!(commands(md), ["kernlab validate labs/smoke.yaml", "kernlab doctor", "kernlab run labs/smoke.yaml --out x", "kernlab matrix labs/nightly.yaml --list"]);
+        assert!(placeholder("LAB") && placeholder("[--out") && placeholder("N") && placeholder("LAB.yaml") && !placeholder("labs/x.yaml") && !placeholder("2h"));
+    }
+}
