@@ -761,3 +761,49 @@ fn a_baseline_payload_file_must_exist() {
     let e = lab.check_files(&file).unwrap_err().to_string();
     assert!(e.contains("leak.baseline.payload[0].src: `gone.c` does not exist"), "{e}");
 }
+
+/// Every default docs/lab-format.md quotes (a field whose default column
+/// is one value in backticks) is the code's: a lab that gives none of
+/// them, resolved, holds exactly those values.
+#[test]
+fn the_defaults_in_lab_format_md_are_the_codes() {
+    let doc = include_str!("../../docs/lab-format.md");
+    let lab = p("name: x\nworkload:\n  churn: {}\nleak:\n  expect: leak\nexhaustion:\n  action: kdump\n").unwrap();
+    let resolved = serde_json::to_value(&lab).unwrap();
+    let dur = |s: &str| humantime::parse_duration(s).ok();
+    let same = |doc: &str, v: &serde_json::Value| -> bool {
+        let text = match v {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Array(a) if a.is_empty() => "[]".into(),
+            serde_json::Value::Object(o) if o.is_empty() => "{}".into(),
+            other => other.to_string(),
+        };
+        let doc = if doc == "\"\"" { "" } else { doc };
+        // Left out of the resolved lab: an empty or false default.
+        v.is_null() && ["[]", "{}", "false", "", "0"].contains(&doc)
+            || text == doc
+            || dur(doc).is_some() && dur(doc) == dur(&text)
+            || units::parse_size(doc).is_ok() && units::parse_size(doc) == units::parse_size(&text)
+            || doc.parse::<f64>().ok().zip(text.parse::<f64>().ok()).is_some_and(|(a, b)| a == b)
+    };
+    let (mut checked, mut wrong) = (0, Vec::new());
+    for line in doc.lines().filter(|l| l.starts_with("| `")) {
+        let cols: Vec<&str> = line.split(" | ").collect();
+        let (Some(field), Some(default)) = (cols.first().map(|c| c.trim_start_matches("| ").trim_matches('`')), cols.get(2)) else { continue };
+        // One value in backticks, perhaps with a word on it in parentheses.
+        let Some(value) = default.strip_prefix('`').and_then(|d| d.split_once('`')).filter(|(_, rest)| rest.is_empty() || rest.starts_with(" (")).map(|(v, _)| v) else { continue };
+        if field.contains('[') || field.starts_with("image.") || field.starts_with("leak.baseline") {
+            continue;
+        }
+        let mut at = &resolved;
+        for key in field.split('.') {
+            at = &at[key];
+        }
+        checked += 1;
+        if !same(value, at) {
+            wrong.push(format!("{field}: docs say `{value}`, the code {at}"));
+        }
+    }
+    assert!(wrong.is_empty(), "docs/lab-format.md quotes stale defaults:\n{}", wrong.join("\n"));
+    assert!(checked >= 40, "only {checked} defaults checked: the table's shape changed");
+}
