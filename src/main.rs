@@ -550,3 +550,57 @@ mod docs_drift {
         assert!(placeholder("LAB") && placeholder("[--out") && placeholder("N") && placeholder("LAB.yaml") && !placeholder("labs/x.yaml") && !placeholder("2h"));
     }
 }
+
+/// docs/source-layout.md against the tree: every path it names exists,
+/// and every module directory and file under src/ (two levels down) is
+/// named, so a new part of the code cannot go unlisted.
+#[cfg(test)]
+mod source_layout {
+    use std::path::Path;
+
+    #[test]
+    fn the_source_layout_names_every_module_and_only_real_paths() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let doc = std::fs::read_to_string(root.join("docs/source-layout.md")).unwrap();
+        let named: Vec<String> = doc
+            .split(|c: char| c.is_whitespace() || "`(),;:".contains(c))
+            .filter(|w| w.starts_with("src/"))
+            .map(|w| w.trim_end_matches(['.', ']']).to_string())
+            .collect();
+        let mut wrong = Vec::new();
+        for p in &named {
+            if !root.join(p).exists() {
+                wrong.push(format!("names {p}, which does not exist"));
+            }
+        }
+        // Two levels: src/X and src/X/Y for directories X; files within a
+        // named directory count when their name appears anywhere on the page.
+        let mut checked = 0;
+        for e in std::fs::read_dir(root.join("src")).unwrap() {
+            let p = e.unwrap().path();
+            let rel = p.strip_prefix(root).unwrap().display().to_string();
+            let is_dir = p.is_dir();
+            checked += 1;
+            let listed = |rel: &str| named.iter().any(|n| n.trim_end_matches('/') == rel.trim_end_matches('/'));
+            if !listed(&rel) {
+                wrong.push(format!("does not name {rel}{}", if is_dir { "/" } else { "" }));
+            }
+            if is_dir {
+                for e in std::fs::read_dir(&p).unwrap() {
+                    let q = e.unwrap().path();
+                    let name = q.file_name().unwrap().to_string_lossy().to_string();
+                    if name == "mod.rs" || name == "tests.rs" || name == "testdata" || name.starts_with('.') {
+                        continue;
+                    }
+                    checked += 1;
+                    let sub = q.strip_prefix(root).unwrap().display().to_string();
+                    if !listed(&sub) && !doc.contains(&name) && !doc.contains(name.trim_end_matches(".rs")) {
+                        wrong.push(format!("does not name {sub}"));
+                    }
+                }
+            }
+        }
+        assert!(wrong.is_empty(), "docs/source-layout.md is stale:\n{}", wrong.join("\n"));
+        assert!(checked >= 60, "only {checked} entries checked");
+    }
+}
