@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::CacheRefs;
-use crate::analysis::kind::{CacheClass, LeakKind};
+use crate::analysis::kind::LeakKind;
 
 /// How many of a cache's allocated objects have a property, estimated from
 /// `hits` of `sample` objects drawn uniformly without replacement, scaled
@@ -145,9 +145,4 @@ pub fn classify(caches: &[CacheRefs]) -> (LeakKind, Vec<String>) {
         LeakKind::Unknown
     };
     (kind, ev)
-}
-
-/// Whether a cache's objects are VFS objects the dump can read.
-pub fn measurable(class: CacheClass) -> bool {
-    matches!(class, CacheClass::Dentry | CacheClass::Inode)
 }
