@@ -528,7 +528,7 @@ mod tests {
     fn p_values_and_bounds_use_students_t() {
         let d = Difference { delta: 3.365, se: 1.0, df: 5.0 };
         assert!((d.p_above(0.0) - 0.01).abs() < 2e-4, "{}", d.p_above(0.0));
-        assert!((Difference { delta: 0.0, se: 1.0, df: 5.0 }.p_above(-3.365) - 0.99).abs() < 2e-4);
+        assert!((Difference { delta: 0.0, se: 1.0, df: 5.0 }.p_above(3.365) - 0.99).abs() < 2e-4);
         let (lo, hi) = Difference { delta: 0.0, se: 1.0, df: 5.0 }.bounds(0.01);
         assert!((hi - 3.365).abs() < 2e-3 && (lo + 3.365).abs() < 2e-3, "{lo} {hi}");
     }

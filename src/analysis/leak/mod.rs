@@ -295,7 +295,11 @@ fn look(module: &ArmSeries, baseline: &ArmSeries, policy: &Policy, a: f64, a_no:
             // whatever it held (real A/A arms: fib6_nodes steps by 7 in one
             // arm, 0.00004 objects/op at most against a floor of 0.0005).
             let ruled_out = upper < h.floor && h.per_second.as_ref().is_none_or(|s| s.upper < s.floor);
-            let bounded = h.bounded.filter(|_| !ruled_out);
+            // And only for a rise that was above the floor over the run, by
+            // its estimate at least: one page of Slab held early in a clean
+            // heavy-allocation arm (0.8 bytes/op [−30 .. 7.8] against a floor
+            // of 4, flat after) is undecided, not BOUNDED.
+            let bounded = h.bounded.filter(|_| !ruled_out && d.delta > h.floor);
             let leak = rejected && bounded.is_none() && (h.late_rising || last);
             pending += usize::from(rejected && bounded.is_none() && !leak);
             Evidence {
