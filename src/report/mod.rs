@@ -278,26 +278,8 @@ pub struct Rebuilt {
 pub fn rebuild(dir: &Path) -> Result<Rebuilt, ReportError> {
     let kind = detect(dir)?;
     match kind {
-        DirKind::Run => {
-            let d = RunData::load(dir)?;
-            let html = write_page(dir, &page::run_page(&d, &footer(dir)))?;
-            let summary = match &d.report {
-                Some(r) => summary::run_summary(r, Some(dir)),
-                None => format!("run {}: no report.json (the run did not finish)\n", dir.display()),
-            };
-            Ok(Rebuilt { kind, html, summary })
-        }
-        DirKind::Ab => {
-            for arm in ["module", "baseline"] {
-                let d = dir.join(arm);
-                if detect(&d).is_ok() {
-                    write_run(&d)?;
-                }
-            }
-            let r = leak_report(dir)?;
-            let html = write_ab(dir, &r)?;
-            Ok(Rebuilt { kind, html, summary: summary::leak_summary(&r, dir) })
-        }
+        // A run or an A/B lab: its pages where its files are.
+        DirKind::Run | DirKind::Ab => rebuild_into(dir, dir),
         DirKind::Matrix => {
             let r: MatrixReport = outcome::read(&dir.join("report.json"))?;
             // Each cell's own page first, so the index's links lead somewhere;
@@ -323,7 +305,9 @@ pub fn rebuild(dir: &Path) -> Result<Rebuilt, ReportError> {
 /// each other), so the copy under `out` works on its own.
 pub fn rebuild_into(src: &Path, out: &Path) -> Result<Rebuilt, ReportError> {
     let kind = detect(src)?;
-    let mkdir = |d: &Path| fsx::private_dir(d).map_err(|source| ReportError::Write { path: d.to_path_buf(), source });
+    // A directory that exists keeps its mode (a run rebuilt in place, or
+    // one shared with --share).
+    let mkdir = |d: &Path| if d.is_dir() { Ok(()) } else { fsx::private_dir(d).map_err(|source| ReportError::Write { path: d.to_path_buf(), source }) };
     mkdir(out)?;
     match kind {
         DirKind::Run => {
