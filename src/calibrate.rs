@@ -317,7 +317,11 @@ pub fn render(c: &Calibration) -> String {
             r.verdict.map(|v| format!("{v:?}")).unwrap_or_else(|| format!("failed (exit {})", r.exit_code)),
             r.secs,
             r.samples.map(|n| n.to_string()).unwrap_or_else(|| "-".into()),
-            if r.false_culprits.is_empty() { String::new() } else { format!(", false LEAK in {}", r.false_culprits.join(", ")) }
+            if r.false_culprits.is_empty() {
+                String::new()
+            } else {
+                format!(", {} in {}", if c.arms == Arms::Lab { "LEAK" } else { "false LEAK" }, r.false_culprits.join(", "))
+            }
         );
     }
     s
@@ -382,7 +386,7 @@ mod tests {
     #[test]
     fn the_docs_calibration_block_is_what_render_prints() {
         let doc = include_str!("../docs/method.md");
-        let block = doc.split("```").find(|b| b.trim_start().starts_with("calibration of ")).expect("a calibration block in docs/method.md");
+        let block = doc.split("```").find(|b| b.trim_start().starts_with("calibration of ") && b.contains("  CACHE ")).expect("a calibration block with its table in docs/method.md");
         let table: Vec<&str> = block.lines().skip_while(|l| !l.starts_with("  CACHE ")).filter(|l| !l.trim().is_empty()).collect();
         let caches: Vec<CacheNoise> = table[1..]
             .iter()
