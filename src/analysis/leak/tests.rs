@@ -539,6 +539,25 @@ fn a_few_objects_held_far_below_the_floor_is_no_leak_not_bounded() {
     assert!(verdicts.get("no-leak").copied().unwrap_or(0) >= 35, "{verdicts:?}");
 }
 
+/// One run of a pool in the module arm's kmalloc-512: `fill(k)` objects
+/// held at sample k on top of quiet noise (3 objects), 91 samples, 2 s
+/// warm-up, one look at the end, only the caches deciding.
+fn pool_run(seed: u64, fill: impl Fn(usize) -> f64) -> LeakAnalysis {
+    let n = 91;
+    let mut p = policy(n);
+    p.warmup_samples = 2;
+    p.stop_early = false;
+    p.floors.bytes_per_op = 1e6;
+    let base = vec![("dentry", 192.0, 0.0, 3.0, Noise::Independent), ("kmalloc-512", 512.0, 0.0, 3.0, Noise::Independent)];
+    let mut rng = Rng::new(seed);
+    let b = arm(n, &base, &mut rng);
+    let mut a = arm(n, &base, &mut rng);
+    for (k, row) in a.caches.get_mut("kmalloc-512").unwrap().iter_mut().enumerate() {
+        row.1 += fill(k);
+    }
+    analyze(&a, &b, &p, true)
+}
+
 /// A pool that fills along a line for the first 20 s (100 objects a
 /// second, 2,000 in all) and then holds: over the run the growth is far
 /// above the floor and surely so, yet it stopped. That is BOUNDED, never
@@ -550,21 +569,9 @@ fn a_few_objects_held_far_below_the_floor_is_no_leak_not_bounded() {
 #[test]
 fn a_pool_that_fills_along_a_line_then_holds_is_bounded_not_leak() {
     let runs = 50u64;
-    let n = 91;
-    let mut p = policy(n);
-    p.warmup_samples = 2;
-    p.stop_early = false;
-    p.floors.bytes_per_op = 1e6; // only the caches decide
-    let base = vec![("dentry", 192.0, 0.0, 3.0, Noise::Independent), ("kmalloc-512", 512.0, 0.0, 3.0, Noise::Independent)];
     let mut verdicts = std::collections::BTreeMap::new();
     for seed in 0..runs {
-        let mut rng = Rng::new(83_000 + seed);
-        let b = arm(n, &base, &mut rng);
-        let mut a = arm(n, &base, &mut rng);
-        for (k, row) in a.caches.get_mut("kmalloc-512").unwrap().iter_mut().enumerate() {
-            row.1 += 100.0 * (k.min(22).saturating_sub(2)) as f64;
-        }
-        let an = analyze(&a, &b, &p, true);
+        let an = pool_run(83_000 + seed, |k| 100.0 * (k.min(22).saturating_sub(2)) as f64);
         *verdicts.entry(an.verdict.word()).or_insert(0) += 1;
     }
     eprintln!("{verdicts:?}");
@@ -631,22 +638,10 @@ fn each_bound_is_at_its_own_sides_alpha_of_the_look() {
 #[test]
 fn a_pool_rejected_over_the_run_that_holds_for_its_last_two_thirds_is_bounded() {
     let runs = 100u64;
-    let n = 91;
-    let mut p = policy(n);
-    p.warmup_samples = 2;
-    p.stop_early = false;
-    p.floors.bytes_per_op = 1e6; // only the caches decide
-    let base = vec![("dentry", 192.0, 0.0, 3.0, Noise::Independent), ("kmalloc-512", 512.0, 0.0, 3.0, Noise::Independent)];
     let mut verdicts = std::collections::BTreeMap::new();
     let mut rejected = 0;
     for seed in 0..runs {
-        let mut rng = Rng::new(86_000 + seed);
-        let b = arm(n, &base, &mut rng);
-        let mut a = arm(n, &base, &mut rng);
-        for (k, row) in a.caches.get_mut("kmalloc-512").unwrap().iter_mut().enumerate() {
-            row.1 += (3000.0 * (1.0 - (-(k as f64) / 5.0).exp())).round();
-        }
-        let an = analyze(&a, &b, &p, true);
+        let an = pool_run(86_000 + seed, |k| (3000.0 * (1.0 - (-(k as f64) / 5.0).exp())).round());
         *verdicts.entry(an.verdict.word()).or_insert(0) += 1;
         let a_leak = an.sequential.looks.last().expect("one look").alpha;
         rejected += usize::from(an.caches.iter().any(|c| c.name == "kmalloc-512" && c.p_holm <= a_leak));
