@@ -52,7 +52,7 @@ const FILES: &[(&str, &str)] = &[
     ("/usr/sbin/dropbear", "dropbear-bin"),
     ("/usr/sbin/kexec", "kexec-tools"),
     ("/usr/bin/makedumpfile", "makedumpfile"),
-    ("/usr/lib/x86_64-linux-gnu/libc.a", "libc6-dev"),
+    (crate::arch::HOST_LIBC_A, "libc6-dev"),
 ];
 
 fn package_of(what: &str) -> &'static str {
@@ -152,7 +152,10 @@ pub struct Facts {
     pub programs: BTreeMap<String, Option<PathBuf>>,
     /// Fixed host path → whether it exists.
     pub files: BTreeMap<String, bool>,
-    /// The QEMU binary kernlab would run (`$KERNLAB_QEMU` or `qemu-system-x86_64`).
+    /// The lab's kernel's architecture (see `arch`).
+    pub arch: crate::arch::Arch,
+    /// The QEMU binary kernlab would run (`$KERNLAB_QEMU` or the
+    /// architecture's system emulator).
     pub qemu: String,
     /// Its `--version` first line, or why it did not run.
     pub qemu_version: Result<String, String>,
@@ -183,7 +186,8 @@ impl Facts {
         let path = std::env::var_os("PATH").unwrap_or_default();
         let programs = PROGRAMS.iter().map(|(p, _)| (p.to_string(), on_path(p, &path))).collect();
         let files = FILES.iter().map(|(f, _)| (f.to_string(), Path::new(f).exists())).collect();
-        let qemu = crate::qemu::binary();
+        let arch = crate::arch::Arch::of_debian_name(&lab.kernel).unwrap_or_default();
+        let qemu = crate::qemu::binary(arch);
         let qemu_found = if qemu.components().count() > 1 { qemu.exists().then(|| qemu.clone()) } else { on_path(&qemu.to_string_lossy(), &path) };
         let qemu_version = match qemu_found {
             None => Err(format!("`{}` is not on PATH", qemu.display())),
@@ -226,6 +230,7 @@ impl Facts {
             crate::util::tool::Tool::new("unshare", std::time::Duration::from_secs(10)).args(unshare_probe(root)).run().map(|_| ()).map_err(|e| e.to_string())
         });
         Facts {
+            arch,
             programs,
             files,
             qemu: qemu.display().to_string(),
@@ -340,12 +345,12 @@ pub fn checks(needs: &Needs, f: &Facts) -> Vec<Check> {
             name: "qemu",
             status: Status::Missing,
             detail: format!("{e}; every lab boots its kernel in it"),
-            fix: Some(install(&["qemu-system-x86"])),
-            packages: vec!["qemu-system-x86".into()],
+            fix: Some(install(&[f.arch.qemu_package()])),
+            packages: vec![f.arch.qemu_package().into()],
         },
     });
 
-    let choice = accel::choose(if needs.kvm { accel::AccelRequest::Kvm } else { accel::AccelRequest::Auto }, &f.host_accel);
+    let choice = accel::choose(if needs.kvm { accel::AccelRequest::Kvm } else { accel::AccelRequest::Auto }, &f.host_accel, f.arch);
     out.push(match choice.accel {
         Accel::Kvm if needs.kvm && !f.host_accel.kvm_usable => Check {
             name: "accelerator",
@@ -432,7 +437,7 @@ pub fn checks(needs: &Needs, f: &Facts) -> Vec<Check> {
     ));
     out.push(tools(f, "modules", &["gcc", "make", "modinfo"], "the lab's modules are built against the kernel's headers", required(needs.modules), "gcc, make, modinfo"));
     out.push(tools(f, "pahole", &["pahole"], "module builds for kernels with BTF (6.12) look for it", Status::Warn, "pahole (BTF for 6.12 module builds)"));
-    out.push(tools(f, "workload", &["gcc", "/usr/lib/x86_64-linux-gnu/libc.a"], "the churn workload is a static program", required(needs.churn), "gcc and the static libc for the churn program"));
+    out.push(tools(f, "workload", &["gcc", crate::arch::HOST_LIBC_A], "the churn workload is a static program", required(needs.churn), "gcc and the static libc for the churn program"));
     out.push(tools(
         f,
         "dumps",
@@ -620,11 +625,12 @@ mod tests {
     /// because of kvm_pvm (the machine this was written on).
     fn facts() -> Facts {
         Facts {
+            arch: crate::arch::Arch::X86_64,
             programs: PROGRAMS.iter().map(|(p, _)| (p.to_string(), Some(PathBuf::from("/usr/bin").join(p)))).collect(),
             files: FILES.iter().map(|(f, _)| (f.to_string(), true)).collect(),
             qemu: "qemu-system-x86_64".into(),
             qemu_version: Ok("QEMU emulator version 7.2.0".into()),
-            host_accel: HostAccel { kvm_usable: true, kvm_error: None, hardware_kvm: false, pvm: true },
+            host_accel: HostAccel { kvm_usable: true, kvm_error: None, hardware_kvm: false, pvm: true, arch: Some(crate::arch::Arch::X86_64) },
             kernel: KernelCheck {
                 name: "debian-6.1.0-54-cloud-amd64".into(),
                 package: Some("linux-image-6.1.0-54-cloud-amd64".into()),
@@ -697,7 +703,7 @@ mod tests {
     fn module_toolchain_and_static_libc() {
         let mut f = facts();
         f.programs.insert("make".into(), None);
-        f.files.insert("/usr/lib/x86_64-linux-gnu/libc.a".into(), false);
+        f.files.insert(crate::arch::HOST_LIBC_A.into(), false);
         let cs = checks(&leak_lab(), &f);
         let m = by_name(&cs, "modules");
         assert_eq!((m.status, m.fix.as_deref()), (Status::Missing, Some("apt-get install -y make")));
@@ -748,7 +754,7 @@ mod tests {
     #[test]
     fn kvm_required_but_unusable() {
         let mut f = facts();
-        f.host_accel = HostAccel { kvm_usable: false, kvm_error: Some("/dev/kvm: No such file or directory".into()), hardware_kvm: false, pvm: false };
+        f.host_accel = HostAccel { kvm_usable: false, kvm_error: Some("/dev/kvm: No such file or directory".into()), hardware_kvm: false, pvm: false, arch: Some(crate::arch::Arch::X86_64) };
         let cs = checks(&Needs { kvm: true, ..leak_lab() }, &f);
         assert_eq!(by_name(&cs, "accelerator").status, Status::Missing);
         let cs = checks(&leak_lab(), &f);

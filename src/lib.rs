@@ -5,7 +5,8 @@
 //!
 //! The modules in layers, each using only the layers above it:
 //!
-//! 1. **Foundations**: `util` (files, hashes, host tools, errors), `stats`
+//! 1. **Foundations**: `arch` (every architecture-specific fact), `util`
+//!    (files, hashes, host tools, errors), `stats`
 //!    (the in-house statistics), `exit` (exit codes), `ui` (terminal mode).
 //! 2. **Inputs**: `lab` (the lab file), `kernel` (descriptors, fetching,
 //!    headers), `cache` (the cache and its layout), `image` (the guest
@@ -27,6 +28,7 @@
 //!    only parses the command line).
 
 // 1. Foundations
+pub mod arch;
 pub mod exit;
 pub mod stats;
 pub mod ui;

@@ -391,6 +391,7 @@ mod tests {
     fn spec() -> VmSpec {
         VmSpec {
             qemu: "/usr/bin/qemu-system-x86_64".into(),
+            arch: crate::arch::Arch::X86_64,
             name: "kernlab-smoke".into(),
             accel: Accel::Tcg,
             machine: Machine::Microvm,

@@ -61,7 +61,7 @@ pub fn bench_boot(args: BootArgs, dirs: &[PathBuf]) -> i32 {
     use crate::bench::{BenchImage, Profile};
     let BootArgs { mut kernels, runs, images, profiles, boots, fast_boot, warm } = args;
     if kernels.is_empty() {
-        kernels = vec!["debian-6.1.0-54-cloud-amd64".into(), "debian-6.1.0-54-amd64".into()];
+        kernels = crate::kernel::BENCH_KERNELS.iter().map(|k| k.to_string()).collect();
     }
     // Debian boots take about a minute each under TCG: only when asked.
     let images: Vec<BenchImage> = if images.is_empty() {

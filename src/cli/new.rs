@@ -69,7 +69,7 @@ pub fn new(a: NewArgs) -> i32 {
             }
             let vars = dkms::Vars {
                 kernelver: release.to_string(),
-                arch: "x86_64".into(),
+                arch: crate::arch::Arch::of_debian_name(release).unwrap_or_default().uname().into(),
                 kernel_source_dir: PathBuf::from("/lib/modules").join(release).join("build"),
                 dkms_tree: "/var/lib/dkms".into(),
                 source_tree: "/usr/src".into(),

@@ -20,6 +20,10 @@ const BUILTIN: &[(&str, &str)] = &[
 /// The kernel used when a lab names none.
 pub const DEFAULT_KERNEL: &str = "debian-6.1.0-54-cloud-amd64";
 
+/// What `kernlab bench boot` compares by default: the cloud flavour and
+/// the generic one of the same release.
+pub const BENCH_KERNELS: [&str; 2] = [DEFAULT_KERNEL, "debian-6.1.0-54-amd64"];
+
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct Descriptor {

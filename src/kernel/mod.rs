@@ -17,6 +17,6 @@ pub mod tree;
 mod types;
 pub mod vmlinux;
 
-pub use descriptor::{default_dirs as descriptor_dirs, DebianSource, Descriptor, DescriptorError, LocalSource, PackageSource, Registry, RpmSource, DEFAULT_KERNEL};
+pub use descriptor::{default_dirs as descriptor_dirs, DebianSource, Descriptor, DescriptorError, LocalSource, PackageSource, Registry, RpmSource, BENCH_KERNELS, DEFAULT_KERNEL};
 pub use fetch::{fetch, FetchError};
 pub use types::Kernel;

@@ -27,6 +27,12 @@ pub struct Kernel {
 }
 
 impl Kernel {
+    /// The architecture it is built for: its release's Debian suffix
+    /// (`-amd64`, `-arm64`), else x86_64 (a local or RPM kernel's release
+    /// does not say).
+    pub fn arch(&self) -> crate::arch::Arch {
+        crate::arch::Arch::of_debian_name(&self.release).unwrap_or_default()
+    }
     pub fn vmlinuz(&self) -> PathBuf {
         self.root.join(format!("boot/vmlinuz-{}", self.release))
     }

@@ -246,8 +246,8 @@ pub fn pvh_entry(elf: &[u8]) -> Result<u64, ExtractError> {
     if elf.get(4) != Some(&2) || elf.get(5) != Some(&1) {
         return Err(not("not ELF64 little-endian"));
     }
-    if u16_at(elf, 0x12) != Some(62) {
-        return Err(not("e_machine is not x86-64"));
+    if u16_at(elf, 0x12) != Some(crate::arch::Arch::X86_64.elf_machine()) {
+        return Err(not(&format!("e_machine is not {}", crate::arch::Arch::X86_64.name())));
     }
     let (Some(phoff), Some(phentsize), Some(phnum)) = (u64_at(elf, 0x20), u16_at(elf, 0x36), u16_at(elf, 0x38)) else {
         return Err(not("truncated ELF header"));

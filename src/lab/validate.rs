@@ -430,7 +430,7 @@ impl Lab {
         let release = self.kernel.strip_prefix("debian-");
         let vars = dkms::Vars {
             kernelver: release.unwrap_or(&self.kernel).to_string(),
-            arch: "x86_64".into(),
+            arch: crate::arch::Arch::of_debian_name(release.unwrap_or(&self.kernel)).unwrap_or_default().uname().into(),
             kernel_source_dir: PathBuf::from(format!("/lib/modules/{}/build", release.unwrap_or(&self.kernel))),
             dkms_tree: "/var/lib/dkms".into(),
             source_tree: "/usr/src".into(),

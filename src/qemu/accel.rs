@@ -40,6 +40,9 @@ pub struct HostAccel {
     pub hardware_kvm: bool,
     /// `kvm_pvm` is loaded.
     pub pvm: bool,
+    /// The host's architecture: KVM runs only guests of the same.
+    #[serde(default = "crate::arch::Arch::host")]
+    pub arch: Option<crate::arch::Arch>,
 }
 
 impl HostAccel {
@@ -50,7 +53,7 @@ impl HostAccel {
                 Err(e) => (false, Some(format!("/dev/kvm: {e}"))),
             };
         let loaded = |m: &str| Path::new("/sys/module").join(m).exists();
-        HostAccel { kvm_usable, kvm_error, hardware_kvm: loaded("kvm_intel") || loaded("kvm_amd"), pvm: loaded("kvm_pvm") }
+        HostAccel { kvm_usable, kvm_error, hardware_kvm: loaded("kvm_intel") || loaded("kvm_amd"), pvm: loaded("kvm_pvm"), arch: crate::arch::Arch::host() }
     }
 }
 
@@ -66,13 +69,14 @@ pub struct AccelChoice {
 /// this very kernel (see [`kvm_failed_marker`]): `auto` then goes straight
 /// to TCG instead of failing under KVM again first, and its snapshots are
 /// the TCG ones that fallback saved.
-pub fn choose_for_kernel(requested: AccelRequest, host: &HostAccel, kvm_failed: Option<&str>) -> AccelChoice {
+pub fn choose_for_kernel(requested: AccelRequest, host: &HostAccel, kvm_failed: Option<&str>, guest: crate::arch::Arch) -> AccelChoice {
     match (requested, kvm_failed) {
+        (AccelRequest::Auto, _) if !guest.kvm_possible_on(host.arch) => choose(requested, host, guest),
         (AccelRequest::Auto, Some(when)) if host.kvm_usable => AccelChoice {
             accel: Accel::Tcg,
             reason: format!("KVM stopped with an emulation failure on this kernel before ({}); using TCG", when.trim()),
         },
-        _ => choose(requested, host),
+        _ => choose(requested, host, guest),
     }
 }
 
@@ -83,11 +87,18 @@ pub fn kvm_failed_marker(cache: &crate::cache::Cache, vmlinuz_sha256: &str) -> s
     cache.kvm_failed_marker(vmlinuz_sha256)
 }
 
-pub fn choose(requested: AccelRequest, host: &HostAccel) -> AccelChoice {
+pub fn choose(requested: AccelRequest, host: &HostAccel, guest: crate::arch::Arch) -> AccelChoice {
     let pick = |accel, reason: &str| AccelChoice { accel, reason: reason.to_string() };
     match requested {
         AccelRequest::Tcg => pick(Accel::Tcg, "the lab asks for tcg"),
         AccelRequest::Kvm => pick(Accel::Kvm, "the lab asks for kvm"),
+        AccelRequest::Auto if !guest.kvm_possible_on(host.arch) => AccelChoice {
+            accel: Accel::Tcg,
+            reason: format!(
+                "KVM runs only guests of the host's own architecture (host {}, guest {guest}); using TCG",
+                host.arch.map_or("unknown".to_string(), |a| a.to_string())
+            ),
+        },
         AccelRequest::Auto if !host.kvm_usable => AccelChoice {
             accel: Accel::Tcg,
             reason: format!(
@@ -106,6 +117,7 @@ pub fn choose(requested: AccelRequest, host: &HostAccel) -> AccelChoice {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::arch::Arch::{Aarch64, X86_64};
 
     fn host(kvm_usable: bool, hardware_kvm: bool, pvm: bool) -> HostAccel {
         HostAccel {
@@ -113,6 +125,7 @@ mod tests {
             kvm_error: (!kvm_usable).then(|| "/dev/kvm: No such file or directory".into()),
             hardware_kvm,
             pvm,
+            arch: Some(crate::arch::Arch::X86_64),
         }
     }
 
@@ -127,7 +140,7 @@ mod tests {
             (AccelRequest::Kvm, host(true, false, true), Accel::Kvm, "asks"),
         ];
         for (req, h, want, reason) in cases {
-            let c = choose(req, &h);
+            let c = choose(req, &h, X86_64);
             assert_eq!(c.accel, want, "{req:?} {h:?}");
             assert!(c.reason.contains(reason), "{}", c.reason);
         }
@@ -137,13 +150,23 @@ mod tests {
     fn a_kernel_kvm_failed_on_before_goes_to_tcg_under_auto_only() {
         let hw = host(true, true, false);
         let when = Some("2026-11-26T10:00:00Z\n");
-        let c = choose_for_kernel(AccelRequest::Auto, &hw, when);
+        let c = choose_for_kernel(AccelRequest::Auto, &hw, when, X86_64);
         assert_eq!(c.accel, Accel::Tcg);
         assert!(c.reason.contains("before (2026-11-26T10:00:00Z)"), "{}", c.reason);
-        assert_eq!(choose_for_kernel(AccelRequest::Auto, &hw, None).accel, Accel::Kvm);
+        assert_eq!(choose_for_kernel(AccelRequest::Auto, &hw, None, X86_64).accel, Accel::Kvm);
         // An explicit request is the lab's to make.
-        assert_eq!(choose_for_kernel(AccelRequest::Kvm, &hw, when).accel, Accel::Kvm);
+        assert_eq!(choose_for_kernel(AccelRequest::Kvm, &hw, when, X86_64).accel, Accel::Kvm);
         // No usable KVM: the usual reason, not the marker's.
-        assert!(choose_for_kernel(AccelRequest::Auto, &host(false, false, false), when).reason.contains("not usable"));
+        assert!(choose_for_kernel(AccelRequest::Auto, &host(false, false, false), when, X86_64).reason.contains("not usable"));
+    }
+
+    #[test]
+    fn kvm_only_for_a_guest_of_the_hosts_architecture() {
+        let hw = host(true, true, false);
+        let c = choose_for_kernel(AccelRequest::Auto, &hw, None, Aarch64);
+        assert_eq!(c.accel, Accel::Tcg);
+        assert!(c.reason.contains("host x86_64, guest aarch64"), "{}", c.reason);
+        assert_eq!(choose(AccelRequest::Auto, &HostAccel { arch: None, ..hw.clone() }, X86_64).accel, Accel::Tcg);
+        assert_eq!(choose(AccelRequest::Auto, &hw, X86_64).accel, Accel::Kvm);
     }
 }

@@ -4,6 +4,7 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use crate::arch::Arch;
 use super::accel::Accel;
 use super::machine::Machine;
 
@@ -78,6 +79,9 @@ impl Device {
 #[derive(Debug, Clone, PartialEq)]
 pub struct VmSpec {
     pub qemu: PathBuf,
+    /// The guest's architecture: its CPU model (and, with the machine, its
+    /// console).
+    pub arch: Arch,
     pub name: String,
     pub accel: Accel,
     pub machine: Machine,
@@ -144,13 +148,13 @@ pub fn argv(spec: &VmSpec) -> Vec<OsString> {
             push("-accel");
             push("kvm");
             push("-cpu");
-            push("host");
+            push(spec.arch.kvm_cpu());
         }
         Accel::Tcg => {
             push("-accel");
             push("tcg");
             push("-cpu");
-            push("max");
+            push(spec.arch.tcg_cpu());
         }
     }
     push("-m");
@@ -277,6 +281,8 @@ pub const FAST_BOOT_FLAGS: [&str; 3] = ["tsc=reliable", "no_timer_check", "crypt
 /// What shapes the kernel command line besides the lab's own words.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CmdlineOpts {
+    /// The guest's architecture: the console device.
+    pub arch: Arch,
     pub fast_boot: bool,
     pub machine: Machine,
     /// The host TSC rate in kHz, given to the guest as `tsc_early_khz` on
@@ -292,7 +298,7 @@ pub fn cmdline(opts: &CmdlineOpts, extra: &[String]) -> String {
     // console on the serial port (the console log); panic=-1 with -no-reboot
     // makes a panicking guest end QEMU at once, so a boot panic fails fast;
     // loglevel=5 keeps warnings (the OOM report) and drops the chatter.
-    let mut words: Vec<String> = vec!["console=ttyS0".into()];
+    let mut words: Vec<String> = vec![format!("console={}", opts.arch.console())];
     match &opts.root {
         Some(root) => words.extend([format!("root={root}"), "ro".into()]),
         None => words.push("rdinit=/init".into()),
@@ -315,6 +321,7 @@ mod tests {
     fn spec() -> VmSpec {
         VmSpec {
             qemu: "qemu-system-x86_64".into(),
+            arch: Arch::X86_64,
             name: "kernlab-smoke".into(),
             accel: Accel::Tcg,
             machine: Machine::Pc,
@@ -322,7 +329,7 @@ mod tests {
             cpus: 1,
             kernel: "/cache/vmlinuz".into(),
             initrd: "initrd.cpio".into(),
-            cmdline: cmdline(&CmdlineOpts { fast_boot: true, machine: Machine::Pc, tsc_khz: Some(2_300_000), root: None }, &["slub_nomerge".into()]),
+            cmdline: cmdline(&CmdlineOpts { arch: Arch::X86_64, fast_boot: true, machine: Machine::Pc, tsc_khz: Some(2_300_000), root: None }, &["slub_nomerge".into()]),
             qmp_socket: "qmp.sock".into(),
             console_log: "console.log".into(),
             ssh_port: 40022,
@@ -442,7 +449,7 @@ mod tests {
 
     #[test]
     fn command_line_flags() {
-        let opts = |fast_boot, machine| CmdlineOpts { fast_boot, machine, tsc_khz: Some(2_300_000), root: None };
+        let opts = |fast_boot, machine| CmdlineOpts { arch: Arch::X86_64, fast_boot, machine, tsc_khz: Some(2_300_000), root: None };
         let pc = cmdline(&opts(true, Machine::Pc), &[]);
         assert_eq!(pc, "console=ttyS0 rdinit=/init panic=-1 loglevel=5 tsc=reliable no_timer_check cryptomgr.notests");
         let micro = cmdline(&opts(true, Machine::Microvm), &["x".into()]);
@@ -450,7 +457,7 @@ mod tests {
         // Fast boot off drops the speed flags but never the microvm hang fix.
         let slow = cmdline(&opts(false, Machine::Microvm), &[]);
         assert_eq!(slow, "console=ttyS0 rdinit=/init panic=-1 loglevel=5 tsc_early_khz=2300000");
-        let unknown = cmdline(&CmdlineOpts { fast_boot: false, machine: Machine::Microvm, tsc_khz: None, root: None }, &[]);
+        let unknown = cmdline(&CmdlineOpts { arch: Arch::X86_64, fast_boot: false, machine: Machine::Microvm, tsc_khz: None, root: None }, &[]);
         assert!(!unknown.contains("tsc_early_khz"));
     }
 }

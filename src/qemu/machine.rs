@@ -158,58 +158,15 @@ pub fn tsc_from_leaf_15(eax_denominator: u32, ebx_numerator: u32, ecx_crystal_hz
         .then(|| ecx_crystal_hz as u64 * ebx_numerator as u64 / eax_denominator as u64 / 1000)
 }
 
-#[cfg(target_arch = "x86_64")]
 fn from_cpuid() -> Option<HostTsc> {
-    use std::arch::x86_64::__cpuid;
-    // CPUID exists on every x86-64 CPU; leaves above the maximum are not read.
-    let max = __cpuid(0).eax;
-    if max < 0x15 {
-        return None;
-    }
-    let r = __cpuid(0x15);
-    let khz = tsc_from_leaf_15(r.eax, r.ebx, r.ecx)?;
+    let (eax, ebx, ecx) = crate::arch::host::cpuid_leaf_15()?;
+    let khz = tsc_from_leaf_15(eax, ebx, ecx)?;
     Some(HostTsc { khz, source: "CPUID leaf 0x15".into() })
 }
 
-#[cfg(not(target_arch = "x86_64"))]
-fn from_cpuid() -> Option<HostTsc> {
-    None
-}
-
-/// Counts TSC ticks over 50 ms of CLOCK_MONOTONIC_RAW; each end is the
-/// tightest of a few clock–TSC–clock brackets, so a preemption in between
-/// does not skew it.
-#[cfg(target_arch = "x86_64")]
 fn measure() -> Option<HostTsc> {
-    use std::arch::x86_64::_rdtsc;
-    fn now_ns() -> u128 {
-        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-        // SAFETY: a valid timespec pointer.
-        unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_RAW, &mut ts) };
-        ts.tv_sec as u128 * 1_000_000_000 + ts.tv_nsec as u128
-    }
-    let sample = || {
-        (0..5)
-            .map(|_| {
-                let a = now_ns();
-                // SAFETY: RDTSC is unprivileged on Linux x86-64.
-                let t = unsafe { _rdtsc() };
-                let b = now_ns();
-                (b - a, (a + b) / 2, t)
-            })
-            .min()
-            .expect("five samples")
-    };
-    let (_, n0, t0) = sample();
-    std::thread::sleep(std::time::Duration::from_millis(50));
-    let (_, n1, t1) = sample();
-    let khz = (t1.wrapping_sub(t0) as u128 * 1_000_000 / (n1 - n0).max(1)) as u64;
-    (khz > 100_000).then(|| HostTsc { khz, source: "measured against CLOCK_MONOTONIC_RAW over 50 ms".into() })
-}
-
-#[cfg(not(target_arch = "x86_64"))]
-fn measure() -> Option<HostTsc> {
-    None
+    let khz = crate::arch::host::measure_tsc_khz()?;
+    Some(HostTsc { khz, source: "measured against CLOCK_MONOTONIC_RAW over 50 ms".into() })
 }
 
 #[cfg(test)]

@@ -12,10 +12,8 @@ pub use argv::{argv, CmdlineOpts, Device, VmSpec};
 pub use machine::{HostTsc, Machine, MachineChoice, MachineRequest};
 pub use process::{free_port, qemu_version, Qemu, QemuError};
 
-/// The QEMU binary: `$KERNLAB_QEMU` or `qemu-system-x86_64` on PATH.
-pub fn binary() -> std::path::PathBuf {
-    std::env::var_os("KERNLAB_QEMU")
-        .filter(|v| !v.is_empty())
-        .map(Into::into)
-        .unwrap_or_else(|| "qemu-system-x86_64".into())
+/// The QEMU binary for a guest of `arch`: `$KERNLAB_QEMU` or the
+/// architecture's system emulator on PATH.
+pub fn binary(arch: crate::arch::Arch) -> std::path::PathBuf {
+    std::env::var_os("KERNLAB_QEMU").filter(|v| !v.is_empty()).map(Into::into).unwrap_or_else(|| arch.qemu_binary().into())
 }

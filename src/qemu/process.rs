@@ -54,7 +54,7 @@ impl Qemu {
         process::own_tokio(&mut cmd);
         let program = PathBuf::from(&argv[0]);
         let spawn_err = |program: PathBuf| {
-            let hint = tool::package_hint("qemu-system-x86_64");
+            let hint = tool::package_hint(&program.to_string_lossy());
             move |source| QemuError::Spawn { program, hint, source }
         };
         let mut child = cmd.spawn().map_err(spawn_err(program.clone()))?;

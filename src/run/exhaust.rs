@@ -90,13 +90,14 @@ pub(super) async fn arm(ctx: &mut Ctx, guest: &Guest) -> Result<bool, RunError> 
     // host dump instead.
     // loglevel=6 so its "Linux version" banner shows on the console: that
     // is how the host tells the capture kernel's messages from the first's.
-    let append = "console=ttyS0 rdinit=/init irqpoll nr_cpus=1 reset_devices loglevel=6";
+    let arch = ctx.manifest.kernel.as_ref().map(|k| k.arch()).unwrap_or_default();
+    let append = format!("console={} rdinit=/init irqpoll nr_cpus=1 reset_devices loglevel=6", arch.console());
     let cmd = format!(
         "mkdir -p /mnt/dump && mount -o ro {DUMP_DEV} /mnt/dump && \
          kexec -p /mnt/dump/{DISK_VMLINUZ} --initrd=/mnt/dump/{DISK_CAPTURE} --append={}; s=$?; \
          umount /mnt/dump; [ $s = 0 ] && [ \"$(cat /sys/kernel/kexec_crash_loaded)\" = 1 ] || \
          {{ echo \"kexec -p exited $s; crash kernel reserved: $(cat /sys/kernel/kexec_crash_size) bytes\" >&2; exit 1; }}",
-        tool::shell_quote(append)
+        tool::shell_quote(&append)
     );
     let out = guest.exec(&cmd, Duration::from_secs(60)).await.map_err(|e| ctx.guest_error(e, during))?;
     if out.success() {

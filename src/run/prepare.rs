@@ -115,7 +115,7 @@ pub(super) async fn prepare(ctx: &mut Ctx) -> Result<Prepared, RunError> {
     let requested = ctx.lab.vm.accel;
     let marker = accel::kvm_failed_marker(&ctx.cache, &kernel.vmlinuz_sha256);
     let (host, kvm_failed) = blocking(move || (qemu::HostAccel::detect(), std::fs::read_to_string(&marker).ok())).await?;
-    let choice = accel::choose_for_kernel(requested, &host, kvm_failed.as_deref());
+    let choice = accel::choose_for_kernel(requested, &host, kvm_failed.as_deref(), kernel.arch());
     ctx.manifest.host_accel = Some(host);
     let images = if ctx.lab.vm.kernel_format == lab::KernelFormat::Bzimage {
         BootImages {
@@ -223,12 +223,13 @@ pub(super) async fn prepare(ctx: &mut Ctx) -> Result<Prepared, RunError> {
     let disk_boot = image.overlay_base().is_some();
 
     // QEMU.
-    let qemu_bin = qemu::binary();
+    let qemu_bin = qemu::binary(kernel.arch());
     let bin = qemu_bin.clone();
     let qemu_version = blocking(move || qemu::qemu_version(&bin)).await?.map_err(RunError::QemuVersion)?;
     ctx.manifest.qemu_version = Some(qemu_version.clone());
     let spec = VmSpec {
         qemu: qemu_bin,
+        arch: kernel.arch(),
         name: format!("kernlab-{}", ctx.lab.name),
         accel: choice.accel,
         machine,
@@ -236,7 +237,7 @@ pub(super) async fn prepare(ctx: &mut Ctx) -> Result<Prepared, RunError> {
         cpus: ctx.lab.vm.cpus,
         kernel: profile.path.clone(),
         initrd,
-        cmdline: qemu::argv::cmdline(&qemu::CmdlineOpts { fast_boot: ctx.lab.vm.fast_boot, machine, tsc_khz: profile.host_tsc.as_ref().map(|t| t.khz), root }, &words),
+        cmdline: qemu::argv::cmdline(&qemu::CmdlineOpts { arch: kernel.arch(), fast_boot: ctx.lab.vm.fast_boot, machine, tsc_khz: profile.host_tsc.as_ref().map(|t| t.khz), root }, &words),
         firmware_boot,
         qmp_socket: QMP_SOCKET.into(),
         console_log: CONSOLE.into(),

@@ -316,6 +316,7 @@ mod tests {
     fn spec() -> VmSpec {
         VmSpec {
             qemu: "qemu-system-x86_64".into(),
+            arch: crate::arch::Arch::X86_64,
             name: "kernlab-x".into(),
             accel: Accel::Tcg,
             machine: Machine::Microvm,

@@ -69,7 +69,9 @@ pub fn package_hint(program: &str) -> String {
         "depmod" | "modinfo" => "kmod",
         "dropbearkey" | "dropbear" => "dropbear-bin",
         "busybox" => "busybox-static",
-        "qemu-system-x86_64" => "qemu-system-x86",
+        p if crate::arch::ALL.iter().any(|a| a.qemu_binary() == p) => {
+            return format!("`apt-get install {}` provides it", crate::arch::ALL.iter().find(|a| a.qemu_binary() == p).map_or("", |a| a.qemu_package()));
+        }
         "qemu-img" | "qemu-io" => "qemu-utils",
         "ldd" => "libc-bin",
         "mkfs.ext4" | "debugfs" => "e2fsprogs",

@@ -47,17 +47,18 @@ pub struct Target {
     pub key: String,
     /// `uname -r`.
     pub release: String,
-    /// `uname -m` (dkms's `$arch`).
-    pub arch: String,
+    /// Its architecture (`uname -m` is dkms's `$arch`); a build for
+    /// another than the host's gets `ARCH=` and `CROSS_COMPILE=`.
+    pub arch: crate::arch::Arch,
     /// The kernel's headers, prepared for out-of-tree builds (`KDIR`).
     pub headers: PathBuf,
 }
 
 impl Target {
     /// `kernel`, whose prepared headers are at `headers` (none needed for
-    /// prebuilt modules). x86_64 until the architecture seam (issue 26).
+    /// prebuilt modules).
     pub fn of(kernel: &crate::kernel::Kernel, headers: PathBuf) -> Target {
-        Target { name: kernel.name.clone(), key: kernel.package_sha256.clone(), release: kernel.release.clone(), arch: "x86_64".into(), headers }
+        Target { name: kernel.name.clone(), key: kernel.package_sha256.clone(), release: kernel.release.clone(), arch: kernel.arch(), headers }
     }
 }
 
@@ -174,7 +175,7 @@ fn build_fresh(scratch: &Path, target: &Target, lab_dir: &Path, dir: &Path, entr
     let (work, plan, vars) = if dkms {
         let vars = dkms::Vars {
             kernelver: target.release.clone(),
-            arch: target.arch.clone(),
+            arch: target.arch.uname().into(),
             kernel_source_dir: target.headers.clone(),
             dkms_tree: scratch.join("dkms"),
             source_tree: scratch.join("src"),
@@ -205,6 +206,9 @@ fn build_fresh(scratch: &Path, target: &Target, lab_dir: &Path, dir: &Path, entr
         let mut t = Tool::new("bash", MAKE_DEADLINE).arg("-c").arg(script).arg("kernlab-build").arg(cmd).current_dir(&work).env("KDIR", &target.headers).env("KVER", &target.release);
         if !symvers_env.is_empty() {
             t = t.env("KBUILD_EXTRA_SYMBOLS", &symvers_env);
+        }
+        for (k, v) in target.arch.kbuild_env(crate::arch::Arch::host()) {
+            t = t.env(k, v);
         }
         let out = t.output().map_err(PayloadError::Tool)?;
         if out.status.success() {
