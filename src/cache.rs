@@ -49,6 +49,8 @@ pub enum Lock<'a> {
     Snapshot(&'a str),
     /// A disk image stage (the Debian root file system, a kernel's disk), by its key.
     Image(&'a str),
+    /// The private apt configuration of a foreign architecture, by its Debian name.
+    Apt(&'a str),
 }
 
 impl Lock<'_> {
@@ -63,6 +65,7 @@ impl Lock<'_> {
             Lock::Payload(k) => ("payload", k),
             Lock::Snapshot(k) => ("snapshot", k),
             Lock::Image(k) => ("image", k),
+            Lock::Apt(k) => ("apt", k),
         };
         format!("{kind}-{key}").chars().map(|c| if c.is_ascii_alphanumeric() || "-_.".contains(c) { c } else { '_' }).collect()
     }
@@ -167,6 +170,12 @@ impl Cache {
 
     pub fn snapshot_dir(&self, key: &str) -> PathBuf {
         self.snapshots().join(key)
+    }
+
+    /// The private apt state (lists, archives, configuration) for packages
+    /// of a foreign architecture (its Debian name).
+    pub fn apt_dir(&self, debian_arch: &str) -> PathBuf {
+        self.root.join("apt").join(debian_arch)
     }
 
     /// The marker of a kernel KVM failed to boot.

@@ -38,6 +38,11 @@ pub struct Descriptor {
     pub description: String,
     /// Where the kernel comes from.
     pub source: PackageSource,
+    /// The architecture it is built for (`x86_64`, `aarch64`; Debian's and
+    /// kbuild's names also read). Default: what a Debian package's suffix
+    /// says (`-amd64`, `-arm64`), else x86_64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<crate::arch::Arch>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -128,9 +133,24 @@ impl Descriptor {
                 }
             }
         }
+        if let (Some(a), PackageSource::Debian(s)) = (d.arch, &d.source) {
+            if let Some(p) = crate::arch::Arch::of_debian_name(&s.package).filter(|p| *p != a) {
+                return Err(bad(&format!("arch: `{a}`, but source.debian.package `{}` is a package for {p} ({})", s.package, p.debian())));
+            }
+        }
         d.name = name.to_string();
         d.origin = origin.to_string();
         Ok(d)
+    }
+
+    /// The architecture of the kernel it names: `arch:`, else its Debian
+    /// package's suffix, else x86_64.
+    pub fn arch(&self) -> crate::arch::Arch {
+        let by_package = match &self.source {
+            PackageSource::Debian(s) => crate::arch::Arch::of_debian_name(&s.package),
+            _ => None,
+        };
+        self.arch.or(by_package).unwrap_or_default()
     }
 
     /// A stable one-line summary of where the kernel comes from.
@@ -301,5 +321,20 @@ mod tests {
         .unwrap();
         let r = Registry::load(&[d.path().to_path_buf()]).unwrap();
         assert_eq!(r.get(DEFAULT_KERNEL).unwrap().description, "mine");
+    }
+
+    #[test]
+    fn a_descriptor_says_its_arch_or_its_package_does() {
+        let d = |t: &str| Descriptor::parse("k", "kernels/k.yaml", t);
+        let arm = d("source:\n  debian:\n    package: linux-image-6.1.0-57-cloud-arm64\n").unwrap();
+        assert_eq!(arm.arch(), crate::arch::Arch::Aarch64);
+        let amd = d("source:\n  debian:\n    package: linux-image-6.1.0-54-cloud-amd64\n").unwrap();
+        assert_eq!(amd.arch(), crate::arch::Arch::X86_64);
+        let local = d("arch: arm64\nsource:\n  local:\n    dir: /k\n").unwrap();
+        assert_eq!(local.arch(), crate::arch::Arch::Aarch64);
+        let e = d("arch: x86_64\nsource:\n  debian:\n    package: linux-image-6.1.0-57-cloud-arm64\n").unwrap_err().to_string();
+        assert!(e.contains("kernels/k.yaml") && e.contains("arch: `x86_64`, but source.debian.package `linux-image-6.1.0-57-cloud-arm64` is a package for aarch64 (arm64)"), "{e}");
+        let e = d("arch: sparc\nsource:\n  local:\n    dir: /k\n").unwrap_err().to_string();
+        assert!(e.contains("unknown architecture `sparc`"), "{e}");
     }
 }

@@ -193,7 +193,7 @@ fn download_deb(desc: &Descriptor, src: &DebianSource, f: &mut Fetch) -> Result<
     };
     tracing::info!(kernel = name, package = %spec, "downloading kernel package with apt-get");
     let bar = crate::ui::Bar::bytes(name, &format!("downloading {spec}"), None);
-    let deb = f.download(std::slice::from_ref(&spec), &bar).map_err(FetchError::package(name, &spec))?.remove(0);
+    let deb = f.download_for(desc.arch(), std::slice::from_ref(&spec), &bar).map_err(FetchError::package(name, &spec))?.remove(0);
     let version = deb
         .path
         .file_name()

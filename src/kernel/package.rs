@@ -94,9 +94,16 @@ impl<'c> Fetch<'c> {
     /// `apt-get download` of `specs` into the scratch directory, `bar`
     /// following the bytes; the `.deb` files, sorted by name, hashed.
     pub fn download(&mut self, specs: &[String], bar: &Bar) -> Result<Vec<Package>, PackageError> {
+        self.download_for(crate::arch::Arch::host().unwrap_or_default(), specs, bar)
+    }
+
+    /// [`Fetch::download`] of packages built for `arch` (a foreign one
+    /// through its private apt configuration, [`apt::Apt::for_arch`]).
+    pub fn download_for(&mut self, arch: crate::arch::Arch, specs: &[String], bar: &Bar) -> Result<Vec<Package>, PackageError> {
+        let apt = apt::Apt::for_arch(self.cache, arch)?;
         let dir = self.scratch()?.join("debs");
         fsx::private_dir(&dir).map_err(io_at(&dir))?;
-        crate::ui::follow_bytes(bar, &dir, || apt::download(specs, &dir))?;
+        crate::ui::follow_bytes(bar, &dir, || apt.download(specs, &dir))?;
         let mut debs: Vec<PathBuf> = std::fs::read_dir(&dir)
             .map_err(io_at(&dir))?
             .filter_map(|e| e.ok().map(|e| e.path()))

@@ -49,20 +49,20 @@ pub const SAMPLER_SOCKET: &str = "sampler.sock";
 
 impl Device {
     /// Guest modules to load for this device on `machine` (dependencies
-    /// come from modules.dep): virtio devices sit on PCI on `pc` and on
-    /// virtio-mmio on `microvm`.
+    /// come from modules.dep): virtio devices sit on PCI on `pc` and `virt`
+    /// and on virtio-mmio on `microvm`.
     pub fn driver_modules(&self, machine: Machine) -> &'static [&'static str] {
         match (self, machine) {
-            (Device::Net, Machine::Pc) => &["virtio_pci", "virtio_net"],
+            (Device::Net, Machine::Pc | Machine::Virt) => &["virtio_pci", "virtio_net"],
             (Device::Net, Machine::Microvm) => &["virtio_mmio", "virtio_net"],
-            (Device::Balloon, Machine::Pc) => &["virtio_pci", "virtio_balloon"],
+            (Device::Balloon, Machine::Pc | Machine::Virt) => &["virtio_pci", "virtio_balloon"],
             (Device::Balloon, Machine::Microvm) => &["virtio_mmio", "virtio_balloon"],
             // qemu_fw_cfg hands the kernel's vmcoreinfo to QEMU's vmcoreinfo
             // device, which a host dump needs to be readable by crash.
             (Device::Pvpanic, _) => &["pvpanic_pci", "qemu_fw_cfg"],
-            (Device::DumpDisk | Device::ChurnDisk | Device::RootDisk | Device::SeedDisk, Machine::Pc) => &["virtio_pci", "virtio_blk"],
+            (Device::DumpDisk | Device::ChurnDisk | Device::RootDisk | Device::SeedDisk, Machine::Pc | Machine::Virt) => &["virtio_pci", "virtio_blk"],
             (Device::DumpDisk | Device::ChurnDisk | Device::RootDisk | Device::SeedDisk, Machine::Microvm) => &["virtio_mmio", "virtio_blk"],
-            (Device::SamplerPort, Machine::Pc) => &["virtio_pci", "virtio_console"],
+            (Device::SamplerPort, Machine::Pc | Machine::Virt) => &["virtio_pci", "virtio_console"],
             (Device::SamplerPort, Machine::Microvm) => &["virtio_mmio", "virtio_console"],
         }
     }
@@ -138,9 +138,10 @@ pub fn argv(spec: &VmSpec) -> Vec<OsString> {
         // No option ROMs (the kernel is loaded directly), the ISA serial
         // port for the console, and the RTC the guest's clock starts from.
         Machine::Microvm => "microvm,x-option-roms=off,isa-serial=on,rtc=on",
+        Machine::Virt => "virt",
     });
     let virtio = |pci: &str| match spec.machine {
-        Machine::Pc => format!("virtio-{pci}-pci"),
+        Machine::Pc | Machine::Virt => format!("virtio-{pci}-pci"),
         Machine::Microvm => format!("virtio-{pci}-device"),
     };
     match spec.accel {
@@ -191,7 +192,7 @@ pub fn argv(spec: &VmSpec) -> Vec<OsString> {
                 push("-device");
                 push(&format!("{},id=balloon0", virtio("balloon")));
             }
-            Device::Pvpanic if spec.machine == Machine::Pc => {
+            Device::Pvpanic if spec.machine != Machine::Microvm => {
                 push("-device");
                 push("pvpanic-pci");
             }

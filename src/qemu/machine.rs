@@ -21,6 +21,10 @@ pub use crate::lab::MachineRequest;
 pub enum Machine {
     Pc,
     Microvm,
+    /// QEMU's generic virtual board: the machine of guests whose
+    /// architecture has no PC ([`crate::arch::Arch::has_pc`]). PCI
+    /// devices, firmware tables, the PL011 console.
+    Virt,
 }
 
 impl std::fmt::Display for Machine {
@@ -28,6 +32,7 @@ impl std::fmt::Display for Machine {
         f.write_str(match self {
             Machine::Pc => "pc",
             Machine::Microvm => "microvm",
+            Machine::Virt => "virt",
         })
     }
 }
@@ -64,6 +69,8 @@ pub struct LabNeeds {
     /// kernlab runs on `pc`: its firmware boots a disk's own bootloader, and
     /// a distro initramfs finds its disks on PCI.
     pub disk_boot: bool,
+    /// The guest's architecture: which machines it has.
+    pub arch: crate::arch::Arch,
 }
 
 /// The machine and why, for the log and the manifest.
@@ -81,6 +88,13 @@ pub struct MachineError(pub String);
 /// The machine profile. `tsc_khz` is the host TSC rate when known (needed
 /// for a hang-free microvm under TCG).
 pub fn choose(kernel: &KernelFacts, lab: &LabNeeds, tsc_khz: Option<u64>) -> Result<MachineChoice, MachineError> {
+    if !lab.arch.has_pc() {
+        let why = format!("{} guests run on QEMU's virt machine", lab.arch.name());
+        return match lab.requested {
+            MachineRequest::Auto => Ok(MachineChoice { machine: Machine::Virt, reason: why }),
+            MachineRequest::Pc | MachineRequest::Microvm => Err(MachineError(format!("vm.machine: {:?} is a PC machine; {why}", lab.requested).to_lowercase())),
+        };
+    }
     let pick = |machine, reason: String| Ok(MachineChoice { machine, reason });
     // Everything that rules microvm out, first one wins.
     let blocker = if lab.disk_boot {
@@ -177,7 +191,7 @@ mod tests {
         KernelFacts { vmlinux: if vmlinux { Ok(()) } else { Err("CONFIG_PVH is not set".into()) }, virtio_mmio: mmio }
     }
     fn lab(requested: MachineRequest, panic_devices: bool) -> LabNeeds {
-        LabNeeds { requested, panic_devices, accel: Accel::Tcg, disk_boot: false }
+        LabNeeds { requested, panic_devices, accel: Accel::Tcg, disk_boot: false, arch: crate::arch::Arch::X86_64 }
     }
 
     #[test]
@@ -240,5 +254,17 @@ mod tests {
     fn this_host_has_a_tsc_rate() {
         let t = HostTsc::detect().expect("some source");
         assert!(t.khz > 500_000 && t.khz < 10_000_000, "{t:?}");
+    }
+
+    #[test]
+    fn an_arm64_guest_runs_on_virt_and_a_pc_machine_is_refused_for_it() {
+        let arm = |requested| LabNeeds { arch: crate::arch::Arch::Aarch64, ..lab(requested, true) };
+        let c = choose(&kernel(false, Driver::Absent), &arm(MachineRequest::Auto), None).unwrap();
+        assert_eq!(c.machine, Machine::Virt);
+        assert!(c.reason.contains("arm64 guests run on QEMU's virt machine"), "{}", c.reason);
+        for req in [MachineRequest::Pc, MachineRequest::Microvm] {
+            let e = choose(&kernel(true, Driver::Module), &arm(req), Some(2_300_000)).unwrap_err().to_string();
+            assert!(e.contains("is a pc machine") && e.contains("virt"), "{e}");
+        }
     }
 }

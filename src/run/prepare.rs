@@ -421,7 +421,7 @@ fn boot_profile(lab: &Lab, kernel: &Kernel, images: BootImages, accel: Accel) ->
         None => Driver::Absent,
     };
     let facts = KernelFacts { vmlinux: images.vmlinux.as_ref().map(|_| ()).ok_or_else(|| images.note.clone()), virtio_mmio };
-    let needs = LabNeeds { requested: lab.vm.machine, panic_devices: lab.dumps(), accel, disk_boot: lab.image.boots_disk() };
+    let needs = LabNeeds { requested: lab.vm.machine, panic_devices: lab.dumps(), accel, disk_boot: lab.image.boots_disk(), arch: kernel.arch() };
     let host_tsc = HostTsc::detect();
     let machine = qmachine::choose(&facts, &needs, host_tsc.as_ref().map(|t| t.khz)).map_err(|e| e.to_string())?;
     let (image, image_reason) = match (&images.vmlinux, lab.vm.kernel_format) {
