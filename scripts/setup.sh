@@ -12,6 +12,7 @@ export DEBIAN_FRONTEND=noninteractive
 packages=(
   qemu-system-x86   # the VM
   qemu-system-arm   # arm64 guests (qemu-system-aarch64), under TCG on this host
+  gcc-aarch64-linux-gnu   # modules and programs cross-built for arm64 guests
   qemu-utils        # qemu-img: users' disk images and their per-run overlays (qemu-io in tests)
   busybox-static    # the guest's userland
   dropbear-bin      # the guest's sshd, and dropbearkey for per-run host keys

@@ -25,34 +25,48 @@ fn have_qemu(arch: Arch) -> bool {
     found
 }
 
-#[test]
-fn an_arm64_debian_kernel_boots_on_virt_under_tcg_to_a_busybox_init() {
-    let arch = Arch::Aarch64;
-    if !have_qemu(arch) {
-        return;
-    }
-    let cache = Cache::from_env().unwrap();
+/// The arm64 kernel, fetched (its descriptor and the kernel).
+fn arm64_kernel(cache: &Cache) -> (kernlab::kernel::Descriptor, kernlab::kernel::Kernel) {
     let reg = Registry::load(&[repo("tests/fixtures/kernels-arm64")]).unwrap();
-    let desc = reg.get("debian-6.1.0-54-cloud-arm64").unwrap();
-    assert_eq!(desc.arch(), arch);
-    let k = kernel::fetch(&cache, desc).unwrap_or_else(|e| panic!("fetch the arm64 kernel: {}", kernlab::util::error_causes(&e)));
-    assert_eq!((k.release.as_str(), k.arch()), ("6.1.0-54-cloud-arm64", arch));
-    assert!(k.vmlinuz().is_file() && k.modules_dir().join("modules.dep").is_file(), "{k:?}");
+    let desc = reg.get("debian-6.1.0-54-cloud-arm64").unwrap().clone();
+    assert_eq!(desc.arch(), Arch::Aarch64);
+    let k = kernel::fetch(cache, &desc).unwrap_or_else(|e| panic!("fetch the arm64 kernel: {}", kernlab::util::error_causes(&e)));
+    assert_eq!((k.release.as_str(), k.arch()), ("6.1.0-54-cloud-arm64", Arch::Aarch64));
+    (desc, k)
+}
 
-    // Debian's static arm64 busybox, through the same private apt.
-    let d = tempfile::tempdir().unwrap();
-    let apt = Apt::for_arch(&cache, arch).unwrap();
-    apt.download(&["busybox-static".into()], d.path()).unwrap();
-    let deb = std::fs::read_dir(d.path()).unwrap().flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "deb")).expect("busybox-static .deb");
-    let x = d.path().join("x");
+/// Debian's static arm64 busybox, through kernlab's private apt for arm64.
+fn arm64_busybox(cache: &Cache, scratch: &std::path::Path) -> Vec<u8> {
+    let apt = Apt::for_arch(cache, Arch::Aarch64).unwrap();
+    let dl = scratch.join("busybox-deb");
+    std::fs::create_dir_all(&dl).unwrap();
+    apt.download(&["busybox-static".into()], &dl).unwrap();
+    let deb = std::fs::read_dir(&dl).unwrap().flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "deb")).expect("busybox-static .deb");
+    let x = scratch.join("busybox-x");
     let st = std::process::Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&x).status().unwrap();
     assert!(st.success());
     let busybox = std::fs::read(x.join("bin/busybox")).unwrap();
-    assert_eq!(u16::from_le_bytes([busybox[0x12], busybox[0x13]]), arch.elf_machine(), "busybox-static from the arm64 lists is an arm64 ELF");
+    assert_eq!(elf_machine(&busybox), Arch::Aarch64.elf_machine(), "busybox-static from the arm64 lists is an arm64 ELF");
+    busybox
+}
 
+fn elf_machine(elf: &[u8]) -> u16 {
+    u16::from_le_bytes([elf[0x12], elf[0x13]])
+}
+
+/// Boots `kernel` on virt under the accelerator `Arch` allows, with an
+/// initramfs of `files` (path, mode, bytes) and busybox; returns the
+/// console once the guest's `/init` has powered it off.
+fn boot(cache: &Cache, k: &kernlab::kernel::Kernel, files: Vec<(&str, u32, Vec<u8>)>) -> String {
+    let arch = Arch::Aarch64;
+    let d = tempfile::tempdir().unwrap();
     let mut t = kernlab::image::tree::Tree::new();
-    t.file("/bin/busybox", 0o755, busybox);
-    t.file("/init", 0o755, b"#!/bin/busybox sh\n/bin/busybox echo \"KERNLAB-INIT $(/bin/busybox uname -m) $(/bin/busybox uname -r)\"\n/bin/busybox poweroff -f\n".to_vec());
+    t.file("/bin/busybox", 0o755, arm64_busybox(cache, d.path()));
+    t.dir("/proc", 0o755);
+    t.dir("/sys", 0o755);
+    for (p, mode, data) in files {
+        t.file(p, mode, data);
+    }
     let initrd = d.path().join("initrd.cpio");
     std::fs::write(&initrd, t.to_cpio()).unwrap();
 
@@ -87,16 +101,55 @@ fn an_arm64_debian_kernel_boots_on_virt_under_tcg_to_a_busybox_init() {
         incoming: None,
     };
     let argv = qemu::argv(&spec);
-    let words: Vec<String> = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
-    let joined = words.join(" ");
-    assert!(joined.starts_with("qemu-system-aarch64 ") || joined.contains("/qemu-system-aarch64 "), "{joined}");
-    assert!(joined.contains("-machine virt") && joined.contains("console=ttyAMA0"), "{joined}");
+    let joined = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect::<Vec<_>>().join(" ");
+    assert!(joined.contains("qemu-system-aarch64 ") && joined.contains("-machine virt") && joined.contains("-cpu cortex-a57"), "{joined}");
+    assert!(joined.contains("console=ttyAMA0"), "{joined}");
 
-    let mut child = std::process::Command::new(&argv[0]).args(&argv[1..]).current_dir(d.path()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let mut child = std::process::Command::new(&argv[0]).args(&argv[1..]).current_dir(d.path()).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
     // A bound, not a timing: a TCG boot here takes seconds; poweroff -f
     // with -no-reboot ends QEMU.
     let status = exit_within(&mut child, Duration::from_secs(600), "the arm64 guest");
     let console = std::fs::read_to_string(d.path().join("console.log")).unwrap_or_default();
     assert!(status.success(), "QEMU: {status}; console:\n{console}");
+    console
+}
+
+#[test]
+fn an_arm64_debian_kernel_boots_on_virt_under_tcg_to_a_busybox_init() {
+    if !have_qemu(Arch::Aarch64) {
+        return;
+    }
+    let cache = Cache::from_env().unwrap();
+    let (_, k) = arm64_kernel(&cache);
+    assert!(k.vmlinuz().is_file() && k.modules_dir().join("modules.dep").is_file(), "{k:?}");
+    let init = b"#!/bin/busybox sh\n/bin/busybox echo \"KERNLAB-INIT $(/bin/busybox uname -m) $(/bin/busybox uname -r)\"\n/bin/busybox poweroff -f\n".to_vec();
+    let console = boot(&cache, &k, vec![("/init", 0o755, init)]);
     assert!(console.contains("KERNLAB-INIT aarch64 6.1.0-54-cloud-arm64"), "the busybox /init ran on the arm64 kernel:\n{console}");
+}
+
+#[test]
+fn a_module_cross_builds_against_the_arm64_headers_and_loads_in_the_guest() {
+    if !have_qemu(Arch::Aarch64) {
+        return;
+    }
+    let cache = Cache::from_env().unwrap();
+    let (desc, k) = arm64_kernel(&cache);
+    // kernlab's own module build: the arm64 headers (the amd64 kbuild's
+    // programs), ARCH=arm64 CROSS_COMPILE=aarch64-linux-gnu- from `Arch`.
+    let headers = kernel::headers::build_dir(&cache, &desc, &k).unwrap_or_else(|e| panic!("arm64 headers: {}", kernlab::util::error_causes(&e)));
+    let target = kernlab::payload::Target::of(&k, headers);
+    assert_eq!(target.arch, Arch::Aarch64);
+    let d = tempfile::tempdir().unwrap();
+    let lab_file = lab(d.path(), "arm64.yaml", &format!("name: arm64\nmodules:\n  - source: {}\n", repo("labs/khm").display()));
+    let lab = kernlab::lab::load(&lab_file).unwrap();
+    let built = kernlab::payload::kmod::build_entry(&cache, &target, d.path(), &lab.modules[0], &[]).unwrap_or_else(|e| panic!("cross-build khm: {}", kernlab::util::error_causes(&e)));
+    let m = &built.modules[0];
+    let ko = std::fs::read(&m.ko).unwrap();
+    assert_eq!((m.name.as_str(), elf_machine(&ko)), ("khm", Arch::Aarch64.elf_machine()), "khm.ko is an arm64 object");
+    assert!(m.vermagic.starts_with("6.1.0-54-cloud-arm64 SMP") && m.vermagic.contains("aarch64"), "{}", m.vermagic);
+
+    let init = b"#!/bin/busybox sh\nB=/bin/busybox\n$B mount -t proc proc /proc\n$B mount -t sysfs sysfs /sys\n$B insmod /khm.ko leak=0 && $B echo \"KERNLAB-MOD $($B grep -c '^khm ' /proc/modules) $($B cat /sys/module/khm/parameters/leak)\"\n$B rmmod khm && $B echo \"KERNLAB-RMMOD $($B grep -c '^khm ' /proc/modules)\"\n$B poweroff -f\n".to_vec();
+    let console = boot(&cache, &k, vec![("/init", 0o755, init), ("/khm.ko", 0o644, ko)]);
+    assert!(console.contains("KERNLAB-MOD 1 0"), "khm loaded in the arm64 guest with leak=0:\n{console}");
+    assert!(console.contains("KERNLAB-RMMOD 0"), "and unloaded:\n{console}");
 }

@@ -77,8 +77,13 @@ impl Apt {
         if !status.exists() {
             std::fs::write(&status, b"").map_err(setup)?;
         }
+        // Replaced by rename, and only when it differs: another process may
+        // be reading it (a truncated file would be the machine's own apt).
         let conf = dir.join("apt.conf");
-        std::fs::write(&conf, private_config(&dir, arch)).map_err(setup)?;
+        let text = private_config(&dir, arch);
+        if std::fs::read_to_string(&conf).ok().as_deref() != Some(text.as_str()) {
+            crate::util::fsx::write_atomic(&conf, text.as_bytes()).map_err(setup)?;
+        }
         let apt = Apt { config: Some(conf) };
         if lists_age(&dir.join("state/lists")).is_none_or(|age| age > LISTS_MAX_AGE) {
             apt.tool("apt-get", UPDATE_DEADLINE).args(["update", "-q"]).run().map_err(|e| AptError::Update { arch, source: e })?;

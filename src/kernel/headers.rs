@@ -108,15 +108,25 @@ pub fn build_dir(cache: &Cache, desc: &Descriptor, kernel: &Kernel) -> Result<Pa
     let pointers = pointer.parent().expect("a pointer has a directory");
     fsx::private_dir(pointers).map_err(io(pointers))?;
 
-    // The flavour package at the kernel's exact version, and what it depends on.
+    // The flavour package at the kernel's exact version, and what it
+    // depends on: from the kernel's architecture's apt, but kbuild's
+    // programs (fixdep, modpost) run on this machine, so its linux-kbuild
+    // comes from the machine's own.
+    let arch = desc.arch();
     let spec = format!("{flavour}={}", kernel.version);
-    let record = apt::show(&spec).map_err(|e| HeadersError::package(name, "apt-cache show")(e.into()))?;
+    let record = apt::Apt::for_arch(cache, arch).and_then(|a| a.show(&spec)).map_err(|e| HeadersError::package(name, "apt-cache show")(e.into()))?;
     let mut specs = vec![spec.clone()];
     specs.extend(header_dependencies(&record));
+    let host = crate::arch::Arch::host().unwrap_or_default();
+    let (kbuild, headers): (Vec<String>, Vec<String>) = specs.iter().cloned().partition(|s| s.starts_with("linux-kbuild-") && host != arch);
 
     tracing::info!(kernel = name, "downloading headers: {}", specs.join(" "));
     let bar = crate::ui::Bar::bytes(name, "downloading headers", None);
-    let debs = f.download(&specs, &bar).map_err(HeadersError::package(name, &format!("downloading {}", specs.join(" "))))?;
+    let step = format!("downloading {}", specs.join(" "));
+    let mut debs = f.download_for(arch, &headers, &bar).map_err(HeadersError::package(name, &step))?;
+    if !kbuild.is_empty() {
+        debs = f.download_for(host, &kbuild, &bar).map_err(HeadersError::package(name, &step))?;
+    }
     bar.message("unpacking headers");
     let hashes: String = debs.iter().map(|d| d.sha256.as_str()).collect();
     let key = fsx::sha256_bytes(hashes.as_bytes());
