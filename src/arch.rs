@@ -99,6 +99,26 @@ impl Arch {
         }
     }
 
+    /// Debian's multiarch tuple: the library directories
+    /// (`/lib/<tuple>`, `/usr/lib/<tuple>`).
+    pub fn multiarch(self) -> &'static str {
+        match self {
+            Arch::X86_64 => "x86_64-linux-gnu",
+            Arch::Aarch64 => "aarch64-linux-gnu",
+        }
+    }
+
+    /// The C compiler that builds static programs for it on `host`: the
+    /// machine's `gcc` for its own architecture, else the cross compiler
+    /// (whose static C library comes with `libc6-dev-<arch>-cross`).
+    pub fn gcc(self, host: Option<Arch>) -> String {
+        if host == Some(self) {
+            "gcc".into()
+        } else {
+            format!("{}gcc", self.cross_prefix())
+        }
+    }
+
     /// The Debian package of that cross compiler.
     pub fn cross_gcc_package(self) -> &'static str {
         match self {

@@ -178,6 +178,12 @@ impl Cache {
         self.root.join("apt").join(debian_arch)
     }
 
+    /// A foreign architecture's guest programs and their libraries,
+    /// unpacked from its packages (see `image::sysroot`).
+    pub fn sysroot_dir(&self, debian_arch: &str) -> PathBuf {
+        self.root.join("sysroot").join(debian_arch)
+    }
+
     /// The marker of a kernel KVM failed to boot.
     pub fn kvm_failed_marker(&self, vmlinuz_sha256: &str) -> PathBuf {
         self.root.join("accel").join(format!("kvm-failed-{vmlinuz_sha256}"))

@@ -2,8 +2,9 @@
 //! arm64 cloud kernel fetched through kernlab's private apt configuration
 //! for a foreign architecture, booted under TCG on QEMU's `virt` machine
 //! with the argv, console and accelerator choice `Arch` gives, to an
-//! initramfs whose `/init` is Debian's static arm64 busybox. What is not
-//! here yet: SSH, modules and the sampler in an arm64 guest (issue 26).
+//! initramfs whose `/init` is Debian's static arm64 busybox; a module
+//! cross-built by kernlab's module build, loaded there; and a whole leak
+//! lab on an arm64 guest (SSH, churn, sampler, verdict, attribution).
 
 mod common;
 use common::*;
@@ -27,7 +28,7 @@ fn have_qemu(arch: Arch) -> bool {
 
 /// The arm64 kernel, fetched (its descriptor and the kernel).
 fn arm64_kernel(cache: &Cache) -> (kernlab::kernel::Descriptor, kernlab::kernel::Kernel) {
-    let reg = Registry::load(&[repo("tests/fixtures/kernels-arm64")]).unwrap();
+    let reg = Registry::builtin();
     let desc = reg.get("debian-6.1.0-54-cloud-arm64").unwrap().clone();
     assert_eq!(desc.arch(), Arch::Aarch64);
     let k = kernel::fetch(cache, &desc).unwrap_or_else(|e| panic!("fetch the arm64 kernel: {}", kernlab::util::error_causes(&e)));
@@ -153,3 +154,36 @@ fn a_module_cross_builds_against_the_arm64_headers_and_loads_in_the_guest() {
     assert!(console.contains("KERNLAB-MOD 1 0"), "khm loaded in the arm64 guest with leak=0:\n{console}");
     assert!(console.contains("KERNLAB-RMMOD 0"), "and unloaded:\n{console}");
 }
+
+#[test]
+fn the_leak_lab_on_an_arm64_guest_is_a_leak_named_and_attributed() {
+    if !have_qemu(Arch::Aarch64) {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let run_dir = d.path().join("run");
+    let out = kernlab().args(["run", &repo("labs/arm64-leak-lab.yaml").to_string_lossy(), "--out", &run_dir.to_string_lossy()]).output().unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    let r = report(&run_dir);
+    assert_eq!(r["verdict"], "leak", "{r}");
+    // The guest was arm64, under TCG on virt, sampled over its port.
+    for arm in ["module", "baseline"] {
+        let m: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(run_dir.join(arm).join("manifest.json")).unwrap()).unwrap();
+        assert_eq!(m["accel"]["accel"], "tcg", "{arm}: {}", m["accel"]);
+        assert!(m["accel"]["reason"].as_str().unwrap_or("").contains("guest aarch64") || Arch::host() == Some(Arch::Aarch64), "{}", m["accel"]);
+        let argv = m["qemu_argv"].as_array().unwrap().iter().map(|a| a.as_str().unwrap_or("")).collect::<Vec<_>>().join(" ");
+        assert!(argv.contains("qemu-system-aarch64") && argv.contains("-machine virt") && argv.contains("console=ttyAMA0"), "{argv}");
+        assert_eq!(m["sampler_transport"], "port", "{arm}");
+        assert_eq!(m["kernel"]["release"], "6.1.0-54-cloud-arm64");
+    }
+    // What leaks: one dentry per file, a reference leak, and the code.
+    let caches = r["analysis"]["caches"].as_array().unwrap();
+    let dentry = caches.iter().find(|c| c["name"] == "dentry").expect("dentry evidence");
+    assert_eq!(dentry["leak"], true, "{dentry}");
+    let per_op = dentry["delta"].as_f64().unwrap();
+    assert!((0.8..1.2).contains(&per_op), "about one dentry per file: {per_op}");
+    assert!(stdout.contains("kind: reference leak"), "{stdout}");
+    assert_private_tree(&run_dir);
+}
+

@@ -67,6 +67,11 @@ pub fn new(a: NewArgs) -> i32 {
             if a.kernel.as_ref().is_some_and(|k| k != &d.name) {
                 continue;
             }
+            // Unasked, only kernels of this machine's own architecture
+            // (another's runs under TCG only, and slower).
+            if a.kernel.is_none() && crate::arch::Arch::host().is_some_and(|h| d.arch() != h) {
+                continue;
+            }
             let vars = dkms::Vars {
                 kernelver: release.to_string(),
                 arch: crate::arch::Arch::of_debian_name(release).unwrap_or_default().uname().into(),

@@ -19,7 +19,9 @@ const INIT: &str = include_str!("../../images/minimal/init");
 const INITTAB: &str = include_str!("../../images/minimal/inittab");
 const CAPTURE_INIT: &str = include_str!("../../images/capture/init");
 
-/// Host programs copied into the image, with the guest path they live at.
+/// Host programs copied into the image, with the guest path they live at
+/// (a foreign architecture's guest takes the same guest paths from its
+/// packages, `sysroot`).
 /// busybox must be the static build (`busybox-static`): it runs before any
 /// library path is set up and provides every other command.
 const PROGRAMS: &[(&str, &str)] = &[("/bin/busybox", "/bin/busybox"), ("/usr/sbin/dropbear", "/usr/sbin/dropbear")];
@@ -70,6 +72,10 @@ pub enum ImageError {
         #[source]
         source: std::io::Error,
     },
+    #[error("image: {0}")]
+    Sysroot(#[from] super::sysroot::SysrootError),
+    #[error("image: a {arch} guest cannot have the host program `{program}` yet (kdump labs run only on guests of the host's architecture: kexec and makedumpfile are the host's)")]
+    ForeignExtra { arch: crate::arch::Arch, program: String },
     #[error("image: cannot write `{}` into the cache", path.display())]
     Write {
         path: PathBuf,
@@ -84,8 +90,27 @@ pub enum ImageError {
 /// (e.g. `/usr/sbin/kexec` for kdump labs) at their host paths.
 pub fn build_minimal(cache: &Cache, kernel: &Kernel, early: &[&str], late: &[&str], extra: &[&str]) -> Result<BuiltImage, ImageError> {
     let mut tree = minimal_tree(kernel, early, late)?;
-    for program in extra {
-        add_program(&mut tree, program, program)?;
+    let arch = kernel.arch();
+    if crate::arch::Arch::host() == Some(arch) {
+        for (host, guest) in PROGRAMS {
+            add_program(&mut tree, host, guest)?;
+        }
+        for program in extra {
+            add_program(&mut tree, program, program)?;
+        }
+    } else {
+        // Another architecture's guest: its programs from its packages.
+        if let Some(program) = extra.first() {
+            return Err(ImageError::ForeignExtra { arch, program: program.to_string() });
+        }
+        let root = super::sysroot::ensure(cache, arch)?;
+        for (_, guest) in PROGRAMS {
+            for (path, data) in super::sysroot::program_files(&root, guest, arch)? {
+                if tree.get(&path).is_none() {
+                    tree.file(&path, 0o755, data);
+                }
+            }
+        }
     }
     let cpio = tree.to_cpio();
     let sha256 = fsx::sha256_bytes(&cpio);
@@ -173,10 +198,6 @@ fn minimal_tree(kernel: &Kernel, early: &[&str], late: &[&str]) -> Result<Tree, 
     t.file("/etc/group", 0o644, b"root:x:0:\n".to_vec());
     t.file("/etc/shells", 0o644, b"/bin/sh\n".to_vec());
     t.file("/etc/kernlab/format", 0o644, FORMAT.as_bytes().to_vec());
-
-    for (host, guest) in PROGRAMS {
-        add_program(&mut t, host, guest)?;
-    }
 
     let (table, release_dir) = dep_table(kernel)?;
     let modules_err = |source| ImageError::Modules { kernel: kernel.name.clone(), source };

@@ -20,6 +20,7 @@ pub mod disk;
 pub mod keys;
 pub mod modules;
 pub mod seed;
+pub mod sysroot;
 pub mod tree;
 
 pub use build::{bare_cpio, build_minimal, capture_cpio, BuiltImage, ImageError};

@@ -15,6 +15,7 @@ const BUILTIN: &[(&str, &str)] = &[
     ("debian-6.1.0-54-amd64", include_str!("../../kernels/debian-6.1.0-54-amd64.yaml")),
     ("debian-6.12.117+deb12-cloud-amd64", include_str!("../../kernels/debian-6.12.117+deb12-cloud-amd64.yaml")),
     ("debian-6.12.117+deb12-amd64", include_str!("../../kernels/debian-6.12.117+deb12-amd64.yaml")),
+    ("debian-6.1.0-54-cloud-arm64", include_str!("../../kernels/debian-6.1.0-54-cloud-arm64.yaml")),
 ];
 
 /// The kernel used when a lab names none.

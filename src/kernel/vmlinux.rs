@@ -322,6 +322,9 @@ pub enum ImageFormat {
     Bzimage,
     /// The uncompressed ELF, entered through PVH.
     Vmlinux,
+    /// Another architecture's kernel image as the distro ships it
+    /// (`Arch::image_format`, arm64's `Image.gz`), which QEMU loads as it is.
+    Image,
 }
 
 impl std::fmt::Display for ImageFormat {
@@ -329,6 +332,7 @@ impl std::fmt::Display for ImageFormat {
         f.write_str(match self {
             ImageFormat::Bzimage => "bzimage",
             ImageFormat::Vmlinux => "vmlinux",
+            ImageFormat::Image => "image",
         })
     }
 }
@@ -378,6 +382,11 @@ fn dir_for(cache: &Cache, kernel: &Kernel) -> PathBuf {
 pub fn boot_images(cache: &Cache, kernel: &Kernel) -> BootImages {
     let bzimage = kernel.vmlinuz();
     let mut out = BootImages { bzimage: bzimage.clone(), vmlinux: None, compression: None, pvh: None, note: String::new() };
+    let arch = kernel.arch();
+    if !arch.has_pc() {
+        out.note = format!("{} kernels boot their {} as it is (PVH is x86's)", arch.name(), arch.image_format());
+        return out;
+    }
     let config_name = format!("boot/config-{}", kernel.release);
     match std::fs::read_to_string(kernel.config()) {
         Ok(c) => out.pvh = Some(config_enabled(&c, "CONFIG_PVH") == Some('y')),

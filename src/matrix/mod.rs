@@ -542,7 +542,7 @@ mod tests {
         std::fs::write(d.path().join("m.yaml"), "name: m\nlabs: [l.yaml]\nkernels: ['debian-6.1*-cloud-amd64@newest', 'debian-6.1.0-54-*']\n").unwrap();
         let (_, cells) = load(&d.path().join("m.yaml"), &reg).unwrap();
         let ids: Vec<&str> = cells.iter().map(|c| c.id.as_str()).collect();
-        assert_eq!(ids, ["l@debian-6.1.0-54-amd64", "l@debian-6.1.0-54-cloud-amd64", "l@debian-6.12.117+deb12-cloud-amd64"]);
+        assert_eq!(ids, ["l@debian-6.1.0-54-amd64", "l@debian-6.1.0-54-cloud-amd64", "l@debian-6.1.0-54-cloud-arm64", "l@debian-6.12.117+deb12-cloud-amd64"]);
     }
 
     #[test]

@@ -80,12 +80,15 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PayloadError {
     move |source| PayloadError::Io { path, source }
 }
 
-/// Builds a static workload program `name` from C source `src`, or takes it from the cache.
-pub fn build_program(cache: &Cache, name: &str, src: &[u8]) -> Result<PathBuf, PayloadError> {
+/// Builds a static program `name` for guests of `arch` from C source
+/// `src` (with the cross compiler when `arch` is not the host's), or takes
+/// it from the cache.
+pub fn build_program(cache: &Cache, name: &str, src: &[u8], arch: crate::arch::Arch) -> Result<PathBuf, PayloadError> {
     let source_file = PathBuf::from(format!("{name}.c"));
-    let gcc = Tool::new("gcc", QUERY_DEADLINE).arg("--version").run().map_err(|e| PayloadError::ProgramBuild {
+    let compiler = arch.gcc(crate::arch::Arch::host());
+    let gcc = Tool::new(&compiler, QUERY_DEADLINE).arg("--version").run().map_err(|e| PayloadError::ProgramBuild {
         source_file: source_file.clone(),
-        output: e.to_string(),
+        output: format!("{e} (for {arch} guests: apt-get install {} libc6-dev-{}-cross)", arch.cross_gcc_package(), arch.debian()),
     })?;
     let key = fsx::sha256_bytes(&[b"program-v1\n".as_slice(), &gcc.stdout, src].concat());
     let entry = cache.program_dir(&key);
@@ -98,7 +101,7 @@ pub fn build_program(cache: &Cache, name: &str, src: &[u8]) -> Result<PathBuf, P
     fs::create_dir(&dir).map_err(io(&dir))?;
     let c_file = scratch.path().join(&source_file);
     fs::write(&c_file, src).map_err(io(&c_file))?;
-    let out = Tool::new("gcc", GCC_DEADLINE)
+    let out = Tool::new(&compiler, GCC_DEADLINE)
         .args(["-O2", "-static", "-Wall", "-Wextra", "-o"])
         .arg(dir.join(name))
         .arg(&c_file)

@@ -71,7 +71,7 @@ impl Device {
     /// PCI device here (microvm has no PCI, and its ISA variant is not
     /// described to the guest), so microvm has none.
     pub fn available_on(&self, machine: Machine) -> bool {
-        !(machine == Machine::Microvm && *self == Device::Pvpanic)
+        !(machine != Machine::Pc && *self == Device::Pvpanic)
     }
 }
 
@@ -192,7 +192,7 @@ pub fn argv(spec: &VmSpec) -> Vec<OsString> {
                 push("-device");
                 push(&format!("{},id=balloon0", virtio("balloon")));
             }
-            Device::Pvpanic if spec.machine != Machine::Microvm => {
+            Device::Pvpanic if spec.machine == Machine::Pc => {
                 push("-device");
                 push("pvpanic-pci");
             }

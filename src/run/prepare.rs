@@ -364,7 +364,8 @@ async fn build_payload(ctx: &Ctx, kernel: &Kernel, mut payload: Tree) -> Result<
     }
     if ctx.lab.workload.as_ref().is_some_and(|w| w.churn.is_some()) {
         let cache = ctx.cache.clone();
-        let churn = blocking(move || payload::build_program(&cache, "churn", CHURN_C.as_bytes())).await??;
+        let arch = kernel.arch();
+        let churn = blocking(move || payload::build_program(&cache, "churn", CHURN_C.as_bytes(), arch)).await??;
         let data = std::fs::read(&churn).map_err(|source| RunError::Write { path: churn.clone(), source })?;
         payload.file("/usr/bin/churn", 0o755, data);
     }
@@ -372,7 +373,8 @@ async fn build_payload(ctx: &Ctx, kernel: &Kernel, mut payload: Tree) -> Result<
         // Without it the run samples by command, as before: a host that
         // cannot build static programs loses only the quieter sampler.
         let cache = ctx.cache.clone();
-        match blocking(move || payload::build_program(&cache, "kernlab-sampler", SAMPLER_C.as_bytes())).await? {
+        let arch = kernel.arch();
+        match blocking(move || payload::build_program(&cache, "kernlab-sampler", SAMPLER_C.as_bytes(), arch)).await? {
             Ok(bin) => {
                 let data = std::fs::read(&bin).map_err(|source| RunError::Write { path: bin.clone(), source })?;
                 payload.file(SAMPLER_BIN, 0o755, data);
@@ -425,6 +427,7 @@ fn boot_profile(lab: &Lab, kernel: &Kernel, images: BootImages, accel: Accel) ->
     let host_tsc = HostTsc::detect();
     let machine = qmachine::choose(&facts, &needs, host_tsc.as_ref().map(|t| t.khz)).map_err(|e| e.to_string())?;
     let (image, image_reason) = match (&images.vmlinux, lab.vm.kernel_format) {
+        _ if !kernel.arch().has_pc() => (ImageFormat::Image, images.note.clone()),
         (_, lab::KernelFormat::Bzimage) => (ImageFormat::Bzimage, "the lab asks for the bzImage (vm.kernel_format)".to_string()),
         (Some(_), _) => (ImageFormat::Vmlinux, images.note.clone()),
         (None, lab::KernelFormat::Vmlinux) => return Err(format!("vm.kernel_format: vmlinux is not possible here: {}", images.note)),
@@ -432,7 +435,7 @@ fn boot_profile(lab: &Lab, kernel: &Kernel, images: BootImages, accel: Accel) ->
     };
     let path = match image {
         ImageFormat::Vmlinux => images.vmlinux.clone().expect("matched above"),
-        ImageFormat::Bzimage => images.bzimage.clone(),
+        ImageFormat::Bzimage | ImageFormat::Image => images.bzimage.clone(),
     };
     Ok(BootProfile { machine, image, path, image_reason, images, host_tsc })
 }

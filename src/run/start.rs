@@ -42,6 +42,7 @@ pub(super) fn kernel_image_id(format: ImageFormat, kernel: &Kernel) -> String {
     match format {
         ImageFormat::Bzimage => format!("bzImage sha256:{}", kernel.vmlinuz_sha256),
         ImageFormat::Vmlinux => format!("vmlinux (extraction {}) of bzImage sha256:{}", vmlinux::FORMAT, kernel.vmlinuz_sha256),
+        ImageFormat::Image => format!("{} sha256:{}", kernel.arch().image_format(), kernel.vmlinuz_sha256),
     }
 }
 
