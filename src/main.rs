@@ -24,6 +24,9 @@ struct Cli {
     /// for `new`, what it wrote as one JSON object.
     #[arg(long, global = true, value_enum, default_value_t = MessageFormat::Human)]
     message_format: MessageFormat,
+    /// The same as `--message-format json`.
+    #[arg(long, global = true)]
+    json: bool,
     /// Leave finished run directories group-readable (directories 0750,
     /// files 0640; SSH keys stay 0600) instead of private (0700/0600).
     #[arg(long, global = true)]
@@ -44,6 +47,12 @@ enum ColorArg {
     Auto,
     Always,
     Never,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ArmArg {
+    Module,
+    Baseline,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -260,6 +269,36 @@ enum Command {
     /// own run directories. Exit 0, or 101 when a boot fails.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Boot a lab's guest as `kernlab run` does (its kernel, image and
+    /// modules built, the setup run, the modules loaded; an A/B leak lab's
+    /// module arm unless --arm baseline) and open an interactive SSH shell
+    /// in it, or run `-- CMD...` there. The guest is stopped when the shell
+    /// or command ends, Ctrl-C included. Writes a private temporary run
+    /// directory (removed at the end; kept with --out), and the caches a
+    /// run fills. Exit: the shell's or the command's exit status (255: ssh
+    /// itself failed); 2: usage or lab error, before any boot; 101:
+    /// infrastructure (the guest did not come up, or died); 130:
+    /// interrupted.
+    Shell {
+        /// The lab file (YAML).
+        lab: PathBuf,
+        /// Boot this kernel (a descriptor name) instead of the lab's `kernel`.
+        #[arg(long, value_name = "NAME")]
+        kernel: Option<String>,
+        /// Which arm of an A/B leak lab: `module` (the lab as written, the
+        /// default) or `baseline`.
+        #[arg(long, value_enum)]
+        arm: Option<ArmArg>,
+        /// Keep the run directory (console.log, keys, manifest.json) here
+        /// (must not exist or be empty) instead of a temporary one.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// The command to run in the guest instead of a shell (after `--`;
+        /// each word is passed as one argument: `-- sh -c 'A | B'` for a
+        /// pipeline).
+        #[arg(last = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
     /// Print a shell completion script on stdout, e.g.
     /// `kernlab completions bash > /etc/bash_completion.d/kernlab`.
     /// Writes nothing else; exit 0.
@@ -332,7 +371,7 @@ enum KernelCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let json = cli.message_format == MessageFormat::Json;
+    let json = cli.message_format == MessageFormat::Json || cli.json;
     let color = match cli.color {
         ColorArg::Auto => kernlab::ui::ColorChoice::Auto,
         ColorArg::Always => kernlab::ui::ColorChoice::Always,
@@ -364,6 +403,13 @@ fn main() -> ExitCode {
             bench_boot(BootArgs { kernels, runs, images, profiles, boots, fast_boot: !no_fast_boot, warm }, &cli.kernel_dirs)
         }
         Command::Bench(BenchCommand::Samples { run }) => bench_samples(&run),
+        Command::Shell { lab, kernel, arm, out, command } => {
+            let arm = arm.map(|a| match a {
+                ArmArg::Module => kernlab::run::shell::ShellArm::Module,
+                ArmArg::Baseline => kernlab::run::shell::ShellArm::Baseline,
+            });
+            shell(ShellArgs { lab, kernel, arm, command, out, kernel_dirs: cli.kernel_dirs, quiet: cli.quiet, json })
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "kernlab", &mut std::io::stdout());

@@ -229,7 +229,7 @@ fn completions_know_the_commands_and_flags() {
 /// codes (issue 25: the usual habits).
 #[test]
 fn every_commands_help_says_what_it_writes_and_its_exit_codes() {
-    let cmds = ["run", "matrix", "merge", "validate", "new", "kernel", "image", "triage", "report", "doctor", "calibrate", "bisect", "bench", "completions"];
+    let cmds = ["run", "matrix", "merge", "validate", "new", "kernel", "image", "triage", "report", "doctor", "calibrate", "bisect", "bench", "shell", "completions"];
     for cmd in cmds {
         let out = run(&[cmd, "--help"]);
         let help = text(&out.stdout);

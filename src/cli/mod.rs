@@ -11,6 +11,7 @@ mod image;
 mod kernels;
 mod matrix;
 mod new;
+mod shell;
 mod triage;
 
 pub use bench::{bench_boot, bench_samples, BootArgs};
@@ -21,6 +22,7 @@ pub use image::image_debian;
 pub use kernels::{kernel_fetch, kernel_list};
 pub use matrix::{matrix, merge};
 pub use new::{new, NewArgs};
+pub use shell::{shell, ShellArgs};
 pub use triage::triage;
 
 use std::path::PathBuf;
