@@ -19,9 +19,10 @@ struct Cli {
     verbose: u8,
     /// `json`: for `run` and `matrix`, the events as JSON lines on stdout
     /// (schema `kernlab.event/1`, docs/events.md) and nothing else there;
-    /// for `doctor`, its checks as one JSON object; for `matrix --list`, the
-    /// cells as JSON; for `bisect`, its result (bisect.json) as one line;
-    /// for `new`, what it wrote as one JSON object.
+    /// every other command that prints a result (kernel, validate, doctor,
+    /// new, matrix --list, merge, report, triage, calibrate, bisect, bench,
+    /// image, shell -- CMD) prints it as one JSON document on stdout, its
+    /// human text on stderr (docs/commands.md#json-results).
     #[arg(long, global = true, value_enum, default_value_t = MessageFormat::Human)]
     message_format: MessageFormat,
     /// The same as `--message-format json`.
@@ -392,13 +393,15 @@ fn main() -> ExitCode {
         .init();
     // The one event stream, every output a reporter on it; `kernlab run`
     // also prints its summary.
-    let events = outputs(cli.quiet, matches!(cli.command, Command::Run { .. }));
+    // Under --json, `run` and `matrix` stream their events on stdout; every
+    // other command prints one JSON document there, its result.
+    let events = outputs(cli.quiet, matches!(cli.command, Command::Run { .. }), matches!(cli.command, Command::Run { .. } | Command::Matrix { .. }));
     let code = match cli.command {
         Command::Run { lab, out, kernel, duration, attribute } => run_lab(lab, out, kernel, duration, attribute, cli.kernel_dirs, &events),
         Command::Validate { labs } => validate(&labs, json),
         Command::New { lab, module, kernel, workload, force } => new(NewArgs { lab, module, kernel, workload, force, json, kernel_dirs: cli.kernel_dirs }),
-        Command::Kernel(KernelCommand::List) => kernel_list(&cli.kernel_dirs),
-        Command::Kernel(KernelCommand::Fetch { name }) => kernel_fetch(&name, &cli.kernel_dirs),
+        Command::Kernel(KernelCommand::List) => kernel_list(&cli.kernel_dirs, json),
+        Command::Kernel(KernelCommand::Fetch { name }) => kernel_fetch(&name, &cli.kernel_dirs, json),
         Command::Bench(BenchCommand::Boot { kernels, runs, profiles, images, boots, no_fast_boot, warm }) => {
             bench_boot(BootArgs { kernels, runs, images, profiles, boots, fast_boot: !no_fast_boot, warm }, &cli.kernel_dirs)
         }
@@ -418,9 +421,9 @@ fn main() -> ExitCode {
         Command::Matrix { file, list, partition, jobs, out } => matrix(&file, list, partition, jobs, out, &cli.kernel_dirs, &events),
         Command::Doctor { lab } => doctor(lab.as_deref(), json, &cli.kernel_dirs),
         Command::Merge { dirs, out } => merge(&dirs, &out, &events),
-        Command::Triage { vmcore, kernel, out } => triage(&vmcore, &kernel, out, &cli.kernel_dirs),
-        Command::Report { dir, out } => report(&dir, out.as_deref()),
-        Command::Image(ImageCommand::Debian { kernel, package, out }) => image_debian(&kernel, package, &out, &cli.kernel_dirs),
+        Command::Triage { vmcore, kernel, out } => triage(&vmcore, &kernel, out, &cli.kernel_dirs, json),
+        Command::Report { dir, out } => report(&dir, out.as_deref(), json),
+        Command::Image(ImageCommand::Debian { kernel, package, out }) => image_debian(&kernel, package, &out, &cli.kernel_dirs, json),
         Command::Bisect { lab, source, kernel_pattern, good, bad, out } => {
             bisect(BisectArgs { lab, source, kernel_pattern, good, bad, out, kernel_dirs: cli.kernel_dirs, quiet: cli.quiet })
         }
