@@ -371,6 +371,7 @@ enum KernelCommand {
 }
 
 fn main() -> ExitCode {
+    quiet_on_a_closed_pipe();
     let cli = Cli::parse();
     let json = cli.message_format == MessageFormat::Json || cli.json;
     let color = match cli.color {
@@ -432,6 +433,24 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(code as u8)
+}
+
+/// `kernlab kernel list | head -1`: a reader that stops early is no
+/// error. Rust ignores SIGPIPE (so kernlab's sockets to its guests fail
+/// with EPIPE rather than kill it), and `println!` then panics on the
+/// closed stdout; that panic becomes a quiet exit 141 (128 + SIGPIPE, what
+/// a shell reports for a command a pipe ended). Any VM goes with kernlab
+/// (its QEMU dies with its parent).
+fn quiet_on_a_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let p = info.payload();
+        let msg = p.downcast_ref::<String>().map(String::as_str).or_else(|| p.downcast_ref::<&str>().copied()).unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 /// `kernlab validate`: each file on its own; 2 if any is invalid.

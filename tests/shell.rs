@@ -122,3 +122,25 @@ fn an_interrupt_ends_the_command_and_the_guest() {
     assert!(!pids.is_empty() && pids.iter().all(|p| !qemu_alive(*p)), "QEMU left running: {pids:?}\n{se}");
     assert_eq!(std::fs::read_dir(d.path()).unwrap().count(), 0, "the temporary run directory is left");
 }
+
+/// Without a terminal, the shell reads its input as a script (no pty, no
+/// warning about one) and its exit status is still kernlab's.
+#[test]
+fn piped_input_is_a_script_for_the_guests_shell() {
+    let d = tempfile::tempdir().unwrap();
+    let mut child = kernlab()
+        .env("TMPDIR", d.path())
+        .args(["-q", "shell", "labs/no-leak-lab.yaml"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(b"grep -c ^khm /proc/modules\nexit 4\n").unwrap();
+    let out = child.wait_with_output().unwrap();
+    let (so, se) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(4), "stdout:\n{so}\nstderr:\n{se}");
+    assert_eq!(so, "1\n");
+    assert!(!se.contains("Pseudo-terminal"), "{se}");
+}

@@ -366,3 +366,16 @@ fn json_results_of_calibrate_image_bench_boot_and_usage_errors() {
         assert!(o.stdout.is_empty(), "{args:?}: {}", text(&o.stdout));
     }
 }
+
+/// A reader that stops early (`kernlab kernel list | head -1`): a quiet
+/// exit 141, as a shell reports a command a pipe ended, not a panic.
+#[test]
+fn a_closed_stdout_is_a_quiet_exit_141() {
+    let mut child = kernlab().args(["kernel", "list"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // The read end closed before kernlab has started up, so its first line meets EPIPE.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let se = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{se}");
+    assert!(!se.contains("panicked"), "{se}");
+}

@@ -274,14 +274,17 @@ async fn run_ssh(ctx: &Ctx, c: &Connector, opts: &ShellOptions, cancel: Cancella
     let line = format!("[{}]:{} {}\n", c.addr.ip(), c.addr.port(), keys.host_public()?);
     super::write(&known_hosts, line.as_bytes())?;
     let interactive = opts.command.is_empty();
-    let argv = ssh_argv(&known_hosts, c, interactive, &opts.command);
+    // A terminal gets a pty in the guest; piped input is a script for the
+    // guest's shell, read without one.
+    let tty = interactive && std::io::IsTerminal::is_terminal(&std::io::stdin());
+    let argv = ssh_argv(&known_hosts, c, tty, &opts.command);
     let mut cmd = tokio::process::Command::new("ssh");
     cmd.args(&argv);
     if opts.capture {
         cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
     }
     let guest = ctx.guest()?;
-    let what = if interactive { "shell".to_string() } else { format!("command `{}`", opts.command.join(" ")) };
+    let what = if interactive { "shell".to_string() } else { format!("command `{}`", opts.command.iter().map(tool::shell_quote).collect::<Vec<_>>().join(" ")) };
     tracing::info!("guest ready: the {what} over ssh to {}", c.addr);
     let mut child = cmd.spawn().map_err(|source| RunError::Write { path: "ssh (the system's OpenSSH client)".into(), source })?;
     let pid = child.id();
