@@ -19,11 +19,15 @@ struct Cli {
     verbose: u8,
     /// `json`: for `run` and `matrix`, the events as JSON lines on stdout
     /// (schema `kernlab.event/1`, docs/events.md) and nothing else there;
-    /// for `doctor`, its checks as one JSON object; for `matrix --list`, the
-    /// cells as JSON; for `bisect`, its result (bisect.json) as one line;
-    /// for `new`, what it wrote as one JSON object.
+    /// every other command that prints a result (kernel, validate, doctor,
+    /// new, matrix --list, merge, report, triage, calibrate, bisect, bench,
+    /// image, shell -- CMD) prints it as one JSON document on stdout, its
+    /// human text on stderr (docs/commands.md#json-results).
     #[arg(long, global = true, value_enum, default_value_t = MessageFormat::Human)]
     message_format: MessageFormat,
+    /// The same as `--message-format json`.
+    #[arg(long, global = true)]
+    json: bool,
     /// Leave finished run directories group-readable (directories 0750,
     /// files 0640; SSH keys stay 0600) instead of private (0700/0600).
     #[arg(long, global = true)]
@@ -44,6 +48,12 @@ enum ColorArg {
     Auto,
     Always,
     Never,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum ArmArg {
+    Module,
+    Baseline,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -260,6 +270,36 @@ enum Command {
     /// own run directories. Exit 0, or 101 when a boot fails.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Boot a lab's guest as `kernlab run` does (its kernel, image and
+    /// modules built, the setup run, the modules loaded; an A/B leak lab's
+    /// module arm unless --arm baseline) and open an interactive SSH shell
+    /// in it, or run `-- CMD...` there. The guest is stopped when the shell
+    /// or command ends, Ctrl-C included. Writes a private temporary run
+    /// directory (removed at the end; kept with --out), and the caches a
+    /// run fills. Exit: the shell's or the command's exit status (255: ssh
+    /// itself failed); 2: usage or lab error, before any boot; 101:
+    /// infrastructure (the guest did not come up, or died); 130:
+    /// interrupted.
+    Shell {
+        /// The lab file (YAML).
+        lab: PathBuf,
+        /// Boot this kernel (a descriptor name) instead of the lab's `kernel`.
+        #[arg(long, value_name = "NAME")]
+        kernel: Option<String>,
+        /// Which arm of an A/B leak lab: `module` (the lab as written, the
+        /// default) or `baseline`.
+        #[arg(long, value_enum)]
+        arm: Option<ArmArg>,
+        /// Keep the run directory (console.log, keys, manifest.json) here
+        /// (must not exist or be empty) instead of a temporary one.
+        #[arg(long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// The command to run in the guest instead of a shell (after `--`;
+        /// each word is passed as one argument: `-- sh -c 'A | B'` for a
+        /// pipeline).
+        #[arg(last = true, value_name = "CMD")]
+        command: Vec<String>,
+    },
     /// Print a shell completion script on stdout, e.g.
     /// `kernlab completions bash > /etc/bash_completion.d/kernlab`.
     /// Writes nothing else; exit 0.
@@ -331,8 +371,9 @@ enum KernelCommand {
 }
 
 fn main() -> ExitCode {
+    quiet_on_a_closed_pipe();
     let cli = Cli::parse();
-    let json = cli.message_format == MessageFormat::Json;
+    let json = cli.message_format == MessageFormat::Json || cli.json;
     let color = match cli.color {
         ColorArg::Auto => kernlab::ui::ColorChoice::Auto,
         ColorArg::Always => kernlab::ui::ColorChoice::Always,
@@ -353,17 +394,26 @@ fn main() -> ExitCode {
         .init();
     // The one event stream, every output a reporter on it; `kernlab run`
     // also prints its summary.
-    let events = outputs(cli.quiet, matches!(cli.command, Command::Run { .. }));
+    // Under --json, `run` and `matrix` stream their events on stdout; every
+    // other command prints one JSON document there, its result.
+    let events = outputs(cli.quiet, matches!(cli.command, Command::Run { .. }), matches!(cli.command, Command::Run { .. } | Command::Matrix { .. }));
     let code = match cli.command {
         Command::Run { lab, out, kernel, duration, attribute } => run_lab(lab, out, kernel, duration, attribute, cli.kernel_dirs, &events),
         Command::Validate { labs } => validate(&labs, json),
         Command::New { lab, module, kernel, workload, force } => new(NewArgs { lab, module, kernel, workload, force, json, kernel_dirs: cli.kernel_dirs }),
-        Command::Kernel(KernelCommand::List) => kernel_list(&cli.kernel_dirs),
-        Command::Kernel(KernelCommand::Fetch { name }) => kernel_fetch(&name, &cli.kernel_dirs),
+        Command::Kernel(KernelCommand::List) => kernel_list(&cli.kernel_dirs, json),
+        Command::Kernel(KernelCommand::Fetch { name }) => kernel_fetch(&name, &cli.kernel_dirs, json),
         Command::Bench(BenchCommand::Boot { kernels, runs, profiles, images, boots, no_fast_boot, warm }) => {
             bench_boot(BootArgs { kernels, runs, images, profiles, boots, fast_boot: !no_fast_boot, warm }, &cli.kernel_dirs)
         }
         Command::Bench(BenchCommand::Samples { run }) => bench_samples(&run),
+        Command::Shell { lab, kernel, arm, out, command } => {
+            let arm = arm.map(|a| match a {
+                ArmArg::Module => kernlab::run::shell::ShellArm::Module,
+                ArmArg::Baseline => kernlab::run::shell::ShellArm::Baseline,
+            });
+            shell(ShellArgs { lab, kernel, arm, command, out, kernel_dirs: cli.kernel_dirs, quiet: cli.quiet, json })
+        }
         Command::Completions { shell } => {
             use clap::CommandFactory;
             clap_complete::generate(shell, &mut Cli::command(), "kernlab", &mut std::io::stdout());
@@ -372,9 +422,9 @@ fn main() -> ExitCode {
         Command::Matrix { file, list, partition, jobs, out } => matrix(&file, list, partition, jobs, out, &cli.kernel_dirs, &events),
         Command::Doctor { lab } => doctor(lab.as_deref(), json, &cli.kernel_dirs),
         Command::Merge { dirs, out } => merge(&dirs, &out, &events),
-        Command::Triage { vmcore, kernel, out } => triage(&vmcore, &kernel, out, &cli.kernel_dirs),
-        Command::Report { dir, out } => report(&dir, out.as_deref()),
-        Command::Image(ImageCommand::Debian { kernel, package, out }) => image_debian(&kernel, package, &out, &cli.kernel_dirs),
+        Command::Triage { vmcore, kernel, out } => triage(&vmcore, &kernel, out, &cli.kernel_dirs, json),
+        Command::Report { dir, out } => report(&dir, out.as_deref(), json),
+        Command::Image(ImageCommand::Debian { kernel, package, out }) => image_debian(&kernel, package, &out, &cli.kernel_dirs, json),
         Command::Bisect { lab, source, kernel_pattern, good, bad, out } => {
             bisect(BisectArgs { lab, source, kernel_pattern, good, bad, out, kernel_dirs: cli.kernel_dirs, quiet: cli.quiet })
         }
@@ -383,6 +433,24 @@ fn main() -> ExitCode {
         }
     };
     ExitCode::from(code as u8)
+}
+
+/// `kernlab kernel list | head -1`: a reader that stops early is no
+/// error. Rust ignores SIGPIPE (so kernlab's sockets to its guests fail
+/// with EPIPE rather than kill it), and `println!` then panics on the
+/// closed stdout; that panic becomes a quiet exit 141 (128 + SIGPIPE, what
+/// a shell reports for a command a pipe ended). Any VM goes with kernlab
+/// (its QEMU dies with its parent).
+fn quiet_on_a_closed_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let p = info.payload();
+        let msg = p.downcast_ref::<String>().map(String::as_str).or_else(|| p.downcast_ref::<&str>().copied()).unwrap_or("");
+        if msg.starts_with("failed printing to stdout") && msg.contains("Broken pipe") {
+            std::process::exit(141);
+        }
+        default(info);
+    }));
 }
 
 /// `kernlab validate`: each file on its own; 2 if any is invalid.

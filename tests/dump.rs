@@ -63,6 +63,18 @@ fn sysrq_panic_goes_through_kdump_into_a_vmcore_crash_reads() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     assert!(so.contains("panic: Kernel panic - not syncing: sysrq triggered crash") && so.contains("largest slab caches"), "{so}");
     assert!(tri.join("triage.json").is_file() && tri.join("crash.txt").is_file());
+    // The same under --json: one document, triage.json's record inside.
+    let tri_json = d.path().join("triage-json");
+    let o = run(&["--json", "triage", vmcore.to_str().unwrap(), "--kernel", "debian-6.1.0-54-cloud-amd64", "--out", tri_json.to_str().unwrap()]);
+    let so = text(&o.stdout);
+    assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
+    assert_eq!(so.lines().count(), 1, "one JSON document:\n{so}");
+    let v: serde_json::Value = serde_json::from_str(&so).unwrap();
+    for k in ["vmcore", "kernel", "dir", "crash_txt", "triage_json", "triage"] {
+        assert!(v.get(k).is_some(), "no `{k}` in {v}");
+    }
+    assert!(v["triage"]["panic"].as_str().unwrap().contains("sysrq triggered crash"), "{v}");
+    assert_eq!(v["triage"], serde_json::from_str::<serde_json::Value>(&std::fs::read_to_string(tri_json.join("triage.json")).unwrap()).unwrap());
 
     // Something that is not this kernel's vmcore is a clear error.
     let bogus = d.path().join("not-a-vmcore");

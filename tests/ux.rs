@@ -229,7 +229,7 @@ fn completions_know_the_commands_and_flags() {
 /// codes (issue 25: the usual habits).
 #[test]
 fn every_commands_help_says_what_it_writes_and_its_exit_codes() {
-    let cmds = ["run", "matrix", "merge", "validate", "new", "kernel", "image", "triage", "report", "doctor", "calibrate", "bisect", "bench", "completions"];
+    let cmds = ["run", "matrix", "merge", "validate", "new", "kernel", "image", "triage", "report", "doctor", "calibrate", "bisect", "bench", "shell", "completions"];
     for cmd in cmds {
         let out = run(&[cmd, "--help"]);
         let help = text(&out.stdout);
@@ -242,4 +242,140 @@ fn every_commands_help_says_what_it_writes_and_its_exit_codes() {
     let top = text(&run(&["--help"]).stdout);
     let listed: Vec<&str> = top.lines().skip_while(|l| !l.starts_with("Commands:")).skip(1).take_while(|l| l.starts_with("  ")).filter_map(|l| l.split_whitespace().next()).filter(|c| *c != "help").collect();
     assert_eq!(listed.iter().copied().collect::<std::collections::BTreeSet<_>>(), cmds.into_iter().collect(), "{top}");
+}
+
+/// stdout of a command under `--json`: exactly one JSON document, parsed.
+fn one_json(args: &[&str], code: i32) -> serde_json::Value {
+    let out = run(args);
+    let (so, se) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(code), "{args:?}: stdout:\n{so}\nstderr:\n{se}");
+    let v = json_lines(&so);
+    assert_eq!(v.len(), 1, "{args:?}: not one JSON document on stdout:\n{so}");
+    no_terminal_control(&so);
+    v.into_iter().next().unwrap()
+}
+
+fn keys(v: &serde_json::Value, want: &[&str]) {
+    for k in want {
+        assert!(v.get(k).is_some(), "no `{k}` in {v}");
+    }
+}
+
+/// `--json` (the same as `--message-format json`) on the commands that
+/// print a result: one JSON document each, with its keys; the human text
+/// goes to stderr.
+#[test]
+fn json_results_of_kernel_report_merge_and_bench_samples() {
+    // kernel list and fetch (the default kernel is in the cache).
+    let v = one_json(&["--json", "kernel", "list"], 0);
+    let ks = v["kernels"].as_array().unwrap();
+    let k = ks.iter().find(|k| k["name"] == "debian-6.1.0-54-cloud-amd64").unwrap_or_else(|| panic!("{v}"));
+    keys(k, &["name", "cached", "source", "description"]);
+    assert_eq!(k["cached"], true, "{k}");
+    assert_eq!(one_json(&["--message-format", "json", "kernel", "list"], 0), v, "--json and --message-format json differ");
+    let v = one_json(&["--json", "kernel", "fetch", "debian-6.1.0-54-cloud-amd64"], 0);
+    keys(&v, &["name", "release", "source", "version", "package_sha256", "vmlinuz_sha256", "root"]);
+    assert_eq!(v["release"], "6.1.0-54-cloud-amd64");
+    assert!(Path::new(v["root"].as_str().unwrap()).is_dir(), "{v}");
+
+    // report and merge on a matrix directory (no VM).
+    let d = tempfile::tempdir().unwrap();
+    let m = d.path().join("m");
+    let cell = m.join("cells/smoke@debian-6.1.0-54-cloud-amd64");
+    std::fs::create_dir_all(cell.join("samples")).unwrap();
+    std::fs::write(cell.join("events.jsonl"), "{\"t\":1.0,\"event\":\"workload-started\",\"commands\":1,\"duration_secs\":2}\n").unwrap();
+    let report = serde_json::json!({"schema": "kernlab.matrix-report/1", "name": "nightly", "exit_code": 0, "cells": [
+        {"id": "smoke@debian-6.1.0-54-cloud-amd64", "lab": "smoke", "kernel": "debian-6.1.0-54-cloud-amd64", "exit_code": 0,
+         "verdict": "completed", "error": null, "dir": cell, "secs": 9.0, "delta_per_hour": null, "bytes_per_op": null}]});
+    std::fs::write(m.join("report.json"), report.to_string()).unwrap();
+    let v = one_json(&["--json", "report", m.to_str().unwrap()], 0);
+    keys(&v, &["dir", "kind", "html", "summary"]);
+    assert_eq!(v["kind"], "matrix");
+    assert!(Path::new(v["html"].as_str().unwrap()).is_file() && v["summary"].as_str().unwrap().contains("matrix nightly: exit 0"), "{v}");
+    let merged = d.path().join("merged");
+    let v = one_json(&["--json", "merge", m.to_str().unwrap(), "--out", merged.to_str().unwrap()], 0);
+    keys(&v, &["name", "merged", "cells", "exit_code", "dir", "report"]);
+    assert_eq!((v["cells"].as_u64(), v["exit_code"].as_i64()), (Some(1), Some(0)), "{v}");
+    assert!(Path::new(v["report"].as_str().unwrap()).is_file(), "{v}");
+
+    // bench samples on an A/B run made of a recorded A/A pair.
+    let pair = kernlab::stats::aa::load_corpus(&repo("tests/data/aa")).unwrap().remove(0);
+    let run_dir = d.path().join("ab");
+    std::fs::create_dir(&run_dir).unwrap();
+    std::fs::copy(repo("labs/no-leak-lab.yaml"), run_dir.join("lab.yaml")).unwrap();
+    for (arm, series) in ["module", "baseline"].iter().zip(&pair.arms) {
+        let s = run_dir.join(arm).join("samples");
+        std::fs::create_dir_all(&s).unwrap();
+        let (mut mem, mut slab, mut ops) = ("t,uptime,key,bytes\n".to_string(), "t,uptime,cache,active_objs,num_objs,objsize\n".to_string(), "t,uptime,ops\n".to_string());
+        for (name, rows) in series {
+            for &(t, _, v) in rows {
+                match name.strip_prefix("meminfo:") {
+                    Some(key) => mem.push_str(&format!("{t},{t},{key},{v}\n")),
+                    None => slab.push_str(&format!("{t},{t},{name},{v},{v},64\n")),
+                }
+            }
+        }
+        for &(t, n, _) in series.values().next().unwrap() {
+            ops.push_str(&format!("{t},{t},{n}\n"));
+        }
+        std::fs::write(s.join("meminfo.csv"), mem).unwrap();
+        std::fs::write(s.join("slabinfo.csv"), slab).unwrap();
+        std::fs::write(s.join("ops.csv"), ops).unwrap();
+    }
+    let v = one_json(&["--json", "bench", "samples", run_dir.to_str().unwrap()], 0);
+    keys(&v, &["lab", "verdict", "decided_at", "early", "planned", "interval_secs", "looks"]);
+    let looks = v["looks"].as_array().unwrap();
+    assert!(!looks.is_empty() && (v["decided_at"].as_u64().unwrap() as usize) < looks.len(), "{v}");
+    keys(&looks[0], &["samples", "alpha", "alpha_no_leak", "verdict", "workload_secs", "undecided"]);
+    assert_eq!(v["lab"], "no-leak-lab");
+}
+
+/// `calibrate` (its runs fail at the kernel fetch: no VM), `image debian`
+/// (the cached disk), `bench boot` (one run of one profile: real boots)
+/// under `--json`: the result object; nothing on stdout when there is no
+/// result (usage errors).
+#[test]
+fn json_results_of_calibrate_image_bench_boot_and_usage_errors() {
+    let d = tempfile::tempdir().unwrap();
+    let kdir = d.path().join("kernels");
+    std::fs::create_dir(&kdir).unwrap();
+    std::fs::write(kdir.join("gone-6.1.0-999.yaml"), "source:\n  debian:\n    package: linux-image-6.1.0-999-cloud-amd64\n").unwrap();
+    let f = lab(d.path(), "ab", "name: ab\nkernel: gone-6.1.0-999\nworkload:\n  commands: ['true']\n  duration: 20s\nmonitor:\n  interval: 1s\nleak:\n  expect: no-leak\n");
+    let out = d.path().join("cal");
+    // Every run fails at the kernel fetch: the calibration still says so.
+    let v = one_json(&["--json", "--kernels", kdir.to_str().unwrap(), "calibrate", f.to_str().unwrap(), "--runs", "1", "--out", out.to_str().unwrap()], 101);
+    keys(&v, &["file", "dir", "exit_code", "false_leaks", "verdicts"]);
+    assert_eq!(v["exit_code"], 101);
+    assert!(Path::new(v["file"].as_str().unwrap()).is_file(), "{v}");
+    let disk = d.path().join("disk.qcow2");
+    let v = one_json(&["--json", "image", "debian", "--out", disk.to_str().unwrap()], 0);
+    keys(&v, &["out", "kernel", "release", "format", "root_label", "packages", "bytes", "built"]);
+    assert_eq!((v["format"].as_str(), v["root_label"].as_str()), (Some("qcow2"), Some("kernlab-root")), "{v}");
+    assert_eq!(v["bytes"].as_u64(), Some(std::fs::metadata(&disk).unwrap().len()));
+    std::fs::remove_file(&disk).unwrap();
+    let v = one_json(&["-q", "--json", "bench", "boot", "--runs", "1", "--profile", "microvm-vmlinux", "--kernel", "debian-6.1.0-54-cloud-amd64"], 0);
+    assert_eq!(v["kind"], "timings");
+    let rows = v["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 1, "{v}");
+    keys(&rows[0], &["kernel", "profile", "bare_floor_s", "floor_s", "first_command_s", "warm_first_command_s"]);
+    assert!(rows[0]["first_command_s"].as_f64().unwrap() > 0.0, "{v}");
+    // Usage errors print no result: stdout stays empty.
+    for args in [vec!["--json", "bench", "boot", "--profile", "nope"], vec!["--json", "image", "debian", "--out", f.to_str().unwrap()], vec!["--json", "triage", "/nonexistent", "--kernel", "x"]] {
+        let o = run(&args);
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o.stderr));
+        assert!(o.stdout.is_empty(), "{args:?}: {}", text(&o.stdout));
+    }
+}
+
+/// A reader that stops early (`kernlab kernel list | head -1`): a quiet
+/// exit 141, as a shell reports a command a pipe ended, not a panic.
+#[test]
+fn a_closed_stdout_is_a_quiet_exit_141() {
+    let mut child = kernlab().args(["kernel", "list"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // The read end closed before kernlab has started up, so its first line meets EPIPE.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let se = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{se}");
+    assert!(!se.contains("panicked"), "{se}");
 }

@@ -5,6 +5,14 @@ use std::path::PathBuf;
 use super::fail;
 use crate::exit;
 
+/// A line of the human output: stdout, or stderr under `--json` (where
+/// stdout is the one JSON document).
+macro_rules! say {
+    ($($t:tt)*) => {
+        crate::ui::human(&format!("{}\n", format_args!($($t)*)))
+    };
+}
+
 pub fn bench_samples(run: &std::path::Path) -> i32 {
     use crate::analysis::leak::{self, ArmSeries};
     let lab = match crate::lab::load(&run.join("lab.yaml")) {
@@ -23,17 +31,30 @@ pub fn bench_samples(run: &std::path::Path) -> i32 {
     let policy = crate::run::ab::policy_of(&lab);
     // Seconds of workload a look at `n` samples after the warm-up waited for.
     let workload_s = |n: usize| (policy.warmup_samples + n).saturating_sub(1) as f64 * interval;
+    if q.looks.is_empty() {
+        eprintln!("kernlab: `{}`: no looks to replay (the arms have too few samples)", run.display());
+        return exit::USAGE;
+    }
+    let mut looks = Vec::new();
     for (k, l) in q.looks.iter().enumerate() {
-        println!("{}: look {} of {} planned: {} samples per arm after the warm-up ({:.0} s of workload), α {:.2e} against LEAK, {:.2e} against NO-LEAK → {:?}", lab.name, k + 1, q.planned.len(), l.samples, workload_s(l.samples), l.alpha, l.alpha_no_leak, l.verdict);
+        let mut why = None;
+        say!("{}: look {} of {} planned: {} samples per arm after the warm-up ({:.0} s of workload), α {:.2e} against LEAK, {:.2e} against NO-LEAK → {:?}", lab.name, k + 1, q.planned.len(), l.samples, workload_s(l.samples), l.alpha, l.alpha_no_leak, l.verdict);
         if l.verdict == crate::stats::Verdict::Inconclusive && k + 1 < q.looks.len() {
             // The look at its own α: why the run went on.
-            if let Some((_, why)) = leak::look_at(&a, &b, &policy, k) {
-                println!("    undecided: {why}");
+            if let Some((_, w)) = leak::look_at(&a, &b, &policy, k) {
+                say!("    undecided: {w}");
+                why = Some(w.to_string());
             }
         }
+        let mut v = serde_json::to_value(l).unwrap_or_default();
+        if let Some(o) = v.as_object_mut() {
+            o.insert("workload_secs".into(), serde_json::json!(workload_s(l.samples)));
+            o.insert("undecided".into(), serde_json::json!(why));
+        }
+        looks.push(v);
     }
     let l = &q.looks[q.decided_at.min(q.looks.len().saturating_sub(1))];
-    println!(
+    say!(
         "{}: verdict {:?} at look {} ({} samples per arm after the warm-up, {:.0} s of workload at a {interval} s interval){}",
         lab.name,
         full.verdict,
@@ -42,7 +63,29 @@ pub fn bench_samples(run: &std::path::Path) -> i32 {
         workload_s(l.samples),
         if q.early { ", before the planned duration" } else { "" }
     );
+    if crate::ui::get().json {
+        let v = serde_json::json!({
+            "lab": lab.name,
+            "verdict": full.verdict,
+            "decided_at": q.decided_at,
+            "early": q.early,
+            "planned": q.planned,
+            "interval_secs": interval,
+            "looks": looks,
+        });
+        crate::ui::json_line(&v.to_string());
+    }
     exit::OK
+}
+
+/// The rows as one JSON line on stdout: under `--json` an object with the
+/// kind of measurement, else the bare array after the table (as before).
+fn rows_out(kind: &str, rows: serde_json::Value) {
+    if crate::ui::get().json {
+        crate::ui::json_line(&serde_json::json!({"kind": kind, "rows": rows}).to_string());
+    } else {
+        println!("{rows}");
+    }
 }
 
 /// What `kernlab bench boot` measures: which kernels, images and profiles,
@@ -102,10 +145,10 @@ pub fn bench_boot(args: BootArgs, dirs: &[PathBuf]) -> i32 {
     if let Some(n) = boots {
         return match rt.block_on(crate::bench::hang_check(&kernels, &images, &profiles, n, warm, work.path(), dirs)) {
             Ok(rows) => {
-                println!("hang check: {n} {} boots per kernel, image and profile, accel as chosen by `auto`", if warm { "restored" } else { "cold" });
-                println!("{:<36} {:<8} {:<16} {:>6} {:>8} {:>7} {:>9} {:>14} {:>11}", "kernel", "image", "profile", "boots", "retried", "failed", "restored", "first cmd med", "max");
+                say!("hang check: {n} {} boots per kernel, image and profile, accel as chosen by `auto`", if warm { "restored" } else { "cold" });
+                say!("{:<36} {:<8} {:<16} {:>6} {:>8} {:>7} {:>9} {:>14} {:>11}", "kernel", "image", "profile", "boots", "retried", "failed", "restored", "first cmd med", "max");
                 for r in &rows {
-                    println!(
+                    say!(
                         "{:<36} {:<8} {:<16} {:>6} {:>8} {:>7} {:>9} {:>14.2} {:>11.2}",
                         r.kernel,
                         r.image.name(),
@@ -118,10 +161,10 @@ pub fn bench_boot(args: BootArgs, dirs: &[PathBuf]) -> i32 {
                         r.first_command_max_s
                     );
                     for e in &r.errors {
-                        println!("  {e}");
+                        say!("  {e}");
                     }
                 }
-                println!("{}", serde_json::to_string(&rows).unwrap_or_default());
+                rows_out("hang-check", serde_json::to_value(&rows).unwrap_or_default());
                 // Failed runs keep their directories for a look.
                 if rows.iter().any(|r| r.failed > 0) {
                     let _ = work.keep();
@@ -136,14 +179,14 @@ pub fn bench_boot(args: BootArgs, dirs: &[PathBuf]) -> i32 {
     }
     match rt.block_on(crate::bench::boot(&kernels, &images, &profiles, fast_boot, runs, work.path(), dirs)) {
         Ok(rows) => {
-            println!("median of {runs} runs, accel as chosen by `auto`, fast-boot flags {}; warm = restored from the snapshot", if fast_boot { "on" } else { "off" });
-            println!("bare = the same kernel, machine and command line booting a bare busybox initramfs that powers off (the design notes' floor)");
-            println!(
+            say!("median of {runs} runs, accel as chosen by `auto`, fast-boot flags {}; warm = restored from the snapshot", if fast_boot { "on" } else { "off" });
+            say!("bare = the same kernel, machine and command line booting a bare busybox initramfs that powers off (the design notes' floor)");
+            say!(
                 "{:<36} {:<8} {:<16} {:>7} {:>7} {:>8} {:>8} {:>6} {:>6} {:>9} {:>7} {:>6} {:>8} {:>8}",
                 "kernel", "image", "profile", "bare s", "init s", "banner s", "first s", "/bare", "/init", "run→QEMU", "retries", "warm s", "w/bare", "restored"
             );
             for r in &rows {
-                println!(
+                say!(
                     "{:<36} {:<8} {:<16} {:>7.2} {:>7.2} {:>8.2} {:>8.2} {:>6.2} {:>6.2} {:>9.3} {:>7} {:>6.2} {:>8.2} {:>8}",
                     r.kernel,
                     r.image.name(),
@@ -161,7 +204,7 @@ pub fn bench_boot(args: BootArgs, dirs: &[PathBuf]) -> i32 {
                     format!("{}/{runs}", r.warm_restored)
                 );
             }
-            println!("{}", serde_json::to_string(&rows).unwrap_or_default());
+            rows_out("timings", serde_json::to_value(&rows).unwrap_or_default());
             exit::OK
         }
         Err(e) => {

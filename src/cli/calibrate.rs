@@ -76,14 +76,31 @@ pub fn calibrate(args: CalibrateArgs, events: &Events) -> i32 {
         }
         let c = calibrate::summarise(&lab.name, arms, results, start.elapsed().as_secs_f64());
         crate::ui::human(&calibrate::render(&c));
-        match calibrate::write(&out, &c) {
-            Ok(p) => crate::ui::human(&format!("  written: {}\n", p.display())),
-            Err(e) => eprintln!("kernlab: cannot write calibration.json: {e}"),
-        }
+        let written = match calibrate::write(&out, &c) {
+            Ok(p) => {
+                crate::ui::human(&format!("  written: {}\n", p.display()));
+                Some(p)
+            }
+            Err(e) => {
+                eprintln!("kernlab: cannot write calibration.json: {e}");
+                None
+            }
+        };
         if let Err(e) = crate::util::fsx::seal_tree(&out) {
             eprintln!("kernlab: cannot make {} private: {e}", out.display());
         }
-        if c.verdicts[3] > 0 { exit::INFRA } else if c.false_leaks > 0 { exit::EXPECTATION_FAILED } else { exit::OK }
+        let code = if c.verdicts[3] > 0 { exit::INFRA } else if c.false_leaks > 0 { exit::EXPECTATION_FAILED } else { exit::OK };
+        if crate::ui::get().json {
+            // calibration.json as written, with where it is and the exit code.
+            let mut v = serde_json::to_value(&c).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("file".into(), serde_json::json!(written));
+                o.insert("dir".into(), serde_json::json!(out));
+                o.insert("exit_code".into(), serde_json::json!(code));
+            }
+            crate::ui::json_line(&v.to_string());
+        }
+        code
     })
 }
 

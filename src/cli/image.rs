@@ -10,7 +10,7 @@ use crate::exit;
 use crate::image::debian::{self, Recipe};
 use crate::util::tool::Tool;
 
-pub fn image_debian(kernel: &str, packages: Vec<String>, out: &Path, dirs: &[PathBuf]) -> i32 {
+pub fn image_debian(kernel: &str, packages: Vec<String>, out: &Path, dirs: &[PathBuf], json: bool) -> i32 {
     if out.exists() {
         eprintln!("kernlab: `{}` exists; kernlab writes a new disk image and never overwrites one", out.display());
         return exit::USAGE;
@@ -35,7 +35,13 @@ pub fn image_debian(kernel: &str, packages: Vec<String>, out: &Path, dirs: &[Pat
         let _ = std::fs::remove_file(out);
         return infra(&e);
     }
-    println!("{}", out.display());
+    if json {
+        let bytes = std::fs::metadata(out).map(|m| m.len()).unwrap_or(0);
+        let v = serde_json::json!({"out": out, "kernel": kernel.name, "release": kernel.release, "format": "qcow2", "root_label": debian::ROOT_LABEL, "packages": built.packages, "bytes": bytes, "built": built.built});
+        crate::ui::json_line(&v.to_string());
+    } else {
+        println!("{}", out.display());
+    }
     eprintln!(
         "a Debian 12 disk for kernel {} (ext4, label {}, no bootloader): boot it with the lab's kernel, `image: {{disk: {}, root: LABEL={}}}`",
         kernel.release,

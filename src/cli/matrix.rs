@@ -133,7 +133,12 @@ pub fn merge(dirs: &[PathBuf], out: &std::path::Path, events: &Events) -> i32 {
     let n = results.len();
     let report = matrix::report(&name, results, None, None, Some(dirs.to_vec()));
     finish_matrix(out, &report, events);
-    println!("merged {} reports, {n} cells: exit {}; {}", dirs.len(), report.exit_code, out.display());
+    if crate::ui::get().json {
+        let v = serde_json::json!({"name": name, "merged": dirs, "cells": n, "exit_code": report.exit_code, "dir": out, "report": out.join("report.json")});
+        crate::ui::json_line(&v.to_string());
+    } else {
+        println!("merged {} reports, {n} cells: exit {}; {}", dirs.len(), report.exit_code, out.display());
+    }
     report.exit_code
 }
 

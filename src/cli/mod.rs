@@ -11,6 +11,7 @@ mod image;
 mod kernels;
 mod matrix;
 mod new;
+mod shell;
 mod triage;
 
 pub use bench::{bench_boot, bench_samples, BootArgs};
@@ -21,6 +22,7 @@ pub use image::image_debian;
 pub use kernels::{kernel_fetch, kernel_list};
 pub use matrix::{matrix, merge};
 pub use new::{new, NewArgs};
+pub use shell::{shell, ShellArgs};
 pub use triage::triage;
 
 use std::path::PathBuf;
@@ -55,7 +57,7 @@ pub fn cached_kernel(desc: &crate::kernel::Descriptor) -> Result<(crate::cache::
     Ok((cache, kernel))
 }
 
-pub fn report(dir: &std::path::Path, out: Option<&std::path::Path>) -> i32 {
+pub fn report(dir: &std::path::Path, out: Option<&std::path::Path>, json: bool) -> i32 {
     if let Some(out) = out {
         let same = |a: &std::path::Path, b: &std::path::Path| std::fs::canonicalize(a).ok().zip(std::fs::canonicalize(b).ok()).is_some_and(|(a, b)| a == b);
         if same(dir, out) {
@@ -68,6 +70,17 @@ pub fn report(dir: &std::path::Path, out: Option<&std::path::Path>) -> i32 {
         None => crate::report::rebuild(dir),
     };
     match rebuilt {
+        Ok(r) if json => {
+            crate::ui::human(&r.summary);
+            let kind = match r.kind {
+                crate::report::DirKind::Run => "run",
+                crate::report::DirKind::Ab => "ab",
+                crate::report::DirKind::Matrix => "matrix",
+            };
+            let v = serde_json::json!({"dir": dir, "kind": kind, "html": r.html, "summary": r.summary});
+            crate::ui::json_line(&v.to_string());
+            exit::OK
+        }
         Ok(r) => {
             print!("{}", r.summary);
             println!("  report: {}", r.html.display());
@@ -82,14 +95,15 @@ pub fn report(dir: &std::path::Path, out: Option<&std::path::Path>) -> i32 {
 }
 
 /// The process's one event stream and every output on it: the terminal
-/// (quiet: errors and warnings only), JSON lines on stdout in JSON mode,
+/// (quiet: errors and warnings only), JSON lines on stdout in JSON mode
+/// for the commands whose JSON is the stream (`run`, `matrix`),
 /// each run directory's `events.jsonl` and page, `kernlab run`'s summary,
 /// a matrix's JUnit, KTAP, page and table.
-pub fn outputs(quiet: bool, summaries: bool) -> Events {
+pub fn outputs(quiet: bool, summaries: bool, json_events: bool) -> Events {
     use crate::report::{outputs, terminal};
     let events = Events::new(std::time::Instant::now());
     events.add(Box::new(outputs::RunLogs::default()));
-    if crate::ui::get().json {
+    if crate::ui::get().json && json_events {
         events.add(Box::new(terminal::JsonStdout));
     }
     events.add(Box::new(terminal::Terminal::new(quiet)));

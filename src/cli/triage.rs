@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use super::{cached_kernel, fail, infra, registry};
 use crate::exit;
 
-pub fn triage(vmcore: &std::path::Path, name: &str, out: Option<PathBuf>, dirs: &[PathBuf]) -> i32 {
+pub fn triage(vmcore: &std::path::Path, name: &str, out: Option<PathBuf>, dirs: &[PathBuf], json: bool) -> i32 {
     if !vmcore.is_file() {
         eprintln!("kernlab: vmcore `{}` is not a readable file", vmcore.display());
         return exit::USAGE;
@@ -36,6 +36,11 @@ pub fn triage(vmcore: &std::path::Path, name: &str, out: Option<PathBuf>, dirs: 
         Err(e) => return infra(&e),
     };
     let _ = crate::util::fsx::write_atomic(&out.join("triage.json"), &serde_json::to_vec_pretty(&report).unwrap_or_default());
+    if json {
+        let v = serde_json::json!({"vmcore": vmcore, "kernel": kernel.name, "dir": out, "crash_txt": out.join("crash.txt"), "triage_json": out.join("triage.json"), "triage": report});
+        crate::ui::json_line(&v.to_string());
+        return exit::OK;
+    }
     println!("vmcore {} (kernel {}), read by crash in {:.1} s", vmcore.display(), kernel.name, report.secs);
     if let Some(p) = &report.panic {
         println!("  panic: {p}");

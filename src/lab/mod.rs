@@ -197,9 +197,9 @@ pub fn parse(text: &str, file: &Path) -> Result<Lab, LabError> {
     // The schema-free read fails only on YAML itself (syntax, duplicate
     // keys, several documents), so its error is the one to report then: the
     // typed read may trip over a type first and hide the real problem.
-    let locations = source::SourceMap::build(text).map_err(|e| syntax_error(&e, file, None))?;
+    let locations = source::SourceMap::build(text).map_err(|e| syntax_error(&e, text, file, None))?;
     let mut lab: Lab =
-        serde_saphyr::from_str(text).map_err(|e| syntax_error(&e, file, Some(&locations)))?;
+        serde_saphyr::from_str(text).map_err(|e| syntax_error(&e, text, file, Some(&locations)))?;
     lab.locations = locations;
     // The resolved form names every default: `max` when the lab runs until
     // exhaustion (without `until` it must stay unset, see validate).
@@ -210,10 +210,90 @@ pub fn parse(text: &str, file: &Path) -> Result<Lab, LabError> {
     Ok(lab)
 }
 
-fn syntax_error(e: &serde_saphyr::Error, file: &Path, map: Option<&SourceMap>) -> LabError {
+/// The scalar written at a 1-based line and column of `text`, up to the
+/// end of its line or a comment, for messages about a value the parser
+/// names only by its type ("invalid boolean").
+fn scalar_at(text: &str, line: u64, column: u64) -> Option<String> {
+    let l = text.lines().nth(line.checked_sub(1)? as usize)?;
+    let rest: String = l.chars().skip(column.checked_sub(1)? as usize).collect();
+    let rest = rest.split(" #").next().unwrap_or("").trim();
+    let rest = rest.trim_end_matches([',', ']', '}']).trim();
+    (!rest.is_empty()).then(|| rest.to_string())
+}
+
+/// The field path of the key on a 1-based line, read from the text's
+/// indentation alone: for text that is not YAML, where the schema-free
+/// read has no tree. `None` inside list items (their index is not known
+/// this way) and on lines with no key.
+fn path_from_text(text: &str, line: u64) -> Option<String> {
+    let lines: Vec<&str> = text.lines().collect();
+    let at = (line as usize).checked_sub(1)?.min(lines.len().checked_sub(1)?);
+    // (indent, key, whether the line is a list item)
+    let key_of = |l: &str| -> Option<(usize, String, bool)> {
+        let t = l.trim_start_matches([' ', '\t']);
+        if t.trim().is_empty() || t.starts_with('#') {
+            return None;
+        }
+        let indent = l.len() - t.len();
+        let (t, item) = match t.strip_prefix("- ") {
+            Some(r) => (r.trim_start(), true),
+            None => (t, false),
+        };
+        let k = t.split_once(':')?.0.trim();
+        let plain = !k.is_empty() && k.chars().all(|c| c.is_ascii_alphanumeric() || "_-".contains(c));
+        plain.then(|| (indent, k.to_string(), item))
+    };
+    let (mut indent, key, item) = key_of(lines[at])?;
+    if item {
+        return None;
+    }
+    let mut parts = vec![key];
+    for l in lines[..at].iter().rev() {
+        if indent == 0 {
+            break;
+        }
+        let Some((i, k, item)) = key_of(l) else {
+            // A list item without a key, or a scalar line, above: give up
+            // rather than name the wrong field.
+            let t = l.trim_start_matches([' ', '\t']);
+            if t.starts_with('-') && l.len() - t.len() < indent {
+                return None;
+            }
+            continue;
+        };
+        if i < indent {
+            if item {
+                return None;
+            }
+            parts.push(k);
+            indent = i;
+        }
+    }
+    (indent == 0).then(|| {
+        parts.reverse();
+        parts.join(".")
+    })
+}
+
+/// The parser's wording for a scalar of the wrong kind, with what was
+/// written and what is expected instead.
+fn scalar_message(message: &str, written: Option<String>) -> Option<String> {
+    let got = written.map(|w| format!(" `{w}`")).unwrap_or_default();
+    let expected = match message {
+        "invalid boolean" | "invalid boolean (true or false expected)" | "invalid boolean (strict mode expects true/false)" => "true or false",
+        "invalid floating point" => "a number, e.g. 0.01",
+        "invalid u8" | "invalid u16" | "invalid u32" | "invalid u64" | "invalid usize" => "a whole number, 0 or more",
+        "invalid i8" | "invalid i16" | "invalid i32" | "invalid i64" | "invalid isize" => "a whole number",
+        "expected string scalar" => return Some("expected a string (one value), not a list or a mapping".into()),
+        _ => return None,
+    };
+    Some(format!("invalid value{got}: expected {expected}"))
+}
+
+fn syntax_error(e: &serde_saphyr::Error, text: &str, file: &Path, map: Option<&SourceMap>) -> LabError {
     use serde_saphyr::MessageFormatter;
 
-    let (line, column) = e
+    let (mut line, mut column) = e
         .location()
         .map(|l| (l.line(), l.column()))
         .unwrap_or((0, 0));
@@ -245,15 +325,29 @@ fn syntax_error(e: &serde_saphyr::Error, file: &Path, map: Option<&SourceMap>) -
     let message = match message.as_str() {
         "expected mapping start" => "expected a mapping (`key: value` entries)".to_string(),
         "expected sequence start" => "expected a list".to_string(),
-        _ => message,
+        m => scalar_message(m, scalar_at(text, line, column)).unwrap_or(message),
+    };
+    let missing = message.starts_with("missing field");
+    let message = match message.strip_prefix("missing field ") {
+        Some(rest) => format!("missing required field {rest}"),
+        None => message,
     };
     let message = match map {
         // The text is not even YAML (the schema-free read failed).
-        None => format!("invalid YAML: {message}"),
+        None => match path_from_text(text, line).filter(|_| line > 0) {
+            Some(path) => format!("{path}: invalid YAML: {message}"),
+            None => format!("invalid YAML: {message}"),
+        },
         Some(map) if line > 0 => {
-            let container = message.starts_with("missing field");
-            match map.path_at((line, column), container) {
+            match map.path_at((line, column), missing) {
                 Some(path) => format!("{path}: {message}"),
+                None if missing => {
+                    // A field missing at the top: the parser points at
+                    // wherever the document ended; the lab starts at its
+                    // first key.
+                    (line, column) = map.first_key().unwrap_or((line, column));
+                    message
+                }
                 None => message,
             }
         }

@@ -80,6 +80,11 @@ impl SourceMap {
         }
     }
 
+    /// Where the document's first key was written.
+    pub(crate) fn first_key(&self) -> Option<Pos> {
+        self.entries.iter().filter_map(|e| e.key).min()
+    }
+
     /// The field path a deserialization error at `pos` belongs to.
     ///
     /// serde-saphyr reports unknown keys at the key, type errors at the value

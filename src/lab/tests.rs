@@ -403,7 +403,7 @@ fn unknown_keys_are_named() {
 #[test]
 fn missing_name() {
     let e = err("description: no name\n");
-    assert!(e.contains("missing field `name`"), "{e}");
+    assert!(e.contains("missing required field `name`"), "{e}");
     assert!(matches!(p(""), Err(LabError::Syntax { .. })));
 }
 
@@ -806,4 +806,96 @@ fn the_defaults_in_lab_format_md_are_the_codes() {
     }
     assert!(wrong.is_empty(), "docs/lab-format.md quotes stale defaults:\n{}", wrong.join("\n"));
     assert!(checked >= 40, "only {checked} defaults checked: the table's shape changed");
+}
+
+// One test per kind of lab error (issue 25): each message names the file,
+// the line:column, the field and what is expected instead.
+
+#[test]
+fn error_kind_syntax_names_the_line_and_the_field_it_stopped_at() {
+    assert_eq!(err("name: x\nvm:\n  memory: \"512M\n  cpus: 1\n"), "t.yaml:3:11: vm.memory: invalid YAML: unclosed quote");
+    assert_eq!(err("name: x\nvm:\n\tcpus: 1\n"), "t.yaml:3:2: vm.cpus: invalid YAML: tabs disallowed within this context (block indentation)");
+    assert_eq!(err("name: x\nname: y\n"), "t.yaml:2:1: name: invalid YAML: duplicate mapping key `name` is not allowed here");
+    // Inside a list item the index is unknown from the text: no field, still the line.
+    assert_eq!(err("name: x\npayload:\n  - src: \"a\n"), "t.yaml:3:10: invalid YAML: unclosed quote");
+}
+
+#[test]
+fn error_kind_unknown_field_lists_the_known_ones() {
+    let e = err("name: x\nvm:\n  memroy: 1G\n");
+    assert!(e.starts_with("t.yaml:3:3: vm.memroy: unknown field `memroy`, expected one of memory, cpus, accel,"), "{e}");
+    let e = err("name: x\nmodules:\n  - prebuilt: a.ko\n");
+    assert_eq!(e, "t.yaml:3:5: modules[0].prebuilt: unknown field `prebuilt`, expected one of source, build, ko, patches, params");
+}
+
+#[test]
+fn error_kind_wrong_type_says_what_was_written_and_what_is_expected() {
+    assert_eq!(err("name: x\nvm:\n  cpus: two\n"), "t.yaml:3:3: vm.cpus: invalid type: string \"two\", expected a whole number");
+    assert_eq!(err("name: x\nvm:\n  fast_boot: maybe\n"), "t.yaml:3:14: vm.fast_boot: invalid value `maybe`: expected true or false");
+    assert_eq!(err("name: x\nleak:\n  expect: leak\n  alpha: abc  # note\n"), "t.yaml:4:10: leak.alpha: invalid value `abc`: expected a number, e.g. 0.01");
+    assert_eq!(err("name: x\nworkload:\n  churn:\n    rate: lots\n"), "t.yaml:4:11: workload.churn.rate: invalid value `lots`: expected a whole number, 0 or more");
+    assert_eq!(err("name: [x]\n"), "t.yaml:1:7: name: expected a string (one value), not a list or a mapping");
+    assert_eq!(err("name: x\nsetup: {a: 1}\n"), "t.yaml:2:8: setup: expected a list");
+}
+
+#[test]
+fn error_kind_bad_enum_value_lists_the_allowed_values() {
+    assert_eq!(err("name: x\nvm:\n  accel: fast\n"), "t.yaml:3:10: vm.accel: unknown variant `fast`, expected one of auto, kvm, tcg");
+    assert_eq!(err("name: x\nleak:\n  expect: maybe\n"), "t.yaml:3:11: leak.expect: unknown variant `maybe`, expected one of leak, no-leak");
+    assert_eq!(
+        err("name: x\nmonitor:\n  sources: [slabinfo, bogus]\n"),
+        "t.yaml:3:23: monitor.sources[1]: unknown variant `bogus`, expected one of slabinfo, meminfo, dentry-state, balloon"
+    );
+    assert_eq!(err("name: x\nleak:\n  expect: leak\n  metric: bogus\n"), "t.yaml:4:11: leak.metric: must be `slab`, `sunreclaim` or `cache:NAME`, got \"bogus\"");
+}
+
+#[test]
+fn error_kind_missing_required_field_names_it_where_its_mapping_starts() {
+    // At the top: the lab's first key (not where the parser ran out).
+    assert_eq!(err("# a lab\ndescription: x\nkernel: foo\nsetup: [a]\n"), "t.yaml:2:1: missing required field `name`");
+    assert_eq!(err("name: x\npayload:\n  - dst: /usr/bin/x\n"), "t.yaml:3:5: payload[0]: missing required field `src`");
+}
+
+#[test]
+fn error_kind_out_of_range_gives_the_limits_and_the_value() {
+    assert_eq!(err("name: x\nvm:\n  cpus: 999\n"), "t.yaml:3:9: vm.cpus: must be between 1 and 64, got 999");
+    assert_eq!(err("name: x\nmonitor:\n  interval: 10ms\n"), "t.yaml:3:13: monitor.interval: must be at least 100ms, got 10ms");
+    assert_eq!(err("name: x\nleak:\n  expect: leak\n  alpha: 2\n"), "t.yaml:4:10: leak.alpha: must be between 0 and 0.5 (exclusive), got 2");
+    assert_eq!(err("name: x\nvm:\n  cpus: -1\n"), "t.yaml:3:9: vm.cpus: must not be negative, got -1");
+}
+
+#[test]
+fn error_kind_bad_duration_or_size_shows_the_accepted_forms() {
+    let e = err("name: x\nworkload:\n  commands: [true]\n  duration: 5 parsecs\n");
+    assert!(e.starts_with("t.yaml:4:13: workload.duration: invalid duration \"5 parsecs\": unknown time unit \"parsecs\""), "{e}");
+    assert!(e.ends_with("(expected e.g. \"500ms\", \"30s\", \"2m\", \"1h30m\")"), "{e}");
+    assert_eq!(
+        err("name: x\nvm:\n  memory: 512Q\n"),
+        "t.yaml:3:11: vm.memory: invalid size \"512Q\": unknown unit \"Q\" (expected K, M, G or T, optionally followed by iB or B)"
+    );
+    assert_eq!(err("name: x\nvm:\n  memory: -5M\n"), "t.yaml:3:11: vm.memory: invalid size \"-5M\": must not be negative");
+}
+
+#[test]
+fn error_kind_a_path_that_does_not_exist_names_the_field_and_where_it_looked() {
+    let d = tempfile::tempdir().unwrap();
+    let f = d.path().join("lab.yaml");
+    let at = |rel: &str| d.path().join(rel).display().to_string();
+    let check = |yaml: &str| {
+        std::fs::write(&f, yaml).unwrap();
+        load(&f).unwrap().check_files(&f).unwrap_err().to_string()
+    };
+    let file = f.display();
+    assert_eq!(check("name: x\nmodules:\n  - source: nope-dir\n"), format!("{file}:3:13: modules[0].source: `nope-dir` does not exist (looked for `{}`)", at("nope-dir")));
+    assert_eq!(check("name: x\nmodules:\n  - ko: [gone.ko]\n"), format!("{file}:3:10: modules[0].ko[0]: `gone.ko` does not exist (looked for `{}`)", at("gone.ko")));
+    assert_eq!(check("name: x\npayload:\n  - src: nope.c\n    dst: /usr/bin/x\n"), format!("{file}:3:10: payload[0].src: `nope.c` does not exist (looked for `{}`)", at("nope.c")));
+    assert_eq!(check("name: x\nimage: {disk: nope.qcow2}\n"), format!("{file}:2:15: image.disk: `nope.qcow2` does not exist (looked for `{}`)", at("nope.qcow2")));
+    std::fs::create_dir(d.path().join("adir")).unwrap();
+    assert_eq!(check("name: x\nimage: {disk: adir}\n"), format!("{file}:2:15: image.disk: `adir` is not a file: give a disk image (qcow2 or raw)"));
+    std::fs::create_dir(d.path().join("khm")).unwrap();
+    std::fs::write(d.path().join("khm/Kbuild"), "obj-m := khm.o\n").unwrap();
+    assert_eq!(
+        check("name: x\nmodules:\n  - source: khm\n    patches: [fix.patch]\n"),
+        format!("{file}:4:15: modules[0].patches[0]: `fix.patch` does not exist (looked for `{}`)", at("fix.patch"))
+    );
 }

@@ -378,6 +378,14 @@ impl Lab {
                 }
             }
         }
+        if let Image::Disk(d) = &self.image {
+            let path = base.join(&d.disk);
+            match std::fs::metadata(&path) {
+                Err(e) => return bad("image.disk".into(), format!("`{}` {} (looked for `{}`)", d.disk.display(), missing(&e), path.display())),
+                Ok(md) if !md.is_file() => return bad("image.disk".into(), format!("`{}` is not a file: give a disk image (qcow2 or raw)", d.disk.display())),
+                Ok(_) => {}
+            }
+        }
         let baseline = self.leak.as_ref().map(|l| ("leak.baseline.modules", &l.baseline.modules));
         for (list, mods) in [("modules", &self.modules)].into_iter().chain(baseline) {
             for (i, m) in mods.iter().enumerate() {

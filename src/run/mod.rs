@@ -21,6 +21,7 @@ mod phases;
 mod prepare;
 pub mod record;
 mod restore;
+pub mod shell;
 mod start;
 pub mod rundir;
 mod sampler;

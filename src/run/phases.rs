@@ -72,7 +72,7 @@ async fn unload_modules(ctx: &mut Ctx, guest: &Guest, modules: &[(BuiltModule, B
 /// Puts the payload in the guest at its paths, with its modes: the
 /// directories, the files, the symlinks, then the modes of directories
 /// that are not 0755 (as the initrd's cpio would have set them).
-async fn upload(guest: &Guest, payload: &Tree) -> Result<(), GuestError> {
+pub(super) async fn upload(guest: &Guest, payload: &Tree) -> Result<(), GuestError> {
     let q = |p: &str| tool::shell_quote(Path::new(p).as_os_str());
     let mut dirs: std::collections::BTreeSet<String> = payload.dirs().map(|(d, _)| q(&d)).collect();
     let leaves = payload.files().map(|(p, _, _)| p).chain(payload.symlinks().map(|(p, _)| p));
@@ -101,7 +101,7 @@ async fn guest_shell(guest: &Guest, cmd: &str) -> Result<(), GuestError> {
 }
 
 /// Setup commands, in order; the first failure stops the run.
-async fn setup(ctx: &mut Ctx, guest: &Guest) -> Result<(), RunError> {
+pub(super) async fn setup(ctx: &mut Ctx, guest: &Guest) -> Result<(), RunError> {
     for (index, command) in ctx.lab.setup.clone().into_iter().enumerate() {
         let t = Instant::now();
         let out = guest
@@ -119,7 +119,7 @@ async fn setup(ctx: &mut Ctx, guest: &Guest) -> Result<(), RunError> {
 /// The modules under test, in order, after setup. A module whose load
 /// kills the guest fails the run with the reason; in a lab whose panics
 /// become vmcores, the dump is taken first.
-async fn load_modules(ctx: &mut Ctx, guest: &Guest, modules: &[(BuiltModule, BTreeMap<String, String>)], kdump_loaded: bool) -> Result<(), RunError> {
+pub(super) async fn load_modules(ctx: &mut Ctx, guest: &Guest, modules: &[(BuiltModule, BTreeMap<String, String>)], kdump_loaded: bool) -> Result<(), RunError> {
     for (built, params) in modules {
         let t = Instant::now();
         let during = format!("while loading module `{}`", built.name);

@@ -164,6 +164,11 @@ impl Guest {
         self.inner.pid
     }
 
+    /// How to reach the guest's sshd: its address and the run's keys.
+    pub fn connector(&self) -> &Connector {
+        &self.inner.ssh
+    }
+
     /// When QEMU was started.
     pub fn started(&self) -> Instant {
         self.inner.started
