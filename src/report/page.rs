@@ -10,7 +10,7 @@ use super::plot::{self, Chart, Line, Marker, FitBand};
 use super::RunData;
 use crate::outcome::event::{Event, Stamped};
 use crate::outcome::run::Manifest;
-use crate::analysis::leak::{num, ArmSeries};
+use crate::analysis::leak::{num, ArmSeries, Evidence, LeakAnalysis};
 use super::summary as ab;
 use crate::outcome::leak::LeakReport;
 use crate::outcome::matrix::CellResult;
@@ -324,25 +324,205 @@ fn verdict_text(r: &LeakReport) -> (&'static str, &'static str) {
     ab::verdict_words(r)
 }
 
-/// The page of an A/B leak lab: the verdict, both arms' series with their
-/// fits, the culprit caches, the module arm's crash, both manifests.
+/// Why a hypothesis' plot is on the page: what it did for the verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// Holm rejected "at most its floor": it is the LEAK.
+    Rejected,
+    /// It rose and levelled off: the BOUNDED.
+    LevelledOff,
+    /// Below its floor, the nearest to it: the last to be decided.
+    Closest,
+}
+
+/// One plot of the evidence: a cache, or the lab's metric.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Plotted<'a> {
+    Cache(&'a Evidence, Why),
+    Metric,
+}
+
+/// How near a hypothesis' upper bound is to its floor (1 is on it; the
+/// per-second check counts too when there was one).
+fn nearness(e: &Evidence) -> f64 {
+    let r = |upper: f64, floor: f64| if floor > 0.0 && upper.is_finite() { upper / floor } else { f64::NEG_INFINITY };
+    let per_op = r(e.upper, e.floor);
+    e.per_second.map(|s| per_op.max(r(s.upper, s.floor))).unwrap_or(per_op)
+}
+
+/// The caches in the order that explains the verdict: those that rejected
+/// their floor (strongest first), those that levelled off, then the rest,
+/// the nearest to its floor first. Not by bytes: a big cache that stayed
+/// far below its floor decided nothing.
+pub fn by_decision(a: &LeakAnalysis) -> Vec<(&Evidence, Why)> {
+    let mut rejected: Vec<&Evidence> = a.caches.iter().filter(|c| c.leak).collect();
+    rejected.sort_by(|x, y| x.p_holm.total_cmp(&y.p_holm).then(y.bytes[0].total_cmp(&x.bytes[0])));
+    let levelled = a.caches.iter().filter(|c| !c.leak && c.bounded.is_some());
+    let mut rest: Vec<&Evidence> = a.caches.iter().filter(|c| !c.leak && c.bounded.is_none()).collect();
+    rest.sort_by(|x, y| nearness(y).total_cmp(&nearness(x)));
+    rejected
+        .into_iter()
+        .map(|c| (c, Why::Rejected))
+        .chain(levelled.map(|c| (c, Why::LevelledOff)))
+        .chain(rest.into_iter().map(|c| (c, Why::Closest)))
+        .collect()
+}
+
+/// The plots that show what decided the verdict, in order: the caches that
+/// rejected their floor, those that levelled off, the metric, and for a
+/// verdict other than LEAK the caches nearest to their floor (the last to
+/// be decided). At most `max_caches` caches.
+pub fn deciding_plots(a: &LeakAnalysis, max_caches: usize) -> Vec<Plotted<'_>> {
+    let ranked = by_decision(a);
+    let mut out: Vec<Plotted> = ranked.iter().filter(|(_, w)| *w != Why::Closest).take(max_caches).map(|&(c, w)| Plotted::Cache(c, w)).collect();
+    out.push(Plotted::Metric);
+    if a.verdict != stats::Verdict::Leak {
+        let room = max_caches.saturating_sub(out.len() - 1).min(3);
+        out.extend(ranked.iter().filter(|(_, w)| *w == Why::Closest).take(room).map(|&(c, w)| Plotted::Cache(c, w)));
+    }
+    out
+}
+
+/// The answer in one line: the verdict, whether it was expected, and why
+/// in one sentence (the analysis' reason, or the arm that failed).
+fn answer(r: &LeakReport) -> Markup {
+    let (v, held) = verdict_text(r);
+    let expected = if r.expectation_held == Some(false) { format!(" (expected {})", crate::outcome::kebab(&r.expect)) } else { String::new() };
+    let why = match &r.analysis {
+        Some(a) => a.reason.clone(),
+        None => arm_failure(r),
+    };
+    html! { p.answer { (html::badge(r.exit_code, v)) " " (held) (expected) ": " (why) } "\n" }
+}
+
+/// Which arm failed and how, in one line.
+fn arm_failure(r: &LeakReport) -> String {
+    for (name, o) in [("module", &r.module), ("baseline", &r.baseline)] {
+        if let Some(e) = &o.error {
+            return format!("the {name} arm failed (exit {}): {}", o.exit_code, e.lines().next().unwrap_or(""));
+        }
+    }
+    "an arm did not finish, so there is nothing to compare".into()
+}
+
+/// A rate with its interval, `0.000557 [0.000544 .. 0.000571]`.
+fn interval(e: &Evidence) -> String {
+    format!("{} [{} .. {}]", num(e.delta), num(e.lower), num(e.upper))
+}
+
+/// The page of an A/B leak lab. It leads with the answer: the verdict in
+/// one line, then the diagnosis (what leaks, per operation, its kind and
+/// code, a bisection's result), then the evidence (the plots of what
+/// decided it, the tables, the looks, the arms), then each arm's memory,
+/// crash, events and manifest.
 pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData, footer: &str) -> String {
     let (v, held) = verdict_text(r);
-    let expect = crate::outcome::kebab(&r.expect);
     let title = format!("{} on {}: {v} {held}", r.lab, r.kernel);
     let subtitle = format!("A/B leak lab, module arm against baseline arm · {}", top.display());
     let marks = markers(&module.events);
-    let mut body: Vec<Markup> = Vec::new();
+    let mut body: Vec<Markup> = vec![html::section("verdict", "Verdict", answer(r)), diagnosis_section(r, top)];
 
-    // The verdict table, line for line what the terminal summary says.
+    let mut evidence: Vec<Markup> = Vec::new();
+    // The plots of what decided the verdict, against the regressor it used,
+    // each arm with its fitted line and band.
+    if let Some(a) = &r.analysis {
+        let u = ab::per(a);
+        let per_op = a.basis == crate::analysis::leak::Basis::PerOp;
+        let xlabel = if per_op { "cumulative operations" } else { "run time (s)" };
+        let against = |pts: &[(f64, f64)], arm: &ArmSeries| if per_op { against_ops(pts, arm) } else { pts.to_vec() };
+        let mut charts: Vec<Markup> = Vec::new();
+        for p in deciding_plots(a, 6) {
+            match p {
+                Plotted::Metric => {
+                    let (m, b) = (module.series.metric(&a.metric), baseline.series.metric(&a.metric));
+                    let mut c = Chart::new(&format!("{} in both arms", a.metric), xlabel, &a.metric);
+                    let fits = a.total.as_ref().map(|t| (t.module.trend.clone(), t.baseline.trend.clone())).unwrap_or_default();
+                    for (label, color, arm, pts, fit) in [("module", plot::MODULE, &module.series, &m, fits.0), ("baseline", plot::BASELINE, &baseline.series, &b, fits.1)] {
+                        let p = against(pts, arm);
+                        if let Some(f) = fit {
+                            let t = stats::student::t_quantile(1.0 - a.alpha, f.df);
+                            c.trends.extend(FitBand::fit(&format!("{label} fit ± t·se"), color, &p, f.slope, f.slope - t * f.se, f.slope + t * f.se));
+                        }
+                        c.lines.push(Line { label: format!("{label} arm"), color, points: p });
+                    }
+                    if !per_op {
+                        c.markers = marks.clone();
+                    }
+                    let what = match &a.total {
+                        Some(t) if t.leak => format!("The metric rejected its floor: Δ {} bytes/{u}, floor {}.", interval(t), num(t.floor)),
+                        Some(t) => match t.bounded {
+                            Some(b) => format!("The metric levelled off: {} bytes held, late growth at most {} bytes/{u}.", num(b.held), num(b.late_upper)),
+                            None => format!("Δ {} bytes/{u}, floor {}: the upper bound is {:.0} % of the floor.", interval(t), num(t.floor), 100.0 * nearness(t).max(0.0)),
+                        },
+                        None => String::new(),
+                    };
+                    charts.push(figure(&c, &format!("The lab's metric in both arms with each arm's fitted line (GLS with AR(1) noise, or first differences) and its band; the verdict tests the difference of the slopes. {what}")));
+                }
+                Plotted::Cache(f, why) => {
+                    let objs = |arm: &ArmSeries| arm.caches.get(&f.name).map(|r| r.iter().map(|&(t, o, _)| (t, o)).collect::<Vec<_>>()).unwrap_or_default();
+                    let (m, b) = (against(&objs(&module.series), &module.series), against(&objs(&baseline.series), &baseline.series));
+                    // Objects, not bytes: the axis shows the counts as they are.
+                    let mut c = Chart::new(&format!("slab cache {}", f.name), xlabel, "active");
+                    c.y_unit = plot::YUnit::Plain("objects");
+                    c.height = 320;
+                    for (label, color, pts, fit) in [("module", plot::MODULE, &m, &f.module.trend), ("baseline", plot::BASELINE, &b, &f.baseline.trend)] {
+                        if let Some(fit) = fit {
+                            let t = stats::student::t_quantile(1.0 - a.alpha, fit.df);
+                            c.trends.extend(FitBand::fit(&format!("{label} fit ± t·se"), color, pts, fit.slope, fit.slope - t * fit.se, fit.slope + t * fit.se));
+                        }
+                        c.lines.push(Line { label: format!("{label} arm"), color, points: pts.clone() });
+                    }
+                    let why = match why {
+                        Why::Rejected => format!("Rejected its floor {} (Holm p {:.1e}).", num(f.floor), f.p_holm),
+                        Why::LevelledOff => f.bounded.map(|b| format!("Levelled off: {} objects held, late growth at most {} objects/{u}.", num(b.held), num(b.late_upper))).unwrap_or_default(),
+                        Why::Closest => format!("Below its floor {}: the upper bound is {:.0} % of it (the caches nearest to their floor are shown).", num(f.floor), 100.0 * nearness(f).max(0.0)),
+                    };
+                    charts.push(figure(&c, &format!("Active objects of {} in both arms; Δ {} objects per {u}. {why}", f.name, interval(f))));
+                }
+            }
+        }
+        evidence.push(html! { h3 { "What decided it" } "\n" (join(charts)) });
+        evidence.push(hypotheses_table(a));
+        evidence.push(looks_table(a));
+        let ex: Vec<Vec<TableCell>> = a
+            .exhaustion
+            .iter()
+            .map(|e| vec![TableCell::Text(e.memory.clone()), TableCell::Text(ab::duration(e.fastest_s)), TableCell::Text(ab::duration(e.slowest_s))])
+            .collect();
+        if !ex.is_empty() {
+            evidence.push(html! { h3 { "Time to exhaustion" } "\n" (html::table("exhaustion", &["exhausts", "at the fastest", "at the slowest"], &ex)) });
+        }
+    } else {
+        evidence.push(html::note("none", "No analysis: an arm failed. Each arm's own report has its series."));
+    }
+    evidence.push(html! { h3 { "How it was decided" } "\n" (numbers_table(r)) });
+    evidence.push(terminal_summary(&ab::leak_summary(r, top)));
+    body.push(html::section("evidence", "Evidence", join(evidence)));
+
+    let mem = html! {
+        (figure(&meminfo_chart("memory, module arm", module, &marks), "meminfo of the module arm; vertical lines are its events."))
+        (figure(&meminfo_chart("memory, baseline arm", baseline, &markers(&baseline.events)), "meminfo of the baseline arm."))
+    };
+    body.push(html::section("memory", "Memory over time", mem));
+    body.push(crash_section(module));
+    body.push(html::section("events", "Events of the module arm", events_table(&module.events)));
+    let man = html! {
+        h3 { "module arm" } "\n" (manifest_table(module.manifest.as_ref()))
+        h3 { "baseline arm" } "\n" (manifest_table(baseline.manifest.as_ref()))
+    };
+    body.push(html::section("manifest", "Manifests", man));
+    html::page(&title, &subtitle, join(body), footer)
+}
+
+/// The lab's numbers around the verdict, line for line what the terminal
+/// summary says: method, metric, what a NO-LEAK rules out, the arms.
+fn numbers_table(r: &LeakReport) -> Markup {
     let mut rows = vec![
-        ("verdict", TableCell::Html(html! { (html::badge(r.exit_code, v)) " " (held) })),
-        ("expected", TableCell::Text(expect)),
+        ("expected", TableCell::Text(crate::outcome::kebab(&r.expect))),
         ("exit code", TableCell::Text(r.exit_code.to_string())),
     ];
     if let Some(a) = &r.analysis {
         let u = ab::per(a);
-        rows.push(("why", TableCell::Text(a.reason.clone())));
         rows.push(("stopped", TableCell::Text(r.stopped.clone())));
         rows.push((
             "method",
@@ -370,16 +550,7 @@ pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData,
         }
         if a.verdict != stats::Verdict::Leak {
             if let Some(d) = &a.detectable {
-                rows.push((
-                    "rules out (80 % power)",
-                    TableCell::Text(format!(
-                        "{} bytes/{u}{} in the noisiest cache ({}); {} objects/{u} into a cache of the module's own",
-                        num(d.bytes),
-                        d.objects.map(|o| format!(" ({} objects/{u})", num(o))).unwrap_or_default(),
-                        d.name,
-                        num(d.own_cache_objects)
-                    )),
-                ));
+                rows.push(("rules out (80 % power)", TableCell::Text(rules_out(d, u))));
             }
         }
         if let Some(n) = &a.needs {
@@ -400,117 +571,158 @@ pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData,
     }
     rows.push(("arms", TableCell::Html(html! { (html::link("module/report.html", "module arm report")) " · " (html::link("baseline/report.html", "baseline arm report")) })));
     rows.push(("duration", TableCell::Text(format!("{:.1} s", r.secs))));
-    let mut verdict = vec![html::pairs("verdict", &rows)];
-    if let Some(a) = &r.analysis {
-        let u = ab::per(a);
-        let caches: Vec<Vec<TableCell>> = a
-            .caches
-            .iter()
-            .filter(|c| c.leak || c.bytes[0] > 0.0)
-            .take(12)
-            .map(|c| {
-                vec![
-                    TableCell::Text(c.name.clone()),
-                    TableCell::Num(format!("{:.0}", c.objsize)),
-                    TableCell::Num(format!("{:.0} → {:.0}", c.module.first, c.module.last)),
-                    TableCell::Num(format!("{:.0} → {:.0}", c.baseline.first, c.baseline.last)),
-                    TableCell::Num(format!("{} [{} .. {}]", num(c.delta), num(c.lower), num(c.upper))),
-                    TableCell::Num(num(c.bytes[0])),
-                    TableCell::Num(c.bytes_per_hour.map(|h| format!("{:.2} MiB", h[0] / MIB)).unwrap_or_else(|| "-".into())),
-                    TableCell::Num(format!("{:.1e}", c.p_holm)),
-                    TableCell::Text(match (c.leak, c.bounded) {
-                        (true, _) => "LEAK".into(),
-                        (false, Some(p)) => format!("BOUNDED at {} held", num(p.held)),
-                        _ => "-".into(),
-                    }),
-                ]
-            })
-            .collect();
-        if !caches.is_empty() {
-            let h1 = format!("Δ objs/{u} [interval]");
-            let h2 = format!("Δ bytes/{u}");
-            verdict.push(html::table(
-                "caches",
-                &["cache", "objsize", "module objs", "baseline objs", &h1, &h2, "Δ per hour", "Holm p", "verdict"],
-                &caches,
-            ));
-        }
-        let ex: Vec<Vec<TableCell>> = a
-            .exhaustion
-            .iter()
-            .map(|e| vec![TableCell::Text(e.memory.clone()), TableCell::Text(ab::duration(e.fastest_s)), TableCell::Text(ab::duration(e.slowest_s))])
-            .collect();
-        if !ex.is_empty() {
-            verdict.push(html::table("exhaustion", &["exhausts", "at the fastest", "at the slowest"], &ex));
-        }
+    html::pairs("verdict", &rows)
+}
+
+fn rules_out(d: &crate::analysis::leak::Detectable, u: &str) -> String {
+    format!(
+        "{} bytes/{u}{} in the noisiest cache ({}); {} objects/{u} into a cache of the module's own",
+        num(d.bytes),
+        d.objects.map(|o| format!(" ({} objects/{u})", num(o))).unwrap_or_default(),
+        d.name,
+        num(d.own_cache_objects)
+    )
+}
+
+/// Every hypothesis of the family: the metric, then the caches in the
+/// order that explains the verdict (at most 12).
+fn hypotheses_table(a: &LeakAnalysis) -> Markup {
+    let u = ab::per(a);
+    let state = |e: &Evidence| match (e.leak, e.bounded) {
+        (true, _) => "LEAK".to_string(),
+        (false, Some(p)) => format!("BOUNDED at {} held", num(p.held)),
+        _ if e.upper < e.floor => "below".into(),
+        _ => "undecided".into(),
+    };
+    let row = |e: &Evidence, objs: &str| {
+        vec![
+            TableCell::Text(e.name.clone()),
+            TableCell::Num(format!("{:.0}", e.objsize)),
+            TableCell::Num(format!("{} → {}", num(e.module.first), num(e.module.last))),
+            TableCell::Num(format!("{} → {}", num(e.baseline.first), num(e.baseline.last))),
+            TableCell::Num(format!("{} {objs}", interval(e))),
+            TableCell::Num(num(e.floor)),
+            TableCell::Num(num(e.bytes[0])),
+            TableCell::Num(e.bytes_per_hour.map(|h| format!("{:.2} MiB", h[0] / MIB)).unwrap_or_else(|| "-".into())),
+            TableCell::Num(format!("{:.1e}", e.p_holm)),
+            TableCell::Text(state(e)),
+        ]
+    };
+    let mut rows: Vec<Vec<TableCell>> = a.total.iter().map(|t| row(t, "bytes")).collect();
+    rows.extend(by_decision(a).into_iter().take(12).map(|(c, _)| row(c, "objs")));
+    if rows.is_empty() {
+        return html::note("none", "No hypothesis was tested.");
     }
-    verdict.push(terminal_summary(&ab::leak_summary(r, top)));
-    body.push(html::section("verdict", "Verdict", join(verdict)));
+    let h1 = format!("Δ per {u} [interval]");
+    let h2 = format!("Δ bytes/{u}");
+    html! {
+        h3 { "Every hypothesis, module − baseline" } "\n"
+        (html::table("caches", &["hypothesis", "objsize", "module", "baseline", &h1, "floor", &h2, "Δ per hour", "Holm p", "verdict"], &rows))
+    }
+}
+
+/// The looks taken at the run, the deciding one marked.
+fn looks_table(a: &LeakAnalysis) -> Markup {
+    let s = &a.sequential;
+    let rows: Vec<Vec<TableCell>> = s
+        .looks
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            vec![
+                TableCell::Num((i + 1).to_string()),
+                TableCell::Num(l.samples.to_string()),
+                TableCell::Num(format!("{:.2e}", l.alpha)),
+                TableCell::Num(if l.alpha_no_leak > 0.0 { format!("{:.2e}", l.alpha_no_leak) } else { "-".into() }),
+                TableCell::Text(format!("{}{}", l.verdict.word(), if i == s.decided_at { " (decided)" } else { "" })),
+            ]
+        })
+        .collect();
+    let planned: Vec<String> = s.planned.iter().map(|n| n.to_string()).collect();
+    html! {
+        h3 { "Looks" } "\n"
+        p { "Planned at " (planned.join(", ")) " samples per arm; " (if s.early { "decided early." } else { "decided at the last look taken." }) } "\n"
+        (html::table("looks", &["look", "samples per arm", "α against a false LEAK", "α against a false NO-LEAK", "verdict"], &rows))
+    }
+}
+
+/// What the verdict means for the module: what leaks, per operation, of
+/// what kind and from which code; what levelled off; what a NO-LEAK rules
+/// out; what an INCONCLUSIVE needs; a bisection's result.
+fn diagnosis_section(r: &LeakReport, top: &Path) -> Markup {
+    use stats::Verdict;
+    let mut parts: Vec<Markup> = Vec::new();
+    match (&r.analysis, r.verdict) {
+        (Some(a), Some(Verdict::Leak)) => {
+            let u = ab::per(a);
+            let leaking: Vec<&Evidence> = a.total.iter().filter(|t| t.leak).chain(by_decision(a).into_iter().filter(|(_, w)| *w == Why::Rejected).map(|(c, _)| c)).collect();
+            let rows: Vec<Vec<TableCell>> = leaking
+                .iter()
+                .map(|e| {
+                    let unit = if e.kind == crate::analysis::leak::Kind::Total { "bytes" } else { "objects" };
+                    vec![
+                        TableCell::Text(e.name.clone()),
+                        TableCell::Num(format!("{} {unit}", interval(e))),
+                        TableCell::Num(num(e.bytes[0])),
+                        TableCell::Num(e.bytes_per_hour.map(|h| format!("{:.2} MiB", h[0] / MIB)).unwrap_or_else(|| "-".into())),
+                    ]
+                })
+                .collect();
+            let h1 = format!("module − baseline per {}", if u == "op" { "operation" } else { "second" });
+            let h2 = format!("bytes/{u}");
+            parts.push(html! { h3 { "What leaks" } "\n" (html::table("leaks", &["what", &h1, &h2, "per hour"], &rows)) });
+        }
+        (Some(a), Some(Verdict::Bounded)) => {
+            let rows: Vec<Vec<TableCell>> = a
+                .total
+                .iter()
+                .chain(a.caches.iter())
+                .filter_map(|e| e.bounded.map(|b| vec![TableCell::Text(e.name.clone()), TableCell::Num(num(b.held)), TableCell::Num(num(b.level)), TableCell::Num(format!("{} (floor {})", num(b.late_upper), num(e.floor)))]))
+                .collect();
+            parts.push(html! {
+                p { "Nothing leaks: this growth stopped within the run." } "\n"
+                (html::table("bounded", &["what", "held above the start", "module level", "late growth at most"], &rows))
+            });
+        }
+        (Some(a), Some(Verdict::NoLeak)) => {
+            let u = ab::per(a);
+            let nearest = a.total.iter().chain(a.caches.iter()).max_by(|x, y| nearness(x).total_cmp(&nearness(y)));
+            parts.push(html! {
+                p { "Nothing leaks: every hypothesis stays below its floor." }
+                @if let Some(e) = nearest { p { "Nearest to its floor: " strong { (e.name) } ", upper bound " (num(e.upper)) " of the floor " (num(e.floor)) " (" (format!("{:.0}", 100.0 * nearness(e).max(0.0))) " %)." } }
+                @if let Some(d) = &a.detectable { p { "Rules out (80 % power): " (rules_out(d, u)) "." } }
+            });
+        }
+        (Some(a), _) => {
+            let undecided: Vec<Vec<TableCell>> = a
+                .total
+                .iter()
+                .chain(a.caches.iter())
+                .filter(|e| !e.leak && e.bounded.is_none() && e.upper >= e.floor)
+                .take(8)
+                .map(|e| vec![TableCell::Text(e.name.clone()), TableCell::Num(interval(e)), TableCell::Num(num(e.floor))])
+                .collect();
+            parts.push(html! {
+                @if let Some(n) = &a.needs { p { "Needs: " (n) } }
+                @if !undecided.is_empty() { h3 { "Not yet decided" } "\n" (html::table("undecided", &["hypothesis", "module − baseline [interval]", "floor"], &undecided)) }
+            });
+        }
+        (None, _) => parts.push(html::note("bad", &format!("No analysis: {}.", arm_failure(r)))),
+    }
     if let Some(a) = &r.attribution {
-        body.push(diagnosis_section(a));
+        parts.push(attribution_markup(a));
+    } else if r.verdict == Some(Verdict::Leak) {
+        parts.push(html::note("none", "No attribution in this record (kind and code were not looked for)."));
     }
-
-    // The metric and the leading caches in both arms against the regressor
-    // the verdict used, with each arm's fitted line.
-    let mut charts: Vec<Markup> = Vec::new();
-    if let Some(a) = &r.analysis {
-        let per_op = a.basis == crate::analysis::leak::Basis::PerOp;
-        let xlabel = if per_op { "cumulative operations" } else { "run time (s)" };
-        let against = |pts: &[(f64, f64)], arm: &ArmSeries| if per_op { against_ops(pts, arm) } else { pts.to_vec() };
-        let (m, b) = (module.series.metric(&a.metric), baseline.series.metric(&a.metric));
-        let mut c = Chart::new(&format!("{} in both arms", a.metric), xlabel, &a.metric);
-        let fits = a.total.as_ref().map(|t| (t.module.trend.clone(), t.baseline.trend.clone())).unwrap_or_default();
-        for (label, color, arm, pts, fit) in [("module", plot::MODULE, &module.series, &m, fits.0), ("baseline", plot::BASELINE, &baseline.series, &b, fits.1)] {
-            let p = against(pts, arm);
-            if let Some(f) = fit {
-                let t = stats::student::t_quantile(1.0 - a.alpha, f.df);
-                c.trends.extend(FitBand::fit(&format!("{label} fit ± t·se"), color, &p, f.slope, f.slope - t * f.se, f.slope + t * f.se));
-            }
-            c.lines.push(Line { label: format!("{label} arm"), color, points: p });
-        }
-        if !per_op {
-            c.markers = marks.clone();
-        }
-        charts.push(figure(&c, "The lab's metric in both arms with each arm's fitted line (GLS with AR(1) noise, or first differences) and its band; the verdict tests the difference of the slopes."));
-        for f in a.caches.iter().filter(|c| c.leak || c.bytes[0] > 0.0).take(4) {
-            let objs = |arm: &ArmSeries| arm.caches.get(&f.name).map(|r| r.iter().map(|&(t, o, _)| (t, o)).collect::<Vec<_>>()).unwrap_or_default();
-            let (m, b) = (against(&objs(&module.series), &module.series), against(&objs(&baseline.series), &baseline.series));
-            // Objects, not bytes: the axis shows the counts as they are.
-            let mut c = Chart::new(&format!("slab cache {}", f.name), xlabel, "active");
-            c.y_unit = plot::YUnit::Plain("objects");
-            c.height = 320;
-            for (label, color, pts, fit) in [("module", plot::MODULE, &m, &f.module.trend), ("baseline", plot::BASELINE, &b, &f.baseline.trend)] {
-                if let Some(fit) = fit {
-                    let t = stats::student::t_quantile(1.0 - a.alpha, fit.df);
-                    c.trends.extend(FitBand::fit(&format!("{label} fit ± t·se"), color, pts, fit.slope, fit.slope - t * fit.se, fit.slope + t * fit.se));
-                }
-                c.lines.push(Line { label: format!("{label} arm"), color, points: pts.clone() });
-            }
-            charts.push(figure(&c, &format!("Active objects of {} in both arms; Δ {} objects per {} [{} .. {}].", f.name, num(f.delta), ab::per(a), num(f.lower), num(f.upper))));
-        }
-    } else {
-        charts.push(html::note("none", "No analysis: an arm failed. Each arm's own report has its series."));
+    if let Some(b) = bisect_markup(top) {
+        parts.push(b);
     }
-    body.push(html::section("growth", "Growth", join(charts)));
-
-    let mem = html! {
-        (figure(&meminfo_chart("memory, module arm", module, &marks), "meminfo of the module arm; vertical lines are its events."))
-        (figure(&meminfo_chart("memory, baseline arm", baseline, &markers(&baseline.events)), "meminfo of the baseline arm."))
-    };
-    body.push(html::section("memory", "Memory over time", mem));
-    body.push(crash_section(module));
-    body.push(html::section("events", "Events of the module arm", events_table(&module.events)));
-    let man = html! {
-        h3 { "module arm" } "\n" (manifest_table(module.manifest.as_ref()))
-        h3 { "baseline arm" } "\n" (manifest_table(baseline.manifest.as_ref()))
-    };
-    body.push(html::section("manifest", "Manifests", man));
-    html::page(&title, &subtitle, join(body), footer)
+    html::section("diagnosis", "Diagnosis", join(parts))
 }
 
 /// A LEAK's kind with its evidence, the code its attribution pass named,
 /// and what the pass cost.
-fn diagnosis_section(a: &crate::outcome::leak::Attribution) -> Markup {
+fn attribution_markup(a: &crate::outcome::leak::Attribution) -> Markup {
     use crate::analysis::attribution::Role;
     let mut parts = vec![html! {
         p { "Kind: " strong { (a.kind.words()) } }
@@ -535,7 +747,7 @@ fn diagnosis_section(a: &crate::outcome::leak::Attribution) -> Markup {
         })
         .collect();
     if !rows.is_empty() {
-        parts.push(html::table("sites", &["function", "module", "cache", "objects (module − baseline)", "what it did", "stack"], &rows));
+        parts.push(html! { h3 { "Code" } "\n" (html::table("sites", &["function", "module", "cache", "objects (module − baseline)", "what it did", "stack"], &rows)) });
     }
     match (&a.pass, &a.skipped) {
         (Some(p), _) => parts.push(html::pairs(
@@ -551,7 +763,49 @@ fn diagnosis_section(a: &crate::outcome::leak::Attribution) -> Markup {
         (None, Some(why)) => parts.push(html::note("none", &format!("No attribution pass: {why}."))),
         (None, None) => {}
     }
-    html::section("diagnosis", "Diagnosis", join(parts))
+    join(parts)
+}
+
+/// When this run is a step of `kernlab bisect` (its directory sits beside
+/// the bisection's `bisect.json`): which step, and what the bisection
+/// found. None for any other run, or a `bisect.json` that is not one.
+fn bisect_markup(top: &Path) -> Option<Markup> {
+    use serde_json::Value;
+    let parent = top.parent()?;
+    let text = std::fs::read_to_string(parent.join("bisect.json")).ok()?;
+    let b: Value = serde_json::from_str(&text).ok()?;
+    if b.get("schema")?.as_str()? != crate::bisect::SCHEMA {
+        return None;
+    }
+    let name = top.file_name()?.to_string_lossy().into_owned();
+    let steps = b.get("steps")?.as_array()?;
+    let (i, step) = steps.iter().enumerate().find(|(_, s)| {
+        s.get("run_dir").and_then(Value::as_str).map(|d| Path::new(d).file_name().map(|f| f.to_string_lossy() == name).unwrap_or(false)).unwrap_or(false)
+    })?;
+    let str_of = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let cand = |c: &Value| {
+        let (rev, subject) = (str_of(c, "rev"), str_of(c, "subject"));
+        if subject.is_empty() { rev } else { format!("{rev} {subject}") }
+    };
+    let axis = str_of(&b, "axis");
+    let outcome = b.get("outcome")?;
+    let result = match outcome.get("kind").and_then(Value::as_str)? {
+        "found" => format!("first bad {}: {}", if axis == "module" { "revision" } else { "kernel" }, outcome.get("first_bad").map(cand).unwrap_or_default()),
+        "undecided" => format!(
+            "undecided: skipped steps hide the first bad one, one of {}",
+            outcome.get("range").and_then(Value::as_array).map(|r| r.iter().map(cand).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+        ),
+        other => other.to_string(),
+    };
+    Some(html! {
+        h3 { "Bisection" } "\n"
+        (html::pairs("bisect", &[
+            ("result", TableCell::Text(result)),
+            ("this run", TableCell::Text(format!("step {} of {}: {} marked {}", i + 1, steps.len(), cand(step), str_of(step, "mark")))),
+            ("over", TableCell::Text(format!("{} {}", axis, str_of(&b, "over")))),
+            ("record", TableCell::Html(html::code(&parent.join("bisect.json").display().to_string()))),
+        ]))
+    })
 }
 
 /// A matrix's index page: the kernels × labs table, each cell linking to
