@@ -1020,6 +1020,64 @@ mod tests {
         assert_eq!(slab.matches("<polygon").count(), 2, "a band per arm");
         assert!(page.contains(&plot::svg_text("module khm loaded")), "events mark the memory charts");
         assert!(page.contains("LEAK as expected (expect Leak, exit 0)"), "the terminal summary");
+        // The answer first: the verdict in one line, the diagnosis, the evidence.
+        let at = |id: &str| page.find(&format!("<section id=\"{id}\">")).unwrap_or_else(|| panic!("no {id}"));
+        assert!(at("verdict") < at("diagnosis") && at("diagnosis") < at("evidence") && at("evidence") < at("memory"));
+        let verdict = &page[at("verdict")..at("diagnosis")];
+        assert_eq!(verdict.matches("<p").count(), 1, "{verdict}");
+        assert!(verdict.contains("<p class=\"answer\"><span class=\"badge ok\">LEAK</span> as expected: metric slab grows"), "{verdict}");
+        let diagnosis = &page[at("diagnosis")..at("evidence")];
+        assert!(diagnosis.contains("<h3>What leaks</h3>") && diagnosis.contains("<td>slab</td>") && diagnosis.contains("No attribution in this record"), "{diagnosis}");
+    }
+
+    /// An analysis with the given caches: (name, leak, upper, floor,
+    /// bytes, Holm p, levelled off).
+    fn analysis(verdict: &str, caches: &[(&str, bool, f64, f64, f64, f64, bool)]) -> LeakAnalysis {
+        let fit = serde_json::json!({"samples": 10, "first": 1.0, "last": 2.0, "trend": null});
+        let ev = |name: &str, kind: &str, leak: bool, upper: f64, floor: f64, bytes: f64, p: f64, bounded: bool| {
+            let mut e = serde_json::json!({"name": name, "kind": kind, "objsize": 64.0, "module": fit, "baseline": fit, "delta": upper / 2.0, "se": 0.1,
+                "df": 10.0, "lower": 0.0, "upper": upper, "floor": floor, "p": p, "p_holm": p, "leak": leak, "detectable": 0.1,
+                "bytes": [bytes, 0.0, 0.0, 0.0], "bytes_per_hour": null});
+            if bounded {
+                e["bounded"] = serde_json::json!({"held": 100.0, "level": 200.0, "late_upper": 0.0});
+            }
+            e
+        };
+        serde_json::from_value(serde_json::json!({
+            "metric": "slab", "basis": "per-op", "floors": {"objects_per_op": 0.0005, "bytes_per_op": 4.0, "bytes_per_hour": 1.0},
+            "alpha": 0.01, "samples": [10, 10], "ops_per_s": [1000.0, 1000.0], "verdict": verdict, "reason": "r",
+            "total": ev("slab", "total", false, 1.0, 4.0, 1.0, 1.0, false),
+            "caches": caches.iter().map(|&(n, l, u, f, b, p, bo)| ev(n, "cache", l, u, f, b, p, bo)).collect::<Vec<_>>(),
+            "family": caches.len() + 1, "detectable": null, "needs": null,
+            "sequential": {"planned": [10], "looks": [], "decided_at": 0, "early": false}, "exhaustion": []
+        }))
+        .unwrap()
+    }
+
+    fn names<'a>(p: &[Plotted<'a>]) -> Vec<String> {
+        p.iter().map(|p| match p {
+            Plotted::Metric => "metric".to_string(),
+            Plotted::Cache(e, w) => format!("{} {w:?}", e.name),
+        }).collect()
+    }
+
+    #[test]
+    fn plots_follow_what_decided_the_verdict_not_the_bytes() {
+        // A LEAK: the rejecting caches, strongest first, then the metric;
+        // the biggest cache that decided nothing is not drawn.
+        let a = analysis("leak", &[("big", false, 0.0001, 0.0005, 1e9, 1.0, false), ("weak", true, 0.01, 0.0005, 10.0, 1e-3, false), ("strong", true, 0.01, 0.0005, 5.0, 1e-9, false)]);
+        assert_eq!(names(&deciding_plots(&a, 6)), ["strong Rejected", "weak Rejected", "metric"]);
+        // A NO-LEAK: the metric, then the caches nearest to their floor.
+        let a = analysis("no-leak", &[("big", false, 0.0001, 0.0005, 1e9, 1.0, false), ("near", false, 0.00049, 0.0005, 1.0, 1.0, false), ("mid", false, 0.0003, 0.0005, 2.0, 1.0, false), ("far", false, 0.0, 0.0005, 3.0, 1.0, false), ("farther", false, -1.0, 0.0005, 3.0, 1.0, false)]);
+        assert_eq!(names(&deciding_plots(&a, 6)), ["metric", "near Closest", "mid Closest", "big Closest"]);
+        // A BOUNDED: what levelled off, the metric, then the nearest.
+        let a = analysis("bounded", &[("near", false, 0.00049, 0.0005, 1.0, 1.0, false), ("filled", false, 0.001, 0.0005, 1.0, 1.0, true)]);
+        assert_eq!(names(&deciding_plots(&a, 6)), ["filled LevelledOff", "metric", "near Closest"]);
+        // Many rejecting caches: at most the cap, then the metric.
+        let many: Vec<(String, f64)> = (0..9).map(|i| (format!("c{i}"), 10f64.powi(-i))).collect();
+        let caches: Vec<(&str, bool, f64, f64, f64, f64, bool)> = many.iter().map(|(n, p)| (n.as_str(), true, 1.0, 0.0005, 1.0, *p, false)).collect();
+        let a = analysis("leak", &caches);
+        assert_eq!(names(&deciding_plots(&a, 4)), ["c8 Rejected", "c7 Rejected", "c6 Rejected", "c5 Rejected", "metric"]);
     }
 
     #[test]

@@ -569,6 +569,38 @@ mod tests {
         assert!(y_labels.len() >= 4 && y_labels.windows(2).all(|w| w[0] != w[1]), "{y_labels:?}");
     }
 
+    /// A rect's x, y, width and height by its class.
+    fn rect(svg: &str, class: &str) -> [f64; 4] {
+        let r = svg.split(&format!("<rect class=\"{class}\"")).nth(1).unwrap_or_else(|| panic!("no {class} in {svg}"));
+        let attr = |k: &str| r.split(&format!(" {k}=\"")).nth(1).unwrap().split('"').next().unwrap().parse::<f64>().unwrap();
+        [attr("x"), attr("y"), attr("width"), attr("height")]
+    }
+
+    #[test]
+    fn the_legend_is_below_the_data_and_wraps_within_the_width() {
+        let mut c = Chart::new("Slab", "run time (s)", "bytes");
+        for i in 0..8 {
+            c.lines.push(Line { label: format!("series <{i}> with a long label & more words"), color: MODULE, points: growing(20) });
+        }
+        let t = FitBand::fit("module fit", MODULE, &growing(20), 1e6, 0.9e6, 1.1e6).unwrap();
+        c.trends.push(t);
+        let s = svg(&c).unwrap();
+        let [ax, ay, aw, ah] = rect(&s, "plot-area");
+        let [lx, ly, lw, lh] = rect(&s, "legend-box");
+        assert!(ly >= ay + ah, "the legend box starts at {ly}, inside the data area ending at {}", ay + ah);
+        assert!(ly >= c.height as f64, "below the chart's own height");
+        assert!(aw > 500.0 && ax > 0.0, "{ax} {aw}");
+        assert!(lx >= 0.0 && lx + lw <= c.width as f64, "the legend is {lx}..{} of {}", lx + lw, c.width);
+        // Nine entries of ~45 characters do not fit one row: several rows,
+        // and the SVG is tall enough for them.
+        assert!(lh > 3.0 * LEGEND_ROW as f64, "{lh}");
+        let height: f64 = s.split("height=\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
+        assert!(height >= ly + lh, "the SVG ({height}) cuts the legend off at {}", ly + lh);
+        assert!(s.contains(&format!("viewBox=\"0 0 {} {height}\"", c.width)), "scales by its viewBox");
+        assert_eq!(s.matches("class=\"legend-label\"").count(), 9);
+        assert!(s.contains("series &lt;3&gt; with a long label &amp; more words"), "labels are escaped");
+    }
+
     #[test]
     fn thinning_keeps_the_ends_and_bounds_the_count() {
         let pts: Vec<(f64, f64)> = (0..10_001).map(|i| (i as f64, 0.0)).collect();
