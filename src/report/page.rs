@@ -1081,6 +1081,47 @@ mod tests {
     }
 
     #[test]
+    fn a_bisection_step_shows_the_bisections_result() {
+        use crate::bisect::{search::Mark, BisectReport, Candidate, Known, Outcome, Step};
+        let d = tempfile::tempdir().unwrap();
+        let cand = |rev: &str, subject: &str| Candidate { rev: rev.into(), subject: subject.into(), skip: None };
+        let step = |i: usize, rev: &str, mark: Mark| Step {
+            index: i,
+            rev: rev.into(),
+            subject: format!("change {i}"),
+            mark,
+            verdict: Some("leak".into()),
+            exit_code: Some(100),
+            run_dir: Some(d.path().join(format!("step-{i}-{rev}")).display().to_string()),
+            reason: None,
+            retried: false,
+            secs: 30.0,
+        };
+        let b = BisectReport {
+            schema: crate::bisect::SCHEMA.into(),
+            lab: "leak-lab".into(),
+            lab_file: "lab.yaml".into(),
+            axis: "module".into(),
+            over: "/src/khm".into(),
+            expect: crate::lab::Expect::NoLeak,
+            good: cand("aaa", "good one"),
+            bad: cand("ddd", "bad one"),
+            candidates: vec![Known { candidate: cand("bbb", "change 1"), mark: Mark::Good }, Known { candidate: cand("ccc", "the <culprit>"), mark: Mark::Bad }],
+            steps: vec![step(1, "bbb", Mark::Good), step(2, "ccc", Mark::Bad)],
+            outcome: Outcome::Found { first_bad: cand("ccc", "the <culprit>") },
+            exit_code: 0,
+            secs: 60.0,
+        };
+        std::fs::write(d.path().join("bisect.json"), serde_json::to_string(&b).unwrap()).unwrap();
+        let m = bisect_markup(&d.path().join("step-2-ccc")).expect("a step's page shows its bisection").into_string();
+        assert!(m.contains("first bad revision: ccc the &lt;culprit&gt;"), "{m}");
+        assert!(m.contains("step 2 of 2: ccc change 2 marked bad"), "{m}");
+        // A run that is no step of it, or with no bisection beside it: nothing.
+        assert!(bisect_markup(&d.path().join("elsewhere")).is_none());
+        assert!(bisect_markup(&d.path().join("step-2-ccc").join("module")).is_none());
+    }
+
+    #[test]
     fn a_matrix_index_links_every_cell() {
         let cell = |lab: &str, kernel: &str, code: i32, verdict: &str| CellResult {
             id: format!("{lab}@{kernel}"),
