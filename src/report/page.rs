@@ -392,7 +392,7 @@ fn answer(r: &LeakReport) -> Markup {
         Some(a) => a.reason.clone(),
         None => arm_failure(r),
     };
-    html! { p.answer { (html::badge(r.exit_code, v)) " " (held) (expected) ": " (why) } "\n" }
+    html! { p.answer { (html::badge(r.exit_code, v)) @if !held.is_empty() { " " (held) } (expected) ": " (why) } "\n" }
 }
 
 /// Which arm failed and how, in one line.
@@ -1078,6 +1078,54 @@ mod tests {
         let caches: Vec<(&str, bool, f64, f64, f64, f64, bool)> = many.iter().map(|(n, p)| (n.as_str(), true, 1.0, 0.0005, 1.0, *p, false)).collect();
         let a = analysis("leak", &caches);
         assert_eq!(names(&deciding_plots(&a, 4)), ["c8 Rejected", "c7 Rejected", "c6 Rejected", "c5 Rejected", "metric"]);
+    }
+
+    fn leak_report(analysis: Option<LeakAnalysis>, module_error: Option<&str>) -> LeakReport {
+        let outcome = |dir: &str, error: Option<&str>| crate::outcome::leak::ArmOutcome { dir: dir.into(), exit_code: if error.is_some() { 101 } else { 0 }, error: error.map(String::from), sample_gaps: 0, config: None };
+        LeakReport {
+            schema: crate::outcome::leak::SCHEMA.into(),
+            lab: "leak-lab".into(),
+            kernel: "debian-6.1".into(),
+            expect: crate::lab::Expect::Leak,
+            verdict: analysis.as_ref().map(|a| a.verdict),
+            expectation_held: None,
+            exit_code: if module_error.is_some() { 101 } else { 102 },
+            floors: crate::analysis::leak::Floors { objects_per_op: 0.0005, bytes_per_op: 4.0, bytes_per_hour: 1.0 },
+            alpha: 0.01,
+            stopped: "duration".into(),
+            module: outcome("/runs/x/module", module_error),
+            baseline: outcome("/runs/x/baseline", None),
+            analysis,
+            crash: None,
+            attribution: None,
+            secs: 40.0,
+        }
+    }
+
+    #[test]
+    fn an_inconclusive_or_failed_lab_still_answers_first() {
+        let mut a = analysis("inconclusive", &[("near", false, 0.0007, 0.0005, 1.0, 0.2, false), ("far", false, 0.0001, 0.0005, 1e6, 1.0, false)]);
+        a.reason = "no hypothesis is decided".into();
+        a.needs = Some("about 40 more samples per arm".into());
+        let r = leak_report(Some(a), None);
+        let page = ab_page(&r, Path::new("/runs/x"), &run_data(), &run_data(), "f");
+        let at = |id: &str| page.find(&format!("<section id=\"{id}\">")).unwrap_or_else(|| panic!("no {id}"));
+        assert!(at("verdict") < at("diagnosis") && at("diagnosis") < at("evidence"));
+        assert!(page[at("verdict")..].contains("<p class=\"answer\"><span class=\"badge warn\">INCONCLUSIVE</span>: no hypothesis is decided</p>"), "{}", &page[at("verdict")..at("diagnosis")]);
+        let diagnosis = &page[at("diagnosis")..at("evidence")];
+        assert!(diagnosis.contains("Needs: about 40 more samples per arm") && diagnosis.contains("<h3>Not yet decided</h3>"), "{diagnosis}");
+        assert!(diagnosis.contains("<td>near</td>") && !diagnosis.contains("<td>far</td>"), "only the hypotheses above their floor are undecided: {diagnosis}");
+        // The plots: the metric, then the undecided cache first (these
+        // caches have no samples in the arms here: a note in their place).
+        let evidence = &page[at("evidence")..];
+        let pos = |t: &str| evidence.find(t).unwrap_or_else(|| panic!("{t} missing"));
+        assert!(pos(&plot::svg_text("slab in both arms")) < pos("slab cache near: no samples.") && pos("slab cache near: no samples.") < pos("slab cache far: no samples."));
+
+        // An arm failed: no analysis, the answer says which and how.
+        let r = leak_report(None, Some("boot failed: no SSH within 60 s\nconsole tail"));
+        let page = ab_page(&r, Path::new("/runs/x"), &run_data(), &run_data(), "f");
+        assert!(page.contains("no verdict (an arm failed)</span>: the module arm failed (exit 101): boot failed: no SSH within 60 s</p>"), "{page}");
+        assert!(page.contains("No analysis: the module arm failed (exit 101)"));
     }
 
     #[test]
