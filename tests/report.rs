@@ -130,10 +130,17 @@ fn a_leak_run_has_a_self_contained_report_that_kernlab_report_rebuilds_and_chrom
     // The verdict, the plots with the samples in them, bands, event markers.
     assert!(page.contains("<span class=\"badge ok\">LEAK</span> as expected"), "verdict missing");
     assert!(page.contains("shmem_inode_cache") && page.contains("bytes/op"));
+    // The charts are what decided the verdict: each cache that rejected its
+    // floor or levelled off (at most 6), the metric, then each arm's
+    // memory; both arms on each of the first.
+    let rec: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("report.json")).unwrap()).unwrap();
+    let caches = rec["analysis"]["caches"].as_array().unwrap();
+    assert!(caches.iter().any(|c| c["leak"] == true), "a LEAK with no cache rejecting its floor: {}", rec["analysis"]["reason"]);
+    let rejected = caches.iter().filter(|c| c["leak"] == true || !c["bounded"].is_null()).count().min(6);
     let svgs = page.matches("<svg").count();
-    assert!(svgs >= 6, "{svgs} charts");
+    assert_eq!(svgs, rejected + 3, "{svgs} charts for {rejected} caches that decided the verdict");
     let lines = polyline_lengths(&page);
-    assert!(lines.iter().filter(|n| **n >= 12).count() >= 8, "too few lines with the samples: {:?}", &lines[..lines.len().min(12)]);
+    assert!(lines.iter().filter(|n| **n >= 12).count() >= 2 * (rejected + 1) + 2, "too few lines with the samples: {:?}", &lines[..lines.len().min(12)]);
     assert!(page.matches("<polygon").count() >= 4, "confidence bands missing");
     for label in ["module khm loaded", "workload started", "workload finished"] {
         assert!(page.contains(&format!(">\n{label}\n</text>")), "marker {label} missing");
