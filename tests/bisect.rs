@@ -157,6 +157,10 @@ fn bisect_names_the_commit_that_introduced_the_leak() {
         let dir = PathBuf::from(s["run_dir"].as_str().unwrap());
         assert!(dir.starts_with(&out_dir), "{s}");
         assert_eq!(report(&dir)["verdict"], verdict);
+        // Its page names the bisection's result in its diagnosis.
+        let page = std::fs::read_to_string(dir.join("report.html")).unwrap();
+        let diagnosis = page.split("<section id=\"diagnosis\">").nth(1).and_then(|d| d.split("<section id=\"evidence\">").next()).unwrap_or_default();
+        assert!(diagnosis.contains("<h3>Bisection</h3>") && diagnosis.contains(&format!("first bad revision: {}", shas[5])), "{}: {diagnosis}", dir.display());
         // Both arms loaded the revision's module; every step restored the snapshot.
         for arm in ["module", "baseline"] {
             let names = event_names(&dir.join(arm));

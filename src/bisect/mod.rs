@@ -242,6 +242,13 @@ pub async fn execute(plan: Plan, out: &Path, events: &Events, cancel: Cancellati
     }
     report.candidates = known(&plan, &marks);
     write_report(out, &mut report, start);
+    // Each step's page again, now that bisect.json beside it has the
+    // result: its diagnosis names the first bad candidate and this step.
+    for s in &report.steps {
+        if let Some(dir) = s.run_dir.as_deref().map(Path::new).filter(|d| d.join("report.json").is_file()) {
+            crate::report::write_or_warn(dir, || crate::report::rebuild(dir).map(|r| r.html));
+        }
+    }
     report
 }
 

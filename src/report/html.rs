@@ -84,22 +84,25 @@ pub fn code(text: &str) -> Markup {
 }
 
 /// A table with a header row; `class` styles it.
+/// In a box of its own that scrolls sideways, so a wide table never
+/// widens the page on a narrow screen.
 pub fn table(class: &str, header: &[&str], rows: &[Vec<TableCell>]) -> Markup {
     html! {
-        table class=(class) {
+        div.scroll { table class=(class) {
             (NL) thead { tr { @for h in header { th { (h) } } } } (NL)
             tbody { (NL) @for r in rows { tr { @for c in r { (c.td()) } } (NL) } }
-        }
+        } }
         (NL)
     }
 }
 
-/// A two-column table of labelled values.
+/// A two-column table of labelled values (in a box that scrolls sideways,
+/// as [`table`]).
 pub fn pairs(class: &str, rows: &[(&str, TableCell)]) -> Markup {
     html! {
-        table class={ (class) " pairs" } {
+        div.scroll { table class={ (class) " pairs" } {
             (NL) tbody { (NL) @for (k, v) in rows { tr { th { (k) } td { (v) } } (NL) } }
-        }
+        } }
         (NL)
     }
 }
@@ -130,20 +133,29 @@ pub fn badge(code: i32, text: &str) -> Markup {
     html! { span class={ "badge " (exit_class(code)) } { (text) } }
 }
 
+/// The page's style: fluid from a wide screen down to a phone. The body
+/// is at most 1100 px wide and otherwise the window's width; plots scale
+/// to it (their viewBox); a table scrolls sideways in its own box; long
+/// words (paths, hashes) break rather than widen the page.
 const STYLE: &str = "\
-body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:1.5em auto;max-width:1000px;padding:0 1em;color:#222;background:#fff}\
-h1{font-size:1.45em;margin-bottom:.2em}h2{font-size:1.2em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}\
+*,*::before,*::after{box-sizing:border-box}\
+html{-webkit-text-size-adjust:100%;text-size-adjust:100%}\
+body{font-family:system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;margin:1.5em auto;max-width:1100px;padding:0 1em;color:#222;background:#fff;line-height:1.4;overflow-wrap:anywhere}\
+h1{font-size:1.45em;margin-bottom:.2em}h2{font-size:1.2em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:1.6em}h3{font-size:1.05em;margin:1.2em 0 .4em}\
 .sub{color:#666;margin-top:0}\
-table{border-collapse:collapse;margin:.6em 0;font-size:.92em}\
-th,td{border:1px solid #ddd;padding:.25em .55em;text-align:left;vertical-align:top}\
-thead th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums}\
+p.answer{font-size:1.15em;margin:.5em 0 .9em}\
+.scroll{overflow-x:auto;max-width:100%;margin:.6em 0}\
+table{border-collapse:collapse;margin:0;font-size:.92em}\
+th,td{border:1px solid #ddd;padding:.25em .55em;text-align:left;vertical-align:top;overflow-wrap:normal}\
+thead th{background:#f4f4f4}td.num{text-align:right;font-variant-numeric:tabular-nums;white-space:nowrap}\
 table.pairs th{background:#f8f8f8;font-weight:600;white-space:nowrap}table.events td:nth-child(2){white-space:nowrap}\
-figure{margin:1em 0}figure svg{max-width:100%;height:auto;display:block}figcaption{color:#555;font-size:.88em}\
+figure{margin:1em 0}figure svg{width:100%;height:auto;display:block}figcaption{color:#555;font-size:.88em}\
 pre{background:#f6f6f6;border:1px solid #e4e4e4;padding:.6em;overflow-x:auto;font-size:.85em;white-space:pre-wrap;word-break:break-all}\
-code{font-size:.9em}\
+td pre{white-space:pre;word-break:normal;margin:0}code{font-size:.9em}\
 .badge{font-weight:700;padding:.05em .4em;border-radius:3px}\
 .ok{background:#e3f4e3}.bad{background:#fbe0e0}.warn{background:#fff1d6}.none{background:#eee}\
-footer{margin-top:2em;color:#888;font-size:.8em}";
+footer{margin-top:2em;color:#888;font-size:.8em}\
+@media (max-width:600px){body{margin:.8em auto;padding:0 .6em}h1{font-size:1.25em}th,td{padding:.2em .4em}}";
 
 /// The whole page: no script, no external resource. The content security
 /// policy makes that hold in the browser too: anything that tried to load

@@ -10,7 +10,7 @@ use super::plot::{self, Chart, Line, Marker, FitBand};
 use super::RunData;
 use crate::outcome::event::{Event, Stamped};
 use crate::outcome::run::Manifest;
-use crate::analysis::leak::{num, ArmSeries};
+use crate::analysis::leak::{num, ArmSeries, Evidence, LeakAnalysis};
 use super::summary as ab;
 use crate::outcome::leak::LeakReport;
 use crate::outcome::matrix::CellResult;
@@ -324,25 +324,205 @@ fn verdict_text(r: &LeakReport) -> (&'static str, &'static str) {
     ab::verdict_words(r)
 }
 
-/// The page of an A/B leak lab: the verdict, both arms' series with their
-/// fits, the culprit caches, the module arm's crash, both manifests.
+/// Why a hypothesis' plot is on the page: what it did for the verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Why {
+    /// Holm rejected "at most its floor": it is the LEAK.
+    Rejected,
+    /// It rose and levelled off: the BOUNDED.
+    LevelledOff,
+    /// Below its floor, the nearest to it: the last to be decided.
+    Closest,
+}
+
+/// One plot of the evidence: a cache, or the lab's metric.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Plotted<'a> {
+    Cache(&'a Evidence, Why),
+    Metric,
+}
+
+/// How near a hypothesis' upper bound is to its floor (1 is on it; the
+/// per-second check counts too when there was one).
+fn nearness(e: &Evidence) -> f64 {
+    let r = |upper: f64, floor: f64| if floor > 0.0 && upper.is_finite() { upper / floor } else { f64::NEG_INFINITY };
+    let per_op = r(e.upper, e.floor);
+    e.per_second.map(|s| per_op.max(r(s.upper, s.floor))).unwrap_or(per_op)
+}
+
+/// The caches in the order that explains the verdict: those that rejected
+/// their floor (strongest first), those that levelled off, then the rest,
+/// the nearest to its floor first. Not by bytes: a big cache that stayed
+/// far below its floor decided nothing.
+pub fn by_decision(a: &LeakAnalysis) -> Vec<(&Evidence, Why)> {
+    let mut rejected: Vec<&Evidence> = a.caches.iter().filter(|c| c.leak).collect();
+    rejected.sort_by(|x, y| x.p_holm.total_cmp(&y.p_holm).then(y.bytes[0].total_cmp(&x.bytes[0])));
+    let levelled = a.caches.iter().filter(|c| !c.leak && c.bounded.is_some());
+    let mut rest: Vec<&Evidence> = a.caches.iter().filter(|c| !c.leak && c.bounded.is_none()).collect();
+    rest.sort_by(|x, y| nearness(y).total_cmp(&nearness(x)));
+    rejected
+        .into_iter()
+        .map(|c| (c, Why::Rejected))
+        .chain(levelled.map(|c| (c, Why::LevelledOff)))
+        .chain(rest.into_iter().map(|c| (c, Why::Closest)))
+        .collect()
+}
+
+/// The plots that show what decided the verdict, in order: the caches that
+/// rejected their floor, those that levelled off, the metric, and for a
+/// verdict other than LEAK the caches nearest to their floor (the last to
+/// be decided). At most `max_caches` caches.
+pub fn deciding_plots(a: &LeakAnalysis, max_caches: usize) -> Vec<Plotted<'_>> {
+    let ranked = by_decision(a);
+    let mut out: Vec<Plotted> = ranked.iter().filter(|(_, w)| *w != Why::Closest).take(max_caches).map(|&(c, w)| Plotted::Cache(c, w)).collect();
+    out.push(Plotted::Metric);
+    if a.verdict != stats::Verdict::Leak {
+        let room = max_caches.saturating_sub(out.len() - 1).min(3);
+        out.extend(ranked.iter().filter(|(_, w)| *w == Why::Closest).take(room).map(|&(c, w)| Plotted::Cache(c, w)));
+    }
+    out
+}
+
+/// The answer in one line: the verdict, whether it was expected, and why
+/// in one sentence (the analysis' reason, or the arm that failed).
+fn answer(r: &LeakReport) -> Markup {
+    let (v, held) = verdict_text(r);
+    let expected = if r.expectation_held == Some(false) { format!(" (expected {})", crate::outcome::kebab(&r.expect)) } else { String::new() };
+    let why = match &r.analysis {
+        Some(a) => a.reason.clone(),
+        None => arm_failure(r),
+    };
+    html! { p.answer { (html::badge(r.exit_code, v)) @if !held.is_empty() { " " (held) } (expected) ": " (why) } "\n" }
+}
+
+/// Which arm failed and how, in one line.
+fn arm_failure(r: &LeakReport) -> String {
+    for (name, o) in [("module", &r.module), ("baseline", &r.baseline)] {
+        if let Some(e) = &o.error {
+            return format!("the {name} arm failed (exit {}): {}", o.exit_code, e.lines().next().unwrap_or(""));
+        }
+    }
+    "an arm did not finish, so there is nothing to compare".into()
+}
+
+/// A rate with its interval, `0.000557 [0.000544 .. 0.000571]`.
+fn interval(e: &Evidence) -> String {
+    format!("{} [{} .. {}]", num(e.delta), num(e.lower), num(e.upper))
+}
+
+/// The page of an A/B leak lab. It leads with the answer: the verdict in
+/// one line, then the diagnosis (what leaks, per operation, its kind and
+/// code, a bisection's result), then the evidence (the plots of what
+/// decided it, the tables, the looks, the arms), then each arm's memory,
+/// crash, events and manifest.
 pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData, footer: &str) -> String {
     let (v, held) = verdict_text(r);
-    let expect = crate::outcome::kebab(&r.expect);
     let title = format!("{} on {}: {v} {held}", r.lab, r.kernel);
     let subtitle = format!("A/B leak lab, module arm against baseline arm · {}", top.display());
     let marks = markers(&module.events);
-    let mut body: Vec<Markup> = Vec::new();
+    let mut body: Vec<Markup> = vec![html::section("verdict", "Verdict", answer(r)), diagnosis_section(r, top)];
 
-    // The verdict table, line for line what the terminal summary says.
+    let mut evidence: Vec<Markup> = Vec::new();
+    // The plots of what decided the verdict, against the regressor it used,
+    // each arm with its fitted line and band.
+    if let Some(a) = &r.analysis {
+        let u = ab::per(a);
+        let per_op = a.basis == crate::analysis::leak::Basis::PerOp;
+        let xlabel = if per_op { "cumulative operations" } else { "run time (s)" };
+        let against = |pts: &[(f64, f64)], arm: &ArmSeries| if per_op { against_ops(pts, arm) } else { pts.to_vec() };
+        let mut charts: Vec<Markup> = Vec::new();
+        for p in deciding_plots(a, 6) {
+            match p {
+                Plotted::Metric => {
+                    let (m, b) = (module.series.metric(&a.metric), baseline.series.metric(&a.metric));
+                    let mut c = Chart::new(&format!("{} in both arms", a.metric), xlabel, &a.metric);
+                    let fits = a.total.as_ref().map(|t| (t.module.trend.clone(), t.baseline.trend.clone())).unwrap_or_default();
+                    for (label, color, arm, pts, fit) in [("module", plot::MODULE, &module.series, &m, fits.0), ("baseline", plot::BASELINE, &baseline.series, &b, fits.1)] {
+                        let p = against(pts, arm);
+                        if let Some(f) = fit {
+                            let t = stats::student::t_quantile(1.0 - a.alpha, f.df);
+                            c.trends.extend(FitBand::fit(&format!("{label} fit ± t·se"), color, &p, f.slope, f.slope - t * f.se, f.slope + t * f.se));
+                        }
+                        c.lines.push(Line { label: format!("{label} arm"), color, points: p });
+                    }
+                    if !per_op {
+                        c.markers = marks.clone();
+                    }
+                    let what = match &a.total {
+                        Some(t) if t.leak => format!("The metric rejected its floor: Δ {} bytes/{u}, floor {}.", interval(t), num(t.floor)),
+                        Some(t) => match t.bounded {
+                            Some(b) => format!("The metric levelled off: {} bytes held, late growth at most {} bytes/{u}.", num(b.held), num(b.late_upper)),
+                            None => format!("Δ {} bytes/{u}, floor {}: the upper bound is {:.0} % of the floor.", interval(t), num(t.floor), 100.0 * nearness(t).max(0.0)),
+                        },
+                        None => String::new(),
+                    };
+                    charts.push(figure(&c, &format!("The lab's metric in both arms with each arm's fitted line (GLS with AR(1) noise, or first differences) and its band; the verdict tests the difference of the slopes. {what}")));
+                }
+                Plotted::Cache(f, why) => {
+                    let objs = |arm: &ArmSeries| arm.caches.get(&f.name).map(|r| r.iter().map(|&(t, o, _)| (t, o)).collect::<Vec<_>>()).unwrap_or_default();
+                    let (m, b) = (against(&objs(&module.series), &module.series), against(&objs(&baseline.series), &baseline.series));
+                    // Objects, not bytes: the axis shows the counts as they are.
+                    let mut c = Chart::new(&format!("slab cache {}", f.name), xlabel, "active");
+                    c.y_unit = plot::YUnit::Plain("objects");
+                    c.height = 320;
+                    for (label, color, pts, fit) in [("module", plot::MODULE, &m, &f.module.trend), ("baseline", plot::BASELINE, &b, &f.baseline.trend)] {
+                        if let Some(fit) = fit {
+                            let t = stats::student::t_quantile(1.0 - a.alpha, fit.df);
+                            c.trends.extend(FitBand::fit(&format!("{label} fit ± t·se"), color, pts, fit.slope, fit.slope - t * fit.se, fit.slope + t * fit.se));
+                        }
+                        c.lines.push(Line { label: format!("{label} arm"), color, points: pts.clone() });
+                    }
+                    let why = match why {
+                        Why::Rejected => format!("Rejected its floor {} (Holm p {:.1e}).", num(f.floor), f.p_holm),
+                        Why::LevelledOff => f.bounded.map(|b| format!("Levelled off: {} objects held, late growth at most {} objects/{u}.", num(b.held), num(b.late_upper))).unwrap_or_default(),
+                        Why::Closest => format!("Below its floor {}: the upper bound is {:.0} % of it (the caches nearest to their floor are shown).", num(f.floor), 100.0 * nearness(f).max(0.0)),
+                    };
+                    charts.push(figure(&c, &format!("Active objects of {} in both arms; Δ {} objects per {u}. {why}", f.name, interval(f))));
+                }
+            }
+        }
+        evidence.push(html! { h3 { "What decided it" } "\n" (join(charts)) });
+        evidence.push(hypotheses_table(a));
+        evidence.push(looks_table(a));
+        let ex: Vec<Vec<TableCell>> = a
+            .exhaustion
+            .iter()
+            .map(|e| vec![TableCell::Text(e.memory.clone()), TableCell::Text(ab::duration(e.fastest_s)), TableCell::Text(ab::duration(e.slowest_s))])
+            .collect();
+        if !ex.is_empty() {
+            evidence.push(html! { h3 { "Time to exhaustion" } "\n" (html::table("exhaustion", &["exhausts", "at the fastest", "at the slowest"], &ex)) });
+        }
+    } else {
+        evidence.push(html::note("none", "No analysis: an arm failed. Each arm's own report has its series."));
+    }
+    evidence.push(html! { h3 { "How it was decided" } "\n" (numbers_table(r)) });
+    evidence.push(terminal_summary(&ab::leak_summary(r, top)));
+    body.push(html::section("evidence", "Evidence", join(evidence)));
+
+    let mem = html! {
+        (figure(&meminfo_chart("memory, module arm", module, &marks), "meminfo of the module arm; vertical lines are its events."))
+        (figure(&meminfo_chart("memory, baseline arm", baseline, &markers(&baseline.events)), "meminfo of the baseline arm."))
+    };
+    body.push(html::section("memory", "Memory over time", mem));
+    body.push(crash_section(module));
+    body.push(html::section("events", "Events of the module arm", events_table(&module.events)));
+    let man = html! {
+        h3 { "module arm" } "\n" (manifest_table(module.manifest.as_ref()))
+        h3 { "baseline arm" } "\n" (manifest_table(baseline.manifest.as_ref()))
+    };
+    body.push(html::section("manifest", "Manifests", man));
+    html::page(&title, &subtitle, join(body), footer)
+}
+
+/// The lab's numbers around the verdict, line for line what the terminal
+/// summary says: method, metric, what a NO-LEAK rules out, the arms.
+fn numbers_table(r: &LeakReport) -> Markup {
     let mut rows = vec![
-        ("verdict", TableCell::Html(html! { (html::badge(r.exit_code, v)) " " (held) })),
-        ("expected", TableCell::Text(expect)),
+        ("expected", TableCell::Text(crate::outcome::kebab(&r.expect))),
         ("exit code", TableCell::Text(r.exit_code.to_string())),
     ];
     if let Some(a) = &r.analysis {
         let u = ab::per(a);
-        rows.push(("why", TableCell::Text(a.reason.clone())));
         rows.push(("stopped", TableCell::Text(r.stopped.clone())));
         rows.push((
             "method",
@@ -370,16 +550,7 @@ pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData,
         }
         if a.verdict != stats::Verdict::Leak {
             if let Some(d) = &a.detectable {
-                rows.push((
-                    "rules out (80 % power)",
-                    TableCell::Text(format!(
-                        "{} bytes/{u}{} in the noisiest cache ({}); {} objects/{u} into a cache of the module's own",
-                        num(d.bytes),
-                        d.objects.map(|o| format!(" ({} objects/{u})", num(o))).unwrap_or_default(),
-                        d.name,
-                        num(d.own_cache_objects)
-                    )),
-                ));
+                rows.push(("rules out (80 % power)", TableCell::Text(rules_out(d, u))));
             }
         }
         if let Some(n) = &a.needs {
@@ -400,117 +571,158 @@ pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData,
     }
     rows.push(("arms", TableCell::Html(html! { (html::link("module/report.html", "module arm report")) " · " (html::link("baseline/report.html", "baseline arm report")) })));
     rows.push(("duration", TableCell::Text(format!("{:.1} s", r.secs))));
-    let mut verdict = vec![html::pairs("verdict", &rows)];
-    if let Some(a) = &r.analysis {
-        let u = ab::per(a);
-        let caches: Vec<Vec<TableCell>> = a
-            .caches
-            .iter()
-            .filter(|c| c.leak || c.bytes[0] > 0.0)
-            .take(12)
-            .map(|c| {
-                vec![
-                    TableCell::Text(c.name.clone()),
-                    TableCell::Num(format!("{:.0}", c.objsize)),
-                    TableCell::Num(format!("{:.0} → {:.0}", c.module.first, c.module.last)),
-                    TableCell::Num(format!("{:.0} → {:.0}", c.baseline.first, c.baseline.last)),
-                    TableCell::Num(format!("{} [{} .. {}]", num(c.delta), num(c.lower), num(c.upper))),
-                    TableCell::Num(num(c.bytes[0])),
-                    TableCell::Num(c.bytes_per_hour.map(|h| format!("{:.2} MiB", h[0] / MIB)).unwrap_or_else(|| "-".into())),
-                    TableCell::Num(format!("{:.1e}", c.p_holm)),
-                    TableCell::Text(match (c.leak, c.bounded) {
-                        (true, _) => "LEAK".into(),
-                        (false, Some(p)) => format!("BOUNDED at {} held", num(p.held)),
-                        _ => "-".into(),
-                    }),
-                ]
-            })
-            .collect();
-        if !caches.is_empty() {
-            let h1 = format!("Δ objs/{u} [interval]");
-            let h2 = format!("Δ bytes/{u}");
-            verdict.push(html::table(
-                "caches",
-                &["cache", "objsize", "module objs", "baseline objs", &h1, &h2, "Δ per hour", "Holm p", "verdict"],
-                &caches,
-            ));
-        }
-        let ex: Vec<Vec<TableCell>> = a
-            .exhaustion
-            .iter()
-            .map(|e| vec![TableCell::Text(e.memory.clone()), TableCell::Text(ab::duration(e.fastest_s)), TableCell::Text(ab::duration(e.slowest_s))])
-            .collect();
-        if !ex.is_empty() {
-            verdict.push(html::table("exhaustion", &["exhausts", "at the fastest", "at the slowest"], &ex));
-        }
+    html::pairs("verdict", &rows)
+}
+
+fn rules_out(d: &crate::analysis::leak::Detectable, u: &str) -> String {
+    format!(
+        "{} bytes/{u}{} in the noisiest cache ({}); {} objects/{u} into a cache of the module's own",
+        num(d.bytes),
+        d.objects.map(|o| format!(" ({} objects/{u})", num(o))).unwrap_or_default(),
+        d.name,
+        num(d.own_cache_objects)
+    )
+}
+
+/// Every hypothesis of the family: the metric, then the caches in the
+/// order that explains the verdict (at most 12).
+fn hypotheses_table(a: &LeakAnalysis) -> Markup {
+    let u = ab::per(a);
+    let state = |e: &Evidence| match (e.leak, e.bounded) {
+        (true, _) => "LEAK".to_string(),
+        (false, Some(p)) => format!("BOUNDED at {} held", num(p.held)),
+        _ if e.upper < e.floor => "below".into(),
+        _ => "undecided".into(),
+    };
+    let row = |e: &Evidence, objs: &str| {
+        vec![
+            TableCell::Text(e.name.clone()),
+            TableCell::Num(format!("{:.0}", e.objsize)),
+            TableCell::Num(format!("{} → {}", num(e.module.first), num(e.module.last))),
+            TableCell::Num(format!("{} → {}", num(e.baseline.first), num(e.baseline.last))),
+            TableCell::Num(format!("{} {objs}", interval(e))),
+            TableCell::Num(num(e.floor)),
+            TableCell::Num(num(e.bytes[0])),
+            TableCell::Num(e.bytes_per_hour.map(|h| format!("{:.2} MiB", h[0] / MIB)).unwrap_or_else(|| "-".into())),
+            TableCell::Num(format!("{:.1e}", e.p_holm)),
+            TableCell::Text(state(e)),
+        ]
+    };
+    let mut rows: Vec<Vec<TableCell>> = a.total.iter().map(|t| row(t, "bytes")).collect();
+    rows.extend(by_decision(a).into_iter().take(12).map(|(c, _)| row(c, "objs")));
+    if rows.is_empty() {
+        return html::note("none", "No hypothesis was tested.");
     }
-    verdict.push(terminal_summary(&ab::leak_summary(r, top)));
-    body.push(html::section("verdict", "Verdict", join(verdict)));
+    let h1 = format!("Δ per {u} [interval]");
+    let h2 = format!("Δ bytes/{u}");
+    html! {
+        h3 { "Every hypothesis, module − baseline" } "\n"
+        (html::table("caches", &["hypothesis", "objsize", "module", "baseline", &h1, "floor", &h2, "Δ per hour", "Holm p", "verdict"], &rows))
+    }
+}
+
+/// The looks taken at the run, the deciding one marked.
+fn looks_table(a: &LeakAnalysis) -> Markup {
+    let s = &a.sequential;
+    let rows: Vec<Vec<TableCell>> = s
+        .looks
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            vec![
+                TableCell::Num((i + 1).to_string()),
+                TableCell::Num(l.samples.to_string()),
+                TableCell::Num(format!("{:.2e}", l.alpha)),
+                TableCell::Num(if l.alpha_no_leak > 0.0 { format!("{:.2e}", l.alpha_no_leak) } else { "-".into() }),
+                TableCell::Text(format!("{}{}", l.verdict.word(), if i == s.decided_at { " (decided)" } else { "" })),
+            ]
+        })
+        .collect();
+    let planned: Vec<String> = s.planned.iter().map(|n| n.to_string()).collect();
+    html! {
+        h3 { "Looks" } "\n"
+        p { "Planned at " (planned.join(", ")) " samples per arm; " (if s.early { "decided early." } else { "decided at the last look taken." }) } "\n"
+        (html::table("looks", &["look", "samples per arm", "α against a false LEAK", "α against a false NO-LEAK", "verdict"], &rows))
+    }
+}
+
+/// What the verdict means for the module: what leaks, per operation, of
+/// what kind and from which code; what levelled off; what a NO-LEAK rules
+/// out; what an INCONCLUSIVE needs; a bisection's result.
+fn diagnosis_section(r: &LeakReport, top: &Path) -> Markup {
+    use stats::Verdict;
+    let mut parts: Vec<Markup> = Vec::new();
+    match (&r.analysis, r.verdict) {
+        (Some(a), Some(Verdict::Leak)) => {
+            let u = ab::per(a);
+            let leaking: Vec<&Evidence> = a.total.iter().filter(|t| t.leak).chain(by_decision(a).into_iter().filter(|(_, w)| *w == Why::Rejected).map(|(c, _)| c)).collect();
+            let rows: Vec<Vec<TableCell>> = leaking
+                .iter()
+                .map(|e| {
+                    let unit = if e.kind == crate::analysis::leak::Kind::Total { "bytes" } else { "objects" };
+                    vec![
+                        TableCell::Text(e.name.clone()),
+                        TableCell::Num(format!("{} {unit}", interval(e))),
+                        TableCell::Num(num(e.bytes[0])),
+                        TableCell::Num(e.bytes_per_hour.map(|h| format!("{:.2} MiB", h[0] / MIB)).unwrap_or_else(|| "-".into())),
+                    ]
+                })
+                .collect();
+            let h1 = format!("module − baseline per {}", if u == "op" { "operation" } else { "second" });
+            let h2 = format!("bytes/{u}");
+            parts.push(html! { h3 { "What leaks" } "\n" (html::table("leaks", &["what", &h1, &h2, "per hour"], &rows)) });
+        }
+        (Some(a), Some(Verdict::Bounded)) => {
+            let rows: Vec<Vec<TableCell>> = a
+                .total
+                .iter()
+                .chain(a.caches.iter())
+                .filter_map(|e| e.bounded.map(|b| vec![TableCell::Text(e.name.clone()), TableCell::Num(num(b.held)), TableCell::Num(num(b.level)), TableCell::Num(format!("{} (floor {})", num(b.late_upper), num(e.floor)))]))
+                .collect();
+            parts.push(html! {
+                p { "Nothing leaks: this growth stopped within the run." } "\n"
+                (html::table("bounded", &["what", "held above the start", "module level", "late growth at most"], &rows))
+            });
+        }
+        (Some(a), Some(Verdict::NoLeak)) => {
+            let u = ab::per(a);
+            let nearest = a.total.iter().chain(a.caches.iter()).max_by(|x, y| nearness(x).total_cmp(&nearness(y)));
+            parts.push(html! {
+                p { "Nothing leaks: every hypothesis stays below its floor." }
+                @if let Some(e) = nearest { p { "Nearest to its floor: " strong { (e.name) } ", upper bound " (num(e.upper)) " of the floor " (num(e.floor)) " (" (format!("{:.0}", 100.0 * nearness(e).max(0.0))) " %)." } }
+                @if let Some(d) = &a.detectable { p { "Rules out (80 % power): " (rules_out(d, u)) "." } }
+            });
+        }
+        (Some(a), _) => {
+            let undecided: Vec<Vec<TableCell>> = a
+                .total
+                .iter()
+                .chain(a.caches.iter())
+                .filter(|e| !e.leak && e.bounded.is_none() && e.upper >= e.floor)
+                .take(8)
+                .map(|e| vec![TableCell::Text(e.name.clone()), TableCell::Num(interval(e)), TableCell::Num(num(e.floor))])
+                .collect();
+            parts.push(html! {
+                @if let Some(n) = &a.needs { p { "Needs: " (n) } }
+                @if !undecided.is_empty() { h3 { "Not yet decided" } "\n" (html::table("undecided", &["hypothesis", "module − baseline [interval]", "floor"], &undecided)) }
+            });
+        }
+        (None, _) => parts.push(html::note("bad", &format!("No analysis: {}.", arm_failure(r)))),
+    }
     if let Some(a) = &r.attribution {
-        body.push(diagnosis_section(a));
+        parts.push(attribution_markup(a));
+    } else if r.verdict == Some(Verdict::Leak) {
+        parts.push(html::note("none", "No attribution in this record (kind and code were not looked for)."));
     }
-
-    // The metric and the leading caches in both arms against the regressor
-    // the verdict used, with each arm's fitted line.
-    let mut charts: Vec<Markup> = Vec::new();
-    if let Some(a) = &r.analysis {
-        let per_op = a.basis == crate::analysis::leak::Basis::PerOp;
-        let xlabel = if per_op { "cumulative operations" } else { "run time (s)" };
-        let against = |pts: &[(f64, f64)], arm: &ArmSeries| if per_op { against_ops(pts, arm) } else { pts.to_vec() };
-        let (m, b) = (module.series.metric(&a.metric), baseline.series.metric(&a.metric));
-        let mut c = Chart::new(&format!("{} in both arms", a.metric), xlabel, &a.metric);
-        let fits = a.total.as_ref().map(|t| (t.module.trend.clone(), t.baseline.trend.clone())).unwrap_or_default();
-        for (label, color, arm, pts, fit) in [("module", plot::MODULE, &module.series, &m, fits.0), ("baseline", plot::BASELINE, &baseline.series, &b, fits.1)] {
-            let p = against(pts, arm);
-            if let Some(f) = fit {
-                let t = stats::student::t_quantile(1.0 - a.alpha, f.df);
-                c.trends.extend(FitBand::fit(&format!("{label} fit ± t·se"), color, &p, f.slope, f.slope - t * f.se, f.slope + t * f.se));
-            }
-            c.lines.push(Line { label: format!("{label} arm"), color, points: p });
-        }
-        if !per_op {
-            c.markers = marks.clone();
-        }
-        charts.push(figure(&c, "The lab's metric in both arms with each arm's fitted line (GLS with AR(1) noise, or first differences) and its band; the verdict tests the difference of the slopes."));
-        for f in a.caches.iter().filter(|c| c.leak || c.bytes[0] > 0.0).take(4) {
-            let objs = |arm: &ArmSeries| arm.caches.get(&f.name).map(|r| r.iter().map(|&(t, o, _)| (t, o)).collect::<Vec<_>>()).unwrap_or_default();
-            let (m, b) = (against(&objs(&module.series), &module.series), against(&objs(&baseline.series), &baseline.series));
-            // Objects, not bytes: the axis shows the counts as they are.
-            let mut c = Chart::new(&format!("slab cache {}", f.name), xlabel, "active");
-            c.y_unit = plot::YUnit::Plain("objects");
-            c.height = 320;
-            for (label, color, pts, fit) in [("module", plot::MODULE, &m, &f.module.trend), ("baseline", plot::BASELINE, &b, &f.baseline.trend)] {
-                if let Some(fit) = fit {
-                    let t = stats::student::t_quantile(1.0 - a.alpha, fit.df);
-                    c.trends.extend(FitBand::fit(&format!("{label} fit ± t·se"), color, pts, fit.slope, fit.slope - t * fit.se, fit.slope + t * fit.se));
-                }
-                c.lines.push(Line { label: format!("{label} arm"), color, points: pts.clone() });
-            }
-            charts.push(figure(&c, &format!("Active objects of {} in both arms; Δ {} objects per {} [{} .. {}].", f.name, num(f.delta), ab::per(a), num(f.lower), num(f.upper))));
-        }
-    } else {
-        charts.push(html::note("none", "No analysis: an arm failed. Each arm's own report has its series."));
+    if let Some(b) = bisect_markup(top) {
+        parts.push(b);
     }
-    body.push(html::section("growth", "Growth", join(charts)));
-
-    let mem = html! {
-        (figure(&meminfo_chart("memory, module arm", module, &marks), "meminfo of the module arm; vertical lines are its events."))
-        (figure(&meminfo_chart("memory, baseline arm", baseline, &markers(&baseline.events)), "meminfo of the baseline arm."))
-    };
-    body.push(html::section("memory", "Memory over time", mem));
-    body.push(crash_section(module));
-    body.push(html::section("events", "Events of the module arm", events_table(&module.events)));
-    let man = html! {
-        h3 { "module arm" } "\n" (manifest_table(module.manifest.as_ref()))
-        h3 { "baseline arm" } "\n" (manifest_table(baseline.manifest.as_ref()))
-    };
-    body.push(html::section("manifest", "Manifests", man));
-    html::page(&title, &subtitle, join(body), footer)
+    html::section("diagnosis", "Diagnosis", join(parts))
 }
 
 /// A LEAK's kind with its evidence, the code its attribution pass named,
 /// and what the pass cost.
-fn diagnosis_section(a: &crate::outcome::leak::Attribution) -> Markup {
+fn attribution_markup(a: &crate::outcome::leak::Attribution) -> Markup {
     use crate::analysis::attribution::Role;
     let mut parts = vec![html! {
         p { "Kind: " strong { (a.kind.words()) } }
@@ -535,7 +747,7 @@ fn diagnosis_section(a: &crate::outcome::leak::Attribution) -> Markup {
         })
         .collect();
     if !rows.is_empty() {
-        parts.push(html::table("sites", &["function", "module", "cache", "objects (module − baseline)", "what it did", "stack"], &rows));
+        parts.push(html! { h3 { "Code" } "\n" (html::table("sites", &["function", "module", "cache", "objects (module − baseline)", "what it did", "stack"], &rows)) });
     }
     match (&a.pass, &a.skipped) {
         (Some(p), _) => parts.push(html::pairs(
@@ -551,7 +763,49 @@ fn diagnosis_section(a: &crate::outcome::leak::Attribution) -> Markup {
         (None, Some(why)) => parts.push(html::note("none", &format!("No attribution pass: {why}."))),
         (None, None) => {}
     }
-    html::section("diagnosis", "Diagnosis", join(parts))
+    join(parts)
+}
+
+/// When this run is a step of `kernlab bisect` (its directory sits beside
+/// the bisection's `bisect.json`): which step, and what the bisection
+/// found. None for any other run, or a `bisect.json` that is not one.
+fn bisect_markup(top: &Path) -> Option<Markup> {
+    use serde_json::Value;
+    let parent = top.parent()?;
+    let text = std::fs::read_to_string(parent.join("bisect.json")).ok()?;
+    let b: Value = serde_json::from_str(&text).ok()?;
+    if b.get("schema")?.as_str()? != crate::bisect::SCHEMA {
+        return None;
+    }
+    let name = top.file_name()?.to_string_lossy().into_owned();
+    let steps = b.get("steps")?.as_array()?;
+    let (i, step) = steps.iter().enumerate().find(|(_, s)| {
+        s.get("run_dir").and_then(Value::as_str).map(|d| Path::new(d).file_name().map(|f| f.to_string_lossy() == name).unwrap_or(false)).unwrap_or(false)
+    })?;
+    let str_of = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    let cand = |c: &Value| {
+        let (rev, subject) = (str_of(c, "rev"), str_of(c, "subject"));
+        if subject.is_empty() { rev } else { format!("{rev} {subject}") }
+    };
+    let axis = str_of(&b, "axis");
+    let outcome = b.get("outcome")?;
+    let result = match outcome.get("kind").and_then(Value::as_str)? {
+        "found" => format!("first bad {}: {}", if axis == "module" { "revision" } else { "kernel" }, outcome.get("first_bad").map(cand).unwrap_or_default()),
+        "undecided" => format!(
+            "undecided: skipped steps hide the first bad one, one of {}",
+            outcome.get("range").and_then(Value::as_array).map(|r| r.iter().map(cand).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+        ),
+        other => other.to_string(),
+    };
+    Some(html! {
+        h3 { "Bisection" } "\n"
+        (html::pairs("bisect", &[
+            ("result", TableCell::Text(result)),
+            ("this run", TableCell::Text(format!("step {} of {}: {} marked {}", i + 1, steps.len(), cand(step), str_of(step, "mark")))),
+            ("over", TableCell::Text(format!("{} {}", axis, str_of(&b, "over")))),
+            ("record", TableCell::Html(html::code(&parent.join("bisect.json").display().to_string()))),
+        ]))
+    })
 }
 
 /// A matrix's index page: the kernels × labs table, each cell linking to
@@ -766,6 +1020,153 @@ mod tests {
         assert_eq!(slab.matches("<polygon").count(), 2, "a band per arm");
         assert!(page.contains(&plot::svg_text("module khm loaded")), "events mark the memory charts");
         assert!(page.contains("LEAK as expected (expect Leak, exit 0)"), "the terminal summary");
+        // The answer first: the verdict in one line, the diagnosis, the evidence.
+        let at = |id: &str| page.find(&format!("<section id=\"{id}\">")).unwrap_or_else(|| panic!("no {id}"));
+        assert!(at("verdict") < at("diagnosis") && at("diagnosis") < at("evidence") && at("evidence") < at("memory"));
+        let verdict = &page[at("verdict")..at("diagnosis")];
+        assert_eq!(verdict.matches("<p").count(), 1, "{verdict}");
+        assert!(verdict.contains("<p class=\"answer\"><span class=\"badge ok\">LEAK</span> as expected: metric slab grows"), "{verdict}");
+        let diagnosis = &page[at("diagnosis")..at("evidence")];
+        assert!(diagnosis.contains("<h3>What leaks</h3>") && diagnosis.contains("<td>slab</td>") && diagnosis.contains("No attribution in this record"), "{diagnosis}");
+    }
+
+    /// An analysis with the given caches: (name, leak, upper, floor,
+    /// bytes, Holm p, levelled off).
+    fn analysis(verdict: &str, caches: &[(&str, bool, f64, f64, f64, f64, bool)]) -> LeakAnalysis {
+        let fit = serde_json::json!({"samples": 10, "first": 1.0, "last": 2.0, "trend": null});
+        let ev = |name: &str, kind: &str, leak: bool, upper: f64, floor: f64, bytes: f64, p: f64, bounded: bool| {
+            let mut e = serde_json::json!({"name": name, "kind": kind, "objsize": 64.0, "module": fit, "baseline": fit, "delta": upper / 2.0, "se": 0.1,
+                "df": 10.0, "lower": 0.0, "upper": upper, "floor": floor, "p": p, "p_holm": p, "leak": leak, "detectable": 0.1,
+                "bytes": [bytes, 0.0, 0.0, 0.0], "bytes_per_hour": null});
+            if bounded {
+                e["bounded"] = serde_json::json!({"held": 100.0, "level": 200.0, "late_upper": 0.0});
+            }
+            e
+        };
+        serde_json::from_value(serde_json::json!({
+            "metric": "slab", "basis": "per-op", "floors": {"objects_per_op": 0.0005, "bytes_per_op": 4.0, "bytes_per_hour": 1.0},
+            "alpha": 0.01, "samples": [10, 10], "ops_per_s": [1000.0, 1000.0], "verdict": verdict, "reason": "r",
+            "total": ev("slab", "total", false, 1.0, 4.0, 1.0, 1.0, false),
+            "caches": caches.iter().map(|&(n, l, u, f, b, p, bo)| ev(n, "cache", l, u, f, b, p, bo)).collect::<Vec<_>>(),
+            "family": caches.len() + 1, "detectable": null, "needs": null,
+            "sequential": {"planned": [10], "looks": [], "decided_at": 0, "early": false}, "exhaustion": []
+        }))
+        .unwrap()
+    }
+
+    fn names<'a>(p: &[Plotted<'a>]) -> Vec<String> {
+        p.iter().map(|p| match p {
+            Plotted::Metric => "metric".to_string(),
+            Plotted::Cache(e, w) => format!("{} {w:?}", e.name),
+        }).collect()
+    }
+
+    #[test]
+    fn plots_follow_what_decided_the_verdict_not_the_bytes() {
+        // A LEAK: the rejecting caches, strongest first, then the metric;
+        // the biggest cache that decided nothing is not drawn.
+        let a = analysis("leak", &[("big", false, 0.0001, 0.0005, 1e9, 1.0, false), ("weak", true, 0.01, 0.0005, 10.0, 1e-3, false), ("strong", true, 0.01, 0.0005, 5.0, 1e-9, false)]);
+        assert_eq!(names(&deciding_plots(&a, 6)), ["strong Rejected", "weak Rejected", "metric"]);
+        // A NO-LEAK: the metric, then the caches nearest to their floor.
+        let a = analysis("no-leak", &[("big", false, 0.0001, 0.0005, 1e9, 1.0, false), ("near", false, 0.00049, 0.0005, 1.0, 1.0, false), ("mid", false, 0.0003, 0.0005, 2.0, 1.0, false), ("far", false, 0.0, 0.0005, 3.0, 1.0, false), ("farther", false, -1.0, 0.0005, 3.0, 1.0, false)]);
+        assert_eq!(names(&deciding_plots(&a, 6)), ["metric", "near Closest", "mid Closest", "big Closest"]);
+        // A BOUNDED: what levelled off, the metric, then the nearest.
+        let a = analysis("bounded", &[("near", false, 0.00049, 0.0005, 1.0, 1.0, false), ("filled", false, 0.001, 0.0005, 1.0, 1.0, true)]);
+        assert_eq!(names(&deciding_plots(&a, 6)), ["filled LevelledOff", "metric", "near Closest"]);
+        // Many rejecting caches: at most the cap, then the metric.
+        let many: Vec<(String, f64)> = (0..9).map(|i| (format!("c{i}"), 10f64.powi(-i))).collect();
+        let caches: Vec<(&str, bool, f64, f64, f64, f64, bool)> = many.iter().map(|(n, p)| (n.as_str(), true, 1.0, 0.0005, 1.0, *p, false)).collect();
+        let a = analysis("leak", &caches);
+        assert_eq!(names(&deciding_plots(&a, 4)), ["c8 Rejected", "c7 Rejected", "c6 Rejected", "c5 Rejected", "metric"]);
+    }
+
+    fn leak_report(analysis: Option<LeakAnalysis>, module_error: Option<&str>) -> LeakReport {
+        let outcome = |dir: &str, error: Option<&str>| crate::outcome::leak::ArmOutcome { dir: dir.into(), exit_code: if error.is_some() { 101 } else { 0 }, error: error.map(String::from), sample_gaps: 0, config: None };
+        LeakReport {
+            schema: crate::outcome::leak::SCHEMA.into(),
+            lab: "leak-lab".into(),
+            kernel: "debian-6.1".into(),
+            expect: crate::lab::Expect::Leak,
+            verdict: analysis.as_ref().map(|a| a.verdict),
+            expectation_held: None,
+            exit_code: if module_error.is_some() { 101 } else { 102 },
+            floors: crate::analysis::leak::Floors { objects_per_op: 0.0005, bytes_per_op: 4.0, bytes_per_hour: 1.0 },
+            alpha: 0.01,
+            stopped: "duration".into(),
+            module: outcome("/runs/x/module", module_error),
+            baseline: outcome("/runs/x/baseline", None),
+            analysis,
+            crash: None,
+            attribution: None,
+            secs: 40.0,
+        }
+    }
+
+    #[test]
+    fn an_inconclusive_or_failed_lab_still_answers_first() {
+        let mut a = analysis("inconclusive", &[("near", false, 0.0007, 0.0005, 1.0, 0.2, false), ("far", false, 0.0001, 0.0005, 1e6, 1.0, false)]);
+        a.reason = "no hypothesis is decided".into();
+        a.needs = Some("about 40 more samples per arm".into());
+        let r = leak_report(Some(a), None);
+        let page = ab_page(&r, Path::new("/runs/x"), &run_data(), &run_data(), "f");
+        let at = |id: &str| page.find(&format!("<section id=\"{id}\">")).unwrap_or_else(|| panic!("no {id}"));
+        assert!(at("verdict") < at("diagnosis") && at("diagnosis") < at("evidence"));
+        assert!(page[at("verdict")..].contains("<p class=\"answer\"><span class=\"badge warn\">INCONCLUSIVE</span>: no hypothesis is decided</p>"), "{}", &page[at("verdict")..at("diagnosis")]);
+        let diagnosis = &page[at("diagnosis")..at("evidence")];
+        assert!(diagnosis.contains("Needs: about 40 more samples per arm") && diagnosis.contains("<h3>Not yet decided</h3>"), "{diagnosis}");
+        assert!(diagnosis.contains("<td>near</td>") && !diagnosis.contains("<td>far</td>"), "only the hypotheses above their floor are undecided: {diagnosis}");
+        // The plots: the metric, then the undecided cache first (these
+        // caches have no samples in the arms here: a note in their place).
+        let evidence = &page[at("evidence")..];
+        let pos = |t: &str| evidence.find(t).unwrap_or_else(|| panic!("{t} missing"));
+        assert!(pos(&plot::svg_text("slab in both arms")) < pos("slab cache near: no samples.") && pos("slab cache near: no samples.") < pos("slab cache far: no samples."));
+
+        // An arm failed: no analysis, the answer says which and how.
+        let r = leak_report(None, Some("boot failed: no SSH within 60 s\nconsole tail"));
+        let page = ab_page(&r, Path::new("/runs/x"), &run_data(), &run_data(), "f");
+        assert!(page.contains("no verdict (an arm failed)</span>: the module arm failed (exit 101): boot failed: no SSH within 60 s</p>"), "{page}");
+        assert!(page.contains("No analysis: the module arm failed (exit 101)"));
+    }
+
+    #[test]
+    fn a_bisection_step_shows_the_bisections_result() {
+        use crate::bisect::{search::Mark, BisectReport, Candidate, Known, Outcome, Step};
+        let d = tempfile::tempdir().unwrap();
+        let cand = |rev: &str, subject: &str| Candidate { rev: rev.into(), subject: subject.into(), skip: None };
+        let step = |i: usize, rev: &str, mark: Mark| Step {
+            index: i,
+            rev: rev.into(),
+            subject: format!("change {i}"),
+            mark,
+            verdict: Some("leak".into()),
+            exit_code: Some(100),
+            run_dir: Some(d.path().join(format!("step-{i}-{rev}")).display().to_string()),
+            reason: None,
+            retried: false,
+            secs: 30.0,
+        };
+        let b = BisectReport {
+            schema: crate::bisect::SCHEMA.into(),
+            lab: "leak-lab".into(),
+            lab_file: "lab.yaml".into(),
+            axis: "module".into(),
+            over: "/src/khm".into(),
+            expect: crate::lab::Expect::NoLeak,
+            good: cand("aaa", "good one"),
+            bad: cand("ddd", "bad one"),
+            candidates: vec![Known { candidate: cand("bbb", "change 1"), mark: Mark::Good }, Known { candidate: cand("ccc", "the <culprit>"), mark: Mark::Bad }],
+            steps: vec![step(1, "bbb", Mark::Good), step(2, "ccc", Mark::Bad)],
+            outcome: Outcome::Found { first_bad: cand("ccc", "the <culprit>") },
+            exit_code: 0,
+            secs: 60.0,
+        };
+        std::fs::write(d.path().join("bisect.json"), serde_json::to_string(&b).unwrap()).unwrap();
+        let m = bisect_markup(&d.path().join("step-2-ccc")).expect("a step's page shows its bisection").into_string();
+        assert!(m.contains("first bad revision: ccc the &lt;culprit&gt;"), "{m}");
+        assert!(m.contains("step 2 of 2: ccc change 2 marked bad"), "{m}");
+        // A run that is no step of it, or with no bisection beside it: nothing.
+        assert!(bisect_markup(&d.path().join("elsewhere")).is_none());
+        assert!(bisect_markup(&d.path().join("step-2-ccc").join("module")).is_none());
     }
 
     #[test]

@@ -147,7 +147,7 @@ impl Chart {
             lines: Vec::new(),
             trends: Vec::new(),
             markers: Vec::new(),
-            width: 960,
+            width: 800,
             height: 380,
         }
     }
@@ -229,16 +229,157 @@ pub fn svg(chart: &Chart) -> Result<String, String> {
         y0 = 0.0;
     }
 
+    // The legend goes below the chart, never over the data: its rows are
+    // laid out first and the SVG made tall enough for them.
+    let entries = legend_entries(lines.iter().map(|l| (l.label.as_str(), l.color, Swatch::Line)).chain(bands.iter().map(|(t, _)| (t.label.as_str(), t.color, Swatch::Band))));
+    let legend = Legend::layout(entries, chart.width);
     let mut out = String::new();
-    {
-        let root = SVGBackend::with_string(&mut out, (chart.width, chart.height)).into_drawing_area();
-        draw(&root, chart, &lines, &bands, (x0, x1), (y0, y1), scale, unit).map_err(|e| e.to_string())?;
+    let area = {
+        let root = SVGBackend::with_string(&mut out, (chart.width, chart.height + legend.height)).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| e.to_string())?;
+        let (top, _) = root.split_vertically(chart.height);
+        let area = draw(&top, chart, &lines, &bands, (x0, x1), (y0, y1), scale, unit).map_err(|e| e.to_string())?;
         root.present().map_err(|e| e.to_string())?;
-    }
+        area
+    };
+    // The data area, marked for a browser check, and the legend as plain
+    // SVG elements of the same document.
+    let mut extra = format!(
+        "<rect class=\"plot-area\" x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"none\" stroke=\"none\"/>\n",
+        area.0.start,
+        area.1.start,
+        area.0.end - area.0.start,
+        area.1.end - area.1.start
+    );
+    extra.push_str(&legend.svg(chart.height));
+    let end = out.rfind("</svg>").ok_or("plotters wrote no </svg>")?;
+    out.insert_str(end, &extra);
     Ok(out)
 }
 
-type DrawResult = Result<(), DrawingAreaErrorKind<<SVGBackend<'static> as DrawingBackend>::ErrorType>>;
+/// What a legend entry's swatch shows.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Swatch {
+    /// A series: its line.
+    Line,
+    /// A fitted trend: its band with the dashed line.
+    Band,
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    label: String,
+    color: Rgb,
+    swatch: Swatch,
+    /// Top-left of the entry in the legend, and its width.
+    x: u32,
+    row: u32,
+}
+
+/// The legend below a chart: entries left to right, wrapped into rows.
+#[derive(Debug, Clone)]
+struct Legend {
+    entries: Vec<Entry>,
+    /// Its height, margins included (0 without entries).
+    height: u32,
+    width: u32,
+}
+
+const LEGEND_FONT: u32 = 12;
+const LEGEND_ROW: u32 = 18;
+const LEGEND_PAD: u32 = 8;
+const SWATCH: u32 = 20;
+
+fn legend_entries<'a>(it: impl Iterator<Item = (&'a str, Rgb, Swatch)>) -> Vec<Entry> {
+    it.map(|(label, color, swatch)| Entry { label: label.to_string(), color, swatch, x: 0, row: 0 }).collect()
+}
+
+/// A generous estimate of a label's width in pixels at the legend's font:
+/// wide fonts (DejaVu Sans, Verdana) run near 0.62 em a character.
+fn text_width(s: &str) -> u32 {
+    (s.chars().count() as f64 * LEGEND_FONT as f64 * 0.64).ceil() as u32
+}
+
+impl Legend {
+    fn layout(mut entries: Vec<Entry>, width: u32) -> Legend {
+        let left = 72; // under the data area (the y label area is 72 wide)
+        let right = width.saturating_sub(12);
+        let (mut x, mut row) = (left, 0);
+        let mut max_right = left;
+        for e in entries.iter_mut() {
+            let w = SWATCH + 6 + text_width(&e.label);
+            if x > left && x + w > right {
+                row += 1;
+                x = left;
+            }
+            e.x = x;
+            e.row = row;
+            max_right = max_right.max(x + w);
+            x += w + 22;
+        }
+        let height = if entries.is_empty() { 0 } else { (row + 1) * LEGEND_ROW + 2 * LEGEND_PAD };
+        Legend { entries, height, width: max_right - left + 2 * LEGEND_PAD }
+    }
+
+    /// The legend's SVG, its box starting at `top`.
+    fn svg(&self, top: u32) -> String {
+        use std::fmt::Write;
+        if self.entries.is_empty() {
+            return String::new();
+        }
+        let left = 72 - LEGEND_PAD;
+        let mut s = String::from("<g class=\"legend\">\n");
+        let _ = writeln!(
+            s,
+            "<rect class=\"legend-box\" x=\"{left}\" y=\"{}\" width=\"{}\" height=\"{}\" fill=\"#FFFFFF\" stroke=\"#BBBBBB\"/>",
+            top + 2,
+            self.width,
+            self.height - 4
+        );
+        for e in &self.entries {
+            let cy = top + LEGEND_PAD + e.row * LEGEND_ROW + LEGEND_ROW / 2;
+            let c = format!("#{:02X}{:02X}{:02X}", e.color.0, e.color.1, e.color.2);
+            match e.swatch {
+                Swatch::Line => {
+                    let _ = writeln!(s, "<line x1=\"{}\" y1=\"{cy}\" x2=\"{}\" y2=\"{cy}\" stroke=\"{c}\" stroke-width=\"2\"/>", e.x, e.x + SWATCH);
+                }
+                Swatch::Band => {
+                    let _ = writeln!(s, "<rect x=\"{}\" y=\"{}\" width=\"{SWATCH}\" height=\"10\" fill=\"{c}\" fill-opacity=\"0.3\"/>", e.x, cy - 5);
+                    let _ = writeln!(s, "<line x1=\"{}\" y1=\"{cy}\" x2=\"{}\" y2=\"{cy}\" stroke=\"{c}\" stroke-width=\"1\" stroke-dasharray=\"6 4\"/>", e.x, e.x + SWATCH);
+                }
+            }
+            let _ = writeln!(
+                s,
+                "<text class=\"legend-label\" x=\"{}\" y=\"{cy}\" dominant-baseline=\"central\" font-family=\"sans-serif\" font-size=\"{LEGEND_FONT}\" fill=\"#222222\">{}</text>",
+                e.x + SWATCH + 6,
+                escape(&e.label)
+            );
+        }
+        s.push_str("</g>\n");
+        s
+    }
+}
+
+/// Text as SVG character data or an attribute value.
+fn escape(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for ch in s.chars() {
+        match ch {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// The data area's pixels: x and y ranges.
+type PixelArea = (std::ops::Range<i32>, std::ops::Range<i32>);
+
+type DrawResult = Result<PixelArea, DrawingAreaErrorKind<<SVGBackend<'static> as DrawingBackend>::ErrorType>>;
 
 #[allow(clippy::too_many_arguments)]
 fn draw(
@@ -251,7 +392,6 @@ fn draw(
     scale: f64,
     unit: &str,
 ) -> DrawResult {
-    root.fill(&WHITE)?;
     let mut c = ChartBuilder::on(root)
         .caption(&chart.title, ("sans-serif", 17))
         .margin(12)
@@ -279,17 +419,13 @@ fn draw(
     for l in lines {
         let color = l.color.color();
         let style = color.stroke_width(2);
-        c.draw_series(LineSeries::new(l.points.iter().map(|&(x, y)| (x, y / scale)), style))?
-            .label(l.label.as_str())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 18, y)], style));
+        c.draw_series(LineSeries::new(l.points.iter().map(|&(x, y)| (x, y / scale)), style))?;
     }
     for (t, _) in bands {
         let color = t.color.color();
         let style = color.mix(0.9).stroke_width(1);
         let [a, b] = t.line();
-        c.draw_series(DashedLineSeries::new([(a.0, a.1 / scale), (b.0, b.1 / scale)], 6, 4, style))?
-            .label(t.label.as_str())
-            .legend(move |(x, y)| Rectangle::new([(x, y - 4), (x + 18, y + 4)], color.mix(0.3).filled()));
+        c.draw_series(DashedLineSeries::new([(a.0, a.1 / scale), (b.0, b.1 / scale)], 6, 4, style))?;
     }
     for (i, m) in chart.markers.iter().enumerate() {
         if !m.x.is_finite() {
@@ -305,16 +441,7 @@ fn draw(
         let label = EmptyElement::at((m.x, y1)) + Text::new(m.label.clone(), (dx, 3 + 13 * row), font);
         c.draw_series(std::iter::once(label))?;
     }
-    if !lines.is_empty() {
-        c.configure_series_labels()
-            // Levels from zero leave the middle free; growth leaves the lower right.
-            .position(if chart.y_from_zero { SeriesLabelPosition::MiddleRight } else { SeriesLabelPosition::LowerRight })
-            .background_style(WHITE.mix(0.85))
-            .border_style(RGBColor(0xbb, 0xbb, 0xbb))
-            .label_font(("sans-serif", 12))
-            .draw()?;
-    }
-    Ok(())
+    Ok(c.plotting_area().get_pixel_range())
 }
 
 /// Labelled ticks per axis, at most (plotters places them at 1, 2 or 5 ×
@@ -440,6 +567,38 @@ mod tests {
         let s = svg(&c).unwrap();
         let y_labels: Vec<&str> = s.split("</text>").filter_map(|t| t.rsplit(">\n").next()).map(str::trim).filter(|t| t.starts_with("15.")).collect();
         assert!(y_labels.len() >= 4 && y_labels.windows(2).all(|w| w[0] != w[1]), "{y_labels:?}");
+    }
+
+    /// A rect's x, y, width and height by its class.
+    fn rect(svg: &str, class: &str) -> [f64; 4] {
+        let r = svg.split(&format!("<rect class=\"{class}\"")).nth(1).unwrap_or_else(|| panic!("no {class} in {svg}"));
+        let attr = |k: &str| r.split(&format!(" {k}=\"")).nth(1).unwrap().split('"').next().unwrap().parse::<f64>().unwrap();
+        [attr("x"), attr("y"), attr("width"), attr("height")]
+    }
+
+    #[test]
+    fn the_legend_is_below_the_data_and_wraps_within_the_width() {
+        let mut c = Chart::new("Slab", "run time (s)", "bytes");
+        for i in 0..8 {
+            c.lines.push(Line { label: format!("series <{i}> with a long label & more words"), color: MODULE, points: growing(20) });
+        }
+        let t = FitBand::fit("module fit", MODULE, &growing(20), 1e6, 0.9e6, 1.1e6).unwrap();
+        c.trends.push(t);
+        let s = svg(&c).unwrap();
+        let [ax, ay, aw, ah] = rect(&s, "plot-area");
+        let [lx, ly, lw, lh] = rect(&s, "legend-box");
+        assert!(ly >= ay + ah, "the legend box starts at {ly}, inside the data area ending at {}", ay + ah);
+        assert!(ly >= c.height as f64, "below the chart's own height");
+        assert!(aw > 500.0 && ax > 0.0, "{ax} {aw}");
+        assert!(lx >= 0.0 && lx + lw <= c.width as f64, "the legend is {lx}..{} of {}", lx + lw, c.width);
+        // Nine entries of ~45 characters do not fit one row: several rows,
+        // and the SVG is tall enough for them.
+        assert!(lh > 3.0 * LEGEND_ROW as f64, "{lh}");
+        let height: f64 = s.split("height=\"").nth(1).unwrap().split('"').next().unwrap().parse().unwrap();
+        assert!(height >= ly + lh, "the SVG ({height}) cuts the legend off at {}", ly + lh);
+        assert!(s.contains(&format!("viewBox=\"0 0 {} {height}\"", c.width)), "scales by its viewBox");
+        assert_eq!(s.matches("class=\"legend-label\"").count(), 9);
+        assert!(s.contains("series &lt;3&gt; with a long label &amp; more words"), "labels are escaped");
     }
 
     #[test]
