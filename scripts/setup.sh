@@ -12,7 +12,8 @@ export DEBIAN_FRONTEND=noninteractive
 packages=(
   qemu-system-x86   # the VM
   qemu-system-arm   # arm64 guests (qemu-system-aarch64), under TCG on this host
-  gcc-aarch64-linux-gnu   # modules and programs cross-built for arm64 guests
+  gcc-aarch64-linux-gnu libc6-dev-arm64-cross   # modules and static programs cross-built for arm64 guests
+  binutils          # readelf: the libraries of a foreign guest's programs
   qemu-utils        # qemu-img: users' disk images and their per-run overlays (qemu-io in tests)
   busybox-static    # the guest's userland
   dropbear-bin      # the guest's sshd, and dropbearkey for per-run host keys

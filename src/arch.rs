@@ -119,6 +119,16 @@ impl Arch {
         }
     }
 
+    /// The static C library the cross compiler links (`libc6-dev-<arch>-cross`).
+    pub fn cross_libc_a(self) -> String {
+        format!("/usr/{}/lib/libc.a", self.multiarch())
+    }
+
+    /// The Debian package of [`Arch::cross_libc_a`].
+    pub fn cross_libc_package(self) -> String {
+        format!("libc6-dev-{}-cross", self.debian())
+    }
+
     /// The Debian package of that cross compiler.
     pub fn cross_gcc_package(self) -> &'static str {
         match self {

@@ -55,6 +55,40 @@ const FILES: &[(&str, &str)] = &[
     (crate::arch::HOST_LIBC_A, "libc6-dev"),
 ];
 
+/// A guest of another architecture than the host's: its modules, churn and
+/// sampler are cross-built and its programs' libraries read with readelf.
+fn cross_check(f: &Facts) -> Option<Check> {
+    let host = crate::arch::Arch::host();
+    if host == Some(f.arch) {
+        return None;
+    }
+    let (gcc, libc) = (f.arch.gcc(host), f.arch.cross_libc_a());
+    let on_path = |p: &str| f.programs.get(p).is_some_and(|x| x.is_some()) || std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(p).is_file()));
+    let mut missing: Vec<(String, String)> = Vec::new();
+    if !on_path(&gcc) {
+        missing.push((gcc.clone(), f.arch.cross_gcc_package().to_string()));
+    }
+    if !std::path::Path::new(&libc).is_file() {
+        missing.push((libc.clone(), f.arch.cross_libc_package()));
+    }
+    if !on_path("readelf") {
+        missing.push(("readelf".into(), "binutils".into()));
+    }
+    let what = format!("a {} guest's modules and programs are cross-built ({gcc}, {libc}), its busybox and dropbear come from its packages (readelf)", f.arch.name());
+    Some(if missing.is_empty() {
+        Check { name: "cross", status: Status::Ok, detail: format!("{gcc}, {libc}, readelf"), fix: None, packages: vec![] }
+    } else {
+        let pkgs: Vec<&str> = missing.iter().map(|(_, p)| p.as_str()).collect();
+        Check {
+            name: "cross",
+            status: Status::Missing,
+            detail: format!("{} not found; {what}", missing.iter().map(|(m, _)| m.as_str()).collect::<Vec<_>>().join(", ")),
+            fix: Some(install(&pkgs)),
+            packages: pkgs.iter().map(|p| p.to_string()).collect(),
+        }
+    })
+}
+
 fn package_of(what: &str) -> &'static str {
     PROGRAMS.iter().chain(FILES).find(|(p, _)| *p == what).map(|(_, pkg)| *pkg).unwrap_or("?")
 }
@@ -438,6 +472,9 @@ pub fn checks(needs: &Needs, f: &Facts) -> Vec<Check> {
     out.push(tools(f, "modules", &["gcc", "make", "modinfo"], "the lab's modules are built against the kernel's headers", required(needs.modules), "gcc, make, modinfo"));
     out.push(tools(f, "pahole", &["pahole"], "module builds for kernels with BTF (6.12) look for it", Status::Warn, "pahole (BTF for 6.12 module builds)"));
     out.push(tools(f, "workload", &["gcc", crate::arch::HOST_LIBC_A], "the churn workload is a static program", required(needs.churn), "gcc and the static libc for the churn program"));
+    if let Some(cross) = cross_check(f) {
+        out.push(cross);
+    }
     out.push(tools(
         f,
         "dumps",
@@ -826,5 +863,20 @@ mod tests {
         assert_eq!(on_path("tool", &path), Some(d.path().join("tool")));
         assert_eq!(on_path("data", &path), None);
         assert_eq!(on_path("absent", &path), None);
+    }
+
+    #[test]
+    fn a_foreign_guest_needs_the_cross_tools_and_a_native_one_does_not() {
+        let native = checks(&leak_lab(), &facts());
+        assert!(!native.iter().any(|c| c.name == "cross"));
+        let mut f = facts();
+        f.arch = crate::arch::ALL.into_iter().find(|a| Some(*a) != crate::arch::Arch::host()).unwrap();
+        let cs = checks(&leak_lab(), &f);
+        let c = by_name(&cs, "cross");
+        let gcc = f.arch.gcc(crate::arch::Arch::host());
+        match c.status {
+            Status::Ok => assert!(c.detail.contains(&gcc) && c.detail.contains(&f.arch.cross_libc_a()), "{}", c.detail),
+            _ => assert!(c.packages.iter().any(|p| p == f.arch.cross_gcc_package() || *p == f.arch.cross_libc_package() || p == "binutils"), "{c:?}"),
+        }
     }
 }
