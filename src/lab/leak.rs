@@ -40,8 +40,10 @@ pub struct LeakPolicy {
     /// What the lab expects. Required.
     pub expect: Expect,
     /// The primary endpoint: `slab` (meminfo Slab), `sunreclaim` (meminfo
-    /// SUnreclaim) or `cache:NAME` (one slab cache's active bytes).
-    /// Default: `slab`.
+    /// SUnreclaim), `objects` (every cache's active objects × their size:
+    /// the slab total at object granularity, without the page steps of
+    /// `slab`) or `cache:NAME` (one slab cache's active bytes).
+    /// Default: `objects` (docs/method.md#the-metric).
     #[serde(default = "default_metric")]
     pub metric: String,
     /// The practical floor per operation for one slab cache, in objects: a
@@ -158,7 +160,7 @@ pub fn with_params(modules: &[Module], params: &BTreeMap<String, String>) -> Vec
 }
 
 fn default_metric() -> String {
-    "slab".to_string()
+    "objects".to_string()
 }
 
 fn default_floor() -> u64 {

@@ -341,8 +341,9 @@ pub fn render(s: &Scaffold) -> String {
     let _ = writeln!(o, "  # `leak`: a reproducer, NO-LEAK fails the lab (exit 100). Once the fix is in,");
     let _ = writeln!(o, "  # switch to `no-leak` to make it a regression gate: LEAK fails it. Required.");
     let _ = writeln!(o, "  expect: leak");
-    let _ = writeln!(o, "  # The primary endpoint: slab | sunreclaim | cache:NAME. Default: slab.");
-    let _ = writeln!(o, "  metric: slab");
+    let _ = writeln!(o, "  # The primary endpoint: objects | slab | sunreclaim | cache:NAME. Default: objects");
+    let _ = writeln!(o, "  # (every cache's active objects × their size: the slab total without page steps).");
+    let _ = writeln!(o, "  metric: objects");
     let _ = writeln!(o, "  # A slab cache difference below this many objects per operation is no leak");
     let _ = writeln!(o, "  # worth the name (docs/method.md; `kernlab calibrate` measures the noise).");
     let _ = writeln!(o, "  # Default: 0.0005.");

@@ -846,7 +846,7 @@ fn error_kind_bad_enum_value_lists_the_allowed_values() {
         err("name: x\nmonitor:\n  sources: [slabinfo, bogus]\n"),
         "t.yaml:3:23: monitor.sources[1]: unknown variant `bogus`, expected one of slabinfo, meminfo, dentry-state, balloon"
     );
-    assert_eq!(err("name: x\nleak:\n  expect: leak\n  metric: bogus\n"), "t.yaml:4:11: leak.metric: must be `slab`, `sunreclaim` or `cache:NAME`, got \"bogus\"");
+    assert_eq!(err("name: x\nleak:\n  expect: leak\n  metric: bogus\n"), "t.yaml:4:11: leak.metric: must be `slab`, `sunreclaim`, `objects` or `cache:NAME`, got \"bogus\"");
 }
 
 #[test]

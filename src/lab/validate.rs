@@ -250,9 +250,9 @@ impl Lab {
         }
         if let Some(l) = &self.leak {
             let m = l.metric.as_str();
-            let ok = m == "slab" || m == "sunreclaim" || m.strip_prefix("cache:").is_some_and(|c| !c.is_empty() && !c.contains(char::is_whitespace));
+            let ok = m == "slab" || m == "sunreclaim" || m == "objects" || m.strip_prefix("cache:").is_some_and(|c| !c.is_empty() && !c.contains(char::is_whitespace));
             if !ok {
-                return bad("leak.metric", format!("must be `slab`, `sunreclaim` or `cache:NAME`, got {m:?}"));
+                return bad("leak.metric", format!("must be `slab`, `sunreclaim`, `objects` or `cache:NAME`, got {m:?}"));
             }
             if !(l.alpha > 0.0 && l.alpha < 0.5) {
                 return bad("leak.alpha", format!("must be between 0 and 0.5 (exclusive), got {}", l.alpha));

@@ -386,6 +386,7 @@ mod readme {
             .collect();
         v.push("  slab module − baseline: ".into());
         v.push("  sunreclaim module − baseline: ".into());
+        v.push("  objects module − baseline: ".into());
         v
     }
 

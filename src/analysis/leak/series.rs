@@ -63,12 +63,24 @@ impl ArmSeries {
         times
     }
 
-    /// The (t, bytes) series of a metric: `slab`, `sunreclaim`, `cache:NAME`.
-    /// A cache this arm never had is zero at each of its sample times.
+    /// The (t, bytes) series of a metric: `slab`, `sunreclaim`, `objects`,
+    /// `cache:NAME`. A cache this arm never had is zero at each of its
+    /// sample times.
     pub fn metric(&self, metric: &str) -> Vec<(f64, f64)> {
         match metric {
             "slab" => self.meminfo.get("Slab").cloned().unwrap_or_default(),
             "sunreclaim" => self.meminfo.get("SUnreclaim").cloned().unwrap_or_default(),
+            "objects" => {
+                // Every cache's active bytes, summed at each sample time.
+                let times = self.times();
+                let mut sum = vec![0.0; times.len()];
+                for rows in self.caches.values() {
+                    for (i, v) in at_times(rows.iter().map(|&(t, a, sz)| (t, a * sz)), &times).into_iter().enumerate() {
+                        sum[i] += v.unwrap_or(0.0);
+                    }
+                }
+                times.into_iter().zip(sum).collect()
+            }
             m => {
                 let name = m.strip_prefix("cache:").unwrap_or(m);
                 match self.caches.get(name) {
