@@ -19,7 +19,7 @@ use crate::stats::Verdict;
 use crate::util::fsx;
 
 /// Which configuration both arms of a calibration run get.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Arms {
     /// The lab's baseline in both arms (e.g. no module against no module).
@@ -78,7 +78,7 @@ pub fn aa_lab(lab: &Lab, lab_file: &Path, arms: Arms) -> Lab {
 }
 
 /// One calibration run, as its report.json left it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RunResult {
     pub dir: String,
     pub exit_code: i32,
@@ -93,7 +93,7 @@ pub struct RunResult {
 }
 
 /// Per cache, over the runs that tested it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct CacheNoise {
     pub cache: String,
     pub runs: usize,
@@ -106,7 +106,10 @@ pub struct CacheNoise {
     pub median_detectable: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// `calibration.json`'s schema.
+pub const SCHEMA: &str = "kernlab.calibration/1";
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Calibration {
     pub schema: &'static str,
     pub lab: String,
@@ -239,7 +242,7 @@ pub fn summarise(lab: &str, arms: Arms, runs: Vec<(RunResult, Option<LeakAnalysi
     caches.sort_by(|a, b| b.median_detectable.total_cmp(&a.median_detectable));
     let n = runs.iter().filter(|(r, _)| r.verdict.is_some()).count();
     Calibration {
-        schema: "kernlab.calibration/1",
+        schema: SCHEMA,
         lab: lab.into(),
         arms,
         false_leaks: verdicts[0],
@@ -398,7 +401,7 @@ mod tests {
             })
             .collect();
         let c = Calibration {
-            schema: "kernlab.calibration/1",
+            schema: SCHEMA,
             lab: "l".into(),
             arms: Arms::Baseline,
             runs: Vec::new(),

@@ -37,7 +37,7 @@ pub enum DumpError {
 }
 
 /// Which path produced a vmcore, and why.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DumpRecord {
     /// `kdump` (in-guest, makedumpfile) or `host-dump` (QMP dump-guest-memory).
     pub via: String,
@@ -48,6 +48,24 @@ pub struct DumpRecord {
     pub dmesg: Option<PathBuf>,
     /// Panic (or trigger) → vmcore on the host, seconds.
     pub secs: f64,
+}
+
+impl DumpRecord {
+    /// With its files as a record in `dir` names them (relative to it).
+    pub fn recorded_in(mut self, dir: &Path) -> DumpRecord {
+        self.vmcore = crate::outcome::recorded(dir, &self.vmcore);
+        self.dmesg = self.dmesg.map(|d| crate::outcome::recorded(dir, &d));
+        self
+    }
+
+    /// With its relative files seen from `sub`'s parent (an arm's record
+    /// copied into its lab's top-level one: `module/crash/…/vmcore`).
+    pub fn under(mut self, sub: &str) -> DumpRecord {
+        let join = |p: PathBuf| if p.is_absolute() { p } else { Path::new(sub).join(p) };
+        self.vmcore = join(self.vmcore);
+        self.dmesg = self.dmesg.map(join);
+        self
+    }
 }
 
 /// Creates the dump disk at `path` (`size` bytes, sparse) holding `files`

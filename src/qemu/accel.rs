@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::lab::AccelRequest;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Accel {
     Kvm,
@@ -30,7 +30,7 @@ impl std::fmt::Display for Accel {
 
 
 /// Host facts that decide the accelerator.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HostAccel {
     /// `/dev/kvm` exists and opens read-write.
     pub kvm_usable: bool,
@@ -55,7 +55,7 @@ impl HostAccel {
 }
 
 /// The accelerator to use and the reason, for the log and the manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AccelChoice {
     pub accel: Accel,
     pub reason: String,
