@@ -93,7 +93,8 @@ fn run_summary_after_a_crash() {
     let d = tempfile::tempdir().unwrap();
     write_arm(d.path(), true);
     let mut rep = run::record::build(d.path(), &smoke_lab(), &manifest(), "completed", 0, None, 31, 1, timings());
-    let crash = PathBuf::from("runs/leak-to-crash/X/crash/2025-01-01-10:00");
+    // As the record holds them: relative to the run directory.
+    let crash = PathBuf::from("crash/2025-01-01-10:00");
     rep.dump = Some(kernlab::dump::DumpRecord {
         via: "kdump".into(),
         reason: "MemAvailable 31 MiB below the headroom of 32 MiB; sysrq-c over SSH; the capture kernel wrote the dump with makedumpfile -d 31".into(),

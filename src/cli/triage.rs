@@ -35,7 +35,7 @@ pub fn triage(vmcore: &std::path::Path, name: &str, out: Option<PathBuf>, dirs: 
         Ok(r) => r,
         Err(e) => return infra(&e),
     };
-    let _ = crate::util::fsx::write_atomic(&out.join("triage.json"), &serde_json::to_vec_pretty(&crate::triage::TriageRecord { schema: crate::triage::SCHEMA.into(), report: report.clone() }).unwrap_or_default());
+    let _ = crate::util::fsx::write_atomic(&out.join("triage.json"), &serde_json::to_vec_pretty(&crate::triage::TriageRecord { schema: crate::triage::SCHEMA.into(), report: report.clone().recorded_in(&out) }).unwrap_or_default());
     println!("vmcore {} (kernel {}), read by crash in {:.1} s", vmcore.display(), kernel.name, report.secs);
     if let Some(p) = &report.panic {
         println!("  panic: {p}");

@@ -47,6 +47,11 @@ pub struct ArmConfig {
 
 /// A module entry of an arm: its source as the lab names it, with the
 /// parameters it was loaded with.
+///
+/// `source` is an input of the lab, outside the run directory: as the lab
+/// file wrote it (relative to the lab file, whose path is the arms'
+/// `manifest.json` `lab_file`), or absolute. Provenance, never opened by a
+/// reader of the record.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ArmModule {
     pub source: String,
