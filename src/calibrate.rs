@@ -80,6 +80,8 @@ pub fn aa_lab(lab: &Lab, lab_file: &Path, arms: Arms) -> Lab {
 /// One calibration run, as its report.json left it.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RunResult {
+    /// The run's directory; in `calibration.json`, relative to the
+    /// calibration's directory.
     pub dir: String,
     pub exit_code: i32,
     pub verdict: Option<Verdict>,
@@ -330,10 +332,14 @@ pub fn render(c: &Calibration) -> String {
     s
 }
 
-/// Writes `calibration.json` into `out`.
+/// Writes `calibration.json` into `out`, each run's `dir` relative to `out`.
 pub fn write(out: &Path, c: &Calibration) -> std::io::Result<PathBuf> {
     let p = out.join("calibration.json");
-    fsx::write_atomic(&p, &serde_json::to_vec_pretty(c).unwrap_or_default())?;
+    let mut c = c.clone();
+    for r in &mut c.runs {
+        r.dir = crate::outcome::recorded(out, Path::new(&r.dir)).display().to_string();
+    }
+    fsx::write_atomic(&p, &serde_json::to_vec_pretty(&c).unwrap_or_default())?;
     Ok(p)
 }
 

@@ -21,9 +21,8 @@ use crate::stats::Verdict;
 use crate::util::fsx;
 
 /// The dump part of the module arm's outcome, if it took one or watched
-/// for exhaustion.
-/// The module arm's dump and triage for the lab's top-level record, their
-/// files relative to the lab's directory (`module/crash/…`).
+/// for exhaustion, for the lab's top-level record: its files relative to
+/// the lab's directory (`module/crash/…`).
 fn crash_view(r: Option<&RunOutcome>) -> Option<CrashView> {
     let r = r?.clone();
     let v = CrashView { dump: r.dump.map(|d| d.under("module")), triage: r.triage.map(|t| t.under("module")), triage_skipped: r.triage_skipped, exhaustion: r.exhaustion };
