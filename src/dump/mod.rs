@@ -61,9 +61,15 @@ impl DumpRecord {
     /// With its relative files seen from `sub`'s parent (an arm's record
     /// copied into its lab's top-level one: `module/crash/…/vmcore`).
     pub fn under(mut self, sub: &str) -> DumpRecord {
-        let join = |p: PathBuf| if p.is_absolute() { p } else { Path::new(sub).join(p) };
-        self.vmcore = join(self.vmcore);
-        self.dmesg = self.dmesg.map(join);
+        fn join(sub: &str, p: PathBuf) -> PathBuf {
+            if p.is_absolute() {
+                p
+            } else {
+                Path::new(sub).join(p)
+            }
+        }
+        self.vmcore = join(sub, self.vmcore);
+        self.dmesg = self.dmesg.map(|d| join(sub, d));
         self
     }
 }
@@ -198,6 +204,19 @@ pub fn crash_dir(run_dir: &Path) -> Result<PathBuf, DumpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dump_is_recorded_relative_to_its_run_and_then_to_the_lab() {
+        let run = Path::new("/runs/l/20260101T000000Z-k/module");
+        let d = DumpRecord { via: "kdump".into(), reason: String::new(), vmcore: run.join("crash/s/vmcore"), bytes: 1, dmesg: Some(run.join("crash/s/dmesg.txt")), secs: 0.0 };
+        let rel = d.recorded_in(run);
+        assert_eq!((rel.vmcore.as_path(), rel.dmesg.as_deref()), (Path::new("crash/s/vmcore"), Some(Path::new("crash/s/dmesg.txt"))));
+        let top = rel.under("module");
+        assert_eq!((top.vmcore.as_path(), top.dmesg.as_deref()), (Path::new("module/crash/s/vmcore"), Some(Path::new("module/crash/s/dmesg.txt"))));
+        // An older record's absolute path stays as it is.
+        let old = DumpRecord { vmcore: "/old/vmcore".into(), dmesg: None, ..top };
+        assert_eq!(old.under("module").vmcore, Path::new("/old/vmcore"));
+    }
 
     #[test]
     fn disk_round_trip_with_mkfs_and_debugfs() {
