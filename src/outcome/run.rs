@@ -157,6 +157,7 @@ pub struct Manifest {
     pub schema: String,
     pub kernlab_version: String,
     pub lab_name: String,
+    /// The lab file that ran, absolute (an input, outside the run directory).
     pub lab_file: String,
     pub lab_sha256: String,
     pub kernel: Option<Kernel>,

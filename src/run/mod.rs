@@ -218,7 +218,8 @@ pub(crate) async fn run_arm(arm: Arm, cancel: CancellationToken, start: Instant)
             schema: crate::outcome::run::MANIFEST_SCHEMA.into(),
             kernlab_version: env!("CARGO_PKG_VERSION").to_string(),
             lab_name: lab.name.clone(),
-            lab_file: lab_file.display().to_string(),
+            // An input outside the run directory: absolute, as provenance.
+            lab_file: std::fs::canonicalize(&lab_file).unwrap_or_else(|_| lab_file.clone()).display().to_string(),
             lab_sha256: fsx::sha256_bytes(&lab_text),
             host_kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
             started: events::wall_clock(),
