@@ -21,6 +21,16 @@ pub enum Arch {
     Aarch64,
 }
 
+impl schemars::JsonSchema for Arch {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Arch".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let names: Vec<&str> = ALL.iter().map(|a| a.uname()).collect();
+        schemars::json_schema!({"type": "string", "enum": names, "description": "An instruction set, as `uname -m` names it."})
+    }
+}
+
 impl From<Arch> for String {
     fn from(a: Arch) -> String {
         a.uname().to_string()

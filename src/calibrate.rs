@@ -19,7 +19,7 @@ use crate::stats::Verdict;
 use crate::util::fsx;
 
 /// Which configuration both arms of a calibration run get.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Arms {
     /// The lab's baseline in both arms (e.g. no module against no module).
@@ -78,8 +78,10 @@ pub fn aa_lab(lab: &Lab, lab_file: &Path, arms: Arms) -> Lab {
 }
 
 /// One calibration run, as its report.json left it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RunResult {
+    /// The run's directory; in `calibration.json`, relative to the
+    /// calibration's directory.
     pub dir: String,
     pub exit_code: i32,
     pub verdict: Option<Verdict>,
@@ -93,7 +95,7 @@ pub struct RunResult {
 }
 
 /// Per cache, over the runs that tested it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct CacheNoise {
     pub cache: String,
     pub runs: usize,
@@ -106,7 +108,10 @@ pub struct CacheNoise {
     pub median_detectable: f64,
 }
 
-#[derive(Debug, Clone, Serialize)]
+/// `calibration.json`'s schema.
+pub const SCHEMA: &str = "kernlab.calibration/1";
+
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Calibration {
     pub schema: &'static str,
     pub lab: String,
@@ -239,7 +244,7 @@ pub fn summarise(lab: &str, arms: Arms, runs: Vec<(RunResult, Option<LeakAnalysi
     caches.sort_by(|a, b| b.median_detectable.total_cmp(&a.median_detectable));
     let n = runs.iter().filter(|(r, _)| r.verdict.is_some()).count();
     Calibration {
-        schema: "kernlab.calibration/1",
+        schema: SCHEMA,
         lab: lab.into(),
         arms,
         false_leaks: verdicts[0],
@@ -327,10 +332,14 @@ pub fn render(c: &Calibration) -> String {
     s
 }
 
-/// Writes `calibration.json` into `out`.
+/// Writes `calibration.json` into `out`, each run's `dir` relative to `out`.
 pub fn write(out: &Path, c: &Calibration) -> std::io::Result<PathBuf> {
     let p = out.join("calibration.json");
-    fsx::write_atomic(&p, &serde_json::to_vec_pretty(c).unwrap_or_default())?;
+    let mut c = c.clone();
+    for r in &mut c.runs {
+        r.dir = crate::outcome::recorded(out, Path::new(&r.dir)).display().to_string();
+    }
+    fsx::write_atomic(&p, &serde_json::to_vec_pretty(&c).unwrap_or_default())?;
     Ok(p)
 }
 
@@ -398,7 +407,7 @@ mod tests {
             })
             .collect();
         let c = Calibration {
-            schema: "kernlab.calibration/1",
+            schema: SCHEMA,
             lab: "l".into(),
             arms: Arms::Baseline,
             runs: Vec::new(),

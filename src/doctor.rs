@@ -94,7 +94,7 @@ fn package_of(what: &str) -> &'static str {
 }
 
 /// What the lab needs beyond QEMU, the kernel and the image.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, schemars::JsonSchema)]
 pub struct Needs {
     /// Out-of-tree modules built against the kernel's headers.
     pub modules: bool,
@@ -296,7 +296,7 @@ fn free_bytes(path: &Path) -> Option<u64> {
     crate::util::fsx::free_bytes(p).ok()
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     Ok,
@@ -304,7 +304,7 @@ pub enum Status {
     Missing,
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema)]
 pub struct Check {
     /// Short name: `qemu`, `accelerator`, `kernel`, `cache`, `image`, …
     pub name: &'static str,
@@ -589,7 +589,7 @@ fn debian(needs: &Needs, f: &Facts) -> Vec<Check> {
 }
 
 /// `kernlab doctor`'s answer.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct DoctorReport {
     pub schema: &'static str,
     /// The lab checked for (a path, or `labs/leak-lab.yaml`).

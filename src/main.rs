@@ -306,6 +306,17 @@ enum Command {
     Completions {
         shell: clap_complete::Shell,
     },
+    /// Write the JSON Schema of every record kind (report.json, manifest.json,
+    /// events, …), generated from kernlab's types, one file per schema
+    /// identifier (docs/schemas/README.md). For maintainers: `kernlab schemas
+    /// --out docs/schemas` after changing a record type. Exit 0; 101 when a
+    /// file cannot be written.
+    #[command(hide = true)]
+    Schemas {
+        /// The directory to write into (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -419,6 +430,18 @@ fn main() -> ExitCode {
             clap_complete::generate(shell, &mut Cli::command(), "kernlab", &mut std::io::stdout());
             exit::OK
         }
+        Command::Schemas { out } => match kernlab::outcome::schemas::write_all(&out) {
+            Ok(written) => {
+                for p in written {
+                    println!("{}", p.display());
+                }
+                exit::OK
+            }
+            Err(e) => {
+                eprintln!("kernlab: {e}");
+                exit::INFRA
+            }
+        },
         Command::Matrix { file, list, partition, jobs, out } => matrix(&file, list, partition, jobs, out, &cli.kernel_dirs, &events),
         Command::Doctor { lab } => doctor(lab.as_deref(), json, &cli.kernel_dirs),
         Command::Merge { dirs, out } => merge(&dirs, &out, &events),

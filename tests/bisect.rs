@@ -133,6 +133,10 @@ fn bisect_names_the_commit_that_introduced_the_leak() {
     let j: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
     assert_eq!(j["outcome"], b["outcome"]);
     assert_eq!(j["steps"].as_array().unwrap().len(), b["steps"].as_array().unwrap().len());
+    // bisect.json, stdout's line, and every step's records fit docs/schemas/.
+    assert_valid_record("bisect stdout", &j);
+    let checked = assert_valid_records(&out_dir);
+    assert!(checked > 1 + 4 * b["steps"].as_array().unwrap().len(), "{checked} records");
     // The terminal account is on stderr then.
     assert!(stderr.contains(&format!("first bad revision: {}", shas[5])), "{stderr}");
 
@@ -154,8 +158,10 @@ fn bisect_names_the_commit_that_introduced_the_leak() {
         assert_eq!((s["mark"].as_str(), s["exit_code"].as_i64()), (Some(mark), Some(code)), "{s}");
         let verdict = s["verdict"].as_str().unwrap_or_default();
         assert!(verdicts.contains(&verdict), "{s}");
-        let dir = PathBuf::from(s["run_dir"].as_str().unwrap());
-        assert!(dir.starts_with(&out_dir), "{s}");
+        // Relative to the bisection's directory.
+        let rel = PathBuf::from(s["run_dir"].as_str().unwrap());
+        assert!(rel.is_relative(), "{s}");
+        let dir = out_dir.join(rel);
         assert_eq!(report(&dir)["verdict"], verdict);
         // Its page names the bisection's result in its diagnosis.
         let page = std::fs::read_to_string(dir.join("report.html")).unwrap();
@@ -260,6 +266,7 @@ fn a_kernel_without_headers_is_skipped_before_any_run_and_leaves_the_range() {
     let range: Vec<&str> = b["outcome"]["range"].as_array().unwrap().iter().map(|c| c["rev"].as_str().unwrap()).collect();
     assert_eq!(range, ["debian-6.5.0-1-cloud-amd64", "debian-6.12.117+deb12-cloud-amd64"]);
     assert_eq!(b["candidates"][0]["mark"], "skip");
+    assert_eq!(assert_valid_records(&out_dir), 1, "bisect.json fits its schema");
     assert!(b["candidates"][0]["skip"].as_str().unwrap().contains("lib/modules/<release>/build"), "{b}");
 }
 
@@ -360,7 +367,7 @@ fn bisect_of_a_dkms_tree_applies_its_patch_and_skips_a_revision_it_does_not_appl
     for (i, mark, verdict) in [(1, "good", "no-leak"), (3, "bad", "leak")] {
         let s = step(i);
         assert_eq!((s["mark"].as_str(), s["verdict"].as_str()), (Some(mark), Some(verdict)), "{s}");
-        let dir = PathBuf::from(s["run_dir"].as_str().unwrap());
+        let dir = out_dir.join(s["run_dir"].as_str().unwrap());
         let loaded: Vec<String> = events(&dir.join("module")).iter().filter(|e| e["event"] == "module-loaded").map(|e| e["name"].as_str().unwrap().to_string()).collect();
         assert_eq!(loaded, ["pg_core", "pg_pipe"], "{s}");
     }

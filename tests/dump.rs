@@ -37,8 +37,11 @@ fn sysrq_panic_goes_through_kdump_into_a_vmcore_crash_reads() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let dump = dump_of(&dir);
     assert_eq!(dump["via"], "kdump", "{dump}");
-    let vmcore = PathBuf::from(dump["vmcore"].as_str().unwrap());
-    // crash/<YYYY-MM-DD-HH:MM>/vmcore, private, with the kernel log beside it.
+    // Relative to the run directory: crash/<YYYY-MM-DD-HH:MM>/vmcore,
+    // private, with the kernel log beside it.
+    let rel = PathBuf::from(dump["vmcore"].as_str().unwrap());
+    assert!(rel.starts_with("crash"), "{dump}");
+    let vmcore = dir.join(rel);
     let crash_dir = vmcore.parent().unwrap();
     assert_eq!(crash_dir.parent().unwrap(), dir.join("crash"));
     assert_eq!(crash_dir.file_name().unwrap().len(), "2026-11-26-10:57".len());
@@ -63,6 +66,8 @@ fn sysrq_panic_goes_through_kdump_into_a_vmcore_crash_reads() {
     assert_eq!(o.status.code(), Some(0), "{}", text(&o.stderr));
     assert!(so.contains("panic: Kernel panic - not syncing: sysrq triggered crash") && so.contains("largest slab caches"), "{so}");
     assert!(tri.join("triage.json").is_file() && tri.join("crash.txt").is_file());
+    assert_valid_record_file(&tri.join("triage.json"));
+    assert!(assert_valid_records(&dir) > 3, "the run's records fit their schemas");
     // The same under --json: one document, triage.json's record inside.
     let tri_json = d.path().join("triage-json");
     let o = run(&["--json", "triage", vmcore.to_str().unwrap(), "--kernel", "debian-6.1.0-54-cloud-amd64", "--out", tri_json.to_str().unwrap()]);
@@ -227,7 +232,12 @@ fn the_leak_runs_until_oom_and_crash_names_the_culprits() {
     }
     assert!(so.contains("crash: reference leak (from the dump alone"), "{so}");
     // `kernlab triage` on that vmcore says the same.
-    let vmcore = crash["dump"]["vmcore"].as_str().unwrap();
+    // Relative to the lab's directory: module/crash/<stamp>/vmcore.
+    let vmcore = dir.join(crash["dump"]["vmcore"].as_str().unwrap());
+    assert!(vmcore.starts_with(dir.join("module/crash")) && vmcore.is_file(), "{}", vmcore.display());
+    assert!(dir.join(crash["triage"]["text"].as_str().unwrap()).is_file(), "{crash}");
+    assert!(assert_valid_records(&dir) > 5);
+    let vmcore = vmcore.to_str().unwrap();
     let t = run(&["triage", "--kernel", "debian-6.1.0-54-cloud-amd64", vmcore, "--out", d.path().join("triage").to_str().unwrap()]);
     let ts = text(&t.stdout);
     assert_eq!(t.status.code(), Some(0), "stdout:\n{ts}\nstderr:\n{}", text(&t.stderr));
@@ -301,7 +311,7 @@ fn without_debug_info_the_vmcore_is_kept_and_the_report_says_why() {
     let out = run(&["--kernels", kdir.to_str().unwrap(), "run", f.to_str().unwrap(), "--out", dir.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let r = report(&dir);
-    let vmcore = PathBuf::from(r["dump"]["vmcore"].as_str().unwrap());
+    let vmcore = dir.join(r["dump"]["vmcore"].as_str().unwrap());
     assert!(vmcore.is_file() && std::fs::metadata(&vmcore).unwrap().len() > 1 << 20);
     let why = r["triage_skipped"].as_str().unwrap();
     assert!(why.contains("no debug vmlinux for kernel `mine`") && why.contains("vmlinux"), "{why}");

@@ -27,8 +27,12 @@ fn a_kernel_gone_from_the_archive_fails_only_its_cell() {
     let gone = cells.iter().find(|c| c["kernel"] == "gone-6.1.0-999").unwrap();
     assert_eq!(gone["exit_code"], 101);
     assert!(gone["error"].as_str().unwrap().contains("linux-image-6.1.0-999-cloud-amd64"), "{gone}");
-    // Each cell is a normal run directory.
+    // Each cell is a normal run directory, named relative to the matrix's.
     assert!(dir.join("cells/quick@debian-6.1.0-54-cloud-amd64/samples/meminfo.csv").is_file());
+    assert_eq!(good["dir"], "cells/quick@debian-6.1.0-54-cloud-amd64", "{good}");
+    // Every record (the matrix's, the cells', each event line) fits docs/schemas/.
+    let events_lines = events(&dir).len() + events(&dir.join("cells/quick@debian-6.1.0-54-cloud-amd64")).len();
+    assert!(assert_valid_records(&dir) >= 3 + events_lines);
 
     let junit = std::fs::read_to_string(dir.join("junit.xml")).unwrap();
     assert!(junit.contains("name=\"quick@debian-6.1.0-54-cloud-amd64\"") && junit.contains("name=\"quick@gone-6.1.0-999\""), "{junit}");
@@ -41,7 +45,12 @@ fn a_kernel_gone_from_the_archive_fails_only_its_cell() {
     let merged = d.path().join("merged");
     let o = run(&["merge", dir.to_str().unwrap(), "--out", merged.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(101), "{}", text(&o.stderr));
-    assert_eq!(report(&merged)["cells"].as_array().unwrap().len(), 2);
+    let mr = report(&merged);
+    assert_eq!(mr["cells"].as_array().unwrap().len(), 2);
+    // A merged report's cells live in the shards: absolute paths to them.
+    let cell = mr["cells"].as_array().unwrap().iter().find(|c| c["kernel"] == "debian-6.1.0-54-cloud-amd64").unwrap();
+    let cell_dir = std::path::PathBuf::from(cell["dir"].as_str().unwrap());
+    assert!(cell_dir.is_absolute() && cell_dir.join("report.json").is_file(), "{cell}");
     assert!(merged.join("junit.xml").is_file() && merged.join("ktap.txt").is_file());
 }
 

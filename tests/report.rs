@@ -95,6 +95,20 @@ fn a_leak_run_has_a_self_contained_report_that_kernlab_report_rebuilds_and_chrom
     assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{}", text(&out.stderr));
     assert!(stdout.contains("LEAK as expected"), "{stdout}");
 
+    // Every record the run wrote fits its committed schema (docs/schemas/):
+    // the lab's report.json and events, each arm's report.json, manifest.json
+    // and every event line.
+    let checked = assert_valid_records(&dir);
+    let lines: usize = ["", "module", "baseline"].iter().map(|a| events(&dir.join(a)).len()).sum();
+    assert_eq!(checked, 5 + lines, "records checked");
+    // Paths inside the records are relative to the record's directory.
+    let r = report(&dir);
+    assert_eq!((r["module"]["dir"].as_str(), r["baseline"]["dir"].as_str()), (Some("module"), Some("baseline")), "{r}");
+    for p in [dir.join("report.json"), dir.join("module/report.json"), dir.join("baseline/report.json")] {
+        let t = std::fs::read_to_string(&p).unwrap();
+        assert!(!t.contains(&dir.display().to_string()), "{} holds the run directory's absolute path:\n{t}", p.display());
+    }
+
     // Written at the end of the run: the lab's page and each arm's.
     for p in [dir.join("report.html"), dir.join("module/report.html"), dir.join("baseline/report.html")] {
         assert!(p.is_file(), "{} missing", p.display());
@@ -140,6 +154,7 @@ fn a_leak_run_has_a_self_contained_report_that_kernlab_report_rebuilds_and_chrom
     let svgs = page.matches("<svg").count();
     assert_eq!(svgs, rejected + 3, "{svgs} charts for {rejected} caches that decided the verdict");
     let lines = polyline_lengths(&page);
+    let lines_before_move = lines.clone();
     assert!(lines.iter().filter(|n| **n >= 12).count() >= 2 * (rejected + 1) + 2, "too few lines with the samples: {:?}", &lines[..lines.len().min(12)]);
     assert!(page.matches("<polygon").count() >= 4, "confidence bands missing");
     for label in ["module khm loaded", "workload started", "workload finished"] {
@@ -149,6 +164,28 @@ fn a_leak_run_has_a_self_contained_report_that_kernlab_report_rebuilds_and_chrom
     for external in ["<script", "src=", "href=\"http", "<link", "@import", "url("] {
         assert!(!page.contains(external), "the page is not self-contained: {external}");
     }
+
+    // Moved elsewhere (the original gone), the run directory still reads:
+    // `kernlab report --out` finds both arms through the report's relative
+    // paths and renders the same verdict and arm pages.
+    let moved = d.path().join("archive/2026/run-moved");
+    std::fs::create_dir_all(moved.parent().unwrap()).unwrap();
+    std::fs::rename(&dir, &moved).unwrap();
+    assert!(!dir.exists());
+    let rendered = d.path().join("rendered-moved");
+    let out = run(&["report", moved.to_str().unwrap(), "--out", rendered.to_str().unwrap()]);
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{stdout}\nstderr:\n{stderr}");
+    assert!(stdout.contains("LEAK as expected"), "{stdout}");
+    let again = std::fs::read_to_string(rendered.join("report.html")).unwrap();
+    assert!(again.contains("<span class=\"badge ok\">LEAK</span> as expected"), "verdict missing");
+    assert_eq!(polyline_lengths(&again), lines_before_move, "the moved run's arms did not read back the same series");
+    for arm in ["module", "baseline"] {
+        let arm_page = std::fs::read_to_string(rendered.join(arm).join("report.html")).unwrap();
+        assert!(arm_page.contains("shmem_inode_cache"), "{arm}: the arm's samples did not read from the moved directory");
+    }
+    assert_eq!(assert_valid_records(&moved), checked, "the moved records still fit their schemas");
+    std::fs::rename(&moved, &dir).unwrap();
 
     let Some(browser) = browser else { return };
     // Chromium: first prove that the console check sees errors at all.

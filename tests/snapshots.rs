@@ -7,6 +7,8 @@
 //! before the comparison. `cargo insta review` (or INSTA_UPDATE=always)
 //! after an intended change; the .snap files are committed.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -59,6 +61,7 @@ fn smoke_lab() -> kernlab::lab::Lab {
 
 fn manifest() -> run::Manifest {
     run::Manifest {
+        schema: report::MANIFEST_SCHEMA.into(),
         kernel: Some(kernlab::kernel::Kernel {
             name: "debian-6.1.0-54-cloud-amd64".into(),
             release: "6.1.0-54-cloud-amd64".into(),
@@ -90,7 +93,8 @@ fn run_summary_after_a_crash() {
     let d = tempfile::tempdir().unwrap();
     write_arm(d.path(), true);
     let mut rep = run::record::build(d.path(), &smoke_lab(), &manifest(), "completed", 0, None, 31, 1, timings());
-    let crash = PathBuf::from("runs/leak-to-crash/X/crash/2025-01-01-10:00");
+    // As the record holds them: relative to the run directory.
+    let crash = PathBuf::from("crash/2025-01-01-10:00");
     rep.dump = Some(kernlab::dump::DumpRecord {
         via: "kdump".into(),
         reason: "MemAvailable 31 MiB below the headroom of 32 MiB; sysrq-c over SSH; the capture kernel wrote the dump with makedumpfile -d 31".into(),
@@ -116,6 +120,8 @@ fn run_summary_after_a_crash() {
         refs_error: None,
     });
     insta::assert_snapshot!(summary::run_summary(&rep, Some(Path::new("runs/leak-to-crash/X"))));
+    common::assert_valid_record("a run's report.json with a dump and its triage", &serde_json::to_value(&rep).unwrap());
+    common::assert_valid_record("manifest.json", &serde_json::to_value(manifest()).unwrap());
 }
 
 /// An A/B run directory as a leak lab leaves it: the resolved lab, each
@@ -141,6 +147,11 @@ fn leak_lab_summary() {
     let r = run::ab::recover(d.path()).unwrap();
     assert_eq!(r.exit_code, 0);
     insta::assert_snapshot!(normalize(&summary::leak_summary(&r, d.path()), d.path(), "[run_dir]"));
+    // The verdict's record, with its analysis, fits the leak-report schema;
+    // its arms are named relative to the lab's directory.
+    let v = serde_json::to_value(&r).unwrap();
+    common::assert_valid_record("an A/B lab's report.json", &v);
+    assert_eq!((v["module"]["dir"].as_str(), v["baseline"]["dir"].as_str()), (Some("module"), Some("baseline")));
 }
 
 #[test]
@@ -288,6 +299,9 @@ fn json_event_lines_of_a_matrix() {
         top.within(cell, None).emit(e);
     }
     let (_, lines) = emitted(&buf);
+    for (i, l) in lines.iter().enumerate() {
+        common::assert_valid_record(&format!("matrix event line {}", i + 1), l);
+    }
     insta::assert_json_snapshot!(lines, {
         "[].t" => "[t]",
         "[].wall" => "[wall]",
@@ -306,6 +320,9 @@ fn json_event_lines() {
         events.emit(e);
     }
     let (text, lines) = emitted(&buf);
+    for (i, l) in lines.iter().enumerate() {
+        common::assert_valid_record(&format!("event line {}", i + 1), l);
+    }
     // Field order is part of the format: schema, t, wall, cell, arm, event.
     let first = text.lines().next().unwrap();
     assert!(first.starts_with("{\"schema\":\"kernlab.event/1\",\"t\":") && first.contains("\"cell\":\"leak-lab@debian-6.1.0-54-cloud-amd64\",\"arm\":\"module\",\"event\":\"run-started\""), "{first}");

@@ -41,6 +41,7 @@ fn doctor_on_this_machine_says_tcg_and_why_and_exits_0() {
     let v = json_lines(&text(&out.stdout));
     assert_eq!(v.len(), 1, "one JSON object");
     assert_eq!(v[0]["schema"], "kernlab.doctor/1");
+    assert_valid_record("kernlab doctor's JSON", &v[0]);
     assert_eq!(v[0]["can_run"], true);
     let checks = v[0]["checks"].as_array().unwrap();
     let a = checks.iter().find(|c| c["name"] == "accelerator").unwrap();
@@ -81,6 +82,7 @@ fn doctor_without_qemu_says_missing_and_how_to_install_it() {
     let out = kernlab().env("PATH", &bin).env_remove("KERNLAB_QEMU").args(["doctor", "--message-format", "json"]).output().unwrap();
     assert_eq!(out.status.code(), Some(101));
     let v = &json_lines(&text(&out.stdout))[0];
+    assert_valid_record("kernlab doctor's JSON without QEMU", v);
     assert_eq!((v["can_run"].as_bool(), v["exit_code"].as_i64()), (Some(false), Some(101)));
     let q = v["checks"].as_array().unwrap().iter().find(|c| c["name"] == "qemu").unwrap();
     assert_eq!((q["status"].as_str(), q["fix"].as_str()), (Some("missing"), Some("apt-get install -y qemu-system-x86")));
@@ -95,7 +97,8 @@ fn run_json_is_only_event_lines_and_a_pipe_gets_no_progress() {
     assert_eq!(out.status.code(), Some(0), "stdout:\n{so}\nstderr:\n{se}");
     let lines = json_lines(&so);
     assert!(lines.len() > 10, "{so}");
-    for l in &lines {
+    for (i, l) in lines.iter().enumerate() {
+        assert_valid_record(&format!("stdout line {}", i + 1), l);
         assert_eq!(l["schema"], "kernlab.event/1", "{l}");
         assert!(l["t"].is_f64() || l["t"].is_u64(), "{l}");
         assert!(l["event"].is_string() && l["wall"].is_string(), "{l}");
@@ -106,8 +109,10 @@ fn run_json_is_only_event_lines_and_a_pipe_gets_no_progress() {
     assert_eq!(names.last(), Some(&"run-finished"), "{names:?}");
     assert!(names.contains(&"accel-chosen") && names.contains(&"sample"), "{names:?}");
     assert_eq!(lines.last().unwrap()["exit_code"], 0);
-    // stdout carries what events.jsonl holds, line for line.
+    // stdout carries what events.jsonl holds, line for line; the run's
+    // records fit their schemas.
     assert_eq!(events(&dir), lines);
+    assert_eq!(assert_valid_records(&dir), 2 + lines.len());
     // The human side went to stderr, as plain lines.
     assert!(se.contains("lab smoke on debian-6.1.0-54-cloud-amd64") && se.contains("run directory:"), "{se}");
     no_terminal_control(&se);

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use crate::sample::rows::{self, MeminfoRow, SlabRow};
 
 /// A meminfo field's first and last value in a run, bytes.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct FirstLast {
     pub first: u64,
     pub last: u64,
@@ -16,7 +16,7 @@ pub struct FirstLast {
 }
 
 /// A slab cache's growth over a run.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct CacheGrowth {
     pub cache: String,
     pub first_bytes: u64,

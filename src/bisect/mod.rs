@@ -34,7 +34,7 @@ use search::{Mark, Next};
 pub const SCHEMA: &str = "kernlab.bisect/1";
 
 /// One run of the lab on one candidate (or a candidate skipped without one).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Step {
     /// The candidate's place in `candidates`.
     pub index: usize,
@@ -48,6 +48,8 @@ pub struct Step {
     /// The run's exit code (the retry's, when it was retried); none when
     /// the step did not run the lab.
     pub exit_code: Option<i32>,
+    /// The step's run directory, relative to the bisection's directory
+    /// (the one holding `bisect.json`).
     pub run_dir: Option<String>,
     /// Why the step is skipped.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -59,7 +61,7 @@ pub struct Step {
 }
 
 /// How the bisection ended.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case", tag = "kind")]
 pub enum Outcome {
     /// The first bad candidate.
@@ -72,7 +74,7 @@ pub enum Outcome {
 }
 
 /// A candidate and what is known of it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Known {
     #[serde(flatten)]
     pub candidate: Candidate,
@@ -84,7 +86,7 @@ fn known(plan: &Plan, marks: &[Mark]) -> Vec<Known> {
 }
 
 /// `bisect.json`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct BisectReport {
     pub schema: String,
     pub lab: String,
@@ -299,7 +301,7 @@ async fn run_step(plan: &Plan, i: usize, number: usize, out: &Path, kernel_dirs:
         })
         .await;
         step.exit_code = Some(end.exit_code);
-        step.run_dir = Some(end.dir.as_ref().unwrap_or(&dir).display().to_string());
+        step.run_dir = Some(crate::outcome::recorded(out, end.dir.as_ref().unwrap_or(&dir)).display().to_string());
         step.verdict = crate::outcome::read::<LeakReport>(&dir.join("report.json")).ok().and_then(|r| r.verdict).map(|v| v.word().to_string());
         let (mark, why) = judge(end.exit_code);
         step.mark = mark;

@@ -43,7 +43,7 @@ impl PlanError {
 }
 
 /// One candidate: a commit (sha, subject) or a kernel (name).
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
 pub struct Candidate {
     pub rev: String,
     #[serde(skip_serializing_if = "String::is_empty")]

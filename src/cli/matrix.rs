@@ -119,9 +119,19 @@ pub fn finish_matrix(dir: &std::path::Path, report: &crate::outcome::matrix::Mat
 pub fn merge(dirs: &[PathBuf], out: &std::path::Path, events: &Events) -> i32 {
     use crate::matrix;
     let mut reports = Vec::new();
+    let mut shards = Vec::new();
     for d in dirs {
         match crate::outcome::read::<crate::outcome::matrix::MatrixReport>(&d.join("report.json")) {
-            Ok(r) => reports.push(r),
+            Ok(mut r) => {
+                // Its cells' directories, relative to the shard, as absolute
+                // paths: the merged report lives elsewhere.
+                let d = std::fs::canonicalize(d).unwrap_or_else(|_| d.clone());
+                for c in &mut r.cells {
+                    c.dir = crate::outcome::resolve(&d, &c.dir);
+                }
+                shards.push(d);
+                reports.push(r)
+            }
             Err(e) => return fail(&e),
         }
     }
@@ -131,7 +141,7 @@ pub fn merge(dirs: &[PathBuf], out: &std::path::Path, events: &Events) -> i32 {
         return fail(&e);
     }
     let n = results.len();
-    let report = matrix::report(&name, results, None, None, Some(dirs.to_vec()));
+    let report = matrix::report(&name, results, None, None, Some(shards));
     finish_matrix(out, &report, events);
     if crate::ui::get().json {
         let v = serde_json::json!({"name": name, "merged": dirs, "cells": n, "exit_code": report.exit_code, "dir": out, "report": out.join("report.json")});

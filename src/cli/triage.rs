@@ -35,9 +35,10 @@ pub fn triage(vmcore: &std::path::Path, name: &str, out: Option<PathBuf>, dirs: 
         Ok(r) => r,
         Err(e) => return infra(&e),
     };
-    let _ = crate::util::fsx::write_atomic(&out.join("triage.json"), &serde_json::to_vec_pretty(&report).unwrap_or_default());
+    let record = crate::triage::TriageRecord { schema: crate::triage::SCHEMA.into(), report: report.clone().recorded_in(&out) };
+    let _ = crate::util::fsx::write_atomic(&out.join("triage.json"), &serde_json::to_vec_pretty(&record).unwrap_or_default());
     if json {
-        let v = serde_json::json!({"vmcore": vmcore, "kernel": kernel.name, "dir": out, "crash_txt": out.join("crash.txt"), "triage_json": out.join("triage.json"), "triage": report});
+        let v = serde_json::json!({"vmcore": vmcore, "kernel": kernel.name, "dir": out, "crash_txt": out.join("crash.txt"), "triage_json": out.join("triage.json"), "triage": record});
         crate::ui::json_line(&v.to_string());
         return exit::OK;
     }

@@ -37,7 +37,7 @@ pub enum DumpError {
 }
 
 /// Which path produced a vmcore, and why.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct DumpRecord {
     /// `kdump` (in-guest, makedumpfile) or `host-dump` (QMP dump-guest-memory).
     pub via: String,
@@ -48,6 +48,30 @@ pub struct DumpRecord {
     pub dmesg: Option<PathBuf>,
     /// Panic (or trigger) → vmcore on the host, seconds.
     pub secs: f64,
+}
+
+impl DumpRecord {
+    /// With its files as a record in `dir` names them (relative to it).
+    pub fn recorded_in(mut self, dir: &Path) -> DumpRecord {
+        self.vmcore = crate::outcome::recorded(dir, &self.vmcore);
+        self.dmesg = self.dmesg.map(|d| crate::outcome::recorded(dir, &d));
+        self
+    }
+
+    /// With its relative files seen from `sub`'s parent (an arm's record
+    /// copied into its lab's top-level one: `module/crash/…/vmcore`).
+    pub fn under(mut self, sub: &str) -> DumpRecord {
+        fn join(sub: &str, p: PathBuf) -> PathBuf {
+            if p.is_absolute() {
+                p
+            } else {
+                Path::new(sub).join(p)
+            }
+        }
+        self.vmcore = join(sub, self.vmcore);
+        self.dmesg = self.dmesg.map(|d| join(sub, d));
+        self
+    }
 }
 
 /// Creates the dump disk at `path` (`size` bytes, sparse) holding `files`
@@ -180,6 +204,19 @@ pub fn crash_dir(run_dir: &Path) -> Result<PathBuf, DumpError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_dump_is_recorded_relative_to_its_run_and_then_to_the_lab() {
+        let run = Path::new("/runs/l/20260101T000000Z-k/module");
+        let d = DumpRecord { via: "kdump".into(), reason: String::new(), vmcore: run.join("crash/s/vmcore"), bytes: 1, dmesg: Some(run.join("crash/s/dmesg.txt")), secs: 0.0 };
+        let rel = d.recorded_in(run);
+        assert_eq!((rel.vmcore.as_path(), rel.dmesg.as_deref()), (Path::new("crash/s/vmcore"), Some(Path::new("crash/s/dmesg.txt"))));
+        let top = rel.under("module");
+        assert_eq!((top.vmcore.as_path(), top.dmesg.as_deref()), (Path::new("module/crash/s/vmcore"), Some(Path::new("module/crash/s/dmesg.txt"))));
+        // An older record's absolute path stays as it is.
+        let old = DumpRecord { vmcore: "/old/vmcore".into(), dmesg: None, ..top };
+        assert_eq!(old.under("module").vmcore, Path::new("/old/vmcore"));
+    }
 
     #[test]
     fn disk_round_trip_with_mkfs_and_debugfs() {

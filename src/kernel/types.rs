@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 /// A kernel unpacked in the cache, ready to boot.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Kernel {
     /// Descriptor name, e.g. `debian-6.1.0-54-cloud-amd64`.
     pub name: String,

@@ -31,7 +31,7 @@ use crate::util::{error_chain, fsx};
 pub const FORMAT: u32 = 1;
 
 /// How a bzImage's payload is compressed (`CONFIG_KERNEL_*`), by its magic.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum PayloadCompression {
     Gzip,
@@ -315,7 +315,7 @@ pub fn config_enabled(config: &str, name: &str) -> Option<char> {
 }
 
 /// Which kernel image a VM boots.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ImageFormat {
     /// The distro's compressed `vmlinuz`: the guest decompresses it at every boot.
@@ -339,7 +339,7 @@ impl std::fmt::Display for ImageFormat {
 
 /// What kernlab knows about booting this kernel uncompressed, for the
 /// machine choice and the manifest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BootImages {
     /// The bzImage (`boot/vmlinuz-<release>`).
     pub bzimage: PathBuf,

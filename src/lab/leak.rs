@@ -24,7 +24,7 @@ pub fn warmup_samples(warmup: Duration, interval: Duration) -> usize {
 }
 
 /// What a leak lab expects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Expect {
     /// A reproducer: the module leaks; NO-LEAK fails the lab.

@@ -473,9 +473,16 @@ pub fn report(name: &str, cells: Vec<CellResult>, partition: Option<String>, tim
 }
 
 /// Writes the matrix's `report.json` into `dir`.
+/// A cell's `dir` is written relative to `dir` when the cell is inside it
+/// (`cells/<id>`); a merged report's cells, in the shards' directories,
+/// keep the absolute path they were read with.
 pub fn write_report(dir: &Path, r: &MatrixReport) -> std::io::Result<PathBuf> {
     let path = dir.join("report.json");
-    fsx::write_atomic(&path, &serde_json::to_vec_pretty(r).unwrap_or_default())?;
+    let mut r = r.clone();
+    for c in &mut r.cells {
+        c.dir = crate::outcome::recorded(dir, &c.dir);
+    }
+    fsx::write_atomic(&path, &serde_json::to_vec_pretty(&r).unwrap_or_default())?;
     Ok(path)
 }
 

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 /// changed meaning, bumps it.
 pub const SCHEMA: &str = "kernlab.event/1";
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum Event {
     RunStarted { lab: String, kernel: String, run_dir: String },
@@ -122,7 +122,7 @@ pub enum Event {
 /// An event with its time since the run (or matrix) started, its
 /// wall-clock time, and where it comes from: the matrix cell and the arm of
 /// an A/B lab, when it comes from one.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Stamped {
     pub schema: String,
     pub t: f64,

@@ -1,6 +1,8 @@
 //! An A/B leak lab's top-level `report.json`: the verdict, the analysis
 //! that made it, and how each arm ended.
 
+use std::path::{Path, PathBuf};
+
 use serde::{Deserialize, Serialize};
 
 use super::run::ExhaustionOutcome;
@@ -17,8 +19,12 @@ use crate::triage::CrashReport;
 /// Theil–Sen slope per arm of a metric and a floor per hour).
 pub const SCHEMA: &str = "kernlab.leak-report/2";
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ArmOutcome {
+    /// The arm's run directory, relative to the lab's directory (the one
+    /// holding this report): `module` or `baseline` (an older kernlab wrote
+    /// it absolute); readers resolve either with
+    /// [`LeakReport::arm_dirs`].
     pub dir: String,
     pub exit_code: i32,
     pub error: Option<String>,
@@ -32,7 +38,7 @@ pub struct ArmOutcome {
 
 /// What one arm of an A/B lab put into its guest and ran there: the arm's
 /// lab's modules, payload and setup.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ArmConfig {
     pub modules: Vec<ArmModule>,
     pub payload: Vec<ArmPayload>,
@@ -41,14 +47,19 @@ pub struct ArmConfig {
 
 /// A module entry of an arm: its source as the lab names it, with the
 /// parameters it was loaded with.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// `source` is an input of the lab, outside the run directory: as the lab
+/// file wrote it (relative to the lab file, whose path is the arms'
+/// `manifest.json` `lab_file`), or absolute. Provenance, never opened by a
+/// reader of the record.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ArmModule {
     pub source: String,
     pub params: std::collections::BTreeMap<String, String>,
 }
 
 /// A payload entry of an arm.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ArmPayload {
     pub src: String,
     pub dst: String,
@@ -66,7 +77,7 @@ impl ArmConfig {
 }
 
 /// The top-level `report.json` of an A/B lab.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LeakReport {
     pub schema: String,
     pub lab: String,
@@ -93,9 +104,28 @@ pub struct LeakReport {
     pub secs: f64,
 }
 
+impl LeakReport {
+    /// The arms' run directories, module then baseline: each arm's recorded
+    /// `dir` resolved against the lab's directory `top` (a relative `module`
+    /// and `baseline` since records have had them relative; an older
+    /// record's absolute path that no longer exists, a moved run directory:
+    /// the arm's own name under `top`).
+    pub fn arm_dirs(&self, top: &Path) -> (PathBuf, PathBuf) {
+        let dir = |a: &ArmOutcome, name: &str| {
+            let d = super::resolve(top, Path::new(&a.dir));
+            if a.dir.is_empty() || !d.is_dir() {
+                top.join(name)
+            } else {
+                d
+            }
+        };
+        (dir(&self.module, "module"), dir(&self.baseline, "baseline"))
+    }
+}
+
 /// A LEAK's diagnosis: its kind with the evidence that decided it, and the
 /// code the attribution pass named.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Attribution {
     pub kind: LeakKind,
     pub evidence: Vec<String>,
@@ -112,9 +142,10 @@ pub struct Attribution {
 }
 
 /// The second run of a LEAK lab, instrumented: how it ran and its cost.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AttributionPass {
-    /// Its run directory (`attribution/` with a `module` and a `baseline` arm).
+    /// Its run directory (`attribution`, with a `module` and a `baseline`
+    /// arm), relative to the lab's directory.
     pub dir: String,
     /// The caches booted with allocation traces (`slub_debug=U,…`).
     pub caches: Vec<String>,
@@ -128,7 +159,7 @@ pub struct AttributionPass {
     pub tried: Vec<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, schemars::JsonSchema)]
 pub struct CrashView {
     pub dump: Option<DumpRecord>,
     pub triage: Option<CrashReport>,

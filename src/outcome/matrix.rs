@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 pub const SCHEMA: &str = "kernlab.matrix-report/1";
 
 /// The matrix's `report.json`.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct MatrixReport {
     pub schema: String,
     pub name: String,
@@ -24,13 +24,13 @@ pub struct MatrixReport {
     pub partition: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timing: Option<Timing>,
-    /// The matrix directories `kernlab matrix merge` joined.
+    /// The matrix directories `kernlab merge` joined (absolute).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub merged_from: Option<Vec<PathBuf>>,
 }
 
 /// One cell in the kernels × labs table.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct TableEntry {
     pub id: String,
     pub verdict: String,
@@ -41,7 +41,7 @@ pub struct TableEntry {
     pub exhaustion: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct CellResult {
     pub id: String,
     pub lab: String,
@@ -53,6 +53,9 @@ pub struct CellResult {
     /// Why the analysis decided as it did (leak labs).
     #[serde(default)]
     pub reason: Option<String>,
+    /// The cell's run directory, relative to the matrix directory
+    /// (`cells/<id>`); absolute for a merged report's cells, which live in
+    /// the shards' directories (and in reports of an older kernlab).
     pub dir: PathBuf,
     pub secs: f64,
     /// VMs the cell ran at once.
@@ -90,7 +93,7 @@ fn one() -> usize {
 }
 
 /// Wall time against the sum of the cells' own times.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Timing {
     pub wall_secs: f64,
     pub cells_secs: f64,

@@ -9,6 +9,7 @@ pub mod event;
 pub mod leak;
 pub mod matrix;
 pub mod run;
+pub mod schemas;
 
 use std::path::{Path, PathBuf};
 
@@ -114,6 +115,25 @@ pub fn read_manifest(path: &Path) -> Result<run::Manifest, RecordError> {
 
 /// The events of an `events.jsonl`; a line that is not an event of this
 /// schema (a torn last line of a killed run) is skipped.
+/// A path as a record in `record_dir` holds it: relative to that
+/// directory when it is inside it (`module`, `crash/<stamp>/vmcore`), so
+/// that a moved or copied run directory still holds good paths; a path
+/// outside it (an input of the lab) as it is.
+pub fn recorded(record_dir: &Path, path: &Path) -> PathBuf {
+    match path.strip_prefix(record_dir) {
+        Ok(rel) if rel.as_os_str().is_empty() => PathBuf::from("."),
+        Ok(rel) => rel.to_path_buf(),
+        Err(_) => path.to_path_buf(),
+    }
+}
+
+/// The file a path in a record of `record_dir` names: a relative one
+/// against that directory, an absolute one (an input, or a record of an
+/// older kernlab) as it is.
+pub fn resolve(record_dir: &Path, recorded: &Path) -> PathBuf {
+    record_dir.join(recorded)
+}
+
 /// A unit enum as it is in the JSON (`no-leak`, `reference`).
 pub fn kebab<T: serde::Serialize>(t: &T) -> String {
     serde_json::to_value(t).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
@@ -137,5 +157,19 @@ mod tests {
         assert!(matches!(read::<leak::LeakReport>(&dir.path().join("none.json")), Err(RecordError::Missing(_))));
         std::fs::write(&p, "{not json").unwrap();
         assert!(matches!(read::<leak::LeakReport>(&p), Err(RecordError::Parse { .. })));
+    }
+
+    #[test]
+    fn paths_inside_the_record_directory_are_recorded_relative_and_resolve_back() {
+        let top = Path::new("/runs/x/20260101T000000Z-k");
+        assert_eq!(recorded(top, &top.join("module")), Path::new("module"));
+        assert_eq!(recorded(top, &top.join("crash/a/vmcore")), Path::new("crash/a/vmcore"));
+        assert_eq!(recorded(top, top), Path::new("."));
+        assert_eq!(recorded(top, Path::new("/src/labs/leaky")), Path::new("/src/labs/leaky"), "an input outside stays absolute");
+        assert_eq!(recorded(Path::new("runs/x"), Path::new("runs/x/baseline")), Path::new("baseline"));
+        let moved = Path::new("/elsewhere/run");
+        assert_eq!(resolve(moved, Path::new("module")), Path::new("/elsewhere/run/module"));
+        assert_eq!(resolve(moved, Path::new(".")), Path::new("/elsewhere/run/."));
+        assert_eq!(resolve(moved, Path::new("/runs/x/module")), Path::new("/runs/x/module"), "an older record's absolute path as it is");
     }
 }

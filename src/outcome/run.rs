@@ -11,8 +11,11 @@ use crate::kernel::Kernel;
 use crate::qemu::{self, AccelChoice, HostTsc, Machine};
 
 pub const SCHEMA: &str = "kernlab.report/1";
+/// `manifest.json`'s schema (a manifest written before it had one has no
+/// `schema` field, and reads the same).
+pub const MANIFEST_SCHEMA: &str = "kernlab.manifest/1";
 
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(default)]
 pub struct Timings {
     /// Kernel resolved (fetched or found in the cache), seconds.
@@ -36,7 +39,7 @@ pub struct Timings {
 /// A run's `report.json`: how it ended and what it saw. Read back (by
 /// `kernlab report`, the matrix, an A/B lab) with every field that a
 /// report of an older kernlab of the same schema may lack defaulted.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct RunOutcome {
     pub schema: String,
     pub lab: String,
@@ -85,7 +88,7 @@ pub struct RunOutcome {
 }
 
 /// The workload's operation count between the first and the last sample.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct Operations {
     pub total: u64,
     /// Operations per second over the same span (0 without a count).
@@ -115,7 +118,7 @@ impl Operations {
 }
 
 /// How a run watching for exhaustion ended its workload phase.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct ExhaustionOutcome {
     /// The run was to go on until exhaustion (`exhaustion.until`).
     pub until: bool,
@@ -147,11 +150,14 @@ pub fn no_exhaustion(within_secs: f64, until: bool) -> String {
 }
 
 /// A run's `manifest.json`: what ran, with which inputs, and how it booted.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, schemars::JsonSchema)]
 #[serde(default)]
 pub struct Manifest {
+    /// `kernlab.manifest/1`.
+    pub schema: String,
     pub kernlab_version: String,
     pub lab_name: String,
+    /// The lab file that ran, absolute (an input, outside the run directory).
     pub lab_file: String,
     pub lab_sha256: String,
     pub kernel: Option<Kernel>,
@@ -189,7 +195,7 @@ pub struct Manifest {
 }
 
 /// One module of the lab, as built (`manifest.json`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ModuleEntry {
     pub name: String,
     /// The built `.ko`, in the module cache (a prebuilt one: the vendor's file).
@@ -212,7 +218,7 @@ pub struct ModuleEntry {
 }
 
 /// One `payload` entry of the lab, as installed (`manifest.json`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PayloadEntry {
     /// As the lab wrote it (relative to the lab file).
     pub src: String,
@@ -227,7 +233,7 @@ pub struct PayloadEntry {
 }
 
 /// The boot profile of a run, with the reason for each choice.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct BootManifest {
     pub machine: Machine,
     pub machine_reason: String,
@@ -251,7 +257,7 @@ pub struct BootManifest {
 
 
 /// How the run's VM came up, for `manifest.json` (`boot.snapshot`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SnapshotMode {
     /// From a snapshot in the cache.
@@ -273,7 +279,7 @@ impl SnapshotMode {
 }
 
 /// How the run's VM came up and why (`boot.snapshot` of the manifest).
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct SnapshotManifest {
     pub mode: SnapshotMode,
     /// Why this mode: the lab's choice, what kept the VM from a snapshot,

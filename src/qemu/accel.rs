@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 
 pub use crate::lab::AccelRequest;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Accel {
     Kvm,
@@ -30,7 +30,7 @@ impl std::fmt::Display for Accel {
 
 
 /// Host facts that decide the accelerator.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HostAccel {
     /// `/dev/kvm` exists and opens read-write.
     pub kvm_usable: bool,
@@ -41,7 +41,8 @@ pub struct HostAccel {
     /// `kvm_pvm` is loaded.
     pub pvm: bool,
     /// The host's architecture: KVM runs only guests of the same.
-    #[serde(default = "crate::arch::Arch::host")]
+    /// (Absent in manifests written before the architecture seam.)
+    #[serde(default = "crate::arch::Arch::host", skip_serializing_if = "Option::is_none")]
     pub arch: Option<crate::arch::Arch>,
 }
 
@@ -58,7 +59,7 @@ impl HostAccel {
 }
 
 /// The accelerator to use and the reason, for the log and the manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct AccelChoice {
     pub accel: Accel,
     pub reason: String,

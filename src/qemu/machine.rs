@@ -16,7 +16,7 @@ use super::accel::Accel;
 pub use crate::lab::MachineRequest;
 
 /// The QEMU machine a VM runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Machine {
     Pc,
@@ -123,7 +123,7 @@ pub fn choose(kernel: &KernelFacts, lab: &LabNeeds, tsc_khz: Option<u64>) -> Res
 }
 
 /// The host's TSC rate and where it came from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct HostTsc {
     pub khz: u64,
     pub source: String,

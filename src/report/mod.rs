@@ -169,7 +169,8 @@ pub fn write_run(dir: &Path) -> Result<PathBuf, ReportError> {
 
 /// Writes the top-level `report.html` of an A/B lab.
 pub fn write_ab(top: &Path, r: &LeakReport) -> Result<PathBuf, ReportError> {
-    let (m, b) = (RunData::load(&top.join("module"))?, RunData::load(&top.join("baseline"))?);
+    let (m, b) = r.arm_dirs(top);
+    let (m, b) = (RunData::load(&m)?, RunData::load(&b)?);
     write_page(top, &page::ab_page(r, top, &m, &b, &footer(top)))
 }
 
@@ -185,15 +186,15 @@ fn leak_report(top: &Path) -> Result<LeakReport, ReportError> {
 }
 
 /// Where a cell's run directory is, seen from the matrix directory: its
-/// own `cells/<id>` when it is there (the recorded path may be relative to
-/// wherever kernlab ran), else the recorded path (a merged report's cells
-/// live in the shards' directories).
+/// own `cells/<id>` when it is there, else the recorded path resolved
+/// against the matrix directory (relative: inside it; absolute: a merged
+/// report's cells, in the shards' directories).
 fn cell_dir(matrix: &Path, c: &CellResult) -> PathBuf {
     let own = matrix.join("cells").join(&c.id);
     if own.is_dir() {
         own
     } else {
-        c.dir.clone()
+        outcome::resolve(matrix, &c.dir)
     }
 }
 
@@ -320,15 +321,15 @@ pub fn rebuild_into(src: &Path, out: &Path) -> Result<Rebuilt, ReportError> {
             Ok(Rebuilt { kind, html, summary })
         }
         DirKind::Ab => {
-            for arm in ["module", "baseline"] {
-                let d = src.join(arm);
-                if detect(&d).is_ok() {
+            let r = leak_report(src)?;
+            let (md, bd) = r.arm_dirs(src);
+            for (arm, d) in [("module", &md), ("baseline", &bd)] {
+                if detect(d).is_ok() {
                     mkdir(&out.join(arm))?;
-                    write_page(&out.join(arm), &page::run_page(&RunData::load(&d)?, &footer(&d)))?;
+                    write_page(&out.join(arm), &page::run_page(&RunData::load(d)?, &footer(d)))?;
                 }
             }
-            let r = leak_report(src)?;
-            let (m, b) = (RunData::load(&src.join("module"))?, RunData::load(&src.join("baseline"))?);
+            let (m, b) = (RunData::load(&md)?, RunData::load(&bd)?);
             let html = write_page(out, &page::ab_page(&r, src, &m, &b, &footer(src)))?;
             Ok(Rebuilt { kind, html, summary: summary::leak_summary(&r, src) })
         }

@@ -35,7 +35,8 @@ pub fn run_summary(rep: &RunOutcome, dir: Option<&Path>) -> String {
         let _ = writeln!(s, "  {no}: the guest did not run out of memory");
     }
     if let Some(d) = &rep.dump {
-        let _ = writeln!(s, "  vmcore by {}: {} ({:.1} MiB)", d.via, d.vmcore.display(), d.bytes as f64 / 1048576.0);
+        let vmcore = dir.map_or_else(|| d.vmcore.clone(), |dir| crate::outcome::resolve(dir, &d.vmcore));
+        let _ = writeln!(s, "  vmcore by {}: {} ({:.1} MiB)", d.via, vmcore.display(), d.bytes as f64 / 1048576.0);
         let _ = writeln!(s, "    {}", d.reason);
     }
     if let Some(t) = &rep.triage {
@@ -285,7 +286,7 @@ pub fn leak_summary(r: &LeakReport, dir: &Path) -> String {
             let _ = writeln!(s, "  module arm: {no}: no vmcore");
         }
         if let Some(d) = &c.dump {
-            let _ = writeln!(s, "  vmcore by {}: {} ({:.1} MiB)", d.via, d.vmcore.display(), d.bytes as f64 / 1048576.0);
+            let _ = writeln!(s, "  vmcore by {}: {} ({:.1} MiB)", d.via, crate::outcome::resolve(dir, &d.vmcore).display(), d.bytes as f64 / 1048576.0);
         }
         if let Some(t) = &c.triage {
             if let Some(p) = &t.panic {

@@ -21,10 +21,11 @@ use crate::stats::Verdict;
 use crate::util::fsx;
 
 /// The dump part of the module arm's outcome, if it took one or watched
-/// for exhaustion.
+/// for exhaustion, for the lab's top-level record: its files relative to
+/// the lab's directory (`module/crash/…`).
 fn crash_view(r: Option<&RunOutcome>) -> Option<CrashView> {
     let r = r?.clone();
-    let v = CrashView { dump: r.dump, triage: r.triage, triage_skipped: r.triage_skipped, exhaustion: r.exhaustion };
+    let v = CrashView { dump: r.dump.map(|d| d.under("module")), triage: r.triage.map(|t| t.under("module")), triage_skipped: r.triage_skipped, exhaustion: r.exhaustion };
     (v.dump.is_some() || v.exhaustion.is_some()).then_some(v)
 }
 
@@ -84,7 +85,7 @@ pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) 
     watcher.abort();
 
     let outcome = |r: &RunEnd, dir: &Path| ArmOutcome {
-        dir: dir.display().to_string(),
+        dir: crate::outcome::recorded(&top.path, dir).display().to_string(),
         exit_code: r.exit_code,
         error: r.error.clone(),
         sample_gaps: r.outcome.as_ref().map_or(0, |o| o.sample_gaps),
@@ -283,13 +284,13 @@ pub fn recover(top: &Path) -> Result<LeakReport, crate::lab::LabError> {
         let dir = top.join(name);
         let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
         match crate::outcome::read::<RunOutcome>(&dir.join("report.json")) {
-            Ok(r) => (ArmOutcome { exit_code: r.exit_code, error: r.error.clone(), sample_gaps: r.sample_gaps, dir: dir.display().to_string(), config: None }, Some(r)),
+            Ok(r) => (ArmOutcome { exit_code: r.exit_code, error: r.error.clone(), sample_gaps: r.sample_gaps, dir: name.into(), config: None }, Some(r)),
             Err(e) => (
                 ArmOutcome {
                     exit_code: exit::INFRA,
                     error: Some(format!("the {name} arm left no report (it did not finish): {e}")),
                     sample_gaps: 0,
-                    dir: dir.display().to_string(),
+                    dir: name.into(),
                     config: None,
                 },
                 None,

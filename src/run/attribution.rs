@@ -91,7 +91,7 @@ pub(super) async fn run(arm: &Arm, top: &Path, report: &LeakReport, cancel: Canc
     let dir = top.join(DIR);
     arm.events.emit(Event::AttributionStarted { kind: kind.words().into(), caches: caches.clone(), duration_secs: duration.as_secs_f64() });
     let mut pass = AttributionPass {
-        dir: dir.display().to_string(),
+        dir: crate::outcome::recorded(top, &dir).display().to_string(),
         caches: caches.clone(),
         duration_s: duration.as_secs_f64(),
         secs: 0.0,

@@ -216,9 +216,11 @@ pub(crate) async fn run_arm(arm: Arm, cancel: CancellationToken, start: Instant)
     let lab_text = std::fs::read(&lab_file).unwrap_or_default();
     let mut ctx = Ctx {
         manifest: Manifest {
+            schema: crate::outcome::run::MANIFEST_SCHEMA.into(),
             kernlab_version: env!("CARGO_PKG_VERSION").to_string(),
             lab_name: lab.name.clone(),
-            lab_file: lab_file.display().to_string(),
+            // An input outside the run directory: absolute, as provenance.
+            lab_file: std::fs::canonicalize(&lab_file).unwrap_or_else(|_| lab_file.clone()).display().to_string(),
             lab_sha256: fsx::sha256_bytes(&lab_text),
             host_kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default().trim().to_string(),
             started: events::wall_clock(),
@@ -318,8 +320,9 @@ fn finish(ctx: Ctx, result: Result<(), RunError>, start: Instant) -> RunEnd {
     let gaps = *ctx.gaps.lock().unwrap();
     let _ = fsx::write_atomic(&ctx.dir.join("manifest.json"), &serde_json::to_vec_pretty(&ctx.manifest).unwrap_or_default());
     let mut rep = record::build(&ctx.dir.path, &ctx.lab, &ctx.manifest, outcome, exit_code, error.clone(), samples, gaps, timings);
-    rep.dump = ctx.dump.clone();
-    rep.triage = ctx.triage.clone();
+    // Paths in the record are relative to the run directory.
+    rep.dump = ctx.dump.clone().map(|d| d.recorded_in(&ctx.dir.path));
+    rep.triage = ctx.triage.clone().map(|t| t.recorded_in(&ctx.dir.path));
     rep.triage_skipped = ctx.triage_skipped.clone();
     rep.exhaustion = ctx.exhaustion.clone();
     if let Err(e) = fsx::write_atomic(&ctx.dir.join("report.json"), &serde_json::to_vec_pretty(&rep).unwrap_or_default()) {

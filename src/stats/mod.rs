@@ -106,7 +106,7 @@ pub fn se_from_ci(lower: f64, upper: f64, alpha: f64) -> f64 {
 }
 
 /// The outcome of comparing a module run with a baseline run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     Leak,

@@ -70,7 +70,7 @@ use super::StatsError;
 pub const MIN_TREND_POINTS: usize = 6;
 
 /// Which noise model the fit settled on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum NoiseModel {
     /// Stationary autoregressive noise around the line (Prais–Winsten GLS).
@@ -87,7 +87,7 @@ pub enum NoiseModel {
 }
 
 /// The slope of y against x with an autocorrelation-robust standard error.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Trend {
     pub n: usize,
     /// Units of y per unit of x.

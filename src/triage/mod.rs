@@ -45,8 +45,20 @@ pub enum TriageError {
     },
 }
 
+/// `kernlab triage`'s `triage.json`'s schema.
+pub const SCHEMA: &str = "kernlab.triage/1";
+
+/// `kernlab triage`'s `triage.json`: the [`CrashReport`] with its schema.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct TriageRecord {
+    /// `kernlab.triage/1`.
+    pub schema: String,
+    #[serde(flatten)]
+    pub report: CrashReport,
+}
+
 /// What `crash` said, parsed.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize, Default, schemars::JsonSchema)]
 pub struct CrashReport {
     /// `kmem -i` rows: label → bytes (`TOTAL MEM`, `FREE`, `USED`, `SLAB`, …).
     pub memory: Vec<(String, u64)>,
@@ -66,7 +78,23 @@ pub struct CrashReport {
     pub refs_error: Option<String>,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+impl CrashReport {
+    /// With `text` as a record in `dir` names it (relative to it).
+    pub fn recorded_in(mut self, dir: &Path) -> CrashReport {
+        self.text = crate::outcome::recorded(dir, &self.text);
+        self
+    }
+
+    /// With a relative `text` seen from `sub`'s parent.
+    pub fn under(mut self, sub: &str) -> CrashReport {
+        if !self.text.is_absolute() {
+            self.text = Path::new(sub).join(&self.text);
+        }
+        self
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct CacheAtCrash {
     pub name: String,
     pub objsize: u64,

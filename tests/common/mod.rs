@@ -61,9 +61,12 @@ pub fn qemu_alive(pid: i32) -> bool {
     comm_is_qemu && state != "Z"
 }
 
+/// A run's `report.json`, checked against its committed schema.
 pub fn report(run_dir: &Path) -> serde_json::Value {
     let text = std::fs::read_to_string(run_dir.join("report.json")).expect("report.json exists");
-    serde_json::from_str(&text).unwrap()
+    let v = serde_json::from_str(&text).unwrap();
+    assert_valid_record(&run_dir.join("report.json").display().to_string(), &v);
+    v
 }
 
 /// Polls `cond` every 100 ms until it holds or `timeout` passes.
@@ -158,4 +161,83 @@ pub fn assert_private_tree(root: &Path) -> usize {
         }
     }
     checked
+}
+
+/// The committed schema (`docs/schemas/`) of the record kind `id`
+/// (`kernlab.leak-report/2`), compiled once per test binary.
+pub fn schema_validator(id: &str) -> std::sync::Arc<jsonschema::Validator> {
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex, OnceLock};
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<jsonschema::Validator>>>> = OnceLock::new();
+    let mut cache = CACHE.get_or_init(Default::default).lock().unwrap();
+    cache
+        .entry(id.to_string())
+        .or_insert_with(|| {
+            let path = repo("docs/schemas").join(format!("{}.schema.json", id.replace('/', "-")));
+            let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("no schema for `{id}`: {}: {e}", path.display()));
+            let schema: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            Arc::new(jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{} is not a valid JSON Schema: {e}", path.display())))
+        })
+        .clone()
+}
+
+/// Checks one record against the committed schema its `schema` field
+/// names; panics naming `what` (a file, a line) and every violation.
+pub fn assert_valid_record(what: &str, record: &serde_json::Value) {
+    let id = record["schema"].as_str().unwrap_or_else(|| panic!("{what}: no `schema` field"));
+    let v = schema_validator(id);
+    let errors: Vec<String> = v.iter_errors(record).map(|e| format!("  at `{}`: {e}", e.instance_path())).collect();
+    assert!(errors.is_empty(), "{what} does not match docs/schemas/ for `{id}`:\n{}", errors.join("\n"));
+}
+
+/// Checks a JSON record file against its committed schema.
+pub fn assert_valid_record_file(path: &Path) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: not JSON: {e}", path.display()));
+    assert_valid_record(&path.display().to_string(), &v);
+}
+
+/// Checks every line of an `events.jsonl` against the event schema;
+/// returns how many lines it checked.
+pub fn assert_valid_events(path: &Path) -> usize {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut n = 0;
+    for (i, l) in text.lines().enumerate() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{}:{}: not JSON: {e}", path.display(), i + 1));
+        assert_eq!(v["schema"], "kernlab.event/1", "{}:{}", path.display(), i + 1);
+        assert_valid_record(&format!("{}:{}", path.display(), i + 1), &v);
+        n += 1;
+    }
+    n
+}
+
+/// Checks every record a finished run, A/B, matrix, bisection or
+/// calibration directory holds against the committed schemas, its arms,
+/// cells and steps included (`report.json`, `manifest.json`, each line of
+/// `events.jsonl`, `bisect.json`, `calibration.json`, `triage.json`).
+/// Returns how many records (event lines counted one each) it checked, so
+/// a caller can assert it saw what it expected.
+pub fn assert_valid_records(dir: &Path) -> usize {
+    let mut n = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            let name = e.file_name().to_string_lossy().into_owned();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                // A guest tree or the key directory holds no records.
+                if name != "keys" && name != "instruments" {
+                    stack.push(p);
+                }
+            } else if name == "events.jsonl" {
+                n += assert_valid_events(&p);
+            } else if ["report.json", "manifest.json", "bisect.json", "calibration.json", "triage.json"].contains(&name.as_str()) {
+                assert_valid_record_file(&p);
+                n += 1;
+            }
+        }
+    }
+    n
 }

@@ -18,7 +18,7 @@ pub mod slab;
 use serde::{Deserialize, Serialize};
 
 /// One place in the code that the pass names.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Site {
     /// The function, as the kernel symbolizes it (`leaky_alloc`, no offset).
     pub function: String,
@@ -38,7 +38,7 @@ pub struct Site {
     pub role: Role,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Role {
     #[default]

@@ -8,7 +8,7 @@ use crate::stats::trend::Trend;
 use crate::stats::Verdict;
 
 /// What the fits are against.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Basis {
     /// Against the workload's cumulative operation count: rates per op.
@@ -29,7 +29,7 @@ impl Basis {
 
 /// The practical floors: a difference below them is not a leak worth the
 /// name. Per operation when the workload counts operations, else per hour.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Floors {
     pub objects_per_op: f64,
     pub bytes_per_op: f64,
@@ -58,7 +58,7 @@ pub struct Policy {
 }
 
 /// One arm's fit of one hypothesis.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ArmFit {
     pub samples: usize,
     /// The value in the first and the last sample (objects, or bytes for
@@ -75,7 +75,7 @@ fn null_is_infinite<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Er
 }
 
 /// What kind of hypothesis a piece of evidence is about.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum Kind {
     /// The lab's metric, in bytes.
@@ -87,7 +87,7 @@ pub enum Kind {
 /// The evidence on one hypothesis: module − baseline against its floor.
 /// Rates are per op (basis `per-op`) or per second (`per-second`), in
 /// objects for a cache and bytes for the total.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Evidence {
     pub name: String,
     pub kind: Kind,
@@ -101,6 +101,7 @@ pub struct Evidence {
     pub delta: f64,
     pub se: f64,
     #[serde(deserialize_with = "null_is_infinite")]
+    #[schemars(with = "Option<f64>")]
     pub df: f64,
     /// One-sided bounds at the look's level α_k each (a 1 − 2α_k interval).
     pub lower: f64,
@@ -130,7 +131,7 @@ pub struct Evidence {
 
 /// The per-second check of a hypothesis when the arms' operation rates
 /// differ (objects or bytes per second).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct PerSecond {
     pub delta: f64,
     pub upper: f64,
@@ -140,7 +141,7 @@ pub struct PerSecond {
 }
 
 /// Where a bounded growth levelled off.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Plateau {
     /// Objects (bytes for the metric) held above the start, module −
     /// baseline, over the last two thirds of the run.
@@ -152,7 +153,7 @@ pub struct Plateau {
 }
 
 /// One look at the run.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Look {
     /// Samples per arm the look used.
     pub samples: usize,
@@ -168,7 +169,7 @@ pub struct Look {
 }
 
 /// The looks taken and where the run was decided.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Sequential {
     /// The planned looks (samples per arm); the last is the lab's duration.
     pub planned: Vec<usize>,
@@ -180,7 +181,7 @@ pub struct Sequential {
 }
 
 /// The smallest leak this run would have caught with 80 % power.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Detectable {
     /// The noisiest cache of the family (largest detectable objects per
     /// op), or the total when no cache was sampled.
@@ -198,7 +199,7 @@ pub struct Detectable {
 }
 
 /// How soon a leak at the measured rate would exhaust a memory size.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct ExhaustionForecast {
     /// What memory the projection is for, e.g. `guest MemAvailable (402 MiB)` or `4 GiB`.
     pub memory: String,
@@ -209,7 +210,7 @@ pub struct ExhaustionForecast {
     pub slowest_s: f64,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct LeakAnalysis {
     pub metric: String,
     pub basis: Basis,

@@ -48,7 +48,7 @@ const SEED: u64 = 0x6b65_726e_6c61_6231;
 const DEADLINE: Duration = Duration::from_secs(300);
 
 /// The survey of a dump's largest caches.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct DumpRefs {
     pub kind: LeakKind,
     pub evidence: Vec<String>,
@@ -75,7 +75,7 @@ impl DumpRefs {
 
 /// One of the largest caches: its size, and for dentries and inodes what
 /// the sampled objects were.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct CacheRefs {
     pub name: String,
     pub class: CacheClass,

@@ -10,7 +10,7 @@ use crate::analysis::kind::LeakKind;
 /// `hits` of `sample` objects drawn uniformly without replacement, scaled
 /// to the cache's `allocated` objects with a 95 % Wilson score interval (a
 /// census, `sample == allocated`, is exact).
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Estimate {
     pub hits: u64,
     pub sample: u64,
