@@ -287,7 +287,7 @@ pub async fn boot(
 
 /// The QEMU argv a run booted with, from its manifest.
 fn manifest_argv(run_dir: &std::path::Path) -> Option<Vec<String>> {
-    Some(crate::outcome::read_manifest(&run_dir.join("manifest.json")).ok()?.qemu_argv)
+    Some(crate::outcome::read_manifest(&crate::outcome::layout::manifest_json(run_dir)).ok()?.qemu_argv)
 }
 
 /// A run's argv made into the bare floor's: the bare initramfs, no QMP, no
@@ -341,7 +341,7 @@ async fn bare_floor(argv: &[String], initrd: &std::path::Path, dir: &std::path::
 
 /// `boot.snapshot.secs` of a restored run (QEMU start → running).
 fn manifest_snapshot_secs(run_dir: &std::path::Path) -> Option<f64> {
-    let s = crate::outcome::read_manifest(&run_dir.join("manifest.json")).ok()?.boot?.snapshot?;
+    let s = crate::outcome::read_manifest(&crate::outcome::layout::manifest_json(run_dir)).ok()?.boot?.snapshot?;
     (s.mode == crate::outcome::run::SnapshotMode::Restored).then_some(s.secs).flatten()
 }
 

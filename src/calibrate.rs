@@ -177,7 +177,7 @@ fn quantile(v: &mut [f64], q: f64) -> f64 {
 pub fn read_run(dir: &Path, exit_code: i32, secs: f64) -> (RunResult, Option<LeakAnalysis>) {
     // A run that failed before its report has none; a report that cannot
     // be read is said, and the run counts as failed.
-    let an: Option<LeakAnalysis> = match crate::outcome::read::<LeakReport>(&dir.join("report.json")) {
+    let an: Option<LeakAnalysis> = match crate::outcome::read::<LeakReport>(&crate::outcome::layout::report_json(dir)) {
         Ok(r) => r.analysis,
         Err(RecordError::Missing(_)) => None,
         Err(e) => {
@@ -334,7 +334,7 @@ pub fn render(c: &Calibration) -> String {
 
 /// Writes `calibration.json` into `out`, each run's `dir` relative to `out`.
 pub fn write(out: &Path, c: &Calibration) -> std::io::Result<PathBuf> {
-    let p = out.join("calibration.json");
+    let p = crate::outcome::layout::calibration_json(out);
     let mut c = c.clone();
     for r in &mut c.runs {
         r.dir = crate::outcome::recorded(out, Path::new(&r.dir)).display().to_string();

@@ -247,7 +247,7 @@ pub async fn execute(plan: Plan, out: &Path, events: &Events, cancel: Cancellati
     // Each step's page again, now that bisect.json beside it has the
     // result: its diagnosis names the first bad candidate and this step.
     for s in &report.steps {
-        if let Some(dir) = s.run_dir.as_deref().map(Path::new).filter(|d| d.join("report.json").is_file()) {
+        if let Some(dir) = s.run_dir.as_deref().map(Path::new).filter(|d| crate::outcome::layout::report_json(d).is_file()) {
             crate::report::write_or_warn(dir, || crate::report::rebuild(dir).map(|r| r.html));
         }
     }
@@ -256,7 +256,7 @@ pub async fn execute(plan: Plan, out: &Path, events: &Events, cancel: Cancellati
 
 fn write_report(out: &Path, report: &mut BisectReport, start: Instant) {
     report.secs = start.elapsed().as_secs_f64();
-    let path = out.join("bisect.json");
+    let path = crate::outcome::layout::bisect_json(out);
     if let Err(e) = crate::util::fsx::write_atomic(&path, &serde_json::to_vec_pretty(report).unwrap_or_default()) {
         tracing::error!("cannot write `{}`: {e}", path.display());
     }
@@ -302,7 +302,7 @@ async fn run_step(plan: &Plan, i: usize, number: usize, out: &Path, kernel_dirs:
         .await;
         step.exit_code = Some(end.exit_code);
         step.run_dir = Some(crate::outcome::recorded(out, end.dir.as_ref().unwrap_or(&dir)).display().to_string());
-        step.verdict = crate::outcome::read::<LeakReport>(&dir.join("report.json")).ok().and_then(|r| r.verdict).map(|v| v.word().to_string());
+        step.verdict = crate::outcome::read::<LeakReport>(&crate::outcome::layout::report_json(&dir)).ok().and_then(|r| r.verdict).map(|v| v.word().to_string());
         let (mark, why) = judge(end.exit_code);
         step.mark = mark;
         step.reason = why.map(|w| match end.error.as_deref().and_then(|e| e.lines().next()) {

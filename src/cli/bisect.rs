@@ -73,7 +73,7 @@ pub fn bisect(a: BisectArgs) -> i32 {
         spawn_signal_handler(cancel.clone());
         bisect::execute(plan, &out, &events, cancel).await
     });
-    crate::ui::human(&format!("{}bisect: exit {}; {}\n", report.summary(), report.exit_code, out.join("bisect.json").display()));
+    crate::ui::human(&format!("{}bisect: exit {}; {}\n", report.summary(), report.exit_code, crate::outcome::layout::bisect_json(&out).display()));
     if crate::ui::get().json {
         crate::ui::json_line(&serde_json::to_string(&report).unwrap_or_default());
     }

@@ -112,7 +112,7 @@ pub fn matrix(
 pub fn finish_matrix(dir: &std::path::Path, report: &crate::outcome::matrix::MatrixReport, stream: &Events) {
     match crate::matrix::write_report(dir, report) {
         Ok(path) => stream.emit(Event::MatrixFinished { exit_code: report.exit_code, report: path.display().to_string() }),
-        Err(e) => eprintln!("kernlab: cannot write `{}`: {e}", dir.join("report.json").display()),
+        Err(e) => eprintln!("kernlab: cannot write `{}`: {e}", crate::outcome::layout::report_json(dir).display()),
     }
 }
 
@@ -121,7 +121,7 @@ pub fn merge(dirs: &[PathBuf], out: &std::path::Path, events: &Events) -> i32 {
     let mut reports = Vec::new();
     let mut shards = Vec::new();
     for d in dirs {
-        match crate::outcome::read::<crate::outcome::matrix::MatrixReport>(&d.join("report.json")) {
+        match crate::outcome::read::<crate::outcome::matrix::MatrixReport>(&crate::outcome::layout::report_json(d)) {
             Ok(mut r) => {
                 // Its cells' directories, relative to the shard, as absolute
                 // paths: the merged report lives elsewhere.
@@ -144,7 +144,7 @@ pub fn merge(dirs: &[PathBuf], out: &std::path::Path, events: &Events) -> i32 {
     let report = matrix::report(&name, results, None, None, Some(shards));
     finish_matrix(out, &report, events);
     if crate::ui::get().json {
-        let v = serde_json::json!({"name": name, "merged": dirs, "cells": n, "exit_code": report.exit_code, "dir": out, "report": out.join("report.json")});
+        let v = serde_json::json!({"name": name, "merged": dirs, "cells": n, "exit_code": report.exit_code, "dir": out, "report": crate::outcome::layout::report_json(out)});
         crate::ui::json_line(&v.to_string());
     } else {
         println!("merged {} reports, {n} cells: exit {}; {}", dirs.len(), report.exit_code, out.display());

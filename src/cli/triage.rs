@@ -36,9 +36,9 @@ pub fn triage(vmcore: &std::path::Path, name: &str, out: Option<PathBuf>, dirs: 
         Err(e) => return infra(&e),
     };
     let record = crate::triage::TriageRecord { schema: crate::triage::SCHEMA.into(), report: report.clone().recorded_in(&out) };
-    let _ = crate::util::fsx::write_atomic(&out.join("triage.json"), &serde_json::to_vec_pretty(&record).unwrap_or_default());
+    let _ = crate::util::fsx::write_atomic(&crate::outcome::layout::triage_json(&out), &serde_json::to_vec_pretty(&record).unwrap_or_default());
     if json {
-        let v = serde_json::json!({"vmcore": vmcore, "kernel": kernel.name, "dir": out, "crash_txt": out.join("crash.txt"), "triage_json": out.join("triage.json"), "triage": record});
+        let v = serde_json::json!({"vmcore": vmcore, "kernel": kernel.name, "dir": out, "crash_txt": out.join("crash.txt"), "triage_json": crate::outcome::layout::triage_json(&out), "triage": record});
         crate::ui::json_line(&v.to_string());
         return exit::OK;
     }

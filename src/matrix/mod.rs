@@ -312,7 +312,7 @@ pub fn measured_exhaustion(events_jsonl: &str) -> Option<f64> {
 /// What a finished cell's directory says: its verdict (an A/B lab's) or
 /// outcome (a plain run's), and the leak analysis when there is one.
 fn read_cell(out: &Path) -> (Option<String>, Option<LeakAnalysis>, Option<crate::outcome::leak::Attribution>) {
-    match crate::outcome::read_any(&out.join("report.json")) {
+    match crate::outcome::read_any(&crate::outcome::layout::report_json(out)) {
         Ok(AnyRecord::Leak(r)) => (Some(r.verdict.map(|v| v.word().to_string()).unwrap_or_else(|| "failed".into())), r.analysis, r.attribution),
         Ok(AnyRecord::Run(r)) => (Some(r.outcome), None, None),
         _ => (None, None, None),
@@ -477,7 +477,7 @@ pub fn report(name: &str, cells: Vec<CellResult>, partition: Option<String>, tim
 /// (`cells/<id>`); a merged report's cells, in the shards' directories,
 /// keep the absolute path they were read with.
 pub fn write_report(dir: &Path, r: &MatrixReport) -> std::io::Result<PathBuf> {
-    let path = dir.join("report.json");
+    let path = crate::outcome::layout::report_json(dir);
     let mut r = r.clone();
     for c in &mut r.cells {
         c.dir = crate::outcome::recorded(dir, &c.dir);

@@ -7,6 +7,7 @@
 
 pub mod event;
 pub mod leak;
+pub mod layout;
 pub mod matrix;
 pub mod run;
 pub mod schemas;

@@ -34,7 +34,7 @@ use crate::outcome::{self, RecordError};
 use crate::sample::rows::{self, BalloonRow, DentryRow, MeminfoRow, OpsRow, Row, SlabRow};
 use crate::util::fsx;
 
-pub const FILE: &str = "report.html";
+pub const FILE: &str = crate::outcome::layout::REPORT_HTML;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReportError {
@@ -118,8 +118,8 @@ impl RunData {
         let slab = read_text(&samples.join(SlabRow::FILE))?;
         Ok(RunData {
             dir: dir.to_path_buf(),
-            report: optional(outcome::read::<RunOutcome>(&dir.join("report.json")))?,
-            manifest: optional(outcome::read_manifest(&dir.join("manifest.json")))?,
+            report: optional(outcome::read::<RunOutcome>(&crate::outcome::layout::report_json(dir)))?,
+            manifest: optional(outcome::read_manifest(&crate::outcome::layout::manifest_json(dir)))?,
             events: outcome::read_events(&read_text(&dir.join("events.jsonl"))?),
             series: ArmSeries::parse(&read_text(&samples.join(MeminfoRow::FILE))?, &slab, &read_text(&samples.join(OpsRow::FILE))?)
                 .with_dentry_state(&read_text(&samples.join(DentryRow::FILE))?),
@@ -134,7 +134,7 @@ pub fn detect(dir: &Path) -> Result<DirKind, ReportError> {
     if !dir.is_dir() {
         return Err(ReportError::NoDir(dir.into()));
     }
-    let schema = outcome::schema_of(&dir.join("report.json"))?;
+    let schema = outcome::schema_of(&crate::outcome::layout::report_json(dir))?;
     match schema.as_deref() {
         Some(matrix_record::SCHEMA) => return Ok(DirKind::Matrix),
         Some(s) if s.starts_with("kernlab.leak-report/") => return Ok(DirKind::Ab),
@@ -145,7 +145,7 @@ pub fn detect(dir: &Path) -> Result<DirKind, ReportError> {
     if dir.join("module").is_dir() && dir.join("baseline").is_dir() && dir.join("lab.yaml").is_file() {
         return Ok(DirKind::Ab);
     }
-    if dir.join("manifest.json").is_file() || dir.join("events.jsonl").is_file() {
+    if crate::outcome::layout::manifest_json(dir).is_file() || dir.join("events.jsonl").is_file() {
         return Ok(DirKind::Run);
     }
     Err(ReportError::NotARun(dir.into()))
@@ -178,7 +178,7 @@ pub fn write_ab(top: &Path, r: &LeakReport) -> Result<PathBuf, ReportError> {
 /// wrote one, the verdict from what its arms left (the only case where
 /// `kernlab report` analyses samples).
 fn leak_report(top: &Path) -> Result<LeakReport, ReportError> {
-    match outcome::read::<LeakReport>(&top.join("report.json")) {
+    match outcome::read::<LeakReport>(&crate::outcome::layout::report_json(top)) {
         Ok(r) => Ok(r),
         Err(RecordError::Missing(_)) => Ok(crate::run::ab::recover(top)?),
         Err(e) => Err(e.into()),
@@ -282,7 +282,7 @@ pub fn rebuild(dir: &Path) -> Result<Rebuilt, ReportError> {
         // A run or an A/B lab: its pages where its files are.
         DirKind::Run | DirKind::Ab => rebuild_into(dir, dir),
         DirKind::Matrix => {
-            let r: MatrixReport = outcome::read(&dir.join("report.json"))?;
+            let r: MatrixReport = outcome::read(&crate::outcome::layout::report_json(dir))?;
             // Each cell's own page first, so the index's links lead somewhere;
             // a cell that cannot be rebuilt is a warning.
             for c in &r.cells {
@@ -334,7 +334,7 @@ pub fn rebuild_into(src: &Path, out: &Path) -> Result<Rebuilt, ReportError> {
             Ok(Rebuilt { kind, html, summary: summary::leak_summary(&r, src) })
         }
         DirKind::Matrix => {
-            let r: MatrixReport = outcome::read(&src.join("report.json"))?;
+            let r: MatrixReport = outcome::read(&crate::outcome::layout::report_json(src))?;
             let mut linked = Vec::new();
             for c in &r.cells {
                 let rel = Path::new("cells").join(&c.id);

@@ -90,7 +90,7 @@ pub struct Pages {
 impl Reporter for Pages {
     fn report(&mut self, s: &Stamped) {
         let Some(dir) = self.runs.track(s) else { return };
-        write_or_warn(&dir, || match outcome::read_any(&dir.join("report.json")) {
+        write_or_warn(&dir, || match outcome::read_any(&crate::outcome::layout::report_json(&dir)) {
             Ok(AnyRecord::Leak(r)) => write_ab(&dir, &r),
             // An A/B lab without its record has no verdict to show.
             Err(e) if detect(&dir).ok() == Some(DirKind::Ab) => Err(e.into()),
@@ -112,7 +112,7 @@ impl Reporter for Summaries {
             return;
         }
         let Some(dir) = self.runs.track(s) else { return };
-        match outcome::read_any(&dir.join("report.json")) {
+        match outcome::read_any(&crate::outcome::layout::report_json(&dir)) {
             Ok(AnyRecord::Leak(r)) => crate::ui::human(&summary::leak_summary(&r, &dir)),
             Ok(AnyRecord::Run(r)) => crate::ui::human(&summary::run_summary(&r, Some(&dir))),
             Ok(AnyRecord::Matrix(_)) => {}

@@ -772,7 +772,7 @@ fn attribution_markup(a: &crate::outcome::leak::Attribution) -> Markup {
 fn bisect_markup(top: &Path) -> Option<Markup> {
     use serde_json::Value;
     let parent = top.parent()?;
-    let text = std::fs::read_to_string(parent.join("bisect.json")).ok()?;
+    let text = std::fs::read_to_string(crate::outcome::layout::bisect_json(parent)).ok()?;
     let b: Value = serde_json::from_str(&text).ok()?;
     if b.get("schema")?.as_str()? != crate::bisect::SCHEMA {
         return None;
@@ -803,7 +803,7 @@ fn bisect_markup(top: &Path) -> Option<Markup> {
             ("result", TableCell::Text(result)),
             ("this run", TableCell::Text(format!("step {} of {}: {} marked {}", i + 1, steps.len(), cand(step), str_of(step, "mark")))),
             ("over", TableCell::Text(format!("{} {}", axis, str_of(&b, "over")))),
-            ("record", TableCell::Html(html::code(&parent.join("bisect.json").display().to_string()))),
+            ("record", TableCell::Html(html::code(&crate::outcome::layout::bisect_json(parent).display().to_string()))),
         ]))
     })
 }

@@ -95,7 +95,7 @@ pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) 
     let mut report = assemble(&arm.lab, outcome(&ra, &a_dir), outcome(&rb, &b_dir), crash, &a_dir, &b_dir, start.elapsed().as_secs_f64());
     let exit_code = report.exit_code;
     let failed = [&ra, &rb].into_iter().any(|r| r.exit_code != exit::OK);
-    let _ = fsx::write_atomic(&top.join("report.json"), &serde_json::to_vec_pretty(&report).unwrap_or_default());
+    let _ = fsx::write_atomic(&crate::outcome::layout::report_json(&top), &serde_json::to_vec_pretty(&report).unwrap_or_default());
     let an = report.analysis.as_ref();
     stream.emit(Event::LeakVerdict {
         verdict: report.verdict.map(|v| v.word().to_string()),
@@ -103,7 +103,7 @@ pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) 
         expectation_held: report.expectation_held,
         delta_bytes_per_hour: an.and_then(|a| a.total.as_ref()).and_then(|t| t.bytes_per_hour).map(|h| h[0]),
         bytes_per_op: an.and_then(|a| a.total.as_ref().filter(|_| a.basis == leak::Basis::PerOp)).map(|t| t.bytes[0]),
-        report: top.join("report.json").display().to_string(),
+        report: crate::outcome::layout::report_json(&top).display().to_string(),
     });
     if report.attribution.is_some() {
         attribute(&arm, &top.path, &mut report, cancel.is_cancelled() || exit_code == exit::INTERRUPTED, cancel.clone(), start).await;
@@ -142,7 +142,7 @@ async fn attribute(arm: &Arm, top: &Path, report: &mut LeakReport, interrupted: 
         }
     }
     report.secs = start.elapsed().as_secs_f64();
-    let _ = fsx::write_atomic(&top.join("report.json"), &serde_json::to_vec_pretty(&*report).unwrap_or_default());
+    let _ = fsx::write_atomic(&crate::outcome::layout::report_json(top), &serde_json::to_vec_pretty(&*report).unwrap_or_default());
 }
 
 /// The analysis policy of a leak lab: its floors and α, and the looks
@@ -283,7 +283,7 @@ pub fn recover(top: &Path) -> Result<LeakReport, crate::lab::LabError> {
     let arm = |name: &str| {
         let dir = top.join(name);
         let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
-        match crate::outcome::read::<RunOutcome>(&dir.join("report.json")) {
+        match crate::outcome::read::<RunOutcome>(&crate::outcome::layout::report_json(&dir)) {
             Ok(r) => (ArmOutcome { exit_code: r.exit_code, error: r.error.clone(), sample_gaps: r.sample_gaps, dir: name.into(), config: None }, Some(r)),
             Err(e) => (
                 ArmOutcome {

@@ -222,7 +222,7 @@ fn from_the_code(report: &LeakReport, module_arm: &Path, alloc: &[Site]) -> (Opt
     let Some(cache) = culprit else {
         return (None, "from the code: no reference-counted cache leaks".into());
     };
-    let manifest: crate::outcome::run::Manifest = match crate::outcome::read_manifest(&module_arm.join("manifest.json")) {
+    let manifest: crate::outcome::run::Manifest = match crate::outcome::read_manifest(&crate::outcome::layout::manifest_json(module_arm)) {
         Ok(m) => m,
         Err(e) => return (None, format!("from the code: the module arm's manifest: {e}")),
     };

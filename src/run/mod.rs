@@ -318,14 +318,14 @@ fn finish(ctx: Ctx, result: Result<(), RunError>, start: Instant) -> RunEnd {
     timings.total = start.elapsed().as_secs_f64();
     let samples = ctx.store.as_ref().map(|s| s.lock().unwrap().count).unwrap_or(0);
     let gaps = *ctx.gaps.lock().unwrap();
-    let _ = fsx::write_atomic(&ctx.dir.join("manifest.json"), &serde_json::to_vec_pretty(&ctx.manifest).unwrap_or_default());
+    let _ = fsx::write_atomic(&crate::outcome::layout::manifest_json(&ctx.dir), &serde_json::to_vec_pretty(&ctx.manifest).unwrap_or_default());
     let mut rep = record::build(&ctx.dir.path, &ctx.lab, &ctx.manifest, outcome, exit_code, error.clone(), samples, gaps, timings);
     // Paths in the record are relative to the run directory.
     rep.dump = ctx.dump.clone().map(|d| d.recorded_in(&ctx.dir.path));
     rep.triage = ctx.triage.clone().map(|t| t.recorded_in(&ctx.dir.path));
     rep.triage_skipped = ctx.triage_skipped.clone();
     rep.exhaustion = ctx.exhaustion.clone();
-    if let Err(e) = fsx::write_atomic(&ctx.dir.join("report.json"), &serde_json::to_vec_pretty(&rep).unwrap_or_default()) {
+    if let Err(e) = fsx::write_atomic(&crate::outcome::layout::report_json(&ctx.dir), &serde_json::to_vec_pretty(&rep).unwrap_or_default()) {
         tracing::error!("cannot write report.json: {e}");
     }
     // Last: the reporters (the page, the summary) read the records now complete.

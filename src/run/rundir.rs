@@ -56,3 +56,9 @@ impl RunDir {
         self.path.join(rel)
     }
 }
+
+impl AsRef<Path> for RunDir {
+    fn as_ref(&self) -> &Path {
+        &self.path
+    }
+}

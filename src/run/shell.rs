@@ -201,7 +201,7 @@ pub async fn shell(opts: ShellOptions, events: &Events, cancel: CancellationToke
     stop_guest(&mut ctx).await;
     let _ = std::fs::remove_file(ctx.dir.join("churn.img"));
     if opts.out.is_some() {
-        let _ = fsx::write_atomic(&ctx.dir.join("manifest.json"), &serde_json::to_vec_pretty(&ctx.manifest).unwrap_or_default());
+        let _ = fsx::write_atomic(&crate::outcome::layout::manifest_json(&ctx.dir), &serde_json::to_vec_pretty(&ctx.manifest).unwrap_or_default());
         if let Err(e) = fsx::seal_tree(&ctx.dir.path) {
             tracing::warn!("cannot make {} private: {e}", ctx.dir.path.display());
         }

@@ -152,7 +152,7 @@ pub(super) async fn boot(ctx: &mut Ctx, spec: &mut VmSpec, kernel: &Kernel, keys
         let argv = qemu::argv(spec);
         ctx.manifest.qemu_argv = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
         ctx.manifest.ssh_port = Some(spec.ssh_port);
-        write(&ctx.dir.join("manifest.json"), &serde_json::to_vec_pretty(&ctx.manifest).unwrap_or_default())?;
+        write(&crate::outcome::layout::manifest_json(&ctx.dir), &serde_json::to_vec_pretty(&ctx.manifest).unwrap_or_default())?;
         let _ = std::fs::remove_file(ctx.dir.join(QMP_SOCKET));
         let _ = std::fs::remove_file(ctx.dir.join(qemu::argv::SAMPLER_SOCKET));
         let started = Instant::now();
