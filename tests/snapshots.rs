@@ -70,6 +70,7 @@ fn manifest() -> run::Manifest {
             package_sha256: "0".repeat(64),
             vmlinuz_sha256: "1".repeat(64),
             root: "/cache/kernels/0".into(),
+            arch: None,
         }),
         accel: Some(kernlab::qemu::AccelChoice { accel: kernlab::qemu::Accel::Tcg, reason: "kvm_pvm".into() }),
         ..Default::default()

@@ -169,6 +169,7 @@ fn into_cache<'a>(
             package_sha256: sha.clone(),
             vmlinuz_sha256: fsx::sha256_file(&vmlinuz).map_err(io_err(&vmlinuz))?,
             root: entry.clone(),
+            arch: desc.arch,
         };
         let meta = serde_json::to_vec_pretty(&kernel).expect("kernel metadata serializes");
         fsx::write_atomic(&root.join("kernel.json"), &meta).map_err(io_err(&root))?;
@@ -308,6 +309,7 @@ fn local(desc: &Descriptor, dir: &Path) -> Result<Kernel, FetchError> {
         package_sha256: sha.clone(),
         vmlinuz_sha256: sha,
         root: dir.to_path_buf(),
+        arch: desc.arch,
     })
 }
 
@@ -482,5 +484,19 @@ mod tests {
         fs::remove_file(mods.join("build")).unwrap();
         let err = headers::build_dir(&cache, &desc, &k).unwrap_err().to_string();
         assert!(err.contains("no build directory"), "{err}");
+    }
+
+    #[test]
+    fn a_local_kernel_is_of_the_arch_its_descriptor_names() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(d.path().join("boot")).unwrap();
+        std::fs::write(d.path().join("boot/vmlinuz-6.1.0-mine"), b"kernel").unwrap();
+        let text = format!("arch: arm64\nsource:\n  local:\n    dir: {}\n", d.path().display());
+        let desc = Descriptor::parse("mine", "kernels/mine.yaml", &text).unwrap();
+        let cache = Cache::at(d.path().join("cache")).unwrap();
+        let k = fetch(&cache, &desc).unwrap();
+        assert_eq!((k.arch, k.arch()), (Some(crate::arch::Arch::Aarch64), crate::arch::Arch::Aarch64));
+        let plain = Descriptor::parse("mine", "kernels/mine.yaml", &text.replace("arch: arm64\n", "")).unwrap();
+        assert_eq!(fetch(&cache, &plain).unwrap().arch(), crate::arch::Arch::X86_64, "a release without a suffix, no arch: x86_64");
     }
 }

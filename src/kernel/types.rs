@@ -24,14 +24,18 @@ pub struct Kernel {
     pub vmlinuz_sha256: String,
     /// The unpacked package root in the cache.
     pub root: PathBuf,
+    /// The architecture its descriptor names (`arch:`); absent, its
+    /// release's Debian suffix says, else x86_64 (see [`Kernel::arch`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub arch: Option<crate::arch::Arch>,
 }
 
 impl Kernel {
-    /// The architecture it is built for: its release's Debian suffix
-    /// (`-amd64`, `-arm64`), else x86_64 (a local or RPM kernel's release
-    /// does not say).
+    /// The architecture it is built for: its descriptor's `arch:`, else its
+    /// release's Debian suffix (`-amd64`, `-arm64`), else x86_64 (a local
+    /// or RPM kernel's release does not say).
     pub fn arch(&self) -> crate::arch::Arch {
-        crate::arch::Arch::of_debian_name(&self.release).unwrap_or_default()
+        self.arch.or_else(|| crate::arch::Arch::of_debian_name(&self.release)).unwrap_or_default()
     }
     pub fn vmlinuz(&self) -> PathBuf {
         self.root.join(format!("boot/vmlinuz-{}", self.release))

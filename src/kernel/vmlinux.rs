@@ -650,6 +650,7 @@ pub(crate) mod tests {
             package_sha256: "abc".into(),
             vmlinuz_sha256: fsx::sha256_bytes(vmlinuz),
             root,
+            arch: None,
         }
     }
 

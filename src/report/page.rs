@@ -895,6 +895,7 @@ mod tests {
                     package_sha256: String::new(),
                     vmlinuz_sha256: String::new(),
                     root: "/".into(),
+                    arch: None,
                 }),
                 ..Default::default()
             }),
