@@ -368,38 +368,9 @@ mod tests {
     const ALLOWED: [(&str, &str); 1] = [("src/kernel/descriptor.rs", "the embedded kernel descriptors' names: Debian package names, which end in their architecture")];
 
     /// Each non-test, non-comment line of `src/` (but this file) naming an
-    /// architecture, as `path:line: text`.
+    /// architecture: (file, `path:line: text`).
     fn naming_lines() -> Vec<(String, String)> {
-        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-            for e in std::fs::read_dir(dir).unwrap().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    walk(&p, out);
-                } else if p.extension().is_some_and(|x| x == "rs") {
-                    out.push(p);
-                }
-            }
-        }
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut files = Vec::new();
-        walk(&root.join("src"), &mut files);
-        files.sort();
-        let mut hits = Vec::new();
-        for f in files {
-            let rel = f.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            if rel == "src/arch.rs" || rel.ends_with("/tests.rs") || rel.contains("/tests/") {
-                continue;
-            }
-            let text = std::fs::read_to_string(&f).unwrap();
-            let code = text.split("#[cfg(test)]").next().unwrap_or("");
-            for (n, line) in code.lines().enumerate() {
-                let t = line.trim_start();
-                if !t.starts_with("//") && NAMES.iter().any(|w| line.contains(w)) {
-                    hits.push((rel.clone(), format!("{rel}:{}: {}", n + 1, t)));
-                }
-            }
-        }
-        hits
+        crate::util::source_lines(&["src/arch.rs"]).into_iter().filter(|(_, _, l)| NAMES.iter().any(|w| l.contains(w))).map(|(f, n, l)| (f.clone(), format!("{f}:{n}: {l}"))).collect()
     }
 
     #[test]

@@ -52,34 +52,12 @@ mod tests {
     /// spells a record's file name.
     #[test]
     fn no_other_file_names_a_record() {
-        fn walk(dir: &std::path::Path, out: &mut Vec<std::path::PathBuf>) {
-            for e in std::fs::read_dir(dir).unwrap().flatten() {
-                let p = e.path();
-                if p.is_dir() {
-                    walk(&p, out);
-                } else if p.extension().is_some_and(|x| x == "rs") {
-                    out.push(p);
-                }
-            }
-        }
         let names = [super::REPORT_JSON, super::MANIFEST_JSON, super::REPORT_HTML, super::BISECT_JSON, super::CALIBRATION_JSON, super::TRIAGE_JSON].map(|n| format!("\"{n}\""));
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut files = Vec::new();
-        walk(&root.join("src"), &mut files);
-        let mut stray = Vec::new();
-        for f in files {
-            let rel = f.strip_prefix(root).unwrap().to_string_lossy().into_owned();
-            if rel == "src/outcome/layout.rs" || rel.ends_with("/tests.rs") || rel.contains("/tests/") {
-                continue;
-            }
-            let text = std::fs::read_to_string(&f).unwrap();
-            let code = text.split("#[cfg(test)]").next().unwrap_or("");
-            for (n, line) in code.lines().enumerate() {
-                if !line.trim_start().starts_with("//") && names.iter().any(|w| line.contains(w.as_str())) {
-                    stray.push(format!("{rel}:{}: {}", n + 1, line.trim()));
-                }
-            }
-        }
+        let stray: Vec<String> = crate::util::source_lines(&["src/outcome/layout.rs"])
+            .into_iter()
+            .filter(|(_, _, l)| names.iter().any(|w| l.contains(w.as_str())))
+            .map(|(f, n, l)| format!("{f}:{n}: {l}"))
+            .collect();
         assert!(stray.is_empty(), "a record's file name belongs in src/outcome/layout.rs; these lines spell one:\n{}", stray.join("\n"));
     }
 }
