@@ -46,7 +46,7 @@ const METRICS: [&str; 2] = ["objects", "slab"];
 /// `n` samples per arm, with `metric`.
 fn policy(n: usize, floors: Floors, stop_early: bool, metric: &str) -> Policy {
     Policy {
-        metric: metric.into(),
+        metric: metric.parse().unwrap(),
         floors,
         alpha: 0.01,
         planned_samples: n,

@@ -33,6 +33,56 @@ pub enum Expect {
     NoLeak,
 }
 
+/// The primary endpoint of a leak verdict, `leak.metric` as a type: the
+/// lab file's word is read into it once (`Metric::from_str`), and written
+/// back as that word in records.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Metric {
+    /// Every cache's active objects × their size: the slab total without
+    /// the page steps of `Slab`.
+    #[default]
+    Objects,
+    /// meminfo `Slab`.
+    Slab,
+    /// meminfo `SUnreclaim`.
+    SUnreclaim,
+    /// One slab cache's active bytes.
+    Cache(String),
+}
+
+impl Metric {
+    /// Whether it is read from `/proc/meminfo` (else from `/proc/slabinfo`).
+    pub fn from_meminfo(&self) -> bool {
+        matches!(self, Metric::Slab | Metric::SUnreclaim)
+    }
+}
+
+impl std::fmt::Display for Metric {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Metric::Objects => f.write_str("objects"),
+            Metric::Slab => f.write_str("slab"),
+            Metric::SUnreclaim => f.write_str("sunreclaim"),
+            Metric::Cache(c) => write!(f, "cache:{c}"),
+        }
+    }
+}
+
+impl std::str::FromStr for Metric {
+    type Err = String;
+    fn from_str(m: &str) -> Result<Metric, String> {
+        match m {
+            "objects" => Ok(Metric::Objects),
+            "slab" => Ok(Metric::Slab),
+            "sunreclaim" => Ok(Metric::SUnreclaim),
+            _ => match m.strip_prefix("cache:") {
+                Some(c) if !c.is_empty() && !c.contains(char::is_whitespace) => Ok(Metric::Cache(c.to_string())),
+                _ => Err(format!("must be `slab`, `sunreclaim`, `objects` or `cache:NAME`, got {m:?}")),
+            },
+        }
+    }
+}
+
 /// The leak policy of an A/B lab.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

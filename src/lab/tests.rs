@@ -899,3 +899,18 @@ fn error_kind_a_path_that_does_not_exist_names_the_field_and_where_it_looked() {
         format!("{file}:4:15: modules[0].patches[0]: `fix.patch` does not exist (looked for `{}`)", at("fix.patch"))
     );
 }
+
+#[test]
+fn a_metric_reads_from_its_word_and_writes_back_the_same() {
+    use std::str::FromStr;
+    for w in ["objects", "slab", "sunreclaim", "cache:dentry"] {
+        let m = crate::lab::Metric::from_str(w).unwrap();
+        assert_eq!(m.to_string(), w);
+    }
+    assert_eq!(crate::lab::Metric::default(), crate::lab::Metric::Objects);
+    assert!(crate::lab::Metric::Slab.from_meminfo() && !crate::lab::Metric::Objects.from_meminfo());
+    for bad in ["cache:", "cache:a b", "rss", ""] {
+        assert!(crate::lab::Metric::from_str(bad).unwrap_err().contains("must be `slab`, `sunreclaim`, `objects` or `cache:NAME`"), "{bad}");
+    }
+}
+

@@ -250,10 +250,10 @@ impl Lab {
         }
         if let Some(l) = &self.leak {
             let m = l.metric.as_str();
-            let ok = m == "slab" || m == "sunreclaim" || m == "objects" || m.strip_prefix("cache:").is_some_and(|c| !c.is_empty() && !c.contains(char::is_whitespace));
-            if !ok {
-                return bad("leak.metric", format!("must be `slab`, `sunreclaim`, `objects` or `cache:NAME`, got {m:?}"));
-            }
+            let metric: super::Metric = match m.parse() {
+                Ok(metric) => metric,
+                Err(e) => return bad("leak.metric", e),
+            };
             if !(l.alpha > 0.0 && l.alpha < 0.5) {
                 return bad("leak.alpha", format!("must be between 0 and 0.5 (exclusive), got {}", l.alpha));
             }
@@ -283,7 +283,7 @@ impl Lab {
             if l.warmup >= w.duration {
                 return bad("leak.warmup", format!("must be shorter than workload.duration ({})", humantime::format_duration(w.duration)));
             }
-            let needs = if m == "slab" || m == "sunreclaim" { Source::Meminfo } else { Source::Slabinfo };
+            let needs = if metric.from_meminfo() { Source::Meminfo } else { Source::Slabinfo };
             if !mon.sources.contains(&needs) {
                 return bad("monitor.sources", format!("leak.metric `{m}` needs the `{needs}` source"));
             }

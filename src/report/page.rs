@@ -434,7 +434,9 @@ pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData,
         for p in deciding_plots(a, 6) {
             match p {
                 Plotted::Metric => {
-                    let (m, b) = (module.series.metric(&a.metric), baseline.series.metric(&a.metric));
+                    // The record's word, read back as the type the series knows.
+                    let metric: crate::lab::Metric = a.metric.parse().unwrap_or_default();
+                    let (m, b) = (module.series.metric(&metric), baseline.series.metric(&metric));
                     let mut c = Chart::new(&format!("{} in both arms", a.metric), xlabel, &a.metric);
                     let fits = a.total.as_ref().map(|t| (t.module.trend.clone(), t.baseline.trend.clone())).unwrap_or_default();
                     for (label, color, arm, pts, fit) in [("module", plot::MODULE, &module.series, &m, fits.0), ("baseline", plot::BASELINE, &baseline.series, &b, fits.1)] {
@@ -981,7 +983,7 @@ mod tests {
         let flat = |v: &mut Vec<(f64, f64)>| v.iter_mut().for_each(|p| p.1 = 30_000_000.0 + (p.0 * 7.0) % 3.0 * 1000.0);
         flat(baseline.series.meminfo.get_mut("Slab").unwrap());
         let policy = crate::analysis::leak::Policy {
-            metric: "slab".into(),
+            metric: crate::lab::Metric::Slab,
             floors: crate::analysis::leak::Floors { objects_per_op: 0.0005, bytes_per_op: 4.0, bytes_per_hour: 16.0 * MIB },
             alpha: 0.01,
             planned_samples: 30,

@@ -152,7 +152,7 @@ pub fn policy_of(lab: &Lab) -> Policy {
     let interval = lab.monitor.interval;
     let duration = lab.workload.as_ref().map(|w| w.duration).unwrap_or_default();
     Policy {
-        metric: l.metric.clone(),
+        metric: l.metric.parse().unwrap_or_default(),
         floors: Floors { objects_per_op: l.floor_objects_per_op, bytes_per_op: l.floor_bytes_per_op, bytes_per_hour: l.floor_per_hour as f64 },
         alpha: l.alpha,
         planned_samples: crate::lab::planned_samples(duration, interval),

@@ -39,7 +39,7 @@ pub struct Floors {
 /// What the analysis needs of the lab.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
-    pub metric: String,
+    pub metric: crate::lab::Metric,
     pub floors: Floors,
     /// One-sided, family-wise over caches and looks.
     pub alpha: f64,

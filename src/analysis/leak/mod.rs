@@ -242,7 +242,7 @@ fn look(module: &ArmSeries, baseline: &ArmSeries, policy: &Policy, a: f64, a_no:
     };
     let (ym, yb) = (metric_values(module, &tm), metric_values(baseline, &tb));
     let mut errors = Vec::new();
-    if !hypothesis(policy.metric.clone(), Kind::Total, 1.0, &ym, &yb, floor_bytes) {
+    if !hypothesis(policy.metric.to_string(), Kind::Total, 1.0, &ym, &yb, floor_bytes) {
         errors.push(format!("the {} series could not be fitted", policy.metric));
     }
     let names: BTreeSet<&String> = module.caches.keys().chain(baseline.caches.keys()).collect();
@@ -533,7 +533,7 @@ pub fn analyze(module: &ArmSeries, baseline: &ArmSeries, policy: &Policy, finish
     let exhaustion = if r.verdict == Verdict::Leak { exhaustion(module, &r) } else { Vec::new() };
     let family = r.caches.len() + usize::from(r.total.is_some());
     LeakAnalysis {
-        metric: policy.metric.clone(),
+        metric: policy.metric.to_string(),
         basis: r.basis,
         basis_note: (r.basis == Basis::PerSecond).then(|| basis_note(module, baseline)).flatten(),
         rate_note: (r.basis == Basis::PerOp).then(|| rate_note(r.ops_per_s)).flatten(),

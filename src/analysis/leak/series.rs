@@ -66,11 +66,12 @@ impl ArmSeries {
     /// The (t, bytes) series of a metric: `slab`, `sunreclaim`, `objects`,
     /// `cache:NAME`. A cache this arm never had is zero at each of its
     /// sample times.
-    pub fn metric(&self, metric: &str) -> Vec<(f64, f64)> {
+    pub fn metric(&self, metric: &crate::lab::Metric) -> Vec<(f64, f64)> {
+        use crate::lab::Metric;
         match metric {
-            "slab" => self.meminfo.get("Slab").cloned().unwrap_or_default(),
-            "sunreclaim" => self.meminfo.get("SUnreclaim").cloned().unwrap_or_default(),
-            "objects" => {
+            Metric::Slab => self.meminfo.get("Slab").cloned().unwrap_or_default(),
+            Metric::SUnreclaim => self.meminfo.get("SUnreclaim").cloned().unwrap_or_default(),
+            Metric::Objects => {
                 // Every cache's active bytes, summed at each sample time.
                 let times = self.times();
                 let mut sum = vec![0.0; times.len()];
@@ -81,8 +82,7 @@ impl ArmSeries {
                 }
                 times.into_iter().zip(sum).collect()
             }
-            m => {
-                let name = m.strip_prefix("cache:").unwrap_or(m);
+            Metric::Cache(name) => {
                 match self.caches.get(name) {
                     Some(rows) => rows.iter().map(|&(t, a, sz)| (t, a * sz)).collect(),
                     None => self.times().into_iter().map(|t| (t, 0.0)).collect(),

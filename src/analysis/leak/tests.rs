@@ -8,7 +8,7 @@ use crate::stats::sim::{Noise, Rng};
 /// bytes/op, α 0.01, a 30 s lab at 1 s.
 fn policy(planned: usize) -> Policy {
     Policy {
-        metric: "slab".into(),
+        metric: crate::lab::Metric::Slab,
         floors: Floors { objects_per_op: 0.0005, bytes_per_op: 4.0, bytes_per_hour: 16.0 * 1048576.0 },
         alpha: 0.01,
         planned_samples: planned,
@@ -69,7 +69,7 @@ fn a_leak_into_a_cache_only_the_module_has_is_found_and_named() {
     // The same cache as the lab's metric is decided too (it is empty,
     // not missing, in the baseline).
     let mut p = policy(31);
-    p.metric = "cache:leaky_obj".into();
+    p.metric = crate::lab::Metric::Cache("leaky_obj".into());
     let r = analyze(&a, &b, &p, true);
     let t = r.total.as_ref().unwrap();
     assert_eq!((t.baseline.first, t.baseline.last), (0.0, 0.0));
