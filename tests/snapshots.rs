@@ -323,9 +323,13 @@ fn json_event_lines() {
     for (i, l) in lines.iter().enumerate() {
         common::assert_valid_record(&format!("event line {}", i + 1), l);
     }
+    // One `t` a line (the stamp's; a sample's own is `sample_t`), and
+    // every line reads back, the samples included.
+    assert!(text.lines().all(|l| l.matches("\"t\":").count() == 1), "{text}");
+    assert_eq!(kernlab::outcome::read_events(&text).len(), lines.len());
     // Field order is part of the format: schema, t, wall, cell, arm, event.
     let first = text.lines().next().unwrap();
-    assert!(first.starts_with("{\"schema\":\"kernlab.event/1\",\"t\":") && first.contains("\"cell\":\"leak-lab@debian-6.1.0-54-cloud-amd64\",\"arm\":\"module\",\"event\":\"run-started\""), "{first}");
+    assert!(first.starts_with("{\"schema\":\"kernlab.event/2\",\"t\":") && first.contains("\"cell\":\"leak-lab@debian-6.1.0-54-cloud-amd64\",\"arm\":\"module\",\"event\":\"run-started\""), "{first}");
     let t = insta::dynamic_redaction(|v, _| {
         assert!(v.as_f64().is_some_and(|t| (0.0..60.0).contains(&t)), "t is seconds since the start: {v:?}");
         "[t]"
