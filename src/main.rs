@@ -18,7 +18,7 @@ struct Cli {
     #[arg(short, long, global = true, action = clap::ArgAction::Count, conflicts_with = "quiet")]
     verbose: u8,
     /// `json`: for `run` and `matrix`, the events as JSON lines on stdout
-    /// (schema `kernlab.event/1`, docs/events.md) and nothing else there;
+    /// (schema `kernlab.event/2`, docs/events.md) and nothing else there;
     /// every other command that prints a result (kernel, validate, doctor,
     /// new, matrix --list, merge, report, triage, calibrate, bisect, bench,
     /// image, shell -- CMD) prints it as one JSON document on stdout, its

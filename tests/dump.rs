@@ -279,7 +279,7 @@ fn a_run_until_exhaustion_that_gets_none_says_so_at_its_max() {
     assert_eq!((no["within_secs"].as_f64(), no["until_exhaustion"].as_bool()), (Some(8.0), Some(true)), "{no}");
     // Sampling went on to the max, not only the workload's 2 s.
     let started = ev.iter().find(|e| e["event"] == "workload-started").unwrap()["t"].as_f64().unwrap();
-    let last = ev.iter().rfind(|e| e["event"] == "sample").unwrap()["t"].as_f64().unwrap();
+    let last = ev.iter().rfind(|e| e["event"] == "sample").unwrap()["sample_t"].as_f64().unwrap();
     assert!(last - started >= 7.0, "sampling stopped {:.1} s after the workload started", last - started);
     assert!(!ev.iter().any(|e| e["event"] == "exhaustion" || e["event"] == "dump-written"));
     assert_no_qemu(&dir);

@@ -8,7 +8,7 @@
 mod common;
 use common::*;
 
-use kernlab::outcome::{self, leak::LeakReport, run::RunOutcome};
+use kernlab::outcome::{self, event::Event, leak::LeakReport, run::RunOutcome};
 
 #[test]
 fn the_recorded_records_fit_their_schemas_and_read_back() {
@@ -30,14 +30,41 @@ fn the_recorded_records_fit_their_schemas_and_read_back() {
         let man = outcome::read_manifest(&d.join("manifest.json")).unwrap();
         assert_eq!(man.schema, outcome::run::MANIFEST_SCHEMA);
         let text = std::fs::read_to_string(d.join("events.jsonl")).unwrap();
-        // Known defect, left for a format decision: a `sample` line carries
-        // the key `t` twice (the stamp's and the sample's), so it fits the
-        // schema as a JSON value (the last `t` wins) but does not read back
-        // as an event. Every other line does.
-        let samples = text.lines().filter(|l| l.contains("\"event\":\"sample\"")).count();
-        assert!(samples > 5 && text.lines().filter(|l| l.contains("\"event\":\"sample\"")).all(|l| l.matches("\"t\":").count() == 2), "{arm}");
-        assert_eq!(outcome::read_events(&text).len(), text.lines().count() - samples, "{arm}: every other line is an event of this schema");
+        // Every line reads back as an event, the samples included: each
+        // has one `t` (the stamp's) and its own `sample_t`, taken before
+        // the sample was recorded.
+        let read = outcome::read_events(&text);
+        assert_eq!(read.len(), text.lines().count(), "{arm}: every line is an event of this schema");
+        let samples: Vec<_> = read.iter().filter_map(|e| match e.event { Event::Sample { sample_t, .. } => Some((e.t, sample_t)), _ => None }).collect();
+        assert!(samples.len() > 5, "{arm}: {} samples", samples.len());
+        assert!(samples.iter().all(|&(t, sample_t)| sample_t <= t && t - sample_t < 1.0), "{arm}: {samples:?}");
+        assert!(text.lines().all(|l| l.matches("\"t\":").count() == 1), "{arm}: one `t` a line");
     }
+}
+
+/// An events.jsonl of an older kernlab (`kernlab.event/1`, a copy of this
+/// A/B run's module arm as it was recorded before version 2), whose
+/// `sample` lines carry the key `t` twice: every line still reads, each
+/// sample with both times (the stamp's first, the sample's second).
+#[test]
+fn an_old_event_1_run_still_reads_its_samples_included() {
+    let text = std::fs::read_to_string(repo("tests/data/records/event-1/module.events.jsonl")).unwrap();
+    assert!(text.lines().all(|l| l.contains("\"schema\":\"kernlab.event/1\"")));
+    let sample_lines: Vec<&str> = text.lines().filter(|l| l.contains("\"event\":\"sample\"")).collect();
+    assert!(sample_lines.len() > 5 && sample_lines.iter().all(|l| l.matches("\"t\":").count() == 2), "the /1 defect is in this file");
+    let read = outcome::read_events(&text);
+    assert_eq!(read.len(), text.lines().count(), "every /1 line reads");
+    assert!(read.iter().all(|e| e.schema == kernlab::outcome::event::SCHEMA_V1));
+    let samples: Vec<_> = read.iter().filter_map(|e| match e.event { Event::Sample { sample_t, .. } => Some((e.t, sample_t)), _ => None }).collect();
+    assert_eq!(samples.len(), sample_lines.len());
+    // The first line's two times, as written: `"t":3.212` then `"t":2.449`.
+    assert_eq!(samples[0], (3.212, 2.449));
+    assert!(samples.iter().all(|&(t, sample_t)| sample_t <= t), "{samples:?}");
+    // An old run directory holding it loads for its pages with every event.
+    let d = tempfile::tempdir().unwrap();
+    std::fs::write(d.path().join("events.jsonl"), &text).unwrap();
+    let run = kernlab::report::RunData::load(d.path()).unwrap();
+    assert_eq!(run.events.len(), text.lines().count());
 }
 
 #[test]

@@ -52,7 +52,7 @@ fn active(run: &Path, cache: &str) -> Vec<u64> {
 
 /// Every sample arrives about an interval after the previous one.
 fn assert_every_interval(ev: &[serde_json::Value]) {
-    let t: Vec<f64> = named(ev, "sample").iter().map(|e| e["t"].as_f64().unwrap()).collect();
+    let t: Vec<f64> = named(ev, "sample").iter().map(|e| e["sample_t"].as_f64().unwrap()).collect();
     assert!(t.len() >= 12, "{} samples in 12 s at 1 s: {t:?}", t.len());
     let mut steps: Vec<f64> = t.windows(2).map(|w| w[1] - w[0]).collect();
     steps.sort_by(f64::total_cmp);
@@ -149,7 +149,7 @@ fn a_port_that_stops_answering_is_given_up_for_the_ssh_channel_without_a_gap() {
     assert!(named(&ev, "sample-failed").is_empty(), "no gap: {ev:?}");
     // Every interval but the one the stalled request held (its timeout,
     // 5 s, then the sample by command).
-    let t: Vec<f64> = named(&ev, "sample").iter().map(|e| e["t"].as_f64().unwrap()).collect();
+    let t: Vec<f64> = named(&ev, "sample").iter().map(|e| e["sample_t"].as_f64().unwrap()).collect();
     let late = t.windows(2).filter(|w| w[1] - w[0] > 1.5).count();
     assert!(t.len() >= 8 && late == 1 && t.windows(2).all(|w| w[1] - w[0] < 8.0), "{t:?}");
 }

@@ -214,9 +214,9 @@ fn arm_events() -> Vec<Event> {
         Event::KdumpLoaded { crashkernel: 192 << 20 },
         Event::ModuleLoaded { name: "khm".into(), params, tainted: Some(4096), secs: 0.3 },
         Event::WorkloadStarted { commands: 0, duration_secs: 30.0, until_exhaustion: false },
-        Event::Sample { index: 0, t: 8.01, uptime: Some(5.2), mem_available: Some(430_000_000), slab: Some(20_000_000), s_unreclaim: Some(9_000_000), nr_dentry: Some(10_000), caches: Some(160) },
-        Event::Sample { index: 1, t: 9.01, uptime: Some(6.2), mem_available: Some(428_930_000), slab: Some(21_070_000), s_unreclaim: Some(10_070_000), nr_dentry: Some(11_000), caches: Some(160) },
-        Event::SampleFailed { t: 10.01, reason: "ssh: timed out".into() },
+        Event::Sample { index: 0, sample_t: 8.01, uptime: Some(5.2), mem_available: Some(430_000_000), slab: Some(20_000_000), s_unreclaim: Some(9_000_000), nr_dentry: Some(10_000), caches: Some(160) },
+        Event::Sample { index: 1, sample_t: 9.01, uptime: Some(6.2), mem_available: Some(428_930_000), slab: Some(21_070_000), s_unreclaim: Some(10_070_000), nr_dentry: Some(11_000), caches: Some(160) },
+        Event::SampleFailed { sample_t: 10.01, reason: "ssh: timed out".into() },
         Event::Qmp { name: "BALLOON_CHANGE".into(), data: serde_json::json!({"actual": 536870912}) },
         Event::WorkloadFinished { status: Some(0), secs: 30.02 },
         Event::Exhaustion { trigger: "MemAvailable 31 MiB below the headroom of 32 MiB".into() },
@@ -324,9 +324,13 @@ fn json_event_lines() {
     for (i, l) in lines.iter().enumerate() {
         common::assert_valid_record(&format!("event line {}", i + 1), l);
     }
+    // One `t` a line (the stamp's; a sample's own is `sample_t`), and
+    // every line reads back, the samples included.
+    assert!(text.lines().all(|l| l.matches("\"t\":").count() == 1), "{text}");
+    assert_eq!(kernlab::outcome::read_events(&text).len(), lines.len());
     // Field order is part of the format: schema, t, wall, cell, arm, event.
     let first = text.lines().next().unwrap();
-    assert!(first.starts_with("{\"schema\":\"kernlab.event/1\",\"t\":") && first.contains("\"cell\":\"leak-lab@debian-6.1.0-54-cloud-amd64\",\"arm\":\"module\",\"event\":\"run-started\""), "{first}");
+    assert!(first.starts_with("{\"schema\":\"kernlab.event/2\",\"t\":") && first.contains("\"cell\":\"leak-lab@debian-6.1.0-54-cloud-amd64\",\"arm\":\"module\",\"event\":\"run-started\""), "{first}");
     let t = insta::dynamic_redaction(|v, _| {
         assert!(v.as_f64().is_some_and(|t| (0.0..60.0).contains(&t)), "t is seconds since the start: {v:?}");
         "[t]"
@@ -364,8 +368,8 @@ fn terminal_event_lines() {
 
 #[test]
 fn stamped_serializes_without_cell_or_arm_outside_a_matrix() {
-    let s = Stamped { schema: "kernlab.event/1".into(), t: 1.5, wall: "2025-01-01T10:00:00Z".into(), cell: None, arm: None, event: Event::SshReady { secs_since_qemu_start: 3.11 } };
-    insta::assert_snapshot!(serde_json::to_string(&s).unwrap(), @r#"{"schema":"kernlab.event/1","t":1.5,"wall":"2025-01-01T10:00:00Z","event":"ssh-ready","secs_since_qemu_start":3.11}"#);
+    let s = Stamped { schema: "kernlab.event/2".into(), t: 1.5, wall: "2025-01-01T10:00:00Z".into(), cell: None, arm: None, event: Event::SshReady { secs_since_qemu_start: 3.11 } };
+    insta::assert_snapshot!(serde_json::to_string(&s).unwrap(), @r#"{"schema":"kernlab.event/2","t":1.5,"wall":"2025-01-01T10:00:00Z","event":"ssh-ready","secs_since_qemu_start":3.11}"#);
 }
 
 fn cells(dir: &Path) -> Vec<CellResult> {

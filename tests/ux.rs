@@ -99,7 +99,7 @@ fn run_json_is_only_event_lines_and_a_pipe_gets_no_progress() {
     assert!(lines.len() > 10, "{so}");
     for (i, l) in lines.iter().enumerate() {
         assert_valid_record(&format!("stdout line {}", i + 1), l);
-        assert_eq!(l["schema"], "kernlab.event/1", "{l}");
+        assert_eq!(l["schema"], "kernlab.event/2", "{l}");
         assert!(l["t"].is_f64() || l["t"].is_u64(), "{l}");
         assert!(l["event"].is_string() && l["wall"].is_string(), "{l}");
         assert!(l.get("cell").is_none() && l.get("arm").is_none(), "a plain run is neither a cell nor an arm: {l}");

@@ -584,7 +584,7 @@ mod tests {
 
     #[test]
     fn exhaustion_is_measured_from_the_events() {
-        let line = |t: f64, e: Event| serde_json::to_string(&crate::outcome::event::Stamped { schema: "kernlab.event/1".into(), t, wall: "w".into(), cell: None, arm: None, event: e }).unwrap() + "\n";
+        let line = |t: f64, e: Event| serde_json::to_string(&crate::outcome::event::Stamped { schema: crate::outcome::event::SCHEMA.into(), t, wall: "w".into(), cell: None, arm: None, event: e }).unwrap() + "\n";
         let started = line(10.5, Event::WorkloadStarted { commands: 1, duration_secs: 60.0, until_exhaustion: false });
         let oom = line(100.5, Event::Exhaustion { trigger: "oom".into() });
         let ev = format!("{}{started}not json\n{oom}", line(1.0, Event::Teardown { how: "exit".into(), secs: 0.1 }));

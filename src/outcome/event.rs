@@ -13,8 +13,16 @@ use serde::{Deserialize, Serialize};
 
 /// The schema of an event line, in `events.jsonl` and on stdout. A new
 /// event or a new field keeps the version; a renamed or removed one, or a
-/// changed meaning, bumps it.
-pub const SCHEMA: &str = "kernlab.event/1";
+/// changed meaning, bumps it. Version 2 renamed the sample time of
+/// `sample`, `sample-failed` and `sampler-fallback` from `t` (which
+/// repeated the stamp's key) to `sample_t`.
+pub const SCHEMA: &str = "kernlab.event/2";
+
+/// The schema of the event lines of older runs: a `sample`,
+/// `sample-failed` or `sampler-fallback` line carries the key `t` twice,
+/// the stamp's first, the sample's second (`crate::outcome::read_events`
+/// reads them in that order).
+pub const SCHEMA_V1: &str = "kernlab.event/1";
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "event", rename_all = "kebab-case")]
@@ -56,8 +64,14 @@ pub enum Event {
     /// `duration_secs`: how long the phase lasts; with `until_exhaustion`,
     /// the most it lasts (`exhaustion.max`) unless the guest runs out first.
     WorkloadStarted { commands: usize, duration_secs: f64, until_exhaustion: bool },
-    Sample { index: u64, t: f64, uptime: Option<f64>, mem_available: Option<u64>, slab: Option<u64>, s_unreclaim: Option<u64>, nr_dentry: Option<u64>, caches: Option<usize> },
-    SampleFailed { t: f64, reason: String },
+    /// A sample recorded. `sample_t`: when it was taken (the capture was
+    /// asked for), in seconds since the run started on the stamp's clock,
+    /// the time of its rows in `samples/`; the stamp's `t` is when it was
+    /// recorded, after the capture arrived, so `sample_t` ≤ `t`.
+    Sample { index: u64, sample_t: f64, uptime: Option<f64>, mem_available: Option<u64>, slab: Option<u64>, s_unreclaim: Option<u64>, nr_dentry: Option<u64>, caches: Option<usize> },
+    /// A sample was not taken: `sample_t` is when it was asked for (as in
+    /// `Sample`), the stamp's `t` when it was given up.
+    SampleFailed { sample_t: f64, reason: String },
     /// The guest sampler (`monitor.sampler: stream`) answers: started, or
     /// restarted after it broke (`restart`), in `secs`; `shrink`: the
     /// per-CPU flush files it holds open; `transport`: `port` (requests
@@ -75,8 +89,9 @@ pub enum Event {
     },
     /// The guest sampler did not answer (it did not start, its stream broke
     /// or timed out): this sample and the next ones are taken by a fresh
-    /// SSH command each until it is restarted.
-    SamplerFallback { t: f64, reason: String },
+    /// SSH command each until it is restarted. `sample_t`: when this
+    /// sample was asked for (as in `Sample`).
+    SamplerFallback { sample_t: f64, reason: String },
     /// Samples arrive again after `gaps` failed ones spanning `secs`.
     SamplingResumed { gaps: u64, secs: f64 },
     WorkloadFinished { status: Option<i32>, secs: f64 },

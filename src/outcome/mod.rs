@@ -114,8 +114,6 @@ pub fn read_manifest(path: &Path) -> Result<run::Manifest, RecordError> {
     serde_json::from_slice(&bytes(path)?).map_err(parse_error(path))
 }
 
-/// The events of an `events.jsonl`; a line that is not an event of this
-/// schema (a torn last line of a killed run) is skipped.
 /// A path as a record in `record_dir` holds it: relative to that
 /// directory when it is inside it (`module`, `crash/<stamp>/vmcore`), so
 /// that a moved or copied run directory still holds good paths; a path
@@ -140,8 +138,75 @@ pub fn kebab<T: serde::Serialize>(t: &T) -> String {
     serde_json::to_value(t).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default()
 }
 
+/// The events of an `events.jsonl` (or of `--message-format json`), of
+/// schema `kernlab.event/2` or of an older run's `kernlab.event/1`; a line
+/// that is not an event of either (a torn last line of a killed run, a
+/// line of another version) is skipped.
+///
+/// A `/1` `sample`, `sample-failed` or `sampler-fallback` line has the key
+/// `t` twice: kernlab wrote the stamp's first and the sample's second, so
+/// the line is read with its keys in order, the second `t` as the
+/// sample's `sample_t`. Such a line read by a parser that keeps one value
+/// per key has lost one of the two.
 pub fn read_events(text: &str) -> Vec<event::Stamped> {
-    text.lines().filter_map(|l| serde_json::from_str::<event::Stamped>(l).ok()).collect()
+    text.lines().filter_map(read_event).collect()
+}
+
+fn read_event(line: &str) -> Option<event::Stamped> {
+    let pairs = serde_json::from_str::<OrderedPairs>(line).ok()?.0;
+    let schema = pairs.iter().find(|(k, _)| k == "schema").and_then(|(_, v)| v.as_str())?;
+    let mut map = serde_json::Map::new();
+    match schema {
+        event::SCHEMA => {
+            for (k, v) in pairs {
+                // A repeated key is not a line kernlab wrote.
+                if map.insert(k, v).is_some() {
+                    return None;
+                }
+            }
+        }
+        event::SCHEMA_V1 => {
+            let mut seen_t = false;
+            for (k, v) in pairs {
+                let k = match k.as_str() {
+                    "t" if seen_t => "sample_t".to_string(),
+                    "t" => {
+                        seen_t = true;
+                        k
+                    }
+                    _ => k,
+                };
+                if map.insert(k, v).is_some() {
+                    return None;
+                }
+            }
+        }
+        _ => return None,
+    }
+    serde_json::from_value(serde_json::Value::Object(map)).ok()
+}
+
+/// A JSON object's members in their order, repeated keys kept.
+struct OrderedPairs(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for OrderedPairs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = OrderedPairs;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut m: A) -> Result<OrderedPairs, A::Error> {
+                let mut pairs = Vec::new();
+                while let Some(kv) = m.next_entry::<String, serde_json::Value>()? {
+                    pairs.push(kv);
+                }
+                Ok(OrderedPairs(pairs))
+            }
+        }
+        d.deserialize_map(V)
+    }
 }
 
 #[cfg(test)]
@@ -172,5 +237,45 @@ mod tests {
         assert_eq!(resolve(moved, Path::new("module")), Path::new("/elsewhere/run/module"));
         assert_eq!(resolve(moved, Path::new(".")), Path::new("/elsewhere/run/."));
         assert_eq!(resolve(moved, Path::new("/runs/x/module")), Path::new("/runs/x/module"), "an older record's absolute path as it is");
+    }
+
+    /// An old run's `/1` lines read, the sample lines with both times (the
+    /// stamp's `t` first, the sample's second); a `/2` line has one `t`
+    /// and its `sample_t`, and reads; a `/2` line with a repeated key, or a
+    /// line of another version, is skipped.
+    #[test]
+    fn events_of_both_versions_read_with_both_times() {
+        use event::Event;
+        let v1 = concat!(
+            r#"{"schema":"kernlab.event/1","t":0.032,"wall":"w","arm":"module","event":"run-started","lab":"l","kernel":"k","run_dir":"r"}"#, "\n",
+            r#"{"schema":"kernlab.event/1","t":3.212,"wall":"w","arm":"module","event":"sample","index":0,"t":2.449,"uptime":3.81,"mem_available":440848384,"slab":27721728,"s_unreclaim":17920000,"nr_dentry":11497,"caches":211}"#, "\n",
+            r#"{"schema":"kernlab.event/1","t":5.5,"wall":"w","event":"sample-failed","t":4.449,"reason":"ssh: timed out"}"#, "\n",
+            r#"{"schema":"kernlab.event/1","t":6.1,"wall":"w","event":"sampler-fallback","t":5.449,"reason":"broke"}"#, "\n",
+        );
+        let ev = read_events(v1);
+        assert_eq!(ev.len(), 4, "{ev:?}");
+        assert_eq!((ev[1].t, ev[1].schema.as_str()), (3.212, event::SCHEMA_V1));
+        assert!(matches!(ev[1].event, Event::Sample { index: 0, sample_t: 2.449, mem_available: Some(440848384), .. }), "{:?}", ev[1].event);
+        assert_eq!((ev[2].t, &ev[2].event), (5.5, &Event::SampleFailed { sample_t: 4.449, reason: "ssh: timed out".into() }));
+        assert_eq!((ev[3].t, &ev[3].event), (6.1, &Event::SamplerFallback { sample_t: 5.449, reason: "broke".into() }));
+
+        let s = event::Stamped {
+            schema: event::SCHEMA.into(),
+            t: 3.2,
+            wall: "w".into(),
+            cell: None,
+            arm: Some("module".into()),
+            event: Event::Sample { index: 0, sample_t: 2.4, uptime: None, mem_available: Some(1), slab: None, s_unreclaim: None, nr_dentry: None, caches: None },
+        };
+        let line = serde_json::to_string(&s).unwrap();
+        assert_eq!(line.matches("\"t\":").count(), 1, "{line}");
+        assert!(line.contains("\"sample_t\":2.4"), "{line}");
+        let back = read_events(&format!("{line}\n"));
+        assert_eq!(back.len(), 1);
+        assert_eq!((back[0].t, &back[0].event), (3.2, &s.event));
+
+        let doubled = line.replacen("\"sample_t\"", "\"t\"", 1);
+        let other = line.replacen(event::SCHEMA, "kernlab.event/9", 1);
+        assert!(read_events(&format!("{doubled}\n{other}\nnot json\n")).is_empty());
     }
 }

@@ -390,7 +390,7 @@ mod tests {
         let m = tempfile::tempdir().unwrap();
         let cell = m.path().join("cells").join("smoke@k 1");
         std::fs::create_dir_all(cell.join("samples")).unwrap();
-        std::fs::write(cell.join("events.jsonl"), "{\"schema\":\"kernlab.event/1\",\"t\":0.5,\"wall\":\"w\",\"event\":\"workload-started\",\"commands\":1,\"duration_secs\":3,\"until_exhaustion\":false}\n").unwrap();
+        std::fs::write(cell.join("events.jsonl"), "{\"schema\":\"kernlab.event/2\",\"t\":0.5,\"wall\":\"w\",\"event\":\"workload-started\",\"commands\":1,\"duration_secs\":3,\"until_exhaustion\":false}\n").unwrap();
         std::fs::write(
             cell.join("samples/meminfo.csv"),
             "t,uptime,key,bytes\n1,0,MemAvailable,100000000\n2,0,MemAvailable,99000000\n3,0,MemAvailable,98000000\n",

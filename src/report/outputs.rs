@@ -141,7 +141,14 @@ impl Reporter for MatrixOutputs {
 
 /// Writes a matrix directory's `junit.xml`, `ktap.txt` and `report.html`.
 pub fn write_matrix_files(dir: &Path, r: &MatrixReport) {
-    let writes = [("junit.xml", super::matrix::junit(&r.name, &r.cells).into_bytes()), ("ktap.txt", super::matrix::ktap(&r.cells).into_bytes())];
+    // A cell's `dir` in the report is relative to the matrix directory
+    // (`cells/<id>`): the JUnit's console tails are read from there, not
+    // from the working directory.
+    let mut cells = r.cells.clone();
+    for c in &mut cells {
+        c.dir = outcome::resolve(dir, &c.dir);
+    }
+    let writes = [("junit.xml", super::matrix::junit(&r.name, &cells).into_bytes()), ("ktap.txt", super::matrix::ktap(&cells).into_bytes())];
     for (file, bytes) in writes {
         if let Err(e) = fsx::write_atomic(&dir.join(file), &bytes) {
             crate::ui::eprintln(&format!("kernlab: cannot write `{}`: {e}", dir.join(file).display()));

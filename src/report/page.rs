@@ -904,7 +904,7 @@ mod tests {
             events: vec![
                 ev(8.0, Event::ModuleLoaded { name: "khm".into(), params: [("leak".to_string(), "1".to_string())].into(), tainted: None, secs: 0.1 }),
                 ev(9.5, Event::WorkloadStarted { commands: 0, duration_secs: 30.0, until_exhaustion: false }),
-                ev(20.0, Event::Sample { index: 1, t: 20.0, uptime: None, mem_available: None, slab: None, s_unreclaim: None, nr_dentry: None, caches: None }),
+                ev(20.0, Event::Sample { index: 1, sample_t: 20.0, uptime: None, mem_available: None, slab: None, s_unreclaim: None, nr_dentry: None, caches: None }),
                 ev(39.5, Event::Exhaustion { trigger: "MemAvailable below <headroom>".into() }),
                 ev(40.0, Event::Qmp { name: "GUEST_PANICKED".into(), data: serde_json::Value::Null }),
                 ev(45.0, Event::DumpWritten { via: "kdump".into(), path: "/v".into(), bytes: 1, secs: 1.0 }),

@@ -209,9 +209,9 @@ impl Terminal {
                 p.bar.message("workload");
                 return;
             }
-            Event::Sample { t, mem_available, slab, .. } => {
+            Event::Sample { sample_t, mem_available, slab, .. } => {
                 if let Some(w) = p.workload_t {
-                    p.bar.position((t - w).max(0.0) as u64);
+                    p.bar.position((sample_t - w).max(0.0) as u64);
                 }
                 let mib = |b: &Option<u64>| b.map(|b| format!("{:.0}", b as f64 / 1048576.0)).unwrap_or("-".into());
                 p.bar.message(format!("MemAvailable {} MiB, Slab {} MiB", mib(mem_available), mib(slab)));

@@ -389,7 +389,7 @@ impl Sampler {
                     } else {
                         format!("next try in {wait:.1} s")
                     };
-                    self.events.emit(Event::SamplerFallback { t: events::round3(t), reason: format!("cannot start it: {} ({next})", crate::util::error_chain(&e)) });
+                    self.events.emit(Event::SamplerFallback { sample_t: events::round3(t), reason: format!("cannot start it: {} ({next})", crate::util::error_chain(&e)) });
                     return None;
                 }
             }
@@ -440,7 +440,7 @@ impl Sampler {
         };
         // Restarted at the next sample, with backoff if it keeps breaking.
         st.backoff.failed(t);
-        self.events.emit(Event::SamplerFallback { t: events::round3(t), reason });
+        self.events.emit(Event::SamplerFallback { sample_t: events::round3(t), reason });
         None
     }
 
@@ -501,7 +501,7 @@ impl Sampler {
                 }
                 self.events.emit(Event::Sample {
                     index,
-                    t: events::round3(t),
+                    sample_t: events::round3(t),
                     uptime: c.uptime_s,
                     mem_available: m.and_then(|m| m.get("MemAvailable")),
                     slab: m.and_then(|m| m.get("Slab")),
@@ -522,7 +522,7 @@ impl Sampler {
         *self.gaps.lock().unwrap() += 1;
         let (since, n) = self.gap_since.unwrap_or((t, 0));
         self.gap_since = Some((since, n + 1));
-        self.events.emit(Event::SampleFailed { t: events::round3(t), reason });
+        self.events.emit(Event::SampleFailed { sample_t: events::round3(t), reason });
     }
 }
 
