@@ -376,9 +376,12 @@ fn json_results_of_calibrate_image_bench_boot_and_usage_errors() {
 /// exit 141, as a shell reports a command a pipe ended, not a panic.
 #[test]
 fn a_closed_stdout_is_a_quiet_exit_141() {
-    let mut child = kernlab().args(["kernel", "list"]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    // The read end closed before kernlab has started up, so its first line meets EPIPE.
-    drop(child.stdout.take());
+    // A pipe whose read end is closed before kernlab starts: its first
+    // write meets EPIPE, whatever the timing (closing the read end after
+    // the spawn raced kernlab's write of 741 bytes, which fit the pipe).
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let child = kernlab().args(["kernel", "list"]).stdout(writer).stderr(std::process::Stdio::piped()).spawn().unwrap();
     let out = child.wait_with_output().unwrap();
     let se = text(&out.stderr);
     assert_eq!(out.status.code(), Some(141), "{se}");

@@ -288,7 +288,7 @@ pub fn auto_slots(cores: usize, mem_available: u64, vm_memory: u64) -> usize {
 /// Time to exhaustion of a finished cell: measured from its events, else
 /// predicted by its leak analysis.
 fn exhaustion_of(dir: &Path, analysis: Option<&LeakAnalysis>) -> (Option<f64>, Option<String>) {
-    let events = std::fs::read_to_string(crate::outcome::matrix::log_dir(dir).join("events.jsonl")).unwrap_or_default();
+    let events = std::fs::read_to_string(crate::outcome::layout::events_jsonl(crate::outcome::matrix::log_dir(dir))).unwrap_or_default();
     if let Some(s) = measured_exhaustion(&events) {
         return (Some(s), Some("measured".into()));
     }

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 pub const REPORT_JSON: &str = "report.json";
 /// The run's inputs and machine (`kernlab.manifest/1`).
 pub const MANIFEST_JSON: &str = "manifest.json";
+/// The run's event stream (`kernlab.event/2`, one JSON line each).
+pub const EVENTS_JSONL: &str = "events.jsonl";
 /// The page of a run, an A/B lab or a matrix.
 pub const REPORT_HTML: &str = "report.html";
 /// The record of a bisection.
@@ -28,6 +30,10 @@ pub fn report_json(dir: impl AsRef<Path>) -> PathBuf {
 
 pub fn manifest_json(dir: impl AsRef<Path>) -> PathBuf {
     dir.as_ref().join(MANIFEST_JSON)
+}
+
+pub fn events_jsonl(dir: impl AsRef<Path>) -> PathBuf {
+    dir.as_ref().join(EVENTS_JSONL)
 }
 
 pub fn report_html(dir: impl AsRef<Path>) -> PathBuf {
@@ -52,7 +58,7 @@ mod tests {
     /// spells a record's file name.
     #[test]
     fn no_other_file_names_a_record() {
-        let names = [super::REPORT_JSON, super::MANIFEST_JSON, super::REPORT_HTML, super::BISECT_JSON, super::CALIBRATION_JSON, super::TRIAGE_JSON].map(|n| format!("\"{n}\""));
+        let names = [super::REPORT_JSON, super::MANIFEST_JSON, super::REPORT_HTML, super::EVENTS_JSONL, super::BISECT_JSON, super::CALIBRATION_JSON, super::TRIAGE_JSON].map(|n| format!("\"{n}\""));
         let stray: Vec<String> = crate::util::source_lines(&["src/outcome/layout.rs"])
             .into_iter()
             .filter(|(_, _, l)| names.iter().any(|w| l.contains(w.as_str())))

@@ -136,7 +136,7 @@ impl Timing {
 /// else the run directory itself.
 pub fn log_dir(dir: &std::path::Path) -> PathBuf {
     let module = dir.join("module");
-    if module.join("events.jsonl").is_file() { module } else { dir.to_path_buf() }
+    if super::layout::events_jsonl(&module).is_file() { module } else { dir.to_path_buf() }
 }
 
 /// The kernels × labs table: kernel → lab → the cell's headline numbers.

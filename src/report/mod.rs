@@ -120,7 +120,7 @@ impl RunData {
             dir: dir.to_path_buf(),
             report: optional(outcome::read::<RunOutcome>(&crate::outcome::layout::report_json(dir)))?,
             manifest: optional(outcome::read_manifest(&crate::outcome::layout::manifest_json(dir)))?,
-            events: outcome::read_events(&read_text(&dir.join("events.jsonl"))?),
+            events: outcome::read_events(&read_text(&crate::outcome::layout::events_jsonl(dir))?),
             series: ArmSeries::parse(&read_text(&samples.join(MeminfoRow::FILE))?, &slab, &read_text(&samples.join(OpsRow::FILE))?)
                 .with_dentry_state(&read_text(&samples.join(DentryRow::FILE))?),
             balloon: parse_balloon(&read_text(&samples.join(BalloonRow::FILE))?),
@@ -145,7 +145,7 @@ pub fn detect(dir: &Path) -> Result<DirKind, ReportError> {
     if dir.join("module").is_dir() && dir.join("baseline").is_dir() && dir.join("lab.yaml").is_file() {
         return Ok(DirKind::Ab);
     }
-    if crate::outcome::layout::manifest_json(dir).is_file() || dir.join("events.jsonl").is_file() {
+    if crate::outcome::layout::manifest_json(dir).is_file() || crate::outcome::layout::events_jsonl(dir).is_file() {
         return Ok(DirKind::Run);
     }
     Err(ReportError::NotARun(dir.into()))

@@ -53,7 +53,7 @@ impl Reporter for RunLogs {
     fn report(&mut self, s: &Stamped) {
         let key = Runs::key(s);
         if let Event::RunStarted { run_dir, .. } = &s.event {
-            let path = Path::new(run_dir).join("events.jsonl");
+            let path = crate::outcome::layout::events_jsonl(Path::new(run_dir));
             match fsx::append_private(&path) {
                 Ok(f) => {
                     self.files.insert(key.clone(), f);
