@@ -246,9 +246,10 @@ pub async fn execute(plan: Plan, out: &Path, events: &Events, cancel: Cancellati
     write_report(out, &mut report, start);
     // Each step's page again, now that bisect.json beside it has the
     // result: its diagnosis names the first bad candidate and this step.
+    // (`run_dir` is relative to the bisection's directory in the record.)
     for s in &report.steps {
-        if let Some(dir) = s.run_dir.as_deref().map(Path::new).filter(|d| crate::outcome::layout::report_json(d).is_file()) {
-            crate::report::write_or_warn(dir, || crate::report::rebuild(dir).map(|r| r.html));
+        if let Some(dir) = s.run_dir.as_deref().map(|d| out.join(d)).filter(|d| crate::outcome::layout::report_json(d).is_file()) {
+            crate::report::write_or_warn(&dir, || crate::report::rebuild(&dir).map(|r| r.html));
         }
     }
     report
