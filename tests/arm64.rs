@@ -10,7 +10,6 @@ mod common;
 use common::*;
 use kernlab::arch::Arch;
 use kernlab::cache::Cache;
-use kernlab::kernel::apt::Apt;
 use kernlab::kernel::{self, Registry};
 use kernlab::qemu::{self, accel, argv::VmSpec, CmdlineOpts, Machine};
 use std::time::Duration;
@@ -36,17 +35,11 @@ fn arm64_kernel(cache: &Cache) -> (kernlab::kernel::Descriptor, kernlab::kernel:
     (desc, k)
 }
 
-/// Debian's static arm64 busybox, through kernlab's private apt for arm64.
-fn arm64_busybox(cache: &Cache, scratch: &std::path::Path) -> Vec<u8> {
-    let apt = Apt::for_arch(cache, Arch::Aarch64).unwrap();
-    let dl = scratch.join("busybox-deb");
-    std::fs::create_dir_all(&dl).unwrap();
-    apt.download(&["busybox-static".into()], &dl).unwrap();
-    let deb = std::fs::read_dir(&dl).unwrap().flatten().map(|e| e.path()).find(|p| p.extension().is_some_and(|x| x == "deb")).expect("busybox-static .deb");
-    let x = scratch.join("busybox-x");
-    let st = std::process::Command::new("dpkg-deb").arg("-x").arg(&deb).arg(&x).status().unwrap();
-    assert!(st.success());
-    let busybox = std::fs::read(x.join("bin/busybox")).unwrap();
+/// Debian's static arm64 busybox, from kernlab's own arm64 guest programs
+/// (`image::sysroot`: the arm64 packages through the private apt).
+fn arm64_busybox(cache: &Cache) -> Vec<u8> {
+    let root = kernlab::image::sysroot::ensure(cache, Arch::Aarch64).unwrap_or_else(|e| panic!("{}", kernlab::util::error_causes(&e)));
+    let busybox = std::fs::read(root.join("bin/busybox")).unwrap();
     assert_eq!(elf_machine(&busybox), Arch::Aarch64.elf_machine(), "busybox-static from the arm64 lists is an arm64 ELF");
     busybox
 }
@@ -62,7 +55,7 @@ fn boot(cache: &Cache, k: &kernlab::kernel::Kernel, files: Vec<(&str, u32, Vec<u
     let arch = Arch::Aarch64;
     let d = tempfile::tempdir().unwrap();
     let mut t = kernlab::image::tree::Tree::new();
-    t.file("/bin/busybox", 0o755, arm64_busybox(cache, d.path()));
+    t.file("/bin/busybox", 0o755, arm64_busybox(cache));
     t.dir("/proc", 0o755);
     t.dir("/sys", 0o755);
     for (p, mode, data) in files {
