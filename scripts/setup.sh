@@ -29,6 +29,7 @@ packages=(
   mmdebstrap        # image: debian's root file system (--mode=unshare: no mounts)
   uidmap            # newuidmap/newgidmap for mmdebstrap --mode=unshare as a user (only Recommended by it)
   crash             # vmcore triage
+  jq                # scripts/test.sh reads cargo's list of test executables
   git               # kernlab bisect: a module's history (git archive, rev-list)
   dkms              # the reference tests/dkms.rs compares kernlab's reading of a dkms.conf with
   patch             # modules[].patches and a dkms.conf's PATCH
