@@ -170,16 +170,25 @@ fn manifest_table(m: Option<&Manifest>) -> Markup {
 }
 
 /// The vmcore and `crash`'s reading of it, when the run took one.
-fn crash_section(d: &RunData) -> Markup {
+/// The dump and its triage. `arm` is the arm's directory under the page's
+/// (`module` on an A/B lab's page, none on a run's own): the record's
+/// relative paths are shown as seen from the page.
+fn crash_section(d: &RunData, arm: Option<&str>) -> Markup {
     let Some(r) = &d.report else { return html! {} };
     if r.dump.is_none() && r.triage.is_none() && r.triage_skipped.is_none() {
         return html! {};
     }
+    let seen = |p: &Path| -> String {
+        match arm {
+            Some(sub) if p.is_relative() => Path::new(sub).join(p).display().to_string(),
+            _ => p.display().to_string(),
+        }
+    };
     let dump = r.dump.as_ref().map(|dump| {
         html::pairs(
             "dump",
             &[
-                ("vmcore", TableCell::Html(html::code(&dump.vmcore.display().to_string()))),
+                ("vmcore", TableCell::Html(html::code(&seen(&dump.vmcore)))),
                 ("written by", TableCell::Text(dump.via.clone())),
                 ("why", TableCell::Text(dump.reason.clone())),
                 ("size", TableCell::Text(mib(dump.bytes as f64))),
@@ -209,7 +218,7 @@ fn crash_section(d: &RunData) -> Markup {
             h3 { "Largest slab caches at the crash (" code { "kmem -s" } ")" } "\n"
             (html::table("kmem-s", &["cache", "objsize", "allocated", "total", "size"], &caches))
             @if let Some(refs) = &t.refs { (super::dumprefs::markup(refs)) }
-            p { "crash's full output: " (html::code(&t.text.display().to_string())) } "\n"
+            p { "crash's full output: " (html::code(&seen(&t.text))) } "\n"
         }
     });
     let skipped = r.triage_skipped.as_ref().map(|why| html::note("warn", &format!("Triage skipped: {why}")));
@@ -277,6 +286,9 @@ pub fn run_page(d: &RunData, footer: &str) -> String {
         v.push(terminal_summary(&super::summary::run_summary(r, Some(&d.dir))));
         body.push(html::section("verdict", "Summary", join(v)));
     }
+    // What the dump says comes right after the answer: it is the diagnosis
+    // of a run that ran out of memory. The series are the evidence.
+    body.push(crash_section(d, None));
 
     // The fastest-growing caches, each with its Theil–Sen line and band.
     let mut charts: Vec<Markup> = Vec::new();
@@ -309,7 +321,6 @@ pub fn run_page(d: &RunData, footer: &str) -> String {
     }
     let mem = meminfo_chart("memory", d, &marks);
     body.push(html::section("memory", "Memory over time", figure(&mem, "meminfo (and the balloon's host view) at each sample; vertical lines are the run's events.")));
-    body.push(crash_section(d));
     body.push(html::section("events", "Events", events_table(&d.events)));
     body.push(html::section("manifest", "Manifest", manifest_table(d.manifest.as_ref())));
     html::page(&title, &subtitle, join(body), footer)
@@ -506,7 +517,7 @@ pub fn ab_page(r: &LeakReport, top: &Path, module: &RunData, baseline: &RunData,
         (figure(&meminfo_chart("memory, baseline arm", baseline, &markers(&baseline.events)), "meminfo of the baseline arm."))
     };
     body.push(html::section("memory", "Memory over time", mem));
-    body.push(crash_section(module));
+    body.push(crash_section(module, Some("module")));
     body.push(html::section("events", "Events of the module arm", events_table(&module.events)));
     let man = html! {
         h3 { "module arm" } "\n" (manifest_table(module.manifest.as_ref()))
@@ -971,6 +982,20 @@ mod tests {
         assert!(page.contains("<td>SLAB</td><td class=\"num\">276.57 MiB</td>"), "kmem -i");
         assert!(page.contains("<td>shmem_inode_cache</td><td class=\"num\">784</td>"), "kmem -s");
         assert!(page.contains("/r/crash/x/vmcore") && page.contains("89.00 MiB"));
+        // The answer first: the summary, then what the dump says, then the
+        // series that led there.
+        let at = |id: &str| page.find(&format!("<section id=\"{id}\">")).unwrap_or_else(|| panic!("no section {id}"));
+        assert!(at("verdict") < at("crash") && at("crash") < at("growth") && at("growth") < at("memory") && at("memory") < at("events"), "sections out of order");
+        // The record's relative paths, seen from an A/B lab's page: under
+        // the module arm's directory.
+        let mut r = d.report.clone().unwrap();
+        r.dump.as_mut().unwrap().vmcore = "crash/x/vmcore".into();
+        r.triage.as_mut().unwrap().text = "crash/x/crash.txt".into();
+        d.report = Some(r);
+        let on_lab_page = crash_section(&d, Some("module")).into_string();
+        assert!(on_lab_page.contains("<code>module/crash/x/vmcore</code>") && on_lab_page.contains("<code>module/crash/x/crash.txt</code>"), "{on_lab_page}");
+        let on_own_page = crash_section(&d, None).into_string();
+        assert!(on_own_page.contains("<code>crash/x/vmcore</code>") && !on_own_page.contains("module/"), "{on_own_page}");
         // The terminal summary, as `kernlab run` printed it.
         assert!(page.contains("lab leak-to-crash on debian-6.1 (tcg): completed"));
     }
