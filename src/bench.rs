@@ -1,6 +1,7 @@
 //! `kernlab bench boot`: how fast kernlab gets a usable guest. For each
-//! kernel and boot profile (pc + bzImage, pc + vmlinux, microvm + vmlinux)
-//! it runs a boot-only lab several times through the real run path and
+//! kernel and boot profile (pc + bzImage, pc + vmlinux, microvm + vmlinux
+//! for x86 kernels; `virt` and the kernel's own image for the others, such
+//! as arm64 under TCG) it runs a boot-only lab several times through the real run path and
 //! reports medians: the boot floor (QEMU start → the guest's /init
 //! running), QEMU start → SSH banner, QEMU start → first SSH command done,
 //! their ratio to the floor, and `kernlab run` → QEMU start (the warm-cache
@@ -19,6 +20,7 @@ use std::path::PathBuf;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
+use crate::arch::Arch;
 use crate::run::{self, RunOptions};
 use crate::stats::median;
 use crate::util::tool::Tool;
@@ -30,24 +32,34 @@ pub enum Profile {
     PcBzimage,
     PcVmlinux,
     MicrovmVmlinux,
+    /// The machine of an architecture without PC machines (`virt`), the
+    /// kernel's own boot image (arm64's `Image`).
+    Virt,
 }
 
 impl Profile {
-    pub const ALL: [Profile; 3] = [Profile::PcBzimage, Profile::PcVmlinux, Profile::MicrovmVmlinux];
+    pub const ALL: [Profile; 4] = [Profile::PcBzimage, Profile::PcVmlinux, Profile::MicrovmVmlinux, Profile::Virt];
 
     pub fn name(self) -> &'static str {
         match self {
             Profile::PcBzimage => "pc-bzimage",
             Profile::PcVmlinux => "pc-vmlinux",
             Profile::MicrovmVmlinux => "microvm-vmlinux",
+            Profile::Virt => "virt",
         }
+    }
+
+    /// Whether a kernel of `arch` boots on it: the PC profiles for an
+    /// architecture with PC machines, `virt` for the others.
+    pub fn fits(self, arch: Arch) -> bool {
+        (self == Profile::Virt) != arch.has_pc()
     }
 
     pub fn parse(s: &str) -> Result<Profile, String> {
         Profile::ALL
             .into_iter()
             .find(|p| p.name() == s)
-            .ok_or_else(|| format!("unknown profile `{s}`: expected one of pc-bzimage, pc-vmlinux, microvm-vmlinux"))
+            .ok_or_else(|| format!("unknown profile `{s}`: expected one of pc-bzimage, pc-vmlinux, microvm-vmlinux, virt"))
     }
 
     /// The lab's `vm:` lines for it.
@@ -56,6 +68,8 @@ impl Profile {
             Profile::PcBzimage => "  machine: pc\n  kernel_format: bzimage\n",
             Profile::PcVmlinux => "  machine: pc\n  kernel_format: vmlinux\n",
             Profile::MicrovmVmlinux => "  machine: microvm\n  kernel_format: vmlinux\n",
+            // `auto` is virt there, with the image the kernel ships.
+            Profile::Virt => "",
         }
     }
 }
@@ -85,9 +99,10 @@ impl BenchImage {
         BenchImage::ALL.into_iter().find(|i| i.name() == s).ok_or_else(|| format!("unknown image `{s}`: expected minimal or debian"))
     }
 
-    /// Whether the image boots on the profile: a disk boots on pc only.
+    /// Whether the image boots on the profile: a disk boots on pc only
+    /// (`image: debian` is built for the host's architecture).
     pub fn boots_on(self, profile: Profile) -> bool {
-        self == BenchImage::Minimal || profile != Profile::MicrovmVmlinux
+        self == BenchImage::Minimal || matches!(profile, Profile::PcBzimage | Profile::PcVmlinux)
     }
 
     /// The lab's `image:` and `vm.boot_timeout` lines (a Debian boot under
@@ -172,6 +187,27 @@ pub fn lab_text(kernel: &str, image: BenchImage, profile: Profile, fast_boot: bo
     )
 }
 
+/// Each kernel with its architecture and the pairs that boot it, from the
+/// descriptors in `kernel_dirs` and the built-in ones. A kernel no pair
+/// fits is an error that says which profile would.
+pub fn kernel_pairs(kernels: &[String], pairs: &[Pair], kernel_dirs: &[PathBuf]) -> Result<Vec<(String, Arch, Vec<Pair>)>, String> {
+    let mut dirs = kernel_dirs.to_vec();
+    dirs.extend(crate::kernel::descriptor_dirs(None));
+    let reg = crate::kernel::Registry::load(&dirs).map_err(|e| crate::util::error_chain(&e))?;
+    kernels
+        .iter()
+        .map(|k| {
+            let arch = reg.get(k).map_err(|e| crate::util::error_chain(&e))?.arch();
+            let fit: Vec<Pair> = pairs.iter().copied().filter(|(_, p)| p.fits(arch)).collect();
+            if fit.is_empty() {
+                let want: Vec<&str> = Profile::ALL.iter().filter(|p| p.fits(arch)).map(|p| p.name()).collect();
+                return Err(format!("kernel `{k}` is {arch}: none of the profiles asked for boots it (use --profile {})", want.join(" or --profile ")));
+            }
+            Ok((k.clone(), arch, fit))
+        })
+        .collect()
+}
+
 /// `kernel (image, profile)` for messages and file names.
 fn series(kernel: &str, image: BenchImage, profile: Profile) -> String {
     format!("{kernel} ({}, {})", image.name(), profile.name())
@@ -201,11 +237,15 @@ pub async fn boot(
     kernel_dirs: &[PathBuf],
 ) -> Result<Vec<BootBench>, String> {
     let mut out = Vec::new();
-    let bare_initrd = work.join("bare.cpio");
-    std::fs::write(&bare_initrd, crate::image::bare_cpio().map_err(|e| format!("the bare initramfs: {e}"))?).map_err(|e| e.to_string())?;
+    let cache = crate::cache::Cache::from_env().map_err(|e| crate::util::error_chain(&e))?;
     let (pairs, _) = pairs(images, profiles);
-    for kernel in kernels {
-        for &(image, profile) in &pairs {
+    for (kernel, arch, pairs) in &kernel_pairs(kernels, &pairs, kernel_dirs)? {
+        let bare_initrd = work.join(format!("bare-{}.cpio", arch.debian()));
+        if !bare_initrd.exists() {
+            let cpio = crate::image::bare_cpio(&cache, *arch).map_err(|e| format!("the bare initramfs for {arch}: {}", crate::util::error_chain(&e)))?;
+            std::fs::write(&bare_initrd, cpio).map_err(|e| e.to_string())?;
+        }
+        for &(image, profile) in pairs {
             let name = series(kernel, image, profile);
             let stem = format!("{kernel}-{}-{}", image.name(), profile.name());
             let lab_file = work.join(format!("bench-{stem}.yaml"));
@@ -359,8 +399,8 @@ pub async fn hang_check(
 ) -> Result<Vec<HangCheck>, String> {
     let mut out = Vec::new();
     let (pairs, _) = pairs(images, profiles);
-    for kernel in kernels {
-        for &(image, profile) in &pairs {
+    for (kernel, _, pairs) in &kernel_pairs(kernels, &pairs, kernel_dirs)? {
+        for &(image, profile) in pairs {
             let stem = format!("{kernel}-{}-{}", image.name(), profile.name());
             let lab_file = work.join(format!("hang-{stem}.yaml"));
             std::fs::write(&lab_file, lab_text(kernel, image, profile, true, warm)).map_err(|e| e.to_string())?;
@@ -417,6 +457,24 @@ pub async fn hang_check(
 mod tests {
     use super::*;
 
+    #[test]
+    fn each_kernel_gets_the_profiles_of_its_architecture() {
+        let all = pairs(&[BenchImage::Minimal, BenchImage::Debian], &Profile::ALL).0;
+        let arm = "debian-6.1.0-54-cloud-arm64".to_string();
+        let amd = crate::kernel::DEFAULT_KERNEL.to_string();
+        let got = kernel_pairs(&[amd.clone(), arm.clone()], &all, &[]).unwrap();
+        assert_eq!((got[0].1, got[1].1), (Arch::X86_64, Arch::Aarch64));
+        let names = |v: &[Pair]| v.iter().map(|(i, p)| format!("{}/{}", i.name(), p.name())).collect::<Vec<_>>();
+        assert_eq!(names(&got[0].2), ["minimal/pc-bzimage", "minimal/pc-vmlinux", "minimal/microvm-vmlinux", "debian/pc-bzimage", "debian/pc-vmlinux"]);
+        assert_eq!(names(&got[1].2), ["minimal/virt"], "no Debian disk and no PC profile for arm64");
+        // Only PC profiles asked for an arm64 kernel: said, with the one that fits.
+        let pc = pairs(&[BenchImage::Minimal], &[Profile::PcBzimage]).0;
+        let e = kernel_pairs(&[arm.clone()], &pc, &[]).unwrap_err();
+        assert!(e.contains("kernel `debian-6.1.0-54-cloud-arm64` is aarch64") && e.contains("--profile virt"), "{e}");
+        let e = kernel_pairs(&["no-such-kernel".into()], &pc, &[]).unwrap_err();
+        assert!(e.contains("no-such-kernel"), "{e}");
+    }
+
     #[tokio::test]
     async fn the_bare_floor_runs_its_program_through_the_tool_runner() {
         let d = tempfile::tempdir().unwrap();
@@ -463,8 +521,8 @@ mod tests {
         }
         assert!(BenchImage::parse("fedora").unwrap_err().contains("minimal or debian"));
         let (pairs, skipped) = pairs(&BenchImage::ALL, &Profile::ALL);
-        assert_eq!(pairs.len(), 5);
-        assert_eq!(skipped, [(BenchImage::Debian, Profile::MicrovmVmlinux)]);
+        assert_eq!(pairs.len(), 6);
+        assert_eq!(skipped, [(BenchImage::Debian, Profile::MicrovmVmlinux), (BenchImage::Debian, Profile::Virt)]);
         for (image, p) in pairs {
             for warm in [false, true] {
                 let text = lab_text("debian-6.1.0-54-cloud-amd64", image, p, true, warm);

@@ -329,12 +329,14 @@ enum BenchCommand {
     /// Boot floor vs. first SSH command per kernel and boot profile, median of N;
     /// with --boots, a hang check.
     Boot {
-        /// Kernels to measure (default: the two 6.1.0-54 kernels).
+        /// Kernels to measure, of any architecture (default: the two
+        /// 6.1.0-54 amd64 kernels).
         #[arg(long = "kernel")]
         kernels: Vec<String>,
         #[arg(long, default_value_t = 5)]
         runs: usize,
-        /// Profiles: pc-bzimage, pc-vmlinux, microvm-vmlinux (default: all three).
+        /// Profiles: pc-bzimage, pc-vmlinux, microvm-vmlinux (x86 kernels),
+        /// virt (arm64 kernels); default: every one that boots each kernel.
         #[arg(long = "profile")]
         profiles: Vec<String>,
         /// Guest images: minimal, debian, or both as `minimal,debian`

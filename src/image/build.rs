@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use super::modules::{DepTable, ModuleError};
 use super::tree::Tree;
+use crate::arch::Arch;
 use crate::cache::Cache;
 use crate::kernel::Kernel;
 use crate::util::tool::{self, Tool};
@@ -154,13 +155,22 @@ pub fn capture_cpio(kernel: &Kernel, dump_level: u8) -> Result<Vec<u8>, ImageErr
 /// The bare initramfs of the boot floor (`kernlab bench boot`): the static
 /// busybox and an /init that powers the machine off at once, so QEMU start
 /// → QEMU exit is the kernel's own boot and nothing of kernlab's image.
-pub fn bare_cpio() -> Result<Vec<u8>, ImageError> {
+/// For a guest of another architecture, its busybox comes from the
+/// sysroot of its packages.
+pub fn bare_cpio(cache: &Cache, arch: Arch) -> Result<Vec<u8>, ImageError> {
     let mut t = Tree::new();
     for d in ["bin", "proc", "dev"] {
         t.dir(d, 0o755);
     }
     t.file("/init", 0o755, b"#!/bin/busybox sh\n/bin/busybox poweroff -f || /bin/busybox reboot -f\n".to_vec());
-    add_program(&mut t, "/bin/busybox", "/bin/busybox")?;
+    if Arch::host() == Some(arch) {
+        add_program(&mut t, "/bin/busybox", "/bin/busybox")?;
+    } else {
+        let root = super::sysroot::ensure(cache, arch)?;
+        for (path, data) in super::sysroot::program_files(&root, "/bin/busybox", arch)? {
+            t.file(&path, 0o755, data);
+        }
+    }
     Ok(t.to_cpio())
 }
 
