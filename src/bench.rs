@@ -469,7 +469,7 @@ mod tests {
         assert_eq!(names(&got[1].2), ["minimal/virt"], "no Debian disk and no PC profile for arm64");
         // Only PC profiles asked for an arm64 kernel: said, with the one that fits.
         let pc = pairs(&[BenchImage::Minimal], &[Profile::PcBzimage]).0;
-        let e = kernel_pairs(&[arm.clone()], &pc, &[]).unwrap_err();
+        let e = kernel_pairs(std::slice::from_ref(&arm), &pc, &[]).unwrap_err();
         assert!(e.contains("kernel `debian-6.1.0-54-cloud-arm64` is aarch64") && e.contains("--profile virt"), "{e}");
         let e = kernel_pairs(&["no-such-kernel".into()], &pc, &[]).unwrap_err();
         assert!(e.contains("no-such-kernel"), "{e}");
