@@ -212,3 +212,39 @@ fn shards_merged_equal_the_unsharded_run() {
         }
     }
 }
+
+/// One matrix, kernels of two architectures: the same leak lab on the amd64
+/// and the arm64 cloud kernel, each cell built, booted and decided for its
+/// own architecture (the arm64 one under TCG on `virt`, its module
+/// cross-built), side by side.
+#[test]
+fn a_matrix_takes_kernels_of_both_architectures() {
+    let d = tempfile::tempdir().unwrap();
+    copy_khm(d.path(), true);
+    lab(
+        d.path(),
+        "leak",
+        "name: leak\nvm:\n  memory: 512M\nmodules:\n  - source: khm\n    params: {leak: 1}\nworkload:\n  churn: {fs: tmpfs, rate: 1000}\n  duration: 20s\nmonitor:\n  interval: 1s\n  reclaim: true\nleak:\n  expect: leak\n  attribute: off\n  baseline:\n    modules:\n      - source: khm\n        params: {leak: 0}\n",
+    );
+    let kernels = [("debian-6.1.0-54-cloud-amd64", "qemu-system-x86_64"), ("debian-6.1.0-54-cloud-arm64", "qemu-system-aarch64")];
+    let names: Vec<&str> = kernels.iter().map(|k| k.0).collect();
+    std::fs::write(d.path().join("m.yaml"), format!("name: two-arches\nlabs: [leak.yaml]\nkernels: [{}]\n", names.join(", "))).unwrap();
+    let dir = d.path().join("out");
+    let out = run(&["matrix", d.path().join("m.yaml").to_str().unwrap(), "--out", dir.to_str().unwrap()]);
+    let (so, se) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(0), "stdout:\n{so}\nstderr:\n{se}");
+    let r = report(&dir);
+    for (k, qemu) in kernels {
+        assert_eq!(r["table"][k]["leak"]["verdict"], "leak", "{k}: {}", r["table"]);
+        let cell = dir.join("cells").join(format!("leak@{k}"));
+        let top = report(&cell);
+        let dentry = top["analysis"]["caches"].as_array().unwrap().iter().find(|e| e["name"] == "dentry").unwrap_or_else(|| panic!("{k}: no dentry in {}", top["analysis"]));
+        let per_op = dentry["delta"].as_f64().unwrap_or_else(|| panic!("{dentry}"));
+        assert!((0.5..1.5).contains(&per_op), "{k}: dentry {per_op}/op");
+        for arm in ["module", "baseline"] {
+            let m: serde_json::Value = serde_json::from_slice(&std::fs::read(cell.join(arm).join("manifest.json")).unwrap()).unwrap();
+            assert!(m["qemu_argv"][0].as_str().unwrap().ends_with(qemu), "{k} {arm}: {}", m["qemu_argv"][0]);
+            assert_eq!(report(&cell.join(arm))["kernel_release"].as_str().unwrap(), k.trim_start_matches("debian-"), "{k} {arm}");
+        }
+    }
+}
