@@ -43,7 +43,7 @@ pub(super) fn sub_arm(arm: &Arm, parent: &Path, name: &str, lab: Lab, decided: C
         Some(super::attribution::DIR) => arm.events.with_arm(&format!("{}/{name}", super::attribution::DIR)),
         _ => arm.events.with_arm(name),
     };
-    Ok(Arm { lab, lab_file: arm.lab_file.clone(), desc: arm.desc.clone(), cache: arm.cache.clone(), dir, events, decided, instruments })
+    Ok(Arm { lab, lab_file: arm.lab_file.clone(), desc: arm.desc.clone(), cache: arm.cache.clone(), dir, events, decided, instruments, source: arm.source.clone() })
 }
 
 /// The module and baseline labs of an A/B lab: the module arm is the lab

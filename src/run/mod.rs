@@ -16,6 +16,7 @@ mod boot;
 mod commands;
 pub mod error;
 mod exhaust;
+pub(crate) mod guest;
 pub(crate) mod instruments;
 mod phases;
 mod prepare;
@@ -25,6 +26,10 @@ pub mod shell;
 mod start;
 pub mod rundir;
 mod sampler;
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod engine_tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -46,6 +51,7 @@ use crate::lab::{self, Lab};
 use crate::sample::store::SampleStore;
 use crate::util::fsx;
 use crate::vm::{Guest, GuestError};
+use guest::GuestOps;
 
 /// What `kernlab run` was asked to do.
 #[derive(Debug, Clone)]
@@ -88,8 +94,13 @@ struct Ctx {
     events: Events,
     cache: Cache,
     manifest: Manifest,
-    /// The running VM, once QEMU is started; teardown shuts it down.
+    /// The running VM, once QEMU is started (the boot phases' handle).
     guest: Option<Guest>,
+    /// The guest as the phases after boot see it (the VM, or a scripted
+    /// guest in the unit tests); teardown shuts it down.
+    ops: Option<Arc<dyn GuestOps>>,
+    /// Where the guest comes from.
+    source: GuestSource,
     /// The vmcore, when the run took one, and its triage.
     dump: Option<crate::dump::DumpRecord>,
     triage: Option<crate::triage::CrashReport>,
@@ -181,6 +192,7 @@ pub async fn run_with(opts: RunOptions, events: &Events, cancel: CancellationTok
         events: events.clone(),
         decided: CancellationToken::new(),
         instruments: Default::default(),
+        source: GuestSource::Qemu,
     };
     let end = if arm.lab.leak.is_some() { ab::run_ab(arm, cancel, start).await } else { run_arm(arm, cancel, start).await };
     // Whatever wrote into it (QEMU's console log, instruments, guest
@@ -207,10 +219,24 @@ pub(crate) struct Arm {
     pub decided: CancellationToken,
     /// Guest scripts of an attribution pass (none otherwise).
     pub instruments: instruments::Instruments,
+    /// Where the arm's guest comes from.
+    pub source: GuestSource,
+}
+
+/// Where an arm's guest comes from: QEMU booted by the `prepare` and `boot`
+/// phases, or (unit tests) a scripted guest made for the arm's directory
+/// name (`module`, `baseline`, or the run's own) with what its boot would
+/// have given the later phases.
+#[derive(Clone, Default)]
+pub(crate) enum GuestSource {
+    #[default]
+    Qemu,
+    #[cfg(test)]
+    Scripted(Arc<dyn Fn(&str) -> (Arc<dyn GuestOps>, phases::Booted) + Send + Sync>),
 }
 
 pub(crate) async fn run_arm(arm: Arm, cancel: CancellationToken, start: Instant) -> RunEnd {
-    let Arm { lab, lab_file, desc, cache, dir, events, decided, instruments } = arm;
+    let Arm { lab, lab_file, desc, cache, dir, events, decided, instruments, source } = arm;
     events.emit(Event::RunStarted { lab: lab.name.clone(), kernel: lab.kernel.clone(), run_dir: dir.path.display().to_string() });
 
     let lab_text = std::fs::read(&lab_file).unwrap_or_default();
@@ -233,6 +259,8 @@ pub(crate) async fn run_arm(arm: Arm, cancel: CancellationToken, start: Instant)
         events,
         cache,
         guest: None,
+        ops: None,
+        source,
         dump: None,
         triage: None,
         triage_skipped: None,
@@ -260,9 +288,23 @@ pub(crate) async fn run_arm(arm: Arm, cancel: CancellationToken, start: Instant)
 /// The phases up to the end of the workload. Returns at the first error;
 /// the caller tears down.
 async fn execute(ctx: &mut Ctx) -> Result<(), RunError> {
-    let mut prepared = prepare::prepare(ctx).await?;
-    let ready = boot::bring_up(ctx, &mut prepared).await?;
-    phases::run(ctx, prepared, ready).await
+    let (guest, booted) = match ctx.source.clone() {
+        GuestSource::Qemu => {
+            let mut prepared = prepare::prepare(ctx).await?;
+            let ready = boot::bring_up(ctx, &mut prepared).await?;
+            ctx.timings.init = ready.booted.init;
+            ctx.timings.qemu_start = ready.booted.started.duration_since(ctx.run_start).as_secs_f64();
+            let guest: Arc<dyn GuestOps> = Arc::new(ctx.guest()?);
+            (guest, phases::Booted::of(prepared, ready.upload_payload))
+        }
+        #[cfg(test)]
+        GuestSource::Scripted(make) => {
+            let name = ctx.dir.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            make(&name)
+        }
+    };
+    ctx.ops = Some(guest.clone());
+    phases::run(ctx, &guest, booted).await
 }
 
 impl Ctx {
@@ -293,8 +335,12 @@ impl Ctx {
 /// Stops the run's guest (QMP `quit`, a grace period, SIGKILL to its
 /// process group, reap), if one is running.
 async fn stop_guest(ctx: &mut Ctx) {
-    let Some(guest) = ctx.guest.take() else { return };
-    let stopped = guest.shutdown().await;
+    let vm = ctx.guest.take();
+    let stopped = match (ctx.ops.take(), vm) {
+        (Some(ops), _) => ops.shutdown().await,
+        (None, Some(vm)) => vm.shutdown().await,
+        (None, None) => return,
+    };
     ctx.events.emit(Event::Teardown { how: stopped.how.into(), secs: stopped.secs });
 }
 
