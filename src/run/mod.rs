@@ -285,9 +285,36 @@ pub(crate) async fn run_arm(arm: Arm, cancel: CancellationToken, start: Instant)
     finish(ctx, result, start)
 }
 
-/// The phases up to the end of the workload. Returns at the first error;
-/// the caller tears down.
+/// The phases of one arm up to the end of the workload, in order; returns
+/// at the first error (the caller tears down and writes the report). An
+/// A/B lab's decision and a LEAK's attribution come after both arms
+/// (`ab`). From the load on, the guest is a [`GuestOps`].
 async fn execute(ctx: &mut Ctx) -> Result<(), RunError> {
+    // prepare + boot: the kernel, payload, image and VM spec, the guest up
+    // cold or restored (or, in the unit tests, a scripted guest).
+    let (shared, booted) = bring_up(ctx).await?;
+    let guest = shared.as_ref();
+    // load: the payload a snapshot's guest lacks, the setup, panics made
+    // dumps, an attribution pass's probes, the modules under test.
+    if booted.upload_payload && !booted.payload.is_empty() {
+        phases::upload(guest, &booted.payload).await.map_err(|e| ctx.guest_error(e, "while uploading the lab's payload"))?;
+    }
+    phases::setup(ctx, guest).await?;
+    let kdump_loaded = exhaust::arm(ctx, guest).await?;
+    instruments::set_up(ctx, guest).await;
+    phases::load_modules(ctx, guest, &booted.modules, kdump_loaded).await?;
+    // workload + sample, and the dump when the phase ends in exhaustion, a
+    // hang or a panic.
+    phases::workload(ctx, &shared, kdump_loaded, &booted).await?;
+    // An attribution pass's outputs; the modules out again.
+    instruments::collect(ctx, guest).await;
+    phases::unload_modules(ctx, guest, &booted.modules).await;
+    Ok(())
+}
+
+/// The guest up: QEMU booted by `prepare` and `boot`, or the scripted
+/// guest the arm was given.
+async fn bring_up(ctx: &mut Ctx) -> Result<(Arc<dyn GuestOps>, phases::Booted), RunError> {
     let (guest, booted) = match ctx.source.clone() {
         GuestSource::Qemu => {
             let mut prepared = prepare::prepare(ctx).await?;
@@ -304,7 +331,7 @@ async fn execute(ctx: &mut Ctx) -> Result<(), RunError> {
         }
     };
     ctx.ops = Some(guest.clone());
-    phases::run(ctx, &guest, booted).await
+    Ok((guest, booted))
 }
 
 impl Ctx {

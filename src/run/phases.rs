@@ -1,9 +1,10 @@
 //! The phases in the guest once it is up: the payload a snapshot's guest
 //! lacks, the setup commands, the dump path's preparation, the modules
 //! under test, then the workload while the sampler reads the guest. Each
-//! step on the guest goes through the [`Guest`]'s wait, so a guest that
-//! dies (a module that panics it at `insmod`) ends the step at once with
-//! the reason and the panic line. For labs whose panics become vmcores, a
+//! step on the guest goes through the guest seam ([`GuestOps`]), whose
+//! operations race the guest's loss, so a guest that dies (a module that
+//! panics it at `insmod`) ends the step at once with the reason and the
+//! panic line. For labs whose panics become vmcores, a
 //! panic in the workload phase is the dump path, not an error.
 
 use std::collections::BTreeMap;
@@ -46,33 +47,12 @@ impl Booted {
     }
 }
 
-/// Everything after the guest is up, to the end of the workload.
-pub(super) async fn run(ctx: &mut Ctx, shared: &Arc<dyn GuestOps>, b: Booted) -> Result<(), RunError> {
-    let guest: &dyn GuestOps = shared.as_ref();
-    if b.upload_payload && !b.payload.is_empty() {
-        // A snapshot's guest has only the base image: the lab's modules and
-        // programs go in now, where the initrd would have put them.
-        upload(guest, &b.payload).await.map_err(|e| ctx.guest_error(e, "while uploading the lab's payload"))?;
-    }
-    setup(ctx, guest).await?;
-    // Panics become dumps: sysctls, and the capture kernel for kdump.
-    let kdump_loaded = exhaust::arm(ctx, guest).await?;
-    super::instruments::set_up(ctx, guest).await;
-    load_modules(ctx, guest, &b.modules, kdump_loaded).await?;
-    // The guest sampler is in the payload when it was built for the lab.
-    let stream = b.payload.files().any(|(path, _, _)| path == SAMPLER_BIN);
-    workload(ctx, shared, kdump_loaded, stream, b.sampler_port).await?;
-    super::instruments::collect(ctx, guest).await;
-    unload_modules(ctx, guest, &b.modules).await;
-    Ok(())
-}
-
 /// The lab's modules unloaded in reverse load order (a later module may
 /// use an earlier one's symbols), each outcome an event. A module that
 /// will not go (still in use, a refcount it leaked) is reported, not an
 /// error: the run's results are already collected. Skipped when the guest
 /// is gone (a dump lab's guest after its panic).
-async fn unload_modules(ctx: &mut Ctx, guest: &dyn GuestOps, modules: &[(BuiltModule, BTreeMap<String, String>)]) {
+pub(super) async fn unload_modules(ctx: &mut Ctx, guest: &dyn GuestOps, modules: &[(BuiltModule, BTreeMap<String, String>)]) {
     for (built, _) in modules.iter().rev() {
         let t = Instant::now();
         let cmd = format!("rmmod {}", tool::shell_quote(&built.name));
@@ -163,7 +143,10 @@ pub(super) async fn load_modules(ctx: &mut Ctx, guest: &dyn GuestOps, modules: &
 /// Sampling, alongside the workload when there is one, until the phase's
 /// limit, the workload's failure, exhaustion, a hang, or the guest's loss;
 /// then the dump when the lab takes one.
-async fn workload(ctx: &mut Ctx, shared: &Arc<dyn GuestOps>, kdump_loaded: bool, stream: bool, port: bool) -> Result<(), RunError> {
+pub(super) async fn workload(ctx: &mut Ctx, shared: &Arc<dyn GuestOps>, kdump_loaded: bool, booted: &Booted) -> Result<(), RunError> {
+    // The guest sampler is in the payload when it was built for the lab.
+    let stream = booted.payload.files().any(|(path, _, _)| path == SAMPLER_BIN);
+    let port = booted.sampler_port;
     let guest: &dyn GuestOps = shared.as_ref();
     let sections = sections(&ctx.lab);
     let balloon = ctx.lab.monitor.sources.contains(&lab::Source::Balloon);
