@@ -37,6 +37,7 @@ pub(super) fn sub_arm(arm: &Arm, parent: &Path, name: &str, lab: Lab, decided: C
             exit_code: exit::INFRA,
             error: Some(format!("cannot create the {name} arm's directory: {e}")),
             outcome: None,
+            leak: None,
         })
     })?;
     let events = match parent.file_name().and_then(|n| n.to_str()) {
@@ -121,7 +122,7 @@ pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) 
         "completed"
     };
     stream.emit(Event::RunFinished { outcome: outcome.into(), exit_code });
-    RunEnd { dir: Some(top.path.clone()), exit_code, error, outcome: None }
+    RunEnd { dir: Some(top.path.clone()), exit_code, error, outcome: None, leak: Some(report) }
 }
 
 /// A LEAK's attribution pass, or why there is none, into its report (and

@@ -109,6 +109,9 @@ async fn a_planted_leak_is_leak_on_its_cache() {
     let report: LeakReport = crate::outcome::read(&crate::outcome::layout::report_json(&top)).unwrap();
     assert_eq!(report.verdict, Some(Verdict::Leak), "{:?}", report.analysis.as_ref().map(|a| &a.reason));
     assert_eq!(end.exit_code, exit::OK, "{:?}", end.error);
+    // The caller has the record in hand, typed, as it was written.
+    let typed = end.leak.as_ref().expect("no LeakReport in the run's end");
+    assert_eq!((typed.verdict, typed.exit_code, typed.stopped.as_str()), (report.verdict, report.exit_code, report.stopped.as_str()));
     assert_eq!(report.expectation_held, Some(true));
     // Decided before the duration: the sampling stopped early.
     assert!(report.stopped.starts_with("decided at look"), "{}", report.stopped);
@@ -144,6 +147,7 @@ async fn too_few_samples_are_inconclusive() {
     let top = end.dir.clone().unwrap();
     let report: LeakReport = crate::outcome::read(&crate::outcome::layout::report_json(&top)).unwrap();
     assert_eq!(report.verdict, Some(Verdict::Inconclusive));
+    assert_eq!(end.leak.as_ref().and_then(|r| r.verdict), Some(Verdict::Inconclusive));
     assert_eq!(end.exit_code, exit::INCONCLUSIVE);
     assert_eq!(report.expectation_held, None);
     let reason = &report.analysis.as_ref().unwrap().reason;

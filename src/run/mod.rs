@@ -68,8 +68,9 @@ pub struct RunOptions {
     pub attribute: Option<lab::Attribute>,
 }
 
-/// How a run ended, for the exit code and the caller's own use; what it
-/// found is in its run directory's records (see `crate::outcome`).
+/// How a run ended, for the exit code and the caller's own use: the
+/// records it wrote, typed, so that a caller in the same process (matrix,
+/// bisect, calibrate) need not read them back from its run directory.
 #[derive(Debug)]
 pub struct RunEnd {
     pub dir: Option<PathBuf>,
@@ -78,6 +79,9 @@ pub struct RunEnd {
     /// A plain run's `report.json`, as written (None for an A/B lab, whose
     /// record is its `LeakReport`, and for a run that never started).
     pub outcome: Option<RunOutcome>,
+    /// An A/B leak lab's `report.json` as written, its verdict typed (None
+    /// for a plain run, and for a lab whose arms could not be made).
+    pub leak: Option<ab::LeakReport>,
 }
 
 /// The guest's console and QEMU's QMP socket, in the run directory.
@@ -132,7 +136,7 @@ pub async fn run_with(opts: RunOptions, events: &Events, cancel: CancellationTok
     let start = Instant::now();
     let events = &events.restarted(start);
     // Nothing started, no run directory: the caller says the error.
-    let fail_early = |e: RunError| RunEnd { dir: None, exit_code: e.exit_code(), error: Some(e.chain()), outcome: None };
+    let fail_early = |e: RunError| RunEnd { dir: None, exit_code: e.exit_code(), error: Some(e.chain()), outcome: None, leak: None };
     let mut lab = match lab::load(&opts.lab_file) {
         Ok(l) => l,
         Err(e) => return fail_early(e.into()),
@@ -403,7 +407,7 @@ fn finish(ctx: Ctx, result: Result<(), RunError>, start: Instant) -> RunEnd {
     }
     // Last: the reporters (the page, the summary) read the records now complete.
     ctx.events.emit(Event::RunFinished { outcome: outcome.into(), exit_code });
-    RunEnd { dir: Some(ctx.dir.path.clone()), exit_code, error, outcome: Some(rep) }
+    RunEnd { dir: Some(ctx.dir.path.clone()), exit_code, error, outcome: Some(rep), leak: None }
 }
 
 fn write(path: &Path, data: &[u8]) -> Result<(), RunError> {
