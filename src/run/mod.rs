@@ -4,11 +4,15 @@
 //! on disk as it arrives; teardown and the report happen on every path out,
 //! errors and Ctrl-C included.
 //!
-//! The phases, in order: `prepare` (kernel, payload, boot profile, image,
-//! the VM's spec), `boot` and `restore` (the guest up, from a snapshot or
-//! cold), `phases` (setup, modules, workload with the `sampler`, and the
-//! dump path of `exhaust`). The guest itself, QEMU with its QMP, console
-//! and SSH, is a [`crate::vm::Guest`].
+//! The phases, in order, are one straight line in [`execute`]: `prepare`
+//! (kernel, payload, boot profile, image, the VM's spec), `boot` and
+//! `restore` (the guest up, from a snapshot or cold), then the load
+//! (setup, the dump path's preparation, modules), the workload with the
+//! `sampler` and the dump path of `exhaust` (`phases`); the report is
+//! written by `finish`. The guest itself, QEMU with its QMP, console and
+//! SSH, is a [`crate::vm::Guest`]; after boot the phases see it only
+//! through the guest seam, [`guest::GuestOps`], which the unit tests
+//! implement with a scripted guest (`testing`).
 
 pub mod ab;
 mod attribution;
