@@ -22,7 +22,10 @@ use crate::outcome::run::RunOutcome;
 use crate::payload::kmod::{BuiltModule, How};
 use crate::stats::Verdict;
 
-const KERNEL: &str = "debian-6.1.0-54-cloud-amd64";
+/// A builtin kernel descriptor's name (the scripted guest boots none).
+fn kernel() -> String {
+    format!("debian-6.1.0-54-cloud-{}", crate::arch::Arch::X86_64.debian())
+}
 
 fn module(name: &str) -> (BuiltModule, BTreeMap<String, String>) {
     let built = BuiltModule {
@@ -86,7 +89,8 @@ fn samples_on_disk(dir: &Path) -> usize {
 
 fn leak_lab(duration: &str) -> String {
     format!(
-        "name: engine-leak\nkernel: {KERNEL}\nmodules:\n  - source: leaky\n    params: {{every: 100}}\nworkload:\n  commands: [\"true\"]\n  duration: {duration}\nmonitor:\n  interval: 1s\nleak:\n  expect: leak\n  baseline:\n    modules: []\n"
+        "name: engine-leak\nkernel: {}\nmodules:\n  - source: leaky\n    params: {{every: 100}}\nworkload:\n  commands: [\"true\"]\n  duration: {duration}\nmonitor:\n  interval: 1s\nleak:\n  expect: leak\n  baseline:\n    modules: []\n",
+        kernel()
     )
 }
 
@@ -156,7 +160,7 @@ async fn too_few_samples_are_inconclusive() {
 }
 
 fn plain_lab(extra: &str) -> String {
-    format!("name: engine-plain\nkernel: {KERNEL}\nsetup: [\"mount -t tmpfs none /mnt\"]\nworkload:\n  commands: [\"true\"]\n  duration: 20s\nmonitor:\n  interval: 1s\n{extra}")
+    format!("name: engine-plain\nkernel: {}\nsetup: [\"mount -t tmpfs none /mnt\"]\nworkload:\n  commands: [\"true\"]\n  duration: 20s\nmonitor:\n  interval: 1s\n{extra}", kernel())
 }
 
 fn flat(k: u64, mem_available_kib: u64) -> Step {
