@@ -240,8 +240,12 @@ pub(crate) enum GuestSource {
     #[default]
     Qemu,
     #[cfg(test)]
-    Scripted(Arc<dyn Fn(&str) -> (Arc<dyn GuestOps>, phases::Booted) + Send + Sync>),
+    Scripted(MakeGuest),
 }
+
+/// Makes an arm's scripted guest from the arm's directory name.
+#[cfg(test)]
+pub(crate) type MakeGuest = Arc<dyn Fn(&str) -> (Arc<dyn GuestOps>, phases::Booted) + Send + Sync>;
 
 pub(crate) async fn run_arm(arm: Arm, cancel: CancellationToken, start: Instant) -> RunEnd {
     let Arm { lab, lab_file, desc, cache, dir, events, decided, instruments, source } = arm;
