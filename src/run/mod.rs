@@ -21,6 +21,7 @@ mod commands;
 pub mod error;
 mod exhaust;
 pub(crate) mod guest;
+mod vm_guest;
 pub(crate) mod instruments;
 mod phases;
 mod prepare;

@@ -18,7 +18,8 @@ use super::events::{self, Event};
 use super::exhaust::{self, Trigger};
 use super::prepare::Prepared;
 use super::guest::{race, CapturePlan, GuestOps};
-use super::sampler::{PortPlan, Sampler, SamplerEnd, Stream};
+use super::guest::{PortPlan, StreamPlan};
+use super::sampler::{Sampler, SamplerEnd};
 use crate::qemu::argv::SAMPLER_PORT;
 use super::{Ctx, RunError};
 use crate::outcome::run::ExhaustionOutcome;
@@ -163,7 +164,7 @@ pub(super) async fn workload(ctx: &mut Ctx, shared: &Arc<dyn GuestOps>, kdump_lo
     let dumps = ctx.lab.dumps();
     let stream = (stream && ctx.lab.monitor.sampler == lab::SamplerKind::Stream).then(|| {
         let port = port.then(|| PortPlan { command: sampler_command(&ctx.lab, &sections, Some(SAMPLER_PORT)), dir: ctx.dir.path.clone() });
-        Stream::new(sampler_command(&ctx.lab, &sections, None), port)
+        StreamPlan { command: sampler_command(&ctx.lab, &sections, None), port, used: Arc::default() }
     });
     let transports = stream.as_ref().map(|s| s.used.clone());
     let plan = CapturePlan { command: capture_command(&ctx.lab, &sections), stream, events: ctx.events.clone() };

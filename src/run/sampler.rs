@@ -24,7 +24,7 @@ use crate::sample::store::SampleStore;
 use crate::qemu::argv::SAMPLER_SOCKET;
 use futures::future::BoxFuture;
 
-use super::guest::{Capture, CapturePlan, GuestOps};
+use super::guest::{Capture, CapturePlan, GuestOps, PortPlan, StreamPlan};
 use crate::vm::{Guest, GuestError, GuestStream, Session};
 
 /// Why the sampler stopped.
@@ -78,7 +78,7 @@ pub(crate) struct SshCapture {
 
 impl SshCapture {
     pub(crate) fn new(guest: Guest, plan: CapturePlan, session: Session) -> SshCapture {
-        SshCapture { events: plan.events, guest, command: plan.command, session: Some(session), backoff: Backoff::default(), stream: plan.stream }
+        SshCapture { events: plan.events, guest, command: plan.command, session: Some(session), backoff: Backoff::default(), stream: plan.stream.map(Stream::new) }
     }
 }
 
@@ -131,12 +131,6 @@ pub(crate) struct Stream {
     pub(super) used: Arc<Mutex<Vec<&'static str>>>,
 }
 
-/// The sampler over the VM's port: the command with `-p`, and the run
-/// directory that holds the port's socket ([`SAMPLER_SOCKET`]).
-pub(crate) struct PortPlan {
-    pub(super) command: String,
-    pub(super) dir: PathBuf,
-}
 
 enum Conn {
     Ssh(GuestStream),
@@ -170,17 +164,17 @@ enum PortFailure {
 impl Stream {
     const MAX_START_FAILURES: u32 = 3;
 
-    pub(super) fn new(command: String, port: Option<PortPlan>) -> Stream {
+    pub(crate) fn new(plan: StreamPlan) -> Stream {
         Stream {
-            command,
-            port,
+            command: plan.command,
+            port: plan.port,
             port_lost: None,
             conn: None,
             started: false,
             backoff: Backoff::default(),
             failed_starts: 0,
             seq: 0,
-            used: Arc::default(),
+            used: plan.used,
         }
     }
 
