@@ -173,6 +173,15 @@ fn quantile(v: &mut [f64], q: f64) -> f64 {
     v[((v.len() - 1) as f64 * q).round() as usize]
 }
 
+/// One calibration run as it returned (its A/B record, typed), or read
+/// back from its directory when it returned none.
+pub fn run_result(dir: &Path, end: &crate::run::RunEnd, secs: f64) -> (RunResult, Option<LeakAnalysis>) {
+    match &end.leak {
+        Some(r) => result_of(dir, end.exit_code, secs, r.analysis.clone()),
+        None => read_run(dir, end.exit_code, secs),
+    }
+}
+
 /// Reads one finished calibration run.
 pub fn read_run(dir: &Path, exit_code: i32, secs: f64) -> (RunResult, Option<LeakAnalysis>) {
     // A run that failed before its report has none; a report that cannot
@@ -185,6 +194,10 @@ pub fn read_run(dir: &Path, exit_code: i32, secs: f64) -> (RunResult, Option<Lea
             None
         }
     };
+    result_of(dir, exit_code, secs, an)
+}
+
+fn result_of(dir: &Path, exit_code: i32, secs: f64, an: Option<LeakAnalysis>) -> (RunResult, Option<LeakAnalysis>) {
     let r = RunResult {
         dir: dir.display().to_string(),
         exit_code,

@@ -26,7 +26,6 @@ use tokio_util::sync::CancellationToken;
 
 use crate::exit;
 use crate::outcome::event::Events;
-use crate::outcome::leak::LeakReport;
 pub use plan::{Axis, Candidate, Plan, PlanError};
 use search::{Mark, Next};
 
@@ -303,7 +302,7 @@ async fn run_step(plan: &Plan, i: usize, number: usize, out: &Path, kernel_dirs:
         .await;
         step.exit_code = Some(end.exit_code);
         step.run_dir = Some(crate::outcome::recorded(out, end.dir.as_ref().unwrap_or(&dir)).display().to_string());
-        step.verdict = crate::outcome::read::<LeakReport>(&crate::outcome::layout::report_json(&dir)).ok().and_then(|r| r.verdict).map(|v| v.word().to_string());
+        step.verdict = end.leak.as_ref().and_then(|r| r.verdict).map(|v| v.word().to_string());
         let (mark, why) = judge(end.exit_code);
         step.mark = mark;
         step.reason = why.map(|w| match end.error.as_deref().and_then(|e| e.lines().next()) {

@@ -67,7 +67,7 @@ pub fn calibrate(args: CalibrateArgs, events: &Events) -> i32 {
             let dir = out.join(format!("run-{k:02}"));
             let t = std::time::Instant::now();
             let end = crate::run::run(crate::run::RunOptions { lab_file: aa_file.clone(), out: Some(dir.clone()), kernel_dirs: kernel_dirs.clone(), kernel: None, duration, attribute: None }, events, cancel.clone()).await;
-            let (r, an) = calibrate::read_run(&dir, end.exit_code, t.elapsed().as_secs_f64());
+            let (r, an) = calibrate::run_result(&dir, &end, t.elapsed().as_secs_f64());
             crate::ui::human(&format!("calibration run {k} of {runs}: {}\n", r.verdict.map(|v| format!("{v:?}")).unwrap_or_else(|| format!("failed: {}", end.error.as_deref().unwrap_or("?")))));
             results.push((r, an));
             if end.exit_code == exit::INTERRUPTED {

@@ -319,9 +319,14 @@ fn read_cell(out: &Path) -> (Option<String>, Option<LeakAnalysis>, Option<crate:
     }
 }
 
-/// A cell's result from how its run ended and what its directory says.
+/// A cell's result from how its run ended: its records as the run returned
+/// them, or (a run that returned none) what its directory says.
 fn cell_result(c: Cell, out: PathBuf, end: &run::RunEnd, secs: f64) -> CellResult {
-    let (verdict, analysis, attribution) = read_cell(&out);
+    let (verdict, analysis, attribution) = match (&end.leak, &end.outcome) {
+        (Some(r), _) => (Some(r.verdict.map(|v| v.word().to_string()).unwrap_or_else(|| "failed".into())), r.analysis.clone(), r.attribution.clone()),
+        (None, Some(r)) => (Some(r.outcome.clone()), None, None),
+        (None, None) => read_cell(&out),
+    };
     let typed = analysis.as_ref();
     let reason = typed.map(|a| a.reason.clone());
     let (exhaustion_s, exhaustion) = exhaustion_of(&out, typed);
@@ -709,7 +714,7 @@ mod tests {
             if opts.kernel.as_deref() == Some("k1") {
                 panic!("boom in the cell");
             }
-            run::RunEnd { dir: opts.out, exit_code: exit::OK, error: None, outcome: None }
+            run::RunEnd { dir: opts.out, exit_code: exit::OK, error: None, outcome: None, leak: None }
         };
         let results = run_cells_with(cells, d.path(), 2, vec![], &events, CancellationToken::new(), runner).await;
         assert_eq!(results.len(), 2, "no cell vanishes");

@@ -198,7 +198,9 @@ impl Events {
 
     /// Seconds since the run started.
     pub fn now(&self) -> f64 {
-        self.start.elapsed().as_secs_f64()
+        // Tokio's clock: the same as the system's, except under a test's
+        // paused time, where the run's clock follows the paused one.
+        tokio::time::Instant::now().saturating_duration_since(tokio::time::Instant::from_std(self.start)).as_secs_f64()
     }
 
     pub fn emit(&self, event: Event) {

@@ -37,13 +37,14 @@ pub(super) fn sub_arm(arm: &Arm, parent: &Path, name: &str, lab: Lab, decided: C
             exit_code: exit::INFRA,
             error: Some(format!("cannot create the {name} arm's directory: {e}")),
             outcome: None,
+            leak: None,
         })
     })?;
     let events = match parent.file_name().and_then(|n| n.to_str()) {
         Some(super::attribution::DIR) => arm.events.with_arm(&format!("{}/{name}", super::attribution::DIR)),
         _ => arm.events.with_arm(name),
     };
-    Ok(Arm { lab, lab_file: arm.lab_file.clone(), desc: arm.desc.clone(), cache: arm.cache.clone(), dir, events, decided, instruments })
+    Ok(Arm { lab, lab_file: arm.lab_file.clone(), desc: arm.desc.clone(), cache: arm.cache.clone(), dir, events, decided, instruments, source: arm.source.clone() })
 }
 
 /// The module and baseline labs of an A/B lab: the module arm is the lab
@@ -121,7 +122,7 @@ pub(crate) async fn run_ab(arm: Arm, cancel: CancellationToken, start: Instant) 
         "completed"
     };
     stream.emit(Event::RunFinished { outcome: outcome.into(), exit_code });
-    RunEnd { dir: Some(top.path.clone()), exit_code, error, outcome: None }
+    RunEnd { dir: Some(top.path.clone()), exit_code, error, outcome: None, leak: Some(report) }
 }
 
 /// A LEAK's attribution pass, or why there is none, into its report (and

@@ -15,7 +15,8 @@ use crate::kernel::Kernel;
 use crate::lab::{DumpAction, Lab};
 use crate::util::{fsx, tool};
 use crate::vm::console::Tail;
-use crate::vm::{Guest, GuestError, SshError};
+use super::guest::GuestOps;
+use crate::vm::{GuestError, SshError};
 
 /// How the guest finds the dump disk (its ext4 label), and what is on it.
 const DUMP_LABEL: &str = "kernlab-dump";
@@ -70,7 +71,7 @@ pub(super) async fn prepare_crash_disk(ctx: &Ctx) -> Result<std::path::PathBuf, 
 /// Sets the guest up so that exhaustion ends in a panic (OOM, sysrq, NMI),
 /// and loads the capture kernel for kdump. Returns whether kdump is loaded;
 /// when it cannot load, says why and the host dump takes over.
-pub(super) async fn arm(ctx: &mut Ctx, guest: &Guest) -> Result<bool, RunError> {
+pub(super) async fn arm(ctx: &mut Ctx, guest: &dyn GuestOps) -> Result<bool, RunError> {
     let Some(x) = ctx.lab.exhaustion.clone().filter(|x| x.dumps()) else { return Ok(false) };
     let during = "while preparing the guest for dumps";
     let sysctl = "sysctl -w vm.panic_on_oom=1 kernel.unknown_nmi_panic=1 kernel.sysrq=1 kernel.panic_on_oops=1 >/dev/null";
@@ -118,7 +119,7 @@ const DISTRO_KDUMP_WAIT: Duration = Duration::from_secs(120);
 /// capture kernel at boot: wait for it, set the lab's dump level where
 /// kdump-tools reads it when it saves (`MAKEDUMP_ARGS`), and on failure
 /// say what its service log says; the host dump then takes over.
-async fn arm_distro(ctx: &mut Ctx, guest: &Guest, x: &crate::lab::Exhaustion) -> Result<bool, RunError> {
+async fn arm_distro(ctx: &mut Ctx, guest: &dyn GuestOps, x: &crate::lab::Exhaustion) -> Result<bool, RunError> {
     let during = "while checking the guest's kdump-tools";
     let level = x.dump_level;
     let tries = DISTRO_KDUMP_WAIT.as_secs();
@@ -173,12 +174,11 @@ impl Trigger {
 
 /// Panics the guest if it has not panicked yet, waits for the dump path the
 /// lab chose (falling back to the host dump), and triages the vmcore.
-pub(super) async fn collect(ctx: &mut Ctx, guest: &Guest, trigger: Trigger, kdump_loaded: bool) -> Result<(), RunError> {
+pub(super) async fn collect(ctx: &mut Ctx, guest: &dyn GuestOps, trigger: Trigger, kdump_loaded: bool) -> Result<(), RunError> {
     let x = ctx.lab.exhaustion.clone().expect("collect is called with an exhaustion section");
     let start = Instant::now();
     let why = trigger.describe();
     ctx.events.emit(Event::Exhaustion { trigger: why.clone() });
-    let qmp = guest.qmp();
     match &trigger {
         Trigger::Exhausted { .. } => {
             // sysrq-c over SSH; the command never returns, as the guest dies.
@@ -186,14 +186,14 @@ pub(super) async fn collect(ctx: &mut Ctx, guest: &Guest, trigger: Trigger, kdum
             let how = match sent {
                 Err(GuestError::Lost(_)) | Err(GuestError::Ssh(SshError::Timeout { .. } | SshError::Read { .. })) | Ok(_) => "sysrq-c over SSH",
                 Err(_) => {
-                    let _ = qmp.inject_nmi().await;
+                    guest.inject_nmi().await;
                     "NMI from the host (SSH failed)"
                 }
             };
             ctx.events.emit(Event::PanicTriggered { how: how.into() });
         }
         Trigger::Hung { .. } => {
-            let _ = qmp.inject_nmi().await;
+            guest.inject_nmi().await;
             ctx.events.emit(Event::PanicTriggered { how: "NMI from the host (guest hung)".into() });
         }
         Trigger::Panicked(_) => {}
@@ -211,7 +211,7 @@ pub(super) async fn collect(ctx: &mut Ctx, guest: &Guest, trigger: Trigger, kdum
         // need not wait for the deadline.
         // The console from here on, read as it grows; what the capture
         // kernel printed starts with its banner after GUEST_CRASHLOADED.
-        let mut console = Tail::at(&ctx.dir.join(CONSOLE), guest.console().bytes_read());
+        let mut console = Tail::at(&ctx.dir.join(CONSOLE), guest.console_read());
         let (mut crashloaded, mut capture) = (false, false);
         loop {
             crashloaded = crashloaded || guest.seen("GUEST_CRASHLOADED");
@@ -237,10 +237,10 @@ pub(super) async fn collect(ctx: &mut Ctx, guest: &Guest, trigger: Trigger, kdum
             }
             if failed.is_some() {
                 fallback_reason = failed;
-                let _ = qmp.stop().await;
+                guest.pause().await;
                 break;
             }
-            if guest.exited().is_some() {
+            if guest.exited() {
                 let disk = ctx.dir.join("dump.img");
                 let record = match ctx.lab.image.boots_disk() {
                     false => collect_kernlab(&disk, &crash_dir, &why, x.dump_level).await,
@@ -264,11 +264,11 @@ pub(super) async fn collect(ctx: &mut Ctx, guest: &Guest, trigger: Trigger, kdum
             }
             if Instant::now() >= deadline {
                 fallback_reason = Some(format!("the capture kernel did not finish within {:?}", x.deadline));
-                let _ = qmp.stop().await;
+                guest.pause().await;
                 break;
             }
             if !nmi_sent && !guest.seen("GUEST_CRASHLOADED") && start.elapsed() > Duration::from_secs(20) {
-                let _ = qmp.inject_nmi().await;
+                guest.inject_nmi().await;
                 nmi_sent = true;
             }
             tokio::time::sleep(Duration::from_millis(100)).await;
@@ -279,17 +279,17 @@ pub(super) async fn collect(ctx: &mut Ctx, guest: &Guest, trigger: Trigger, kdum
             if guest.seen("GUEST_PANICKED") {
                 break;
             }
-            if guest.exited().is_some() {
+            if guest.exited() {
                 let console = fsx::tail_lines(&ctx.dir.join(CONSOLE), 30);
                 return Err(RunError::DumpFailed { reason: "QEMU exited before the host could dump the guest".into(), console });
             }
             if Instant::now() >= deadline {
                 fallback_reason = Some(format!("no panic event within {:?}; dumped the stopped guest", x.deadline));
-                let _ = qmp.stop().await;
+                guest.pause().await;
                 break;
             }
             if !nmi_sent && start.elapsed() > Duration::from_secs(15) {
-                let _ = qmp.inject_nmi().await;
+                guest.inject_nmi().await;
                 nmi_sent = true;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
@@ -299,7 +299,7 @@ pub(super) async fn collect(ctx: &mut Ctx, guest: &Guest, trigger: Trigger, kdum
     let vmcore = crash_dir.join("vmcore");
     let t = Instant::now();
     let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(60));
-    if let Err(e) = qmp.dump_guest_memory(&vmcore, left).await {
+    if let Err(e) = guest.dump_memory(&vmcore, left).await {
         // A partial vmcore is no use to crash and may be what filled the
         // disk: remove it so the report and the samples can still be written.
         let partial = std::fs::metadata(&vmcore).map(|m| m.len()).unwrap_or(0);

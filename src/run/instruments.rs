@@ -9,7 +9,7 @@ use std::time::Duration;
 use super::Ctx;
 use crate::outcome::event::Event;
 use crate::util::fsx;
-use crate::vm::Guest;
+use super::guest::GuestOps;
 
 /// How long one instrument's script may take in the guest.
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(120);
@@ -29,7 +29,7 @@ pub(crate) struct Instruments {
 /// Runs each script; `suffix` names what failed in the error file
 /// `instruments/NAME.SUFFIX-error`, and the output of collect scripts is
 /// kept in `instruments/NAME.txt`.
-async fn each(ctx: &Ctx, guest: &Guest, scripts: &[(String, String)], keep_output: bool, suffix: &str) {
+async fn each(ctx: &Ctx, guest: &dyn GuestOps, scripts: &[(String, String)], keep_output: bool, suffix: &str) {
     let dir = ctx.dir.join(DIR);
     let _ = crate::util::fsx::private_dir(&dir);
     for (name, script) in scripts {
@@ -50,10 +50,10 @@ async fn each(ctx: &Ctx, guest: &Guest, scripts: &[(String, String)], keep_outpu
     }
 }
 
-pub(super) async fn set_up(ctx: &Ctx, guest: &Guest) {
+pub(super) async fn set_up(ctx: &Ctx, guest: &dyn GuestOps) {
     each(ctx, guest, &ctx.instruments.setup, false, "setup").await;
 }
 
-pub(super) async fn collect(ctx: &Ctx, guest: &Guest) {
+pub(super) async fn collect(ctx: &Ctx, guest: &dyn GuestOps) {
     each(ctx, guest, &ctx.instruments.collect, true, "collect").await;
 }

@@ -4,11 +4,15 @@
 //! on disk as it arrives; teardown and the report happen on every path out,
 //! errors and Ctrl-C included.
 //!
-//! The phases, in order: `prepare` (kernel, payload, boot profile, image,
-//! the VM's spec), `boot` and `restore` (the guest up, from a snapshot or
-//! cold), `phases` (setup, modules, workload with the `sampler`, and the
-//! dump path of `exhaust`). The guest itself, QEMU with its QMP, console
-//! and SSH, is a [`crate::vm::Guest`].
+//! The phases, in order, are one straight line in [`execute`]: `prepare`
+//! (kernel, payload, boot profile, image, the VM's spec), `boot` and
+//! `restore` (the guest up, from a snapshot or cold), then the load
+//! (setup, the dump path's preparation, modules), the workload with the
+//! `sampler` and the dump path of `exhaust` (`phases`); the report is
+//! written by `finish`. The guest itself, QEMU with its QMP, console and
+//! SSH, is a [`crate::vm::Guest`]; after boot the phases see it only
+//! through the guest seam, [`guest::GuestOps`], which the unit tests
+//! implement with a scripted guest (`testing`).
 
 pub mod ab;
 mod attribution;
@@ -16,6 +20,8 @@ mod boot;
 mod commands;
 pub mod error;
 mod exhaust;
+pub(crate) mod guest;
+mod vm_guest;
 pub(crate) mod instruments;
 mod phases;
 mod prepare;
@@ -25,6 +31,10 @@ pub mod shell;
 mod start;
 pub mod rundir;
 mod sampler;
+#[cfg(test)]
+pub(crate) mod testing;
+#[cfg(test)]
+mod engine_tests;
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -46,6 +56,7 @@ use crate::lab::{self, Lab};
 use crate::sample::store::SampleStore;
 use crate::util::fsx;
 use crate::vm::{Guest, GuestError};
+use guest::GuestOps;
 
 /// What `kernlab run` was asked to do.
 #[derive(Debug, Clone)]
@@ -62,8 +73,9 @@ pub struct RunOptions {
     pub attribute: Option<lab::Attribute>,
 }
 
-/// How a run ended, for the exit code and the caller's own use; what it
-/// found is in its run directory's records (see `crate::outcome`).
+/// How a run ended, for the exit code and the caller's own use: the
+/// records it wrote, typed, so that a caller in the same process (matrix,
+/// bisect, calibrate) need not read them back from its run directory.
 #[derive(Debug)]
 pub struct RunEnd {
     pub dir: Option<PathBuf>,
@@ -72,6 +84,9 @@ pub struct RunEnd {
     /// A plain run's `report.json`, as written (None for an A/B lab, whose
     /// record is its `LeakReport`, and for a run that never started).
     pub outcome: Option<RunOutcome>,
+    /// An A/B leak lab's `report.json` as written, its verdict typed (None
+    /// for a plain run, and for a lab whose arms could not be made).
+    pub leak: Option<ab::LeakReport>,
 }
 
 /// The guest's console and QEMU's QMP socket, in the run directory.
@@ -88,8 +103,13 @@ struct Ctx {
     events: Events,
     cache: Cache,
     manifest: Manifest,
-    /// The running VM, once QEMU is started; teardown shuts it down.
+    /// The running VM, once QEMU is started (the boot phases' handle).
     guest: Option<Guest>,
+    /// The guest as the phases after boot see it (the VM, or a scripted
+    /// guest in the unit tests); teardown shuts it down.
+    ops: Option<Arc<dyn GuestOps>>,
+    /// Where the guest comes from.
+    source: GuestSource,
     /// The vmcore, when the run took one, and its triage.
     dump: Option<crate::dump::DumpRecord>,
     triage: Option<crate::triage::CrashReport>,
@@ -121,7 +141,7 @@ pub async fn run_with(opts: RunOptions, events: &Events, cancel: CancellationTok
     let start = Instant::now();
     let events = &events.restarted(start);
     // Nothing started, no run directory: the caller says the error.
-    let fail_early = |e: RunError| RunEnd { dir: None, exit_code: e.exit_code(), error: Some(e.chain()), outcome: None };
+    let fail_early = |e: RunError| RunEnd { dir: None, exit_code: e.exit_code(), error: Some(e.chain()), outcome: None, leak: None };
     let mut lab = match lab::load(&opts.lab_file) {
         Ok(l) => l,
         Err(e) => return fail_early(e.into()),
@@ -181,6 +201,7 @@ pub async fn run_with(opts: RunOptions, events: &Events, cancel: CancellationTok
         events: events.clone(),
         decided: CancellationToken::new(),
         instruments: Default::default(),
+        source: GuestSource::Qemu,
     };
     let end = if arm.lab.leak.is_some() { ab::run_ab(arm, cancel, start).await } else { run_arm(arm, cancel, start).await };
     // Whatever wrote into it (QEMU's console log, instruments, guest
@@ -207,10 +228,28 @@ pub(crate) struct Arm {
     pub decided: CancellationToken,
     /// Guest scripts of an attribution pass (none otherwise).
     pub instruments: instruments::Instruments,
+    /// Where the arm's guest comes from.
+    pub source: GuestSource,
 }
 
+/// Where an arm's guest comes from: QEMU booted by the `prepare` and `boot`
+/// phases, or (unit tests) a scripted guest made for the arm's directory
+/// name (`module`, `baseline`, or the run's own) with what its boot would
+/// have given the later phases.
+#[derive(Clone, Default)]
+pub(crate) enum GuestSource {
+    #[default]
+    Qemu,
+    #[cfg(test)]
+    Scripted(MakeGuest),
+}
+
+/// Makes an arm's scripted guest from the arm's directory name.
+#[cfg(test)]
+pub(crate) type MakeGuest = Arc<dyn Fn(&str) -> (Arc<dyn GuestOps>, phases::Booted) + Send + Sync>;
+
 pub(crate) async fn run_arm(arm: Arm, cancel: CancellationToken, start: Instant) -> RunEnd {
-    let Arm { lab, lab_file, desc, cache, dir, events, decided, instruments } = arm;
+    let Arm { lab, lab_file, desc, cache, dir, events, decided, instruments, source } = arm;
     events.emit(Event::RunStarted { lab: lab.name.clone(), kernel: lab.kernel.clone(), run_dir: dir.path.display().to_string() });
 
     let lab_text = std::fs::read(&lab_file).unwrap_or_default();
@@ -233,6 +272,8 @@ pub(crate) async fn run_arm(arm: Arm, cancel: CancellationToken, start: Instant)
         events,
         cache,
         guest: None,
+        ops: None,
+        source,
         dump: None,
         triage: None,
         triage_skipped: None,
@@ -257,12 +298,53 @@ pub(crate) async fn run_arm(arm: Arm, cancel: CancellationToken, start: Instant)
     finish(ctx, result, start)
 }
 
-/// The phases up to the end of the workload. Returns at the first error;
-/// the caller tears down.
+/// The phases of one arm up to the end of the workload, in order; returns
+/// at the first error (the caller tears down and writes the report). An
+/// A/B lab's decision and a LEAK's attribution come after both arms
+/// (`ab`). From the load on, the guest is a [`GuestOps`].
 async fn execute(ctx: &mut Ctx) -> Result<(), RunError> {
-    let mut prepared = prepare::prepare(ctx).await?;
-    let ready = boot::bring_up(ctx, &mut prepared).await?;
-    phases::run(ctx, prepared, ready).await
+    // prepare + boot: the kernel, payload, image and VM spec, the guest up
+    // cold or restored (or, in the unit tests, a scripted guest).
+    let (shared, booted) = bring_up(ctx).await?;
+    let guest = shared.as_ref();
+    // load: the payload a snapshot's guest lacks, the setup, panics made
+    // dumps, an attribution pass's probes, the modules under test.
+    if booted.upload_payload && !booted.payload.is_empty() {
+        phases::upload(guest, &booted.payload).await.map_err(|e| ctx.guest_error(e, "while uploading the lab's payload"))?;
+    }
+    phases::setup(ctx, guest).await?;
+    let kdump_loaded = exhaust::arm(ctx, guest).await?;
+    instruments::set_up(ctx, guest).await;
+    phases::load_modules(ctx, guest, &booted.modules, kdump_loaded).await?;
+    // workload + sample, and the dump when the phase ends in exhaustion, a
+    // hang or a panic.
+    phases::workload(ctx, &shared, kdump_loaded, &booted).await?;
+    // An attribution pass's outputs; the modules out again.
+    instruments::collect(ctx, guest).await;
+    phases::unload_modules(ctx, guest, &booted.modules).await;
+    Ok(())
+}
+
+/// The guest up: QEMU booted by `prepare` and `boot`, or the scripted
+/// guest the arm was given.
+async fn bring_up(ctx: &mut Ctx) -> Result<(Arc<dyn GuestOps>, phases::Booted), RunError> {
+    let (guest, booted) = match ctx.source.clone() {
+        GuestSource::Qemu => {
+            let mut prepared = prepare::prepare(ctx).await?;
+            let ready = boot::bring_up(ctx, &mut prepared).await?;
+            ctx.timings.init = ready.booted.init;
+            ctx.timings.qemu_start = ready.booted.started.duration_since(ctx.run_start).as_secs_f64();
+            let guest: Arc<dyn GuestOps> = Arc::new(ctx.guest()?);
+            (guest, phases::Booted::of(prepared, ready.upload_payload))
+        }
+        #[cfg(test)]
+        GuestSource::Scripted(make) => {
+            let name = ctx.dir.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            make(&name)
+        }
+    };
+    ctx.ops = Some(guest.clone());
+    Ok((guest, booted))
 }
 
 impl Ctx {
@@ -293,8 +375,12 @@ impl Ctx {
 /// Stops the run's guest (QMP `quit`, a grace period, SIGKILL to its
 /// process group, reap), if one is running.
 async fn stop_guest(ctx: &mut Ctx) {
-    let Some(guest) = ctx.guest.take() else { return };
-    let stopped = guest.shutdown().await;
+    let vm = ctx.guest.take();
+    let stopped = match (ctx.ops.take(), vm) {
+        (Some(ops), _) => ops.shutdown().await,
+        (None, Some(vm)) => vm.shutdown().await,
+        (None, None) => return,
+    };
     ctx.events.emit(Event::Teardown { how: stopped.how.into(), secs: stopped.secs });
 }
 
@@ -330,7 +416,7 @@ fn finish(ctx: Ctx, result: Result<(), RunError>, start: Instant) -> RunEnd {
     }
     // Last: the reporters (the page, the summary) read the records now complete.
     ctx.events.emit(Event::RunFinished { outcome: outcome.into(), exit_code });
-    RunEnd { dir: Some(ctx.dir.path.clone()), exit_code, error, outcome: Some(rep) }
+    RunEnd { dir: Some(ctx.dir.path.clone()), exit_code, error, outcome: Some(rep), leak: None }
 }
 
 fn write(path: &Path, data: &[u8]) -> Result<(), RunError> {

@@ -1,9 +1,10 @@
 //! The phases in the guest once it is up: the payload a snapshot's guest
 //! lacks, the setup commands, the dump path's preparation, the modules
 //! under test, then the workload while the sampler reads the guest. Each
-//! step on the guest goes through the [`Guest`]'s wait, so a guest that
-//! dies (a module that panics it at `insmod`) ends the step at once with
-//! the reason and the panic line. For labs whose panics become vmcores, a
+//! step on the guest goes through the guest seam ([`GuestOps`]), whose
+//! operations race the guest's loss, so a guest that dies (a module that
+//! panics it at `insmod`) ends the step at once with the reason and the
+//! panic line. For labs whose panics become vmcores, a
 //! panic in the workload phase is the dump path, not an error.
 
 use std::collections::BTreeMap;
@@ -12,12 +13,13 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::boot::SSH_TIMEOUT;
-use super::start::Ready;
 use super::commands::{capture_command, ignored_ops_lines, insmod_command, sampler_command, sections, SAMPLER_BIN, workload_command, workload_commands, workload_file, workload_stop, WORKLOAD_LOG, WORKLOAD_SCRIPT};
 use super::events::{self, Event};
 use super::exhaust::{self, Trigger};
 use super::prepare::Prepared;
-use super::sampler::{Backoff, PortPlan, Sampler, SamplerEnd, Stream};
+use super::guest::{race, CapturePlan, GuestOps};
+use super::guest::{PortPlan, StreamPlan};
+use super::sampler::{Sampler, SamplerEnd};
 use crate::qemu::argv::SAMPLER_PORT;
 use super::{Ctx, RunError};
 use crate::outcome::run::ExhaustionOutcome;
@@ -26,31 +28,24 @@ use crate::lab;
 use crate::payload::BuiltModule;
 use crate::sample::store::SampleStore;
 use crate::util::{fsx, tool};
-use crate::vm::{Guest, GuestError};
+use crate::vm::GuestError;
 
-/// Everything after the guest is up, to the end of the workload.
-pub(super) async fn run(ctx: &mut Ctx, p: Prepared, ready: Ready) -> Result<(), RunError> {
-    let Ready { booted, upload_payload } = ready;
-    ctx.timings.init = booted.init;
-    ctx.timings.qemu_start = booted.started.duration_since(ctx.run_start).as_secs_f64();
-    let guest = ctx.guest()?;
-    if upload_payload && !p.payload.is_empty() {
-        // A snapshot's guest has only the base image: the lab's modules and
-        // programs go in now, where the initrd would have put them.
-        upload(&guest, &p.payload).await.map_err(|e| ctx.guest_error(e, "while uploading the lab's payload"))?;
+/// What the phases after boot get from the boot: the lab's payload (and
+/// whether it must still be uploaded: a snapshot's guest has only the base
+/// image), its built modules with their parameters, and whether the VM has
+/// the sampler's port.
+pub(crate) struct Booted {
+    pub payload: Tree,
+    pub upload_payload: bool,
+    pub modules: Vec<(BuiltModule, BTreeMap<String, String>)>,
+    pub sampler_port: bool,
+}
+
+impl Booted {
+    pub(super) fn of(p: Prepared, upload_payload: bool) -> Booted {
+        let sampler_port = p.spec.devices.contains(&crate::qemu::Device::SamplerPort);
+        Booted { payload: p.payload, upload_payload, modules: p.modules, sampler_port }
     }
-    setup(ctx, &guest).await?;
-    // Panics become dumps: sysctls, and the capture kernel for kdump.
-    let kdump_loaded = exhaust::arm(ctx, &guest).await?;
-    super::instruments::set_up(ctx, &guest).await;
-    load_modules(ctx, &guest, &p.modules, kdump_loaded).await?;
-    // The guest sampler is in the payload when it was built for the lab.
-    let stream = p.payload.files().any(|(path, _, _)| path == SAMPLER_BIN);
-    let port = p.spec.devices.contains(&crate::qemu::Device::SamplerPort);
-    workload(ctx, &guest, kdump_loaded, stream, port).await?;
-    super::instruments::collect(ctx, &guest).await;
-    unload_modules(ctx, &guest, &p.modules).await;
-    Ok(())
 }
 
 /// The lab's modules unloaded in reverse load order (a later module may
@@ -58,7 +53,7 @@ pub(super) async fn run(ctx: &mut Ctx, p: Prepared, ready: Ready) -> Result<(), 
 /// will not go (still in use, a refcount it leaked) is reported, not an
 /// error: the run's results are already collected. Skipped when the guest
 /// is gone (a dump lab's guest after its panic).
-async fn unload_modules(ctx: &mut Ctx, guest: &Guest, modules: &[(BuiltModule, BTreeMap<String, String>)]) {
+pub(super) async fn unload_modules(ctx: &mut Ctx, guest: &dyn GuestOps, modules: &[(BuiltModule, BTreeMap<String, String>)]) {
     for (built, _) in modules.iter().rev() {
         let t = Instant::now();
         let cmd = format!("rmmod {}", tool::shell_quote(&built.name));
@@ -72,7 +67,7 @@ async fn unload_modules(ctx: &mut Ctx, guest: &Guest, modules: &[(BuiltModule, B
 /// Puts the payload in the guest at its paths, with its modes: the
 /// directories, the files, the symlinks, then the modes of directories
 /// that are not 0755 (as the initrd's cpio would have set them).
-pub(super) async fn upload(guest: &Guest, payload: &Tree) -> Result<(), GuestError> {
+pub(super) async fn upload(guest: &dyn GuestOps, payload: &Tree) -> Result<(), GuestError> {
     let q = |p: &str| tool::shell_quote(Path::new(p).as_os_str());
     let mut dirs: std::collections::BTreeSet<String> = payload.dirs().map(|(d, _)| q(&d)).collect();
     let leaves = payload.files().map(|(p, _, _)| p).chain(payload.symlinks().map(|(p, _)| p));
@@ -91,7 +86,7 @@ pub(super) async fn upload(guest: &Guest, payload: &Tree) -> Result<(), GuestErr
 }
 
 /// One shell command of the upload; a failure is an upload error.
-async fn guest_shell(guest: &Guest, cmd: &str) -> Result<(), GuestError> {
+async fn guest_shell(guest: &dyn GuestOps, cmd: &str) -> Result<(), GuestError> {
     let out = guest.exec(cmd, Duration::from_secs(30)).await?;
     if !out.success() {
         let e = std::io::Error::other(format!("`{cmd}` exited {}: {}", out.status, out.stderr.trim()));
@@ -101,7 +96,7 @@ async fn guest_shell(guest: &Guest, cmd: &str) -> Result<(), GuestError> {
 }
 
 /// Setup commands, in order; the first failure stops the run.
-pub(super) async fn setup(ctx: &mut Ctx, guest: &Guest) -> Result<(), RunError> {
+pub(super) async fn setup(ctx: &mut Ctx, guest: &dyn GuestOps) -> Result<(), RunError> {
     for (index, command) in ctx.lab.setup.clone().into_iter().enumerate() {
         let t = Instant::now();
         let out = guest
@@ -119,7 +114,7 @@ pub(super) async fn setup(ctx: &mut Ctx, guest: &Guest) -> Result<(), RunError> 
 /// The modules under test, in order, after setup. A module whose load
 /// kills the guest fails the run with the reason; in a lab whose panics
 /// become vmcores, the dump is taken first.
-pub(super) async fn load_modules(ctx: &mut Ctx, guest: &Guest, modules: &[(BuiltModule, BTreeMap<String, String>)], kdump_loaded: bool) -> Result<(), RunError> {
+pub(super) async fn load_modules(ctx: &mut Ctx, guest: &dyn GuestOps, modules: &[(BuiltModule, BTreeMap<String, String>)], kdump_loaded: bool) -> Result<(), RunError> {
     for (built, params) in modules {
         let t = Instant::now();
         let during = format!("while loading module `{}`", built.name);
@@ -149,7 +144,11 @@ pub(super) async fn load_modules(ctx: &mut Ctx, guest: &Guest, modules: &[(Built
 /// Sampling, alongside the workload when there is one, until the phase's
 /// limit, the workload's failure, exhaustion, a hang, or the guest's loss;
 /// then the dump when the lab takes one.
-async fn workload(ctx: &mut Ctx, guest: &Guest, kdump_loaded: bool, stream: bool, port: bool) -> Result<(), RunError> {
+pub(super) async fn workload(ctx: &mut Ctx, shared: &Arc<dyn GuestOps>, kdump_loaded: bool, booted: &Booted) -> Result<(), RunError> {
+    // The guest sampler is in the payload when it was built for the lab.
+    let stream = booted.payload.files().any(|(path, _, _)| path == SAMPLER_BIN);
+    let port = booted.sampler_port;
+    let guest: &dyn GuestOps = shared.as_ref();
     let sections = sections(&ctx.lab);
     let balloon = ctx.lab.monitor.sources.contains(&lab::Source::Balloon);
     let store = SampleStore::open(&ctx.dir.join("samples"), &sections, balloon)
@@ -158,31 +157,29 @@ async fn workload(ctx: &mut Ctx, guest: &Guest, kdump_loaded: bool, stream: bool
     ctx.store = Some(store.clone());
     if balloon {
         let secs = ctx.lab.monitor.interval.as_secs().max(1);
-        if let Err(e) = guest.qmp().enable_balloon_stats(secs).await {
+        if let Err(e) = guest.enable_balloon_stats(secs).await {
             tracing::warn!("balloon statistics unavailable: {e}");
         }
     }
     let dumps = ctx.lab.dumps();
-    let control = guest.control().await.map_err(|e| ctx.guest_error(e, "before sampling"))?;
     let stream = (stream && ctx.lab.monitor.sampler == lab::SamplerKind::Stream).then(|| {
         let port = port.then(|| PortPlan { command: sampler_command(&ctx.lab, &sections, Some(SAMPLER_PORT)), dir: ctx.dir.path.clone() });
-        Stream::new(sampler_command(&ctx.lab, &sections, None), port)
+        StreamPlan { command: sampler_command(&ctx.lab, &sections, None), port, used: Arc::default() }
     });
     let transports = stream.as_ref().map(|s| s.used.clone());
+    let plan = CapturePlan { command: capture_command(&ctx.lab, &sections), stream, events: ctx.events.clone() };
+    let capture = guest.capture(plan).await.map_err(|e| ctx.guest_error(e, "before sampling"))?;
     let sampler = Sampler {
         events: ctx.events.clone(),
         store,
-        guest: guest.clone(),
+        guest: shared.clone(),
         balloon,
-        command: capture_command(&ctx.lab, &sections),
-        session: Some(control),
+        capture: Some(capture),
         gaps: ctx.gaps.clone(),
         headroom: ctx.lab.exhaustion.as_ref().map(|x| x.headroom).filter(|h| *h > 0),
         hang_intervals: ctx.lab.exhaustion.as_ref().filter(|_| dumps).map(|x| x.hang_intervals),
-        backoff: Backoff::default(),
         gap_since: None,
         decided: ctx.decided.clone(),
-        stream,
     };
     // The workload phase's limit: its duration, or for a lab that runs until
     // exhaustion the most it may take to get there (`exhaustion.max`).
@@ -191,7 +188,7 @@ async fn workload(ctx: &mut Ctx, guest: &Guest, kdump_loaded: bool, stream: bool
     let mut workload_done: Option<tokio::sync::oneshot::Receiver<(Option<i32>, f64)>> = None;
     let workload = match ctx.lab.workload.clone() {
         Some(w) => {
-            let session = guest.connect(SSH_TIMEOUT).await.map_err(|e| ctx.guest_error(e, "while starting the workload"))?;
+            let session = guest.session(SSH_TIMEOUT).await.map_err(|e| ctx.guest_error(e, "while starting the workload"))?;
             ctx.events.emit(Event::WorkloadStarted { commands: w.commands.len(), duration_secs: limit.as_secs_f64(), until_exhaustion: until });
             let body = workload_file(&workload_commands(&w, limit));
             guest
@@ -203,15 +200,17 @@ async fn workload(ctx: &mut Ctx, guest: &Guest, kdump_loaded: bool, stream: bool
             let events = ctx.events.clone();
             let (done_tx, done_rx) = tokio::sync::oneshot::channel();
             workload_done = Some(done_rx);
-            // The workload's SSH exec lasts the whole phase: a blocking
-            // thread of its own, which ends when the command or the session does.
-            Some(tokio::task::spawn_blocking(move || {
+            // The workload's SSH exec lasts the whole phase: a session (and,
+            // for SSH, a blocking thread) of its own, which ends when the
+            // command or the session does.
+            Some(tokio::spawn(async move {
                 let t = Instant::now();
-                let res = session.exec(&script, limit + Duration::from_secs(60));
+                let res = session.clone().exec(script, limit + Duration::from_secs(60)).await;
                 let status = match &res {
                     Ok(out) => {
                         let text = session
-                            .exec(&format!("tail -c 1048576 {WORKLOAD_LOG}"), Duration::from_secs(30))
+                            .exec(format!("tail -c 1048576 {WORKLOAD_LOG}"), Duration::from_secs(30))
+                            .await
                             .map(|o| o.stdout)
                             .unwrap_or_else(|e| format!("cannot fetch the workload log: {e}\n"));
                         let _ = fsx::write_atomic(&log, text.as_bytes());
@@ -233,7 +232,7 @@ async fn workload(ctx: &mut Ctx, guest: &Guest, kdump_loaded: bool, stream: bool
         None => None,
     };
     let phase_start = Instant::now();
-    let sampling = guest.wait(sampler.run(ctx.lab.monitor.interval, limit));
+    let sampling = race(guest, sampler.run(ctx.lab.monitor.interval, limit));
     tokio::pin!(sampling);
     let sampled = loop {
         tokio::select! {

@@ -22,6 +22,9 @@ use super::events::{self, Event, Events};
 use crate::sample::parse as sparse;
 use crate::sample::store::SampleStore;
 use crate::qemu::argv::SAMPLER_SOCKET;
+use futures::future::BoxFuture;
+
+use super::guest::{Capture, CapturePlan, GuestOps, PortPlan, StreamPlan};
 use crate::vm::{Guest, GuestError, GuestStream, Session};
 
 /// Why the sampler stopped.
@@ -40,26 +43,65 @@ pub(crate) enum SamplerEnd {
 pub(super) struct Sampler {
     pub(super) events: Events,
     pub(super) store: Arc<Mutex<SampleStore>>,
-    pub(super) guest: Guest,
+    pub(super) guest: Arc<dyn GuestOps>,
     /// Read the balloon's statistics over QMP too.
     pub(super) balloon: bool,
-    pub(super) command: String,
-    /// The session samples are read over; `None` after it broke.
-    pub(super) session: Option<Session>,
+    /// How each sample is read (see [`Capture`]).
+    pub(super) capture: Option<Box<dyn Capture>>,
     pub(super) gaps: Arc<Mutex<u64>>,
     /// End with `Exhausted` when MemAvailable falls below this.
     pub(super) headroom: Option<u64>,
     /// End with `Hung` after this many failed samples in a row (or two, when
     /// the guest has not answered for this many intervals).
     pub(super) hang_intervals: Option<u32>,
-    /// Reconnects after a lost SSH session back off (see [`Backoff`]).
-    pub(super) backoff: Backoff,
     /// When the current run of failed samples began (run time), if one is on.
     pub(super) gap_since: Option<(f64, u64)>,
     /// The verdict is decided: this sample is the last.
     pub(super) decided: CancellationToken,
+}
+
+/// The real guest's [`Capture`]: the guest sampler's stream when the lab
+/// samples through it, else (and whenever the stream is not there) a fresh
+/// SSH command on the sampling session, which is re-made with backoff when
+/// it broke.
+pub(crate) struct SshCapture {
+    events: Events,
+    guest: Guest,
+    command: String,
+    /// The session samples are read over; `None` after it broke.
+    session: Option<Session>,
+    /// Reconnects after a lost SSH session back off (see [`Backoff`]).
+    backoff: Backoff,
     /// The guest sampler's stream, when the lab samples through it.
-    pub(super) stream: Option<Stream>,
+    stream: Option<Stream>,
+}
+
+impl SshCapture {
+    pub(crate) fn new(guest: Guest, plan: CapturePlan, session: Session) -> SshCapture {
+        SshCapture { events: plan.events, guest, command: plan.command, session: Some(session), backoff: Backoff::default(), stream: plan.stream.map(Stream::new) }
+    }
+}
+
+impl Capture for SshCapture {
+    fn take(&mut self, t: f64, interval: Duration) -> BoxFuture<'_, Result<String, String>> {
+        Box::pin(async move {
+            match self.by_stream(t, interval).await {
+                Some(text) => Ok(text),
+                None => self.by_command(t, interval).await,
+            }
+        })
+    }
+
+    fn close(mut self: Box<Self>) {
+        // Closing the channel ends the guest sampler (end of its stdin);
+        // libssh2's teardown blocks, so not on a runtime worker (a port's
+        // channel is dropped on its holding thread).
+        match self.stream.as_mut().and_then(|s| s.conn.take()) {
+            Some(Conn::Ssh(conn)) => drop(tokio::task::spawn_blocking(move || drop(conn))),
+            Some(Conn::Port(link)) => drop(link),
+            None => {}
+        }
+    }
 }
 
 /// The guest sampler (`labs/guest/sampler.c`): started over SSH at the
@@ -71,7 +113,7 @@ pub(super) struct Sampler {
 /// A port that breaks while the sampler lives is not used again in the
 /// run. While no sampler is there, samples are taken by the exec command,
 /// so none is lost to it.
-pub(super) struct Stream {
+pub(crate) struct Stream {
     /// The guest command that starts it on its SSH channel.
     pub(super) command: String,
     /// The port: the command that starts it there and the host's way to it;
@@ -89,12 +131,6 @@ pub(super) struct Stream {
     pub(super) used: Arc<Mutex<Vec<&'static str>>>,
 }
 
-/// The sampler over the VM's port: the command with `-p`, and the run
-/// directory that holds the port's socket ([`SAMPLER_SOCKET`]).
-pub(super) struct PortPlan {
-    pub(super) command: String,
-    pub(super) dir: PathBuf,
-}
 
 enum Conn {
     Ssh(GuestStream),
@@ -128,17 +164,17 @@ enum PortFailure {
 impl Stream {
     const MAX_START_FAILURES: u32 = 3;
 
-    pub(super) fn new(command: String, port: Option<PortPlan>) -> Stream {
+    pub(crate) fn new(plan: StreamPlan) -> Stream {
         Stream {
-            command,
-            port,
+            command: plan.command,
+            port: plan.port,
             port_lost: None,
             conn: None,
             started: false,
             backoff: Backoff::default(),
             failed_starts: 0,
             seq: 0,
-            used: Arc::default(),
+            used: plan.used,
         }
     }
 
@@ -235,13 +271,8 @@ impl Sampler {
     /// and the session is re-made at the next tick; the run goes on.
     pub(super) async fn run(mut self, interval: Duration, duration: Duration) -> SamplerEnd {
         let end = self.run_until(interval, duration).await;
-        // Closing the channel ends the guest sampler (end of its stdin);
-        // libssh2's teardown blocks, so not on a runtime worker (a port's
-        // channel is dropped on its holding thread).
-        match self.stream.as_mut().and_then(|s| s.conn.take()) {
-            Some(Conn::Ssh(conn)) => drop(tokio::task::spawn_blocking(move || drop(conn))),
-            Some(Conn::Port(link)) => drop(link),
-            None => {}
+        if let Some(c) = self.capture.take() {
+            c.close();
         }
         end
     }
@@ -309,17 +340,25 @@ impl Sampler {
         let t = self.events.now();
         let _ = self.store.lock().unwrap().append_self(t);
         if self.balloon {
-            if let Ok(stats) = self.guest.qmp().balloon_stats().await {
+            if let Ok(stats) = self.guest.balloon_stats().await {
                 let _ = self.store.lock().unwrap().append_balloon(t, &stats);
             }
         }
-        let text = match self.by_stream(t, interval).await {
-            Some(text) => text,
-            None => self.by_command(t, interval).await?,
+        let taken = match self.capture.as_mut() {
+            Some(c) => c.take(t, interval).await,
+            None => Err("no capture: the sampling is over".into()),
         };
-        self.record(index, t, &text)
+        match taken {
+            Ok(text) => self.record(index, t, &text),
+            Err(reason) => {
+                self.gap(t, reason);
+                None
+            }
+        }
     }
+}
 
+impl SshCapture {
     /// A record from the guest sampler, or `None` when it is not there
     /// (then the caller samples by command).
     async fn by_stream(&mut self, t: f64, interval: Duration) -> Option<String> {
@@ -447,13 +486,10 @@ impl Sampler {
     /// A capture by a fresh SSH command on the sampling session, which is
     /// re-made when it broke; `None` (a gap recorded) when the guest did
     /// not answer.
-    async fn by_command(&mut self, t: f64, interval: Duration) -> Option<String> {
+    async fn by_command(&mut self, t: f64, interval: Duration) -> Result<String, String> {
         let session = match self.session.clone() {
             Some(s) => s,
-            None if !self.backoff.ready(t) => {
-                self.gap(t, "reconnect: backing off".into());
-                return None;
-            }
+            None if !self.backoff.ready(t) => return Err("reconnect: backing off".into()),
             None => match self.guest.reconnect(SSH_TIMEOUT).await {
                 Ok(s) => {
                     self.backoff.succeeded();
@@ -462,30 +498,25 @@ impl Sampler {
                 }
                 Err(e) => {
                     let wait = self.backoff.failed(self.events.now());
-                    self.gap(t, format!("reconnect: {} (next try in {wait:.1} s)", crate::util::error_chain(&e)));
-                    return None;
+                    return Err(format!("reconnect: {} (next try in {wait:.1} s)", crate::util::error_chain(&e)));
                 }
             },
         };
         let timeout = (interval * 3).max(Duration::from_secs(10));
         match self.guest.probe(&session, &self.command, timeout).await {
-            Ok(out) if out.success() => Some(out.stdout),
-            Ok(out) => {
-                self.gap(t, format!("capture exited {}: {}", out.status, out.stderr.trim()));
-                None
-            }
+            Ok(out) if out.success() => Ok(out.stdout),
+            Ok(out) => Err(format!("capture exited {}: {}", out.status, out.stderr.trim())),
             Err(e @ GuestError::Ssh(_)) => {
                 self.session = None;
-                self.gap(t, e.to_string());
-                None
+                Err(e.to_string())
             }
-            Err(e) => {
-                self.gap(t, e.to_string());
-                None
-            }
+            Err(e) => Err(e.to_string()),
         }
     }
 
+}
+
+impl Sampler {
     /// Parses and stores one capture; `Some(MemAvailable)` when it parsed.
     fn record(&mut self, index: u64, t: f64, text: &str) -> Option<Option<u64>> {
         match sparse::parse_capture(text) {

@@ -175,6 +175,8 @@ pub async fn shell(opts: ShellOptions, events: &Events, cancel: CancellationToke
         events: events.restarted(start),
         cache,
         guest: None,
+        ops: None,
+        source: Default::default(),
         dump: None,
         triage: None,
         triage_skipped: None,
