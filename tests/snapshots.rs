@@ -378,7 +378,7 @@ fn cells(dir: &Path) -> Vec<CellResult> {
         lab: lab.into(),
         kernel: kernel.into(),
         exit_code: code,
-        verdict: verdict.into(),
+        verdict: serde_json::from_value(serde_json::json!(verdict)).unwrap(),
         error: None,
         reason: None,
         dir: dir.join("cells").join(format!("{lab}@{kernel}")),

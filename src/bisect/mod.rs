@@ -42,8 +42,9 @@ pub struct Step {
     #[serde(skip_serializing_if = "String::is_empty")]
     pub subject: String,
     pub mark: Mark,
-    /// The lab's verdict (`leak`, `no-leak`, `inconclusive`), when it gave one.
-    pub verdict: Option<String>,
+    /// The lab's verdict (`leak`, `no-leak`, `inconclusive`, `bounded`),
+    /// when it gave one.
+    pub verdict: Option<crate::stats::Verdict>,
     /// The run's exit code (the retry's, when it was retried); none when
     /// the step did not run the lab.
     pub exit_code: Option<i32>,
@@ -110,7 +111,7 @@ impl BisectReport {
     pub fn summary(&self) -> String {
         let mut s = String::new();
         for (i, st) in self.steps.iter().enumerate() {
-            let verdict = st.verdict.as_deref().map(str::to_uppercase).unwrap_or_else(|| "-".into());
+            let verdict = st.verdict.map(|v| v.word().to_uppercase()).unwrap_or_else(|| "-".into());
             let code = st.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into());
             s.push_str(&format!("  step {:>2}  {:<12} {:<5} {:<13} exit {:<4} {:>6.1} s  {}\n", i + 1, short(&st.rev), mark_word(st.mark), verdict, code, st.secs, st.run_dir.as_deref().unwrap_or("")));
             if let Some(r) = &st.reason {
@@ -227,7 +228,7 @@ pub async fn execute(plan: Plan, out: &Path, events: &Events, cancel: Cancellati
             "bisect step {number}: {} {} ({}, exit {}, {:.0} s){}\n",
             short(&step.rev),
             mark_word(step.mark),
-            step.verdict.as_deref().unwrap_or("no verdict"),
+            step.verdict.map_or("no verdict", |v| v.word()),
             step.exit_code.map_or("-".into(), |c| c.to_string()),
             step.secs,
             step.reason.as_ref().map(|r| format!(": {r}")).unwrap_or_default()
@@ -302,7 +303,7 @@ async fn run_step(plan: &Plan, i: usize, number: usize, out: &Path, kernel_dirs:
         .await;
         step.exit_code = Some(end.exit_code);
         step.run_dir = Some(crate::outcome::recorded(out, end.dir.as_ref().unwrap_or(&dir)).display().to_string());
-        step.verdict = end.leak.as_ref().and_then(|r| r.verdict).map(|v| v.word().to_string());
+        step.verdict = end.leak.as_ref().and_then(|r| r.verdict);
         let (mark, why) = judge(end.exit_code);
         step.mark = mark;
         step.reason = why.map(|w| match end.error.as_deref().and_then(|e| e.lines().next()) {

@@ -21,7 +21,7 @@ use crate::lab;
 use crate::outcome::event::{round3, Event, Events};
 use crate::outcome::AnyRecord;
 use crate::run::{self, RunOptions};
-pub use crate::outcome::matrix::{CellResult, MatrixReport, TableEntry, Timing, SCHEMA};
+pub use crate::outcome::matrix::{CellResult, CellVerdict, MatrixReport, TableEntry, Timing, SCHEMA};
 use crate::util::fsx;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -311,10 +311,10 @@ pub fn measured_exhaustion(events_jsonl: &str) -> Option<f64> {
 
 /// What a finished cell's directory says: its verdict (an A/B lab's) or
 /// outcome (a plain run's), and the leak analysis when there is one.
-fn read_cell(out: &Path) -> (Option<String>, Option<LeakAnalysis>, Option<crate::outcome::leak::Attribution>) {
+fn read_cell(out: &Path) -> (Option<CellVerdict>, Option<LeakAnalysis>, Option<crate::outcome::leak::Attribution>) {
     match crate::outcome::read_any(&crate::outcome::layout::report_json(out)) {
-        Ok(AnyRecord::Leak(r)) => (Some(r.verdict.map(|v| v.word().to_string()).unwrap_or_else(|| "failed".into())), r.analysis, r.attribution),
-        Ok(AnyRecord::Run(r)) => (Some(r.outcome), None, None),
+        Ok(AnyRecord::Leak(r)) => (Some(CellVerdict::of_leak(r.verdict)), r.analysis, r.attribution),
+        Ok(AnyRecord::Run(r)) => (Some(CellVerdict::of_outcome(&r.outcome)), None, None),
         _ => (None, None, None),
     }
 }
@@ -323,8 +323,8 @@ fn read_cell(out: &Path) -> (Option<String>, Option<LeakAnalysis>, Option<crate:
 /// them, or (a run that returned none) what its directory says.
 fn cell_result(c: Cell, out: PathBuf, end: &run::RunEnd, secs: f64) -> CellResult {
     let (verdict, analysis, attribution) = match (&end.leak, &end.outcome) {
-        (Some(r), _) => (Some(r.verdict.map(|v| v.word().to_string()).unwrap_or_else(|| "failed".into())), r.analysis.clone(), r.attribution.clone()),
-        (None, Some(r)) => (Some(r.outcome.clone()), None, None),
+        (Some(r), _) => (Some(CellVerdict::of_leak(r.verdict)), r.analysis.clone(), r.attribution.clone()),
+        (None, Some(r)) => (Some(CellVerdict::of_outcome(&r.outcome)), None, None),
         (None, None) => read_cell(&out),
     };
     let typed = analysis.as_ref();
@@ -335,7 +335,7 @@ fn cell_result(c: Cell, out: PathBuf, end: &run::RunEnd, secs: f64) -> CellResul
         lab: c.lab,
         kernel: c.kernel,
         exit_code: end.exit_code,
-        verdict: verdict.unwrap_or_else(|| "failed".into()),
+        verdict: verdict.unwrap_or(CellVerdict::Failed),
         error: end.error.clone(),
         reason,
         dir: out,
@@ -370,7 +370,7 @@ fn lost_cell(c: Cell, out: PathBuf, why: String) -> CellResult {
         lab: c.lab,
         kernel: c.kernel,
         exit_code: exit::INFRA,
-        verdict: "error".into(),
+        verdict: CellVerdict::Error,
         error: Some(why),
         reason: None,
         dir: out,
@@ -450,7 +450,7 @@ where
 
 fn cell_finished(stream: &Events, r: &CellResult) {
     stream.emit(Event::CellFinished {
-        verdict: r.verdict.clone(),
+        verdict: r.verdict.word().to_string(),
         exit_code: r.exit_code,
         secs: round3(r.secs),
         error: r.error.clone().or_else(|| r.reason.clone()),
@@ -564,7 +564,7 @@ mod tests {
             lab: lab.into(),
             kernel: k.into(),
             exit_code: 0,
-            verdict: if b.is_some() { "leak" } else { "no-leak" }.into(),
+            verdict: if b.is_some() { CellVerdict::Leak } else { CellVerdict::NoLeak },
             error: None,
             reason: None,
             dir: "d".into(),
@@ -642,12 +642,12 @@ mod tests {
 
     #[test]
     fn timing_is_against_the_sum_of_cells() {
-        let r = |secs: f64| CellResult { id: "a".into(), lab: "a".into(), kernel: "k".into(), exit_code: 0, verdict: "x".into(), error: None, reason: None, dir: "d".into(), secs, vms: 1, delta_per_hour: None, delta_interval_per_hour: None, bytes_per_op: None, rules_out: None, exhaustion_s: None, exhaustion: None, leak_kind: None, leak_sites: None };
+        let r = |secs: f64| CellResult { id: "a".into(), lab: "a".into(), kernel: "k".into(), exit_code: 0, verdict: CellVerdict::Completed, error: None, reason: None, dir: "d".into(), secs, vms: 1, delta_per_hour: None, delta_interval_per_hour: None, bytes_per_op: None, rules_out: None, exhaustion_s: None, exhaustion: None, leak_kind: None, leak_sites: None };
         let t = Timing::new(50.0, 2, &[r(40.0), r(40.0)]);
         assert!((t.speedup - 1.6).abs() < 1e-9 && (t.parallel_efficiency - 0.8).abs() < 1e-9, "{t:?}");
         assert!(t.line().contains("speedup 1.60 on 2 slots (parallel efficiency 80 %, VM slots busy 80 %)"), "{}", t.line());
         let j = crate::outcome::matrix::table(&[r(1.0)]);
-        assert_eq!(j["k"]["a"].verdict, "x");
+        assert_eq!(j["k"]["a"].verdict, CellVerdict::Completed);
     }
 
     #[test]
@@ -682,9 +682,9 @@ mod tests {
 
     #[test]
     fn ktap_and_merge() {
-        let r = |id: &str, c: i32| CellResult { id: id.into(), lab: "a".into(), kernel: id.into(), exit_code: c, verdict: "v".into(), error: None, reason: None, dir: "d".into(), secs: 0.0, vms: 1, delta_per_hour: None, delta_interval_per_hour: None, bytes_per_op: None, rules_out: None, exhaustion_s: None, exhaustion: None, leak_kind: None, leak_sites: None };
+        let r = |id: &str, c: i32| CellResult { id: id.into(), lab: "a".into(), kernel: id.into(), exit_code: c, verdict: CellVerdict::Inconclusive, error: None, reason: None, dir: "d".into(), secs: 0.0, vms: 1, delta_per_hour: None, delta_interval_per_hour: None, bytes_per_op: None, rules_out: None, exhaustion_s: None, exhaustion: None, leak_kind: None, leak_sites: None };
         let k = ktap(&[r("a@k1", 0), r("a@k2", 100), r("a@k3", 102)]);
-        assert_eq!(k, "KTAP version 1\n1..3\nok 1 a@k1\nnot ok 2 a@k2\n# verdict v (exit 100)\nok 3 a@k3 # SKIP v\n");
+        assert_eq!(k, "KTAP version 1\n1..3\nok 1 a@k1\nnot ok 2 a@k2\n# verdict inconclusive (exit 100)\nok 3 a@k3 # SKIP inconclusive\n");
         let rep = |cells: Vec<CellResult>| report("m", cells, None, None, None);
         let merged = merge(&[rep(vec![r("a@k2", 101), r("a@k1", 0)]), rep(vec![r("a@k2", 0)])]);
         assert_eq!(merged.iter().map(|c| (c.id.as_str(), c.exit_code)).collect::<Vec<_>>(), [("a@k1", 0), ("a@k2", 0)]);
@@ -719,7 +719,7 @@ mod tests {
         let results = run_cells_with(cells, d.path(), 2, vec![], &events, CancellationToken::new(), runner).await;
         assert_eq!(results.len(), 2, "no cell vanishes");
         let lost = results.iter().find(|r| r.kernel == "k1").unwrap();
-        assert_eq!((lost.exit_code, lost.verdict.as_str()), (exit::INFRA, "error"));
+        assert_eq!((lost.exit_code, lost.verdict.word()), (exit::INFRA, "error"));
         assert!(lost.error.as_deref().unwrap().contains("panicked: boom in the cell"), "{lost:?}");
         let finished: Vec<_> = seen.lock().unwrap().iter().filter(|s| matches!(s.event, Event::CellFinished { .. })).map(|s| s.cell.clone().unwrap()).collect();
         assert_eq!(finished.len(), 2, "the lost cell's end is an event too: {finished:?}");
@@ -732,7 +732,7 @@ mod tests {
 
     #[test]
     fn exit_code_precedence() {
-        let r = |c: i32| CellResult { id: "a".into(), lab: "a".into(), kernel: "k".into(), exit_code: c, verdict: "x".into(), error: None, reason: None, dir: "d".into(), secs: 0.0, vms: 1, delta_per_hour: None, delta_interval_per_hour: None, bytes_per_op: None, rules_out: None, exhaustion_s: None, exhaustion: None, leak_kind: None, leak_sites: None };
+        let r = |c: i32| CellResult { id: "a".into(), lab: "a".into(), kernel: "k".into(), exit_code: c, verdict: CellVerdict::Completed, error: None, reason: None, dir: "d".into(), secs: 0.0, vms: 1, delta_per_hour: None, delta_interval_per_hour: None, bytes_per_op: None, rules_out: None, exhaustion_s: None, exhaustion: None, leak_kind: None, leak_sites: None };
         assert_eq!(exit_code(&[r(0), r(0)]), 0);
         assert_eq!(exit_code(&[r(0), r(102)]), 102);
         assert_eq!(exit_code(&[r(102), r(100)]), 100);

@@ -29,11 +29,69 @@ pub struct MatrixReport {
     pub merged_from: Option<Vec<PathBuf>>,
 }
 
+/// What a cell ended with: an A/B lab's verdict, else how its run ended
+/// (`completed`, `failed`, `interrupted`), or `error` for a cell whose run
+/// never returned. One word each in the records, as [`CellVerdict::word`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum CellVerdict {
+    Leak,
+    NoLeak,
+    Inconclusive,
+    Bounded,
+    Completed,
+    Failed,
+    Interrupted,
+    Error,
+}
+
+impl CellVerdict {
+    pub fn word(self) -> &'static str {
+        match self {
+            CellVerdict::Leak => "leak",
+            CellVerdict::NoLeak => "no-leak",
+            CellVerdict::Inconclusive => "inconclusive",
+            CellVerdict::Bounded => "bounded",
+            CellVerdict::Completed => "completed",
+            CellVerdict::Failed => "failed",
+            CellVerdict::Interrupted => "interrupted",
+            CellVerdict::Error => "error",
+        }
+    }
+
+    /// A plain run's `outcome` word; anything else is a failed run.
+    pub fn of_outcome(outcome: &str) -> CellVerdict {
+        match outcome {
+            "completed" => CellVerdict::Completed,
+            "interrupted" => CellVerdict::Interrupted,
+            _ => CellVerdict::Failed,
+        }
+    }
+
+    /// An A/B lab's verdict; none is a lab that failed before deciding.
+    pub fn of_leak(v: Option<crate::stats::Verdict>) -> CellVerdict {
+        use crate::stats::Verdict;
+        match v {
+            Some(Verdict::Leak) => CellVerdict::Leak,
+            Some(Verdict::NoLeak) => CellVerdict::NoLeak,
+            Some(Verdict::Inconclusive) => CellVerdict::Inconclusive,
+            Some(Verdict::Bounded) => CellVerdict::Bounded,
+            None => CellVerdict::Failed,
+        }
+    }
+}
+
+impl std::fmt::Display for CellVerdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.word())
+    }
+}
+
 /// One cell in the kernels × labs table.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, schemars::JsonSchema)]
 pub struct TableEntry {
     pub id: String,
-    pub verdict: String,
+    pub verdict: CellVerdict,
     pub exit_code: i32,
     pub bytes_per_op: Option<f64>,
     pub rules_out: Option<String>,
@@ -47,8 +105,8 @@ pub struct CellResult {
     pub lab: String,
     pub kernel: String,
     pub exit_code: i32,
-    /// `leak`/`no-leak`/`inconclusive` for leak labs, else the run's outcome.
-    pub verdict: String,
+    /// An A/B lab's verdict, else the run's outcome.
+    pub verdict: CellVerdict,
     pub error: Option<String>,
     /// Why the analysis decided as it did (leak labs).
     #[serde(default)]
@@ -147,7 +205,7 @@ pub fn table(results: &[CellResult]) -> BTreeMap<String, BTreeMap<String, TableE
             r.lab.clone(),
             TableEntry {
                 id: r.id.clone(),
-                verdict: r.verdict.clone(),
+                verdict: r.verdict,
                 exit_code: r.exit_code,
                 bytes_per_op: r.bytes_per_op,
                 rules_out: r.rules_out.clone(),

@@ -27,7 +27,7 @@ pub fn junit(name: &str, results: &[CellResult]) -> String {
         let mut tc = TestCase::new(format!("{}@{}", r.lab, r.kernel), status);
         tc.set_classname(r.lab.clone());
         tc.set_time(std::time::Duration::from_secs_f64(r.secs));
-        tc.add_property(("verdict", r.verdict.as_str()));
+        tc.add_property(("verdict", r.verdict.word()));
         tc.add_property(("run_dir", r.dir.to_string_lossy().as_ref()));
         if let Some(d) = r.delta_per_hour {
             tc.add_property(("delta_bytes_per_hour", format!("{d:.0}").as_str()));
