@@ -114,24 +114,20 @@ impl EngineChoice {
 }
 
 /// The architecture of the machine a vmcore was taken of: an ELF core's
-/// `e_machine` (QEMU's `dump-guest-memory`, `/proc/vmcore`), or the
-/// `machine` of a kdump-compressed dump's header (makedumpfile's, also
-/// inside its flattened stream). None when it is neither.
+/// `e_machine` (`/proc/vmcore`, QEMU's ELF dump), else the `machine` of a
+/// kdump-compressed dump's header (makedumpfile's; also inside the
+/// flattened stream makedumpfile -F and QEMU's `kdump-zlib` write), else
+/// the kernel release its vmcoreinfo names (`OSRELEASE=`; QEMU writes
+/// `Unknown` as the machine of an arm64 guest). None when none says.
 pub fn dump_arch(vmcore: &Path) -> Option<Arch> {
     use std::io::Read;
-    let mut head = vec![0u8; 8192];
-    let mut f = std::fs::File::open(vmcore).ok()?;
-    let mut n = 0;
-    while n < head.len() {
-        match f.read(&mut head[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(_) => return None,
-        }
-    }
-    head.truncate(n);
+    let mut head = Vec::with_capacity(HEAD);
+    std::fs::File::open(vmcore).ok()?.take(HEAD as u64).read_to_end(&mut head).ok()?;
     dump_arch_of(&head)
 }
+
+/// How much of a dump [`dump_arch`] reads: the headers and vmcoreinfo.
+const HEAD: usize = 256 << 10;
 
 /// [`dump_arch`] of a dump's first bytes.
 pub fn dump_arch_of(head: &[u8]) -> Option<Arch> {
@@ -150,8 +146,14 @@ pub fn dump_arch_of(head: &[u8]) -> Option<Arch> {
     // fields: sysname, nodename, release, version, machine, domainname.
     let at = 8 + 4 + 4 * 65;
     let field = kdump.get(at..at + 65)?;
-    let machine = String::from_utf8_lossy(&field[..field.iter().position(|&b| b == 0).unwrap_or(field.len())]).to_string();
-    Arch::from_uname(&machine)
+    let machine = String::from_utf8_lossy(&field[..field.iter().position(|&b| b == 0).unwrap_or(field.len())]).to_lowercase();
+    if let Some(a) = Arch::parse(&machine) {
+        return Some(a);
+    }
+    let key = b"OSRELEASE=";
+    let i = kdump.windows(key.len()).position(|w| w == key)? + key.len();
+    let release: Vec<u8> = kdump[i..].iter().take_while(|&&b| b != b'\n' && b != 0).copied().collect();
+    Arch::of_debian_name(&String::from_utf8_lossy(&release))
 }
 
 /// Triages `vmcore` of `kernel` into `dir` with the engine `choice`
@@ -413,6 +415,42 @@ ffff888003c41300      768     120000    120010  12001     8k  shmem_inode_cache
 ffff888003c41400       64        100       128      2     4k  kmalloc-64
 crash> bt
 ";
+
+    #[test]
+    fn a_dumps_architecture_from_its_headers() {
+        let mut elf = b"\x7fELF\x02\x01\x01".to_vec();
+        elf.resize(64, 0);
+        elf[18..20].copy_from_slice(&Arch::Aarch64.elf_machine().to_le_bytes());
+        assert_eq!(dump_arch_of(&elf), Some(Arch::Aarch64));
+        let kdump = |machine: &str, tail: &str| {
+            let mut k = b"KDUMP   \x06\0\0\0".to_vec();
+            k.resize(12 + 4 * 65, 0);
+            k.extend(machine.as_bytes());
+            k.resize(12 + 6 * 65 + 64, 0);
+            k.extend(tail.as_bytes());
+            k
+        };
+        assert_eq!(dump_arch_of(&kdump(Arch::X86_64.uname(), "")), Some(Arch::X86_64));
+        // QEMU's arm64 kdump-zlib: machine `Unknown`, the release in vmcoreinfo.
+        let arm = kdump("Unknown", &format!("OSRELEASE=6.1.0-54-cloud-{}\nPAGESIZE=4096\n", Arch::Aarch64.debian()));
+        assert_eq!(dump_arch_of(&arm), Some(Arch::Aarch64));
+        let mut flat = b"makedumpfile".to_vec();
+        flat.resize(4096 + 16, 0);
+        flat.extend(&arm);
+        assert_eq!(dump_arch_of(&flat), Some(Arch::Aarch64));
+        assert_eq!(dump_arch_of(&kdump("Unknown", "")), None);
+        assert_eq!(dump_arch_of(&[7u8; 4096]), None);
+    }
+
+    #[test]
+    fn an_auto_engine_is_crash_only_for_the_hosts_own_dumps() {
+        let (x, a) = (Some(Arch::X86_64), Some(Arch::Aarch64));
+        assert_eq!(EngineChoice::Auto.resolve(x, x), Engine::Crash);
+        assert_eq!(EngineChoice::Auto.resolve(a, x), Engine::Drgn);
+        assert_eq!(EngineChoice::Auto.resolve(None, x), Engine::Drgn);
+        assert_eq!(EngineChoice::Crash.resolve(a, x), Engine::Crash);
+        assert_eq!(EngineChoice::Drgn.resolve(x, x), Engine::Drgn);
+    }
 
     #[test]
     fn panic_from_sys() {
