@@ -198,11 +198,13 @@ fn the_leak_lab_on_an_arm64_guest_is_a_leak_named_and_attributed() {
 /// engine `auto` picks for a dump `crash` cannot read on this host: the
 /// guest loads khm with leak=1 and creates and removes files on tmpfs, so
 /// each file's dentry (and its tmpfs inode) stays referenced; QEMU's
-/// `dump-guest-memory` (kdump-zlib, what kernlab's host dump writes) with
-/// the vmcoreinfo the guest handed QEMU; `kernlab triage` with the arm64
-/// `-dbg` vmlinux (fetched through the private apt configuration). There
-/// is no lab-run path to this dump yet: Debian's arm64 cloud kernel has no
-/// pvpanic (`CONFIG_PVPANIC` unset), so a panic does not reach QMP.
+/// `dump-guest-memory` as an ELF core (drgn 0.0.22 cannot tell the
+/// architecture of QEMU's arm64 kdump-zlib, what kernlab's x86 host dump
+/// writes) with the vmcoreinfo the guest handed QEMU; `kernlab triage` with
+/// the arm64 `-dbg` vmlinux (fetched through the private apt
+/// configuration). There is no lab-run path to this dump yet: Debian's
+/// arm64 cloud kernel has no pvpanic (`CONFIG_PVPANIC` unset), so a panic
+/// does not reach QMP.
 #[test]
 fn an_arm64_guests_dump_is_triaged_by_drgn_naming_the_leaking_caches() {
     if !have_qemu(Arch::Aarch64) {
@@ -241,7 +243,7 @@ fn an_arm64_guests_dump_is_triaged_by_drgn_naming_the_leaking_caches() {
     rt.block_on(async {
         let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
         let qmp = kernlab::qmp::Qmp::connect(d.path(), "qmp.sock", Duration::from_secs(10), tx).await.unwrap();
-        qmp.dump_guest_memory(&vmcore, Duration::from_secs(600)).await.unwrap();
+        qmp.dump_guest_memory_as(&vmcore, Duration::from_secs(600), true).await.unwrap();
         let _ = qmp.quit().await;
     });
     eprintln!("arm64 dump: {} MiB in {:.1} s", std::fs::metadata(&vmcore).unwrap().len() >> 20, t_dump.elapsed().as_secs_f64());

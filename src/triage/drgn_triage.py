@@ -13,6 +13,7 @@
 # slab (its lockless freelist plus what other CPUs freed into the slab).
 # allocated = total - free.
 import json
+import re
 import sys
 import time
 
@@ -29,6 +30,31 @@ prog = drgn.Program()
 prog.set_core_dump(vmcore)
 prog.load_debug_info([vmlinux])
 warnings = []
+
+
+def map_kernel_image():
+    """drgn 0.0.22 finds the page tables of a dump with a kimage_voffset in
+    its vmcoreinfo (arm64) through the page tables themselves and fails
+    ("recursive address translation"). The kernel image is mapped at a
+    fixed offset from its physical address, so its virtual range is given
+    to drgn as a segment read through that offset: swapper_pg_dir is in it,
+    and the rest translates through the page tables as usual."""
+    with open(vmcore, "rb") as f:
+        head = f.read(4 << 20)
+    m = re.search(rb"NUMBER\(kimage_voffset\)=(0x[0-9a-fA-F]+)", head)
+    if not m:
+        return
+    voffset = int(m.group(1), 16)
+    start = prog.symbol("_text").address
+    end = prog.symbol("_end").address
+
+    def read(address, count, offset, physical):
+        return prog.read(address - voffset, count, True)
+
+    prog.add_memory_segment(start, end - start, read, False)
+
+
+map_kernel_image()
 
 
 def page_size():
@@ -65,7 +91,7 @@ def memory():
     rows = []
     try:
         total = prog["_totalram_pages"].counter.value_()
-    except (LookupError, FaultError):
+    except LookupError:
         total = prog["totalram_pages"].value_()
     rows.append(["TOTAL MEM", total * PAGE])
     free = zone_stat("NR_FREE_PAGES")
