@@ -170,7 +170,13 @@ pub fn run_drgn(kernel: &str, vmlinux: &Path, vmcore: &Path, out: &Path) -> Resu
         _ => {
             let err = String::from_utf8_lossy(&o.stderr);
             let detail: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).rev().take(3).collect::<Vec<_>>().into_iter().rev().collect();
-            return Err(TriageError::DrgnFailed { kernel: kernel.into(), vmcore: vmcore.into(), detail: detail.join(" / ") });
+            let mut detail = detail.join(" / ");
+            if err.contains("KDUMP_ATTR_ARCH_NAME") {
+                // libkdumpfile (drgn's kdump reader) found no architecture it
+                // knows in the header: QEMU's kdump-zlib of a non-x86 guest.
+                detail.push_str(" (drgn's kdump reader cannot tell this dump's architecture, as with QEMU's kdump-zlib dump of an arm64 guest: take the dump as an ELF core, `dump-guest-memory` with format `elf`)");
+            }
+            return Err(TriageError::DrgnFailed { kernel: kernel.into(), vmcore: vmcore.into(), detail });
         }
     };
     let json_path = out.with_extension("json");
