@@ -174,7 +174,7 @@ pub fn run_drgn(kernel: &str, vmlinux: &Path, vmcore: &Path, out: &Path) -> Resu
             if err.contains("KDUMP_ATTR_ARCH_NAME") {
                 // libkdumpfile (drgn's kdump reader) found no architecture it
                 // knows in the header: QEMU's kdump-zlib of a non-x86 guest.
-                detail.push_str(" (drgn's kdump reader cannot tell this dump's architecture, as with QEMU's kdump-zlib dump of an arm64 guest: take the dump as an ELF core, `dump-guest-memory` with format `elf`)");
+                detail.push_str(" (drgn's kdump reader cannot tell this dump's architecture, as with QEMU's kdump-zlib dumps whose header says `Unknown`: take the dump as an ELF core, `dump-guest-memory` with format `elf`)");
             }
             return Err(TriageError::DrgnFailed { kernel: kernel.into(), vmcore: vmcore.into(), detail });
         }
