@@ -171,7 +171,15 @@ fn host_dump_when_kdump_is_not_configured() {
     assert!(dump["bytes"].as_u64().unwrap() > 1 << 20);
     let t = &report(&dir)["triage"];
     assert!(t["panic"].as_str().unwrap().contains("sysrq"), "{t}");
+    assert_eq!(t["engine"], "crash", "{t}");
     assert_no_qemu(&dir);
+    // drgn 0.0.22 cannot read QEMU's kdump-zlib (its kdump reader finds
+    // no architecture in it), and says so and what to do instead.
+    let vmcore = dir.join(dump["vmcore"].as_str().unwrap());
+    let o = run(&["triage", "--engine", "drgn", "--kernel", "debian-6.1.0-54-cloud-amd64", vmcore.to_str().unwrap(), "--out", d.path().join("drgn").to_str().unwrap()]);
+    let err = text(&o.stderr);
+    assert_eq!(o.status.code(), Some(101), "{err}");
+    assert!(err.contains("drgn could not read") && err.contains("QEMU kdump-zlib") && err.contains("ELF core"), "{err}");
 }
 
 /// In a lab that takes dumps, a module that panics the guest at `insmod`

@@ -182,9 +182,9 @@ impl Qmp {
     }
 
     /// [`Qmp::dump_guest_memory`], as an ELF core when `elf` (every page,
-    /// uncompressed: as large as the guest's memory). drgn 0.0.22 reads an
-    /// arm64 guest's dump only as ELF: its kdump reader (libkdumpfile
-    /// 0.5.1) cannot tell the architecture of QEMU's arm64 `kdump-zlib`.
+    /// uncompressed: as large as the guest's memory). drgn 0.0.22 reads
+    /// QEMU's dumps only as ELF: its kdump reader (libkdumpfile 0.5.1)
+    /// cannot tell the architecture of QEMU's `kdump-zlib`, of any guest.
     pub async fn dump_guest_memory_as(&self, path: &Path, timeout: Duration, elf: bool) -> Result<(), QmpError> {
         let format = if elf { qmp::DumpGuestMemoryFormat::elf } else { qmp::DumpGuestMemoryFormat::kdump_zlib };
         self.exec_within(

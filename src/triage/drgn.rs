@@ -172,9 +172,10 @@ pub fn run_drgn(kernel: &str, vmlinux: &Path, vmcore: &Path, out: &Path) -> Resu
             let detail: Vec<&str> = err.lines().filter(|l| !l.trim().is_empty()).rev().take(3).collect::<Vec<_>>().into_iter().rev().collect();
             let mut detail = detail.join(" / ");
             if err.contains("KDUMP_ATTR_ARCH_NAME") {
-                // libkdumpfile (drgn's kdump reader) found no architecture it
-                // knows in the header: QEMU's kdump-zlib of a non-x86 guest.
-                detail.push_str(" (drgn's kdump reader cannot tell this dump's architecture, as with QEMU's kdump-zlib dumps whose header says `Unknown`: take the dump as an ELF core, `dump-guest-memory` with format `elf`)");
+                // libkdumpfile 0.5.1 (drgn 0.0.22's kdump reader) finds no
+                // architecture in QEMU's kdump-zlib dumps, of any guest;
+                // makedumpfile's kdump and ELF cores it reads.
+                detail.push_str(" (drgn's kdump reader cannot tell this dump's architecture, as with every QEMU kdump-zlib dump (kernlab's host dump): read it with crash, or take the dump as an ELF core, `dump-guest-memory` with format `elf`)");
             }
             return Err(TriageError::DrgnFailed { kernel: kernel.into(), vmcore: vmcore.into(), detail });
         }

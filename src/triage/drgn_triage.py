@@ -18,7 +18,7 @@ import sys
 import time
 
 import drgn
-from drgn import FaultError, Object, cast
+from drgn import FaultError, cast
 from drgn.helpers.linux.cpumask import for_each_possible_cpu
 from drgn.helpers.linux.list import list_for_each_entry
 from drgn.helpers.linux.percpu import per_cpu_ptr
