@@ -28,7 +28,8 @@ packages=(
   dosfstools        # fsck.fat: the tests check the cloud-init seed disk with it
   mmdebstrap        # image: debian's root file system (--mode=unshare: no mounts)
   uidmap            # newuidmap/newgidmap for mmdebstrap --mode=unshare as a user (only Recommended by it)
-  crash             # vmcore triage
+  crash             # vmcore triage (the host's own architecture)
+  python3-drgn      # vmcore triage of any architecture (triage.engine: drgn; arm64 guests on this host)
   jq                # scripts/test.sh reads cargo's list of test executables
   git               # kernlab bisect: a module's history (git archive, rev-list)
   dkms              # the reference tests/dkms.rs compares kernlab's reading of a dkms.conf with

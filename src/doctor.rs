@@ -106,6 +106,10 @@ pub struct Needs {
     pub kdump: bool,
     /// A vmcore to keep and read with `crash`.
     pub dumps: bool,
+    /// That vmcore read with drgn (`triage.engine: drgn`, or `auto` for a
+    /// guest of another architecture than the host's).
+    #[serde(default)]
+    pub drgn: bool,
     /// The lab insists on KVM.
     pub kvm: bool,
     /// The Debian image gets built: `image: debian`, or a user's disk
@@ -130,6 +134,10 @@ impl Needs {
             ext4: churn.is_some_and(|c| c.fs == lab::ChurnFs::Ext4) || action == Some(DumpAction::Kdump),
             kdump: action == Some(DumpAction::Kdump),
             dumps,
+            drgn: dumps && {
+                let arch = crate::arch::Arch::of_debian_name(&lab.kernel).unwrap_or_default();
+                lab.triage.engine.resolve(Some(arch), crate::arch::Arch::host()) == crate::triage::Engine::Drgn
+            },
             kvm: lab.vm.accel == crate::qemu::AccelRequest::Kvm,
             debian: builds_debian(&lab.image),
             disk_image: lab.image.boots_disk(),
@@ -202,6 +210,9 @@ pub struct Facts {
     /// Whether the namespaces `mmdebstrap --mode=unshare` makes can be made
     /// here (probed only for a Debian lab): Err with the probe's error.
     pub namespaces: Option<Result<(), String>>,
+    /// drgn's version (Debian's `python3-drgn`), or why it cannot triage:
+    /// absent, or older than kernlab needs.
+    pub drgn: Result<String, String>,
 }
 
 /// The probe for `mmdebstrap --mode=unshare`: as root it unshares the
@@ -275,6 +286,7 @@ impl Facts {
             disks,
             root,
             namespaces,
+            drgn: crate::triage::drgn::version().map_err(|e| e.to_string()),
         }
     }
 }
@@ -483,7 +495,17 @@ pub fn checks(needs: &Needs, f: &Facts) -> Vec<Check> {
         required(needs.kdump || needs.ext4),
         "kexec, makedumpfile, mkfs.ext4, debugfs",
     ));
-    out.push(tools(f, "crash", &["crash"], "vmcores are read with crash", required(needs.dumps), "crash"));
+    out.push(tools(f, "crash", &["crash"], "vmcores are read with crash", required(needs.dumps && !needs.drgn), "crash"));
+    out.push(match &f.drgn {
+        Ok(v) => Check { name: "drgn", status: Status::Ok, detail: format!("drgn {v} (vmcores of any architecture; triage.engine)"), fix: None, packages: vec![] },
+        Err(e) => Check {
+            name: "drgn",
+            status: required(needs.drgn),
+            detail: format!("{e}; vmcores of a guest of another architecture than the host's are read with drgn"),
+            fix: Some(install(&[crate::triage::drgn::PACKAGE])),
+            packages: vec![crate::triage::drgn::PACKAGE.to_string()],
+        },
+    });
     out.push(tools(
         f,
         "qemu-img",
@@ -682,6 +704,7 @@ mod tests {
             ],
             root: true,
             namespaces: None,
+            drgn: Ok("0.0.22".into()),
         }
     }
 
@@ -734,6 +757,25 @@ mod tests {
         let cs = checks(&dumping, &f);
         assert_eq!(by_name(&cs, "crash").status, Status::Missing);
         assert_eq!(by_name(&cs, "dumps").status, Status::Missing);
+    }
+
+    #[test]
+    fn drgn_is_reported_and_required_only_where_it_triages() {
+        let mut f = facts();
+        let cs = checks(&leak_lab(), &f);
+        let d = by_name(&cs, "drgn");
+        assert_eq!(d.status, Status::Ok);
+        assert!(d.detail.contains("drgn 0.0.22"), "{}", d.detail);
+        f.drgn = Err("drgn 0.0.20 is installed; kernlab needs 0.0.22 or newer".into());
+        let d = by_name(&checks(&Needs { dumps: true, ..leak_lab() }, &f), "drgn").clone();
+        assert_eq!((d.status, d.fix.as_deref()), (Status::Warn, Some("apt-get install -y python3-drgn")));
+        assert!(d.detail.contains("0.0.20") && d.detail.contains("0.0.22"), "{}", d.detail);
+        let cs = checks(&Needs { dumps: true, drgn: true, ..leak_lab() }, &f);
+        assert_eq!(by_name(&cs, "drgn").status, Status::Missing);
+        // A lab triaged by drgn does not need crash.
+        f.programs.insert("crash".into(), None);
+        assert_eq!(by_name(&cs, "crash").status, Status::Ok);
+        assert_eq!(by_name(&checks(&Needs { dumps: true, drgn: true, ..leak_lab() }, &f), "crash").status, Status::Warn);
     }
 
     #[test]

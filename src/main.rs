@@ -167,11 +167,11 @@ enum Command {
     /// 0; 2: usage; 101: the build failed.
     #[command(subcommand)]
     Image(ImageCommand),
-    /// Read a vmcore from anywhere (a customer's) with `crash`: memory
-    /// summary and the largest slab caches. Writes crash.txt and
-    /// triage.json under --out and prints the summary. Exit 0: read; 2:
-    /// usage (no such file or kernel); 101: crash or the kernel's debug
-    /// package failed.
+    /// Read a vmcore from anywhere (a customer's) with `crash` or drgn:
+    /// memory summary and the largest slab caches. Writes crash.txt (or
+    /// drgn.txt) and triage.json under --out and prints the summary. Exit
+    /// 0: read; 2: usage (no such file or kernel); 101: the engine or the
+    /// kernel's debug package failed.
     Triage {
         vmcore: PathBuf,
         /// The kernel the vmcore came from (a descriptor name).
@@ -181,6 +181,10 @@ enum Command {
         /// new triage-<UTC timestamp> directory here).
         #[arg(long, value_name = "DIR")]
         out: Option<PathBuf>,
+        /// Which engine reads it: `crash`, `drgn`, or `auto` (crash when
+        /// the dump is of the host's architecture, else drgn).
+        #[arg(long, value_enum, default_value = "auto")]
+        engine: kernlab::triage::EngineChoice,
     },
     /// Rebuild report.html of a run, A/B or matrix directory from its files
     /// (samples, events, reports) and print its summary again. Writes
@@ -447,7 +451,7 @@ fn main() -> ExitCode {
         Command::Matrix { file, list, partition, jobs, out } => matrix(&file, list, partition, jobs, out, &cli.kernel_dirs, &events),
         Command::Doctor { lab } => doctor(lab.as_deref(), json, &cli.kernel_dirs),
         Command::Merge { dirs, out } => merge(&dirs, &out, &events),
-        Command::Triage { vmcore, kernel, out } => triage(&vmcore, &kernel, out, &cli.kernel_dirs, json),
+        Command::Triage { vmcore, kernel, out, engine } => triage(&vmcore, &kernel, out, engine, &cli.kernel_dirs, json),
         Command::Report { dir, out } => report(&dir, out.as_deref(), json),
         Command::Image(ImageCommand::Debian { kernel, package, out }) => image_debian(&kernel, package, &out, &cli.kernel_dirs, json),
         Command::Bisect { lab, source, kernel_pattern, good, bad, out } => {

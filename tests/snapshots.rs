@@ -112,6 +112,7 @@ fn run_summary_after_a_crash() {
         bytes: allocated * objsize,
     };
     rep.triage = Some(kernlab::triage::CrashReport {
+        engine: kernlab::triage::Engine::Crash,
         memory: vec![("TOTAL MEM".into(), 471_859_200), ("SLAB".into(), 301_989_888)],
         top_caches: vec![cache("shmem_inode_cache", 784, 290_000), cache("dentry", 192, 303_000), cache("lsm_inode_cache", 32, 304_000)],
         panic: Some("Kernel panic - not syncing: sysrq triggered crash".into()),

@@ -61,6 +61,16 @@ pub struct Exhaustion {
     pub max: Option<Duration>,
 }
 
+/// `triage:`: how a vmcore the run takes is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Triage {
+    /// `crash`, `drgn` or `auto`: crash when it can read the dump (a guest
+    /// of the host's architecture), else drgn. Default: auto.
+    #[serde(default)]
+    pub engine: crate::triage::EngineChoice,
+}
+
 /// How long a lab that runs until exhaustion may go on without reaching it,
 /// when it does not say (`exhaustion.max`). A 512 MiB guest churning flat
 /// out with the leak runs out in ~22 s on tmpfs, ~49 s on ext4 with a core

@@ -161,6 +161,9 @@ pub struct Lab {
     /// Default: none (a panic ends the run as an infrastructure failure).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exhaustion: Option<Exhaustion>,
+    /// How a vmcore is triaged (`engine: crash|drgn|auto`). Default: auto.
+    #[serde(default)]
+    pub triage: Triage,
     /// Where each field was written, for error messages; empty for labs
     /// built in code. Not serialized and ignored by `==`.
     #[serde(skip)]

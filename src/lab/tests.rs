@@ -914,3 +914,15 @@ fn a_metric_reads_from_its_word_and_writes_back_the_same() {
     }
 }
 
+
+#[test]
+fn triage_engine_is_auto_by_default_and_crash_drgn_or_auto_when_written() {
+    use crate::triage::EngineChoice;
+    assert_eq!(p("name: x\n").unwrap().triage.engine, EngineChoice::Auto);
+    for (w, e) in [("crash", EngineChoice::Crash), ("drgn", EngineChoice::Drgn), ("auto", EngineChoice::Auto)] {
+        assert_eq!(p(&format!("name: x\ntriage:\n  engine: {w}\n")).unwrap().triage.engine, e);
+    }
+    assert_eq!(err("name: x\ntriage:\n  engine: gdb\n"), "t.yaml:3:11: triage.engine: unknown variant `gdb`, expected one of auto, crash, drgn");
+    let e = err("name: x\ntriage:\n  engin: drgn\n");
+    assert!(e.contains("triage") && e.contains("engin") && e.contains("engine"), "{e}");
+}

@@ -35,6 +35,7 @@ impl Lab {
             monitor: Monitor::default(),
             leak: None,
             exhaustion: None,
+            triage: Triage::default(),
             locations: SourceMap::default(),
         }
     }

@@ -178,13 +178,22 @@ impl Qmp {
     /// nothing, compressed per page; `crash` reads it with the vmcoreinfo
     /// QEMU got from the guest). Synchronous: returns when the file is done.
     pub async fn dump_guest_memory(&self, path: &Path, timeout: Duration) -> Result<(), QmpError> {
+        self.dump_guest_memory_as(path, timeout, false).await
+    }
+
+    /// [`Qmp::dump_guest_memory`], as an ELF core when `elf` (every page,
+    /// uncompressed: as large as the guest's memory). drgn 0.0.22 reads
+    /// QEMU's dumps only as ELF: its kdump reader (libkdumpfile 0.5.1)
+    /// cannot tell the architecture of QEMU's `kdump-zlib`, of any guest.
+    pub async fn dump_guest_memory_as(&self, path: &Path, timeout: Duration, elf: bool) -> Result<(), QmpError> {
+        let format = if elf { qmp::DumpGuestMemoryFormat::elf } else { qmp::DumpGuestMemoryFormat::kdump_zlib };
         self.exec_within(
             "dump-guest-memory",
             qmp::dump_guest_memory {
                 paging: false,
                 protocol: format!("file:{}", path.display()),
                 detach: Some(false),
-                format: Some(qmp::DumpGuestMemoryFormat::kdump_zlib),
+                format: Some(format),
                 begin: None,
                 length: None,
             },

@@ -40,13 +40,14 @@ pub fn run_summary(rep: &RunOutcome, dir: Option<&Path>) -> String {
         let _ = writeln!(s, "    {}", d.reason);
     }
     if let Some(t) = &rep.triage {
+        let e = t.engine.word();
         if let Some(p) = &t.panic {
-            let _ = writeln!(s, "  crash: {p}");
+            let _ = writeln!(s, "  {e}: {p}");
         }
         let top: Vec<String> = t.top_caches.iter().take(4).map(|c| format!("{} {:.1} MiB", c.name, c.bytes as f64 / 1048576.0)).collect();
-        let _ = writeln!(s, "  crash: largest slab caches: {}", top.join(", "));
+        let _ = writeln!(s, "  {e}: largest slab caches: {}", top.join(", "));
         if let Some(r) = &t.refs {
-            let _ = writeln!(s, "  crash: {}", r.headline());
+            let _ = writeln!(s, "  {e}: {}", r.headline());
             for l in r.lines() {
                 let _ = writeln!(s, "    {l}");
             }
@@ -289,13 +290,14 @@ pub fn leak_summary(r: &LeakReport, dir: &Path) -> String {
             let _ = writeln!(s, "  vmcore by {}: {} ({:.1} MiB)", d.via, crate::outcome::resolve(dir, &d.vmcore).display(), d.bytes as f64 / 1048576.0);
         }
         if let Some(t) = &c.triage {
+            let e = t.engine.word();
             if let Some(p) = &t.panic {
-                let _ = writeln!(s, "  crash: {p}");
+                let _ = writeln!(s, "  {e}: {p}");
             }
             let caches: Vec<String> = t.top_caches.iter().take(4).map(|c| format!("{} {}", c.name, mib(c.bytes as f64))).collect();
-            let _ = writeln!(s, "  crash: largest slab caches at the panic: {}", caches.join(", "));
+            let _ = writeln!(s, "  {e}: largest slab caches at the panic: {}", caches.join(", "));
             if let Some(r) = &t.refs {
-                let _ = writeln!(s, "  crash: {}", r.headline());
+                let _ = writeln!(s, "  {e}: {}", r.headline());
                 for l in r.lines() {
                     let _ = writeln!(s, "    {l}");
                 }
@@ -381,7 +383,7 @@ mod readme {
     /// The line shapes the A/B summary prints: the prefix of each kind of
     /// line, or the whole table header.
     fn shapes() -> Vec<String> {
-        let mut v: Vec<String> = ["lab ", "  why: ", "  kind: ", "    - ", "  code: ", "  attribution pass: ", "    tried: ", "  undecided: ", "  rules out (80 % power): ", "  needs: ", "  exhausts ", "  vmcore by ", "  crash: ", "  crash triage skipped: ", "  sample gaps: ", "  module arm: ", "  arms: ", "  run directory: "]
+        let mut v: Vec<String> = ["lab ", "  why: ", "  kind: ", "    - ", "  code: ", "  attribution pass: ", "    tried: ", "  undecided: ", "  rules out (80 % power): ", "  needs: ", "  exhausts ", "  vmcore by ", "  crash: ", "  drgn: ", "  crash triage skipped: ", "  sample gaps: ", "  module arm: ", "  arms: ", "  run directory: "]
             .iter()
             .map(|s| s.to_string())
             .collect();

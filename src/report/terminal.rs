@@ -133,7 +133,7 @@ impl Terminal {
                 format!("vmcore by {via}: {path} ({:.1} MiB, {secs:.1} s after the trigger)", *bytes as f64 / 1048576.0)
             }
             Event::Triage { secs, top_cache, .. } => {
-                format!("crash triage done in {secs:.1} s; largest slab cache: {}", top_cache.as_deref().unwrap_or("-"))
+                format!("triage done in {secs:.1} s; largest slab cache: {}", top_cache.as_deref().unwrap_or("-"))
             }
             Event::TriageSkipped { reason } => format!("crash triage skipped: {reason}"),
             Event::Interrupted { signal } => format!("interrupted by {signal}; tearing down (again to force)"),
@@ -220,7 +220,7 @@ impl Terminal {
             Event::WorkloadFinished { .. } => "workload done; stopping",
             Event::Exhaustion { .. } | Event::PanicTriggered { .. } => "out of memory: taking the dump",
             Event::NoExhaustion { .. } => "no exhaustion: stopping",
-            Event::DumpWritten { .. } => "crash triage (debug vmlinux, crash)",
+            Event::DumpWritten { .. } => "triage (debug vmlinux, crash or drgn)",
             Event::Triage { .. } | Event::TriageSkipped { .. } => "stopping the VM",
             Event::Interrupted { .. } => "interrupted: tearing down",
             Event::Teardown { .. } => "writing the report",

@@ -390,12 +390,8 @@ async fn finish(ctx: &mut Ctx, record: DumpRecord, crash_dir: &std::path::Path, 
     let Some(kernel) = ctx.manifest.kernel.clone() else { return Ok(()) };
     let desc = ctx.desc.clone();
     let cache = ctx.cache.clone();
-    let out = crash_dir.join("crash.txt");
-    let res = blocking(move || {
-        let vmlinux = crate::triage::debug_vmlinux(&cache, &desc, &kernel)?;
-        crate::triage::run_crash(&kernel.name, &vmlinux, &vmcore, &out)
-    })
-    .await?;
+    let (dir, engine) = (crash_dir.to_path_buf(), ctx.lab.triage.engine);
+    let res = blocking(move || crate::triage::triage(&cache, &desc, &kernel, &vmcore, &dir, engine)).await?;
     match res {
         Ok(r) => {
             ctx.events.emit(Event::Triage {

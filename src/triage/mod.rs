@@ -5,6 +5,7 @@
 //! that one member is extracted (the package is ~280 MB, the vmlinux ~590
 //! MB) and it is cached by the kernel package's hash.
 
+pub mod drgn;
 pub mod refs;
 
 use std::path::{Path, PathBuf};
@@ -12,6 +13,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::arch::Arch;
 use crate::cache::{Cache, Lock};
 use crate::kernel::apt::{self, AptError};
 use crate::kernel::package::{Fetch, PackageError};
@@ -21,7 +23,7 @@ use crate::util::fsx;
 use crate::util::tool::{Tool, ToolError};
 
 /// `crash` reading a vmcore in batch mode.
-const CRASH_DEADLINE: Duration = Duration::from_secs(300);
+pub const CRASH_DEADLINE: Duration = Duration::from_secs(300);
 
 #[derive(Debug, thiserror::Error)]
 pub enum TriageError {
@@ -37,6 +39,14 @@ pub enum TriageError {
     Crash(#[source] ToolError),
     #[error("`crash` could not read `{}` with the debug vmlinux of kernel `{kernel}` (is it this kernel's dump?): {detail}", vmcore.display())]
     CrashFailed { kernel: String, vmcore: PathBuf, detail: String },
+    #[error("reading the vmcore with drgn")]
+    Drgn(#[source] ToolError),
+    #[error("drgn cannot triage: {detail} (Debian's `python3-drgn`: `apt-get install -y python3-drgn`)")]
+    NoDrgn { detail: String },
+    #[error("drgn could not read `{}` with the debug vmlinux of kernel `{kernel}` (is it this kernel's dump?): {detail}", vmcore.display())]
+    DrgnFailed { kernel: String, vmcore: PathBuf, detail: String },
+    #[error("`crash` cannot read `{}`: it is a dump of a{} {dump} guest and this {host} machine's crash reads only its own architecture; use `triage.engine: drgn` (or `auto`)", vmcore.display(), if dump.starts_with('a') { "n" } else { "" })]
+    CrashForeign { vmcore: PathBuf, dump: String, host: String },
     #[error("triage I/O on `{}`", path.display())]
     Io {
         path: PathBuf,
@@ -57,9 +67,125 @@ pub struct TriageRecord {
     pub report: CrashReport,
 }
 
-/// What `crash` said, parsed.
+/// The program that read a vmcore.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// Debian's `crash` (`kmem -i`, `kmem -s`, `bt`, `log`).
+    #[default]
+    Crash,
+    /// drgn (Debian's `python3-drgn`) with kernlab's own script.
+    Drgn,
+}
+
+impl Engine {
+    pub fn word(self) -> &'static str {
+        match self {
+            Engine::Crash => "crash",
+            Engine::Drgn => "drgn",
+        }
+    }
+}
+
+/// Which engine triages a vmcore: a lab's `triage.engine`, `kernlab
+/// triage --engine`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, schemars::JsonSchema, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineChoice {
+    /// crash when it can read the dump (the dump's architecture is the
+    /// host's), else drgn.
+    #[default]
+    Auto,
+    Crash,
+    Drgn,
+}
+
+impl EngineChoice {
+    /// The engine for a dump of `dump`'s architecture (unknown: the
+    /// kernel's) on `host`.
+    pub fn resolve(self, dump: Option<Arch>, host: Option<Arch>) -> Engine {
+        match self {
+            EngineChoice::Crash => Engine::Crash,
+            EngineChoice::Drgn => Engine::Drgn,
+            EngineChoice::Auto if dump.is_some() && dump == host => Engine::Crash,
+            EngineChoice::Auto => Engine::Drgn,
+        }
+    }
+}
+
+/// The architecture of the machine a vmcore was taken of: an ELF core's
+/// `e_machine` (`/proc/vmcore`, QEMU's ELF dump), else the `machine` of a
+/// kdump-compressed dump's header (makedumpfile's; also inside the
+/// flattened stream makedumpfile -F and QEMU's `kdump-zlib` write), else
+/// the kernel release its vmcoreinfo names (`OSRELEASE=`; QEMU writes
+/// `Unknown` as the machine of an arm64 guest). None when none says.
+pub fn dump_arch(vmcore: &Path) -> Option<Arch> {
+    use std::io::Read;
+    let mut head = Vec::with_capacity(HEAD);
+    std::fs::File::open(vmcore).ok()?.take(HEAD as u64).read_to_end(&mut head).ok()?;
+    dump_arch_of(&head)
+}
+
+/// How much of a dump [`dump_arch`] reads: the headers and vmcoreinfo.
+const HEAD: usize = 256 << 10;
+
+/// [`dump_arch`] of a dump's first bytes.
+pub fn dump_arch_of(head: &[u8]) -> Option<Arch> {
+    if head.starts_with(b"\x7fELF") && head.len() >= 20 {
+        // EI_DATA 1 = little-endian, 2 = big-endian.
+        let m = if head[5] == 2 { u16::from_be_bytes([head[18], head[19]]) } else { u16::from_le_bytes([head[18], head[19]]) };
+        return crate::arch::ALL.into_iter().find(|a| a.elf_machine() == m);
+    }
+    // The flattened format: a 4 KiB header, then (offset, size) before
+    // each piece; the first piece is the kdump header at offset 0.
+    let kdump = if head.starts_with(b"makedumpfile") { head.get(4096 + 16..)? } else { head };
+    if !kdump.starts_with(b"KDUMP   ") {
+        return None;
+    }
+    // signature[8], header_version (4), then new_utsname's six 65-byte
+    // fields: sysname, nodename, release, version, machine, domainname.
+    let at = 8 + 4 + 4 * 65;
+    let field = kdump.get(at..at + 65)?;
+    let machine = String::from_utf8_lossy(&field[..field.iter().position(|&b| b == 0).unwrap_or(field.len())]).to_lowercase();
+    if let Some(a) = Arch::parse(&machine) {
+        return Some(a);
+    }
+    let key = b"OSRELEASE=";
+    let i = kdump.windows(key.len()).position(|w| w == key)? + key.len();
+    let release: Vec<u8> = kdump[i..].iter().take_while(|&&b| b != b'\n' && b != 0).copied().collect();
+    Arch::of_debian_name(&String::from_utf8_lossy(&release))
+}
+
+/// Triages `vmcore` of `kernel` into `dir` with the engine `choice`
+/// resolves to (`crash.txt` or `drgn.txt` there): the debug vmlinux
+/// fetched (for the kernel's own architecture), then the engine run.
+pub fn triage(cache: &Cache, desc: &Descriptor, kernel: &Kernel, vmcore: &Path, dir: &Path, choice: EngineChoice) -> Result<CrashReport, TriageError> {
+    let dump = dump_arch(vmcore);
+    let host = Arch::host();
+    let engine = choice.resolve(dump.or(Some(kernel.arch())), host);
+    if engine == Engine::Crash {
+        if let Some(d) = dump.filter(|d| Some(*d) != host) {
+            return Err(TriageError::CrashForeign { vmcore: vmcore.into(), dump: d.name().into(), host: host.map(|h| h.name()).unwrap_or("unknown").into() });
+        }
+    }
+    if engine == Engine::Drgn {
+        // Refused before the debug vmlinux's download, not after it.
+        drgn::version()?;
+    }
+    let vmlinux = debug_vmlinux(cache, desc, kernel)?;
+    match engine {
+        Engine::Crash => run_crash(&kernel.name, &vmlinux, vmcore, &dir.join("crash.txt")),
+        Engine::Drgn => drgn::run_drgn(&kernel.name, &vmlinux, vmcore, &dir.join("drgn.txt")),
+    }
+}
+
+/// What `crash` (or drgn) said, parsed.
 #[derive(Debug, Clone, Serialize, Deserialize, Default, schemars::JsonSchema)]
 pub struct CrashReport {
+    /// Which engine read the vmcore: `crash` or `drgn`. Records from
+    /// before there were two say nothing: crash.
+    #[serde(default)]
+    pub engine: Engine,
     /// `kmem -i` rows: label → bytes (`TOTAL MEM`, `FREE`, `USED`, `SLAB`, …).
     pub memory: Vec<(String, u64)>,
     /// The largest slab caches at crash time, by allocated bytes.
@@ -135,14 +261,15 @@ pub fn debug_vmlinux(cache: &Cache, desc: &Descriptor, kernel: &Kernel) -> Resul
     }
     let spec = format!("{}-dbg={}", src.package, kernel.version);
     let not_there = |detail: String| TriageError::NoDebugInfo { kernel: name.clone(), reason: format!("`{spec}` is not in this machine's apt sources{detail}") };
-    let size = match apt::show(&spec) {
+    let arch = desc.arch();
+    let size = match apt::Apt::for_arch(cache, arch).and_then(|a| a.show(&spec)) {
         Ok(record) => apt::field(&record, "Size").and_then(|v| v.parse::<u64>().ok()),
         Err(AptError::NotInArchive { .. }) => return Err(not_there(String::new())),
         Err(e) => return Err(not_there(format!(" (apt-cache: {e})"))),
     };
     tracing::info!("fetching the debug vmlinux: {spec} ({} MiB download, ~2x that unpacked; cached afterwards)", size.unwrap_or(0) >> 20);
     let bar = Bar::bytes(&kernel.name, &format!("downloading {spec}"), size);
-    let deb = f.download(std::slice::from_ref(&spec), &bar).map_err(fetch_err)?.remove(0);
+    let deb = f.download_for(arch, std::slice::from_ref(&spec), &bar).map_err(fetch_err)?.remove(0);
     drop(bar);
     tracing::info!("extracting vmlinux-{} from {}", kernel.release, deb.path.display());
     let out_dir = f.root().map_err(fetch_err)?;
@@ -192,7 +319,7 @@ pub fn run_crash(kernel: &str, vmlinux: &Path, vmcore: &Path, out: &Path) -> Res
             (None, Some(e))
         }
     };
-    Ok(CrashReport { memory, top_caches, panic, text: out.into(), secs, refs, refs_error })
+    Ok(CrashReport { engine: Engine::Crash, memory, top_caches, panic, text: out.into(), secs, refs, refs_error })
 }
 
 /// The panic message from `sys` (`PANIC: "Kernel panic - not syncing: …"`).
@@ -288,6 +415,42 @@ ffff888003c41300      768     120000    120010  12001     8k  shmem_inode_cache
 ffff888003c41400       64        100       128      2     4k  kmalloc-64
 crash> bt
 ";
+
+    #[test]
+    fn a_dumps_architecture_from_its_headers() {
+        let mut elf = b"\x7fELF\x02\x01\x01".to_vec();
+        elf.resize(64, 0);
+        elf[18..20].copy_from_slice(&Arch::Aarch64.elf_machine().to_le_bytes());
+        assert_eq!(dump_arch_of(&elf), Some(Arch::Aarch64));
+        let kdump = |machine: &str, tail: &str| {
+            let mut k = b"KDUMP   \x06\0\0\0".to_vec();
+            k.resize(12 + 4 * 65, 0);
+            k.extend(machine.as_bytes());
+            k.resize(12 + 6 * 65 + 64, 0);
+            k.extend(tail.as_bytes());
+            k
+        };
+        assert_eq!(dump_arch_of(&kdump(Arch::X86_64.uname(), "")), Some(Arch::X86_64));
+        // QEMU's arm64 kdump-zlib: machine `Unknown`, the release in vmcoreinfo.
+        let arm = kdump("Unknown", &format!("OSRELEASE=6.1.0-54-cloud-{}\nPAGESIZE=4096\n", Arch::Aarch64.debian()));
+        assert_eq!(dump_arch_of(&arm), Some(Arch::Aarch64));
+        let mut flat = b"makedumpfile".to_vec();
+        flat.resize(4096 + 16, 0);
+        flat.extend(&arm);
+        assert_eq!(dump_arch_of(&flat), Some(Arch::Aarch64));
+        assert_eq!(dump_arch_of(&kdump("Unknown", "")), None);
+        assert_eq!(dump_arch_of(&[7u8; 4096]), None);
+    }
+
+    #[test]
+    fn an_auto_engine_is_crash_only_for_the_hosts_own_dumps() {
+        let (x, a) = (Some(Arch::X86_64), Some(Arch::Aarch64));
+        assert_eq!(EngineChoice::Auto.resolve(x, x), Engine::Crash);
+        assert_eq!(EngineChoice::Auto.resolve(a, x), Engine::Drgn);
+        assert_eq!(EngineChoice::Auto.resolve(None, x), Engine::Drgn);
+        assert_eq!(EngineChoice::Crash.resolve(a, x), Engine::Crash);
+        assert_eq!(EngineChoice::Drgn.resolve(x, x), Engine::Drgn);
+    }
 
     #[test]
     fn panic_from_sys() {
