@@ -215,15 +215,19 @@ fn an_arm64_guests_dump_is_triaged_by_drgn_naming_the_leaking_caches() {
     let headers = kernel::headers::build_dir(&cache, &desc, &k).unwrap_or_else(|e| panic!("arm64 headers: {}", kernlab::util::error_causes(&e)));
     let (khm, _) = khm_ko(&cache, kernlab::payload::Target::of(&k, headers));
     let fw_cfg = std::fs::read(k.modules_dir().join("kernel/drivers/firmware/qemu_fw_cfg.ko")).unwrap();
+    // kernlab's own churn, cross-built: each file created, written, closed
+    // and unlinked in one process (a shell loop forks per file and took
+    // minutes under TCG).
+    let churn = std::fs::read(kernlab::payload::build_program(&cache, "churn", include_bytes!("../labs/workloads/churn.c"), Arch::Aarch64).unwrap()).unwrap();
     const FILES: u32 = 12_000;
     let init = format!(
         "#!/bin/busybox sh\nB=/bin/busybox\n$B mount -t proc proc /proc\n$B mount -t sysfs sysfs /sys\n$B insmod /qemu_fw_cfg.ko\n$B mkdir /t\n$B mount -t tmpfs tmpfs /t\n\
-         $B insmod /khm.ko leak=1\ni=0\nwhile [ $i -lt {FILES} ]; do echo x > /t/f$i; $B rm /t/f$i; i=$((i+1)); done\n\
+         $B insmod /khm.ko leak=1\n/churn -k files -d /t -n {FILES}\n\
          echo \"KERNLAB-LEAKED $($B grep leaked /proc/khm)\"\nwhile :; do $B sleep 60; done\n"
     );
     let d = tempfile::tempdir().unwrap();
     let t0 = std::time::Instant::now();
-    let mut child = start(&cache, &k, vec![("/init", 0o755, init.into_bytes()), ("/khm.ko", 0o644, khm), ("/qemu_fw_cfg.ko", 0o644, fw_cfg)], d.path(), true);
+    let mut child = start(&cache, &k, vec![("/init", 0o755, init.into_bytes()), ("/khm.ko", 0o644, khm), ("/qemu_fw_cfg.ko", 0o644, fw_cfg), ("/churn", 0o755, churn)], d.path(), true);
     let console = || std::fs::read_to_string(d.path().join("console.log")).unwrap_or_default();
     // A bound, not a timing: the guest says when its files are done.
     let done = wait_until(Duration::from_secs(1200), || console().contains("KERNLAB-LEAKED") || child.try_wait().ok().flatten().is_some());
