@@ -192,6 +192,9 @@ def caches():
                 "size": s.size.value_(),
                 "allocated": allocated,
                 "total": total,
+                # Objects in one slab (kmem_cache_order_objects: the low
+                # 16 bits): how far a CPU's active slab can move a count.
+                "per_slab": s.oo.x.value_() & 0xFFFF,
             }
         )
     return out
@@ -240,6 +243,7 @@ json.dump(
         "drgn": drgn.__version__,
         "memory": mem,
         "caches": cs,
+        "cpus": len(list(for_each_possible_cpu(prog))),
         "panic": panic,
         "task": task,
         "log": log[-40:],
